@@ -1,0 +1,1 @@
+"""Channel adapters. Each implements `bridge.adapter.Adapter`; imports only `bridge`."""

@@ -1,0 +1,242 @@
+"""The HTTP API channel.
+
+In:  ``POST /api/v1/messages`` (a customer message), ``POST /api/v1/conversations/{id}/messages``
+     (an agent's reply from another system), ``POST /api/v1/conversations/{id}/actions``
+     (resolve, reopen, claim, ...), ``GET /api/v1/conversations/{id}``. All need
+     ``Authorization: Bearer <token>``.
+Out: replies POSTed as JSON to ``webhook_url``, signed (see signing.py), with the message
+     id in ``X-Bridge-Message-Id`` so a receiver can drop a redelivered reply.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from adapters.api.config import ApiConfig
+from adapters.api.signing import MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from bridge.adapter import Adapter, AdapterContext, Delivered
+from bridge.errors import PermanentError, TransientError
+from bridge.model import Attachment, Message, Sender
+
+log = logging.getLogger("bridge.api")
+
+ACTIONS = {"claim", "assign", "resolve", "reopen", "urgency", "link", "note", "dispute"}
+
+
+class IncomingMessage(msgspec.Struct, forbid_unknown_fields=True):
+    customer_id: str
+    text: str = ""
+    message_id: str = ""  # your id for this message: a retry with the same id is not doubled
+    name: str = ""
+    email: str = ""
+    language: str = ""
+    attachments: list[Attachment] = []
+
+
+class IncomingReply(msgspec.Struct, forbid_unknown_fields=True):
+    text: str
+    agent: str = ""
+    message_id: str = ""
+
+
+class IncomingAction(msgspec.Struct, forbid_unknown_fields=True):
+    action: str
+    agent: str = ""
+    assignee: str = ""
+    urgency: str = ""
+    email: str = ""
+    text: str = ""
+    message_id: str = ""
+    # dispute: the step to go to ("start", "next" or a step name) and what it records
+    step: str = ""
+    claim: str = ""
+    evidence: str = ""
+    resolution: str = ""
+    note: str = ""
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+class ApiAdapter(Adapter):
+    name = "api"
+    config_model = ApiConfig
+    side = "both"
+    config: ApiConfig
+
+    def __init__(self, config: ApiConfig, ctx: AdapterContext) -> None:
+        super().__init__(config, ctx)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout_s))
+        await self.ctx.report_health("ok", "accepting messages" if self.config.webhook_url else
+                                     "accepting messages; no webhook_url, replies cannot be delivered")
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def routes(self) -> Iterable[web.AbstractRouteDef]:
+        return [
+            web.post("/api/v1/messages", self._post_message),
+            web.post("/api/v1/conversations/{conversation_id}/messages", self._post_reply),
+            web.post("/api/v1/conversations/{conversation_id}/actions", self._post_action),
+            web.get("/api/v1/conversations/{conversation_id}", self._get_conversation),
+        ]
+
+    # -- in ----------------------------------------------------------------------------
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        expected = self.config.token.get_secret_value().encode()
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
+
+    async def _body(self, request: web.Request, model: type[Any]) -> Any:
+        """Authenticate, bound the size, and decode; raise an HTTP error response otherwise."""
+        if not self._authorized(request):
+            raise _HttpError(_error(401, "missing or wrong token: send 'Authorization: Bearer <token>'"))
+        limit = self.config.max_message_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _HttpError(_error(413, f"message too large: {request.content_length} bytes, limit {limit}"))
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            raise _HttpError(_error(413, f"message too large: over {limit} bytes"))
+        try:
+            return msgspec.json.decode(body, type=model)
+        except msgspec.ValidationError as exc:
+            raise _HttpError(_error(400, f"invalid message: {exc}")) from None
+        except msgspec.DecodeError as exc:
+            raise _HttpError(_error(400, f"invalid JSON: {exc}")) from None
+
+    async def _publish(self, message: Message) -> web.Response:
+        try:
+            stored = await self.ctx.publish(message)
+        except Exception as exc:
+            if isinstance(exc, ConnectionError | OSError | TimeoutError) or type(exc).__module__.startswith("redis"):
+                log.warning("publish failed", extra={"error": repr(exc)})
+                return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
+                                         headers={"Retry-After": "1"})
+            raise
+        return web.json_response({"id": message.id, "duplicate": not stored,
+                                  "conversation_id": message.conversation_id or None}, status=202)
+
+    async def _post_message(self, request: web.Request) -> web.Response:
+        try:
+            body: IncomingMessage = await self._body(request, IncomingMessage)
+        except _HttpError as exc:
+            return exc.response
+        if not body.customer_id.strip():
+            return _error(400, "invalid message: customer_id must not be empty")
+        if not body.text.strip() and not body.attachments:
+            return _error(400, "invalid message: give text or attachments")
+        message = Message(kind="customer", channel=self.name, address=body.customer_id, text=body.text,
+                          dedupe_key=f"api:{body.customer_id}:{body.message_id}" if body.message_id else "",
+                          sender=Sender(id=body.customer_id, name=body.name, email=body.email,
+                                        language=body.language),
+                          attachments=body.attachments)
+        return await self._publish(message)
+
+    async def _post_reply(self, request: web.Request) -> web.Response:
+        try:
+            body: IncomingReply = await self._body(request, IncomingReply)
+        except _HttpError as exc:
+            return exc.response
+        conversation_id = request.match_info["conversation_id"]
+        if await self.ctx.conversations.get(conversation_id) is None:
+            return _error(404, f"no conversation {conversation_id!r}")
+        message = Message(kind="agent", channel=self.name, conversation_id=conversation_id, text=body.text,
+                          sender=Sender(name=body.agent or "agent", is_agent=True),
+                          dedupe_key=f"api-agent:{body.message_id}" if body.message_id else "")
+        return await self._publish(message)
+
+    async def _post_action(self, request: web.Request) -> web.Response:
+        try:
+            body: IncomingAction = await self._body(request, IncomingAction)
+        except _HttpError as exc:
+            return exc.response
+        if body.action not in ACTIONS:
+            return _error(400, f"unknown action {body.action!r}; use one of {', '.join(sorted(ACTIONS))}")
+        conversation_id = request.match_info["conversation_id"]
+        if await self.ctx.conversations.get(conversation_id) is None:
+            return _error(404, f"no conversation {conversation_id!r}")
+        data = {k: v for k, v in msgspec.structs.asdict(body).items() if v and k not in ("action", "message_id")}
+        message = Message(kind="command", channel=self.name, name=body.action, conversation_id=conversation_id,
+                          text=body.text, data=data, sender=Sender(name=body.agent, is_agent=True),
+                          dedupe_key=f"api-action:{body.message_id}" if body.message_id else "")
+        return await self._publish(message)
+
+    async def _get_conversation(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+        conversation_id = request.match_info["conversation_id"]
+        conversation = await self.ctx.conversations.get(conversation_id)
+        if conversation is None:
+            return _error(404, f"no conversation {conversation_id!r}")
+        transcript = await self.ctx.conversations.transcript(conversation_id)
+        body = {"conversation": msgspec.to_builtins(conversation),
+                "transcript": [msgspec.to_builtins(m) for m in transcript]}
+        return web.json_response(body)
+
+    # -- out ---------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> Delivered:
+        if not self.config.webhook_url:
+            raise PermanentError("channels.api.webhook_url is not set: nowhere to deliver replies")
+        if self._session is None:
+            raise TransientError("the API channel is not started")
+        payload = {
+            "id": message.id,
+            "kind": message.kind,
+            "name": message.name or None,
+            "conversation_id": message.conversation_id,
+            "customer_id": message.address,
+            "text": message.text,
+            "sender": msgspec.to_builtins(message.sender) if message.sender else None,
+            "buttons": [msgspec.to_builtins(b) for b in message.buttons],
+            "attachments": [msgspec.to_builtins(a) for a in message.attachments],
+            "created_ms": message.created_ms,
+        }
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        timestamp = str(int(time.time()))
+        headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp, MESSAGE_ID_HEADER: message.id}
+        if self.config.webhook_secret is not None:
+            headers[SIGNATURE_HEADER] = sign(self.config.webhook_secret.get_secret_value(), timestamp, body)
+        try:
+            async with self._session.post(self.config.webhook_url, data=body, headers=headers) as response:
+                status = response.status
+                text = (await response.text())[:300]
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientError(f"webhook unreachable: {type(exc).__name__}: {exc}") from None
+        if 200 <= status < 300:
+            return Delivered(platform_id=message.id)
+        if status == 429 or status >= 500:
+            raise TransientError(f"webhook answered {status}: {text}", retry_after_s=_seconds(retry_after))
+        if status == 410:
+            raise PermanentError(f"webhook answered 410 Gone: {text}", unreachable=True)
+        raise PermanentError(f"webhook answered {status}: {text}")
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class _HttpError(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response

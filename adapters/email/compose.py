@@ -1,0 +1,120 @@
+"""Outbound MIME: replies threaded into the customer's mail program, and queue tickets.
+
+Every header value that comes from outside (customer names, subjects, addresses) goes
+through `clean_header`, which removes CR, LF and other control characters, so a
+customer cannot add headers (``Bcc:``) by writing a name or subject with line breaks.
+The library then encodes non-ASCII values as RFC 2047 words.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]+")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+MAX_REFERENCES = 20
+
+
+def clean_header(value: str, max_chars: int = 300) -> str:
+    """One line of header text: control characters (CR, LF, ...) become spaces."""
+    return re.sub(r"\s{2,}", " ", _CONTROL.sub(" ", value)).strip()[:max_chars]
+
+
+def valid_address(address: str) -> bool:
+    return bool(_ADDRESS.match(address)) and len(address) <= 254
+
+
+def new_message_id(domain: str) -> str:
+    """A Message-ID without angle brackets."""
+    return f"{uuid.uuid4().hex}@{clean_header(domain) or 'bridge.invalid'}"
+
+
+def _address(name: str, addr: str) -> Address:
+    if not valid_address(addr):
+        raise ValueError(f"not a valid email address: {addr!r}")
+    username, domain = addr.rsplit("@", 1)
+    return Address(display_name=clean_header(name, 120), username=username, domain=domain)
+
+
+def plus_address(address: str, token: str) -> str:
+    """``support@x.com`` + token -> ``support+<token>@x.com``."""
+    local, domain = address.rsplit("@", 1)
+    return f"{local.split('+', 1)[0]}+{token}@{domain}"
+
+
+def text_to_html(text: str) -> str:
+    """Plain text as minimal, escaped HTML (paragraphs and line breaks kept)."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+    body = "\n".join("<p>" + html.escape(p).replace("\n", "<br>\n") + "</p>" for p in paragraphs)
+    return ('<!DOCTYPE html><html><head><meta charset="utf-8"></head>'
+            f'<body style="font-family:sans-serif;line-height:1.4">\n{body}\n</body></html>')
+
+
+@dataclass
+class Outgoing:
+    """What to send; `build` turns it into a MIME message."""
+
+    from_addr: str
+    to_addr: str
+    subject: str
+    text: str
+    from_name: str = ""
+    to_name: str = ""
+    reply_to: str = ""
+    in_reply_to: str = ""
+    references: list[str] = field(default_factory=list)
+    auto_submitted: str = ""  # "auto-replied" on automatic answers, "auto-generated" on tickets
+    html: str | None = None  # defaults to the text as HTML
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    message_id: str = ""
+    date_s: float | None = None
+
+
+def build(out: Outgoing) -> EmailMessage:
+    """A multipart/alternative (text + HTML) message with threading headers."""
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = _address(out.from_name, out.from_addr)
+    msg["To"] = _address(out.to_name, out.to_addr)
+    if out.reply_to:
+        msg["Reply-To"] = _address(out.from_name, out.reply_to)
+    msg["Subject"] = clean_header(out.subject, 400)
+    msg["Date"] = formatdate(out.date_s, localtime=False, usegmt=True)
+    message_id = out.message_id or new_message_id(out.from_addr.rsplit("@", 1)[1])
+    msg["Message-ID"] = f"<{clean_header(message_id)}>"
+    if out.in_reply_to:
+        msg["In-Reply-To"] = f"<{clean_header(out.in_reply_to)}>"
+    references = _ids(out.references)
+    if references:
+        msg["References"] = " ".join(f"<{r}>" for r in references)
+    if out.auto_submitted:
+        msg["Auto-Submitted"] = clean_header(out.auto_submitted)
+        msg["X-Auto-Response-Suppress"] = "All"  # ask Exchange not to answer our automatic mail
+    for name, value in out.extra_headers.items():
+        if re.fullmatch(r"[A-Za-z0-9-]{1,60}", name):
+            msg[name] = clean_header(value)
+    msg.set_content(out.text.replace("\r\n", "\n"), subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(out.html if out.html is not None else text_to_html(out.text), subtype="html",
+                        charset="utf-8", cte="quoted-printable")
+    return msg
+
+
+def _ids(values: Iterable[str]) -> list[str]:
+    seen: list[str] = []
+    for value in values:
+        value = clean_header(value).strip("<>")
+        if value and " " not in value and value not in seen:
+            seen.append(value)
+    # keep the first (thread root) and the newest ones, as RFC 5322 suggests
+    return seen if len(seen) <= MAX_REFERENCES else [seen[0], *seen[-(MAX_REFERENCES - 1):]]
+
+
+def message_id_of(msg: EmailMessage) -> str:
+    return str(msg["Message-ID"]).strip().strip("<>")

@@ -1,0 +1,159 @@
+"""Strip quoted replies and signatures from a mail's text; pure.
+
+What a customer wrote is what they typed above (or between) the quote of our earlier
+mail. Mail programs mark the quote in different ways:
+
+- ``>`` prefixed lines (most programs, and our HTML converter for ``<blockquote>``);
+- an attribution line: "On Mon, 23 Nov 2026 at 09:10, Ann <a@x> wrote:" (Gmail,
+  Apple, Thunderbird), "在 2026年11月23日 周一 09:10，张三 <a@x> 写道：", "23 нояб. 2026 г.,
+  в 9:10, Иван <i@x> написал(а):", "пн, 23 нояб. 2026 г. в 09:10, Иван <i@x>:";
+- a header block with nothing before it quoted: Outlook's "From: / Sent: / To: /
+  Subject:" (also "发件人: / 发送时间:" and "От: / Отправлено:"), often after a line of
+  underscores, and "-----Original Message-----" / "-----原始邮件-----" /
+  "-----Исходное сообщение-----" separators.
+
+Signatures are cut at the "-- " delimiter and at the mobile footers ("Sent from my
+iPhone", "发自我的iPhone", "Отправлено с iPhone", "Get Outlook for iOS").
+When stripping would leave nothing, the text is kept whole: a forward with no words of
+its own is still a message.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Attributions precise enough to cut at even when no ">" quote follows (the quote may be
+# plain text, as Outlook and many Chinese and Russian programs send it) ...
+_STRONG_ATTRIBUTION = [
+    # English: "On <date>, <name> wrote:" (Gmail, Apple Mail, Thunderbird); may wrap to 2-3 lines
+    re.compile(r"^\s*On\b.{0,300}\bwrote:\s*$", re.IGNORECASE | re.DOTALL),
+    # Chinese: "在 2026年11月23日 09:10，张三 <a@x> 写道："
+    re.compile(r"^\s*(在|於).{0,300}[写寫]道[：:]\s*$", re.DOTALL),
+    # Russian: "23 нояб. 2026 г., в 9:10, Иван <i@x> написал(а):"
+    re.compile(r"^\s*.{0,300}(написал|написала|написал\(а\)|пишет)\s*:\s*$", re.IGNORECASE | re.DOTALL),
+    # Gmail in Russian: "пн, 23 нояб. 2026 г. в 09:10, Иван <i@x>:"
+    re.compile(r"^\s*(пн|вт|ср|чт|пт|сб|вс),\s.{0,120}\d{4}\s*г\..{0,200}<[^>@\s]+@[^>\s]+>:\s*$",
+               re.IGNORECASE | re.DOTALL),
+]
+# ... and looser ones, taken only when a ">" quote follows.
+_WEAK_ATTRIBUTION = [
+    re.compile(r"^\s*.{0,200}\bwrote:\s*$", re.IGNORECASE),
+    re.compile(r"^\s*.{0,200}[写寫]道[：:]\s*$"),
+    # other languages mail programs ship: de, fr, es, it, pt, nl, ms, tl
+    re.compile(r"^\s*.{0,200}\b(schrieb|a écrit|escribió|ha scritto|escreveu|schreef|menulis|sumulat|isinulat)"
+               r"( ni [^:]{0,80})?\s*:\s*$", re.IGNORECASE),
+    # Gmail in other languages ends with "<addr>:" after a date
+    re.compile(r"^\s*.{0,80}\d{4}.{0,120}<[^>@\s]+@[^>\s]+>\s*:\s*$", re.DOTALL),
+]
+_ATTRIBUTION = _STRONG_ATTRIBUTION + _WEAK_ATTRIBUTION
+
+# how an attribution that wraps over several lines begins
+_STARTS_ATTRIBUTION = re.compile(r"^\s*(On\s|在|於|\d|(пн|вт|ср|чт|пт|сб|вс|Mon|Tue|Wed|Thu|Fri|Sat|Sun)\w*,)",
+                                 re.IGNORECASE)
+
+_SEPARATORS = re.compile(
+    r"^\s*(-{2,}\s*(Original Message|原始邮件|原始郵件|Исходное сообщение|Пересылаемое сообщение)\s*-{2,}"
+    r"|-{5,}\s*原始邮件\s*-{5,}|_{10,}|={10,}\s*|From:\s.*\bSent:\s.*)\s*$",
+    re.IGNORECASE,
+)
+
+# Outlook-style header block: a "From:" line followed within a few lines by "Sent:"/"Date:"/"To:"/"Subject:"
+_FROM = re.compile(r"^\s*\*?(From|发件人|寄件者|От|Від)\s*\*?\s*[:：]", re.IGNORECASE)
+_HEADER_FIELD = re.compile(
+    r"^\s*\*?(Sent|Date|To|Cc|Subject|发送时间|发送日期|收件人|抄送|主题|日期|寄件日期|收件者|主旨|"
+    r"Отправлено|Дата|Кому|Копия|Тема)\s*\*?\s*[:：]",
+    re.IGNORECASE,
+)
+
+_SIGNATURE = re.compile(
+    r"^\s*(--|-- |Sent from my \w+.*|Sent from (Mail|Outlook) for .*|Get Outlook for \w+.*|Sent from Yahoo Mail.*"
+    r"|发自我的\s*\w+.*|从我的\s*\w+\s*发送.*|Отправлено с (моего )?\w+.*|Отправлено из .*|Sent via .*)\s*$",
+    re.IGNORECASE,
+)
+
+
+def _is_quote(line: str) -> bool:
+    return line.lstrip().startswith(">")
+
+
+def _attribution_at(lines: list[str], i: int) -> int:
+    """How many lines (1-3) form an attribution starting at line i; 0 when none."""
+    for span in (1, 2, 3):
+        if i + span > len(lines):
+            break
+        if span > 1 and not _STARTS_ATTRIBUTION.match(lines[i]):
+            break
+        if any(not line.strip() for line in lines[i:i + span]):
+            break
+        chunk = " ".join(line.strip() for line in lines[i:i + span])
+        if len(chunk) > 400:
+            break
+        if any(p.match(chunk) for p in _ATTRIBUTION):
+            # an attribution is followed by the quote (or nothing)
+            rest = [x for x in lines[i + span:] if x.strip()]
+            if not rest or _is_quote(rest[0]) or span > 1 or _looks_like_header(lines, i + span):
+                return span
+            if any(p.match(chunk) for p in _STRONG_ATTRIBUTION):
+                return span
+    return 0
+
+
+def _looks_like_header(lines: list[str], i: int) -> bool:
+    """An Outlook header block: From: then at least two of Sent/To/Subject within 6 lines."""
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    if i >= len(lines) or not _FROM.match(lines[i]):
+        return False
+    fields = sum(1 for line in lines[i + 1:i + 7] if _HEADER_FIELD.match(line))
+    return fields >= 2
+
+
+def strip_quotes(text: str) -> str:
+    """The new part of a reply: quotes and the signature removed (see module doc)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    cut = len(lines)
+    for i, line in enumerate(lines):
+        if _SEPARATORS.match(line) and (not line.strip().startswith("_") or _looks_like_header(lines, i + 1)):
+            cut = i
+            break
+        if _looks_like_header(lines, i) and i > 0:
+            cut = i
+            break
+        span = _attribution_at(lines, i)
+        if span:
+            tail = lines[i + span:]
+            quoted = [x for x in tail if x.strip()]
+            inline = any(not _is_quote(x) for x in quoted) and any(_is_quote(x) for x in quoted)
+            if inline and _is_quote(quoted[0]) and _has_answer_between_quotes(quoted):
+                # inline answers between quoted paragraphs: drop only the attribution and the quotes
+                lines = lines[:i] + tail
+                return _finish(text, [x for x in lines if not _is_quote(x)])
+            cut = i
+            break
+    kept = [x for x in lines[:cut] if not _is_quote(x)]
+    return _finish(text, kept)
+
+
+def _has_answer_between_quotes(quoted: list[str]) -> bool:
+    """True when unquoted text sits after a quote and before a later one (inline reply)."""
+    seen_quote = False
+    answer = False
+    for line in quoted:
+        if _is_quote(line):
+            if answer:
+                return True
+            seen_quote = True
+        elif seen_quote:
+            answer = True
+    return answer and not all(_SIGNATURE.match(x) for x in quoted if not _is_quote(x))
+
+
+def _finish(original: str, lines: list[str]) -> str:
+    # signature: the last "-- " delimiter or mobile footer and everything after it
+    for i in range(len(lines) - 1, -1, -1):
+        if _SIGNATURE.match(lines[i]) and (lines[i].strip() != "--" or i > 0):
+            lines = lines[:i]
+            break
+    result = "\n".join(lines).strip()
+    result = re.sub(r"\n{3,}", "\n\n", result)
+    return result if result else original.strip()

@@ -1,0 +1,106 @@
+"""What an agent's message in a conversation thread means: a reply, a note or a command.
+
+Pure functions over Slack wire text (entities escaped, mentions as ``<@U123>``), so
+they are tested on recorded payloads without a server.
+
+- A command starts with the command prefix (``!`` by default): ``!claim``,
+  ``!assign @user``, ``!resolve``, ``!reopen``, ``!urgency urgent|routine``
+  (``!urgent`` and ``!routine`` for short).
+- With ``replies: default_out`` a thread reply goes to the customer unless it starts
+  with a note prefix (``note:``); with ``replies: explicit`` only a reply starting with
+  a reply marker (``reply:``, ``>>``) goes out and everything else is an internal note.
+  A note prefix always wins: ``note: >> draft`` stays internal in both modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from adapters.slack.escape import mentioned_users, unescape
+
+ReplyMode = Literal["default_out", "explicit"]
+
+COMMANDS = ("claim", "assign", "resolve", "reopen", "urgency")
+URGENCIES = ("urgent", "routine")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """``kind``: reply (to the customer), note (internal), command, or invalid (a
+    malformed command, with ``error`` to show the agent)."""
+
+    kind: Literal["reply", "note", "command", "invalid"]
+    text: str = ""  # Slack wire text with the marker or prefix removed
+    name: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def _strip_prefix(text: str, prefixes: Sequence[str]) -> str | None:
+    """The text after the first matching prefix (case-insensitive), or None."""
+    stripped = text.lstrip()
+    readable = unescape(stripped)  # ">>" arrives as "&gt;&gt;"
+    for prefix in prefixes:
+        if prefix and readable[: len(prefix)].lower() == prefix.lower():
+            # map the prefix length back onto the escaped text
+            consumed = 0
+            seen = 0
+            while seen < len(prefix) and consumed < len(stripped):
+                for entity in ("&amp;", "&lt;", "&gt;"):
+                    if stripped.startswith(entity, consumed):
+                        consumed += len(entity)
+                        break
+                else:
+                    consumed += 1
+                seen += 1
+            return stripped[consumed:].lstrip()
+    return None
+
+
+def parse_command(text: str, prefix: str = "!") -> Parsed | None:
+    """A command, an invalid command, or None when the text is not a command at all."""
+    stripped = text.strip()
+    if not prefix or not stripped.startswith(prefix):
+        return None
+    words = stripped[len(prefix):].split()
+    if not words:
+        return None
+    word = words[0].lower()
+    args = words[1:]
+    usage = f"commands: {prefix}claim, {prefix}assign @user, {prefix}resolve, {prefix}reopen, " \
+            f"{prefix}urgency urgent|routine"
+    if word in URGENCIES and not args:
+        return Parsed("command", name="urgency", data={"urgency": word})
+    if word not in COMMANDS:
+        return Parsed("invalid", error=f"unknown command {prefix}{word}; {usage}")
+    if word == "assign":
+        users = mentioned_users(stripped)
+        if users:
+            return Parsed("command", name="assign", data={"assignee_id": users[0]})
+        if len(args) == 1:
+            return Parsed("command", name="assign", data={"assignee": unescape(args[0]).lstrip("@")})
+        return Parsed("invalid", error=f"{prefix}assign needs one person: {prefix}assign @user")
+    if word == "urgency":
+        if len(args) == 1 and args[0].lower() in URGENCIES:
+            return Parsed("command", name="urgency", data={"urgency": args[0].lower()})
+        return Parsed("invalid", error=f"{prefix}urgency needs urgent or routine")
+    if args:
+        return Parsed("invalid", error=f"{prefix}{word} takes no arguments; {usage}")
+    return Parsed("command", name=word)
+
+
+def parse(text: str, *, mode: ReplyMode = "default_out", note_prefixes: Sequence[str] = ("note:",),
+          reply_markers: Sequence[str] = ("reply:", ">>"), command_prefix: str = "!") -> Parsed:
+    """Classify one thread message written by an agent (Slack wire text)."""
+    command = parse_command(text, command_prefix)
+    if command is not None:
+        return command
+    note = _strip_prefix(text, note_prefixes)
+    if note is not None:
+        return Parsed("note", text=note)
+    marked = _strip_prefix(text, reply_markers)
+    if mode == "explicit":
+        return Parsed("reply", text=marked) if marked is not None else Parsed("note", text=text.strip())
+    return Parsed("reply", text=marked if marked is not None else text.strip())

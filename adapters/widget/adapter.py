@@ -1,0 +1,255 @@
+"""The widget channel: chat bubble for websites (customers) and agent console (agents).
+
+One adapter serves both sides on the bridge's web server:
+
+- ``GET /widget.js`` (the embeddable script), ``GET /widget/ws`` (visitor WebSocket, see
+  `adapters.widget.ws`), and a demo shop page at ``/`` unless ``demo_page: false``;
+- ``/agent``: the agent console (`adapters.widget.console`).
+
+``send()`` takes the engine's replies for a visitor and broadcasts them on the fanout;
+every bridge process pushes them to the visitor's tabs it holds, so a reply reaches a
+socket held by another process. The reply is also in the conversation's transcript, so a
+tab that was offline gets it with the history when it reconnects. Events (when
+``widget`` is listed in ``agents.channels``) just nudge the open consoles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from adapters.widget.config import WidgetConfig
+from adapters.widget.console import ROUTES as CONSOLE_ROUTES
+from adapters.widget.console import Console
+from adapters.widget.identity import Signer, VisitorTokens
+from adapters.widget.ws import TOPIC_VISITORS, WidgetSockets, visitor_item
+from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
+from bridge.errors import PermanentError, TransientError
+from bridge.model import Message
+from bridge.web import BRIDGE_KEY
+
+log = logging.getLogger("adapters.widget")
+
+STATIC = Path(__file__).parent / "static"
+TOPIC_CONVERSATIONS = "conversations"  # the engine announces each changed conversation id here
+TOPIC_CONSOLE = "console"  # events sent to this channel, for consoles in every process
+
+
+class WidgetAdapter(Adapter):
+    name: ClassVar[str] = "widget"
+    config_model: ClassVar[type[ChannelConfig]] = WidgetConfig
+    side: ClassVar[Any] = "both"
+    default_rate_per_s: ClassVar[float] = 1000.0
+
+    def __init__(self, config: ChannelConfig, ctx: AdapterContext) -> None:
+        super().__init__(config, ctx)
+        assert isinstance(config, WidgetConfig)
+        self.cfg: WidgetConfig = config
+        self._lock = asyncio.Lock()
+        self._sockets: WidgetSockets | None = None
+        self._console: Console | None = None
+        self._listeners: list[asyncio.Task[None]] = []
+        self.generated_console_token: str | None = None
+        self._shutdown_watch: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._ready()
+        await self._ensure_listening()
+        url = self.ctx.public_url.rstrip("/")
+        if self.cfg.demo_page:
+            log.info("widget demo page: %s/", url)
+        if self.cfg.console.enabled and self.generated_console_token:
+            # A generated dev credential, shown once so a new user can log in: the
+            # fragment never reaches a server log.
+            print(f"agent console: {url}/agent#token={self.generated_console_token}", file=sys.stderr, flush=True)
+
+    async def stop(self) -> None:
+        if self._shutdown_watch is not None:
+            self._listeners.append(self._shutdown_watch)
+            self._shutdown_watch = None
+        for task in self._listeners:
+            task.cancel()
+        for task in self._listeners:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._listeners.clear()
+        if self._sockets is not None:
+            await self._sockets.close_all()
+        if self._console is not None:
+            await self._console.close_all()
+
+    async def _ready(self) -> tuple[WidgetSockets, Console]:
+        """Build what needs the shared secrets (kept in Redis when not configured)."""
+        if self._sockets is not None and self._console is not None:
+            return self._sockets, self._console
+        async with self._lock:
+            if self._sockets is None or self._console is None:
+                secret = await self._shared_secret("secret", self.cfg.secret.get_secret_value()
+                                                   if self.cfg.secret else None)
+                identity = self.cfg.identity_secret.get_secret_value().encode() if self.cfg.identity_secret else None
+                tokens = VisitorTokens(secret.encode(), max_age_s=self.cfg.token_days * 86400.0)
+                console_token = self.cfg.console.token.get_secret_value() if self.cfg.console.token else None
+                if console_token is None and not self.cfg.console.agents:
+                    console_token = await self._shared_secret("console_token", None)
+                    self.generated_console_token = console_token
+                self._sockets = WidgetSockets(self.cfg, self.ctx, tokens, identity, self._origin_allowed,
+                                              self._ensure_listening)
+                self._console = Console(self.cfg.console, self.ctx, Signer(secret.encode(), "console-session"),
+                                        console_token, secure_cookie=self.ctx.public_url.startswith("https:"),
+                                        ensure_listening=self._ensure_listening)
+        return self._sockets, self._console
+
+    async def _shared_secret(self, key: str, configured: str | None) -> str:
+        """The configured secret, else one generated once and shared by every process."""
+        if configured:
+            return configured
+        await self.ctx.state.set_if_absent(key, secrets.token_urlsafe(32))
+        value = await self.ctx.state.get(key)
+        assert value is not None
+        return value
+
+    # -- fanout listeners ------------------------------------------------------------------
+
+    async def _ensure_listening(self) -> None:
+        if self._listeners:
+            return
+        self._listeners = [
+            asyncio.create_task(self._listen(TOPIC_VISITORS, self._on_visitor_item)),
+            asyncio.create_task(self._listen(TOPIC_CONVERSATIONS, self._on_conversation)),
+            asyncio.create_task(self._listen(TOPIC_CONSOLE, self._on_conversation)),
+        ]
+
+    async def _listen(self, topic: str, handle: Callable[[bytes], Awaitable[None]]) -> None:
+        """Follow one fanout topic for the adapter's life; resubscribe after failures."""
+        delay_s = 0.2
+        while True:
+            try:
+                async for payload in self.ctx.fanout.subscribe(topic):
+                    delay_s = 0.2
+                    try:
+                        await handle(payload)
+                    except Exception:
+                        log.warning("bad fanout payload on %s", topic, exc_info=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("fanout %s lost; resubscribing in %.1fs", topic, delay_s, exc_info=True)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+
+    async def _on_visitor_item(self, payload: bytes) -> None:
+        data = json.loads(payload)
+        if self._sockets is not None:
+            await self._sockets.deliver(str(data["visitor"]), data["item"])
+
+    async def _on_conversation(self, payload: bytes) -> None:
+        if self._console is not None:
+            await self._console.changed(payload.decode(errors="replace")[:200])
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _origin_allowed(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin", "").rstrip("/")
+        if not origin:
+            return False
+        allowed = self.cfg.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        return origin in (self.ctx.public_url.rstrip("/"), f"{request.scheme}://{request.host}")
+
+    def routes(self) -> Iterable[web.AbstractRouteDef]:
+        routes: list[web.AbstractRouteDef] = [
+            web.get("/widget.js", self._widget_js),
+            web.get("/widget/ws", self._widget_ws),
+        ]
+        if self.cfg.demo_page:
+            routes.append(web.get("/", self._demo))
+        if self.cfg.console.enabled:
+            for method, path, handler in CONSOLE_ROUTES:
+                routes.append(web.route(method, path, self._console_handler(handler)))
+        return routes
+
+    def _console_handler(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            _, console = await self._ready()
+            self._watch_shutdown(request)
+            method: Callable[[web.Request], Awaitable[web.StreamResponse]] = getattr(console, name)
+            return await method(request)
+
+        handler.__name__ = name
+        return handler
+
+    async def _widget_ws(self, request: web.Request) -> web.StreamResponse:
+        sockets, _ = await self._ready()
+        self._watch_shutdown(request)
+        return await sockets.handle(request)
+
+    def _watch_shutdown(self, request: web.Request) -> None:
+        """Close the sockets as soon as the bridge begins to stop.
+
+        The web server stops first and waits for open handlers; a WebSocket stays open
+        until closed, so without this a stop would wait for the server's shutdown timeout.
+        """
+        if self._shutdown_watch is not None:
+            return
+        bridge = request.app.get(BRIDGE_KEY)
+        wait = getattr(bridge, "wait", None)
+        if wait is None:
+            return
+
+        async def close_on_stop() -> None:
+            await wait()
+            if self._sockets is not None:
+                await self._sockets.close_all()
+            if self._console is not None:
+                await self._console.close_all()
+
+        self._shutdown_watch = asyncio.create_task(close_on_stop())
+
+    async def _widget_js(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "widget.js", headers={
+            "Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff",
+            "Content-Type": "text/javascript; charset=utf-8"})
+
+    async def _demo(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "demo.html", headers={
+            "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                       "connect-src 'self'; img-src 'self' data:; base-uri 'none'",
+            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> Delivered:
+        if message.kind == "reply":
+            item = visitor_item(message, message.address)
+            if not message.address or item is None:
+                raise PermanentError("a widget reply needs the visitor id as its address")
+            payload = json.dumps({"visitor": message.address, "item": item}).encode()
+            topic = TOPIC_VISITORS
+        elif message.kind == "event":
+            summary = message.data.get("conversation")
+            conversation_id = message.conversation_id or (summary.get("id", "") if isinstance(summary, dict) else "")
+            payload = str(conversation_id).encode()
+            topic = TOPIC_CONSOLE
+        else:
+            raise PermanentError(f"the widget channel cannot send a {message.kind!r} message")
+        try:
+            await self.ctx.fanout.broadcast(topic, payload)
+        except Exception as exc:  # the fanout's backend (Redis) is down or restarting
+            raise TransientError(f"fanout unavailable: {exc}") from exc
+        # The reply is in the transcript too: a tab that is offline now gets it on reconnect.
+        return Delivered(platform_id=message.id)
+
+    async def check(self) -> tuple[HealthState, str]:
+        return ("ok", "")

@@ -1,0 +1,393 @@
+"""The agent console at /agent: login, conversations of every channel, reply, resolve.
+
+Agents log in with a name and password (hashes in config: scrypt or PBKDF2) or with a
+shared token; the session is an HMAC-signed, HttpOnly, SameSite=Strict cookie. The page
+reads conversations through ``ctx.conversations`` and writes only by publishing messages,
+like every other agent side: a reply is ``kind="agent"`` on channel ``console``, resolve
+and reopen are commands. Live updates reach open consoles over a WebSocket whenever the
+engine announces a changed conversation on the fanout (``conversations`` topic) or sends
+an event to the widget channel; the page also polls as a fallback.
+
+``python -m adapters.widget.console hash-password`` prints a hash for the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from adapters.widget.config import ConsoleConfig
+from adapters.widget.identity import Signer
+from adapters.widget.limits import Buckets
+from adapters.widget.metrics import CONSOLES
+from bridge.adapter import AdapterContext
+from bridge.model import Conversation, Message, Sender
+
+log = logging.getLogger("adapters.widget.console")
+
+COOKIE = "bridge_agent"
+CHANNEL = "console"
+STATIC = Path(__file__).parent / "static"
+_STATUSES = ("open", "pending", "resolved")
+_AGENT_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,40}$")
+_EMAIL = re.compile(r"^[^@\s<>\"]{1,64}@[^@\s<>\"]{1,190}\.[A-Za-z]{2,24}$")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+_PBKDF2_ITERATIONS = 600_000
+#: (method, path, handler name): the adapter mounts these
+ROUTES: list[tuple[str, str, str]] = [
+    ("GET", "/agent", "page"),
+    ("GET", "/agent/", "page"),
+    ("GET", "/agent/console.js", "asset"),
+    ("GET", "/agent/console.css", "asset"),
+    ("POST", "/agent/login", "login"),
+    ("POST", "/agent/logout", "logout"),
+    ("GET", "/agent/api/me", "me"),
+    ("GET", "/agent/api/conversations", "list_conversations"),
+    ("GET", "/agent/api/conversations/{id}", "conversation"),
+    ("POST", "/agent/api/conversations/{id}/reply", "reply"),
+    ("POST", "/agent/api/conversations/{id}/{command:resolve|reopen|claim|note|link}", "command"),
+    ("GET", "/agent/ws", "live"),
+]
+_LIST_CACHE_S = 3.0  # longest a list is reused when no change was announced
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+# -- passwords ---------------------------------------------------------------------------
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """Constant-time check against an ``scrypt$n$r$p$salt$hash`` or
+    ``pbkdf2_sha256$iterations$salt$hash`` string."""
+    parts = hashed.split("$")
+    try:
+        if parts[0] == "scrypt" and len(parts) == 6:
+            n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+            salt, expected = bytes.fromhex(parts[4]), bytes.fromhex(parts[5])
+            digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=len(expected),
+                                    maxmem=256 * 1024 * 1024)
+        elif parts[0] == "pbkdf2_sha256" and len(parts) == 4:
+            salt, expected = bytes.fromhex(parts[2]), bytes.fromhex(parts[3])
+            digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, int(parts[1]), dklen=len(expected))
+        else:
+            return False
+    except ValueError:
+        return False
+    return hmac.compare_digest(digest, expected)
+
+
+_DUMMY_HASH = hash_password(secrets.token_hex(8))  # unknown names cost as much as known ones
+
+
+def _sort_key(conversation: Conversation) -> tuple[int, int, int]:
+    """Open before pending before resolved; urgent first; most recent customer first."""
+    return (_STATUSES.index(conversation.status) if conversation.status in _STATUSES else 3,
+            0 if conversation.urgency == "urgent" else 1,
+            -(conversation.last_customer_ms or conversation.updated_ms))
+
+
+def transcript_item(message: Message) -> dict[str, Any] | None:
+    """What an agent sees of one transcript entry."""
+    sender = message.sender
+    if message.kind == "customer":
+        who = "customer"
+    elif message.kind == "reply":
+        who = "agent" if sender and sender.is_agent else "bot"
+    elif message.kind == "agent":
+        who = "agent"
+    elif message.kind == "command" and message.name == "note":
+        who = "note"
+    elif message.kind in ("command", "event"):
+        who = "system"
+    else:
+        return None
+    return {
+        "id": message.id, "kind": message.kind, "who": who, "name": (sender.name if sender else ""),
+        "text": message.text, "event": message.name, "channel": message.channel, "ts": message.created_ms,
+        "status": str(message.data.get("status", "")) if message.kind == "event" else "",
+    }
+
+
+class Console:
+    """Routes and live updates of the agent console."""
+
+    def __init__(self, config: ConsoleConfig, ctx: AdapterContext, signer: Signer, token: str | None,
+                 *, secure_cookie: bool, ensure_listening: Callable[[], Awaitable[None]]) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.signer = signer
+        self.token = token
+        self.secure_cookie = secure_cookie
+        self.ensure_listening = ensure_listening
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.login_failures = Buckets(10 / 60.0, 10)
+        self._lists: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # status -> (at monotonic s, rows)
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def agent(self, request: web.Request) -> str | None:
+        data = self.signer.verify(request.cookies.get(COOKIE, ""), self.config.session_hours * 3600)
+        name = data.get("a") if data else None
+        return name if isinstance(name, str) and name else None
+
+    def _require(self, request: web.Request, *, write: bool = False) -> str:
+        agent = self.agent(request)
+        if agent is None:
+            raise web.HTTPUnauthorized(text=json.dumps({"error": "log in first"}), content_type="application/json")
+        if write:
+            # SameSite=Strict already keeps the cookie off cross-site requests; this also
+            # refuses a same-site page on another origin and simple (form) posts.
+            origin = request.headers.get("Origin")
+            if origin is not None and origin != f"{request.scheme}://{request.host}" \
+                    and origin != self.ctx.public_url.rstrip("/"):
+                raise web.HTTPForbidden(text=json.dumps({"error": "bad origin"}), content_type="application/json")
+            if request.content_type != "application/json":
+                raise web.HTTPUnsupportedMediaType(text=json.dumps({"error": "send JSON"}),
+                                                   content_type="application/json")
+        return agent
+
+    async def _check_login(self, body: dict[str, Any]) -> str | None:
+        token = body.get("token")
+        if isinstance(token, str) and token:
+            if self.token and hmac.compare_digest(token.encode(), self.token.encode()):
+                name = body.get("name")
+                # a shared token names no one: the agent says who they are (shown to customers)
+                return name.strip() if isinstance(name, str) and _AGENT_NAME.match(name.strip()) else "agent"
+            return None
+        name, password = body.get("name"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str) or not name or len(password) > 1024:
+            return None
+        hashed = self.config.agents.get(name)
+        ok = await asyncio.to_thread(verify_password, password, hashed or _DUMMY_HASH)
+        return name if ok and hashed else None
+
+    async def login(self, request: web.Request) -> web.Response:
+        ip = request.remote or "unknown"
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return web.json_response({"error": "send JSON: {name, password} or {token}"}, status=400)
+        if self.login_failures.take(ip):
+            return web.json_response({"error": "too many attempts; wait a minute"}, status=429)
+        agent = await self._check_login(body)
+        if agent is None:
+            return web.json_response({"error": "wrong name, password or token"}, status=401)
+        self.login_failures.refund(ip)
+        response = web.json_response({"agent": agent, "poll_interval_s": self.config.poll_interval_s})
+        response.set_cookie(COOKIE, self.signer.sign({"a": agent, "iat": int(time.time())}),
+                            max_age=int(self.config.session_hours * 3600), path="/agent", httponly=True,
+                            samesite="Strict", secure=self.secure_cookie)
+        return response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        response = web.json_response({})
+        response.del_cookie(COOKIE, path="/agent")
+        return response
+
+    # -- pages -------------------------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "console.html", headers=_SECURITY_HEADERS)
+
+    async def asset(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / request.path.rsplit("/", 1)[1], headers=_SECURITY_HEADERS)
+
+    # -- API ---------------------------------------------------------------------------
+
+    async def me(self, request: web.Request) -> web.Response:
+        agent = self.agent(request)
+        if agent is None:
+            return web.json_response({"agent": None, "password_login": bool(self.config.agents)}, status=401)
+        return web.json_response({"agent": agent, "poll_interval_s": self.config.poll_interval_s})
+
+    async def list_conversations(self, request: web.Request) -> web.Response:
+        self._require(request)
+        status = request.query.get("status", "active")
+        if status not in (*_STATUSES, "active", "all"):
+            return web.json_response({"error": "status is one of active, open, pending, resolved, all"}, status=400)
+        cached = self._lists.get(status)
+        if cached is None or time.monotonic() - cached[0] > _LIST_CACHE_S:
+            cached = (time.monotonic(), await self._rows(status))
+            self._lists[status] = cached
+        return web.json_response({"conversations": cached[1]})
+
+    async def _rows(self, status: str) -> list[dict[str, Any]]:
+        """The list one filter shows. Every open console asks after each change; the rows
+        are kept until the next change (or a few seconds), so a busy desk costs one read."""
+        if status == "active":  # everything not resolved: waiting for us, or for the customer
+            conversations = [c for s in ("open", "pending") for c in await self.ctx.conversations.list(s, limit=200)]
+        else:
+            conversations = await self.ctx.conversations.list(None if status == "all" else status, limit=200)
+        conversations.sort(key=_sort_key)
+        contacts = await asyncio.gather(*(self.ctx.conversations.contact(c.contact_id) if c.contact_id
+                                          else _none() for c in conversations))
+        lasts = await asyncio.gather(*(self.ctx.conversations.transcript(c.id, 1) for c in conversations))
+        rows = []
+        for conversation, contact, last in zip(conversations, contacts, lasts, strict=True):
+            row = _summary(conversation)
+            row["customer"] = contact.name if contact else ""
+            row["preview"] = last[-1].text[:140] if last else ""
+            rows.append(row)
+        return rows
+
+    async def conversation(self, request: web.Request) -> web.Response:
+        self._require(request)
+        conversation = await self.ctx.conversations.get(request.match_info["id"])
+        if conversation is None:
+            return web.json_response({"error": "no such conversation"}, status=404)
+        contact = await self.ctx.conversations.contact(conversation.contact_id) if conversation.contact_id else None
+        messages = await self.ctx.conversations.transcript(conversation.id, 500)
+        items = [i for m in messages if (i := transcript_item(m)) is not None]
+        summary = _summary(conversation)
+        claims = [str(m.data["claimed_email"]) for m in messages
+                  if m.kind == "customer" and m.data.get("claimed_email")]
+        summary["claimed_email"] = claims[-1] if claims else ""
+        summary["customer"] = contact.name if contact else ""
+        summary["email"] = contact.email if contact else ""
+        return web.json_response({"conversation": summary, "transcript": items})
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text=json.dumps({"error": "send a JSON object"}), content_type="application/json")
+        return body
+
+    async def reply(self, request: web.Request) -> web.Response:
+        agent = self._require(request, write=True)
+        body = await self._body(request)
+        conversation = await self.ctx.conversations.get(request.match_info["id"])
+        if conversation is None:
+            return web.json_response({"error": "no such conversation"}, status=404)
+        text, client_id = body.get("text"), body.get("client_id")
+        if not isinstance(text, str) or not text.strip() or len(text) > 20_000:
+            return web.json_response({"error": "text: 1 to 20000 characters"}, status=400)
+        if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
+            client_id = secrets.token_hex(8)
+        message = Message(kind="agent", channel=CHANNEL, conversation_id=conversation.id, text=text.strip(),
+                          dedupe_key=f"{CHANNEL}:{client_id}",
+                          sender=Sender(id=f"{CHANNEL}:{agent}", name=agent, is_agent=True))
+        stored = await self.ctx.publish(message)
+        return web.json_response({"id": message.id, "stored": stored})
+
+    async def command(self, request: web.Request) -> web.Response:
+        """resolve, reopen, claim (assign to me), note (internal: never sent to the customer),
+        link (the agent confirmed the customer's email: join the contact that has it)."""
+        agent = self._require(request, write=True)
+        body = await self._body(request)
+        conversation = await self.ctx.conversations.get(request.match_info["id"])
+        if conversation is None:
+            return web.json_response({"error": "no such conversation"}, status=404)
+        name = request.match_info["command"]
+        text = ""
+        if name == "note":
+            given = body.get("text")
+            text = given if isinstance(given, str) else ""
+            if not text.strip() or len(text) > 20_000:
+                return web.json_response({"error": "text: 1 to 20000 characters"}, status=400)
+        data: dict[str, Any] = {"agent": agent}
+        if name == "link":
+            email = body.get("email")
+            if not isinstance(email, str) or not _EMAIL.match(email.strip()):
+                return web.json_response({"error": "email: an address like ann@example.com"}, status=400)
+            data["email"] = email.strip().lower()
+        message = Message(kind="command", channel=CHANNEL, conversation_id=conversation.id, name=name,
+                          text=text.strip(), data=data,
+                          sender=Sender(id=f"{CHANNEL}:{agent}", name=agent, is_agent=True))
+        await self.ctx.publish(message)
+        return web.json_response({"id": message.id})
+
+    # -- live updates ------------------------------------------------------------------
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        self._require(request)
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{request.host}" \
+                and origin != self.ctx.public_url.rstrip("/"):
+            return web.Response(status=403, text="origin not allowed\n")
+        await self.ensure_listening()
+        ws = web.WebSocketResponse(max_msg_size=1024, heartbeat=30.0)
+        await ws.prepare(request)
+        self.sockets.add(ws)
+        CONSOLES.inc()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    break
+        finally:
+            self.sockets.discard(ws)
+            CONSOLES.dec()
+        return ws
+
+    async def changed(self, conversation_id: str) -> None:
+        """Tell every open console of this process that a conversation changed."""
+        self._lists.clear()
+        frame = json.dumps({"type": "changed", "conversation_id": conversation_id})
+        for ws in list(self.sockets):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(frame)
+
+    async def close_all(self) -> None:
+        for ws in list(self.sockets):
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+
+async def _none() -> None:
+    return None
+
+
+def _summary(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id, "channel": conversation.channel, "address": conversation.address,
+        "status": conversation.status, "urgency": conversation.urgency,
+        "urgency_reason": conversation.urgency_reason, "language": conversation.language,
+        "topic": conversation.topic, "queue": conversation.queue, "assignee": conversation.assignee,
+        "unreachable": conversation.unreachable, "updated_ms": conversation.updated_ms,
+        "last_customer_ms": conversation.last_customer_ms, "messages": conversation.messages,
+    }
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["hash-password"]:
+        print("usage: python -m adapters.widget.console hash-password", file=sys.stderr)
+        return 2
+    password = getpass.getpass("password: ")
+    if password != getpass.getpass("again: "):
+        print("the two passwords differ", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

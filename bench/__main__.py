@@ -1,0 +1,318 @@
+"""Benchmark: the bridge's hot path against a raw redis-py loop on the same Redis.
+
+    python -m bench [--n 100000] [--conversations 1000] [--rate 5000] [--redis-url URL]
+
+Both sides run in this one process against one redis-server (a private one on a Unix
+socket unless --redis-url is given):
+
+* raw: pipelined XADD -> XREADGROUP -> XADD -> XACK, no bridge code;
+* bridge: publish (dedupe Lua) -> engine (conversation lookup, state, transcript, triage,
+  routing, one fenced commit per batch) -> outbound stream -> dispatcher (null adapter:
+  record, ack).
+
+Throughput is N messages pushed as fast as the producer can; latency is measured at a
+paced rate (inbound append -> outbound append, from the stream entry ids, so it is
+millisecond-grained). The last line reads ``bridge/raw throughput ratio: X.XX``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from adapters.null import NullConfig
+from bridge import keys
+from bridge.config import Settings
+from bridge.model import Message, decode
+from bridge.runner import Bridge
+
+BATCH = 100
+
+
+def rss_mb(pid: int | None = None) -> float:
+    if pid is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def current_rss_mb() -> float:
+    return rss_mb(os.getpid())
+
+
+def entry_ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+def percentile(values: list[int], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))])
+
+
+async def produce(n: int, rate: float | None, push: Callable[[int, int], Awaitable[None]]) -> None:
+    """Push n messages in batches, as fast as possible or at ``rate`` per second."""
+    start = time.perf_counter()
+    sent = 0
+    while sent < n:
+        count = min(BATCH if rate is None else max(1, int(rate / 200)), n - sent)
+        await push(sent, count)
+        sent += count
+        if rate is not None:
+            ahead = sent / rate - (time.perf_counter() - start)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+
+# -- raw redis-py loop -------------------------------------------------------------------
+
+
+async def raw_run(redis: aioredis.Redis, n: int, rate: float | None, tag: str) -> tuple[float, list[int]]:
+    inbound, outbound, group = f"raw:{tag}:in", f"raw:{tag}:out", "g"
+    await redis.delete(inbound, outbound)
+    await redis.xgroup_create(inbound, group, id="0", mkstream=True)
+    payload = b"x" * 60
+
+    async def push(first: int, count: int) -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(first, first + count):
+                pipe.xadd(inbound, {"m": payload, "i": i})
+            await pipe.execute()
+
+    done = 0
+
+    async def consume() -> None:
+        nonlocal done
+        while done < n:
+            reply = await redis.xreadgroup(group, "c", {inbound: ">"}, count=BATCH, block=100)
+            if not reply:
+                continue
+            entries = reply[0][1]
+            async with redis.pipeline(transaction=False) as pipe:
+                for entry_id, fields in entries:
+                    pipe.xadd(outbound, {"m": fields[b"m"], "in": entry_id})
+                pipe.xack(inbound, group, *[e[0] for e in entries])
+                await pipe.execute()
+            done += len(entries)
+
+    started = time.perf_counter()
+    await asyncio.gather(produce(n, rate, push), consume())
+    elapsed = time.perf_counter() - started
+    latencies = []
+    async for chunk in _chunks(redis, outbound):
+        for entry_id, fields in chunk:
+            latencies.append(entry_ms(entry_id) - entry_ms(fields[b"in"]))
+    await redis.delete(inbound, outbound)
+    return n / elapsed, latencies
+
+
+async def _chunks(redis: aioredis.Redis, stream: str, size: int = 10_000) -> Any:
+    start = "-"
+    while True:
+        rows = await redis.xrange(stream, min=start, count=size)
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0].decode()
+        ms, seq = last.split("-")
+        start = f"{ms}-{int(seq) + 1}"
+
+
+# -- the bridge --------------------------------------------------------------------------
+
+
+def bridge_settings(url: str, conversations: int) -> Settings:
+    return Settings.model_validate({
+        "redis": {"url": url},
+        "roles": ["ingest", "engine", "dispatch"],
+        "engine": {"partitions": 8, "block_ms": 100, "conversation_cache": conversations * 2},
+        "streams": {"max_len": 10_000_000, "trim_interval_s": 3600},
+        "agents": {"channels": ["null"]},
+        "triage": {"urgent_keywords": {"en": ["urgent", "production line stopped"]}},
+        "log": {"level": "WARNING"},
+    })
+
+
+async def bridge_run(bridge: Bridge, n: int, rate: float | None, conversations: int, tag: str,
+                     rss_samples: list[float] | None = None, outbound_each: int = 1) -> float:
+    """Push n customer messages; return messages per second until every resulting outbound
+    message was delivered. A conversation's first message causes two (acknowledgement and
+    the agents' notice), later ones one (the agents' notice)."""
+    texts = ["Where is my order?", "Please send the invoice", "The board arrived, thanks", "Any update on this?"]
+    bus = bridge.bus
+    run = time.monotonic_ns()
+
+    async def push(first: int, count: int) -> None:
+        await bus.publish_many([Message(kind="customer", channel="null", address=f"{tag}-{i % conversations}",
+                                        text=texts[i % len(texts)], dedupe_key=f"null:{run}:{i}")
+                                for i in range(first, first + count)])
+
+    def delivered() -> int:
+        return sum(d.delivered for d in bridge.dispatchers)
+
+    base = delivered()
+    started = time.perf_counter()
+    producer = asyncio.create_task(produce(n, rate, push))
+    marks = {int(n * f / 10) for f in range(1, 11)}
+    while delivered() - base < n * outbound_each:
+        await asyncio.sleep(0.002)
+        if rss_samples is not None and marks and delivered() - base >= min(marks):
+            marks.discard(min(marks))
+            rss_samples.append(current_rss_mb())
+    elapsed = time.perf_counter() - started
+    await producer
+    return n / elapsed
+
+
+async def bridge_latencies(redis: aioredis.Redis, partitions: int, since_ms: int, tag: str) -> list[int]:
+    """Inbound append -> outbound append, for the messages of one run (by tag)."""
+    appended: dict[str, int] = {}
+    for p in range(partitions):
+        async for chunk in _chunks(redis, keys.inbound(p)):
+            for entry_id, fields in chunk:
+                if entry_ms(entry_id) >= since_ms:
+                    message = decode(fields[b"m"])
+                    if message.address.startswith(tag):
+                        appended[message.id] = entry_ms(entry_id)
+    latencies = []
+    async for chunk in _chunks(redis, keys.outbound("null")):
+        for entry_id, fields in chunk:
+            if entry_ms(entry_id) >= since_ms:
+                message = decode(fields[b"m"])
+                if message.kind == "event" and message.reply_to in appended:
+                    latencies.append(entry_ms(entry_id) - appended[message.reply_to])
+    return latencies
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+async def redis_cpu_s(redis: aioredis.Redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("bench: redis-server not found (apt-get install redis-server) or pass --redis-url")
+    sock = directory / "redis.sock"
+    args = [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no",
+            "--dir", str(directory)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)  # noqa: ASYNC220 - once, before measuring
+    url = f"unix://{sock}"
+    for _ in range(500):
+        if sock.exists():
+            client = aioredis.Redis.from_url(url)
+            try:
+                await client.ping()
+                await client.aclose()
+                return process, url
+            except Exception:
+                await client.aclose()
+        await asyncio.sleep(0.01)
+    raise SystemExit("bench: redis-server did not start")
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        process, url = (None, args.redis_url) if args.redis_url else await start_redis(Path(scratch))
+        redis = aioredis.Redis.from_url(url)
+        await redis.flushdb()
+        redis_pid = process.pid if process else None
+        try:
+            print(f"bench: N={args.n:,} messages, {args.conversations:,} conversations, latency at {args.rate:,}/s, "
+                  f"redis {(await redis.info('server'))['redis_version']}, "
+                  f"{'uvloop' if args.uvloop else 'asyncio'} event loop", flush=True)
+            cpu_before = await redis_cpu_s(redis)
+            process_before = time.process_time()
+            raw_tput, _ = await raw_run(redis, args.n, None, "t")
+            raw_redis_us = (await redis_cpu_s(redis) - cpu_before) / args.n * 1e6
+            raw_python_us = (time.process_time() - process_before) / args.n * 1e6
+            _, raw_lat = await raw_run(redis, args.latency_n, args.rate, "l")
+            print(f"  raw loop done: {raw_tput:,.0f} msg/s", flush=True)
+
+            settings = bridge_settings(url, args.conversations)
+            bridge = Bridge(settings, {"null": NullConfig()})
+            await bridge.start()
+            try:
+                await bridge_run(bridge, args.conversations, None, args.conversations, "t", outbound_each=2)
+                rss_samples: list[float] = []
+                rss_start = current_rss_mb()
+                cpu_before = await redis_cpu_s(redis)
+                process_before = time.process_time()
+                bridge_tput = await bridge_run(bridge, args.n, None, args.conversations, "t", rss_samples)
+                redis_us = (await redis_cpu_s(redis) - cpu_before) / args.n * 1e6
+                python_us = (time.process_time() - process_before) / args.n * 1e6
+                print(f"  bridge done: {bridge_tput:,.0f} msg/s", flush=True)
+                await bridge_run(bridge, args.conversations, None, args.conversations, "l", outbound_each=2)
+                since = int(time.time() * 1000)
+                await bridge_run(bridge, args.latency_n, args.rate, args.conversations, "l")
+                rss_end = current_rss_mb()
+                bridge_lat = await bridge_latencies(redis, settings.engine.partitions, since, "l")
+            finally:
+                await bridge.stop()
+            redis_rss = rss_mb(redis_pid) if redis_pid else float("nan")
+        finally:
+            await redis.aclose()
+            if process is not None:
+                process.terminate()
+                process.wait()
+
+    rows = [
+        ("throughput (msg/s)", f"{raw_tput:,.0f}", f"{bridge_tput:,.0f}"),
+        (f"latency p50 at {args.rate:,}/s (ms)", f"{percentile(raw_lat, 50):.0f}", f"{percentile(bridge_lat, 50):.0f}"),
+        (f"latency p99 at {args.rate:,}/s (ms)", f"{percentile(raw_lat, 99):.0f}", f"{percentile(bridge_lat, 99):.0f}"),
+        ("latency mean (ms)", f"{statistics.fmean(raw_lat):.2f}", f"{statistics.fmean(bridge_lat):.2f}"),
+        ("python CPU per message (us)", f"{raw_python_us:.1f}", f"{python_us:.1f}"),
+        ("redis-server CPU per message (us)", f"{raw_redis_us:.1f}", f"{redis_us:.1f}"),
+    ]
+    print()
+    print(f"{'':<32} {'raw redis-py':>14} {'bridge':>14}")
+    for name, raw, ours in rows:
+        print(f"{name:<32} {raw:>14} {ours:>14}")
+    print()
+    samples = ", ".join(f"{s:.0f}" for s in rss_samples)
+    print(f"bridge process RSS (MB): {rss_start:.0f} after warm-up, {samples} at each tenth of N, {rss_end:.0f} at end")
+    print(f"redis-server RSS (MB): {redis_rss:.0f} (holds every transcript and stream entry of the run)")
+    print(f"bridge/raw throughput ratio: {bridge_tput / raw_tput:.2f}")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000, help="messages for the throughput runs")
+    parser.add_argument("--conversations", type=int, default=1_000)
+    parser.add_argument("--rate", type=int, default=5_000, help="messages per second for the latency runs")
+    parser.add_argument("--latency-n", type=int, default=25_000, help="messages for the latency runs")
+    parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server (it is flushed!)")
+    parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
+    args = parser.parse_args()
+    if args.uvloop:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            args.uvloop = False
+    asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,3 @@
+"""The bridge core: knows no platform. See DESIGN in README.md."""
+
+__version__ = "0.1.0"

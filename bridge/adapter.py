@@ -1,0 +1,127 @@
+"""The adapter contract: every channel implements `Adapter` and nothing else.
+
+An adapter is a translator. It is built from its part of the config and an
+`AdapterContext`; `start()` begins receiving and hands each normalized `Message` to
+``ctx.publish`` (confirming the event to the platform only after publish returned);
+`send()` delivers one outbound message and returns `Delivered` or raises
+`TransientError` / `PermanentError` (bridge.errors); `stop()` stops cleanly. An adapter
+never sees Redis: what it needs to keep (offsets, watermarks) goes through ``ctx.state``.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from bridge.model import Contact, Conversation, Message
+
+
+class ChannelConfig(BaseModel):
+    """Base of every channel's config section; each adapter extends it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    rate_per_s: float | None = None  # overall sends per second; None: the adapter's default
+    rate_per_address_per_s: float | None = None  # per chat / per recipient
+    max_attempts: int = 8  # transient failures before the dead-letter stream
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A successful send. ``platform_id`` is the platform's id for what was sent.
+
+    ``ref`` names a thread the platform created for the conversation (a Slack thread,
+    an email Message-ID); the bridge remembers it so replies in that thread find the
+    conversation again.
+    """
+
+    platform_id: str = ""
+    ref: str = ""
+
+
+class StateStore(Protocol):
+    """Small durable key/value state, namespaced per adapter (offsets, watermarks)."""
+
+    async def get(self, key: str) -> str | None: ...
+    async def set(self, key: str, value: str, ttl_s: int | None = None) -> None: ...
+    async def set_if_absent(self, key: str, value: str, ttl_s: int | None = None) -> bool: ...
+    async def delete(self, key: str) -> None: ...
+
+
+class ConversationReader(Protocol):
+    """Read-only view of the conversation store, for consoles and agent adapters."""
+
+    async def get(self, conversation_id: str) -> Conversation | None: ...
+    async def for_address(self, channel: str, address: str) -> Conversation | None: ...
+    async def by_ref(self, ref: str) -> str | None: ...
+    async def list(self, status: str | None = None, limit: int = 100) -> builtins.list[Conversation]: ...
+    async def transcript(self, conversation_id: str, limit: int = 200) -> builtins.list[Message]: ...
+    async def contact(self, contact_id: str) -> Contact | None: ...
+
+
+class Fanout(Protocol):
+    """Cross-process broadcast (Redis pub/sub): a reply for a WebSocket held by another
+    process reaches it. At-most-once; durable state stays in streams."""
+
+    async def broadcast(self, topic: str, payload: bytes) -> None: ...
+    def subscribe(self, topic: str) -> AsyncIterator[bytes]: ...
+
+
+HealthState = Literal["ok", "degraded", "broken", "starting", "stopped"]
+
+
+@dataclass
+class AdapterContext:
+    """What the bridge hands an adapter. Everything is plain callables and protocols."""
+
+    publish: Callable[[Message], Awaitable[bool]]  # True: stored; False: a duplicate
+    state: StateStore
+    conversations: ConversationReader
+    fanout: Fanout
+    report_health: Callable[[HealthState, str], Awaitable[None]]
+    public_url: str = "http://127.0.0.1:8080"
+    #: False in processes without the ``ingest`` role: set up for sending, but do not
+    #: poll or register webhooks (two pollers on one bot token conflict).
+    receive: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)  # bridge-wide settings an adapter may read
+
+
+class Adapter(abc.ABC):
+    """Base class of every channel adapter."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
+    #: "customer": customers write here; "agent": agents work here; "both".
+    side: ClassVar[Literal["customer", "agent", "both"]] = "customer"
+    #: sends per second when the config does not say (platform limits)
+    default_rate_per_s: ClassVar[float | None] = 50.0
+    default_rate_per_address_per_s: ClassVar[float | None] = None
+
+    def __init__(self, config: ChannelConfig, ctx: AdapterContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    async def start(self) -> None:  # noqa: B027 - receiving is optional (send-only channels)
+        """Begin receiving. Return once started; run loops as background tasks."""
+
+    @abc.abstractmethod
+    async def send(self, message: Message) -> Delivered:
+        """Deliver one outbound message (kind ``reply`` or ``event``)."""
+
+    async def stop(self) -> None:  # noqa: B027
+        """Stop receiving and release connections; in-flight sends have finished."""
+
+    def routes(self) -> Iterable[web.AbstractRouteDef]:
+        """HTTP endpoints this adapter serves on the bridge's one web server."""
+        return ()
+
+    async def check(self) -> tuple[HealthState, str]:
+        """An auth/health check against the platform, shown by ``bridge status``."""
+        return ("ok", "")

@@ -1,0 +1,227 @@
+"""The `bridge` command: run, check-config, status, report, dlq list / replay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bridge import __version__
+from bridge.config import Settings, load
+from bridge.embedded import socket_path, socket_url
+from bridge.errors import BridgeError, ConfigError
+
+DEFAULT_CONFIG = "bridge.yaml"
+
+
+def _config_path(arg: str | None) -> str | None:
+    """--config, else $BRIDGE_CONFIG, else ./bridge.yaml when present, else built-in defaults."""
+    if arg:
+        return arg
+    if os.environ.get("BRIDGE_CONFIG"):
+        return os.environ["BRIDGE_CONFIG"]
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"bridge: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
+    try:
+        settings, channels = load(path)
+    except ConfigError as exc:
+        print(f"{path or '(built-in defaults)'}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    redis = settings.redis.url or f"embedded redis-server in {settings.redis.data_dir}"
+    print(f"{path or '(built-in defaults)'}: OK")
+    print(f"  redis: {redis.split('@')[-1]}")
+    print(f"  channels: {', '.join(sorted(channels)) or '(none)'}")
+    print(f"  agents' side: {', '.join(settings.agents.channels) or '(none)'}")
+    print(f"  queues: {', '.join(sorted(settings.queues))}")
+    print(f"  engine: {settings.engine.partitions} partitions, steps {', '.join(settings.engine.steps)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bridge import logs
+    from bridge.runner import Bridge, secrets_of, serve
+
+    path = _config_path(args.config)
+    try:
+        settings, channels = load(path)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    logs.setup(settings.log.level, settings.log.format, secrets_of(channels))
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    def started(bridge: Bridge) -> None:
+        print(f"bridge running: {settings.public_url}  (channels: {', '.join(sorted(bridge.adapters)) or 'none'};"
+              " Ctrl-C stops)", file=sys.stderr, flush=True)
+        for line in getattr(bridge, "banner", []):
+            print(line, file=sys.stderr, flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, channels, on_started=started))
+    print("bridge stopped", file=sys.stderr)
+    return 0
+
+
+def _redis_for(settings: Settings) -> aioredis.Redis:
+    if settings.redis.url:
+        return aioredis.Redis.from_url(settings.redis.url, socket_connect_timeout=3)
+    if not socket_path(settings.redis.data_dir).exists():
+        raise BridgeError(f"no Redis URL is configured and no embedded Redis runs in {settings.redis.data_dir}; "
+                          "is `bridge run` running (with the same --config and working directory)?")
+    return aioredis.Redis.from_url(socket_url(settings.redis.data_dir), socket_connect_timeout=3)
+
+
+async def _with_redis(args: argparse.Namespace, action: Any) -> Any:
+    try:
+        settings, _ = load(_config_path(args.config))
+    except ConfigError as exc:
+        raise BridgeError(str(exc)) from None
+    redis = _redis_for(settings)
+    try:
+        await redis.ping()
+        return await action(redis, settings)
+    except (OSError, ConnectionError) as exc:
+        raise BridgeError(f"cannot reach Redis: {exc}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("redis"):
+            raise BridgeError(f"cannot reach Redis: {exc}") from None
+        raise
+    finally:
+        await redis.aclose()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bridge import status
+
+    result = asyncio.run(_with_redis(args, lambda redis, settings: status.gather(redis)))
+    print(json.dumps(result, indent=2) if args.json else status.render(result))
+    broken = [n for n, r in result["adapters"].items() if r.get("state") == "broken"]
+    return 3 if broken else 0
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from bridge.bus import Bus
+    from bridge.model import decode
+
+    async def action(redis: aioredis.Redis, settings: Settings) -> list[dict[str, Any]]:
+        rows = await Bus(redis, partitions=settings.engine.partitions).dead_letters(count=args.limit)
+        for row in rows:
+            payload = row.pop("payload")
+            try:
+                message = decode(payload)
+                row["message"] = {"kind": message.kind, "channel": message.channel, "address": message.address,
+                                  "conversation_id": message.conversation_id, "text": message.text[:200]}
+            except Exception:
+                row["message"] = {"undecodable": payload[:200].decode(errors="replace")}
+        return rows
+
+    rows = asyncio.run(_with_redis(args, action))
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no dead letters")
+    for row in rows:
+        m = row["message"]
+        target = f"{m.get('channel', '?')}:{m.get('address', '')}" if "kind" in m else "(undecodable)"
+        print(f"{row['dlq_id']}  {row['stream'][len('bridge:'):]}  {target}  {row['reason']}")
+        if m.get("text"):
+            print(f"    {m['text']!r}")
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from bridge.bus import Bus
+
+    if not args.all and not args.ids:
+        return _fail("give dead-letter ids (from `bridge dlq list`) or --all")
+
+    async def action(redis: aioredis.Redis, settings: Settings) -> int:
+        return await Bus(redis, partitions=settings.engine.partitions).replay(None if args.all else args.ids)
+
+    count = asyncio.run(_with_redis(args, action))
+    print(f"replayed {count} dead letter(s)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from bridge.report import write_report
+
+    since_ms = int((time.time() - args.days * 86_400) * 1000) if args.days else None
+
+    async def action(redis: aioredis.Redis, settings: Settings) -> Path:
+        return await write_report(redis, Path(args.out), since_ms=since_ms)
+
+    path = asyncio.run(_with_redis(args, action))
+    print(f"report written: {path} (and conversations.csv, transcripts.csv in {path.parent})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="bridge", description="Customer-support bridge.")
+    root.add_argument("--version", action="version", version=f"bridge {__version__}")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", "-c", help=f"YAML config (default: $BRIDGE_CONFIG or ./{DEFAULT_CONFIG})")
+        return p
+
+    command("run", "Run every configured part in this process until SIGTERM/SIGINT.").set_defaults(func=cmd_run)
+    command("check-config", "Validate the config; name every bad key and the fix.").set_defaults(
+        func=cmd_check_config)
+    status = command("status", "Streams, pending, lag, dead letters and adapter health.")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+    report = command("report", "Write an HTML report with charts and CSV exports of conversations.")
+    report.add_argument("--out", default="report", help="output directory (default: ./report)")
+    report.add_argument("--days", type=float, default=None, help="only conversations of the last N days")
+    report.set_defaults(func=cmd_report)
+    dlq = sub.add_parser("dlq", help="Dead letters: list and replay.")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = dlq_sub.add_parser("list", help="List dead letters with their reasons.")
+    listing.add_argument("--config", "-c")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_dlq_list)
+    replay = dlq_sub.add_parser("replay", help="Put dead letters back on their stream.")
+    replay.add_argument("--config", "-c")
+    replay.add_argument("ids", nargs="*", help="dead-letter ids from `bridge dlq list`")
+    replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    replay.set_defaults(func=cmd_dlq_replay)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BridgeError as exc:  # every command's expected failure: one line naming the fix
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Configuration: one YAML file, ``${ENV}`` for secrets, validated at start.
+
+Every problem is reported with the key that holds it and what to do about it. Secrets
+(typed `SecretStr`) must come from the environment; a literal secret in the file is an
+error, so a config file can be committed and shared.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from bridge.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RedisSettings(_Section):
+    url: str | None = None  # empty: run an embedded redis-server in data_dir
+    data_dir: Path = Path("./bridge-data")
+    server_binary: str | None = None  # redis-server to embed; found on PATH when unset
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None  # how the outside reaches us; http://host:port when unset
+
+
+class EngineSettings(_Section):
+    partitions: int = Field(8, ge=1, le=1024)
+    batch_size: int = Field(200, ge=1, le=10_000)  # entries per stream per read
+    block_ms: int = Field(500, ge=1)
+    lease_ttl_s: float = Field(10.0, gt=0)
+    claim_min_idle_s: float = Field(15.0, ge=0)
+    max_deliveries: int = Field(5, ge=1)
+    conversation_cache: int = Field(50_000, ge=0)
+    reopen_within_h: float = Field(72.0, ge=0)  # a message after resolution reopens; later, a new one
+    steps: list[str] = ["triage", "routing"]
+
+
+class StreamSettings(_Section):
+    max_len: int = Field(100_000, ge=0)  # acknowledged entries kept per stream, roughly
+    trim_interval_s: float = Field(30.0, gt=0)
+    dedupe_ttl_s: int = Field(7 * 86400, ge=60)
+    dead_letter_max_len: int = Field(100_000, ge=1)
+
+
+class QueueSettings(_Section):
+    email: str  # the team address tickets go to
+    reply_within_h: float = Field(24.0, gt=0)  # the promise made in the acknowledgement
+    slack_channel: str | None = None
+    topics: list[str] = []  # topic names routed to this queue
+
+
+class TriageSettings(_Section):
+    default_language: str = "en"
+    languages: list[str] = ["en", "zh", "ru", "tl", "ms"]
+    urgent_keywords: dict[str, list[str]] = {}
+
+    @field_validator("urgent_keywords")
+    @classmethod
+    def _no_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for lang, words in value.items():
+            if any(not w.strip() for w in words):
+                raise ValueError(f"an empty keyword in language {lang!r} would match everything")
+        return value
+
+
+class AgentsSettings(_Section):
+    channels: list[str] = []  # agent-side channels that receive escalations and news
+    urgent_mention: str = ""  # e.g. "<!here>" or "@oncall"
+
+
+class LogSettings(_Section):
+    level: str = "INFO"
+    format: str = Field("json", pattern="^(json|text)$")
+
+
+class Settings(_Section):
+    redis: RedisSettings = RedisSettings()
+    http: HttpSettings = HttpSettings()
+    engine: EngineSettings = EngineSettings()
+    streams: StreamSettings = StreamSettings()
+    roles: list[str] = ["ingest", "engine", "dispatch", "web"]
+    queues: dict[str, QueueSettings] = {"default": QueueSettings(email="support@example.com")}
+    triage: TriageSettings = TriageSettings()
+    replies: dict[str, dict[str, str]] = {}  # template name -> language -> text
+    agents: AgentsSettings = AgentsSettings()
+    flows: dict[str, Any] = {}  # settings of flow steps beyond the core, by step name
+    channels: dict[str, dict[str, Any]] = {}  # validated by each adapter's config model
+    log: LogSettings = LogSettings()
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - {"ingest", "engine", "dispatch", "web"}
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)}; use ingest, engine, dispatch, web")
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _default_queue(cls, value: dict[str, QueueSettings]) -> dict[str, QueueSettings]:
+        if "default" not in value:
+            raise ValueError("a queue named 'default' is required (routine cases no rule matches go there)")
+        return value
+
+    @property
+    def public_url(self) -> str:
+        if self.http.public_url:
+            return self.http.public_url.rstrip("/")
+        host = "localhost" if self.http.host in ("0.0.0.0", "127.0.0.1", "::") else self.http.host
+        return f"http://{host}:{self.http.port}"
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str, problems: list[str], from_env: set[str], unset: set[str]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}``; record the paths whose value came from the
+    environment (``from_env``) and those whose variable is unset (``unset``)."""
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), problems, from_env, unset)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]", problems, from_env, unset) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+    missing: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None or value == "":
+            if default is not None:
+                return default
+            missing.append(name)
+            return ""
+        return value
+
+    result = _ENV.sub(substitute, node)
+    from_env.add(path)
+    for name in missing:
+        problems.append(f"{path}: environment variable {name} is not set (export {name}=...)")
+    if missing:
+        unset.add(path)
+        return None
+    return None if result == "" else result
+
+
+def format_validation(error: ValidationError, prefix: str = "", unset: set[str] | None = None) -> list[str]:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        key = f"{prefix}.{key}" if prefix and key else (prefix or key)
+        if unset and key in unset:
+            continue  # already reported as an unset environment variable
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against config.example.yaml and docs/)"
+        elif item["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{key}: {msg}")
+    return lines
+
+
+def _literal_secrets(model: BaseModel, path: str, from_env: set[str]) -> list[str]:
+    """Secret fields whose value was written in the file instead of ``${ENV}``."""
+    problems = []
+    for name, value in model:
+        key = f"{path}.{name}" if path else name
+        if isinstance(value, SecretStr) and key not in from_env:
+            hint = key.upper().replace(".", "_")
+            problems.append(
+                f"{key}: secrets must come from the environment, not the file; write ${{{hint}}} and export {hint}"
+            )
+        elif isinstance(value, BaseModel):
+            problems.extend(_literal_secrets(value, key, from_env))
+    return problems
+
+
+def load_raw(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{file}: no such config file (copy config.example.yaml to start)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{file}: cannot be read: {exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{file}: the top level must be a mapping of sections (redis:, http:, channels:, ...)"])
+    return data
+
+
+#: With no config file at all: the web chat widget for customers and its agent console, so
+#: `bridge run` on a fresh machine is a working support desk with no external account.
+WITHOUT_CONFIG: dict[str, Any] = {"channels": {"widget": {}}, "agents": {"channels": ["widget"]}}
+
+
+def load(path: str | Path | None) -> tuple[Settings, dict[str, BaseModel]]:
+    """Load and validate everything; raise `ConfigError` listing every problem.
+
+    ``path`` None means no config file: built-in defaults (`WITHOUT_CONFIG`).
+    Returns the settings and each enabled channel's validated config.
+    """
+    from bridge import registry  # the composition root knows which channels exist
+
+    problems: list[str] = []
+    from_env: set[str] = set()
+    unset: set[str] = set()
+    raw = _interpolate(load_raw(path) if path is not None else WITHOUT_CONFIG, "", problems, from_env, unset)
+    channels_raw = raw.pop("channels", None) or {}
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate({**raw, "channels": {}})
+    except ValidationError as exc:
+        problems.extend(format_validation(exc, unset=unset))
+    if not isinstance(channels_raw, dict):
+        problems.append("channels: must be a mapping of channel name to its settings")
+        channels_raw = {}
+    channel_configs: dict[str, BaseModel] = {}
+    for name, section in channels_raw.items():
+        key = f"channels.{name}"
+        if name not in registry.CHANNELS:
+            problems.append(f"{key}: unknown channel; known channels: {', '.join(sorted(registry.CHANNELS))}")
+            continue
+        try:
+            model = registry.channel_config_model(name)
+        except ImportError as exc:
+            problems.append(f"{key}: the channel's support is not installed ({exc}); "
+                            f"pip install 'support-bridge[{name}]'")
+            continue
+        try:
+            config = model.model_validate(section or {})
+        except ValidationError as exc:
+            problems.extend(format_validation(exc, key, unset))
+            continue
+        problems.extend(_literal_secrets(config, key, from_env))
+        if getattr(config, "enabled", True):
+            channel_configs[name] = config
+    if settings is not None:
+        settings = settings.model_copy(update={"channels": {k: dict(v or {}) for k, v in channels_raw.items()}})
+        for i, name in enumerate(settings.agents.channels):
+            if name not in channel_configs:
+                problems.append(f"agents.channels[{i}]: channel {name!r} is not configured under channels:")
+        for name, queue in settings.queues.items():
+            if "@" not in queue.email:
+                problems.append(f"queues.{name}.email: {queue.email!r} is not an email address")
+        for i, step in enumerate(settings.engine.steps):
+            if step not in registry.STEPS:
+                problems.append(f"engine.steps[{i}]: unknown step {step!r}; known: {', '.join(sorted(registry.STEPS))}")
+    if problems:
+        raise ConfigError(problems)
+    assert settings is not None
+    return settings, channel_configs

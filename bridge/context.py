@@ -1,0 +1,90 @@
+"""The concrete pieces of an `AdapterContext`: state in Redis, pub/sub fanout, health."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+
+from bridge import keys
+from bridge.adapter import HealthState
+from bridge.metrics import ADAPTER_UP
+from bridge.model import now_ms
+
+log = logging.getLogger("bridge.context")
+
+
+class RedisState:
+    """Durable key/value state for one channel (offsets, watermarks)."""
+
+    def __init__(self, redis: Redis, channel: str) -> None:
+        self.redis = redis
+        self.channel = channel
+
+    def _key(self, key: str) -> str:
+        return keys.adapter_state(self.channel, key)
+
+    async def get(self, key: str) -> str | None:
+        value = await self.redis.get(self._key(key))
+        return value.decode() if value is not None else None
+
+    async def set(self, key: str, value: str, ttl_s: int | None = None) -> None:
+        await self.redis.set(self._key(key), value, ex=ttl_s)
+
+    async def set_if_absent(self, key: str, value: str, ttl_s: int | None = None) -> bool:
+        return bool(await self.redis.set(self._key(key), value, ex=ttl_s, nx=True))
+
+    async def delete(self, key: str) -> None:
+        await self.redis.delete(self._key(key))
+
+
+class RedisFanout:
+    """Broadcast to every bridge process (Redis pub/sub)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def broadcast(self, topic: str, payload: bytes) -> None:
+        await self.redis.publish(keys.FANOUT + topic, payload)
+
+    async def subscribe(self, topic: str) -> AsyncIterator[bytes]:
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(keys.FANOUT + topic)
+        try:
+            async for item in pubsub.listen():
+                if item.get("type") == "message":
+                    yield item["data"]
+        finally:
+            await pubsub.aclose()
+
+
+class HealthBoard:
+    """Each adapter's last health report, kept in Redis so `bridge status` can show it."""
+
+    def __init__(self, redis: Redis, worker_id: str) -> None:
+        self.redis = redis
+        self.worker_id = worker_id
+        self.local: dict[str, tuple[str, str]] = {}
+
+    def reporter(self, channel: str):  # type: ignore[no-untyped-def]
+        async def report(state: HealthState, detail: str) -> None:
+            await self.report(channel, state, detail)
+
+        return report
+
+    async def report(self, channel: str, state: HealthState, detail: str) -> None:
+        self.local[channel] = (state, detail)
+        ADAPTER_UP.labels(channel).set(1 if state == "ok" else 0)
+        if state in ("broken", "degraded"):
+            log.warning("adapter health", extra={"channel": channel, "state": state, "detail": detail})
+        record = {"state": state, "detail": detail[:500], "at_ms": now_ms(), "worker": self.worker_id}
+        try:
+            await self.redis.hset(keys.HEALTH, channel, json.dumps(record))
+        except Exception as exc:  # health is advisory; never fail a caller over it
+            log.debug("health not stored", extra={"error": repr(exc)})
+
+    async def read(self) -> dict[str, dict[str, object]]:
+        raw = await self.redis.hgetall(keys.HEALTH)
+        return {k.decode(): json.loads(v) for k, v in raw.items()}

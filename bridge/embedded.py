@@ -1,0 +1,107 @@
+"""An embedded redis-server for the default set-up: no Redis URL configured means the
+bridge runs its own, private (Unix socket only, no TCP port), with append-only
+persistence in the data directory, and stops it on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from bridge.errors import BridgeError
+
+log = logging.getLogger("bridge.embedded")
+
+HOW_TO_GET = (
+    "no Redis URL is configured (redis.url / REDIS_URL), so the bridge wants to run an embedded "
+    "redis-server, but none was found. Install one (Debian/Ubuntu: sudo apt-get install redis-server; "
+    "Fedora: sudo dnf install redis; macOS: brew install redis), point redis.server_binary at it, "
+    "or set redis.url to an existing Redis 7."
+)
+
+
+def find_binary(configured: str | None = None) -> str:
+    if configured:
+        if Path(configured).is_file():
+            return configured
+        raise BridgeError(f"redis.server_binary: {configured} does not exist")
+    found = shutil.which("redis-server")
+    if found is None:
+        raise BridgeError(HOW_TO_GET)
+    return found
+
+
+def socket_path(data_dir: Path) -> Path:
+    return data_dir.resolve() / "redis.sock"
+
+
+def socket_url(data_dir: Path) -> str:
+    return f"unix://{socket_path(data_dir)}"
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path, binary: str | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.binary = binary
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return socket_url(self.data_dir)
+
+    async def start(self, timeout_s: float = 10.0) -> str:
+        binary = find_binary(self.binary)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        sock = socket_path(self.data_dir)
+        if len(str(sock)) > 100:
+            raise BridgeError(f"redis.data_dir: the path {self.data_dir} is too long for a Unix socket; "
+                              "choose a shorter data directory")
+        if sock.exists():
+            if await _answers(self.url):
+                raise BridgeError(f"redis.data_dir: another bridge is already running on {self.data_dir} "
+                                  "(its embedded Redis answers); stop it or use another data_dir")
+            sock.unlink()
+        args = [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+                "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
+                "--save", "", "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log")]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: ASYNC220
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            if self.process.poll() is not None:
+                err = (self.process.stderr.read() if self.process.stderr else b"").decode(errors="replace")
+                raise BridgeError(f"the embedded redis-server exited at start: {err.strip() or 'see'} "
+                                  f"{self.data_dir / 'redis.log'}")
+            if sock.exists() and await _answers(self.url):
+                log.info("embedded redis started", extra={"data_dir": str(self.data_dir), "binary": binary})
+                return self.url
+            await asyncio.sleep(0.02)
+        await self.stop()
+        raise BridgeError(f"the embedded redis-server did not answer within {timeout_s}s; see "
+                          f"{self.data_dir / 'redis.log'}")
+
+    async def stop(self) -> None:
+        """SIGTERM: Redis flushes the append-only file and exits."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            await asyncio.to_thread(self.process.wait, 15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            await asyncio.to_thread(self.process.wait)
+        self.process = None
+        log.info("embedded redis stopped")
+
+
+async def _answers(url: str) -> bool:
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        return bool(await client.ping())
+    except Exception:
+        return False
+    finally:
+        await client.aclose()

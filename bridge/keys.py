@@ -1,0 +1,98 @@
+"""Every Redis key, stream and group name the bridge uses, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "bridge:"
+
+ENGINE_GROUP = "engine"
+DISPATCH_GROUP = "dispatch"
+PAYLOAD_FIELD = "m"  # the one field of a stream entry: the encoded Message
+
+META = PREFIX + "meta"  # hash: partitions, created_ms, schema
+DEAD_LETTERS = PREFIX + "dlq"  # stream of entries that could not be handled
+WORKERS = PREFIX + "workers"  # zset: worker id -> heartbeat expiry (ms)
+HEALTH = PREFIX + "health"  # hash: channel -> encoded health record
+CONVERSATIONS_BY_STATUS = PREFIX + "convs:"  # + status: zset conversation id -> updated ms
+FANOUT = PREFIX + "fanout:"  # + topic: pub/sub channel
+
+
+def inbound(partition: int) -> str:
+    return f"{PREFIX}in:{partition}"
+
+
+def outbound(channel: str) -> str:
+    return f"{PREFIX}out:{channel}"
+
+
+QUEUE_MAX_LEN = 100_000  # routine cases kept per queue stream (roughly; older ones are trimmed)
+
+
+def queue(name: str) -> str:
+    """Stream of routine cases filed in an email queue (the team's list; capped)."""
+    return f"{PREFIX}queue:{name}"
+
+
+def dedupe(stream: str, dedupe_key: str) -> str:
+    return f"{PREFIX}seen:{stream}:{dedupe_key}"
+
+
+def lease(stream: str) -> str:
+    """Who owns a stream's consumer side right now (one engine per partition)."""
+    return f"{PREFIX}lease:{stream}"
+
+
+def sent(channel: str) -> str:
+    """Hash: outbound message id -> platform message id, so a redelivery is not resent."""
+    return f"{PREFIX}sent:{channel}"
+
+
+def attempts(stream: str) -> str:
+    """Hash: entry id -> failed attempts (transient send errors, step exceptions)."""
+    return f"{PREFIX}attempts:{stream}"
+
+
+def commit_once(batch_id: str) -> str:
+    """Marks a committed batch for a few minutes, so a retried commit is not applied twice."""
+    return f"{PREFIX}once:{batch_id}"
+
+
+def timers(partition: int) -> str:
+    """Zset of due-time-scored commands fired into the partition's stream."""
+    return f"{PREFIX}timers:{partition}"
+
+
+def conversation(conversation_id: str) -> str:
+    return f"{PREFIX}conv:{conversation_id}"
+
+
+def conversation_seq(address_hash: str) -> str:
+    return f"{PREFIX}convseq:{address_hash}"
+
+
+def current_conversation(channel: str, address: str) -> str:
+    return f"{PREFIX}addr:{channel}:{address}"
+
+
+def transcript(conversation_id: str) -> str:
+    return f"{PREFIX}transcript:{conversation_id}"
+
+
+def ref(ref_name: str) -> str:
+    """An external thread reference (Slack thread, email Message-ID) -> conversation id."""
+    return f"{PREFIX}ref:{ref_name}"
+
+
+def contact(contact_id: str) -> str:
+    return f"{PREFIX}contact:{contact_id}"
+
+
+def contact_by_address(channel: str, address: str) -> str:
+    return f"{PREFIX}contact-addr:{channel}:{address}"
+
+
+def contact_by_email(email: str) -> str:
+    return f"{PREFIX}contact-email:{email.strip().lower()}"
+
+
+def adapter_state(channel: str, key: str) -> str:
+    return f"{PREFIX}state:{channel}:{key}"

@@ -1,0 +1,118 @@
+"""Stream ownership: one worker at a time consumes a stream, so order is kept.
+
+Each inbound partition (and each outbound channel stream) has a lease key holding the
+owner's id with a TTL. Workers renew what they hold, take free leases up to their fair
+share (partitions / live workers), and give back what is above it. Commits are fenced
+by the lease (bus.commit), so a worker that lost a lease while paused writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from bridge import keys
+from bridge.model import now_ms
+
+log = logging.getLogger("bridge.lease")
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Leases:
+    def __init__(self, redis: Redis, owner: str, streams: Sequence[str], *, ttl_s: float,
+                 fair_share: bool = True, role: str = "engine") -> None:
+        self.redis = redis
+        self.owner = owner
+        self.streams = list(streams)
+        self.ttl_ms = int(ttl_s * 1000)
+        self.fair_share = fair_share
+        self.role = role
+        self.held: set[str] = set()
+        self._gained: set[str] = set()
+        self._lost: set[str] = set()
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    def keys_held(self) -> list[str]:
+        return [keys.lease(s) for s in self.held]
+
+    async def _share(self) -> int:
+        if not self.fair_share:
+            return len(self.streams)
+        now = now_ms()
+        workers = f"{keys.WORKERS}:{self.role}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(workers, {self.owner: now + self.ttl_ms})
+            pipe.zremrangebyscore(workers, "-inf", now)
+            pipe.zcard(workers)
+            _, _, alive = await pipe.execute()
+        return math.ceil(len(self.streams) / max(1, int(alive)))
+
+    async def tick(self) -> tuple[list[str], list[str]]:
+        """Renew, take and give back leases; returns (streams gained, streams lost)."""
+        lost: list[str] = []
+        for stream in sorted(self.held):
+            if not await self._renew(keys=[keys.lease(stream)], args=[self.owner, self.ttl_ms]):
+                lost.append(stream)
+        self.held.difference_update(lost)
+        share = await self._share()
+        gained: list[str] = []
+        for stream in self.streams:
+            if len(self.held) >= share:
+                break
+            if stream in self.held:
+                continue
+            if await self.redis.set(keys.lease(stream), self.owner, nx=True, px=self.ttl_ms):
+                self.held.add(stream)
+                gained.append(stream)
+        return gained, lost
+
+    async def give_back(self, streams: Sequence[str]) -> None:
+        for stream in streams:
+            await self._release(keys=[keys.lease(stream)], args=[self.owner])
+            self.held.discard(stream)
+
+    async def keep(self) -> None:
+        """Renew and take leases every third of the TTL, independent of the work loop
+        (a long send or a slow step must not cost the lease). Runs until cancelled."""
+        while True:
+            try:
+                gained, lost = await self.tick()
+                self._gained.update(gained)
+                self._gained.difference_update(lost)
+                self._lost.update(lost)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: the leases may lapse; fencing keeps commits safe
+                log.warning("lease renewal failed: %r", exc)
+            await asyncio.sleep(self.ttl_ms / 3000)
+
+    def changes(self) -> tuple[set[str], set[str]]:
+        """Streams gained and lost since the last call."""
+        gained, lost = self._gained, self._lost
+        self._gained, self._lost = set(), set()
+        return gained, lost
+
+    async def excess(self) -> list[str]:
+        """Streams held beyond the fair share (another worker joined)."""
+        share = await self._share()
+        return sorted(self.held)[share:] if len(self.held) > share else []
+
+    async def release_all(self) -> None:
+        await self.give_back(sorted(self.held))
+        await self.redis.zrem(f"{keys.WORKERS}:{self.role}", self.owner)

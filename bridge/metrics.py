@@ -1,0 +1,15 @@
+"""Prometheus metrics, served at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INBOUND_PUBLISHED = Counter("bridge_inbound_published_total", "Messages appended to the inbound stream", ["channel"])
+INBOUND_DUPLICATES = Counter("bridge_inbound_duplicates_total", "Messages dropped as duplicates", ["channel"])
+ENGINE_MESSAGES = Counter("bridge_engine_messages_total", "Messages handled by the flow engine")
+ENGINE_BATCH_SECONDS = Histogram("bridge_engine_batch_seconds", "Time to handle and commit one batch")
+SENT = Counter("bridge_sent_total", "Outbound messages delivered", ["channel"])
+SEND_FAILURES = Counter("bridge_send_failures_total", "Failed sends", ["channel", "kind"])
+DEAD_LETTERS = Counter("bridge_dead_letters_total", "Entries moved to the dead-letter stream", ["stream"])
+SEND_SECONDS = Histogram("bridge_send_seconds", "Time of one adapter send", ["channel"])
+ADAPTER_UP = Gauge("bridge_adapter_up", "1 when the adapter's last health report was ok", ["channel"])

@@ -1,0 +1,30 @@
+"""Send pacing: an overall rate per channel and a rate per address (chat, recipient)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class Pacer:
+    """Spaces calls at least ``1/rate`` seconds apart, per key. ``None`` rate: no limit."""
+
+    def __init__(self, rate_per_s: float | None, max_keys: int = 100_000) -> None:
+        self.interval_s = 1.0 / rate_per_s if rate_per_s else 0.0
+        self.max_keys = max_keys
+        self._next: dict[str, float] = {}
+
+    async def wait(self, key: str = "") -> None:
+        if not self.interval_s:
+            return
+        now = time.monotonic()
+        due = self._next.get(key, now)
+        self._next[key] = max(due, now) + self.interval_s
+        if len(self._next) > self.max_keys:
+            self._prune(now)
+        if due > now:
+            await asyncio.sleep(due - now)
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, t in self._next.items() if t < now]:
+            del self._next[key]

@@ -1,0 +1,54 @@
+"""The composition root's list of parts: the only place `bridge` names adapters and flows.
+
+Entries are import paths, imported lazily, so a channel's heavy library is loaded only
+when that channel is configured.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# channel name -> (config model, adapter class)
+CHANNELS: dict[str, tuple[str, str]] = {
+    "api": ("adapters.api.config:ApiConfig", "adapters.api.adapter:ApiAdapter"),
+    "widget": ("adapters.widget.config:WidgetConfig", "adapters.widget.adapter:WidgetAdapter"),
+    "null": ("adapters.null:NullConfig", "adapters.null:NullAdapter"),
+    "telegram": ("adapters.telegram.config:TelegramConfig", "adapters.telegram.adapter:TelegramAdapter"),
+    "slack": ("adapters.slack.config:SlackConfig", "adapters.slack.adapter:SlackAdapter"),
+    "email": ("adapters.email.config:EmailConfig", "adapters.email.adapter:EmailAdapter"),
+}
+
+# step name -> factory building the step from a flows.turn.FlowConfig
+STEPS: dict[str, str] = {
+    "commands": "flows.commands:build",
+    "triage": "flows.triage:build",
+    "routing": "flows.routing:build",
+    "language": "flows.language:build",
+    "urgency": "flows.urgency:build",
+    "topics": "flows.topics:build",
+    "kb": "flows.kb:build",
+    "order_status": "flows.order_status:build",
+    "hours": "flows.hours:build",
+    "sla": "flows.sla:build",
+    "survey": "flows.survey:build",
+    "dispute": "flows.dispute:build",
+}
+
+# steps that always run first / last, whatever engine.steps says
+REQUIRED_FIRST = ["commands"]
+
+ENGINE = "flows.engine:Engine"
+
+
+def load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def channel_config_model(name: str) -> Any:
+    return load(CHANNELS[name][0])
+
+
+def adapter_class(name: str) -> Any:
+    return load(CHANNELS[name][1])

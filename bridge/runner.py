@@ -1,0 +1,280 @@
+"""The composition root: builds the bridge from config and runs every configured part in
+one process (or the roles this process was given).
+
+Start order: Redis (embedded when no URL) -> adapters -> web server -> engine and
+dispatchers. Stop order: web server (no new ingest) -> adapters' receiving -> engine
+(the batch in hand is committed) -> dispatchers (sends in flight finish) -> Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from pydantic import BaseModel, SecretStr
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bridge import keys, registry
+from bridge.adapter import Adapter, AdapterContext
+from bridge.bus import Bus, consumer_name
+from bridge.config import Settings
+from bridge.context import HealthBoard, RedisFanout, RedisState
+from bridge.dispatcher import ChannelDispatcher
+from bridge.embedded import EmbeddedRedis
+from bridge.errors import BridgeError
+from bridge.metrics import INBOUND_DUPLICATES, INBOUND_PUBLISHED
+from bridge.model import Message, now_ms
+from bridge.store import Store
+from bridge.web import build_app
+
+log = logging.getLogger("bridge.runner")
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client that retries a command across a short Redis restart."""
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+        socket_connect_timeout=2,
+        health_check_interval=15,
+        max_connections=1000,  # blocking reads, pub/sub and bursts of web publishes share the pool
+    )
+
+
+def secrets_of(configs: dict[str, BaseModel]) -> list[str]:
+    """Every secret value in the channel configs, for log masking."""
+    found: list[str] = []
+
+    def walk(model: BaseModel) -> None:
+        for _, value in model:
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+            elif isinstance(value, BaseModel):
+                walk(value)
+
+    for config in configs.values():
+        walk(config)
+    return found
+
+
+async def check_partitions(redis: aioredis.Redis, partitions: int) -> None:
+    """The partition count is fixed once data exists: conversations live in partitions."""
+    await redis.hsetnx(keys.META, "partitions", partitions)
+    stored = int(await redis.hget(keys.META, "partitions") or partitions)
+    if stored != partitions:
+        raise BridgeError(f"engine.partitions: this Redis holds data for {stored} partitions, the config says "
+                          f"{partitions}; set engine.partitions back to {stored} (repartitioning is not supported)")
+
+
+class Bridge:
+    """Every part of the bridge, wired from the config."""
+
+    def __init__(self, settings: Settings, channel_configs: dict[str, BaseModel], *,
+                 clock_ms: Callable[[], int] = now_ms, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.channel_configs = channel_configs
+        self.clock_ms = clock_ms
+        self.worker_id = worker_id or consumer_name()
+        self.embedded: EmbeddedRedis | None = None
+        self.adapters: dict[str, Adapter] = {}
+        self.engine: Any = None
+        self.dispatchers: list[ChannelDispatcher] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._web_runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self._stop_requested = asyncio.Event()
+
+    @property
+    def roles(self) -> set[str]:
+        return set(self.settings.roles)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        settings = self.settings
+        url = settings.redis.url
+        if not url:
+            self.embedded = EmbeddedRedis(settings.redis.data_dir, settings.redis.server_binary)
+            url = await self.embedded.start()
+        self.redis = connect(url)
+        try:
+            await self.redis.ping()
+        except Exception as exc:
+            raise BridgeError(f"redis.url: cannot reach Redis at {url.split('@')[-1]}: {exc}") from None
+        await check_partitions(self.redis, settings.engine.partitions)
+        self.bus = Bus(self.redis, partitions=settings.engine.partitions, dedupe_ttl_s=settings.streams.dedupe_ttl_s,
+                       dead_letter_max_len=settings.streams.dead_letter_max_len)
+        self.store = Store(self.redis)
+        self.health = HealthBoard(self.redis, self.worker_id)
+        fanout = RedisFanout(self.redis)
+        for name, config in self.channel_configs.items():
+            cls = registry.adapter_class(name)
+            ctx = AdapterContext(publish=self._publisher(name), state=RedisState(self.redis, name),
+                                 conversations=self.store, fanout=fanout, report_health=self.health.reporter(name),
+                                 public_url=settings.public_url, receive="ingest" in self.roles,
+                                 settings={"agents": settings.agents.model_dump(), "queues": {
+                                     k: v.model_dump() for k, v in settings.queues.items()}})
+            adapter = cls(config, ctx)
+            adapter.name = name
+            self.adapters[name] = adapter
+        if "web" in self.roles:
+            await self._start_web()
+            if not settings.http.public_url and settings.http.port == 0:
+                for adapter in self.adapters.values():  # the port is known only now
+                    adapter.ctx.public_url = f"http://127.0.0.1:{self.port}"
+        if "ingest" in self.roles or "dispatch" in self.roles:
+            for name, adapter in self.adapters.items():
+                await self.health.report(name, "starting", "")
+                await adapter.start()
+        if "engine" in self.roles:
+            self.engine = self._build_engine()
+            self._spawn(self.engine.run(), "engine")
+        if "dispatch" in self.roles:
+            for adapter in self.adapters.values():
+                dispatcher = ChannelDispatcher(
+                    bus=self.bus, adapter=adapter, worker_id=self.worker_id,
+                    lease_ttl_s=settings.engine.lease_ttl_s, block_ms=settings.engine.block_ms,
+                    batch_size=settings.engine.batch_size, claim_min_idle_s=settings.engine.claim_min_idle_s,
+                    report_health=self.health.reporter(adapter.name))
+                self.dispatchers.append(dispatcher)
+                self._spawn(dispatcher.run(), f"dispatch:{adapter.name}")
+        self._spawn(self._janitor(), "janitor")
+        self._spawn(self._health_checks(), "health-checks")
+        log.info("bridge started", extra={"worker": self.worker_id, "roles": sorted(self.roles),
+                                          "channels": sorted(self.adapters), "url": settings.public_url})
+
+    def _publisher(self, channel: str) -> Callable[[Message], Any]:
+        published, duplicates = INBOUND_PUBLISHED.labels(channel), INBOUND_DUPLICATES.labels(channel)
+
+        async def publish(message: Message) -> bool:
+            stored = await self.bus.publish(message)
+            (published if stored else duplicates).inc()
+            return stored
+
+        return publish
+
+    def _build_engine(self) -> Any:
+        from_registry = registry.load
+        flow_config_cls = from_registry("flows.turn:FlowConfig")
+        templates_cls = from_registry("flows.templates:Templates")
+        flow_config = flow_config_cls(
+            settings=self.settings, channels=frozenset(self.adapters),
+            templates=templates_cls(self.settings.replies, self.settings.triage.default_language),
+            clock_ms=self.clock_ms, store=self.store)
+        names = registry.REQUIRED_FIRST + [s for s in self.settings.engine.steps if s not in registry.REQUIRED_FIRST]
+        steps = [from_registry(registry.STEPS[name])(flow_config) for name in names]
+        return from_registry(registry.ENGINE)(bus=self.bus, store=self.store, flow_config=flow_config, steps=steps,
+                                              worker_id=self.worker_id, clock_ms=self.clock_ms)
+
+    async def _start_web(self) -> None:
+        routes = [route for adapter in self.adapters.values() for route in adapter.routes()]
+        app = build_app(routes, self)
+        self._web_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._web_runner.setup()
+        site = web.TCPSite(self._web_runner, self.settings.http.host, self.settings.http.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.http.port
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("a bridge task died; stopping", exc_info=exc, extra={"task": task.get_name()})
+            self._stop_requested.set()
+
+    async def _janitor(self) -> None:
+        """Trim acknowledged stream entries now and then (never pending ones)."""
+        streams = [keys.inbound(p) for p in range(self.settings.engine.partitions)]
+        streams += [keys.outbound(name) for name in self.adapters]
+        while not self._stop_requested.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), self.settings.streams.trim_interval_s)
+            try:
+                for stream in streams:
+                    await self.bus.trim(stream, self.settings.streams.max_len)
+            except Exception as exc:
+                log.warning("trim failed", extra={"error": repr(exc)})
+
+    async def _health_checks(self, every_s: float = 300.0) -> None:
+        """Ask each platform whether it accepts our credentials (auth.test, getMe, ...), at
+        start and every few minutes, so `bridge status` shows a revoked token."""
+        while not self._stop_requested.is_set():
+            for name, adapter in self.adapters.items():
+                try:
+                    state, detail = await asyncio.wait_for(adapter.check(), 15)
+                except Exception as exc:
+                    state, detail = "degraded", f"health check failed: {type(exc).__name__}: {exc}"
+                await self.health.report(name, state, detail or "auth check passed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), every_s)
+
+    async def wait(self) -> None:
+        await self._stop_requested.wait()
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def stop(self) -> None:
+        self._stop_requested.set()
+        if self._web_runner is not None:
+            await self._web_runner.cleanup()
+            self._web_runner = None
+        if self.engine is not None:
+            self.engine.stop()
+        for dispatcher in self.dispatchers:
+            dispatcher.stop()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), 30)
+            if not task.done():
+                task.cancel()
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.debug("task ended with an error", extra={"task": task.get_name()})
+        for name, adapter in self.adapters.items():
+            try:
+                await adapter.stop()
+                await self.health.report(name, "stopped", "")
+            except Exception:
+                log.exception("adapter did not stop cleanly", extra={"channel": name})
+        if hasattr(self, "redis"):
+            await self.redis.aclose()
+        if self.embedded is not None:
+            await self.embedded.stop()
+        log.info("bridge stopped", extra={"worker": self.worker_id})
+
+
+async def serve(settings: Settings, channel_configs: dict[str, BaseModel],
+                on_started: Callable[[Bridge], None] | None = None) -> None:
+    """Run until SIGTERM/SIGINT, then stop cleanly."""
+    bridge = Bridge(settings, channel_configs)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, bridge.request_stop)
+    try:
+        await bridge.start()
+        if on_started is not None:
+            on_started(bridge)
+        await bridge.wait()
+    finally:
+        await bridge.stop()

@@ -1,0 +1,69 @@
+"""What `bridge status` shows: streams, lengths, pending, lag per group, dead letters,
+and each adapter's health."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bridge import keys
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def gather(redis: Redis) -> dict[str, Any]:
+    streams: list[str] = []
+    async for key in redis.scan_iter(match=keys.PREFIX + "*", count=1000, _type="stream"):
+        streams.append(_text(key))
+    rows = []
+    for stream in sorted(streams, key=_stream_order):
+        length = int(await redis.xlen(stream))
+        groups = []
+        for group in await redis.xinfo_groups(stream) if stream != keys.DEAD_LETTERS else []:
+            info = {_text(k): _text(v) for k, v in group.items()}
+            groups.append({"group": info["name"], "pending": int(info.get("pending", 0)),
+                           "lag": info.get("lag"), "consumers": int(info.get("consumers", 0))})
+        rows.append({"stream": stream, "length": length, "groups": groups})
+    health = {_text(k): json.loads(v) for k, v in (await redis.hgetall(keys.HEALTH)).items()}
+    partitions = await redis.hget(keys.META, "partitions")
+    return {
+        "streams": rows,
+        "dead_letters": int(await redis.xlen(keys.DEAD_LETTERS)),
+        "adapters": health,
+        "partitions": int(partitions) if partitions else None,
+        "conversations": {s: int(await redis.zcard(keys.CONVERSATIONS_BY_STATUS + s))
+                          for s in ("open", "pending", "resolved")},
+    }
+
+
+def _stream_order(name: str) -> tuple[int, str, int]:
+    kind = name[len(keys.PREFIX):].split(":", 1)[0]
+    order = {"in": 0, "out": 1, "queue": 2, "dlq": 3}.get(kind, 4)
+    tail = name.rsplit(":", 1)[-1]
+    return (order, kind if not tail.isdigit() else "", int(tail) if tail.isdigit() else 0)
+
+
+def render(status: dict[str, Any]) -> str:
+    lines = [f"{'STREAM':<34} {'LENGTH':>8} {'GROUP':<10} {'PENDING':>8} {'LAG':>8}"]
+    for row in status["streams"]:
+        name = row["stream"][len(keys.PREFIX):]
+        if not row["groups"]:
+            lines.append(f"{name:<34} {row['length']:>8} {'-':<10} {'-':>8} {'-':>8}")
+        for group in row["groups"]:
+            lag = "?" if group["lag"] is None else str(group["lag"])
+            lines.append(f"{name:<34} {row['length']:>8} {group['group']:<10} {group['pending']:>8} {lag:>8}")
+    lines.append("")
+    lines.append(f"dead letters: {status['dead_letters']}" + ("  (bridge dlq list)" if status["dead_letters"] else ""))
+    conv = status["conversations"]
+    lines.append(f"conversations: {conv['open']} open, {conv['pending']} pending, {conv['resolved']} resolved")
+    lines.append("")
+    lines.append(f"{'ADAPTER':<12} {'STATE':<10} DETAIL")
+    if not status["adapters"]:
+        lines.append("(no adapter has reported yet)")
+    for name, record in sorted(status["adapters"].items()):
+        lines.append(f"{name:<12} {record.get('state', '?'):<10} {record.get('detail', '')}")
+    return "\n".join(lines)

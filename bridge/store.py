@@ -1,0 +1,131 @@
+"""The conversation store: contacts, conversations and transcripts in Redis.
+
+Writes are produced as command lists (`*_ops`) so the engine can commit everything one
+message causes in one atomic call; reads are plain async methods (`ConversationReader`).
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bridge import keys
+from bridge.model import (
+    Contact,
+    Conversation,
+    Message,
+    decode,
+    decode_contact,
+    decode_conversation,
+    encode,
+    encode_record,
+)
+
+
+class Store:
+    """Conversation store on one Redis; also the `ConversationReader` given to adapters."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def get(self, conversation_id: str) -> Conversation | None:
+        raw = await self.redis.get(keys.conversation(conversation_id))
+        return decode_conversation(raw) if raw else None
+
+    async def get_many(self, conversation_ids: builtins.list[str]) -> builtins.list[Conversation | None]:
+        if not conversation_ids:
+            return []
+        raws = await self.redis.mget([keys.conversation(c) for c in conversation_ids])
+        return [decode_conversation(r) if r else None for r in raws]
+
+    async def for_address(self, channel: str, address: str) -> Conversation | None:
+        conversation_id = await self.redis.get(keys.current_conversation(channel, address))
+        return await self.get(conversation_id.decode()) if conversation_id else None
+
+    async def by_ref(self, ref: str) -> str | None:
+        value = await self.redis.get(keys.ref(ref))
+        return value.decode() if value else None
+
+    async def list(self, status: str | None = None, limit: int = 100) -> builtins.list[Conversation]:
+        statuses = [status] if status else ["open", "pending", "resolved"]
+        ids: builtins.list[str] = []
+        for s in statuses:
+            ids.extend(i.decode() for i in await self.redis.zrevrange(keys.CONVERSATIONS_BY_STATUS + s, 0, limit - 1))
+        found = [c for c in await self.get_many(ids) if c is not None]
+        found.sort(key=lambda c: c.updated_ms, reverse=True)
+        return found[:limit]
+
+    async def transcript(self, conversation_id: str, limit: int = 200) -> builtins.list[Message]:
+        raws = await self.redis.lrange(keys.transcript(conversation_id), -limit, -1)
+        return [decode(r) for r in raws]
+
+    async def contact(self, contact_id: str) -> Contact | None:
+        raw = await self.redis.get(keys.contact(contact_id))
+        return decode_contact(raw) if raw else None
+
+    async def contacts_many(self, contact_ids: builtins.list[str]) -> builtins.list[Contact | None]:
+        if not contact_ids:
+            return []
+        raws = await self.redis.mget([keys.contact(c) for c in contact_ids])
+        return [decode_contact(r) if r else None for r in raws]
+
+    async def current_ids(self, addresses: builtins.list[tuple[str, str]]) -> builtins.list[str | None]:
+        """Current conversation id of each (channel, address), in one round trip."""
+        if not addresses:
+            return []
+        raws = await self.redis.mget([keys.current_conversation(c, a) for c, a in addresses])
+        return [r.decode() if r else None for r in raws]
+
+    async def contact_ids_for(self, addresses: builtins.list[tuple[str, str]]) -> builtins.list[str | None]:
+        if not addresses:
+            return []
+        raws = await self.redis.mget([keys.contact_by_address(c, a) for c, a in addresses])
+        return [r.decode() if r else None for r in raws]
+
+    async def contact_id_by_email(self, email: str) -> str | None:
+        raw = await self.redis.get(keys.contact_by_email(email))
+        return raw.decode() if raw else None
+
+    async def next_conversation_numbers(self, address_hashes: builtins.list[str]) -> builtins.list[int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for h in address_hashes:
+                pipe.incr(keys.conversation_seq(h))
+            return [int(n) for n in await pipe.execute()]
+
+    # -- writes, as ops for one atomic commit ----------------------------------------
+
+    @staticmethod
+    def save_ops(conversation: Conversation, previous_status: str | None) -> builtins.list[builtins.list[Any]]:
+        ops: builtins.list[builtins.list[Any]] = [
+            ["SET", keys.conversation(conversation.id), encode_record(conversation)],
+            ["ZADD", keys.CONVERSATIONS_BY_STATUS + conversation.status, conversation.updated_ms, conversation.id],
+        ]
+        if previous_status is None:
+            ops.append(["SET", keys.current_conversation(conversation.channel, conversation.address), conversation.id])
+        elif previous_status != conversation.status:
+            ops.append(["ZREM", keys.CONVERSATIONS_BY_STATUS + previous_status, conversation.id])
+        return ops
+
+    @staticmethod
+    def transcript_ops(conversation_id: str, message: Message | bytes) -> builtins.list[builtins.list[Any]]:
+        """Append to the transcript; bytes are a message already encoded (as read from a stream)."""
+        payload = message if isinstance(message, bytes) else encode(message)
+        return [["RPUSH", keys.transcript(conversation_id), payload]]
+
+    @staticmethod
+    def contact_ops(contact: Contact) -> builtins.list[builtins.list[Any]]:
+        ops: builtins.list[builtins.list[Any]] = [["SET", keys.contact(contact.id), encode_record(contact)]]
+        for address in contact.addresses:
+            channel, _, addr = address.partition(":")
+            ops.append(["SET", keys.contact_by_address(channel, addr), contact.id])
+        if contact.email:
+            ops.append(["SET", keys.contact_by_email(contact.email), contact.id])
+        return ops
+
+    @staticmethod
+    def ref_ops(ref: str, conversation_id: str) -> builtins.list[builtins.list[Any]]:
+        return [["SET", keys.ref(ref), conversation_id]]

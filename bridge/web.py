@@ -1,0 +1,37 @@
+"""The one HTTP server: adapters' endpoints, /healthz and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+BRIDGE_KEY: web.AppKey[Any] = web.AppKey("bridge")
+
+
+def build_app(routes: Iterable[web.AbstractRouteDef], bridge: Any) -> web.Application:
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app[BRIDGE_KEY] = bridge
+
+    async def healthz(request: web.Request) -> web.Response:
+        try:
+            redis_ok = bool(await bridge.redis.ping())
+        except Exception as exc:
+            return web.json_response({"status": "unavailable", "redis": repr(exc)}, status=503)
+        adapters = {name: {"state": state, "detail": detail} for name, (state, detail) in bridge.health.local.items()}
+        broken = [n for n, a in adapters.items() if a["state"] == "broken"]
+        status = "degraded" if broken else "ok"
+        return web.json_response({"status": status, "redis": redis_ok, "adapters": adapters,
+                                  "worker": bridge.worker_id})
+
+    async def metrics(request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_routes(list(routes))
+    return app

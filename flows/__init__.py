@@ -1,0 +1,1 @@
+"""The flow engine and its steps. Imports only `bridge`; never an adapter."""

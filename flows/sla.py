@@ -1,0 +1,110 @@
+"""Step ``sla``: first-response and resolution targets per urgency, warned and breached.
+
+When a conversation opens (or reopens, or turns urgent) the step arms four timers
+(Redis sorted set, fired back through the engine as ``timer`` commands): a warning at
+``warn_fraction`` of each target and the breach at the target. A firing timer checks
+that it still matters (same arming ``epoch``; no first response yet; not resolved): there
+is no cancel, so stale timers are ignored here. Warnings and breaches are posted to the
+agents (events ``sla_warning`` / ``sla_breach``), counted in the Prometheus counter
+``bridge_sla_events_total{kind,level,urgency}``, and recorded in
+``conversation.data["sla"]["events"]`` for reports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.errors import ConfigError
+from flows.common import flow_state, is_auto, step_settings
+from flows.turn import FlowConfig, Step, Turn
+
+SLA_EVENTS = Counter("bridge_sla_events_total", "SLA warnings and breaches", ["kind", "level", "urgency"])
+
+TIMER = "sla"  # timer command name; data: kind (first_response|resolution), level (warning|breach), epoch
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    first_response_min: float = Field(gt=0)
+    resolution_h: float = Field(gt=0)
+
+
+class SlaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    targets: dict[str, Target] = {
+        "urgent": Target(first_response_min=15, resolution_h=8),
+        "routine": Target(first_response_min=24 * 60, resolution_h=72),
+    }
+    warn_fraction: float = Field(0.8, gt=0, lt=1)
+
+
+def _label(kind: str) -> str:
+    return "first response" if kind == "first_response" else "resolution"
+
+
+def build(config: FlowConfig) -> Step:
+    settings = step_settings(config, "sla", SlaSettings)
+    for needed in ("urgent", "routine"):
+        if needed not in settings.targets:
+            raise ConfigError([f"flows.sla.targets.{needed}: required (first_response_min, resolution_h)"])
+
+    def arm(turn: Turn, state: dict[str, Any], urgency: str) -> None:
+        target = settings.targets[urgency]
+        epoch = int(state.get("epoch", 0)) + 1
+        start = turn.now_ms
+        first_due = start + int(target.first_response_min * 60_000)
+        resolve_due = start + int(target.resolution_h * 3_600_000)
+        state.update({"epoch": epoch, "urgency": urgency, "started_ms": start,
+                      "first_response_due_ms": first_due, "resolution_due_ms": resolve_due})
+        for kind, due in (("first_response", first_due), ("resolution", resolve_due)):
+            warn_at = start + int((due - start) * settings.warn_fraction)
+            turn.schedule(warn_at, TIMER, {"kind": kind, "level": "warning", "epoch": epoch})
+            turn.schedule(due, TIMER, {"kind": kind, "level": "breach", "epoch": epoch})
+
+    def fire(turn: Turn, state: dict[str, Any]) -> None:
+        data = turn.message.data
+        kind, level = str(data.get("kind")), str(data.get("level"))
+        if data.get("epoch") != state.get("epoch"):
+            return  # re-armed since: a newer timer covers it
+        conversation = turn.conversation
+        if conversation.status == "resolved":
+            return
+        started = int(state.get("started_ms", 0))
+        answered_ms = max(conversation.first_response_ms, int(state.get("answered_ms", 0)))
+        if kind == "first_response" and answered_ms and answered_ms >= started:
+            return
+        due = int(state.get(f"{kind}_due_ms", 0))
+        urgency = str(state.get("urgency", conversation.urgency))
+        event = {"kind": kind, "level": level, "urgency": urgency, "due_ms": due, "at_ms": turn.now_ms}
+        state.setdefault("events", []).append(event)
+        SLA_EVENTS.labels(kind, level, urgency).inc()
+        if level == "breach":
+            late_min = max(0, turn.now_ms - due) // 60_000
+            text = f"SLA breach: {urgency} {_label(kind)} target missed" + (f" by {late_min} min" if late_min else "")
+        else:
+            left_min = max(0, due - turn.now_ms) // 60_000
+            text = f"SLA warning: {urgency} {_label(kind)} due in {left_min} min"
+        turn.notify_agents("sla_breach" if level == "breach" else "sla_warning", text=text, data={"sla": event})
+
+    def sla(turn: Turn) -> None:
+        message = turn.message
+        state = flow_state(turn, "sla")
+        if message.kind == "command" and message.name == TIMER:
+            fire(turn, state)
+            return
+        if message.kind == "agent":
+            state["answered_ms"] = turn.now_ms  # a person answered: first response met
+            return
+        if message.kind != "customer" or is_auto(message):
+            return
+        urgency = turn.conversation.urgency if turn.conversation.urgency in settings.targets else "routine"
+        if not state.get("epoch") or turn.is_new or turn.reopened or (
+                urgency == "urgent" and state.get("urgency") != "urgent"):
+            arm(turn, state, urgency)
+
+    return sla

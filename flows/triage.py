@@ -1,0 +1,126 @@
+"""Triage: which language, is it urgent, what is it about.
+
+With ``flows: {triage: {multilingual: true}}`` the ``triage`` step (`Triage`) runs the
+``language``, ``urgency`` and ``topics`` steps in one. Otherwise it is `KeywordTriage`,
+config keywords only (the behaviour other parts' tests rely on): keywords match case-insensitively on word
+boundaries; in languages written without spaces (Chinese) they match anywhere. The
+matched keyword is recorded as the reason.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict
+
+from flows.turn import FlowConfig, Step, Turn
+
+_UNSPACED = {"zh", "ja", "th"}
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+
+
+def _pattern(language: str, words: list[str]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(w.strip()) for w in sorted(words, key=len, reverse=True))
+    if language in _UNSPACED:
+        return re.compile(f"(?:{alternatives})", re.IGNORECASE)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def normalize_language(tag: str) -> str:
+    """'en-US' -> 'en', 'zh-hans' -> 'zh'."""
+    return tag.replace("_", "-").split("-", 1)[0].lower()
+
+
+class KeywordTriage:
+    def __init__(self, config: FlowConfig) -> None:
+        triage = config.settings.triage
+        self.languages = triage.languages
+        self.default_language = triage.default_language
+        self.rules = [(lang, _pattern(lang, words)) for lang, words in triage.urgent_keywords.items() if words]
+
+    def match(self, text: str) -> tuple[str, str] | None:
+        """(language, keyword) of the first urgent keyword in ``text``."""
+        for language, pattern in self.rules:
+            found = pattern.search(text)
+            if found:
+                return language, found.group(0)
+        return None
+
+    def guess_language(self, turn: Turn, matched: str | None) -> str:
+        sender = turn.message.sender
+        hint = normalize_language(sender.language) if sender and sender.language else ""
+        if hint in self.languages:
+            return hint
+        if matched:
+            return matched
+        text = turn.message.text
+        if _CJK.search(text) and "zh" in self.languages:
+            return "zh"
+        if _CYRILLIC.search(text) and "ru" in self.languages:
+            return "ru"
+        return self.default_language
+
+    def __call__(self, turn: Turn) -> None:
+        if turn.message.kind != "customer":
+            return
+        hit = self.match(turn.message.text)
+        conversation = turn.conversation
+        if not conversation.language:
+            conversation.language = self.guess_language(turn, hit[0] if hit else None)
+        if hit and conversation.urgency != "urgent":
+            conversation.urgency = "urgent"
+            conversation.urgency_reason = f"keyword {hit[1]!r} ({hit[0]})"
+            turn.notes["escalate"] = True
+
+
+class Triage:
+    """The default ``triage`` step: the ``language``, ``urgency`` and ``topics`` steps in one.
+
+    Language detection needs lingua (the ``flows`` extra); without it the guess of
+    `KeywordTriage` (platform hint, script) is used. Urgency covers the built-in phrases
+    per language, ``triage.urgent_keywords``, VIP, repeats and channel (see
+    flows/urgency.py); topics choose the email queue (flows/topics.py).
+    """
+
+    def __init__(self, config: FlowConfig) -> None:
+        from flows import topics, urgency
+
+        self.parts: list[Step] = []
+        try:
+            from flows import language
+
+            self.parts.append(language.build(config))
+        except ImportError:
+            self.parts.append(_GuessLanguage(KeywordTriage(config)))
+        self.parts.append(urgency.build(config))
+        self.parts.append(topics.build(config))
+
+    def __call__(self, turn: Turn) -> None:
+        for part in self.parts:
+            part(turn)
+
+
+class _GuessLanguage:
+    def __init__(self, keywords: KeywordTriage) -> None:
+        self.keywords = keywords
+
+    def __call__(self, turn: Turn) -> None:
+        if turn.message.kind == "customer" and not turn.conversation.language:
+            hit = self.keywords.match(turn.message.text)
+            turn.conversation.language = self.keywords.guess_language(turn, hit[0] if hit else None)
+
+
+class TriageFlowSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    multilingual: bool = False  # the language, urgency and topics steps instead of keywords only
+
+
+def build(config: FlowConfig) -> Step:
+    """Keyword-only triage unless ``flows.triage.multilingual`` is true (see `Triage`)."""
+    from flows.common import step_settings
+
+    if step_settings(config, "triage", TriageFlowSettings).multilingual:
+        return Triage(config)
+    return KeywordTriage(config)

@@ -1,0 +1,121 @@
+"""A `Turn` is one message going through the pipeline, and everything it causes.
+
+Steps read the message and the conversation, change the conversation in place and
+call `reply`, `notify_agents`, `enqueue`, `schedule`; the engine then writes all of it
+(and the ack) in one atomic commit. A step is any callable ``step(turn)`` returning
+None or an awaitable; ``turn.stop()`` ends the pipeline for this message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.config import Settings
+from bridge.model import Attachment, Button, Contact, Conversation, Message, Sender
+from bridge.store import Store
+from flows.templates import Templates
+
+Step = Callable[["Turn"], Awaitable[None] | None]
+StepFactory = Callable[["FlowConfig"], Step]
+
+
+@dataclass
+class FlowConfig:
+    """What a step factory is given to build its step."""
+
+    settings: Settings
+    channels: frozenset[str]  # configured channel names
+    templates: Templates
+    clock_ms: Callable[[], int]
+    store: Store | None = None  # read access for steps that look things up (contacts)
+
+
+@dataclass
+class Turn:
+    message: Message
+    conversation: Conversation
+    contact: Contact | None
+    config: FlowConfig
+    now_ms: int
+    previous_status: str | None = None  # the status before this message; None: new conversation
+    is_new: bool = False  # the conversation was opened by this message
+    reopened: bool = False
+    outbound: list[Message] = field(default_factory=list)  # to outbound:<channel>
+    queued: list[tuple[str, Message]] = field(default_factory=list)  # (queue name, case)
+    timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
+    refs: list[str] = field(default_factory=list)  # external thread refs for the conversation
+    contact_changed: bool = False
+    record: bool = True  # keep the message in the transcript
+    stopped: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)  # what steps tell later steps
+
+    @property
+    def language(self) -> str:
+        return self.conversation.language or self.config.settings.triage.default_language
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def text(self, template: str, **values: Any) -> str:
+        return self.config.templates.render(template, self.language, **values)
+
+    def reply(self, text: str, *, buttons: list[Button] | None = None, sender: Sender | None = None,
+              attachments: list[Attachment] | None = None, data: dict[str, Any] | None = None) -> Message:
+        """Send ``text`` to the customer on the channel and address they wrote from."""
+        conv = self.conversation
+        reply = Message(kind="reply", channel=conv.channel, address=conv.address, conversation_id=conv.id,
+                        text=text, buttons=buttons or [], sender=sender, attachments=attachments or [],
+                        reply_to=self.message.id, data=data or {}, created_ms=self.now_ms)
+        self.outbound.append(reply)
+        return reply
+
+    def notify_agents(self, name: str, *, text: str = "", data: dict[str, Any] | None = None,
+                      channels: list[str] | None = None) -> None:
+        """Tell the agents' side (each channel in ``agents.channels``) about the conversation."""
+        targets = self.config.settings.agents.channels if channels is None else channels
+        payload = {"conversation": conversation_summary(self.conversation, self.contact), **(data or {})}
+        for channel in targets:
+            self.outbound.append(Message(kind="event", channel=channel, name=name, text=text,
+                                         conversation_id=self.conversation.id, reply_to=self.message.id,
+                                         sender=self.message.sender, attachments=self.message.attachments,
+                                         data=payload, created_ms=self.now_ms))
+
+    def enqueue(self, queue: str) -> None:
+        """File the conversation as a case in an email queue (and send the ticket when
+        an email channel is configured)."""
+        self.conversation.queue = queue
+        case = Message(kind="event", channel="email", name="ticket", conversation_id=self.conversation.id,
+                       address=self.config.settings.queues[queue].email, text=self.message.text,
+                       sender=self.message.sender, attachments=self.message.attachments,
+                       reply_to=self.message.id, created_ms=self.now_ms,
+                       data={"queue": queue, "conversation": conversation_summary(self.conversation, self.contact)})
+        self.queued.append((queue, case))
+        if "email" in self.config.channels:
+            self.outbound.append(case)
+
+    def schedule(self, due_ms: int, name: str, data: dict[str, Any] | None = None) -> None:
+        """Fire command ``name`` for this conversation at ``due_ms`` (SLA, follow-ups)."""
+        command = Message(kind="command", channel="timer", name=name, conversation_id=self.conversation.id,
+                          data=data or {}, created_ms=self.now_ms)
+        self.timers.append((due_ms, command))
+
+
+def conversation_summary(conversation: Conversation, contact: Contact | None) -> dict[str, Any]:
+    """The plain facts an agent sees about a conversation."""
+    return {
+        "id": conversation.id,
+        "channel": conversation.channel,
+        "address": conversation.address,
+        "status": conversation.status,
+        "language": conversation.language,
+        "urgency": conversation.urgency,
+        "urgency_reason": conversation.urgency_reason,
+        "queue": conversation.queue,
+        "topic": conversation.topic,
+        "assignee": conversation.assignee,
+        "customer": (contact.name if contact and contact.name else ""),
+        "email": (contact.email if contact else ""),
+        "tier": (contact.tier if contact else ""),
+    }

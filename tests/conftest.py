@@ -1,0 +1,92 @@
+"""Shared fixtures: a real redis-server per test session, flushed per test.
+
+When REDIS_URL is set the tests use that server (and flush its db 15); otherwise a
+private redis-server is started on a free port in a temp directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+import redis.asyncio as aioredis
+
+from tests.fakes.telegram_api import FakeTelegram
+from tests.mailservers import Dovecot
+from tests.servers import RedisServer, free_port
+from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer | None]:
+    if os.environ.get("REDIS_URL"):
+        yield None
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer | None) -> str:
+    """The test Redis, flushed: every test starts from an empty database."""
+    if redis_server is None:
+        base = os.environ["REDIS_URL"].rstrip("/")
+        url = base.rsplit("/", 1)[0] + "/15" if base.count("/") > 2 else base + "/15"
+    else:
+        url = redis_server.url
+    client = sync_redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[WebhookReceiver]:
+    """A customer system's webhook: checks signatures, records replies."""
+    receiver = WebhookReceiver(WEBHOOK_SECRET)
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+async def fake_telegram() -> AsyncIterator[FakeTelegram]:
+    """A fake Telegram Bot API on loopback, driven through python-telegram-bot."""
+    server = FakeTelegram()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    """A private Dovecot IMAP server on loopback (Debian's dovecot-imapd)."""
+    server = Dovecot(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

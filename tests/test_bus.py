@@ -1,0 +1,123 @@
+"""The streams bus against a real Redis: dedupe, groups, reclaim, dead letters, safe trims."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from bridge import keys
+from bridge.bus import Bus
+from bridge.model import Message, decode
+
+
+def customer(address: str, text: str, dedupe: str = "") -> Message:
+    return Message(kind="customer", channel="api", address=address, text=text, dedupe_key=dedupe)
+
+
+async def test_publish_is_idempotent_on_the_dedupe_key(redis: aioredis.Redis) -> None:
+    bus = Bus(redis, partitions=4)
+    first = customer("c1", "hello", dedupe="api:m1")
+    assert await bus.publish(first) is True
+    assert await bus.publish(customer("c1", "hello again", dedupe="api:m1")) is False
+    assert await bus.publish_many([customer("c1", "x", "api:m2"), customer("c1", "y", "api:m2"),
+                                   customer("c1", "z")]) == [True, False, True]
+    entries = await redis.xrange(bus.inbound_stream(first))
+    assert [decode(e[1][b"m"]).text for e in entries] == ["hello", "x", "z"]
+
+
+async def test_one_conversation_always_lands_in_one_partition(redis: aioredis.Redis) -> None:
+    bus = Bus(redis, partitions=8)
+    streams = {bus.inbound_stream(customer("same-customer", str(i))) for i in range(20)}
+    assert len(streams) == 1
+    spread = {bus.inbound_stream(customer(f"customer-{i}", "x")) for i in range(200)}
+    assert len(spread) == 8
+
+
+async def test_thread_refs_route_agent_messages_to_the_conversation(redis: aioredis.Redis) -> None:
+    bus = Bus(redis, partitions=8)
+    first = customer("c9", "help")
+    conversation_id = f"{first.partition_key}-1"
+    await redis.set(keys.ref("slack:C1:1700.1"), conversation_id)
+    agent = Message(kind="agent", channel="slack", ref="slack:C1:1700.1", text="on it")
+    await bus.publish(agent)
+    assert agent.conversation_id == conversation_id
+    assert bus.inbound_stream(agent) == bus.inbound_stream(first)
+
+
+async def test_entries_of_a_dead_consumer_are_reclaimed(redis: aioredis.Redis) -> None:
+    bus = Bus(redis, partitions=1)
+    stream = keys.inbound(0)
+    await bus.ensure_group(stream, "g")
+    await bus.ensure_group(stream, "g")  # BUSYGROUP is ignored
+    await bus.publish_many([customer("c", f"m{i}") for i in range(3)])
+    taken = await bus.read(stream, "g", "dead-worker", count=10, block_ms=None)
+    assert len(taken) == 3  # read, never acked: the worker died
+    assert await bus.reclaim(stream, "g", "new-worker", min_idle_ms=60_000, count=10) == []  # not idle long enough
+    reclaimed = await bus.reclaim(stream, "g", "new-worker", min_idle_ms=0, count=10)
+    assert [e.id for e in reclaimed] == [e.id for e in taken]
+    await redis.xack(stream, "g", *[e.id for e in reclaimed])
+    assert await bus.pending_count(stream, "g") == 0
+
+
+async def test_our_trim_never_deletes_pending_entries_but_redis_xtrim_does(redis: aioredis.Redis) -> None:
+    bus = Bus(redis, partitions=1)
+    ours, theirs = "t:ours", "t:theirs"
+    for stream in (ours, theirs):
+        await bus.ensure_group(stream, "g")
+        for i in range(10):
+            await redis.xadd(stream, {"m": f"{i}"})
+        read = await bus.read(stream, "g", "w", count=6, block_ms=None)
+        await redis.xack(stream, "g", *[e.id for e in read[:3]])  # 0-2 acked, 3-5 pending, 6-9 undelivered
+
+    removed = await bus.trim(ours, max_len=0)
+    assert removed == 3
+    left = [f[b"m"] for _, f in await redis.xrange(ours)]
+    assert left == [str(i).encode() for i in range(3, 10)]
+    claimed = await redis.xautoclaim(ours, "g", "w2", 0, "0-0")
+    assert len(claimed[1]) == 3 and claimed[2] == []  # every pending entry still there
+
+    await redis.xtrim(theirs, maxlen=2, approximate=False)  # plain Redis 7 trimming
+    claimed = await redis.xautoclaim(theirs, "g", "w2", 0, "0-0")
+    assert claimed[1] == [] and len(claimed[2]) == 3  # pending entries deleted
+
+
+async def test_trim_keeps_short_streams_and_undelivered_entries(redis: aioredis.Redis) -> None:
+    bus = Bus(redis, partitions=1)
+    await bus.ensure_group("t:s", "a")
+    await bus.ensure_group("t:s", "b")
+    for i in range(5):
+        await redis.xadd("t:s", {"m": f"{i}"})
+    assert await bus.trim("t:s", max_len=100) == 0
+    read = await bus.read("t:s", "a", "w", count=5, block_ms=None)
+    await redis.xack("t:s", "a", *[e.id for e in read])
+    assert await bus.trim("t:s", max_len=0) == 0  # group b has not read anything yet
+    assert await redis.xlen("t:s") == 5
+
+
+async def test_dead_letters_keep_the_reason_and_can_be_replayed(redis: aioredis.Redis) -> None:
+    bus = Bus(redis, partitions=1)
+    stream = keys.inbound(0)
+    await bus.ensure_group(stream, "g")
+    await bus.publish(customer("c", "poison"))
+    (entry,) = await bus.read(stream, "g", "w", count=1, block_ms=None)
+    await bus.dead_letter(stream, "g", entry, "step failed 5 times: KeyError")
+    assert await bus.pending_count(stream, "g") == 0
+    (row,) = await bus.dead_letters()
+    assert row["reason"] == "step failed 5 times: KeyError" and row["stream"] == stream
+    assert decode(row["payload"]).text == "poison"
+    assert await bus.replay([row["dlq_id"]]) == 1
+    assert await bus.dead_letters() == []
+    (again,) = await bus.read(stream, "g", "w", count=1, block_ms=None)
+    assert decode(again.payload or b"").text == "poison"
+
+
+async def test_a_retried_commit_is_applied_once(redis: aioredis.Redis) -> None:
+    """The reply of a commit can be lost after Redis ran it (a restart, a cut connection);
+    redis-py then sends it again. The second run must change nothing."""
+    bus = Bus(redis, partitions=1)
+    script = bus._commit
+    from bridge.bus import frame_ops
+
+    args = ["me", keys.commit_once("batch-1"), 0, frame_ops([["RPUSH", "t:list", "x"]])]
+    assert await script(args=args) == 1
+    assert await script(args=args) == 0  # the retry
+    assert await redis.lrange("t:list", 0, -1) == [b"x"]

@@ -1,0 +1,164 @@
+"""The `bridge` command as an operator uses it (real processes, real Redis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+import yaml
+
+from bridge.bus import Bus
+from bridge.model import Message
+from tests.harness import wait_for
+from tests.proc import BridgeProcess
+
+
+def bridge_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=60)
+
+
+def write(path: Path, data: Any) -> Path:
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_check_config_names_every_bad_key_and_the_fix(tmp_path: Path) -> None:
+    config = write(tmp_path / "bad.yaml", {
+        "engine": {"partitions": 0, "stepz": ["x"]},
+        "channels": {"api": {"token": "${NOT_SET_TOKEN}", "webhook_secret": "written-in-the-file",
+                             "max_message_bytes": "big"}, "fax": {}},
+    })
+    result = bridge_cli("check-config", "--config", str(config), cwd=tmp_path, env={"NOT_SET_TOKEN": ""})
+    assert result.returncode == 1
+    err = result.stderr
+    assert "engine.partitions: Input should be greater than or equal to 1" in err
+    assert "engine.stepz: unknown key" in err
+    assert "channels.api.token: environment variable NOT_SET_TOKEN is not set (export NOT_SET_TOKEN=...)" in err
+    assert "channels.api.max_message_bytes" in err
+    assert "channels.fax: unknown channel" in err
+
+
+def test_check_config_rejects_literal_secrets_and_bad_references(tmp_path: Path) -> None:
+    config = write(tmp_path / "bad.yaml", {
+        "queues": {"default": {"email": "not-an-address"}},
+        "agents": {"channels": ["slack"]},
+        "engine": {"steps": ["triage", "telepathy"]},
+        "channels": {"api": {"token": "written-in-the-file"}},
+    })
+    err = bridge_cli("check-config", "-c", str(config), cwd=tmp_path).stderr
+    assert "channels.api.token: secrets must come from the environment" in err
+    assert "${CHANNELS_API_TOKEN}" in err
+    assert "agents.channels[0]: channel 'slack' is not configured" in err
+    assert "queues.default.email: 'not-an-address' is not an email address" in err
+    assert "engine.steps[1]: unknown step 'telepathy'" in err
+
+
+def test_check_config_reports_yaml_errors_with_the_line(tmp_path: Path) -> None:
+    config = write(tmp_path / "broken.yaml", "engine:\n  partitions: 8\n   batch_size: [\n")
+    result = bridge_cli("check-config", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 1 and "not valid YAML at line" in result.stderr
+    missing = bridge_cli("check-config", "-c", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert "no such config file" in missing.stderr
+
+
+def test_check_config_accepts_the_example(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "config.example.yaml"
+    result = bridge_cli("check-config", "-c", str(example), cwd=tmp_path,
+                        env={"BRIDGE_API_TOKEN": "t0ken-value", "BRIDGE_WEBHOOK_SECRET": "s3cret-value"})
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout and "channels: api" in result.stdout
+
+
+async def test_status_and_dead_letters_from_the_command_line(redis_url: str, redis: aioredis.Redis,
+                                                              tmp_path: Path) -> None:
+    config = write(tmp_path / "c.yaml", {"redis": {"url": redis_url}})
+    bus = Bus(redis, partitions=8)
+    stream = bus.inbound_stream(Message(kind="customer", channel="api", address="x"))
+    await bus.ensure_group(stream, "engine")
+    await bus.publish(Message(kind="customer", channel="api", address="x", text="stuck message"))
+    (entry,) = await bus.read(stream, "engine", "w", count=1, block_ms=None)
+    await bus.dead_letter(stream, "engine", entry, "failed 5 times: ValueError: boom")
+    await bus.publish(Message(kind="customer", channel="api", address="x", text="waiting"))
+
+    status = bridge_cli("status", "-c", str(config), cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "dead letters: 1" in status.stdout
+    line = next(line for line in status.stdout.splitlines() if line.startswith(stream.removeprefix("bridge:")))
+    assert line.split()[1:5] == ["2", "engine", "0", "1"]  # length 2, nothing pending, 1 waiting
+    data = json.loads(bridge_cli("status", "--json", "-c", str(config), cwd=tmp_path).stdout)
+    assert data["dead_letters"] == 1
+    assert any(s["stream"] == stream and s["groups"][0]["lag"] == 1 for s in data["streams"])
+
+    listing = bridge_cli("dlq", "list", "-c", str(config), cwd=tmp_path)
+    assert "failed 5 times: ValueError: boom" in listing.stdout and "'stuck message'" in listing.stdout
+    dlq_id = listing.stdout.split()[0]
+    replay = bridge_cli("dlq", "replay", dlq_id, "-c", str(config), cwd=tmp_path)
+    assert replay.stdout.strip() == "replayed 1 dead letter(s)"
+    assert json.loads(bridge_cli("dlq", "list", "--json", "-c", str(config), cwd=tmp_path).stdout) == []
+    assert await redis.xlen(stream) == 3
+
+
+def test_status_without_a_running_bridge_says_so(tmp_path: Path) -> None:
+    result = bridge_cli("status", cwd=tmp_path)
+    assert result.returncode == 2 and "is `bridge run` running" in result.stderr
+
+
+@pytest.mark.slow
+async def test_embedded_redis_runs_with_no_url_and_stops_on_exit(tmp_path: Path) -> None:
+    bridge = BridgeProcess(tmp_path, "", {"redis": {"url": None, "data_dir": str(tmp_path / "data")}})
+    await bridge.start()
+    try:
+        status = bridge_cli("status", "-c", str(bridge.path), cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert "in:0" in status.stdout
+        client = aioredis.Redis.from_url(f"unix://{tmp_path / 'data' / 'redis.sock'}")
+        assert await client.config_get("appendonly") == {"appendonly": "yes"}
+        await client.aclose()
+    finally:
+        assert await bridge.stop(signal.SIGTERM) == 0
+    await wait_for(lambda: not (tmp_path / "data" / "redis.sock").exists(), 10, "the embedded Redis to stop")
+    assert (tmp_path / "data" / "appendonlydir").is_dir()
+    assert "bridge stopped" in bridge.log()
+
+
+def test_no_redis_binary_says_how_to_get_one(tmp_path: Path) -> None:
+    result = bridge_cli("run", cwd=tmp_path, env={"PATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert "apt-get install redis-server" in result.stderr and "redis.url" in result.stderr
+
+
+async def test_report_command_writes_html_and_csv(redis_url: str, tmp_path: Path) -> None:
+    from tests.harness import running_bridge
+
+    config = {"channels": {"api": {"token": "${T_TOKEN}"}}}
+    async with running_bridge(redis_url, config, env={"T_TOKEN": "report-token"}) as b:
+        for i in range(3):
+            await b.post("/api/v1/messages", headers={"Authorization": "Bearer report-token"},
+                         json={"customer_id": f"rep-{i}", "text": "Where is my order?"})
+        await b.wait_for(lambda: b.store.for_address("api", "rep-2"))
+    cfg = write(tmp_path / "c.yaml", {"redis": {"url": redis_url}})
+    result = bridge_cli("report", "--out", str(tmp_path / "out"), "-c", str(cfg), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "<svg" in html
+    rows = (tmp_path / "out" / "conversations.csv").read_text().strip().splitlines()
+    assert len(rows) == 4  # header and three conversations
+
+
+async def test_changing_the_partition_count_of_existing_data_is_refused(redis_url: str) -> None:
+    from bridge.errors import BridgeError
+    from tests.harness import running_bridge
+
+    async with running_bridge(redis_url, {"engine": {"partitions": 8}}):
+        pass
+    with pytest.raises(BridgeError, match=r"engine.partitions: this Redis holds data for 8 partitions.*set"):
+        async with running_bridge(redis_url, {"engine": {"partitions": 4}}):
+            pass

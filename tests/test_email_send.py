@@ -1,0 +1,195 @@
+"""Sending over a real SMTP server (aiosmtpd): threading headers, tickets, errors, no header injection."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from adapters.email.adapter import EmailAdapter
+from adapters.email.config import EmailConfig
+from bridge.adapter import Delivered
+from bridge.errors import PermanentError, SendError, TransientError
+from bridge.model import Message, Sender
+from tests.mailservers import Recorder, RecordingHandler, make_context, smtp_server
+from tests.servers import free_port
+
+CONV = "3f9a0c1b2d4e-2"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[RecordingHandler, int]]:
+    with smtp_server() as server:
+        yield server
+
+
+def email_config(smtp_port: int, **extra: Any) -> EmailConfig:
+    return EmailConfig(address="support@example.com", from_name="ACME Support", smtp_host="127.0.0.1",
+                       smtp_port=smtp_port, smtp_tls="none", smtp_timeout_s=5, **extra)
+
+
+@pytest.fixture
+async def adapter(redis: aioredis.Redis, smtp: tuple[RecordingHandler, int]) -> AsyncIterator[EmailAdapter]:
+    recorder = Recorder()
+    adapter = EmailAdapter(email_config(smtp[1]), make_context(redis, recorder))
+    await adapter.start()
+    yield adapter
+    await adapter.stop()
+
+
+def address(msg: EmailMessage, header: str) -> tuple[str, str]:
+    (one,) = msg[header].addresses
+    return (one.display_name, one.addr_spec)
+
+
+async def remember_customer_mail(adapter: EmailAdapter, inbound_id: str, **info: Any) -> None:
+    """What ingest keeps about a customer's mail (the adapter's own state)."""
+    value = {"message_id": "cust-1@customer.example", "subject": "Order 1042 late", "name": "Ann Lee",
+             "references": ["cust-1@customer.example"], "cc": [], **info}
+    await adapter.ctx.state.set(f"in:{inbound_id}", json.dumps(value))
+
+
+async def test_reply_is_threaded_under_the_customers_mail(adapter: EmailAdapter, smtp: Any) -> None:
+    handler, _ = smtp
+    await remember_customer_mail(adapter, "in-1")
+    reply = Message(kind="reply", channel="email", address="ann.lee@customer.example", conversation_id=CONV,
+                    reply_to="in-1", text="Thank you for your message.\n\nYour reference: " + CONV)
+    delivered = await adapter.send(reply)
+    (mail,) = await handler.wait_for(1)
+    msg = mail.message
+    assert mail.rcpt_tos == ["ann.lee@customer.example"] and mail.mail_from == "support@example.com"
+    assert msg["In-Reply-To"] == "<cust-1@customer.example>"
+    assert msg["References"] == "<cust-1@customer.example>"
+    assert msg["Subject"] == f"Re: Order 1042 late [#{CONV}]"
+    assert address(msg, "Reply-To") == ("ACME Support", f"support+{CONV}@example.com")
+    assert address(msg, "To") == ("Ann Lee", "ann.lee@customer.example")
+    assert msg["Auto-Submitted"] == "auto-replied"  # an automatic answer says so (RFC 3834)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert mail.text().strip() == reply.text
+    html = msg.get_body(("html",))
+    assert html is not None and "<p>Thank you for your message.</p>" in html.get_content()
+    assert delivered == Delivered(platform_id=msg["Message-ID"].strip("<>"), ref=f"email:{msg['Message-ID'][1:-1]}")
+
+    # the next reply in the conversation threads under both earlier mails
+    await adapter.send(Message(kind="reply", channel="email", address="ann.lee@customer.example",
+                               conversation_id=CONV, text="Your parcel shipped.",
+                               sender=Sender(id="U1", name="Ana", is_agent=True)))
+    second = (await handler.wait_for(2))[1].message
+    assert second["In-Reply-To"] == "<cust-1@customer.example>"
+    assert second["References"].split() == ["<cust-1@customer.example>", msg["Message-ID"]]
+    assert second["Subject"] == f"Re: Order 1042 late [#{CONV}]"
+    assert second["Auto-Submitted"] is None  # a person wrote this one
+    assert address(second, "From") == ("Ana (ACME Support)", "support@example.com")
+
+
+async def test_a_retried_send_keeps_its_message_id(adapter: EmailAdapter, smtp: Any) -> None:
+    handler, _ = smtp
+    reply = Message(kind="reply", channel="email", address="ann@customer.example", conversation_id=CONV, text="Hi")
+    first = await adapter.send(reply)
+    second = await adapter.send(reply)
+    assert first.platform_id == second.platform_id  # the customer's mail program shows it once
+    assert len(await handler.wait_for(2)) == 2
+
+
+async def test_header_injection_is_impossible(adapter: EmailAdapter, smtp: Any) -> None:
+    handler, _ = smtp
+    evil = "Ann\r\nBcc: victim@evil.example\r\nX-Injected: yes"
+    await remember_customer_mail(adapter, "in-evil", name=evil,
+                                 subject="Hello\r\nBcc: victim@evil.example\nX-Injected: yes\r\n\r\nbody")
+    await adapter.send(Message(kind="reply", channel="email", address="ann@customer.example", conversation_id=CONV,
+                               reply_to="in-evil", text="Reply\r\nBcc: victim@evil.example",
+                               sender=Sender(name=evil, is_agent=True)))
+    (mail,) = await handler.wait_for(1)
+    assert mail.rcpt_tos == ["ann@customer.example"]
+    msg = mail.message
+    assert msg["Bcc"] is None and msg["X-Injected"] is None
+    assert sorted(msg.keys()) == sorted(["From", "To", "Reply-To", "Subject", "Date", "Message-ID", "In-Reply-To",
+                                         "References", "X-Bridge-Conversation", "MIME-Version", "Content-Type"])
+    assert "\n" not in msg["Subject"] and "Bcc: victim@evil.example" in msg["Subject"]  # kept as text, one line
+    # an address with a line break is refused, never sent
+    with pytest.raises(PermanentError) as refused:
+        await adapter.send(Message(kind="reply", channel="email", address="a@b.example\r\nBcc: victim@evil.example",
+                                   text="x"))
+    assert refused.value.unreachable
+    assert len(handler.received) == 1
+
+
+async def test_ticket_goes_to_the_team_address_with_the_token(adapter: EmailAdapter, smtp: Any) -> None:
+    handler, _ = smtp
+    summary = {"id": CONV, "channel": "telegram", "address": "12345", "language": "ru", "urgency": "routine",
+               "queue": "billing", "topic": "invoice", "customer": "Иван", "email": ""}
+    event = Message(kind="event", name="ticket", channel="email", address="billing@example.com",
+                    conversation_id=CONV, text="Пришлите, пожалуйста, счёт за май.",
+                    sender=Sender(id="12345", name="Иван", language="ru"),
+                    data={"queue": "billing", "conversation": summary})
+    delivered = await adapter.send(event)
+    (mail,) = await handler.wait_for(1)
+    msg = mail.message
+    assert mail.rcpt_tos == ["billing@example.com"]
+    assert address(msg, "Reply-To") == ("ACME Support", f"support+{CONV}@example.com")
+    assert f"[#{CONV}]" in msg["Subject"] and "Иван" in msg["Subject"]
+    assert msg["Auto-Submitted"] == "auto-generated"
+    body = mail.text()
+    for line in ("Customer:     Иван", "Channel:      telegram (12345)", "Language:     ru", "Topic:        invoice",
+                 f"Conversation: {CONV}", "Пришлите, пожалуйста, счёт за май."):
+        assert line in body
+    assert delivered.ref == f"email:{delivered.platform_id}" and delivered.platform_id == msg["Message-ID"][1:-1]
+
+    # a later customer message (email as an agents' channel) joins the ticket's thread
+    await adapter.send(Message(kind="event", name="customer_message", channel="email", conversation_id=CONV,
+                               text="И ещё акт сверки.", sender=Sender(name="Иван")))
+    follow = (await handler.wait_for(2))[1]
+    assert follow.rcpt_tos == ["billing@example.com"]
+    assert follow.message["In-Reply-To"] == msg["Message-ID"]
+    assert follow.message["Subject"] == "Re: " + msg["Subject"]
+    assert "И ещё акт сверки." in follow.text()
+    # the customer's out-of-office is recorded but not mailed to the team
+    auto = Message(kind="event", name="customer_message", channel="email", conversation_id=CONV,
+                   text="I am away", data={"auto": True})
+    assert await adapter.send(auto) == Delivered() and len(handler.received) == 2
+
+
+async def test_other_agent_events_send_nothing(adapter: EmailAdapter, smtp: Any) -> None:
+    handler, _ = smtp
+    assert await adapter.send(Message(kind="event", name="state", channel="email", conversation_id=CONV)) == Delivered()
+    assert await adapter.send(Message(kind="event", name="customer_message", channel="email",
+                                      conversation_id="000000000000-1", text="no ticket")) == Delivered()
+    assert handler.received == []
+
+
+@pytest.mark.parametrize(("code", "error", "unreachable"), [
+    ("451 4.3.0 Temporary failure, try later", TransientError, False),
+    ("452 4.2.2 Mailbox full", TransientError, False),
+    ("554 5.7.1 Message rejected as spam", PermanentError, False),
+])
+async def test_smtp_answers_map_to_send_errors(adapter: EmailAdapter, smtp: Any, code: str, error: type,
+                                               unreachable: bool) -> None:
+    handler, _ = smtp
+    handler.fail_with = code
+    with pytest.raises(error) as raised:
+        await adapter.send(Message(kind="reply", channel="email", address="ann@customer.example", text="Hi"))
+    assert isinstance(raised.value, SendError) and code.split()[0] in raised.value.reason
+    assert getattr(raised.value, "unreachable", False) == unreachable
+
+
+async def test_an_unknown_mailbox_marks_the_customer_unreachable(adapter: EmailAdapter, smtp: Any) -> None:
+    handler, _ = smtp
+    handler.reject_rcpt = "550 5.1.1 <gone@customer.example> No such user"
+    with pytest.raises(PermanentError) as raised:
+        await adapter.send(Message(kind="reply", channel="email", address="gone@customer.example", text="Hi"))
+    assert raised.value.unreachable and "550" in raised.value.reason
+
+
+async def test_an_unreachable_server_is_a_transient_error(redis: aioredis.Redis) -> None:
+    adapter = EmailAdapter(email_config(free_port()), make_context(redis, Recorder()))
+    with pytest.raises(TransientError):
+        await adapter.send(Message(kind="reply", channel="email", address="ann@customer.example", text="Hi"))
+    assert (await adapter.check())[0] == "degraded"
+
+
+async def test_check_passes_against_a_live_server(adapter: EmailAdapter) -> None:
+    assert await adapter.check() == ("ok", "")

@@ -1,0 +1,143 @@
+"""The engine's guarantees, driven directly: fenced commits, failing steps, timers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from bridge import keys
+from bridge.bus import Bus, LeaseLost
+from bridge.config import Settings
+from bridge.model import Message, decode
+from bridge.store import Store
+from flows.engine import Engine
+from flows.routing import Routing
+from flows.templates import Templates
+from flows.triage import KeywordTriage
+from flows.turn import FlowConfig, Turn
+from tests.harness import wait_for
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_800_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def settings(**engine: Any) -> Settings:
+    return Settings.model_validate({
+        "engine": {"partitions": 2, "lease_ttl_s": 1, "claim_min_idle_s": 0.2, "block_ms": 50, "max_deliveries": 3,
+                   **engine},
+        "triage": {"urgent_keywords": {"en": ["urgent"]}},
+    })
+
+
+@pytest.fixture
+async def make_engine(redis: aioredis.Redis) -> AsyncIterator[Any]:
+    tasks: list[tuple[Engine, asyncio.Task[None]]] = []
+
+    def make(steps: list[Any], clock: Clock | None = None, **engine: Any) -> Engine:
+        s = settings(**engine)
+        bus = Bus(redis, partitions=s.engine.partitions)
+        config = FlowConfig(settings=s, channels=frozenset({"api"}), templates=Templates(),
+                            clock_ms=clock or Clock(), store=Store(redis))
+        built = [step(config) if isinstance(step, type) else step for step in steps]
+        engine_ = Engine(bus=bus, store=Store(redis), flow_config=config, steps=built, worker_id="w1",
+                         clock_ms=config.clock_ms)
+        tasks.append((engine_, asyncio.create_task(engine_.run())))
+        return engine_
+
+    yield make
+    for engine_, task in tasks:
+        engine_.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_commit_is_refused_once_the_lease_is_lost(redis: aioredis.Redis) -> None:
+    bus = Bus(redis, partitions=1)
+    await redis.set(keys.lease("s"), "someone-else")
+    with pytest.raises(LeaseLost):
+        await bus.commit([["SET", "written", "1"]], leases=[keys.lease("s")], owner="me")
+    assert await redis.exists("written") == 0
+    await redis.set(keys.lease("s"), "me")
+    await bus.commit([["SET", "written", "1"]], leases=[keys.lease("s")], owner="me")
+    assert await redis.get("written") == b"1"
+
+
+async def test_a_failing_step_is_retried_then_dead_lettered_and_others_go_on(
+        redis: aioredis.Redis, make_engine: Any) -> None:
+    calls: list[str] = []
+
+    def flaky(turn: Turn) -> None:
+        calls.append(turn.message.text)
+        if turn.message.text == "boom":
+            raise ValueError("cannot handle boom")
+
+    engine = make_engine([flaky, Routing])
+    bus = engine.bus
+    await bus.publish_many([Message(kind="customer", channel="api", address="a", text="boom"),
+                            Message(kind="customer", channel="api", address="b", text="fine")])
+    (letter,) = await wait_for(lambda: bus.dead_letters(), 10, "the dead letter")
+    assert letter["reason"] == "failed 3 times: ValueError: cannot handle boom"
+    assert calls.count("boom") == 3 and calls.count("fine") == 1
+    assert await redis.xlen(keys.outbound("api")) == 1  # only the good message was answered
+
+
+async def test_one_conversation_waits_behind_its_failing_message(redis: aioredis.Redis, make_engine: Any) -> None:
+    seen: list[str] = []
+
+    def fails_once(turn: Turn) -> None:
+        if turn.message.text == "first" and "first" not in seen:
+            seen.append("first")
+            raise RuntimeError("transient")
+        seen.append(turn.message.text)
+
+    engine = make_engine([fails_once])
+    await engine.bus.publish_many([Message(kind="customer", channel="api", address="same", text=t)
+                                   for t in ("first", "second", "third")])
+    await wait_for(lambda: len(seen) == 4, 10)
+    assert seen == ["first", "first", "second", "third"]  # the later ones waited, order kept
+
+
+async def test_timers_fire_through_the_engine_on_the_given_clock(redis: aioredis.Redis, make_engine: Any) -> None:
+    clock = Clock()
+    fired: list[str] = []
+
+    def scheduler(turn: Turn) -> None:
+        if turn.message.kind == "customer":
+            turn.schedule(turn.now_ms + 60_000, "follow_up", {"why": "test"})
+        elif turn.message.kind == "command" and turn.message.name == "follow_up":
+            fired.append(turn.conversation.id)
+
+    engine = make_engine([scheduler], clock=clock)
+    await engine.bus.publish(Message(kind="customer", channel="api", address="t", text="hi"))
+    conversation = await wait_for(lambda: Store(redis).for_address("api", "t"), 10)
+    await asyncio.sleep(1.2)  # the engine checks timers every second; nothing is due yet
+    assert fired == []
+    clock.ms += 60_000
+    await wait_for(lambda: fired, 10, "the timer")
+    assert fired == [conversation.id]
+
+
+async def test_urgent_keywords_in_any_configured_language(redis: aioredis.Redis, make_engine: Any) -> None:
+    engine = make_engine([KeywordTriage, Routing])
+    await engine.bus.publish(Message(kind="customer", channel="api", address="u1", text="This is URGENT!!"))
+    await engine.bus.publish(Message(kind="customer", channel="api", address="u2", text="no urgency here"))
+    store = Store(redis)
+    first = await wait_for(lambda: store.for_address("api", "u1"), 10)
+    second = await wait_for(lambda: store.for_address("api", "u2"), 10)
+    assert first.urgency == "urgent" and second.urgency == "routine"
+    await wait_for(lambda: _xlen(redis, keys.outbound("api"), 2), 10)
+    replies = [decode(f[b"m"]) for _, f in await redis.xrange(keys.outbound("api"))]
+    by_address = {r.address: r.text for r in replies}
+    assert "minutes" in by_address["u1"] and "24 hours" in by_address["u2"]
+
+
+async def _xlen(redis: aioredis.Redis, stream: str, n: int) -> bool:
+    return int(await redis.xlen(stream)) >= n

@@ -1,0 +1,152 @@
+"""Issue 3 end to end: customers on Telegram, agents in Slack threads, the whole bridge in
+between (real Redis, engine, dispatchers; python-telegram-bot, slack-bolt and slack-sdk
+over real HTTP against the local fake Bot API and Web API)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.fakes.slack_api import FakeSlack, Post, sign
+from tests.fakes.telegram_api import TOKEN, FakeTelegram
+from tests.harness import RunningBridge, running_bridge
+from tests.servers import free_port
+from tests.test_slack_render import HOSTILE, plain_text_of
+from tests.test_telegram_receive import text_update
+
+SLACK_SECRET = "slack-signing-secret-789"
+MENTION = "<!subteam^S0ONCALL>"
+
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(channels={"C0AGENTS": "support", "C0URGENT": "support-urgent"}) as server:
+        server.add_user("U0ALICE", name="Alice Agent", display_name="alice")
+        yield server
+
+
+def config(fake_telegram: FakeTelegram, slack: FakeSlack, **slack_settings: Any) -> dict[str, Any]:
+    return {
+        "channels": {
+            "telegram": {"token": "${T_TELEGRAM_TOKEN}", "base_url": fake_telegram.base_url,
+                         "base_file_url": fake_telegram.base_file_url, "poll_timeout_s": 1, "read_timeout_s": 3},
+            "slack": {"bot_token": "${T_SLACK_BOT_TOKEN}", "signing_secret": "${T_SLACK_SIGNING_SECRET}",
+                      "base_url": slack.base_url, "agents_channel": "C0AGENTS", "urgent_channel": "C0URGENT",
+                      "rate_per_address_per_s": 100, "agents": {"U0ALICE": "Alice"}, **slack_settings},
+        },
+        "agents": {"channels": ["slack"], "urgent_mention": MENTION},
+        "triage": {"urgent_keywords": {"en": ["urgent", "production line stopped"]}},
+    }
+
+
+def env(slack: FakeSlack) -> dict[str, str]:
+    return {"T_TELEGRAM_TOKEN": TOKEN, "T_SLACK_BOT_TOKEN": slack.bot_token, "T_SLACK_SIGNING_SECRET": SLACK_SECRET}
+
+
+_event_ids = iter(range(1, 1_000_000))
+
+
+async def agent_writes(b: RunningBridge, root: Post, text: str, *, user: str = "U0ALICE",
+                       files: list[dict[str, Any]] | None = None) -> None:
+    await b.wait_for(lambda: b.store.by_ref(f"slack:{root.channel}:{root.ts}"), what="the thread known to the bridge")
+    ts = f"{time.time():.6f}"
+    event: dict[str, Any] = {"type": "message", "user": user, "text": text, "ts": ts, "thread_ts": root.ts,
+                             "channel": root.channel, "event_ts": ts, "channel_type": "channel",
+                             "parent_user_id": "UBOT"}
+    if files:
+        event.update(subtype="file_share", files=files)
+    payload = {"type": "event_callback", "team_id": "T0001", "api_app_id": "A0001",
+               "event_id": f"EvTG{next(_event_ids):08d}", "event_time": int(time.time()), "event": event}
+    body = json.dumps(payload)
+    response = await b.post("/slack/events", data=body.encode(), headers=sign(SLACK_SECRET, body))
+    assert response.status == 200
+
+
+def thread_has(slack: FakeSlack, root: Post, words: str) -> bool:
+    return any(words in p.text for p in slack.thread(root.channel, root.ts))
+
+
+async def test_urgent_telegram_message_is_answered_from_a_slack_thread(redis_url: str, fake_telegram: FakeTelegram,
+                                                                       slack: FakeSlack) -> None:
+    async with running_bridge(redis_url, config(fake_telegram, slack), env=env(slack)) as b:
+        await fake_telegram.push_update(text_update(77001, "URGENT: production line stopped"))
+        (instant,) = await b.wait_for(lambda: fake_telegram.texts(77001), what="the instant reply on Telegram")
+        assert "urgent" in instant.lower()
+        (root,) = await b.wait_for(lambda: slack.top_level("C0URGENT"), what="the urgent thread in Slack")
+        assert root.text.startswith(f"{MENTION} ")
+        fields = json.dumps(root.blocks)
+        assert "telegram" in fields and "Maria" in fields
+        assert plain_text_of(root.blocks) == "URGENT: production line stopped"
+
+        await agent_writes(b, root, "note: escalate to the plant team if this takes long")
+        await agent_writes(b, root, "Hi Maria, a technician is on the way.")
+        await b.wait_for(lambda: len(fake_telegram.texts(77001)) == 2, what="the agent's reply on Telegram")
+        assert "a technician is on the way" in fake_telegram.texts(77001)[1]
+        assert all("plant team" not in text for text in fake_telegram.texts(77001))
+        await b.wait_for(lambda: thread_has(slack, root, "sent to customer"), what="'sent' in the thread")
+
+        await fake_telegram.push_update(text_update(77001, "thank you, how long?", message_id=2))
+        await b.wait_for(lambda: thread_has(slack, root, "thank you, how long?"), what="the follow-up in the thread")
+        assert len(slack.top_level("C0URGENT")) == 1 and slack.top_level("C0AGENTS") == []
+
+
+async def test_routine_telegram_message_opens_a_thread_in_the_agents_channel(redis_url: str,
+                                                                             fake_telegram: FakeTelegram,
+                                                                             slack: FakeSlack) -> None:
+    async with running_bridge(redis_url, config(fake_telegram, slack), env=env(slack)) as b:
+        await fake_telegram.push_update(text_update(77002, "Could you send me the invoice for May?"))
+        await b.wait_for(lambda: fake_telegram.texts(77002), what="the acknowledgement on Telegram")
+        (root,) = await b.wait_for(lambda: slack.top_level("C0AGENTS"), what="the routine thread")
+        assert MENTION not in root.text and slack.top_level("C0URGENT") == []
+
+
+async def test_hostile_telegram_text_shows_literally_in_slack(redis_url: str, fake_telegram: FakeTelegram,
+                                                              slack: FakeSlack) -> None:
+    texts = [t for t in HOSTILE if t.strip()]
+    async with running_bridge(redis_url, config(fake_telegram, slack), env=env(slack)) as b:
+        for i, text in enumerate(texts):
+            await fake_telegram.push_update(text_update(77100 + i, text))
+        posts = await b.wait_for(lambda: len(slack.top_level("C0AGENTS")) == len(texts)
+                                 and slack.top_level("C0AGENTS"), what="a thread per customer")
+        shown = sorted(plain_text_of(p.blocks) for p in posts)
+        assert shown == sorted(texts)
+        for post in posts:
+            assert "<" not in post.text and ">" not in post.text  # nothing Slack would parse as a ping or link
+
+
+async def test_slack_failures_are_retried_and_delivered_once(redis_url: str, fake_telegram: FakeTelegram,
+                                                             slack: FakeSlack) -> None:
+    slack.fail("chat.postMessage", status=429, retry_after_s=1)
+    slack.fail("chat.postMessage", status=500)
+    slack.fail("chat.postMessage", delay_s=1.5)  # longer than timeout_s: the client gives up
+    async with running_bridge(redis_url, config(fake_telegram, slack, timeout_s=1), env=env(slack)) as b:
+        await fake_telegram.push_update(text_update(77003, "URGENT: production line stopped"))
+        await b.wait_for(lambda: slack.top_level("C0URGENT"), timeout_s=20, what="the thread after the failures")
+        assert len(slack.calls["chat.postMessage"]) == 4
+        (root,) = slack.top_level("C0URGENT")
+        assert root.text.startswith(f"{MENTION} ")
+
+
+async def test_a_file_an_agent_shares_reaches_the_customer_on_telegram(redis_url: str, fake_telegram: FakeTelegram,
+                                                                      slack: FakeSlack) -> None:
+    port = free_port()  # the file link names the bridge's public address, so it must be known up front
+    settings = {**config(fake_telegram, slack), "http": {"port": port, "public_url": f"http://127.0.0.1:{port}"}}
+    content = b"%PDF-1.4 " + bytes(range(256)) * 40
+    shared = slack.add_file("F0MANUAL01", "restart-procedure.pdf", "application/pdf", content)
+    async with running_bridge(redis_url, settings, env=env(slack)) as b:
+        await fake_telegram.push_update(text_update(77004, "URGENT: production line stopped"))
+        (root,) = await b.wait_for(lambda: slack.top_level("C0URGENT"), what="the urgent thread")
+        await agent_writes(b, root, "Here is the restart procedure", files=[shared])
+        sent = fake_telegram.sent
+        await b.wait_for(lambda: any(m.get("kind") == "document" for m in sent if m["chat_id"] == "77004"),
+                         what="the document on Telegram")
+        (document,) = [m for m in fake_telegram.sent if m["chat_id"] == "77004" and m.get("kind") == "document"]
+        assert document["uploaded"] and document["content"] == content
+        assert document["filename"] == "restart-procedure.pdf"
+        assert any("Here is the restart procedure" in text for text in fake_telegram.texts(77004))
+        await b.wait_for(lambda: thread_has(slack, root, "sent to customer"), what="'sent' in the thread")
