@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -193,6 +193,8 @@ class RecordingHandler:
         self.fail_with: str | None = None  # e.g. "451 4.3.0 try later" or "550 5.1.1 no such user"
         self.fail_times: int | None = None  # fail only this many times, then accept
         self.reject_rcpt: str | None = None
+        # run on each accepted mail before the 250 goes back (runs on the server's own thread)
+        self.before_accept: Callable[[Received], Awaitable[None]] | None = None
         self.event = asyncio.Event()
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -208,8 +210,11 @@ class RecordingHandler:
                 self.fail_times -= 1
             return self.fail_with
         content = envelope.original_content or b""
-        self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), content))
+        received = Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+        self.received.append(received)
         self.event.set()
+        if self.before_accept is not None:
+            await self.before_accept(received)
         return "250 Message accepted"
 
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:

@@ -3,6 +3,7 @@ HTTP API channel (replies to a signed webhook) for a customer on another channel
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from email.utils import make_msgid
 from functools import partial
@@ -130,6 +131,23 @@ async def test_customer_email_gets_a_threaded_ack_and_a_ticket(redis_url: str, d
 async def test_an_agents_emailed_reply_reaches_the_api_customer(redis_url: str, dovecot: Dovecot,
                                                                 smtp: RecordingHandler,
                                                                 webhook: WebhookReceiver) -> None:
+    async def answer_at_once(ticket: Received) -> None:
+        """An agent answers the ticket from their mail program (Reply-To: support+<id>@...)
+        before our SMTP server has even confirmed it to the bridge."""
+        if TEAM not in ticket.rcpt_tos:
+            return
+        conversation_id = ticket.message["X-Bridge-Conversation"]
+        dovecot.deliver((
+            f"From: Ana Agent <ana@example.com>\r\nTo: support+{conversation_id}@example.com\r\n"
+            f"Subject: Re: {ticket.message['Subject']}\r\nMessage-ID: {make_msgid(domain='example.com')}\r\n"
+            f"In-Reply-To: {ticket.message['Message-ID']}\r\nReferences: {ticket.message['Message-ID']}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+            "Hi Maria, order 5521 ships tomorrow.\r\n\r\nAna\r\n\r\n"
+            "On Mon, 23 Nov 2026 at 09:12, ACME Support <support@example.com> wrote:\r\n"
+            "> New case in queue default.\r\n").encode())
+        await asyncio.sleep(1.0)  # the reply is read from the mailbox in the meantime
+
+    smtp.before_accept = answer_at_once
     async with running_bridge(redis_url, bridge_config(dovecot, smtp, webhook), env=ENV) as b:
         await imap_ready(b)
         r = await b.post("/api/v1/messages", headers=AUTH,
@@ -139,24 +157,15 @@ async def test_an_agents_emailed_reply_reaches_the_api_customer(redis_url: str, 
         conversation = await b.store.for_address("api", "shop-77")
         assert conversation is not None
         assert "Channel:      api (shop-77)" in ticket.text() and "Where is my order 5521?" in ticket.text()
-        assert len(webhook.texts_for("shop-77")) == 1  # the acknowledgement
 
-        # an agent answers the ticket from their mail program (Reply-To: support+<id>@...)
-        reply_id = make_msgid(domain="example.com")
-        agent_mail = (f"From: Ana Agent <ana@example.com>\r\nTo: support+{conversation.id}@example.com\r\n"
-                      f"Subject: Re: {ticket.message['Subject']}\r\nMessage-ID: {reply_id}\r\n"
-                      f"In-Reply-To: {ticket.message['Message-ID']}\r\nReferences: {ticket.message['Message-ID']}\r\n"
-                      "Content-Type: text/plain; charset=utf-8\r\n\r\n"
-                      "Hi Maria, order 5521 ships tomorrow.\r\n\r\nAna\r\n\r\n"
-                      "On Mon, 23 Nov 2026 at 09:12, ACME Support <support@example.com> wrote:\r\n"
-                      "> New case in queue default.\r\n").encode()
-        dovecot.deliver(agent_mail)
-        await b.wait_for(lambda: len(webhook.texts_for("shop-77")) == 2, what="the agent's reply on the API")
-        assert webhook.texts_for("shop-77")[1] == "Hi Maria, order 5521 ships tomorrow.\n\nAna"
+        texts = await b.wait_for(lambda: webhook.texts_for("shop-77")[1:], what="the agent's reply on the API")
+        assert texts == ["Hi Maria, order 5521 ships tomorrow.\n\nAna"]  # after the acknowledgement
         delivered = next(m for m in webhook.messages if m["text"].startswith("Hi Maria"))
         assert delivered["sender"]["name"] == "Ana Agent"
         updated = await b.store.get(conversation.id)
         assert updated is not None and updated.first_response_ms > 0 and updated.assignee == "Ana Agent"
+        assert await b.store.for_address("email", "ana@example.com") is None  # not taken for a new case
+        assert mail_to(smtp, "ana@example.com") == []
         assert webhook.bad_signatures == 0
 
 

@@ -249,12 +249,14 @@ class EmailAdapter(Adapter):
         # stable per outbound message: a retried send carries the same Message-ID
         return f"{message.id}.{message.name or message.kind}@{self.domain}"
 
-    async def _deliver(self, out: compose.Outgoing) -> str:
+    def _check_recipient(self, out: compose.Outgoing) -> None:
         if not compose.valid_address(out.to_addr):
             raise PermanentError(f"not a valid email address: {out.to_addr!r}", unreachable=True)
-        mime = compose.build(out)
-        await smtp.send(self.cfg, mime, sender=self.cfg.address, recipients=[out.to_addr])
-        return compose.message_id_of(mime)
+
+    async def _deliver(self, out: compose.Outgoing) -> None:
+        """Send. Callers store what an answer is threaded by (its Message-ID, the ticket)
+        before this: a reply may be read from the mailbox before the SMTP server's 250."""
+        await smtp.send(self.cfg, compose.build(out), sender=self.cfg.address, recipients=[out.to_addr])
 
     async def _send_reply(self, message: Message) -> Delivered:
         address = message.address.strip().lower()
@@ -280,7 +282,8 @@ class EmailAdapter(Adapter):
             message_id=self._message_id(message),
             extra_headers={"X-Bridge-Conversation": conversation_id} if conversation_id else {},
         )
-        message_id = await self._deliver(out)
+        self._check_recipient(out)
+        message_id = out.message_id
         if conversation_id:
             await self._set_json(f"thread:{conversation_id}", {
                 "message_id": last, "subject": subject, "name": info.get("name") or "", "at_ms": info.get("at_ms", 0),
@@ -288,6 +291,7 @@ class EmailAdapter(Adapter):
             await self._remember_message_id(message_id, conversation_id)
             await self._remember_message_id(last, conversation_id)
             await self._add_members(conversation_id, [a for a in info.get("cc", []) if isinstance(a, str)])
+        await self._deliver(out)
         return Delivered(platform_id=message_id, ref=f"email:{message_id}")
 
     async def _thread_info(self, message: Message, address: str) -> dict[str, Any]:
@@ -340,11 +344,13 @@ class EmailAdapter(Adapter):
             auto_submitted="auto-generated", message_id=self._message_id(message),
             extra_headers={"X-Bridge-Conversation": conversation_id, "X-Bridge-Queue": queue},
         )
-        message_id = await self._deliver(out)
+        self._check_recipient(out)
+        message_id = out.message_id
         if conversation_id:
             await self._set_json(f"ticket:{conversation_id}", {"message_id": message_id, "team": out.to_addr,
                                                                "subject": subject, "ids": [message_id]})
             await self._remember_message_id(message_id, conversation_id)
+        await self._deliver(out)
         return Delivered(platform_id=message_id, ref=f"email:{message_id}")
 
     async def _send_ticket_followup(self, message: Message) -> Delivered:
@@ -363,10 +369,12 @@ class EmailAdapter(Adapter):
             message_id=self._message_id(message),
             extra_headers={"X-Bridge-Conversation": message.conversation_id},
         )
-        message_id = await self._deliver(out)
+        self._check_recipient(out)
+        message_id = out.message_id
         await self._remember_message_id(message_id, message.conversation_id)
         ids = [i for i in ticket.get("ids", [ticket["message_id"]]) if i != message_id]
         await self._set_json(f"ticket:{message.conversation_id}", {**ticket, "ids": [*ids, message_id][-50:]})
+        await self._deliver(out)
         return Delivered(platform_id=message_id, ref=f"email:{message_id}")
 
     async def check(self) -> tuple[HealthState, str]:

@@ -115,6 +115,3 @@ def _ids(values: Iterable[str]) -> list[str]:
     # keep the first (thread root) and the newest ones, as RFC 5322 suggests
     return seen if len(seen) <= MAX_REFERENCES else [seen[0], *seen[-(MAX_REFERENCES - 1):]]
 
-
-def message_id_of(msg: EmailMessage) -> str:
-    return str(msg["Message-ID"]).strip().strip("<>")
