@@ -36,9 +36,12 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from bridge.runner import build_steps
+
     path = _config_path(args.config)
     try:
         settings, channels = load(path)
+        build_steps(settings, channels)  # the flows' own settings and files (flows.kb.path, ...)
     except ConfigError as exc:
         print(f"{path or '(built-in defaults)'}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
@@ -63,6 +66,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings, channels = load(path)
     except ConfigError as exc:
         return _fail(str(exc))
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            return _fail(f"--port: {args.port} is not a TCP port (0-65535)")
+        settings = settings.model_copy(update={"http": settings.http.model_copy(update={"port": args.port})})
     logs.setup(settings.log.level, settings.log.format, secrets_of(channels))
     try:
         import uvloop
@@ -190,7 +197,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--config", "-c", help=f"YAML config (default: $BRIDGE_CONFIG or ./{DEFAULT_CONFIG})")
         return p
 
-    command("run", "Run every configured part in this process until SIGTERM/SIGINT.").set_defaults(func=cmd_run)
+    run = command("run", "Run every configured part in this process until SIGTERM/SIGINT.")
+    run.add_argument("--port", type=int, help="HTTP port (default: http.port from the config, else 8080)")
+    run.set_defaults(func=cmd_run)
     command("check-config", "Validate the config; name every bad key and the fix.").set_defaults(
         func=cmd_check_config)
     status = command("status", "Streams, pending, lag, dead letters and adapter health.")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from bridge.errors import ConfigError
 
@@ -97,6 +97,13 @@ class Settings(_Section):
     flows: dict[str, Any] = {}  # settings of flow steps beyond the core, by step name
     channels: dict[str, dict[str, Any]] = {}  # validated by each adapter's config model
     log: LogSettings = LogSettings()
+    # relative file paths in flow settings (flows.kb.path) are taken from here: the config
+    # file's directory (the working directory with no config file)
+    _config_dir: Path = PrivateAttr(default_factory=Path)
+
+    @property
+    def config_dir(self) -> Path:
+        return self._config_dir
 
     @field_validator("roles")
     @classmethod
@@ -210,15 +217,10 @@ def load_raw(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
-#: With no config file at all: the web chat widget for customers and its agent console, so
-#: `bridge run` on a fresh machine is a working support desk with no external account.
-WITHOUT_CONFIG: dict[str, Any] = {"channels": {"widget": {}}, "agents": {"channels": ["widget"]}}
-
-
 def load(path: str | Path | None) -> tuple[Settings, dict[str, BaseModel]]:
     """Load and validate everything; raise `ConfigError` listing every problem.
 
-    ``path`` None means no config file: built-in defaults (`WITHOUT_CONFIG`).
+    ``path`` None means no config file: the built-in desk (`registry.without_config`).
     Returns the settings and each enabled channel's validated config.
     """
     from bridge import registry  # the composition root knows which channels exist
@@ -226,7 +228,8 @@ def load(path: str | Path | None) -> tuple[Settings, dict[str, BaseModel]]:
     problems: list[str] = []
     from_env: set[str] = set()
     unset: set[str] = set()
-    raw = _interpolate(load_raw(path) if path is not None else WITHOUT_CONFIG, "", problems, from_env, unset)
+    raw = load_raw(path) if path is not None else registry.without_config()
+    raw = _interpolate(raw, "", problems, from_env, unset)
     channels_raw = raw.pop("channels", None) or {}
     settings: Settings | None = None
     try:
@@ -270,4 +273,6 @@ def load(path: str | Path | None) -> tuple[Settings, dict[str, BaseModel]]:
     if problems:
         raise ConfigError(problems)
     assert settings is not None
+    if path is not None:
+        settings._config_dir = Path(path).resolve().parent
     return settings, channel_configs

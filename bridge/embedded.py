@@ -5,9 +5,12 @@ persistence in the data directory, and stops it on exit."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -68,7 +71,10 @@ class EmbeddedRedis:
         args = [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
                 "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
                 "--save", "", "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log")]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: ASYNC220
+        # its own session: a Ctrl-C in the terminal (SIGINT to the whole foreground group) reaches
+        # only the bridge, which stops Redis last, after its own shutdown has used it
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # noqa: ASYNC220
+                                        start_new_session=True, preexec_fn=_end_with_parent)
         deadline = asyncio.get_running_loop().time() + timeout_s
         while asyncio.get_running_loop().time() < deadline:
             if self.process.poll() is not None:
@@ -95,6 +101,15 @@ class EmbeddedRedis:
             await asyncio.to_thread(self.process.wait)
         self.process = None
         log.info("embedded redis stopped")
+
+
+def _end_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when the bridge dies, even by SIGKILL,
+    so a crashed bridge leaves no orphaned Redis holding the data directory."""
+    if sys.platform != "linux":
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 async def _answers(url: str) -> bool:

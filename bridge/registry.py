@@ -7,6 +7,8 @@ when that channel is configured.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 # channel name -> (config model, adapter class)
@@ -39,6 +41,26 @@ STEPS: dict[str, str] = {
 REQUIRED_FIRST = ["commands"]
 
 ENGINE = "flows.engine:Engine"
+
+
+def example_faq() -> Path:
+    """The example knowledge base shipped with the flows (an electronics distributor's FAQ)."""
+    spec = importlib.util.find_spec("flows")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent / "data" / "faq.yaml"
+
+
+def without_config() -> dict[str, Any]:
+    """The configuration with no config file at all: the web chat widget for customers and its
+    agent console, with the support flows on the example FAQ, so `bridge run` on a fresh
+    machine is a working support desk with no external account."""
+    return {
+        "channels": {"widget": {}},
+        "agents": {"channels": ["widget"]},
+        "engine": {"steps": ["survey", "triage", "kb", "routing", "sla"]},
+        "flows": {"triage": {"multilingual": True}, "kb": {"path": str(example_faq())},
+                  "survey": {"delay_min": 1}},  # a minute after resolving, to see it when trying
+    }
 
 
 def load(path: str) -> Any:

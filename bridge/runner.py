@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -30,7 +30,7 @@ from bridge.config import Settings
 from bridge.context import HealthBoard, RedisFanout, RedisState
 from bridge.dispatcher import ChannelDispatcher
 from bridge.embedded import EmbeddedRedis
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, ConfigError
 from bridge.metrics import INBOUND_DUPLICATES, INBOUND_PUBLISHED
 from bridge.model import Message, now_ms
 from bridge.store import Store
@@ -65,6 +65,28 @@ def secrets_of(configs: dict[str, BaseModel]) -> list[str]:
     for config in configs.values():
         walk(config)
     return found
+
+
+def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callable[[], int] = now_ms,
+                store: Store | None = None) -> tuple[Any, list[Any]]:
+    """The flows' config and the pipeline's steps (``commands`` first, then ``engine.steps``).
+    A bad ``flows.<step>`` setting or file raises `ConfigError` naming the key."""
+    flow_config_cls = registry.load("flows.turn:FlowConfig")
+    templates_cls = registry.load("flows.templates:Templates")
+    flow_config = flow_config_cls(
+        settings=settings, channels=frozenset(channels),
+        templates=templates_cls(settings.replies, settings.triage.default_language),
+        clock_ms=clock_ms, store=store)
+    names = registry.REQUIRED_FIRST + [s for s in settings.engine.steps if s not in registry.REQUIRED_FIRST]
+    steps, problems = [], []
+    for name in names:
+        try:
+            steps.append(registry.load(registry.STEPS[name])(flow_config))
+        except ConfigError as exc:  # go on: every bad setting is named at once
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return flow_config, steps
 
 
 async def check_partitions(redis: aioredis.Redis, partitions: int) -> None:
@@ -166,16 +188,8 @@ class Bridge:
         return publish
 
     def _build_engine(self) -> Any:
-        from_registry = registry.load
-        flow_config_cls = from_registry("flows.turn:FlowConfig")
-        templates_cls = from_registry("flows.templates:Templates")
-        flow_config = flow_config_cls(
-            settings=self.settings, channels=frozenset(self.adapters),
-            templates=templates_cls(self.settings.replies, self.settings.triage.default_language),
-            clock_ms=self.clock_ms, store=self.store)
-        names = registry.REQUIRED_FIRST + [s for s in self.settings.engine.steps if s not in registry.REQUIRED_FIRST]
-        steps = [from_registry(registry.STEPS[name])(flow_config) for name in names]
-        return from_registry(registry.ENGINE)(bus=self.bus, store=self.store, flow_config=flow_config, steps=steps,
+        flow_config, steps = build_steps(self.settings, self.adapters, clock_ms=self.clock_ms, store=self.store)
+        return registry.load(registry.ENGINE)(bus=self.bus, store=self.store, flow_config=flow_config, steps=steps,
                                               worker_id=self.worker_id, clock_ms=self.clock_ms)
 
     async def _start_web(self) -> None:

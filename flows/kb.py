@@ -32,7 +32,7 @@ HANDOFF_VALUE = "handoff"
 class KbSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: Path  # the FAQ file, e.g. flows/data/faq.yaml
+    path: Path  # the FAQ file; relative to the config file's directory, e.g. flows/data/faq.yaml
     min_score: float = Field(80.0, ge=0, le=100)
     min_margin: float = Field(5.0, ge=0, le=100)
     max_words: int = Field(30, ge=1)  # longer messages are cases, not questions
@@ -134,7 +134,8 @@ class KnowledgeBase:
 
 def build(config: FlowConfig) -> Step:
     settings = step_settings(config, "kb", KbSettings)
-    kb = KnowledgeBase.load(settings.path, min_score=settings.min_score, min_margin=settings.min_margin,
+    path = settings.path if settings.path.is_absolute() else config.settings.config_dir / settings.path
+    kb = KnowledgeBase.load(path, min_score=settings.min_score, min_margin=settings.min_margin,
                             max_words=settings.max_words)
     handoff_phrases = [("handoff", w, lang) for lang in LANGUAGES for w in builtin(lang).get("handoff") or []]
     handoff_phrases += [("handoff", w, lang) for lang, words in settings.handoff_phrases.items() for w in words]

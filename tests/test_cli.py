@@ -69,6 +69,18 @@ def test_check_config_reports_yaml_errors_with_the_line(tmp_path: Path) -> None:
     assert "no such config file" in missing.stderr
 
 
+def test_check_config_checks_the_flows_settings_and_files(tmp_path: Path) -> None:
+    config = write(tmp_path / "bridge.yaml", {
+        "engine": {"steps": ["triage", "kb", "sla", "routing"]},
+        "flows": {"kb": {"path": "faq/missing.yaml"}, "sla": {"warn_fraction": 1.5}},
+    })
+    result = bridge_cli("check-config", "-c", str(config), cwd=Path("/"))
+    assert result.returncode == 1
+    # the relative path is the config file's directory's, whatever the working directory
+    assert f"flows.kb.path: no such file {str(tmp_path / 'faq' / 'missing.yaml')!r}" in result.stderr
+    assert "flows.sla.warn_fraction: Input should be less than 1" in result.stderr
+
+
 def test_check_config_accepts_the_example(tmp_path: Path) -> None:
     example = Path(__file__).parent.parent / "config.example.yaml"
     result = bridge_cli("check-config", "-c", str(example), cwd=tmp_path,
