@@ -406,6 +406,8 @@ class Engine:
         if turn.record and (message.kind in ("customer", "agent") or is_note):
             conversation.messages += 1
             ops.extend(self.store.transcript_ops(conversation.id, payload or message))
+        for notice in turn.notices:
+            ops.extend(self.store.transcript_ops(conversation.id, notice))
         for out in turn.outbound:
             ops.append(["XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, encode(out)])
             if out.kind == "reply" and message.kind != "agent":  # an agent's words are kept once, as theirs

@@ -39,7 +39,7 @@ class Routing:
     def _customer(self, turn: Turn) -> None:
         message = turn.message
         if message.data.get("auto"):  # an auto-reply or bounce: recorded, never answered
-            turn.notify_agents("customer_message", text=message.text, data={"auto": True})
+            turn.notify_agents("customer_message", text=message.text, data={"auto": True}, record=False)
             return
         if turn.notes.get("escalate"):
             if not turn.notes.get("out_of_hours_replied"):  # the hours step told them on-call has it
@@ -47,16 +47,16 @@ class Routing:
             data = {"mention": self.settings.agents.urgent_mention, "new": turn.is_new}
             if turn.notes.get("kb"):
                 data["kb_suggestion"] = turn.notes["kb"]  # a knowledge-base match, for the agent
-            turn.notify_agents("escalation", text=message.text, data=data)
+            turn.notify_agents("escalation", text=message.text, data=data, record=False)
         elif turn.is_new or turn.reopened or self._unfiled(turn):
             queue = self.choose_queue(turn)
             hours = self.settings.queues[queue].reply_within_h
             within = turn.text("hours", n=f"{hours:g}")
             turn.reply(turn.text("ack", reply_within=within, reference=turn.conversation.id))
             turn.enqueue(queue)
-            turn.notify_agents("new_conversation", text=message.text, data={"reopened": turn.reopened})
+            turn.notify_agents("new_conversation", text=message.text, data={"reopened": turn.reopened}, record=False)
         else:
-            turn.notify_agents("customer_message", text=message.text)
+            turn.notify_agents("customer_message", text=message.text, record=False)
             self._follow_ticket(turn)
 
     def _follow_ticket(self, turn: Turn) -> None:
@@ -64,7 +64,7 @@ class Routing:
         when email is not an agents' channel."""
         if (turn.conversation.queue and "email" in turn.config.channels
                 and "email" not in self.settings.agents.channels):
-            turn.notify_agents("customer_message", text=turn.message.text, channels=["email"])
+            turn.notify_agents("customer_message", text=turn.message.text, channels=["email"], record=False)
 
     @staticmethod
     def _unfiled(turn: Turn) -> bool:

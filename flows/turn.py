@@ -48,6 +48,7 @@ class Turn:
     refs: list[str] = field(default_factory=list)  # external thread refs for the conversation
     contact_changed: bool = False
     record: bool = True  # keep the message in the transcript
+    notices: list[Message] = field(default_factory=list)  # agent-side news kept in the transcript
     stopped: bool = False
     notes: dict[str, Any] = field(default_factory=dict)  # what steps tell later steps
 
@@ -72,9 +73,19 @@ class Turn:
         return reply
 
     def notify_agents(self, name: str, *, text: str = "", data: dict[str, Any] | None = None,
-                      channels: list[str] | None = None) -> None:
-        """Tell the agents' side (each channel in ``agents.channels``) about the conversation."""
+                      channels: list[str] | None = None, record: bool = True) -> None:
+        """Tell the agents' side (each channel in ``agents.channels``) about the conversation.
+
+        With ``record`` (and a text) the news is also kept once in the transcript, where the
+        console and reports show it (an SLA warning, a page, a state change); news that only
+        carries the customer's words, already there, passes ``record=False``.
+        """
         targets = self.config.settings.agents.channels if channels is None else channels
+        if record and text:
+            by = self.message.sender if self.message.sender and self.message.sender.is_agent else None
+            self.notices.append(Message(kind="event", channel=self.conversation.channel, name=name, text=text,
+                                        conversation_id=self.conversation.id, reply_to=self.message.id,
+                                        sender=by, data=data or {}, created_ms=self.now_ms))
         payload = {"conversation": conversation_summary(self.conversation, self.contact), **(data or {})}
         for channel in targets:
             self.outbound.append(Message(kind="event", channel=channel, name=name, text=text,

@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import os
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,20 @@ import yaml
 from bridge import config as config_module
 from bridge.model import now_ms
 from bridge.runner import Bridge
+
+
+@dataclass
+class Clock:
+    """A clock the test moves: pass it as ``clock_ms`` to run SLA timers and surveys at once."""
+
+    now_ms: int = field(default_factory=now_ms)
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, *, minutes: float = 0, hours: float = 0, days: float = 0) -> int:
+        self.now_ms += int(minutes * 60_000 + hours * 3_600_000 + days * 86_400_000)
+        return self.now_ms
 
 FAST_ENGINE = {"lease_ttl_s": 1.0, "claim_min_idle_s": 0.5, "block_ms": 100}
 

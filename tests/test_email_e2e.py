@@ -255,7 +255,9 @@ async def test_a_later_bounce_marks_the_customer_unreachable_and_tells_the_agent
         reason = await b.wait_for(unreachable, what="the conversation marked unreachable")
         assert "typo@customer.example" in reason and "5.1.1" in reason
         transcript = await b.store.transcript(conversation.id)
-        assert transcript[-1].data.get("auto") is True  # the bounce itself is recorded, never answered
+        bounce, notice = transcript[-2:]
+        assert bounce.kind == "customer" and bounce.data.get("auto") is True  # recorded, never answered
+        assert notice.kind == "event" and notice.name == "delivery" and "5.1.1" in notice.text  # agents see why
         outbound = [decode(fields[b"m"]) for _, fields in await b.redis.xrange(keys.outbound("email"))]
         assert any(m.kind == "event" and m.name == "delivery" and m.data.get("status") == "failed" for m in outbound)
         assert len(mail_to(smtp, "typo@customer.example")) == 1

@@ -19,15 +19,7 @@ from flows.routing import Routing
 from flows.templates import Templates
 from flows.triage import KeywordTriage
 from flows.turn import FlowConfig, Turn
-from tests.harness import wait_for
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = 1_800_000_000_000
-
-    def __call__(self) -> int:
-        return self.ms
+from tests.harness import Clock, wait_for
 
 
 def settings(**engine: Any) -> Settings:
@@ -120,7 +112,7 @@ async def test_timers_fire_through_the_engine_on_the_given_clock(redis: aioredis
     conversation = await wait_for(lambda: Store(redis).for_address("api", "t"), 10)
     await asyncio.sleep(1.2)  # the engine checks timers every second; nothing is due yet
     assert fired == []
-    clock.ms += 60_000
+    clock.advance(minutes=1)
     await wait_for(lambda: fired, 10, "the timer")
     assert fired == [conversation.id]
 

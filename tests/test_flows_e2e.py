@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from bridge import keys
 from bridge.model import now_ms
-from tests.harness import running_bridge
+from tests.harness import Clock, running_bridge
 from tests.test_flows_helpers import FAQ
 from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
 
@@ -16,17 +15,6 @@ SECRET = WEBHOOK_SECRET
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ENV = {"T_FLOWS_TOKEN": TOKEN, "T_FLOWS_SECRET": SECRET}
 STEPS = ["survey", "language", "urgency", "topics", "kb", "routing", "sla", "dispute"]
-
-
-@dataclass
-class Clock:
-    now: int
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance_min(self, minutes: float) -> None:
-        self.now += int(minutes * 60_000)
 
 
 def config(webhook_url: str) -> dict[str, Any]:
@@ -72,7 +60,7 @@ async def test_urgent_chinese_case_escalated_and_sla_breach_fires(redis_url: str
         conversation = await b.store.for_address("api", "zh-1")
         assert conversation is not None
         assert conversation.urgency == "urgent" and conversation.urgency_reason.startswith("line down")
-        clock.advance_min(11)
+        clock.advance(minutes=11)
 
         async def breached() -> Any:
             c = await b.store.get(conversation.id)
@@ -102,7 +90,7 @@ async def test_survey_after_resolution_through_the_engine(redis_url: str, webhoo
             return c is not None and c.status == "resolved"
 
         await b.wait_for(resolved, what="the resolution")
-        clock.advance_min(31)  # the probe started by the agent's answer finds it resolved, arms the survey
+        clock.advance(minutes=31)  # the probe started by the agent's answer finds it resolved, arms the survey
         await b.wait_for(lambda: len(webhook.texts_for("en-1")) == 3, timeout_s=15, what="the survey")
         survey = webhook.messages[-1]
         assert survey["text"].startswith(f"Your case {conversation.id} is closed. How did we do?")

@@ -11,6 +11,7 @@ from bridge.config import Settings
 from bridge.model import Attachment, Contact, Conversation, Message, Sender
 from flows.templates import Templates
 from flows.turn import FlowConfig, Step, Turn
+from tests import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 FAQ = ROOT / "flows" / "data" / "faq.yaml"
@@ -18,15 +19,8 @@ T0_MS = 1_795_000_000_000  # Wednesday 2026-11-18 11:06:40 UTC
 
 
 @dataclass
-class Clock:
+class Clock(harness.Clock):
     now_ms: int = T0_MS
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def advance(self, *, minutes: float = 0, hours: float = 0, days: float = 0) -> int:
-        self.now_ms += int(minutes * 60_000 + hours * 3_600_000 + days * 86_400_000)
-        return self.now_ms
 
 
 def make_config(flows: dict[str, Any] | None = None, *, channels: tuple[str, ...] = ("api",),

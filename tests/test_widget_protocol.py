@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from adapters.widget.identity import user_hash
-from bridge.model import Message
-from tests.harness import RunningBridge, running_bridge, wait_for
+from bridge.model import Message, now_ms
+from tests.harness import Clock, RunningBridge, running_bridge, wait_for
 from tests.servers import RedisServer, free_port
 from tests.widget_client import Tab
 
@@ -119,6 +119,46 @@ async def test_an_agent_reply_from_the_console_reaches_the_visitor_live(redis_ur
         again = await open_tab(tabs, b, hello={"token": (await tab.welcome())["token"]})
         history = (await again.welcome())["history"]
         assert [i["id"] for i in history if i["from"] == "agent"] == [item["id"]]
+
+
+async def test_sla_warnings_and_state_changes_show_in_the_console_not_to_the_visitor(redis_url: str,
+                                                                                    tabs: list[Tab]) -> None:
+    clock = Clock(now_ms())
+    config = {**widget_config(), "engine": {"steps": ["triage", "routing", "sla"]},
+              "flows": {"sla": {"targets": {"urgent": {"first_response_min": 10, "resolution_h": 4},
+                                            "routine": {"first_response_min": 240, "resolution_h": 48}}}}}
+    async with running_bridge(redis_url, config, env=ENV, clock_ms=clock) as b:
+        tab = await open_tab(tabs, b)
+        welcome = await tab.welcome()
+        await tab.say("u1", URGENT)
+        await wait_for(lambda: tab.texts("bot"), what="the instant reply")
+        conversation = await b.store.for_address("widget", welcome["visitor"])
+        assert conversation is not None
+        cookie = await console_login(b)
+        clock.advance(minutes=8.5)  # past 80% of the 10-minute first-response target
+
+        async def console_notices() -> list[dict[str, Any]]:
+            r = await b.get(f"/agent/api/conversations/{conversation.id}", headers=cookie)
+            return [i for i in (await r.json())["transcript"] if i["who"] == "system"]
+
+        (warning,) = await wait_for(console_notices, what="the SLA warning in the console")
+        assert warning["event"] == "sla_warning" and "first response" in warning["text"]
+        r = await b.post(f"/agent/api/conversations/{conversation.id}/resolve", json={},
+                         headers={"Origin": b.url, **cookie})
+        assert r.status == 200
+        notices = await wait_for(lambda: _longer(console_notices, 1), what="the resolution in the console")
+        assert notices[-1]["event"] == "state" and notices[-1]["text"] == "resolved by agent"
+        listed = await b.get("/agent/api/conversations?status=all", headers=cookie)
+        (row,) = (await listed.json())["conversations"]
+        assert row["preview"] == tab.texts("bot")[0][:140]  # the last words, not a notice
+        # the visitor's history has none of it
+        again = await open_tab(tabs, b, hello={"token": welcome["token"]})
+        assert [i["from"] for i in (await again.welcome())["history"]] == ["visitor", "bot"]
+
+
+async def _longer(read: Any, than: int) -> Any:
+    items = await read()
+    return items if len(items) > than else None
 
 
 async def test_a_reply_reaches_a_visitor_connected_to_another_process(redis_url: str, tabs: list[Tab]) -> None:

@@ -248,12 +248,13 @@ class Console:
         conversations.sort(key=_sort_key)
         contacts = await asyncio.gather(*(self.ctx.conversations.contact(c.contact_id) if c.contact_id
                                           else _none() for c in conversations))
-        lasts = await asyncio.gather(*(self.ctx.conversations.transcript(c.id, 1) for c in conversations))
+        # the preview is the last thing someone wrote, not a notice (an SLA warning, "resolved by")
+        lasts = await asyncio.gather(*(self.ctx.conversations.transcript(c.id, 8) for c in conversations))
         rows = []
         for conversation, contact, last in zip(conversations, contacts, lasts, strict=True):
             row = _summary(conversation)
             row["customer"] = contact.name if contact else ""
-            row["preview"] = last[-1].text[:140] if last else ""
+            row["preview"] = next((m.text[:140] for m in reversed(last) if m.kind != "event"), "")
             rows.append(row)
         return rows
 

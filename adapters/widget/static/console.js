@@ -3,6 +3,9 @@
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
   var state = { status: "active", current: null, pollTimer: null, refreshTimer: null, ws: null, pollS: 10 };
+  // how the flows' notices read in a transcript ("" shows the text alone: "resolved by Ana")
+  var NOTICE_LABELS = { state: "", sla_warning: "SLA warning", sla_breach: "SLA breach", page: "On call paged",
+    delivery: "Not delivered", dispute_step: "", survey_result: "" };
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -141,8 +144,11 @@
         li.setAttribute("data-who", m.who);
         li.setAttribute("data-id", m.id);
         if (m.who === "system") {
-          li.textContent = (m.event || m.kind) + (m.status ? " " + m.status : "") + (m.name ? " by " + m.name : "") +
-            (m.text ? ": " + m.text : "") + " · " + new Date(m.ts).toLocaleTimeString();
+          var label = Object.prototype.hasOwnProperty.call(NOTICE_LABELS, m.event) ? NOTICE_LABELS[m.event] :
+            (m.event || m.kind) + (m.status ? " " + m.status : "");
+          li.setAttribute("data-event", m.event || m.kind);
+          li.textContent = (label && m.text ? label + ": " : label) + (m.text || "") + " · " +
+            new Date(m.ts).toLocaleTimeString();
         } else {
           var label = m.who === "customer" ? "customer" : m.who === "bot" ? "bot" :
             m.who === "note" ? "note" + (m.name ? " by " + m.name : "") : (m.name || "agent");
