@@ -19,6 +19,7 @@ from aiohttp import web
 
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.config import SlackConfig
+from bridge import filelinks
 from bridge.model import Message
 from tests.fakes.slack_api import FakeSlack, MemoryContext, sign
 from tests.harness import wait_for
@@ -296,8 +297,6 @@ async def test_files_shared_in_the_thread_go_with_the_reply(served: Served) -> N
 
 @pytest.mark.parametrize("how", ["tampered", "other file", "expired", "unsigned"])
 async def test_file_links_cannot_be_forged(served: Served, how: str) -> None:
-    from adapters.slack import files
-
     served.fake.add_file("F0FILE0001", "procedure.pdf", "application/pdf", b"secret plans")
     served.fake.add_file("F0OTHER001", "payroll.xlsx", "application/vnd.ms-excel", b"salaries")
     assert await served.event(fixture("message_file_share")) == 200
@@ -307,8 +306,8 @@ async def test_file_links_cannot_be_forged(served: Served, how: str) -> None:
     elif how == "other file":
         url = url.replace("F0FILE0001", "F0OTHER001")
     elif how == "expired":
-        key = files.signing_key(served.fake.bot_token)
-        url = files.link(served.url.removesuffix("/slack/events"), "/slack/files", key, "F0FILE0001", 60,
+        key = filelinks.signing_key("slack", served.fake.bot_token)
+        url = filelinks.link(served.url.removesuffix("/slack/events"), "/slack/files", key, "F0FILE0001", 60,
                          now_s=time.time() - 3600)
     else:
         url = url.split("?", 1)[0]

@@ -5,6 +5,7 @@ over real HTTP against the local fake Bot API and Web API)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -150,3 +151,52 @@ async def test_a_file_an_agent_shares_reaches_the_customer_on_telegram(redis_url
         assert document["filename"] == "restart-procedure.pdf"
         assert any("Here is the restart procedure" in text for text in fake_telegram.texts(77004))
         await b.wait_for(lambda: thread_has(slack, root, "sent to customer"), what="'sent' in the thread")
+
+
+def media_update(chat_id: int, message_id: int, **media: Any) -> dict[str, Any]:
+    update = text_update(chat_id, "", message_id)
+    del update["message"]["text"]
+    update["message"].update(media)
+    return update
+
+
+async def test_files_customers_send_reach_agents_as_links_that_cannot_be_forged(
+        redis_url: str, fake_telegram: FakeTelegram, slack: FakeSlack) -> None:
+    photo = b"\xff\xd8\xff\xe0 a jpeg of the burnt board"
+    page = b"<script>alert(document.cookie)</script>"
+    fake_telegram.add_file("AgACphoto1", "photos/file_1.jpg", photo)
+    fake_telegram.add_file("BQACdoc1", "documents/file_2.html", page)
+    async with running_bridge(redis_url, config(fake_telegram, slack), env=env(slack)) as b:
+        sizes = [{"file_id": "AgACsmall", "file_unique_id": "AQADs", "width": 90, "height": 60, "file_size": 900},
+                 {"file_id": "AgACphoto1", "file_unique_id": "AQADl", "width": 1280, "height": 960,
+                  "file_size": len(photo)}]
+        await fake_telegram.push_update(media_update(77020, 1, photo=sizes, caption="URGENT: board burnt on arrival"))
+        (root,) = await b.wait_for(lambda: slack.top_level("C0URGENT"), what="the urgent thread")
+        links = re.findall(r"<(http[^|>]+)\|photo_AQADl\.jpg>", json.dumps(root.blocks).replace("&amp;", "&"))
+        assert links, root.blocks
+        photo_url = links[0].replace("http://localhost", "http://127.0.0.1")
+        async with b.http.get(photo_url) as r:  # what an agent's click on the link gets
+            assert r.status == 200 and await r.read() == photo
+            assert r.content_type == "image/jpeg" and r.headers["Content-Disposition"].startswith("inline")
+
+        await fake_telegram.push_update(media_update(77020, 2, document={
+            "file_id": "BQACdoc1", "file_unique_id": "AQADd", "file_name": "invoice.html", "mime_type": "text/html",
+            "file_size": len(page)}))
+        (post,) = await b.wait_for(lambda: [p for p in slack.thread(root.channel, root.ts)
+                                            if "invoice.html" in json.dumps(p.blocks)],
+                                   what="the document in the thread")
+        (doc_url,) = re.findall(r"<(http[^|>]+)\|invoice\.html>", json.dumps(post.blocks).replace("&amp;", "&"))
+        async with b.http.get(doc_url.replace("http://localhost", "http://127.0.0.1")) as r:
+            assert r.status == 200 and await r.read() == page
+            # a page a customer wrote never runs on the bridge's origin: a download, sandboxed
+            assert r.content_type == "application/octet-stream"
+            assert r.headers["Content-Disposition"].startswith("attachment")
+            assert "sandbox" in r.headers["Content-Security-Policy"]
+
+        forged = [photo_url.replace("type=image%2Fjpeg", "type=text%2Fhtml"),  # show it as a page
+                  photo_url.replace("AgACphoto1", "BQACdoc1"),  # another file
+                  photo_url[:-1] + ("0" if photo_url[-1] != "0" else "1"),  # a guessed signature
+                  photo_url.split("?", 1)[0]]  # no signature
+        for url in forged:
+            async with b.http.get(url) as r:
+                assert r.status == 403, url

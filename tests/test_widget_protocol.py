@@ -456,3 +456,21 @@ async def test_replies_still_reach_the_visitor_after_redis_restarts(tmp_path: Pa
             assert await customer_texts(b, visitor) == ["Before the restart", "Thanks!"]
     finally:
         server.stop()
+
+
+def test_the_console_lists_files_and_links_only_web_addresses() -> None:
+    from adapters.widget.console import transcript_item
+    from bridge.model import Attachment
+
+    message = Message(kind="customer", channel="telegram", address="77", text="see photo", attachments=[
+        Attachment(name="board.jpg", mime="image/jpeg", size=2048, ref="AgAC1",
+                   url="https://support.example.com/telegram/files/AgAC1?exp=1&sig=ab"),
+        Attachment(name="x.html", ref="AgAC2", url="javascript:alert(1)"),
+        Attachment(name="no link", ref="AgAC3")])
+    item = transcript_item(message)
+    assert item is not None
+    assert item["attachments"] == [
+        {"name": "board.jpg", "mime": "image/jpeg", "size": 2048,
+         "url": "https://support.example.com/telegram/files/AgAC1?exp=1&sig=ab"},
+        {"name": "x.html", "mime": "application/octet-stream", "size": 0, "url": ""},  # named, never linked
+        {"name": "no link", "mime": "application/octet-stream", "size": 0, "url": ""}]

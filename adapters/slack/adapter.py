@@ -34,9 +34,10 @@ from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack import blocks, commands, files
+from adapters.slack import blocks, commands
 from adapters.slack.config import SlackConfig
 from adapters.slack.escape import mention_markup, mentioned_users, to_plain
+from bridge import filelinks
 from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
 from bridge.errors import IntegrationBroken, PermanentError, SendError, TransientError
 from bridge.model import Attachment, Message, Sender
@@ -180,7 +181,7 @@ class SlackAdapter(Adapter):
         self._socket: Any = None
         self._socket_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._file_key = files.signing_key(config.bot_token.get_secret_value())
+        self._file_key = filelinks.signing_key("slack", config.bot_token.get_secret_value())
         self._channel_ids: dict[str, str] = {}  # "#name" from the config -> channel id Slack answered
         self._broken_channel = ""
         self._http: aiohttp.ClientSession | None = None
@@ -454,7 +455,7 @@ class SlackAdapter(Adapter):
     async def _serve_file(self, request: web.Request) -> web.StreamResponse:
         """A file an agent shared, for the customer's channel: signed link in, Slack file out."""
         file_id = request.match_info["file_id"]
-        if not files.valid(self._file_key, file_id, request.query.get("exp", ""), request.query.get("sig", "")):
+        if not filelinks.valid(self._file_key, file_id, request.query.get("exp", ""), request.query.get("sig", "")):
             return web.Response(status=403, text="invalid or expired link")
         try:
             info = await self.client.files_info(file=file_id)
@@ -499,7 +500,7 @@ class SlackAdapter(Adapter):
             if not isinstance(f, dict) or not f.get("id"):
                 continue
             file_id = str(f["id"])
-            url = files.link(self.ctx.public_url, self.config.files_path, self._file_key, file_id,
+            url = filelinks.link(self.ctx.public_url, self.config.files_path, self._file_key, file_id,
                              self.config.file_link_ttl_s)
             found.append(Attachment(name=str(f.get("name") or ""),
                                     mime=str(f.get("mimetype") or "application/octet-stream"),

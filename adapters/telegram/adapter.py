@@ -43,7 +43,7 @@ from telegram.request import HTTPXRequest
 
 from adapters.telegram import translate
 from adapters.telegram.config import TelegramConfig
-from bridge import failpoints
+from bridge import failpoints, filelinks
 from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
 from bridge.errors import IntegrationBroken, PermanentError, TransientError
 from bridge.model import Attachment, Message
@@ -96,6 +96,9 @@ def send_error(exc: TelegramError, what: str) -> Exception:
     return PermanentError(f"telegram error on {what}: {exc!r}")
 
 
+_INLINE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
+
+
 class TelegramAdapter(Adapter):
     """Customers on Telegram (private chats and groups)."""
 
@@ -128,6 +131,7 @@ class TelegramAdapter(Adapter):
         self._started = False
         self._health: tuple[HealthState, str] | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._file_key = filelinks.signing_key("telegram", config.token.get_secret_value())
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -295,6 +299,8 @@ class TelegramAdapter(Adapter):
             return
         if message is None:
             return
+        for attachment in message.attachments:
+            attachment.url = self._file_link(attachment)
         command = message.data.get("command")
         if command == "start" and not message.edited and self.cfg.greet_on_start:
             # /start is Telegram's "open the chat" button, not a support request: it is
@@ -344,9 +350,10 @@ class TelegramAdapter(Adapter):
                 await asyncio.sleep(retry_after_s(exc) if isinstance(exc, RetryAfter) else backoff.next())
 
     def routes(self) -> Iterable[web.AbstractRouteDef]:
+        file_route = web.get(self.cfg.files_path + "/{file_id}", self._serve_file)
         if self.cfg.mode != "webhook":
-            return ()
-        return [web.post(self.cfg.webhook_path, self._webhook)]
+            return [file_route]
+        return [web.post(self.cfg.webhook_path, self._webhook), file_route]
 
     async def _webhook(self, request: web.Request) -> web.Response:
         expected = self.cfg.webhook_secret.get_secret_value().encode() if self.cfg.webhook_secret else b""
@@ -368,16 +375,44 @@ class TelegramAdapter(Adapter):
 
     # -- files -------------------------------------------------------------------------
 
+    def _file_link(self, attachment: Attachment) -> str:
+        """A link for the agents: the bridge fetches the file from Telegram when it is opened.
+        The type is signed with it, since it decides whether a browser may show the file."""
+        return filelinks.link(self.ctx.public_url, self.cfg.files_path, self._file_key, attachment.ref,
+                              self.cfg.file_link_ttl_s, signed={"type": attachment.mime, "name": attachment.name})
+
+    async def _serve_file(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["file_id"]
+        mime, name = request.query.get("type", ""), request.query.get("name", "")
+        if not filelinks.valid(self._file_key, file_id, request.query.get("exp", ""), request.query.get("sig", ""),
+                               signed={"type": mime, "name": name}):
+            return web.Response(status=403, text="invalid or expired link")
+        try:
+            content = await self.fetch_attachment(Attachment(ref=file_id, mime=mime, name=name))
+        except PermanentError as exc:
+            status = 413 if "max_file_bytes" in exc.reason else 404
+            return web.Response(status=status, text=f"telegram: {exc.reason}")
+        except TransientError as exc:
+            return web.Response(status=503, text=f"telegram: {exc.reason}")
+        # pictures are shown; anything else (HTML, SVG, PDF) is a download, never a page of ours
+        inline = mime in _INLINE_TYPES
+        disposition = "inline" if inline else "attachment"
+        return web.Response(body=content, content_type=mime if inline else "application/octet-stream", headers={
+            "Content-Disposition": f"{disposition}; filename*=UTF-8''{urllib.parse.quote(name or file_id)}",
+            "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox"})
+
     async def fetch_attachment(self, attachment: Attachment) -> bytes:
         """The bytes of an inbound file, fetched on demand through getFile by its ``ref``."""
         try:
-            file = await self._with_request(lambda: self._download(attachment.ref))
+            return await self._with_request(lambda: self._download(attachment.ref))
         except TelegramError as exc:
             raise send_error(exc, "getFile") from exc
-        return file
 
     async def _download(self, file_id: str) -> bytes:
         file = await self.bot.get_file(file_id)
+        if (file.file_size or 0) > self.cfg.max_file_bytes:
+            raise PermanentError(f"file of {file.file_size} bytes is over channels.telegram.max_file_bytes")
         return bytes(await file.download_as_bytearray())
 
     # -- sending -----------------------------------------------------------------------

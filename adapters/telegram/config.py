@@ -49,6 +49,11 @@ class TelegramConfig(ChannelConfig):
     media_write_timeout_s: float = Field(60.0, gt=0)
     #: outbound attachments are fetched by the bridge and uploaded; bigger ones are refused
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    #: files customers send reach agents as signed links to the bridge, fetched from Telegram
+    #: when opened (the Bot API hands out files of up to 20 MB)
+    files_path: str = "/telegram/files"
+    file_link_ttl_s: int = Field(30 * 86400, ge=60)
+    max_file_bytes: int = Field(20 * 1024 * 1024, ge=1)
 
     @field_validator("token")
     @classmethod
@@ -64,7 +69,7 @@ class TelegramConfig(ChannelConfig):
             raise ValueError("1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule for secret_token)")
         return value
 
-    @field_validator("webhook_path")
+    @field_validator("webhook_path", "files_path")
     @classmethod
     def _path_shape(cls, value: str) -> str:
         if not value.startswith("/"):

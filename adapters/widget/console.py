@@ -130,6 +130,9 @@ def transcript_item(message: Message) -> dict[str, Any] | None:
         "id": message.id, "kind": message.kind, "who": who, "name": (sender.name if sender else ""),
         "text": message.text, "event": message.name, "channel": message.channel, "ts": message.created_ms,
         "status": str(message.data.get("status", "")) if message.kind == "event" else "",
+        "attachments": [{"name": a.name, "mime": a.mime, "size": a.size,
+                         "url": a.url if a.url.startswith(("https://", "http://")) else ""}
+                        for a in message.attachments],
     }
 
 

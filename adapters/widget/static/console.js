@@ -154,6 +154,16 @@
             m.who === "note" ? "note" + (m.name ? " by " + m.name : "") : (m.name || "agent");
           li.appendChild(el("div", "by", label + " · " + new Date(m.ts).toLocaleTimeString()));
           li.appendChild(el("div", "text", m.text));
+          (m.attachments || []).forEach(function (a) {
+            var label = (a.name || "file") + (a.size ? " (" + Math.ceil(a.size / 1024) + " KB)" : "");
+            var link = el(a.url ? "a" : "span", "attachment", label);
+            if (a.url) {  // http(s) only: the server sends no other
+              link.href = a.url;
+              link.target = "_blank";
+              link.rel = "noopener noreferrer";
+            }
+            li.appendChild(link);
+          });
         }
         list.appendChild(li);
       });
