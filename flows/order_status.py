@@ -20,6 +20,8 @@ import ipaddress
 import logging
 import re
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -42,6 +44,11 @@ class OrderStatusSettings(BaseModel):
     timeout_s: float = Field(3.0, gt=0)
     retries: int = Field(2, ge=0, le=10)
     backoff_s: float = Field(0.25, ge=0)
+    # after this many lookups in a row found the endpoint down, it is not asked for
+    # pause_s: every customer meanwhile hears at once that a person will check (a down shop
+    # API must not hold up the engine's other conversations for timeout_s x retries each)
+    pause_after_failures: int = Field(3, ge=1)
+    pause_s: float = Field(30.0, ge=0)
     allow_private: bool = False
     order_pattern: str = r"(?<![\w-])#?(\d{4,12})(?![\w-])"
     command: str = "/status"
@@ -109,13 +116,34 @@ class Lookup:
 
 
 class OrderClient:
-    def __init__(self, settings: OrderStatusSettings) -> None:
+    def __init__(self, settings: OrderStatusSettings, clock_s: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self.clock_s = clock_s
+        self.failures = 0  # lookups in a row that found the endpoint down
+        self.paused_until = 0.0
 
     def url_for(self, order: str, language: str) -> str:
         return self.settings.url.replace("{order}", quote(order, safe="")).replace("{language}", quote(language))
 
     async def lookup(self, order: str, language: str = "en") -> Lookup:
+        """Ask the endpoint, unless it failed ``pause_after_failures`` times in a row lately."""
+        now = self.clock_s()
+        if now < self.paused_until:
+            return Lookup("unavailable", {}, f"not asked: the endpoint failed {self.failures} times in a row; "
+                                             f"asking again in {self.paused_until - now:.0f}s")
+        result = await self._ask(order, language)
+        if result.outcome == "unavailable" and result.attempts:
+            self.failures += 1
+            if self.failures >= self.settings.pause_after_failures:
+                self.paused_until = self.clock_s() + self.settings.pause_s
+                log.warning("order status endpoint paused", extra={"failures": self.failures,
+                                                                    "pause_s": self.settings.pause_s,
+                                                                    "detail": result.detail})
+        elif result.attempts:
+            self.failures = 0
+        return result
+
+    async def _ask(self, order: str, language: str) -> Lookup:
         s = self.settings
         url = self.url_for(order, language)
         host = urlsplit(url).hostname or ""

@@ -113,6 +113,27 @@ async def test_a_hanging_endpoint_times_out(shop: Shop) -> None:
     assert len(shop.requests) == 2
 
 
+async def test_a_failing_endpoint_is_paused_so_customers_are_not_kept_waiting(shop: Shop) -> None:
+    shop.hang = True
+    c = chat(shop, timeout_s=0.2, retries=0, pause_after_failures=2, pause_s=0.5)
+    for _ in range(2):
+        turn = await c.say("/status 48213")
+        assert turn.notes["order_status"]["outcome"] == "unavailable"
+    assert len(shop.requests) == 2
+    # paused: the customer hears at once that a person will check, the endpoint is not asked
+    turn = await c.say("/status 55120")
+    assert replies(turn)[-1].text.startswith("Order status is not available right now")
+    assert turn.notes["order_status"]["detail"].startswith("not asked: the endpoint failed 2 times in a row")
+    assert len(shop.requests) == 2
+    # after the pause it is asked again, and an answer ends the pause
+    shop.hang = False
+    shop.released.set()
+    await asyncio.sleep(0.6)
+    turn = await c.say("/status 48213")
+    assert replies(turn)[-1].text.startswith("Order 48213: shipped")
+    assert len(shop.requests) == 3
+
+
 async def test_private_addresses_are_refused_unless_allowed(shop: Shop) -> None:
     port = shop.url.rsplit(":", 1)[1]
     for url in (shop.url, f"http://localhost:{port}", f"http://[::1]:{port}", "http://169.254.169.254",
