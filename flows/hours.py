@@ -106,6 +106,26 @@ class Schedule:
         minute = local.hour * 60 + local.minute
         return any(start <= minute < end for start, end in self._windows(local.date()))
 
+    def add_open_time(self, start_ms: int, duration_ms: int) -> int:
+        """When ``duration_ms`` of opening hours will have passed after ``start_ms`` (an SLA
+        clock that runs only while the team works). Computed in UTC instants, so a change
+        to or from summer time inside a window counts as the time it really is."""
+        remaining = duration_ms
+        local = dt.datetime.fromtimestamp(start_ms / 1000, self.zone)
+        for offset in range(400):
+            day = local.date() + dt.timedelta(days=offset)
+            midnight = dt.datetime.combine(day, dt.time())
+            for start, end in self._windows(day):
+                opens = int((midnight + dt.timedelta(minutes=start)).replace(tzinfo=self.zone).timestamp() * 1000)
+                closes = int((midnight + dt.timedelta(minutes=end)).replace(tzinfo=self.zone).timestamp() * 1000)
+                begin = max(opens, start_ms)
+                if begin >= closes:
+                    continue
+                if remaining <= closes - begin:
+                    return begin + remaining
+                remaining -= closes - begin
+        return start_ms + duration_ms  # never open (no windows): the calendar clock
+
     def next_open(self, now_ms: int) -> dt.datetime | None:
         """The next opening (local time) after ``now_ms`` when closed; None if never within 60 days."""
         local = dt.datetime.fromtimestamp(now_ms / 1000, self.zone)
@@ -122,32 +142,46 @@ class Schedule:
         return None
 
 
+class Teams:
+    """The teams of ``flows.hours`` and which serves a queue (the ``hours`` and ``sla`` steps)."""
+
+    def __init__(self, config: FlowConfig) -> None:
+        self.settings = settings = step_settings(config, "hours", HoursSettings)
+        self.schedules: dict[str, Schedule] = {}
+        problems = []
+        for name, team in settings.teams.items():
+            try:
+                self.schedules[name] = Schedule(name, team)
+            except (ZoneInfoNotFoundError, ValueError):
+                problems.append(f"flows.hours.teams.{name}.timezone: unknown time zone {team.timezone!r} "
+                                "(use an IANA name such as Asia/Singapore)")
+            for queue in team.queues:
+                if queue not in config.settings.queues:
+                    problems.append(f"flows.hours.teams.{name}.queues: queue {queue!r} is not configured "
+                                    "under queues:")
+        if settings.default_team not in settings.teams:
+            problems.append(f"flows.hours.default_team: no team named {settings.default_team!r} "
+                            "under flows.hours.teams")
+        if problems:
+            raise ConfigError(problems)
+        self.by_queue = {q: name for name, team in settings.teams.items() for q in team.queues}
+
+    def serving(self, turn: Turn) -> tuple[str, Schedule]:
+        """The team serving the conversation's queue, else the default team."""
+        queue = turn.conversation.queue or str(turn.notes.get("queue") or "")
+        name = self.by_queue.get(queue, self.settings.default_team)
+        return name, self.schedules[name]
+
+
 def build(config: FlowConfig) -> Step:
-    settings = step_settings(config, "hours", HoursSettings)
-    schedules: dict[str, Schedule] = {}
-    problems = []
-    for name, team in settings.teams.items():
-        try:
-            schedules[name] = Schedule(name, team)
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.append(f"flows.hours.teams.{name}.timezone: unknown time zone {team.timezone!r} "
-                            "(use an IANA name such as Asia/Singapore)")
-        for queue in team.queues:
-            if queue not in config.settings.queues:
-                problems.append(f"flows.hours.teams.{name}.queues: queue {queue!r} is not configured under queues:")
-    if settings.default_team not in settings.teams:
-        problems.append(f"flows.hours.default_team: no team named {settings.default_team!r} under flows.hours.teams")
-    if problems:
-        raise ConfigError(problems)
-    by_queue = {q: name for name, team in settings.teams.items() for q in team.queues}
+    teams = Teams(config)
+    settings = teams.settings
 
     def hours(turn: Turn) -> None:
         if not is_customer_text(turn):
             return
         conversation = turn.conversation
-        queue = conversation.queue or str(turn.notes.get("queue") or "")
-        team_name = by_queue.get(queue, settings.default_team)
-        schedule = schedules[team_name]
+        team_name, schedule = teams.serving(turn)
         if schedule.is_open(turn.now_ms):
             return
         opens = schedule.next_open(turn.now_ms)

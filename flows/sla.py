@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.errors import ConfigError
+from flows import hours
 from flows.common import flow_state, is_auto, step_settings
 from flows.turn import FlowConfig, Step, Turn
 
@@ -41,10 +42,22 @@ class SlaSettings(BaseModel):
         "routine": Target(first_response_min=24 * 60, resolution_h=72),
     }
     warn_fraction: float = Field(0.8, gt=0, lt=1)
+    # urgencies whose clocks run only while the serving team is open (flows.hours), e.g.
+    # [routine]: a mail on Friday evening is not late on Saturday; the others run around the clock
+    business_hours: list[str] = []
 
 
 def _label(kind: str) -> str:
     return "first response" if kind == "first_response" else "resolution"
+
+
+def _span(ms: int) -> str:
+    """'25 min', '23 h 30 min', '46 h'."""
+    minutes = max(0, ms) // 60_000
+    if minutes < 120:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
 
 
 def build(config: FlowConfig) -> Step:
@@ -52,19 +65,28 @@ def build(config: FlowConfig) -> Step:
     for needed in ("urgent", "routine"):
         if needed not in settings.targets:
             raise ConfigError([f"flows.sla.targets.{needed}: required (first_response_min, resolution_h)"])
+    unknown = [u for u in settings.business_hours if u not in settings.targets]
+    if unknown:
+        raise ConfigError([f"flows.sla.business_hours: {u!r} has no target under flows.sla.targets"
+                           for u in unknown])
+    teams = hours.Teams(config) if settings.business_hours else None
 
     def arm(turn: Turn, state: dict[str, Any], urgency: str) -> None:
         target = settings.targets[urgency]
         epoch = int(state.get("epoch", 0)) + 1
         start = turn.now_ms
-        first_due = start + int(target.first_response_min * 60_000)
-        resolve_due = start + int(target.resolution_h * 3_600_000)
+        schedule = teams.serving(turn)[1] if teams is not None and urgency in settings.business_hours else None
+
+        def later(ms: int) -> int:
+            return schedule.add_open_time(start, ms) if schedule is not None else start + ms
+
+        first_ms, resolve_ms = int(target.first_response_min * 60_000), int(target.resolution_h * 3_600_000)
         state.update({"epoch": epoch, "urgency": urgency, "started_ms": start,
-                      "first_response_due_ms": first_due, "resolution_due_ms": resolve_due})
-        for kind, due in (("first_response", first_due), ("resolution", resolve_due)):
-            warn_at = start + int((due - start) * settings.warn_fraction)
-            turn.schedule(warn_at, TIMER, {"kind": kind, "level": "warning", "epoch": epoch})
-            turn.schedule(due, TIMER, {"kind": kind, "level": "breach", "epoch": epoch})
+                      "first_response_due_ms": later(first_ms), "resolution_due_ms": later(resolve_ms)})
+        for kind, duration in (("first_response", first_ms), ("resolution", resolve_ms)):
+            turn.schedule(later(int(duration * settings.warn_fraction)), TIMER,
+                          {"kind": kind, "level": "warning", "epoch": epoch})
+            turn.schedule(state[f"{kind}_due_ms"], TIMER, {"kind": kind, "level": "breach", "epoch": epoch})
 
     def fire(turn: Turn, state: dict[str, Any]) -> None:
         data = turn.message.data
@@ -84,11 +106,11 @@ def build(config: FlowConfig) -> Step:
         state.setdefault("events", []).append(event)
         SLA_EVENTS.labels(kind, level, urgency).inc()
         if level == "breach":
-            late_min = max(0, turn.now_ms - due) // 60_000
-            text = f"SLA breach: {urgency} {_label(kind)} target missed" + (f" by {late_min} min" if late_min else "")
+            late = turn.now_ms - due
+            text = f"SLA breach: {urgency} {_label(kind)} target missed" + (f" by {_span(late)}" if late >= 60_000
+                                                                               else "")
         else:
-            left_min = max(0, due - turn.now_ms) // 60_000
-            text = f"SLA warning: {urgency} {_label(kind)} due in {left_min} min"
+            text = f"SLA warning: {urgency} {_label(kind)} due in {_span(due - turn.now_ms)}"
         turn.notify_agents("sla_breach" if level == "breach" else "sla_warning", text=text, data={"sla": event})
 
     def sla(turn: Turn) -> None:

@@ -102,3 +102,27 @@ def test_bad_hours_config_names_the_key() -> None:
     with pytest.raises(ConfigError) as err:
         hours.build(make_config({"hours": {"default_team": "x"}}))
     assert "flows.hours.default_team" in str(err.value)
+
+
+def test_open_time_skips_nights_weekends_lunch_and_holidays() -> None:
+    support = Schedule("support", TeamHours.model_validate(TEAMS["teams"]["support"]))
+    hour = 3_600_000
+    # Friday 16:00 in Singapore, 2 hours of work: 1 h on Friday (closes 17:00), 1 h on Monday
+    assert support.add_open_time(at(2026, 11, 20, 16), 2 * hour) == at(2026, 11, 23, 10)
+    # Friday 11:30, 1 hour: 30 min before lunch, 30 min after
+    assert support.add_open_time(at(2026, 11, 20, 11, 30), hour) == at(2026, 11, 20, 13, 30)
+    # Christmas Eve (a Thursday) 17:30, 1 hour: 30 min that evening; Christmas Day is a
+    # holiday, then the weekend; 30 min on Monday
+    assert support.add_open_time(at(2026, 12, 24, 17, 30), hour) == at(2026, 12, 28, 9, 30)
+    # an hour exactly to closing time is closing time, not the next morning
+    assert support.add_open_time(at(2026, 11, 18, 17), hour) == at(2026, 11, 18, 18)
+
+
+def test_open_time_counts_real_hours_across_a_change_of_clocks() -> None:
+    # Berlin falls back on Sunday 2026-10-25 at 03:00: that day has 25 hours
+    berlin = Schedule("eu", TeamHours(timezone="Europe/Berlin", week={"sun": "00:00-24:00"}))
+    midnight = int(dt.datetime(2026, 10, 25, tzinfo=berlin.zone).timestamp() * 1000)
+    due = berlin.add_open_time(midnight, 24 * 3_600_000)
+    assert dt.datetime.fromtimestamp(due / 1000, berlin.zone).strftime("%a %H:%M") == "Sun 23:00"
+    never = Schedule("none", TeamHours(week={}))
+    assert never.add_open_time(midnight, 60_000) == midnight + 60_000  # no hours at all: the calendar

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from prometheus_client import REGISTRY
 
@@ -57,7 +59,7 @@ async def test_an_answer_in_time_and_a_resolution_silence_the_timers() -> None:
     assert events(await c.fire_due()) == []  # first response met: no warning, no breach
     clock.advance(hours=14)
     (warned,) = events(await c.fire_due())  # resolution warning at 24 h of 48 h
-    assert warned.text == "SLA warning: routine resolution due in 1410 min"  # fired 30 min after it was due
+    assert warned.text == "SLA warning: routine resolution due in 23 h 30 min"  # fired 30 min after it was due
     await c.command("resolve")
     clock.advance(days=3)
     assert events(await c.fire_due()) == []
@@ -75,9 +77,9 @@ async def test_turning_urgent_rearms_with_the_tighter_target_and_old_timers_are_
     fired = await c.fire_due()
     texts = [e.text for e in events(fired)]
     assert texts == ["SLA warning: urgent first response due in 0 min",
-                     "SLA breach: urgent first response target missed by 230 min",
+                     "SLA breach: urgent first response target missed by 3 h 50 min",
                      "SLA warning: urgent resolution due in 0 min",
-                     "SLA breach: urgent resolution target missed by 120 min"]  # routine timers: stale
+                     "SLA breach: urgent resolution target missed by 2 h"]  # routine timers: stale
 
 
 def test_sla_config_needs_both_urgencies() -> None:
@@ -87,3 +89,38 @@ def test_sla_config_needs_both_urgencies() -> None:
     with pytest.raises(ConfigError) as err:
         sla.build(make_config({"sla": {"warn_fraction": 1.5}}))
     assert "flows.sla.warn_fraction" in str(err.value)
+
+
+def utc(day: int, hour: int, minute: int = 0) -> int:
+    return int(dt.datetime(2026, 11, day, hour, minute, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+async def test_routine_clocks_run_only_in_business_hours_urgent_ones_always() -> None:
+    clock = Clock(utc(20, 17))  # Friday 17:00 UTC; the team works Mon-Fri 09:00-18:00 UTC
+    flows = {"sla": {"targets": {"urgent": {"first_response_min": 10, "resolution_h": 2},
+                                 "routine": {"first_response_min": 120, "resolution_h": 48}},
+                     "warn_fraction": 0.5, "business_hours": ["routine"]},
+             "hours": {"teams": {"support": {"timezone": "UTC"}}}}
+    config = make_config(flows, clock=clock)
+    c = Chat(config, [urgency.build(config), sla.build(config)])
+    await c.say("Could you send the datasheet for the LM317?")
+    state = c.conversation.data["sla"]  # type: ignore[union-attr]
+    assert state["first_response_due_ms"] == utc(23, 10)  # 1 h on Friday, 1 h on Monday
+    clock.now_ms = utc(21, 12)  # Saturday noon: only the warning (at Friday 18:00) has fired
+    assert [e.text for e in events(await c.fire_due())] == ["SLA warning: routine first response due in 46 h"]
+    clock.now_ms = utc(23, 9, 59)
+    assert events(await c.fire_due()) == []
+    clock.now_ms = utc(23, 10)
+    (breach,) = events(await c.fire_due())
+    assert breach.text == "SLA breach: routine first response target missed"
+
+    urgent = Chat(config, [urgency.build(config), sla.build(config)])
+    clock.now_ms = utc(21, 12)  # Saturday: urgent cases keep the calendar clock
+    await urgent.say("URGENT: our production line is down")
+    assert urgent.conversation.data["sla"]["first_response_due_ms"] == utc(21, 12, 10)  # type: ignore[union-attr]
+
+
+def test_business_hours_must_name_a_target() -> None:
+    with pytest.raises(ConfigError) as err:
+        sla.build(make_config({"sla": {"business_hours": ["vip"]}}))
+    assert "flows.sla.business_hours: 'vip' has no target under flows.sla.targets" in str(err.value)
