@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import time
 import urllib.parse
+from typing import Any
 
 SIGNATURE_HEX_CHARS = 40
 
@@ -47,3 +48,17 @@ def valid(key: bytes, file_id: str, expires: str, sig: str, now_s: float | None 
     if expires_s < (time.time() if now_s is None else now_s):
         return False
     return hmac.compare_digest(signature(key, file_id, expires_s, signed).encode(), sig.encode())
+
+
+#: types a browser may show from the bridge's origin; anything else (HTML, SVG, PDF) downloads
+INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+
+def response_options(mime: str, name: str) -> dict[str, Any]:
+    """Content type and headers for serving a customer's file: pictures inline, the rest as
+    a download, never as a page of ours (sandboxed, no sniffing)."""
+    inline = mime in INLINE_TYPES
+    return {"content_type": mime if inline else "application/octet-stream", "headers": {
+        "Content-Disposition": f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{urllib.parse.quote(name)}",
+        "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; sandbox"}}

@@ -4,7 +4,9 @@ HTTP API channel (replies to a signed webhook) for a customer on another channel
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
+from email.message import EmailMessage
 from email.utils import make_msgid
 from functools import partial
 from pathlib import Path
@@ -279,3 +281,38 @@ async def test_follow_ups_join_the_ticket_thread_without_email_on_the_agents_sid
         follow = await b.wait_for(lambda: mail_to(smtp, TEAM)[1:], what="the follow-up in the ticket thread")
         assert follow[0].message["In-Reply-To"] == ticket.message["Message-ID"]
         assert "Also 200 pcs of XL-8." in follow[0].text()
+
+
+async def test_attachments_reach_the_team_as_links_read_from_the_mailbox(redis_url: str, dovecot: Dovecot,
+                                                                         smtp: RecordingHandler,
+                                                                         webhook: WebhookReceiver) -> None:
+    photo = b"\x89PNG\r\n\x1a\n a photo of the cracked housing"
+    page = b"<script>alert(document.cookie)</script>"
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "Ann Lee <ann.lee@customer.example>", "support@example.com", "RMA"
+    mail["Message-ID"] = make_msgid(domain="customer.example")
+    mail.set_content("Two units arrived with cracked housings, photos attached.")
+    mail.add_attachment(photo, maintype="image", subtype="png", filename="housing.png")
+    mail.add_attachment(page, maintype="text", subtype="html", filename="report.html")
+    async with running_bridge(redis_url, bridge_config(dovecot, smtp, webhook), env=ENV) as b:
+        await imap_ready(b)
+        dovecot.deliver(mail.as_bytes())
+        (ticket,) = await b.wait_for(lambda: mail_to(smtp, TEAM), what="the ticket")
+        links = dict(re.findall(r"- (\S+) \([^)]*\)\n  (http\S+)", ticket.text()))
+        assert sorted(links) == ["housing.png", "report.html"]
+        urls = {name: url.replace("http://localhost", "http://127.0.0.1") for name, url in links.items()}
+        async with b.http.get(urls["housing.png"]) as r:  # what an agent's click gets: read from the mailbox
+            assert r.status == 200 and await r.read() == photo and r.content_type == "image/png"
+        async with b.http.get(urls["report.html"]) as r:
+            assert r.status == 200 and await r.read() == page
+            assert r.content_type == "application/octet-stream"  # a customer's page never runs as ours
+            assert r.headers["Content-Disposition"].startswith("attachment")
+        for forged in (urls["housing.png"].replace("type=image%2Fpng", "type=text%2Fhtml"),
+                       urls["housing.png"].split("?", 1)[0]):
+            async with b.http.get(forged) as r:
+                assert r.status == 403
+        # the mail deleted from the mailbox: the link says so
+        for path in dovecot.maildir().glob("*/*.test*"):
+            path.unlink()
+        async with b.http.get(urls["housing.png"]) as r:
+            assert r.status == 404 and "no longer in INBOX" in await r.text()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from adapters.email.loops import loop_reason
-from adapters.email.parse import html_to_text, parse, safe_filename
+from adapters.email.parse import attachment_bytes, html_to_text, parse, safe_filename
 from adapters.email.quotes import strip_quotes
 
 CORPUS = Path(__file__).parent / "fixtures" / "email"
@@ -153,3 +154,27 @@ def test_html_to_text() -> None:
 ])
 def test_strip_quotes(text: str, expected: str) -> None:
     assert strip_quotes(text) == expected
+
+
+def test_an_attachment_is_found_again_by_the_part_parse_gave_it() -> None:
+    inner = EmailMessage()
+    inner["Subject"] = "the original order"
+    inner.set_content("order 5521")
+    outer = EmailMessage()
+    outer["From"], outer["Subject"] = "ann@customer.example", "fwd"
+    outer.set_content("see below")
+    outer.add_alternative("<p>see below</p>", subtype="html")
+    outer.add_attachment(b"%PDF-1.4 invoice", maintype="application", subtype="pdf", filename="invoice.pdf")
+    outer.add_attachment(inner)
+    raw = outer.as_bytes()
+    found = {a.name: attachment_bytes(raw, a.part) for a in parse(raw).attachments}
+    assert found["invoice.pdf"] == b"%PDF-1.4 invoice"
+    forwarded = [v for k, v in found.items() if k != "invoice.pdf"]
+    assert len(forwarded) == 1 and b"order 5521" in (forwarded[0] or b"")
+    assert attachment_bytes(raw, "9") is None and attachment_bytes(raw, "x.1") is None
+
+    single = EmailMessage()
+    single["Content-Type"] = "application/octet-stream"
+    single.set_payload(b"raw firmware dump")  # a mail that is one file
+    (whole,) = parse(single.as_bytes()).attachments
+    assert attachment_bytes(single.as_bytes(), whole.part) == b"raw firmware dump"

@@ -24,17 +24,20 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import aiosmtplib
+from aiohttp import web
 
 from adapters.email import compose, smtp
 from adapters.email.config import EmailConfig
 from adapters.email.imap import ImapWatcher
 from adapters.email.loops import base_address, is_bounce, loop_reason
-from adapters.email.parse import ParsedMail, parse
+from adapters.email.parse import ParsedMail, attachment_bytes, parse
 from adapters.email.quotes import strip_quotes
 from adapters.email.threading import CONVERSATION_ID, match, reply_subject, with_token
+from bridge import filelinks
 from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
 from bridge.errors import PermanentError
 from bridge.model import Attachment, Conversation, Message, Sender, now_ms
@@ -57,6 +60,8 @@ class EmailAdapter(Adapter):
         self.own = [config.address, *config.also_ours]
         self.domain = config.address.rsplit("@", 1)[1]
         self.watcher = ImapWatcher(config, ctx.state, self.ingest, ctx.report_health) if config.imap_host else None
+        password = config.imap_password.get_secret_value() if config.imap_password else ""
+        self._file_key = filelinks.signing_key("email", password)
 
     async def start(self) -> None:
         if self.watcher is not None:
@@ -180,6 +185,8 @@ class EmailAdapter(Adapter):
         validity = self.watcher.uidvalidity if self.watcher is not None else ""
         attachments = [Attachment(name=a.name, mime=a.mime, size=a.size,
                                   ref="" if a.too_large else f"{validity}:{uid}:{a.part}") for a in mail.attachments]
+        for attachment in attachments:
+            attachment.url = self._file_link(attachment) if attachment.ref and uid else ""
         if any(a.too_large for a in mail.attachments):
             data["attachments_too_large"] = [a.name for a in mail.attachments if a.too_large]
         who = mail.from_addr if is_agent else customer
@@ -226,6 +233,38 @@ class EmailAdapter(Adapter):
         members = set((await self._get_json(key)).get("addresses", []))
         if not set(addresses) <= members:
             await self._set_json(key, {"addresses": sorted(members | set(addresses))[:50]})
+
+    # -- attachments, for the agents ------------------------------------------------
+
+    def routes(self) -> Iterable[web.AbstractRouteDef]:
+        return [web.get(self.cfg.files_path + "/{ref}", self._serve_file)] if self.watcher is not None else []
+
+    def _file_link(self, attachment: Attachment) -> str:
+        """A signed link to the bridge; the type and name are signed with it, since the type
+        decides whether a browser may show the file."""
+        return filelinks.link(self.ctx.public_url, self.cfg.files_path, self._file_key, attachment.ref,
+                              self.cfg.file_link_ttl_s, signed={"type": attachment.mime, "name": attachment.name})
+
+    async def _serve_file(self, request: web.Request) -> web.StreamResponse:
+        ref = request.match_info["ref"]
+        mime, name = request.query.get("type", ""), request.query.get("name", "")
+        if not filelinks.valid(self._file_key, ref, request.query.get("exp", ""), request.query.get("sig", ""),
+                               signed={"type": mime, "name": name}):
+            return web.Response(status=403, text="invalid or expired link")
+        validity, uid, part = ref.split(":", 2)  # as to_message made it (the link is ours)
+        assert self.watcher is not None  # the route exists only with IMAP
+        try:
+            raw = await self.watcher.fetch_mail(validity, int(uid), self.cfg.max_message_bytes)
+        except LookupError as exc:
+            return web.Response(status=404, text=f"email: {exc}")
+        except ValueError as exc:
+            return web.Response(status=413, text=f"email: {exc}")
+        except Exception as exc:  # the IMAP server is down or refused us
+            return web.Response(status=503, text=f"email: the mailbox cannot be read now ({type(exc).__name__})")
+        content = attachment_bytes(raw, part)
+        if content is None:
+            return web.Response(status=404, text="email: the mail has no such attachment")
+        return web.Response(body=content, **filelinks.response_options(mime, name or "attachment"))
 
     # -- out -----------------------------------------------------------------------
 
@@ -334,7 +373,9 @@ class EmailAdapter(Adapter):
             lines.append(f"Tier:         {summary['tier']}")
         lines += [f"Conversation: {conversation_id}", "", "Message:", "", message.text or "(no text)"]
         if message.attachments:
-            lines += ["", "Attachments:"] + [f"- {a.name} ({a.mime}, {a.size} bytes)" for a in message.attachments]
+            lines += ["", "Attachments:"]
+            for a in message.attachments:
+                lines.append(f"- {a.name} ({a.mime}, {a.size} bytes)" + (f"\n  {a.url}" if a.url else ""))
         lines += ["", "--", "Reply to this email to answer the customer on their own channel. "
                   "Quoted text and your signature are removed; keep the [#...] token in the subject."]
         out = compose.Outgoing(

@@ -49,6 +49,10 @@ class EmailConfig(ChannelConfig):
     max_attachment_bytes: int = Field(25 * 1024 * 1024, ge=0)
     max_message_bytes: int = Field(50 * 1024 * 1024, ge=10_000)  # larger mail is read up to this much
     max_text_chars: int = Field(100_000, ge=100)
+    # customers' attachments reach agents as signed links to the bridge, read from the
+    # mailbox when opened (the key is derived from imap_password)
+    files_path: str = "/email/files"
+    file_link_ttl_s: int = Field(30 * 86400, ge=60)
 
     def tls_context(self) -> ssl.SSLContext:
         """The TLS settings for both IMAP and SMTP."""

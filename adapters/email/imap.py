@@ -310,6 +310,32 @@ class ImapWatcher:
             raise ConnectionDropped("connection lost while polling")
         _check(await self._cmd(client.noop()), "NOOP")
 
+    async def fetch_mail(self, uidvalidity: str, uid: int, max_bytes: int) -> bytes:
+        """One mail of the watched mailbox, on a connection of its own (the watcher's is
+        in IDLE): for an attachment an agent opens. Raises `LookupError` when the mail is
+        gone (expunged, or the mailbox was rebuilt: another UIDVALIDITY), `ValueError` when
+        it is over ``max_bytes``, `ConnectionDropped` when the server cannot be reached."""
+        once = ImapWatcher(self.config, self.state, self.handle, self.report_health)
+        try:
+            client = await once._connect()
+            response = await once._cmd(client.select(self.config.imap_mailbox))
+            _check(response, f"SELECT {self.config.imap_mailbox}")
+            found = re.search(rb"UIDVALIDITY (\d+)", b" ".join(_lines(response)))
+            if (found.group(1).decode() if found else "0") != uidvalidity:
+                raise LookupError("the mailbox was rebuilt since (UIDVALIDITY changed)")
+            raw, size = await once._fetch_sized(client, uid, f"BODY.PEEK[]<0.{max_bytes + 1}>")
+            if raw is None:
+                raise LookupError(f"mail {uid} is no longer in {self.config.imap_mailbox}")
+            if max(size, len(raw)) > max_bytes:
+                raise ValueError(f"mail of {max(size, len(raw))} bytes is over max_attachment_bytes")
+            with contextlib.suppress(Exception):
+                await once._cmd(client.logout(), timeout_s=5)
+            return raw
+        except LoginRefused as exc:
+            raise ConnectionDropped(str(exc)) from exc
+        finally:
+            once._close()
+
     async def check(self) -> tuple[HealthState, str]:
         """Log in and out once, for ``bridge status``."""
         watcher = ImapWatcher(self.config, self.state, self.handle, self.report_health)

@@ -480,6 +480,27 @@ def _add_attachment(part: MimeMessage, ctype: str, path: str, mail: ParsedMail, 
                                              inline=disposition == "inline"))
 
 
+def attachment_bytes(raw: bytes, path: str) -> bytes | None:
+    """The decoded content of the attachment at ``path`` (`ParsedAttachment.part`) of a
+    mail, found the way `parse` numbered it; None when the mail has no such part."""
+    node = email.message_from_bytes(raw, policy=compat32)
+    steps = path.split(".")
+    if not node.is_multipart() and steps == ["1"]:
+        steps = []  # a mail that is one file
+    for step in steps:
+        payload = node.get_payload() if node.is_multipart() else None
+        children = [c for c in payload if isinstance(c, MimeMessage)] if isinstance(payload, list) else []
+        index = int(step) - 1 if step.isdigit() else -1
+        if not 0 <= index < len(children):
+            return None
+        node = children[index]
+    if _content_type(node) == "message/rfc822":
+        inner = node.get_payload()
+        mail = inner[0] if isinstance(inner, list) and inner else None
+        return mail.as_bytes() if isinstance(mail, MimeMessage) and _safe_as_bytes(mail) else None
+    return _payload_bytes(node)
+
+
 def _safe_as_bytes(part: MimeMessage) -> bool:
     try:
         part.as_bytes()

@@ -96,9 +96,6 @@ def send_error(exc: TelegramError, what: str) -> Exception:
     return PermanentError(f"telegram error on {what}: {exc!r}")
 
 
-_INLINE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
-
-
 class TelegramAdapter(Adapter):
     """Customers on Telegram (private chats and groups)."""
 
@@ -394,13 +391,7 @@ class TelegramAdapter(Adapter):
             return web.Response(status=status, text=f"telegram: {exc.reason}")
         except TransientError as exc:
             return web.Response(status=503, text=f"telegram: {exc.reason}")
-        # pictures are shown; anything else (HTML, SVG, PDF) is a download, never a page of ours
-        inline = mime in _INLINE_TYPES
-        disposition = "inline" if inline else "attachment"
-        return web.Response(body=content, content_type=mime if inline else "application/octet-stream", headers={
-            "Content-Disposition": f"{disposition}; filename*=UTF-8''{urllib.parse.quote(name or file_id)}",
-            "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'none'; sandbox"})
+        return web.Response(body=content, **filelinks.response_options(mime, name or file_id))
 
     async def fetch_attachment(self, attachment: Attachment) -> bytes:
         """The bytes of an inbound file, fetched on demand through getFile by its ``ref``."""
