@@ -250,9 +250,15 @@ class Bus:
             if start == "0-0" or len(entries) >= count:
                 return entries
 
-    async def pending_count(self, stream: str, group: str) -> int:
+    async def pending_count(self, stream: str, group: str, *, besides: str | None = None) -> int:
+        """Entries read and not acked, by every consumer but ``besides``."""
         info = await self.redis.xpending(stream, group)
-        return int(info["pending"]) if info else 0
+        if not info or not info["pending"]:
+            return 0
+        if besides is None:
+            return int(info["pending"])
+        return sum(int(c["pending"]) for c in info["consumers"]
+                   if (c["name"].decode() if isinstance(c["name"], bytes) else c["name"]) != besides)
 
     async def delivery_counts(self, stream: str, group: str, ids: Iterable[str]) -> dict[str, int]:
         """How often each pending entry was delivered (poison-pill detection)."""

@@ -24,7 +24,8 @@ from typing import Any
 
 from bridge import failpoints, keys
 from bridge.adapter import Adapter, Delivered, HealthState
-from bridge.bus import Bus, Entry, LeaseLost, decode_entries, entries_from_reply
+from bridge.bus import Bus, Entry, LeaseLost, decode_entries
+from bridge.cursor import GroupCursor
 from bridge.errors import IntegrationBroken, PermanentError, SendError, TransientError
 from bridge.lease import Leases
 from bridge.metrics import DEAD_LETTERS, SEND_FAILURES, SEND_SECONDS, SENT
@@ -72,9 +73,6 @@ class ChannelDispatcher:
         self.stream = keys.outbound(self.channel)
         self.group = keys.DISPATCH_GROUP
         self.worker_id = worker_id
-        self.block_ms = block_ms
-        self.batch_size = batch_size
-        self.claim_min_idle_ms = int(claim_min_idle_s * 1000)
         self.report_health = report_health
         config = adapter.config
         self.max_attempts = config.max_attempts
@@ -83,8 +81,8 @@ class ChannelDispatcher:
         self.leases = Leases(bus.redis, worker_id, [self.stream], ttl_s=lease_ttl_s, fair_share=False,
                              role=f"dispatch:{self.channel}")
         self._stopping = asyncio.Event()
-        self._recovering = False
-        self._reread_own = False
+        self.cursor = GroupCursor(bus, self.group, worker_id, count=batch_size, block_ms=block_ms,
+                                  min_idle_ms=int(claim_min_idle_s * 1000), sleep=self._sleep)
         self.delivered = 0
         self._sent = SENT.labels(self.channel)
         self._send_seconds = SEND_SECONDS.labels(self.channel)
@@ -108,26 +106,25 @@ class ChannelDispatcher:
             while not self._stopping.is_set():
                 try:
                     gained, _ = self.leases.changes()
-                    if gained:
-                        self._recovering = True
+                    self.cursor.gained(gained)
                     if not self.leases.held:
                         await self._sleep(0.05)
                         continue
                     if time.monotonic() >= next_own_check:  # entries of a lost read reply
-                        self._reread_own = True
+                        self.cursor.reread()
                         next_own_check = time.monotonic() + 30.0
-                    entries = await self._next_entries()
+                    entries = await self.cursor.next(self.leases.held)
                     if entries:
                         await self.deliver(entries)
                 except LeaseLost:
                     log.warning("lease lost", extra={"channel": self.channel})
-                    self._reread_own = True
+                    self.cursor.reread()
                 except Exception as exc:
                     if not (isinstance(exc, ConnectionError | OSError | TimeoutError)
                             or type(exc).__module__.startswith("redis")):
                         raise
                     log.warning("redis unavailable, retrying", extra={"channel": self.channel, "error": repr(exc)})
-                    self._reread_own = True
+                    self.cursor.reread()
                     await self._sleep(0.5)
         finally:
             keeper.cancel()
@@ -135,27 +132,6 @@ class ChannelDispatcher:
                 await self.leases.release_all()
             except Exception as exc:
                 log.info("could not release lease", extra={"error": repr(exc)})
-
-    async def _next_entries(self) -> list[Entry]:
-        if self._reread_own:
-            entries = await self.bus.read(self.stream, self.group, self.worker_id, count=self.batch_size,
-                                          block_ms=None, pending=True)
-            if entries:
-                return entries
-            self._reread_own = False
-        if self._recovering:
-            claimed = await self.bus.reclaim(self.stream, self.group, self.worker_id,
-                                             min_idle_ms=self.claim_min_idle_ms, count=self.batch_size)
-            if claimed:
-                return claimed
-            if await self.bus.pending_count(self.stream, self.group) == 0:
-                self._recovering = False
-            else:
-                await self._sleep(min(0.2, max(0.01, self.claim_min_idle_ms / 4000)))
-                return []
-        reply = await self.bus.redis.xreadgroup(self.group, self.worker_id, {self.stream: ">"},
-                                                count=self.batch_size, block=self.block_ms)
-        return entries_from_reply(reply)
 
     # -- one batch -------------------------------------------------------------------
 
@@ -192,7 +168,7 @@ class ChannelDispatcher:
 
     async def _history(self, decoded: list[tuple[Entry, Message]]) -> tuple[dict[str, str], dict[str, int]]:
         """Which of these were already sent (a redelivery), and earlier failed attempts."""
-        if not decoded or not (self._recovering or self._reread_own):
+        if not decoded or not self.cursor.replayed:
             return {}, {}
         ids = [m.id for _, m in decoded]
         entry_ids = [e.id for e, _ in decoded]

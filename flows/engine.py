@@ -22,7 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge import failpoints, keys
-from bridge.bus import Bus, Entry, LeaseLost, decode_entries, entries_from_reply
+from bridge.bus import Bus, Entry, LeaseLost, decode_entries
+from bridge.cursor import GroupCursor
 from bridge.lease import Leases
 from bridge.metrics import ENGINE_BATCH_SECONDS, ENGINE_MESSAGES
 from bridge.model import (
@@ -87,8 +88,10 @@ class Engine:
         self._conversations = _Cache(size)  # conversation id -> Conversation
         self._current = _Cache(size)  # (channel, address) -> conversation id
         self._contacts = _Cache(size)  # contact id -> Contact
-        self._recovering: set[str] = set()  # streams whose previous owner's entries come first
-        self._reread_own = False
+        self.cursor = GroupCursor(bus, self.group, worker_id, count=settings.engine.batch_size,
+                                  block_ms=settings.engine.block_ms,
+                                  min_idle_ms=int(settings.engine.claim_min_idle_s * 1000), sleep=self._sleep,
+                                  vet=self._drop_poison)
         self._failures: dict[str, int] = defaultdict(int)
         self._stopping = asyncio.Event()
         self.processed = 0
@@ -120,9 +123,9 @@ class Engine:
                     if time.monotonic() >= next_own_check:
                         # entries whose read reply was lost (a retried XREADGROUP) sit in our
                         # pending list; look there now and then
-                        self._reread_own = True
+                        self.cursor.reread()
                         next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
-                    entries = await self._next_entries()
+                    entries = await self.cursor.next(self.leases.held)
                     if entries:
                         await self.handle(entries)
                 except LeaseLost as exc:
@@ -158,7 +161,7 @@ class Engine:
         self._conversations.data.clear()
         self._current.data.clear()
         self._contacts.data.clear()
-        self._reread_own = True
+        self.cursor.reread()
 
     def _apply_lease_changes(self) -> None:
         gained, lost = self.leases.changes()
@@ -166,8 +169,8 @@ class Engine:
             log.info("partitions changed", extra={"gained": sorted(gained), "lost": sorted(lost),
                                                   "held": sorted(self.leases.held)})
             self._forget_all()
-            self._recovering.update(gained)
-            self._recovering.difference_update(lost)
+            self.cursor.gained(gained)
+            self.cursor.lost(lost)
 
     async def _give_back_excess(self) -> None:
         """Between batches: hand partitions above the fair share to newly joined workers."""
@@ -176,49 +179,12 @@ class Engine:
             await self.leases.give_back(surplus)
             log.info("partitions handed over", extra={"streams": surplus})
             self._forget_all()
-            self._recovering.difference_update(surplus)
+            self.cursor.lost(surplus)
 
     async def _fire_timers(self) -> None:
         now = self.clock_ms()
         for stream in sorted(self.leases.held):
             await self.bus.fire_timers(int(stream.rsplit(":", 1)[1]), now)
-
-    async def _next_entries(self) -> list[Entry]:
-        held = sorted(self.leases.held)
-        count = self.engine.batch_size
-        if self._reread_own:
-            reply = await self.bus.redis.xreadgroup(self.group, self.worker_id, dict.fromkeys(held, "0"), count=count)
-            entries = entries_from_reply(reply)
-            if entries:
-                return entries
-            self._reread_own = False
-        if self._recovering:
-            return await self._recover()
-        ready = [s for s in held if s not in self._recovering]
-        reply = await self.bus.redis.xreadgroup(self.group, self.worker_id, dict.fromkeys(ready, ">"),
-                                                count=count, block=self.engine.block_ms)
-        return entries_from_reply(reply)
-
-    async def _recover(self) -> list[Entry]:
-        """Entries a previous owner read and never acked come before anything new."""
-        min_idle_ms = int(self.engine.claim_min_idle_s * 1000)
-        for stream in sorted(self._recovering):
-            claimed = await self.bus.reclaim(stream, self.group, self.worker_id, min_idle_ms=min_idle_ms,
-                                             count=self.engine.batch_size)
-            if claimed:
-                return await self._drop_poison(stream, claimed)
-            if await self._others_pending(stream) == 0:
-                self._recovering.discard(stream)
-        if self._recovering:
-            await self._sleep(min(0.2, max(0.01, min_idle_ms / 4000)))
-        return []
-
-    async def _others_pending(self, stream: str) -> int:
-        info = await self.bus.redis.xpending(stream, self.group)
-        if not info or not info["pending"]:
-            return 0
-        return sum(int(c["pending"]) for c in info["consumers"]
-                   if (c["name"].decode() if isinstance(c["name"], bytes) else c["name"]) != self.worker_id)
 
     async def _drop_poison(self, stream: str, claimed: list[Entry]) -> list[Entry]:
         """An entry delivered too often (it crashed its workers) goes to the dead letters."""
@@ -280,7 +246,7 @@ class Engine:
                     ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry,
                                                         f"failed {tries} times: {type(exc).__name__}: {exc}"))
                 else:
-                    self._reread_own = True
+                    self.cursor.reread()
         for stream, ids in acks.items():
             ops.append(["XACK", stream, self.group, *ids])
         if touched:  # consoles listen for changed conversations (pub/sub, best effort)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 
 from bridge import keys
 from bridge.bus import Bus
+from bridge.cursor import GroupCursor
 from bridge.model import Message, decode
 
 
@@ -121,3 +124,28 @@ async def test_a_retried_commit_is_applied_once(redis: aioredis.Redis) -> None:
     assert await script(args=args) == 1
     assert await script(args=args) == 0  # the retry
     assert await redis.lrange("t:list", 0, -1) == [b"x"]
+
+
+async def test_a_cursor_reads_its_own_unacked_then_the_previous_owners_then_new(redis: aioredis.Redis) -> None:
+    bus = Bus(redis, partitions=1)
+    stream = keys.inbound(0)
+    await bus.ensure_group(stream, "g")
+    await bus.publish_many([customer("c", f"m{i}") for i in range(3)])
+    (old_owners,) = await bus.read(stream, "g", "dead-worker", count=1, block_ms=None)
+    (ours,) = await bus.read(stream, "g", "me", count=1, block_ms=None)  # its reply was lost, say
+    await bus.publish(customer("c", "m3"))
+    cursor = GroupCursor(bus, "g", "me", count=10, block_ms=10, min_idle_ms=0, sleep=asyncio.sleep)
+    cursor.reread()
+    cursor.gained([stream])
+
+    async def texts() -> list[str]:
+        entries = await cursor.next([stream])
+        if entries:
+            await redis.xack(stream, "g", *[e.id for e in entries])
+        return [decode(e.payload).text for e in entries if e.payload]
+
+    assert (await texts(), cursor.replayed) == ([decode(ours.payload or b"").text], True)
+    assert (await texts(), cursor.replayed) == ([decode(old_owners.payload or b"").text], True)
+    assert await texts() == []  # no other consumer holds any: the take-over is done
+    assert (await texts(), cursor.replayed) == (["m2", "m3"], False)
+    assert await bus.pending_count(stream, "g") == 0
