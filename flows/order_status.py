@@ -116,7 +116,7 @@ class Lookup:
 
 
 class OrderClient:
-    def __init__(self, settings: OrderStatusSettings, clock_s: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: OrderStatusSettings, clock_s: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock_s = clock_s
         self.failures = 0  # lookups in a row that found the endpoint down
@@ -189,7 +189,7 @@ class OrderClient:
 
 def build(config: FlowConfig) -> Step:
     settings = step_settings(config, "order_status", OrderStatusSettings)
-    client = OrderClient(settings)
+    client = OrderClient(settings, clock_s=lambda: config.clock_ms() / 1000)
     pattern = re.compile(settings.order_pattern)
     command = settings.command.lower()
 
