@@ -161,6 +161,26 @@ async def _longer(read: Any, than: int) -> Any:
     return items if len(items) > than else None
 
 
+async def test_logging_out_ends_the_session_everywhere(redis_url: str) -> None:
+    async with running_bridge(redis_url, widget_config(), env=ENV) as b, \
+            running_bridge(redis_url, {**widget_config(), "roles": ["web"]}, env=ENV) as other:
+        cookie = await console_login(b)
+        other_tab = await console_login(b)  # another session of the same agent
+        assert (await b.get("/agent/api/me", headers=cookie)).status == 200
+        assert (await other.get("/agent/api/me", headers=cookie)).status == 200
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                b.url + "/agent/ws", headers={"Origin": b.url, **cookie}) as live:
+            r = await b.post("/agent/logout", json={}, headers={"Origin": b.url, **cookie})
+            assert r.status == 200
+            closed = await live.receive(timeout=5)
+            assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        # a copy of the cookie (kept by another tab, or stolen) opens nothing, in any process
+        for bridge in (b, other):
+            assert (await bridge.get("/agent/api/me", headers=cookie)).status == 401
+            assert (await bridge.get("/agent/api/conversations", headers=cookie)).status == 401
+        assert (await other.get("/agent/api/me", headers=other_tab)).status == 200  # only that session ended
+
+
 async def test_a_reply_reaches_a_visitor_connected_to_another_process(redis_url: str, tabs: list[Tab]) -> None:
     async with running_bridge(redis_url, {**widget_config(), "roles": ["web"]}, env=ENV) as front, \
             running_bridge(redis_url, widget_config(), env=ENV) as back:

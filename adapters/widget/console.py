@@ -40,6 +40,7 @@ from bridge.model import Conversation, Message, Sender
 log = logging.getLogger("adapters.widget.console")
 
 COOKIE = "bridge_agent"
+REVOKED = "console:revoked:"  # + session id, in the adapter state: sessions ended by a logout
 CHANNEL = "console"
 STATIC = Path(__file__).parent / "static"
 _STATUSES = ("open", "pending", "resolved")
@@ -147,19 +148,30 @@ class Console:
         self.token = token
         self.secure_cookie = secure_cookie
         self.ensure_listening = ensure_listening
-        self.sockets: set[web.WebSocketResponse] = set()
+        self.sockets: dict[web.WebSocketResponse, str] = {}  # live console -> its session id
         self.login_failures = Buckets(10 / 60.0, 10)
         self._lists: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # status -> (at monotonic s, rows)
 
     # -- sessions ----------------------------------------------------------------------
 
-    def agent(self, request: web.Request) -> str | None:
+    def _session(self, request: web.Request) -> tuple[str, str] | None:
+        """(agent name, session id) of a signed, unexpired session cookie."""
         data = self.signer.verify(request.cookies.get(COOKIE, ""), self.config.session_hours * 3600)
-        name = data.get("a") if data else None
-        return name if isinstance(name, str) and name else None
+        name, sid = (data.get("a"), data.get("s")) if data else (None, None)
+        if not isinstance(name, str) or not name or not isinstance(sid, str) or not sid:
+            return None
+        return name, sid
 
-    def _require(self, request: web.Request, *, write: bool = False) -> str:
-        agent = self.agent(request)
+    async def agent(self, request: web.Request) -> str | None:
+        """The logged-in agent: a valid cookie whose session was not ended by a logout (in
+        any process: ended sessions are kept in Redis until the cookie would expire)."""
+        session = self._session(request)
+        if session is None or await self.ctx.state.get(REVOKED + session[1]) is not None:
+            return None
+        return session[0]
+
+    async def _require(self, request: web.Request, *, write: bool = False) -> str:
+        agent = await self.agent(request)
         if agent is None:
             raise web.HTTPUnauthorized(text=json.dumps({"error": "log in first"}), content_type="application/json")
         if write:
@@ -204,12 +216,22 @@ class Console:
             return web.json_response({"error": "wrong name, password or token"}, status=401)
         self.login_failures.refund(ip)
         response = web.json_response({"agent": agent, "poll_interval_s": self.config.poll_interval_s})
-        response.set_cookie(COOKIE, self.signer.sign({"a": agent, "iat": int(time.time())}),
+        session = {"a": agent, "s": secrets.token_urlsafe(12), "iat": int(time.time())}
+        response.set_cookie(COOKIE, self.signer.sign(session),
                             max_age=int(self.config.session_hours * 3600), path="/agent", httponly=True,
                             samesite="Strict", secure=self.secure_cookie)
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
+        """End the session for good: a copy of the cookie (another tab, a stolen one) no
+        longer works, and this process's live sockets of the session close."""
+        session = self._session(request)
+        if session is not None:
+            await self.ctx.state.set(REVOKED + session[1], "1", ttl_s=int(self.config.session_hours * 3600) + 60)
+            for ws, sid in list(self.sockets.items()):
+                if sid == session[1]:
+                    with contextlib.suppress(Exception):
+                        await ws.close()
         response = web.json_response({})
         response.del_cookie(COOKIE, path="/agent")
         return response
@@ -225,13 +247,13 @@ class Console:
     # -- API ---------------------------------------------------------------------------
 
     async def me(self, request: web.Request) -> web.Response:
-        agent = self.agent(request)
+        agent = await self.agent(request)
         if agent is None:
             return web.json_response({"agent": None, "password_login": bool(self.config.agents)}, status=401)
         return web.json_response({"agent": agent, "poll_interval_s": self.config.poll_interval_s})
 
     async def list_conversations(self, request: web.Request) -> web.Response:
-        self._require(request)
+        await self._require(request)
         status = request.query.get("status", "active")
         if status not in (*_STATUSES, "active", "all"):
             return web.json_response({"error": "status is one of active, open, pending, resolved, all"}, status=400)
@@ -262,7 +284,7 @@ class Console:
         return rows
 
     async def conversation(self, request: web.Request) -> web.Response:
-        self._require(request)
+        await self._require(request)
         conversation = await self.ctx.conversations.get(request.match_info["id"])
         if conversation is None:
             return web.json_response({"error": "no such conversation"}, status=404)
@@ -287,7 +309,7 @@ class Console:
         return body
 
     async def reply(self, request: web.Request) -> web.Response:
-        agent = self._require(request, write=True)
+        agent = await self._require(request, write=True)
         body = await self._body(request)
         conversation = await self.ctx.conversations.get(request.match_info["id"])
         if conversation is None:
@@ -306,7 +328,7 @@ class Console:
     async def command(self, request: web.Request) -> web.Response:
         """resolve, reopen, claim (assign to me), note (internal: never sent to the customer),
         link (the agent confirmed the customer's email: join the contact that has it)."""
-        agent = self._require(request, write=True)
+        agent = await self._require(request, write=True)
         body = await self._body(request)
         conversation = await self.ctx.conversations.get(request.match_info["id"])
         if conversation is None:
@@ -333,7 +355,7 @@ class Console:
     # -- live updates ------------------------------------------------------------------
 
     async def live(self, request: web.Request) -> web.StreamResponse:
-        self._require(request)
+        await self._require(request)
         origin = request.headers.get("Origin")
         if origin is not None and origin != f"{request.scheme}://{request.host}" \
                 and origin != self.ctx.public_url.rstrip("/"):
@@ -341,14 +363,15 @@ class Console:
         await self.ensure_listening()
         ws = web.WebSocketResponse(max_msg_size=1024, heartbeat=30.0)
         await ws.prepare(request)
-        self.sockets.add(ws)
+        session = self._session(request)
+        self.sockets[ws] = session[1] if session else ""
         CONSOLES.inc()
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     break
         finally:
-            self.sockets.discard(ws)
+            self.sockets.pop(ws, None)
             CONSOLES.dec()
         return ws
 
