@@ -80,7 +80,8 @@ def combine(hits: list[Hit]) -> list[Hit]:
         if len(found) == COMBO_PARTS.get(category, 2):
             ordered = [found[i] for i in sorted(found)]
             plain.append(Hit(category, " + ".join(h.phrase for h in ordered), ordered[0].language,
-                             min(h.start for h in ordered), max(h.end for h in ordered)))
+                             min(h.start for h in ordered), max(h.end for h in ordered),
+                             fuzzy=any(h.fuzzy for h in ordered)))
     return plain
 
 

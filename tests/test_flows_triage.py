@@ -45,6 +45,20 @@ CASES = [
     ("Cip ini nampak palsu", "ms", True, "counterfeit"),
     ("pengeluaran terhenti sbb komponen tak sampai, segra", "ms", True, "line down"),
     ("Terima kasih atas bantuan semalam!", "ms", False, ""),
+    # words of a concept in any order (combos), not one fixed phrase
+    ("The assembly area has been idle all morning, waiting for your cores", "en", True, 'line down: "assembly + idle"'),
+    ("Half of the drivers were dead out of the box", "en", True, "doa rma"),
+    ("Parcel returned to sender and our build starts Monday", "en", True, "ship date"),
+    ("The battery swelled and started hissing while charging", "en", True, "safety"),
+    ("The production planning meeting is on Monday, can you join?", "en", False, ""),
+    ("I need a copy of my invoice for last month's order", "en", False, ""),
+    ("车间等料已经停了半天", "zh", True, "line down"),
+    ("一半开箱就不亮", "zh", True, "doa rma"),
+    ("конвейер простаивает, ждём ваши платы", "ru", True, "line down"),
+    ("Поставщик пишет, что микросхему снимают с производства", "ru", True, "eol pcn"),
+    ("Kalahati ng mga module ay hindi umiilaw", "tl", True, "doa rma"),
+    ("Ilang araw bago dumating ang delivery sa Davao?", "tl", False, ""),
+    ("Talian reflow terbiar sejak pagi", "ms", True, "line down"),
 ]
 
 
