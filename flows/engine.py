@@ -43,6 +43,9 @@ from flows.turn import FlowConfig, Step, Turn
 log = logging.getLogger("bridge.engine")
 
 OWN_PENDING_CHECK_S = 30.0
+# contacts span partitions, so another worker may change one (a link by email): a cached
+# contact is read again when it is older than this at the start of a batch
+CONTACT_FRESH_MS = 5_000
 
 
 class _Cache:
@@ -87,7 +90,7 @@ class Engine:
         size = max(1, settings.engine.conversation_cache)
         self._conversations = _Cache(size)  # conversation id -> Conversation
         self._current = _Cache(size)  # (channel, address) -> conversation id
-        self._contacts = _Cache(size)  # contact id -> Contact
+        self._contacts = _Cache(size)  # contact id -> (Contact, loaded at clock_ms)
         self.cursor = GroupCursor(bus, self.group, worker_id, count=settings.engine.batch_size,
                                   block_ms=settings.engine.block_ms,
                                   min_idle_ms=int(settings.engine.claim_min_idle_s * 1000), sleep=self._sleep,
@@ -264,7 +267,8 @@ class Engine:
     # -- conversations ---------------------------------------------------------------
 
     async def _load(self, messages: list[Message]) -> None:
-        """Fill the caches for a batch: at most three round trips, none when warm."""
+        """Fill the caches for a batch: at most three round trips, none when warm (contacts
+        are read again once older than CONTACT_FRESH_MS)."""
         addresses = list(dict.fromkeys((m.channel, m.address) for m in messages
                                        if m.kind == "customer" and not m.conversation_id
                                        and self._current.get((m.channel, m.address)) is None))
@@ -280,11 +284,13 @@ class Engine:
                 if conversation is not None:
                     self._conversations.put(conversation.id, conversation)
         contact_ids = {c.contact_id for c in (self._conversations.get(i) for i in wanted if i) if c and c.contact_id}
-        missing_contacts = [c for c in contact_ids if self._contacts.get(c) is None]
-        if missing_contacts:
-            for contact in await self.store.contacts_many(missing_contacts):
+        now = self.clock_ms()
+        stale = [c for c in contact_ids
+                 if (cached := self._contacts.get(c)) is None or now - cached[1] > CONTACT_FRESH_MS]
+        if stale:
+            for contact in await self.store.contacts_many(stale):
                 if contact is not None:
-                    self._contacts.put(contact.id, contact)
+                    self._contacts.put(contact.id, (contact, now))
 
     def _evict(self, message: Message) -> None:
         conversation_id = message.conversation_id or self._current.get((message.channel, message.address))
@@ -332,7 +338,8 @@ class Engine:
                     previous_status=previous)
 
     def _contact(self, conversation: Conversation) -> Contact | None:
-        return self._contacts.get(conversation.contact_id) if conversation.contact_id else None
+        cached = self._contacts.get(conversation.contact_id) if conversation.contact_id else None
+        return cached[0] if cached else None
 
     async def _open(self, message: Message, now: int) -> tuple[Conversation, Contact]:
         """A new conversation for a customer address (and a contact, unless one is linked)."""
@@ -356,7 +363,7 @@ class Engine:
                                     contact_id=contact.id, created_ms=now, updated_ms=now)
         self._conversations.put(conversation.id, conversation)
         self._current.put((message.channel, message.address), conversation.id)
-        self._contacts.put(contact.id, contact)
+        self._contacts.put(contact.id, (contact, self.clock_ms()))
         return conversation, contact
 
     # -- effects ---------------------------------------------------------------------

@@ -117,6 +117,31 @@ async def test_timers_fire_through_the_engine_on_the_given_clock(redis: aioredis
     assert fired == [conversation.id]
 
 
+async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Redis, make_engine: Any) -> None:
+    clock = Clock()
+    seen: list[str] = []
+
+    def record(turn: Turn) -> None:
+        if turn.message.kind == "customer":
+            seen.append(turn.contact.email if turn.contact else "?")
+
+    engine = make_engine([record], clock=clock)
+    store = Store(redis)
+    await engine.bus.publish(Message(kind="customer", channel="api", address="k1", text="one"))
+    await wait_for(lambda: len(seen) == 1, 10, "the first message")
+    conversation = await store.for_address("api", "k1")
+    assert conversation is not None
+    contact = await store.contact(conversation.contact_id)
+    assert contact is not None
+    contact.email = "buyer@factory.example"  # linked by another worker, in another partition
+    for op in Store.contact_ops(contact):
+        await redis.execute_command(*op)
+    clock.advance(minutes=0.1)
+    await engine.bus.publish(Message(kind="customer", channel="api", address="k1", text="two"))
+    await wait_for(lambda: len(seen) == 2, 10, "the second message")
+    assert seen == ["", "buyer@factory.example"]
+
+
 async def test_urgent_keywords_in_any_configured_language(redis: aioredis.Redis, make_engine: Any) -> None:
     engine = make_engine([KeywordTriage, Routing])
     await engine.bus.publish(Message(kind="customer", channel="api", address="u1", text="This is URGENT!!"))
