@@ -21,6 +21,7 @@ a follow-up in the ticket's thread.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -45,6 +46,7 @@ from bridge.model import Attachment, Conversation, Message, Sender, now_ms
 log = logging.getLogger(__name__)
 
 STATE_TTL_S = 180 * 86400  # threading facts kept this long after the last use
+MAILBOX_READS = 2  # attachment reads at once
 
 
 class EmailAdapter(Adapter):
@@ -62,6 +64,9 @@ class EmailAdapter(Adapter):
         self.watcher = ImapWatcher(config, ctx.state, self.ingest, ctx.report_health) if config.imap_host else None
         password = config.imap_password.get_secret_value() if config.imap_password else ""
         self._file_key = filelinks.signing_key("email", password)
+        # attachment reads each log in on a connection of their own; servers cap connections
+        # per user (Dovecot: 10 per address), and the watcher holds one already
+        self._mailbox_reads = asyncio.Semaphore(MAILBOX_READS)
 
     async def start(self) -> None:
         if self.watcher is not None:
@@ -254,7 +259,8 @@ class EmailAdapter(Adapter):
         validity, uid, part = ref.split(":", 2)  # as to_message made it (the link is ours)
         assert self.watcher is not None  # the route exists only with IMAP
         try:
-            raw = await self.watcher.fetch_mail(validity, int(uid), self.cfg.max_message_bytes)
+            async with self._mailbox_reads:
+                raw = await self.watcher.fetch_mail(validity, int(uid), self.cfg.max_message_bytes)
         except LookupError as exc:
             return web.Response(status=404, text=f"email: {exc}")
         except ValueError as exc:
