@@ -14,7 +14,10 @@ import hashlib
 import hmac
 import time
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
+
+from bridge.model import Attachment
 
 SIGNATURE_HEX_CHARS = 40
 
@@ -48,6 +51,21 @@ def valid(key: bytes, file_id: str, expires: str, sig: str, now_s: float | None 
     if expires_s < (time.time() if now_s is None else now_s):
         return False
     return hmac.compare_digest(signature(key, file_id, expires_s, signed).encode(), sig.encode())
+
+
+def attachment_link(base_url: str, path: str, key: bytes, attachment: Attachment, ttl_s: int) -> str:
+    """A link to a customer's file; its type and name are signed with it, since the type
+    decides whether a browser may show the file."""
+    return link(base_url, path, key, attachment.ref, ttl_s, signed={"type": attachment.mime, "name": attachment.name})
+
+
+def linked_attachment(query: Mapping[str, str], key: bytes, ref: str) -> Attachment | None:
+    """The file a request's link names (``ref`` from its path), when we signed the link and
+    it has not expired."""
+    mime, name = query.get("type", ""), query.get("name", "")
+    if not valid(key, ref, query.get("exp", ""), query.get("sig", ""), signed={"type": mime, "name": name}):
+        return None
+    return Attachment(ref=ref, mime=mime, name=name)
 
 
 #: types a browser may show from the bridge's origin; anything else (HTML, SVG, PDF) downloads

@@ -191,7 +191,9 @@ class EmailAdapter(Adapter):
         attachments = [Attachment(name=a.name, mime=a.mime, size=a.size,
                                   ref="" if a.too_large else f"{validity}:{uid}:{a.part}") for a in mail.attachments]
         for attachment in attachments:
-            attachment.url = self._file_link(attachment) if attachment.ref and uid else ""
+            if attachment.ref and uid:  # a link for the agents, read from the mailbox when opened
+                attachment.url = filelinks.attachment_link(self.ctx.public_url, self.cfg.files_path, self._file_key,
+                                                           attachment, self.cfg.file_link_ttl_s)
         if any(a.too_large for a in mail.attachments):
             data["attachments_too_large"] = [a.name for a in mail.attachments if a.too_large]
         who = mail.from_addr if is_agent else customer
@@ -244,17 +246,10 @@ class EmailAdapter(Adapter):
     def routes(self) -> Iterable[web.AbstractRouteDef]:
         return [web.get(self.cfg.files_path + "/{ref}", self._serve_file)] if self.watcher is not None else []
 
-    def _file_link(self, attachment: Attachment) -> str:
-        """A signed link to the bridge; the type and name are signed with it, since the type
-        decides whether a browser may show the file."""
-        return filelinks.link(self.ctx.public_url, self.cfg.files_path, self._file_key, attachment.ref,
-                              self.cfg.file_link_ttl_s, signed={"type": attachment.mime, "name": attachment.name})
-
     async def _serve_file(self, request: web.Request) -> web.StreamResponse:
         ref = request.match_info["ref"]
-        mime, name = request.query.get("type", ""), request.query.get("name", "")
-        if not filelinks.valid(self._file_key, ref, request.query.get("exp", ""), request.query.get("sig", ""),
-                               signed={"type": mime, "name": name}):
+        wanted = filelinks.linked_attachment(request.query, self._file_key, ref)
+        if wanted is None:
             return web.Response(status=403, text="invalid or expired link")
         validity, uid, part = ref.split(":", 2)  # as to_message made it (the link is ours)
         assert self.watcher is not None  # the route exists only with IMAP
@@ -270,7 +265,7 @@ class EmailAdapter(Adapter):
         content = attachment_bytes(raw, part)
         if content is None:
             return web.Response(status=404, text="email: the mail has no such attachment")
-        return web.Response(body=content, **filelinks.response_options(mime, name or "attachment"))
+        return web.Response(body=content, **filelinks.response_options(wanted.mime, wanted.name or "attachment"))
 
     # -- out -----------------------------------------------------------------------
 

@@ -297,7 +297,8 @@ class TelegramAdapter(Adapter):
         if message is None:
             return
         for attachment in message.attachments:
-            attachment.url = self._file_link(attachment)
+            attachment.url = filelinks.attachment_link(self.ctx.public_url, self.cfg.files_path, self._file_key,
+                                                       attachment, self.cfg.file_link_ttl_s)
         command = message.data.get("command")
         if command == "start" and not message.edited and self.cfg.greet_on_start:
             # /start is Telegram's "open the chat" button, not a support request: it is
@@ -372,26 +373,18 @@ class TelegramAdapter(Adapter):
 
     # -- files -------------------------------------------------------------------------
 
-    def _file_link(self, attachment: Attachment) -> str:
-        """A link for the agents: the bridge fetches the file from Telegram when it is opened.
-        The type is signed with it, since it decides whether a browser may show the file."""
-        return filelinks.link(self.ctx.public_url, self.cfg.files_path, self._file_key, attachment.ref,
-                              self.cfg.file_link_ttl_s, signed={"type": attachment.mime, "name": attachment.name})
-
     async def _serve_file(self, request: web.Request) -> web.StreamResponse:
-        file_id = request.match_info["file_id"]
-        mime, name = request.query.get("type", ""), request.query.get("name", "")
-        if not filelinks.valid(self._file_key, file_id, request.query.get("exp", ""), request.query.get("sig", ""),
-                               signed={"type": mime, "name": name}):
+        wanted = filelinks.linked_attachment(request.query, self._file_key, request.match_info["file_id"])
+        if wanted is None:
             return web.Response(status=403, text="invalid or expired link")
         try:
-            content = await self.fetch_attachment(Attachment(ref=file_id, mime=mime, name=name))
+            content = await self.fetch_attachment(wanted)
         except PermanentError as exc:
             status = 413 if "max_file_bytes" in exc.reason else 404
             return web.Response(status=status, text=f"telegram: {exc.reason}")
         except TransientError as exc:
             return web.Response(status=503, text=f"telegram: {exc.reason}")
-        return web.Response(body=content, **filelinks.response_options(mime, name or file_id))
+        return web.Response(body=content, **filelinks.response_options(wanted.mime, wanted.name or wanted.ref))
 
     async def fetch_attachment(self, attachment: Attachment) -> bytes:
         """The bytes of an inbound file, fetched on demand through getFile by its ``ref``."""
