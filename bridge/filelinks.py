@@ -68,15 +68,18 @@ def linked_attachment(query: Mapping[str, str], key: bytes, ref: str) -> Attachm
     return Attachment(ref=ref, mime=mime, name=name)
 
 
-#: types a browser may show from the bridge's origin; anything else (HTML, SVG, PDF) downloads
+#: types a browser may show from the bridge's origin; everything else downloads
 INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+#: types a browser could run as a page: served as bytes, never with their own type
+_ACTIVE = ("html", "xml", "svg", "javascript", "ecmascript")
 
 
 def response_options(mime: str, name: str) -> dict[str, Any]:
-    """Content type and headers for serving a customer's file: pictures inline, the rest as
-    a download, never as a page of ours (sandboxed, no sniffing)."""
+    """Content type and headers for serving a customer's or an agent's file: pictures
+    inline, the rest as a download; never a page of ours (sandboxed, no sniffing)."""
     inline = mime in INLINE_TYPES
-    return {"content_type": mime if inline else "application/octet-stream", "headers": {
+    active = not mime or any(word in mime.lower() for word in _ACTIVE)
+    return {"content_type": "application/octet-stream" if active else mime, "headers": {
         "Content-Disposition": f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{urllib.parse.quote(name)}",
         "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'; sandbox"}}

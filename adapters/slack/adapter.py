@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import time
-import urllib.parse
 from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
@@ -489,9 +488,8 @@ class SlackAdapter(Adapter):
         if len(content) > limit:
             return web.Response(status=413, text=f"file over {limit} bytes (channels.slack.max_file_bytes)")
         name = str(details.get("name") or file_id)
-        return web.Response(body=content, content_type=str(details.get("mimetype") or "application/octet-stream"),
-                            headers={"Content-Disposition": f"attachment; filename*=UTF-8''{urllib.parse.quote(name)}",
-                                     "Cache-Control": "private, no-store"})
+        mime = str(details.get("mimetype") or "application/octet-stream")
+        return web.Response(body=content, **filelinks.response_options(mime, name))
 
     def _attachments(self, event: dict[str, Any]) -> list[Attachment]:
         """Files shared with a reply; their URL is a signed link through the bridge."""
