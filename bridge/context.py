@@ -39,6 +39,13 @@ class RedisState:
     async def delete(self, key: str) -> None:
         await self.redis.delete(self._key(key))
 
+    async def get_bytes(self, key: str) -> bytes | None:
+        value = await self.redis.get(self._key(key))
+        return bytes(value) if value is not None else None
+
+    async def set_bytes(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
+        await self.redis.set(self._key(key), value, ex=ttl_s)
+
 
 class RedisFanout:
     """Broadcast to every bridge process (Redis pub/sub)."""

@@ -366,3 +366,28 @@ async def _survey_score(b: RunningBridge, conversation_id: str) -> int:
     conversation = await b.store.get(conversation_id)
     survey = conversation.data.get("survey", {}) if conversation else {}
     return int(survey.get("score", 0))
+
+
+async def test_a_visitor_attaches_a_photo_and_the_agent_opens_it(browser: Browser, redis_url: str,
+                                                                 tmp_path: Path) -> None:
+    photo = tmp_path / "burnt board.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"pixels" * 100)
+    async with running_bridge(redis_url, widget_config(), env=ENV) as b:
+        page = await visitor_page(browser, b)
+        await expect(page.locator(".bw-attach")).to_be_visible(timeout=WAIT_MS)
+        await page.locator(".bw-input").fill("This is how the board arrived")
+        await page.locator(".bw-file-input").set_input_files(str(photo))
+        link = page.locator('.bw-msg[data-from="visitor"] a.bw-file')
+        await expect(link).to_have_text(["\U0001F4CE burnt board.png"], timeout=WAIT_MS)
+        await expect(visitor_texts(page, "visitor")).to_have_text(["This is how the board arrived"])
+        await page.screenshot(path=str(ARTIFACTS / "widget-attachment.png"))
+
+        console = await console_page(browser, b, name="Ana")
+        await console.locator("#list li").first.click()
+        attachment = console.locator('#transcript li[data-who="customer"] a.attachment')
+        await expect(attachment).to_have_count(1, timeout=WAIT_MS)
+        await expect(attachment).to_contain_text("burnt board.png")
+        href = await attachment.get_attribute("href")
+        assert href is not None
+        async with b.http.get(href.replace("http://localhost", "http://127.0.0.1")) as r:
+            assert r.status == 200 and await r.read() == photo.read_bytes()

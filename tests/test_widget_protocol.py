@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -494,3 +495,64 @@ def test_the_console_lists_files_and_links_only_web_addresses() -> None:
          "url": "https://support.example.com/telegram/files/AgAC1?exp=1&sig=ab"},
         {"name": "x.html", "mime": "application/octet-stream", "size": 0, "url": ""},  # named, never linked
         {"name": "no link", "mime": "application/octet-stream", "size": 0, "url": ""}]
+
+
+# -- files visitors attach ----------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"a photo of the burnt board" * 10
+
+
+async def upload(b: RunningBridge, token: str, data: bytes, mime: str = "image/png", name: str = "board.png",
+                 origin: str | None = None) -> aiohttp.ClientResponse:
+    return await b.post("/widget/upload", data=data, headers={
+        "Origin": origin or b.url, "Authorization": f"Bearer {token}", "Content-Type": mime,
+        "X-File-Name": urllib.parse.quote(name)})
+
+
+async def test_a_visitor_attaches_a_photo_that_the_agents_can_open(redis_url: str, tabs: list[Tab]) -> None:
+    async with running_bridge(redis_url, widget_config(), env=ENV) as b:
+        tab = await open_tab(tabs, b)
+        welcome = await tab.welcome()
+        assert welcome["uploads"]["max_bytes"] == 5 * 1024 * 1024 and "image/png" in welcome["uploads"]["types"]
+        r = await upload(b, welcome["token"], PNG, name="../../etc/burnt board.png")
+        assert r.status == 200, await r.text()
+        uploaded = await r.json()
+        assert uploaded["name"] == "burnt board.png" and uploaded["size"] == len(PNG)  # no directories
+        await tab.ws.send_str(json.dumps({"type": "message", "cid": "f1", "text": "This is what arrived",
+                                          "files": [uploaded["id"]]}))
+        await wait_for(lambda: any(f["type"] == "ack" for f in tab.frames), what="the ack")
+        (mine,) = [i for i in tab.items() if i["from"] == "visitor"]
+        assert [a["name"] for a in mine["attachments"]] == ["burnt board.png"]
+
+        conversation = await wait_for(lambda: b.store.for_address("widget", welcome["visitor"]),
+                                      what="the conversation")
+        cookie = await console_login(b)
+        r = await b.get(f"/agent/api/conversations/{conversation.id}", headers=cookie)
+        (item,) = [i for i in (await r.json())["transcript"] if i["who"] == "customer"]
+        (attachment,) = item["attachments"]
+        assert attachment["name"] == "burnt board.png" and attachment["mime"] == "image/png"
+        async with b.http.get(attachment["url"].replace("http://localhost", "http://127.0.0.1")) as got:
+            assert got.status == 200 and await got.read() == PNG and got.content_type == "image/png"
+        forged = attachment["url"].replace("type=image%2Fpng", "type=text%2Fhtml")
+        async with b.http.get(forged.replace("http://localhost", "http://127.0.0.1")) as got:
+            assert got.status == 403
+
+
+async def test_uploads_are_checked(redis_url: str, tabs: list[Tab]) -> None:
+    config = widget_config(uploads={"max_bytes": 1000}, allowed_origins=["https://shop.example"])
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        first = await open_tab(tabs, b)
+        token = (await first.welcome())["token"]
+        assert (await upload(b, "forged.token", PNG[:100])).status == 401
+        assert (await upload(b, token, b"<script>alert(1)</script>", mime="text/html")).status == 415
+        assert (await upload(b, token, PNG * 10)).status == 413
+        assert (await upload(b, token, PNG[:100], origin="https://evil.example")).status == 403
+        allowed = await upload(b, token, PNG[:100], origin="https://shop.example")  # another site of theirs
+        assert allowed.status == 200 and allowed.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+        theirs = (await allowed.json())["id"]
+        # another visitor cannot attach it, whatever the id
+        other = await open_tab(tabs, b)
+        await other.welcome()
+        await other.ws.send_str(json.dumps({"type": "message", "cid": "x1", "text": "look", "files": [theirs]}))
+        error = await wait_for(lambda: next((f for f in other.frames if f["type"] == "error"), None), what="error")
+        assert error == {"type": "error", "code": "bad_files", "cid": "x1"}

@@ -31,6 +31,7 @@ from adapters.widget.config import WidgetConfig
 from adapters.widget.console import ROUTES as CONSOLE_ROUTES
 from adapters.widget.console import Console
 from adapters.widget.identity import Signer, VisitorTokens
+from adapters.widget.uploads import Uploads
 from adapters.widget.ws import TOPIC_VISITORS, WidgetSockets, visitor_item
 from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
 from bridge.errors import PermanentError, TransientError
@@ -59,6 +60,7 @@ class WidgetAdapter(Adapter):
         self._console: Console | None = None
         self._listeners: list[asyncio.Task[None]] = []
         self.generated_console_token: str | None = None
+        self._uploads: Uploads | None = None
         self._shutdown_watch: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -103,8 +105,10 @@ class WidgetAdapter(Adapter):
                 if console_token is None and not self.cfg.console.agents:
                     console_token = await self._shared_secret("console_token", None)
                     self.generated_console_token = console_token
+                self._uploads = Uploads(self.cfg, self.ctx, tokens, secret.encode(), self._origin_allowed) \
+                    if self.cfg.uploads.enabled else None
                 self._sockets = WidgetSockets(self.cfg, self.ctx, tokens, identity, self._origin_allowed,
-                                              self._ensure_listening)
+                                              self._ensure_listening, self._uploads)
                 self._console = Console(self.cfg.console, self.ctx, Signer(secret.encode(), "console-session"),
                                         console_token, secure_cookie=self.ctx.public_url.startswith("https:"),
                                         ensure_listening=self._ensure_listening)
@@ -175,6 +179,10 @@ class WidgetAdapter(Adapter):
         ]
         if self.cfg.demo_page:
             routes.append(web.get("/", self._demo))
+        if self.cfg.uploads.enabled:
+            routes += [web.options("/widget/upload", self._uploads_handler("preflight")),
+                       web.post("/widget/upload", self._uploads_handler("upload")),
+                       web.get("/widget/files/{id}", self._uploads_handler("serve"))]
         if self.cfg.console.enabled:
             for method, path, handler in CONSOLE_ROUTES:
                 routes.append(web.route(method, path, self._console_handler(handler)))
@@ -185,6 +193,16 @@ class WidgetAdapter(Adapter):
             _, console = await self._ready()
             self._watch_shutdown(request)
             method: Callable[[web.Request], Awaitable[web.StreamResponse]] = getattr(console, name)
+            return await method(request)
+
+        handler.__name__ = name
+        return handler
+
+    def _uploads_handler(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            await self._ready()
+            assert self._uploads is not None
+            method: Callable[[web.Request], Awaitable[web.StreamResponse]] = getattr(self._uploads, name)
             return await method(request)
 
         handler.__name__ = name

@@ -29,6 +29,20 @@ class LimitsConfig(BaseModel):
     history_messages: int = Field(default=100, ge=0, le=1000)
 
 
+class UploadsConfig(BaseModel):
+    """Files visitors attach (a photo of the broken board, a PDF); kept in Redis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_bytes: int = Field(default=5 * 1024 * 1024, ge=1, le=50 * 1024 * 1024)
+    types: list[str] = Field(default_factory=lambda: [
+        "image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "text/plain"])
+    keep_days: float = Field(default=30.0, gt=0)  # the file and its links expire together
+    per_visitor_per_hour: float = Field(default=20.0, gt=0)
+    per_message: int = Field(default=5, ge=1, le=20)
+
+
 class ConsoleConfig(BaseModel):
     """The agent console at /agent."""
 
@@ -74,6 +88,7 @@ class WidgetConfig(ChannelConfig):
     color: str = "#1f6feb"
     demo_page: bool = True  # serve a demo shop page with the widget at /
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    uploads: UploadsConfig = Field(default_factory=UploadsConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @field_validator("allowed_origins")

@@ -4,12 +4,13 @@ Protocol (JSON text frames, one object each):
 
 - client -> ``{"type": "hello", "token"?, "user_id"?, "user_hash"?, "name"?, "email"?, "language"?}``
   first, within ``limits.hello_timeout_s``; the server answers ``{"type": "welcome",
-  "visitor", "token", "history": [item...], "status"}``. A missing, expired or forged
-  token gets a fresh visitor (and an empty history): the client never names a
+  "visitor", "token", "history": [item...], "status", "uploads": {max_bytes, types} | null}``.
+  A missing, expired or forged token gets a fresh visitor (and an empty history): the client never names a
   conversation, so it can only ever read its own.
 - client -> ``{"type": "profile", "name"?, "email"?}``: the pre-chat form. The email is a
   claim: agents see it, marked unconfirmed; it never links the visitor to a contact.
-- client -> ``{"type": "message", "cid", "text"}``: ``cid`` is the client's own id for
+- client -> ``{"type": "message", "cid", "text", "files"?}``: ``files`` are ids of the
+  visitor's own uploads (`adapters.widget.uploads`); ``cid`` is the client's own id for
   the message, kept in the browser's offline queue until acknowledged; the server
   publishes with ``dedupe_key = widget:<visitor>:<cid>`` and answers ``{"type": "ack",
   "cid"}``, so a message re-sent after a reconnect is stored once.
@@ -41,6 +42,7 @@ from adapters.widget.config import WidgetConfig
 from adapters.widget.identity import VisitorTokens, new_visitor_id, user_visitor_id, verify_user
 from adapters.widget.limits import Buckets, Counts
 from adapters.widget.metrics import REFUSED, SOCKETS
+from adapters.widget.uploads import Uploads
 from bridge.adapter import AdapterContext
 from bridge.model import Message, Sender
 
@@ -69,7 +71,7 @@ def visitor_item(message: Message, visitor: str) -> dict[str, Any] | None:
         prefix = dedupe_key(visitor, "")
         cid = message.dedupe_key[len(prefix):] if message.dedupe_key.startswith(prefix) else ""
         return {"id": message.id, "cid": cid, "from": "visitor", "name": "", "text": message.text,
-                "ts": message.created_ms}
+                "ts": message.created_ms, "attachments": _links(message)}
     if message.kind == "agent" or (message.kind == "reply" and message.sender and message.sender.is_agent):
         if not message.text.strip() and not message.attachments:
             return None
@@ -84,7 +86,7 @@ def visitor_item(message: Message, visitor: str) -> dict[str, Any] | None:
 
 
 def _links(message: Message) -> list[dict[str, str]]:
-    return [{"name": a.name, "url": a.url} for a in message.attachments if a.url.startswith("https://")]
+    return [{"name": a.name, "url": a.url} for a in message.attachments if a.url.startswith(("https://", "http://"))]
 
 
 def client_ip(request: web.Request, trust_forwarded_for: bool) -> str:
@@ -168,8 +170,9 @@ class WidgetSockets:
 
     def __init__(self, config: WidgetConfig, ctx: AdapterContext, tokens: VisitorTokens,
                  identity_secret: bytes | None, origin_allowed: Callable[[web.Request], bool],
-                 ensure_listening: Callable[[], Awaitable[None]]) -> None:
+                 ensure_listening: Callable[[], Awaitable[None]], uploads: Uploads | None = None) -> None:
         self.config = config
+        self.uploads = uploads
         self.limits = config.limits
         self.ctx = ctx
         self.tokens = tokens
@@ -310,8 +313,10 @@ class WidgetSockets:
                 item = visitor_item(message, visitor.id)
                 if item is not None:
                     history.append(item)
+        uploads = self.config.uploads
         return {"type": "welcome", "visitor": visitor.id, "token": self.tokens.issue(visitor.id),
-                "history": history, "status": status}
+                "history": history, "status": status,
+                "uploads": {"max_bytes": uploads.max_bytes, "types": uploads.types} if self.uploads else None}
 
     async def _receive_loop(self, ws: web.WebSocketResponse, visitor: Visitor) -> None:
         rejected_in_row = 0
@@ -339,11 +344,19 @@ class WidgetSockets:
 
     async def _on_message(self, ws: web.WebSocketResponse, visitor: Visitor, frame: dict[str, Any]) -> bool:
         """Publish one visitor message; True when it was refused for a limit."""
-        cid, text = frame.get("cid"), frame.get("text")
+        cid, text, files = frame.get("cid"), frame.get("text"), frame.get("files")
         if not isinstance(cid, str) or not _CID.match(cid):
             await ws.send_str(json.dumps({"type": "error", "code": "bad_cid"}))
             return True
-        if not isinstance(text, str) or not text.strip():
+        text = text if isinstance(text, str) else ""
+        attachments = []
+        if files:
+            found = await self.uploads.attachments(visitor.id, files) if self.uploads is not None else None
+            if found is None:  # not theirs, expired, or uploads are off
+                await ws.send_str(json.dumps({"type": "error", "code": "bad_files", "cid": cid}))
+                return True
+            attachments = found
+        if not text.strip() and not attachments:
             await ws.send_str(json.dumps({"type": "error", "code": "empty", "cid": cid}))
             return True
         if len(text) > self.limits.max_text_chars:
@@ -362,6 +375,7 @@ class WidgetSockets:
         message = Message(
             kind="customer", channel=CHANNEL, address=visitor.id, dedupe_key=dedupe_key(visitor.id, cid),
             text=text.strip(), sender=Sender(id=visitor.id, name=visitor.name, language=visitor.language),
+            attachments=attachments,
         )
         if visitor.claimed_email:
             message.data["claimed_email"] = visitor.claimed_email

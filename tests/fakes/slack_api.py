@@ -328,6 +328,13 @@ def sign(secret: str, body: str, *, timestamp: int | None = None,
 class MemoryState:
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        self.blobs: dict[str, bytes] = {}
+
+    async def get_bytes(self, key: str) -> bytes | None:
+        return self.blobs.get(key)
+
+    async def set_bytes(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
+        self.blobs[key] = value
 
     async def get(self, key: str) -> str | None:
         return self.data.get(key)

@@ -22,26 +22,26 @@
     en: { title: "Support", placeholder: "Type your message…", send: "Send", open: "Chat with us",
           close: "Close", connecting: "Connecting…", offline: "Offline: your messages will be sent when the connection is back.",
           sending: "sending…", failed: "not sent", tooLong: "too long", you: "You", agent: "Support",
-          greeting: "Hi! How can we help?", yourName: "Your name", yourEmail: "Email (optional)", start: "Start chat" },
+          greeting: "Hi! How can we help?", yourName: "Your name", yourEmail: "Email (optional)", start: "Start chat", attach: "Attach a file", tooBig: "file too large", badType: "file type not accepted" },
     zh: { title: "客服", placeholder: "请输入消息…", send: "发送", open: "联系我们", close: "关闭",
           connecting: "连接中…", offline: "离线：连接恢复后将发送您的消息。", sending: "发送中…",
           failed: "未发送", tooLong: "太长", you: "您", agent: "客服", greeting: "您好！有什么可以帮您？",
-          yourName: "您的姓名", yourEmail: "电子邮箱（可选）", start: "开始聊天" },
+          yourName: "您的姓名", yourEmail: "电子邮箱（可选）", start: "开始聊天", attach: "添加文件", tooBig: "文件太大", badType: "不支持此文件类型" },
     ru: { title: "Поддержка", placeholder: "Введите сообщение…", send: "Отправить", open: "Написать нам",
           close: "Закрыть", connecting: "Подключение…", offline: "Нет связи: сообщения будут отправлены, когда связь восстановится.",
           sending: "отправка…", failed: "не отправлено", tooLong: "слишком длинное", you: "Вы", agent: "Поддержка",
           greeting: "Здравствуйте! Чем можем помочь?", yourName: "Ваше имя", yourEmail: "Email (необязательно)",
-          start: "Начать чат" },
+          start: "Начать чат", attach: "Прикрепить файл", tooBig: "файл слишком большой", badType: "такой файл не принимается" },
     tl: { title: "Suporta", placeholder: "I-type ang mensahe…", send: "Ipadala", open: "Makipag-chat",
           close: "Isara", connecting: "Kumokonekta…", offline: "Offline: ipapadala ang mga mensahe kapag bumalik ang koneksyon.",
           sending: "ipinapadala…", failed: "hindi naipadala", tooLong: "masyadong mahaba", you: "Ikaw",
           agent: "Suporta", greeting: "Kumusta! Paano kami makakatulong?",
-          yourName: "Ang iyong pangalan", yourEmail: "Email (opsyonal)", start: "Simulan ang chat" },
+          yourName: "Ang iyong pangalan", yourEmail: "Email (opsyonal)", start: "Simulan ang chat", attach: "Mag-attach ng file", tooBig: "masyadong malaki ang file", badType: "hindi tinatanggap ang uri ng file" },
     ms: { title: "Sokongan", placeholder: "Taip mesej anda…", send: "Hantar", open: "Sembang dengan kami",
           close: "Tutup", connecting: "Menyambung…", offline: "Luar talian: mesej anda akan dihantar apabila sambungan pulih.",
           sending: "menghantar…", failed: "tidak dihantar", tooLong: "terlalu panjang", you: "Anda",
           agent: "Sokongan", greeting: "Hai! Bagaimana kami boleh membantu?",
-          yourName: "Nama anda", yourEmail: "E-mel (pilihan)", start: "Mula bersembang" }
+          yourName: "Nama anda", yourEmail: "E-mel (pilihan)", start: "Mula bersembang", attach: "Lampirkan fail", tooBig: "fail terlalu besar", badType: "jenis fail tidak diterima" }
   };
 
   var browserLang = (navigator.language || "en");
@@ -112,6 +112,9 @@
     ".bw-prechat{display:flex;flex-direction:column;gap:8px;padding:12px;border-top:1px solid #d0d7de;background:#fff}",
     ".bw-prechat[hidden],.bw-form[hidden]{display:none}",
     ".bw-prechat input{padding:8px;border:1px solid #d0d7de;border-radius:8px;font-size:14px}",
+    ".bw-files{display:flex;flex-direction:column;gap:2px;margin-top:4px}.bw-file{color:inherit;text-decoration:underline;font-size:13px}",
+    ".bw-attach{background:transparent;border:1px solid #d0d7de;border-radius:8px;cursor:pointer;font-size:16px;padding:0 8px}",
+    ".bw-attach[hidden]{display:none}",
     ".bw-send{background:" + color + ";color:" + textColor + ";border:0;border-radius:8px;padding:0 14px;cursor:pointer;font-weight:600}"
   ].join("");
   if (root.adoptedStyleSheets !== undefined && typeof CSSStyleSheet === "function" && CSSStyleSheet.prototype.replaceSync) {
@@ -159,6 +162,15 @@
   input.setAttribute("aria-label", t.placeholder);
   var sendBtn = el("button", "bw-send", t.send);
   sendBtn.type = "submit";
+  var attachBtn = el("button", "bw-attach", "\uD83D\uDCCE");
+  attachBtn.type = "button";
+  attachBtn.title = t.attach;
+  attachBtn.setAttribute("aria-label", t.attach);
+  attachBtn.hidden = true;  // shown when the bridge says it takes files (welcome.uploads)
+  var fileInput = el("input", "bw-file-input");
+  fileInput.type = "file";
+  fileInput.hidden = true;
+  form.appendChild(attachBtn); form.appendChild(fileInput);
   form.appendChild(input); form.appendChild(sendBtn);
   var ask = String(ds.ask || "").toLowerCase().split(/[\s,]+/).filter(Boolean);
   var prechat = el("form", "bw-prechat");
@@ -210,16 +222,31 @@
     node.classList.toggle("failed", !!failed);
   }
 
-  function ownMessage(cid, text, ts) {
+  function ownMessage(cid, text, ts, fileNames) {
     var node = byCid[cid];
     if (node) { return node; }
     node = el("div", "bw-msg");
     node.setAttribute("data-from", "visitor");
     node.setAttribute("data-cid", cid);
-    node.appendChild(el("div", "bw-text", text));
+    if (text) { node.appendChild(el("div", "bw-text", text)); }
+    if (fileNames && fileNames.length) {
+      node.appendChild(files(fileNames.map(function (name) { return { name: name }; })));
+    }
     byCid[cid] = node;
     place(node, ts);
     return node;
+  }
+
+  // attachments as links (http(s) only, text set with textContent) or, before upload ends, names
+  function files(list) {
+    var box = el("div", "bw-files");
+    list.forEach(function (f) {
+      var url = String(f.url || "");
+      var link = el(/^https?:\/\//.test(url) ? "a" : "span", "bw-file", "\uD83D\uDCCE " + String(f.name || "file"));
+      if (link.tagName === "A") { link.href = url; link.target = "_blank"; link.rel = "noopener noreferrer"; }
+      box.appendChild(link);
+    });
+    return box;
   }
 
   function render(item) {
@@ -229,11 +256,17 @@
     if (item.from === "visitor") {
       node = ownMessage(String(item.cid || item.id), String(item.text || ""), item.ts);
       setState(node, "");
+      if (Array.isArray(item.attachments) && item.attachments.length) {
+        var old = node.querySelector(".bw-files");
+        if (old) { node.removeChild(old); }
+        node.appendChild(files(item.attachments));
+      }
     } else {
       node = el("div", "bw-msg");
       node.setAttribute("data-from", item.from === "agent" ? "agent" : "bot");
       if (item.name) { node.appendChild(el("div", "bw-name", String(item.name))); }
       node.appendChild(el("div", "bw-text", String(item.text || "")));
+      if (Array.isArray(item.attachments) && item.attachments.length) { node.appendChild(files(item.attachments)); }
       if (Array.isArray(item.buttons) && item.buttons.length) {
         var row = el("div", "bw-buttons");
         item.buttons.forEach(function (b) {
@@ -314,7 +347,8 @@
     var next = pendingList()[0];
     if (!next) { return; }
     inflight = next.cid;
-    if (!sendFrame({ type: "message", cid: next.cid, text: next.text, button: next.button || undefined })) {
+    if (!sendFrame({ type: "message", cid: next.cid, text: next.text, button: next.button || undefined,
+                     files: next.files || undefined })) {
       inflight = null;
     }
   }
@@ -328,9 +362,12 @@
   function handle(socket, frame) {
     if (frame.type === "welcome") {
       save("token", frame.token);
+      uploads = frame.uploads || null;
+      attachBtn.hidden = !uploads;
+      if (uploads) { fileInput.accept = uploads.types.join(","); }
       attempt = 0;
       (frame.history || []).forEach(render);
-      pendingList().forEach(function (p) { setState(ownMessage(p.cid, p.text, p.ts), t.sending); });
+      pendingList().forEach(function (p) { setState(ownMessage(p.cid, p.text, p.ts, p.fileNames), t.sending); });
       setOnline(true);
       inflight = null;
       pump();
@@ -353,18 +390,48 @@
     }
   }
 
-  function submit(text, button) {
+  function submit(text, button, uploaded) {
     text = String(text || "").trim();
-    if (!text) { return; }
+    if (!text && !uploaded) { return; }
     var entry = { cid: newCid(), text: text, ts: Date.now() };
     if (button) { entry.button = button; }
+    if (uploaded) { entry.files = [uploaded.id]; entry.fileNames = [uploaded.name]; }
     var list = pendingList();
     list.push(entry);
     setPending(list);
-    var node = ownMessage(entry.cid, entry.text, entry.ts);
+    var node = ownMessage(entry.cid, entry.text, entry.ts, entry.fileNames);
     setState(node, t.sending);
     log.scrollTop = log.scrollHeight;
     if (online) { pump(); } else { connect(); }
+  }
+
+  // A file goes up first (it needs the connection: no offline queue for bytes), then a
+  // message that names it joins the queue like any other.
+  var uploads = null;
+
+  function upload(file) {
+    var cid = newCid();
+    var node = ownMessage(cid, "", Date.now(), [file.name]);
+    log.scrollTop = log.scrollHeight;
+    function fail(reason) { setState(node, t.failed + (reason ? ": " + reason : ""), true); }
+    if (!uploads || uploads.types.indexOf(file.type) < 0) { fail(t.badType); return; }
+    if (file.size > uploads.max_bytes) { fail(t.tooBig); return; }
+    setState(node, t.sending);
+    fetch(base + "/widget/upload", {
+      method: "POST", body: file, mode: "cors", credentials: "omit",
+      headers: { "Authorization": "Bearer " + load("token", ""), "Content-Type": file.type,
+                 "X-File-Name": encodeURIComponent(file.name) }
+    }).then(function (response) {
+      return response.json().then(function (body) {
+        if (!response.ok) { throw new Error(response.status === 413 ? t.tooBig : response.status === 415 ? t.badType : ""); }
+        return body;
+      });
+    }).then(function (body) {
+      node.parentNode.removeChild(node);
+      delete byCid[cid];
+      submit(input.value, "", body);
+      input.value = "";
+    }).catch(function (err) { fail(err && err.message); });
   }
 
   // -- wiring ------------------------------------------------------------------------------
@@ -390,6 +457,11 @@
       input.value = "";
     }
   });
+  attachBtn.addEventListener("click", function () { fileInput.click(); });
+  fileInput.addEventListener("change", function () {
+    Array.prototype.forEach.call(fileInput.files || [], upload);
+    fileInput.value = "";
+  });
   prechat.addEventListener("submit", function (event) {
     event.preventDefault();
     profile = { name: nameInput.value.trim().slice(0, 80), email: emailInput.value.trim().slice(0, 254) };
@@ -407,7 +479,7 @@
     var wasOpen = null;
     try { wasOpen = sessionStorage.getItem(storeKey + "open"); } catch (e) { /* ignore */ }
     setOpen(wasOpen === "1" || (wasOpen === null && ds.open === "true"));
-    pendingList().forEach(function (p) { setState(ownMessage(p.cid, p.text, p.ts), t.sending); });
+    pendingList().forEach(function (p) { setState(ownMessage(p.cid, p.text, p.ts, p.fileNames), t.sending); });
     setOnline(false);
     connect();
   }
