@@ -327,7 +327,7 @@ class ImapWatcher:
             if raw is None:
                 raise LookupError(f"mail {uid} is no longer in {self.config.imap_mailbox}")
             if max(size, len(raw)) > max_bytes:
-                raise ValueError(f"mail of {max(size, len(raw))} bytes is over max_attachment_bytes")
+                raise ValueError(f"mail of {max(size, len(raw))} bytes is over channels.email.max_message_bytes")
             with contextlib.suppress(Exception):
                 await once._cmd(client.logout(), timeout_s=5)
             return raw
