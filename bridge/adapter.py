@@ -125,6 +125,10 @@ class Adapter(abc.ABC):
         """HTTP endpoints this adapter serves on the bridge's one web server."""
         return ()
 
+    async def close_connections(self) -> None:  # noqa: B027
+        """The web server is stopping: close the long-lived connections this adapter holds
+        open (WebSockets), which the server would otherwise wait for."""
+
     async def check(self) -> tuple[HealthState, str]:
         """An auth/health check against the platform, shown by ``bridge status``."""
         return ("ok", "")

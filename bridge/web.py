@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-BRIDGE_KEY: web.AppKey[Any] = web.AppKey("bridge")
-
 
 def build_app(routes: Iterable[web.AbstractRouteDef], bridge: Any) -> web.Application:
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    app[BRIDGE_KEY] = bridge
 
     async def healthz(request: web.Request) -> web.Response:
         try:
@@ -31,6 +29,10 @@ def build_app(routes: Iterable[web.AbstractRouteDef], bridge: Any) -> web.Applic
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response
 
+    async def close_connections(app: web.Application) -> None:
+        await asyncio.gather(*(adapter.close_connections() for adapter in bridge.adapters.values()))
+
+    app.on_shutdown.append(close_connections)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_routes(list(routes))

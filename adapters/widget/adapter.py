@@ -36,7 +36,6 @@ from adapters.widget.ws import TOPIC_VISITORS, WidgetSockets, visitor_item
 from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
 from bridge.errors import PermanentError, TransientError
 from bridge.model import Message
-from bridge.web import BRIDGE_KEY
 
 log = logging.getLogger("adapters.widget")
 
@@ -61,7 +60,6 @@ class WidgetAdapter(Adapter):
         self._listeners: list[asyncio.Task[None]] = []
         self.generated_console_token: str | None = None
         self._uploads: Uploads | None = None
-        self._shutdown_watch: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -76,20 +74,20 @@ class WidgetAdapter(Adapter):
             # fragment never reaches a server log.
             print(f"agent console: {url}/agent#token={self.generated_console_token}", file=sys.stderr, flush=True)
 
+    async def close_connections(self) -> None:
+        if self._sockets is not None:
+            await self._sockets.close_all()
+        if self._console is not None:
+            await self._console.close_all()
+
     async def stop(self) -> None:
-        if self._shutdown_watch is not None:
-            self._listeners.append(self._shutdown_watch)
-            self._shutdown_watch = None
         for task in self._listeners:
             task.cancel()
         for task in self._listeners:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._listeners.clear()
-        if self._sockets is not None:
-            await self._sockets.close_all()
-        if self._console is not None:
-            await self._console.close_all()
+        await self.close_connections()
 
     async def _ready(self) -> tuple[WidgetSockets, Console]:
         """Build what needs the shared secrets (kept in Redis when not configured)."""
@@ -191,7 +189,6 @@ class WidgetAdapter(Adapter):
     def _console_handler(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
             _, console = await self._ready()
-            self._watch_shutdown(request)
             method: Callable[[web.Request], Awaitable[web.StreamResponse]] = getattr(console, name)
             return await method(request)
 
@@ -210,30 +207,7 @@ class WidgetAdapter(Adapter):
 
     async def _widget_ws(self, request: web.Request) -> web.StreamResponse:
         sockets, _ = await self._ready()
-        self._watch_shutdown(request)
         return await sockets.handle(request)
-
-    def _watch_shutdown(self, request: web.Request) -> None:
-        """Close the sockets as soon as the bridge begins to stop.
-
-        The web server stops first and waits for open handlers; a WebSocket stays open
-        until closed, so without this a stop would wait for the server's shutdown timeout.
-        """
-        if self._shutdown_watch is not None:
-            return
-        bridge = request.app.get(BRIDGE_KEY)
-        wait = getattr(bridge, "wait", None)
-        if wait is None:
-            return
-
-        async def close_on_stop() -> None:
-            await wait()
-            if self._sockets is not None:
-                await self._sockets.close_all()
-            if self._console is not None:
-                await self._console.close_all()
-
-        self._shutdown_watch = asyncio.create_task(close_on_stop())
 
     async def _widget_js(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "widget.js", headers={
