@@ -1,7 +1,8 @@
 """The flow engine: consumes the inbound partitions and runs the pipeline of steps.
 
 One loop per worker reads every partition it holds a lease on (one XREADGROUP for all
-of them), runs each message through the steps in stream order, and commits the whole
+of them), runs each partition's messages through the steps in stream order (the
+partitions side by side: one waiting on a lookup leaves the others working), and commits the whole
 batch (conversation state, transcript, outbound messages, queue entries, timers and
 the acks) in one fenced Lua call. A crash anywhere before that call leaves nothing
 written and nothing acked; the entries are read again by whoever holds the lease next.
@@ -207,16 +208,52 @@ class Engine:
     async def handle(self, entries: list[Entry]) -> None:
         started = time.perf_counter()
         ops: list[list[Any]] = []
-        acks: dict[str, list[str]] = defaultdict(list)
+        acks: dict[str, list[str]] = {}
         messages, malformed = decode_entries(entries)
         for entry, reason in malformed:
             log.error("malformed entry dead-lettered", extra={"stream": entry.stream, "entry": entry.id,
                                                               "reason": reason})
             ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, reason))
         await self._load([m for _, m in messages])
-        blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
-        touched: list[str] = []
+        by_stream: dict[str, list[tuple[Entry, Message]]] = defaultdict(list)
         for entry, message in messages:
+            by_stream[entry.stream].append((entry, message))
+        # partitions are independent: while one waits (an order-status lookup, a cache miss)
+        # the others go on; each keeps its own order, and the batch still commits once
+        streams = sorted(by_stream)
+        results = await asyncio.gather(*(self._handle_partition(by_stream[s]) for s in streams),
+                                       return_exceptions=True)
+        touched: list[str] = []
+        for stream, result in zip(streams, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            partition_ops, ids, conversations = result
+            ops.extend(partition_ops)
+            if ids:
+                acks[stream] = ids
+            touched.extend(conversations)
+        for stream, ids in acks.items():
+            ops.append(["XACK", stream, self.group, *ids])
+        if touched:  # consoles listen for changed conversations (pub/sub, best effort)
+            ops.append(["PUBLISH", keys.FANOUT + "conversations", " ".join(dict.fromkeys(touched))])
+        failpoints.hit("engine.before_commit")
+        try:
+            await self.bus.commit(ops, leases=self.leases.keys_held(), owner=self.worker_id)
+        except BaseException:
+            self._forget_all()
+            raise
+        self.processed += sum(len(ids) for ids in acks.values())
+        ENGINE_MESSAGES.inc(sum(len(ids) for ids in acks.values()))
+        ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _handle_partition(self, items: list[tuple[Entry, Message]]
+                                ) -> tuple[list[list[Any]], list[str], list[str]]:
+        """One partition's entries in stream order: (effects, acked entry ids, conversations)."""
+        ops: list[list[Any]] = []
+        acked: list[str] = []
+        touched: list[str] = []
+        blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
+        for entry, message in items:
             key = message.partition_key
             if key in blocked:
                 continue
@@ -233,7 +270,7 @@ class Engine:
                         break
                 ops.extend(self._effects(turn, entry.payload))
                 touched.append(turn.conversation.id)
-                acks[entry.stream].append(entry.id)
+                acked.append(entry.id)
                 self._failures.pop(entry.id, None)
             except Exception as exc:
                 if type(exc).__module__.startswith("redis"):
@@ -250,19 +287,7 @@ class Engine:
                                                         f"failed {tries} times: {type(exc).__name__}: {exc}"))
                 else:
                     self.cursor.reread()
-        for stream, ids in acks.items():
-            ops.append(["XACK", stream, self.group, *ids])
-        if touched:  # consoles listen for changed conversations (pub/sub, best effort)
-            ops.append(["PUBLISH", keys.FANOUT + "conversations", " ".join(dict.fromkeys(touched))])
-        failpoints.hit("engine.before_commit")
-        try:
-            await self.bus.commit(ops, leases=self.leases.keys_held(), owner=self.worker_id)
-        except BaseException:
-            self._forget_all()
-            raise
-        self.processed += sum(len(ids) for ids in acks.values())
-        ENGINE_MESSAGES.inc(sum(len(ids) for ids in acks.values()))
-        ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
+        return ops, acked, touched
 
     # -- conversations ---------------------------------------------------------------
 

@@ -142,6 +142,41 @@ async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Re
     assert seen == ["", "buyer@factory.example"]
 
 
+async def test_a_partition_waiting_on_a_lookup_does_not_hold_up_the_others(redis: aioredis.Redis,
+                                                                              make_engine: Any) -> None:
+    """The message in one partition waits for something only a message in another partition
+    of the same batch provides: it is handled only if partitions go on side by side."""
+    bus = Bus(redis, partitions=2)
+    addresses = [f"p{i}" for i in range(20)]
+    first = next(a for a in addresses if bus.inbound_stream(Message(kind="customer", channel="api", address=a))
+                 == keys.inbound(0))
+    second = next(a for a in addresses if bus.inbound_stream(Message(kind="customer", channel="api", address=a))
+                  == keys.inbound(1))
+    other_partition_seen = asyncio.Event()
+    handled: list[str] = []
+    timed_out: list[str] = []
+
+    async def lookup(turn: Turn) -> None:
+        if turn.message.kind != "customer":
+            return
+        if turn.message.address == first:
+            try:  # e.g. a shop API taking its time
+                await asyncio.wait_for(other_partition_seen.wait(), 5)
+            except TimeoutError:
+                timed_out.append(turn.message.address)
+                raise
+        else:
+            other_partition_seen.set()
+        handled.append(turn.message.address)
+
+    # both are in the stream before the engine reads: they arrive in one batch
+    await bus.publish(Message(kind="customer", channel="api", address=first, text="where is order 5521?"))
+    await bus.publish(Message(kind="customer", channel="api", address=second, text="hello"))
+    make_engine([lookup])
+    await wait_for(lambda: len(handled) == 2, 20, "both messages")
+    assert handled == [second, first] and timed_out == []
+
+
 async def test_urgent_keywords_in_any_configured_language(redis: aioredis.Redis, make_engine: Any) -> None:
     engine = make_engine([KeywordTriage, Routing])
     await engine.bus.publish(Message(kind="customer", channel="api", address="u1", text="This is URGENT!!"))
