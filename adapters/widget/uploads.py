@@ -11,6 +11,7 @@ bridge's file policy (pictures inline, the rest downloads, never a page of ours)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import urllib.parse
@@ -29,6 +30,7 @@ from bridge.model import Attachment
 FILE_KEY = "upload:"  # + id: the bytes, in the adapter's state
 META_KEY = "upload_meta:"  # + id: {"visitor", "name", "mime", "size"}
 _ID_CHARS = 22
+UPLOADS_AT_ONCE = 8  # per process: each holds up to max_bytes in memory while it is stored
 
 
 class Uploads:
@@ -41,6 +43,7 @@ class Uploads:
         self.origin_allowed = origin_allowed
         self.rate = Buckets(self.config.per_visitor_per_hour / 3600.0, max(1, int(self.config.per_message)))
         self.ttl_s = int(self.config.keep_days * 86400)
+        self.at_once = asyncio.Semaphore(UPLOADS_AT_ONCE)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -76,16 +79,17 @@ class Uploads:
         wait_s = self.rate.take(token.visitor)
         if wait_s:
             return refuse(429, "too many files", retry_after_ms=int(wait_s * 1000) + 1)
-        data = await request.content.read(self.config.max_bytes + 1)
-        if len(data) > self.config.max_bytes:
-            return refuse(413, "file too large", max_bytes=self.config.max_bytes)
-        if not data:
-            return refuse(400, "empty file")
-        name = _file_name(request.headers.get("X-File-Name", ""), mime)
-        file_id = secrets.token_urlsafe(16)[:_ID_CHARS]
-        meta = {"visitor": token.visitor, "name": name, "mime": mime, "size": len(data)}
-        await self.ctx.state.set_bytes(FILE_KEY + file_id, data, ttl_s=self.ttl_s)
-        await self.ctx.state.set(META_KEY + file_id, json.dumps(meta), ttl_s=self.ttl_s)
+        async with self.at_once:
+            data = await request.content.read(self.config.max_bytes + 1)
+            if len(data) > self.config.max_bytes:
+                return refuse(413, "file too large", max_bytes=self.config.max_bytes)
+            if not data:
+                return refuse(400, "empty file")
+            name = _file_name(request.headers.get("X-File-Name", ""), mime)
+            file_id = secrets.token_urlsafe(16)[:_ID_CHARS]
+            meta = {"visitor": token.visitor, "name": name, "mime": mime, "size": len(data)}
+            await self.ctx.state.set_bytes(FILE_KEY + file_id, data, ttl_s=self.ttl_s)
+            await self.ctx.state.set(META_KEY + file_id, json.dumps(meta), ttl_s=self.ttl_s)
         return web.json_response({"id": file_id, "name": name, "mime": mime, "size": len(data)}, headers=headers)
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
