@@ -30,7 +30,7 @@ def test_passwords_come_from_the_environment(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("extra", "message"), [
     ({"imap_password": None}, "imap_user and imap_password"),
-    ({"imap_password": "${T_IMAP}", "imap_tls": "starttls"}, "channels.email.imap_tls"),
+    ({"imap_password": "${T_IMAP}", "imap_tls": "ssl"}, "channels.email.imap_tls"),
     ({"imap_password": "${T_IMAP}", "address": "not an address"}, "channels.email.address"),
     ({"imap_password": "${T_IMAP}", "address": "support+x@example.com"}, "no plus-tag"),
     ({"imap_password": "${T_IMAP}", "idle_renew_s": 1800}, "channels.email.idle_renew_s"),

@@ -74,6 +74,32 @@ async def test_imap_over_tls_verified_against_a_private_ca(redis: aioredis.Redis
     assert state == "degraded" and "CERTIFICATE_VERIFY_FAILED" in detail
 
 
+async def test_imap_starttls_on_the_plain_port(redis: aioredis.Redis, dovecot_tls: Dovecot, dovecot: Dovecot) -> None:
+    assert dovecot_tls.certificate is not None
+    recorder = Recorder()
+    imap = {"imap_host": "127.0.0.1", "imap_tls": "starttls", "imap_user": "agent",
+            "imap_password": SecretStr("secret")}
+    async with running(EmailAdapter(config(**imap, imap_port=dovecot_tls.port,
+                                           tls_ca_file=str(dovecot_tls.certificate)),
+                                    make_context(redis, recorder))):
+        await connected(recorder)
+        dovecot_tls.deliver(customer_mail("sent after STARTTLS"))
+        await recorder.wait_for(1)
+    assert recorder.published[0].text == "sent after STARTTLS"
+
+    untrusting = Recorder()  # the upgrade really is TLS: without the server's CA it fails, and says why
+    async with running(EmailAdapter(config(**imap, imap_port=dovecot_tls.port), make_context(redis, untrusting))):
+        await wait_for(lambda: untrusting.health, what="a health report")
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusting.health[0][1]
+
+    # a server without TLS: never logs in in the clear, and says what to change
+    plain = Recorder()
+    async with running(EmailAdapter(config(**imap, imap_port=dovecot.port), make_context(redis, plain))):
+        await wait_for(lambda: plain.health, what="a health report")
+    state, detail = plain.health[0]
+    assert state == "broken" and "offers no STARTTLS" in detail
+
+
 async def test_smtp_starttls_with_login(redis: aioredis.Redis, server_tls: ssl.SSLContext,
                                         certificate: tuple[Path, Path]) -> None:
     with smtp_server(starttls=server_tls, users={"support": "pw"}) as (handler, port):

@@ -20,7 +20,7 @@ class EmailConfig(ChannelConfig):
 
     imap_host: str | None = None  # unset: send-only (no inbound mail)
     imap_port: int = Field(993, ge=1, le=65535)
-    imap_tls: Literal["tls", "none"] = "tls"  # aioimaplib has no STARTTLS: implicit TLS or plain
+    imap_tls: Literal["tls", "starttls", "none"] = "tls"  # implicit TLS (993), STARTTLS (143), or plain
     imap_user: str | None = None
     imap_password: SecretStr | None = None
     imap_mailbox: str = "INBOX"

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -157,10 +158,13 @@ class ImapWatcher:
         host, port = self.config.imap_host or "", self.config.imap_port
         timeout_s = self.config.imap_timeout_s
         # IMAP4 with an ssl_context is implicit TLS; IMAP4_SSL would not take conn_lost_cb
-        context = self.config.tls_context() if self.config.imap_tls == "tls" else None
-        client = aioimaplib.IMAP4(host=host, port=port, timeout=timeout_s, conn_lost_cb=on_lost, ssl_context=context)
+        context = self.config.tls_context() if self.config.imap_tls != "none" else None
+        client = aioimaplib.IMAP4(host=host, port=port, timeout=timeout_s, conn_lost_cb=on_lost,
+                                  ssl_context=context if self.config.imap_tls == "tls" else None)
         self.client = client
         await client.wait_hello_from_server()
+        if context is not None and self.config.imap_tls == "starttls":
+            await self._starttls(client, context, host)
         assert self.config.imap_user and self.config.imap_password
         response = await self._cmd(client.login(self.config.imap_user, self.config.imap_password.get_secret_value()))
         if response.result != "OK":
@@ -170,6 +174,20 @@ class ImapWatcher:
             raise LoginRefused(f"IMAP login refused for {self.config.imap_user!r} "
                                "(check channels.email.imap_user / imap_password)")
         return client
+
+    async def _starttls(self, client: aioimaplib.IMAP4, context: ssl.SSLContext, host: str) -> None:
+        """Upgrade the plain connection to TLS before logging in (RFC 2595). aioimaplib knows
+        the command but not the upgrade: asyncio wraps the same protocol in TLS here."""
+        if not client.has_capability("STARTTLS"):
+            raise LoginRefused(f"IMAP {host}:{self.config.imap_port} offers no STARTTLS; use imap_tls: tls "
+                               "(usually port 993), or none on a trusted network")
+        protocol = client.protocol
+        response = await self._cmd(protocol.execute(
+            aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)))
+        _check(response, "STARTTLS")
+        protocol.transport = await self._cmd(asyncio.get_running_loop().start_tls(
+            protocol.transport, protocol, context, server_hostname=host))
+        await self._cmd(protocol.capability())  # what the server offers changes once encrypted
 
     async def _session(self) -> None:
         client = await self._connect()
