@@ -225,10 +225,11 @@ class Bus:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, stream: str, group: str, consumer: str, *, count: int,
+    async def read(self, streams: list[str], group: str, consumer: str, *, count: int,
                    block_ms: int | None, pending: bool = False) -> list[Entry]:
-        """New entries (``>``), or with ``pending=True`` this consumer's own unacked ones."""
-        reply = await self.redis.xreadgroup(group, consumer, {stream: "0" if pending else ">"},
+        """New entries (``>``) of the streams, or with ``pending=True`` this consumer's own
+        unacked ones; one round trip."""
+        reply = await self.redis.xreadgroup(group, consumer, dict.fromkeys(streams, "0" if pending else ">"),
                                             count=count, block=None if pending else block_ms)
         return entries_from_reply(reply)
 

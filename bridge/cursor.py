@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from bridge.bus import Bus, Entry, entries_from_reply
+from bridge.bus import Bus, Entry
 
 # what a claimed batch passes through before it is handled (the engine drops poison pills)
 Vet = Callable[[str, list[Entry]], Awaitable[list[Entry]]]
@@ -49,18 +49,15 @@ class GroupCursor:
         held = sorted(streams)
         self.replayed = True
         if self.reread_own:
-            reply = await self.bus.redis.xreadgroup(self.group, self.consumer, dict.fromkeys(held, "0"),
-                                                    count=self.count)
-            entries = entries_from_reply(reply)
+            entries = await self.bus.read(held, self.group, self.consumer, count=self.count, block_ms=None,
+                                          pending=True)
             if entries:
                 return entries
             self.reread_own = False
         if self.recovering:
             return await self._recover()
         self.replayed = False
-        reply = await self.bus.redis.xreadgroup(self.group, self.consumer, dict.fromkeys(held, ">"),
-                                                count=self.count, block=self.block_ms)
-        return entries_from_reply(reply)
+        return await self.bus.read(held, self.group, self.consumer, count=self.count, block_ms=self.block_ms)
 
     async def _recover(self) -> list[Entry]:
         for stream in sorted(self.recovering):

@@ -53,6 +53,11 @@ def valid(key: bytes, file_id: str, expires: str, sig: str, now_s: float | None 
     return hmac.compare_digest(signature(key, file_id, expires_s, signed).encode(), sig.encode())
 
 
+def web_url(url: str) -> str:
+    """``url`` when a browser may follow it from our pages (http or https), else ""."""
+    return url if url.startswith(("https://", "http://")) else ""
+
+
 def attachment_link(base_url: str, path: str, key: bytes, attachment: Attachment, ttl_s: int) -> str:
     """A link to a customer's file; its type and name are signed with it, since the type
     decides whether a browser may show the file."""

@@ -208,7 +208,6 @@ class Engine:
     async def handle(self, entries: list[Entry]) -> None:
         started = time.perf_counter()
         ops: list[list[Any]] = []
-        acks: dict[str, list[str]] = {}
         messages, malformed = decode_entries(entries)
         for entry, reason in malformed:
             log.error("malformed entry dead-lettered", extra={"stream": entry.stream, "entry": entry.id,
@@ -224,16 +223,16 @@ class Engine:
         results = await asyncio.gather(*(self._handle_partition(by_stream[s]) for s in streams),
                                        return_exceptions=True)
         touched: list[str] = []
+        acked = 0
         for stream, result in zip(streams, results, strict=True):
             if isinstance(result, BaseException):
                 raise result
             partition_ops, ids, conversations = result
             ops.extend(partition_ops)
             if ids:
-                acks[stream] = ids
+                ops.append(["XACK", stream, self.group, *ids])
+                acked += len(ids)
             touched.extend(conversations)
-        for stream, ids in acks.items():
-            ops.append(["XACK", stream, self.group, *ids])
         if touched:  # consoles listen for changed conversations (pub/sub, best effort)
             ops.append(["PUBLISH", keys.FANOUT + "conversations", " ".join(dict.fromkeys(touched))])
         failpoints.hit("engine.before_commit")
@@ -242,8 +241,8 @@ class Engine:
         except BaseException:
             self._forget_all()
             raise
-        self.processed += sum(len(ids) for ids in acks.values())
-        ENGINE_MESSAGES.inc(sum(len(ids) for ids in acks.values()))
+        self.processed += acked
+        ENGINE_MESSAGES.inc(acked)
         ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def _handle_partition(self, items: list[tuple[Entry, Message]]

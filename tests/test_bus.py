@@ -52,7 +52,7 @@ async def test_entries_of_a_dead_consumer_are_reclaimed(redis: aioredis.Redis) -
     await bus.ensure_group(stream, "g")
     await bus.ensure_group(stream, "g")  # BUSYGROUP is ignored
     await bus.publish_many([customer("c", f"m{i}") for i in range(3)])
-    taken = await bus.read(stream, "g", "dead-worker", count=10, block_ms=None)
+    taken = await bus.read([stream], "g", "dead-worker", count=10, block_ms=None)
     assert len(taken) == 3  # read, never acked: the worker died
     assert await bus.reclaim(stream, "g", "new-worker", min_idle_ms=60_000, count=10) == []  # not idle long enough
     reclaimed = await bus.reclaim(stream, "g", "new-worker", min_idle_ms=0, count=10)
@@ -68,7 +68,7 @@ async def test_our_trim_never_deletes_pending_entries_but_redis_xtrim_does(redis
         await bus.ensure_group(stream, "g")
         for i in range(10):
             await redis.xadd(stream, {"m": f"{i}"})
-        read = await bus.read(stream, "g", "w", count=6, block_ms=None)
+        read = await bus.read([stream], "g", "w", count=6, block_ms=None)
         await redis.xack(stream, "g", *[e.id for e in read[:3]])  # 0-2 acked, 3-5 pending, 6-9 undelivered
 
     removed = await bus.trim(ours, max_len=0)
@@ -90,7 +90,7 @@ async def test_trim_keeps_short_streams_and_undelivered_entries(redis: aioredis.
     for i in range(5):
         await redis.xadd("t:s", {"m": f"{i}"})
     assert await bus.trim("t:s", max_len=100) == 0
-    read = await bus.read("t:s", "a", "w", count=5, block_ms=None)
+    read = await bus.read(["t:s"], "a", "w", count=5, block_ms=None)
     await redis.xack("t:s", "a", *[e.id for e in read])
     assert await bus.trim("t:s", max_len=0) == 0  # group b has not read anything yet
     assert await redis.xlen("t:s") == 5
@@ -101,7 +101,7 @@ async def test_dead_letters_keep_the_reason_and_can_be_replayed(redis: aioredis.
     stream = keys.inbound(0)
     await bus.ensure_group(stream, "g")
     await bus.publish(customer("c", "poison"))
-    (entry,) = await bus.read(stream, "g", "w", count=1, block_ms=None)
+    (entry,) = await bus.read([stream], "g", "w", count=1, block_ms=None)
     await bus.dead_letter(stream, "g", entry, "step failed 5 times: KeyError")
     assert await bus.pending_count(stream, "g") == 0
     (row,) = await bus.dead_letters()
@@ -109,7 +109,7 @@ async def test_dead_letters_keep_the_reason_and_can_be_replayed(redis: aioredis.
     assert decode(row["payload"]).text == "poison"
     assert await bus.replay([row["dlq_id"]]) == 1
     assert await bus.dead_letters() == []
-    (again,) = await bus.read(stream, "g", "w", count=1, block_ms=None)
+    (again,) = await bus.read([stream], "g", "w", count=1, block_ms=None)
     assert decode(again.payload or b"").text == "poison"
 
 
@@ -131,8 +131,8 @@ async def test_a_cursor_reads_its_own_unacked_then_the_previous_owners_then_new(
     stream = keys.inbound(0)
     await bus.ensure_group(stream, "g")
     await bus.publish_many([customer("c", f"m{i}") for i in range(3)])
-    (old_owners,) = await bus.read(stream, "g", "dead-worker", count=1, block_ms=None)
-    (ours,) = await bus.read(stream, "g", "me", count=1, block_ms=None)  # its reply was lost, say
+    (old_owners,) = await bus.read([stream], "g", "dead-worker", count=1, block_ms=None)
+    (ours,) = await bus.read([stream], "g", "me", count=1, block_ms=None)  # its reply was lost, say
     await bus.publish(customer("c", "m3"))
     cursor = GroupCursor(bus, "g", "me", count=10, block_ms=10, min_idle_ms=0, sleep=asyncio.sleep)
     cursor.reread()

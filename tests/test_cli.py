@@ -96,7 +96,7 @@ async def test_status_and_dead_letters_from_the_command_line(redis_url: str, red
     stream = bus.inbound_stream(Message(kind="customer", channel="api", address="x"))
     await bus.ensure_group(stream, "engine")
     await bus.publish(Message(kind="customer", channel="api", address="x", text="stuck message"))
-    (entry,) = await bus.read(stream, "engine", "w", count=1, block_ms=None)
+    (entry,) = await bus.read([stream], "engine", "w", count=1, block_ms=None)
     await bus.dead_letter(stream, "engine", entry, "failed 5 times: ValueError: boom")
     await bus.publish(Message(kind="customer", channel="api", address="x", text="waiting"))
 

@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar
 
 import aiosmtplib
@@ -33,7 +33,7 @@ from aiohttp import web
 
 from adapters.email import compose, smtp
 from adapters.email.config import EmailConfig
-from adapters.email.imap import ImapWatcher
+from adapters.email.imap import ImapWatcher, MailTooLarge
 from adapters.email.loops import base_address, is_bounce, loop_reason
 from adapters.email.parse import ParsedMail, attachment_bytes, parse
 from adapters.email.quotes import strip_quotes
@@ -258,7 +258,7 @@ class EmailAdapter(Adapter):
                 raw = await self.watcher.fetch_mail(validity, int(uid), self.cfg.max_message_bytes)
         except LookupError as exc:
             return web.Response(status=404, text=f"email: {exc}")
-        except ValueError as exc:
+        except MailTooLarge as exc:
             return web.Response(status=413, text=f"email: {exc}")
         except Exception as exc:  # the IMAP server is down or refused us
             return web.Response(status=503, text=f"email: the mailbox cannot be read now ({type(exc).__name__})")
@@ -289,14 +289,15 @@ class EmailAdapter(Adapter):
         # stable per outbound message: a retried send carries the same Message-ID
         return f"{message.id}.{message.name or message.kind}@{self.domain}"
 
-    def _check_recipient(self, out: compose.Outgoing) -> None:
+    async def _deliver(self, out: compose.Outgoing, remember: Callable[[str], Awaitable[None]]) -> Delivered:
+        """Check the recipient, ``remember`` what an answer to this mail is threaded by (its
+        Message-ID, the ticket), then send: an answer may be read from the mailbox before
+        the SMTP server's 250 reaches us."""
         if not compose.valid_address(out.to_addr):
             raise PermanentError(f"not a valid email address: {out.to_addr!r}", unreachable=True)
-
-    async def _deliver(self, out: compose.Outgoing) -> None:
-        """Send. Callers store what an answer is threaded by (its Message-ID, the ticket)
-        before this: a reply may be read from the mailbox before the SMTP server's 250."""
+        await remember(out.message_id)
         await smtp.send(self.cfg, compose.build(out), sender=self.cfg.address, recipients=[out.to_addr])
+        return Delivered(platform_id=out.message_id, ref=f"email:{out.message_id}")
 
     async def _send_reply(self, message: Message) -> Delivered:
         address = message.address.strip().lower()
@@ -322,17 +323,18 @@ class EmailAdapter(Adapter):
             message_id=self._message_id(message),
             extra_headers={"X-Bridge-Conversation": conversation_id} if conversation_id else {},
         )
-        self._check_recipient(out)
-        message_id = out.message_id
-        if conversation_id:
+
+        async def remember(message_id: str) -> None:
+            if not conversation_id:
+                return
             await self._set_json(f"thread:{conversation_id}", {
                 "message_id": last, "subject": subject, "name": info.get("name") or "", "at_ms": info.get("at_ms", 0),
                 "references": [*references, message_id][-compose.MAX_REFERENCES:]})
             await self._remember_message_id(message_id, conversation_id)
             await self._remember_message_id(last, conversation_id)
             await self._add_members(conversation_id, [a for a in info.get("cc", []) if isinstance(a, str)])
-        await self._deliver(out)
-        return Delivered(platform_id=message_id, ref=f"email:{message_id}")
+
+        return await self._deliver(out, remember)
 
     async def _thread_info(self, message: Message, address: str) -> dict[str, Any]:
         """What to thread a reply under: the mail it answers when known, else the newer of
@@ -386,14 +388,14 @@ class EmailAdapter(Adapter):
             auto_submitted="auto-generated", message_id=self._message_id(message),
             extra_headers={"X-Bridge-Conversation": conversation_id, "X-Bridge-Queue": queue},
         )
-        self._check_recipient(out)
-        message_id = out.message_id
-        if conversation_id:
-            await self._set_json(f"ticket:{conversation_id}", {"message_id": message_id, "team": out.to_addr,
-                                                               "subject": subject, "ids": [message_id]})
-            await self._remember_message_id(message_id, conversation_id)
-        await self._deliver(out)
-        return Delivered(platform_id=message_id, ref=f"email:{message_id}")
+
+        async def remember(message_id: str) -> None:
+            if conversation_id:
+                await self._set_json(f"ticket:{conversation_id}", {"message_id": message_id, "team": out.to_addr,
+                                                                   "subject": subject, "ids": [message_id]})
+                await self._remember_message_id(message_id, conversation_id)
+
+        return await self._deliver(out, remember)
 
     async def _send_ticket_followup(self, message: Message) -> Delivered:
         if message.data.get("auto"):  # an out-of-office or bounce: recorded, not mailed to the team
@@ -411,13 +413,13 @@ class EmailAdapter(Adapter):
             message_id=self._message_id(message),
             extra_headers={"X-Bridge-Conversation": message.conversation_id},
         )
-        self._check_recipient(out)
-        message_id = out.message_id
-        await self._remember_message_id(message_id, message.conversation_id)
-        ids = [i for i in ticket.get("ids", [ticket["message_id"]]) if i != message_id]
-        await self._set_json(f"ticket:{message.conversation_id}", {**ticket, "ids": [*ids, message_id][-50:]})
-        await self._deliver(out)
-        return Delivered(platform_id=message_id, ref=f"email:{message_id}")
+
+        async def remember(message_id: str) -> None:
+            await self._remember_message_id(message_id, message.conversation_id)
+            ids = [i for i in ticket.get("ids", [ticket["message_id"]]) if i != message_id]
+            await self._set_json(f"ticket:{message.conversation_id}", {**ticket, "ids": [*ids, message_id][-50:]})
+
+        return await self._deliver(out, remember)
 
     async def check(self) -> tuple[HealthState, str]:
         cfg = self.cfg

@@ -50,6 +50,10 @@ class LoginRefused(Exception):
     pass
 
 
+class MailTooLarge(Exception):
+    pass
+
+
 def _lines(response: Any) -> list[bytes]:
     return [bytes(line) for line in getattr(response, "lines", [])]
 
@@ -331,7 +335,7 @@ class ImapWatcher:
     async def fetch_mail(self, uidvalidity: str, uid: int, max_bytes: int) -> bytes:
         """One mail of the watched mailbox, on a connection of its own (the watcher's is
         in IDLE): for an attachment an agent opens. Raises `LookupError` when the mail is
-        gone (expunged, or the mailbox was rebuilt: another UIDVALIDITY), `ValueError` when
+        gone (expunged, or the mailbox was rebuilt: another UIDVALIDITY), `MailTooLarge` when
         it is over ``max_bytes``, `ConnectionDropped` when the server cannot be reached."""
         once = ImapWatcher(self.config, self.state, self.handle, self.report_health)
         try:
@@ -345,7 +349,7 @@ class ImapWatcher:
             if raw is None:
                 raise LookupError(f"mail {uid} is no longer in {self.config.imap_mailbox}")
             if max(size, len(raw)) > max_bytes:
-                raise ValueError(f"mail of {max(size, len(raw))} bytes is over channels.email.max_message_bytes")
+                raise MailTooLarge(f"mail of {max(size, len(raw))} bytes is over channels.email.max_message_bytes")
             with contextlib.suppress(Exception):
                 await once._cmd(client.logout(), timeout_s=5)
             return raw

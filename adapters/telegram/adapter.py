@@ -96,6 +96,10 @@ def send_error(exc: TelegramError, what: str) -> Exception:
     return PermanentError(f"telegram error on {what}: {exc!r}")
 
 
+class FileTooLarge(PermanentError):
+    """A customer's file over ``max_file_bytes`` (the Bot API hands out 20 MB at most)."""
+
+
 class TelegramAdapter(Adapter):
     """Customers on Telegram (private chats and groups)."""
 
@@ -380,8 +384,7 @@ class TelegramAdapter(Adapter):
         try:
             content = await self.fetch_attachment(wanted)
         except PermanentError as exc:
-            status = 413 if "max_file_bytes" in exc.reason else 404
-            return web.Response(status=status, text=f"telegram: {exc.reason}")
+            return web.Response(status=413 if isinstance(exc, FileTooLarge) else 404, text=f"telegram: {exc.reason}")
         except TransientError as exc:
             return web.Response(status=503, text=f"telegram: {exc.reason}")
         return web.Response(body=content, **filelinks.response_options(wanted.mime, wanted.name or wanted.ref))
@@ -396,7 +399,7 @@ class TelegramAdapter(Adapter):
     async def _download(self, file_id: str) -> bytes:
         file = await self.bot.get_file(file_id)
         if (file.file_size or 0) > self.cfg.max_file_bytes:
-            raise PermanentError(f"file of {file.file_size} bytes is over channels.telegram.max_file_bytes")
+            raise FileTooLarge(f"file of {file.file_size} bytes is over channels.telegram.max_file_bytes")
         return bytes(await file.download_as_bytearray())
 
     # -- sending -----------------------------------------------------------------------

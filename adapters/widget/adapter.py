@@ -178,28 +178,20 @@ class WidgetAdapter(Adapter):
         if self.cfg.demo_page:
             routes.append(web.get("/", self._demo))
         if self.cfg.uploads.enabled:
-            routes += [web.options("/widget/upload", self._uploads_handler("preflight")),
-                       web.post("/widget/upload", self._uploads_handler("upload")),
-                       web.get("/widget/files/{id}", self._uploads_handler("serve"))]
+            routes += [web.options("/widget/upload", self._delegate("_uploads", "preflight")),
+                       web.post("/widget/upload", self._delegate("_uploads", "upload")),
+                       web.get("/widget/files/{id}", self._delegate("_uploads", "serve"))]
         if self.cfg.console.enabled:
             for method, path, handler in CONSOLE_ROUTES:
-                routes.append(web.route(method, path, self._console_handler(handler)))
+                routes.append(web.route(method, path, self._delegate("_console", handler)))
         return routes
 
-    def _console_handler(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            _, console = await self._ready()
-            method: Callable[[web.Request], Awaitable[web.StreamResponse]] = getattr(console, name)
-            return await method(request)
-
-        handler.__name__ = name
-        return handler
-
-    def _uploads_handler(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _delegate(self, part: str, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """A route to ``self.<part>.<name>``, built on the first request (it needs the
+        shared secrets from Redis)."""
         async def handler(request: web.Request) -> web.StreamResponse:
             await self._ready()
-            assert self._uploads is not None
-            method: Callable[[web.Request], Awaitable[web.StreamResponse]] = getattr(self._uploads, name)
+            method: Callable[[web.Request], Awaitable[web.StreamResponse]] = getattr(getattr(self, part), name)
             return await method(request)
 
         handler.__name__ = name

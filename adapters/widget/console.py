@@ -35,6 +35,7 @@ from adapters.widget.identity import Signer
 from adapters.widget.limits import Buckets
 from adapters.widget.metrics import CONSOLES
 from bridge.adapter import AdapterContext
+from bridge.filelinks import web_url
 from bridge.model import Conversation, Message, Sender
 
 log = logging.getLogger("adapters.widget.console")
@@ -131,8 +132,7 @@ def transcript_item(message: Message) -> dict[str, Any] | None:
         "id": message.id, "kind": message.kind, "who": who, "name": (sender.name if sender else ""),
         "text": message.text, "event": message.name, "channel": message.channel, "ts": message.created_ms,
         "status": str(message.data.get("status", "")) if message.kind == "event" else "",
-        "attachments": [{"name": a.name, "mime": a.mime, "size": a.size,
-                         "url": a.url if a.url.startswith(("https://", "http://")) else ""}
+        "attachments": [{"name": a.name, "mime": a.mime, "size": a.size, "url": web_url(a.url)}
                         for a in message.attachments],
     }
 

@@ -15,6 +15,7 @@ import asyncio
 import json
 import secrets
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -35,7 +36,7 @@ UPLOADS_AT_ONCE = 8  # per process: each holds up to max_bytes in memory while i
 
 class Uploads:
     def __init__(self, config: WidgetConfig, ctx: AdapterContext, tokens: VisitorTokens, secret: bytes,
-                 origin_allowed: Any) -> None:
+                 origin_allowed: Callable[[web.Request], bool]) -> None:
         self.config = config.uploads
         self.ctx = ctx
         self.tokens = tokens

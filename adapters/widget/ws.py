@@ -44,6 +44,7 @@ from adapters.widget.limits import Buckets, Counts
 from adapters.widget.metrics import REFUSED, SOCKETS
 from adapters.widget.uploads import Uploads
 from bridge.adapter import AdapterContext
+from bridge.filelinks import web_url
 from bridge.model import Message, Sender
 
 log = logging.getLogger("adapters.widget")
@@ -86,7 +87,7 @@ def visitor_item(message: Message, visitor: str) -> dict[str, Any] | None:
 
 
 def _links(message: Message) -> list[dict[str, str]]:
-    return [{"name": a.name, "url": a.url} for a in message.attachments if a.url.startswith(("https://", "http://"))]
+    return [{"name": a.name, "url": a.url} for a in message.attachments if web_url(a.url)]
 
 
 def client_ip(request: web.Request, trust_forwarded_for: bool) -> str:
