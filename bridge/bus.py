@@ -130,7 +130,12 @@ def frame_ops(ops: list[list[Any]]) -> bytes:
 
 
 class LeaseLost(Exception):
-    """A fenced commit found that this worker no longer owns the stream."""
+    """A fenced commit found that this worker no longer owns the stream whose lease key
+    is ``lease_key``."""
+
+    def __init__(self, lease_key: str) -> None:
+        super().__init__(f"lease lost: {lease_key}")
+        self.lease_key = lease_key
 
 
 @dataclass(slots=True)
@@ -280,7 +285,7 @@ class Bus:
             await self._commit(args=[owner, keys.commit_once(new_id()), len(leases), *leases, frame_ops(ops)])
         except ResponseError as exc:
             if str(exc).startswith("LEASELOST"):
-                raise LeaseLost(str(exc)) from None
+                raise LeaseLost(str(exc).removeprefix("LEASELOST ")) from None
             raise
 
     # -- dead letters ----------------------------------------------------------------

@@ -47,6 +47,14 @@ def _platform_id(outcome: _Outcome) -> str:
     return (outcome.delivered.platform_id if outcome.delivered else "") or "-"
 
 
+def lane_key(message: Message) -> str:
+    """What a message keeps its order within: its address for the customer's side; its
+    conversation for agent-side events (a case's ticket goes before its follow-ups)."""
+    if message.kind == "event" and message.conversation_id:
+        return message.conversation_id
+    return message.address or message.conversation_id
+
+
 def _today() -> int:
     return now_ms() // 86_400_000
 
@@ -116,8 +124,9 @@ class ChannelDispatcher:
                     entries = await self.cursor.next(self.leases.held)
                     if entries:
                         await self.deliver(entries)
-                except LeaseLost:
-                    log.warning("lease lost", extra={"channel": self.channel})
+                except LeaseLost as exc:
+                    if self.leases.drop(exc.lease_key) is not None:
+                        log.warning("lease lost", extra={"channel": self.channel})
                     self.cursor.reread()
                 except Exception as exc:
                     if not (isinstance(exc, ConnectionError | OSError | TimeoutError)
@@ -149,7 +158,7 @@ class ChannelDispatcher:
             if message.id in recorded:
                 outcome.delivered = Delivered(platform_id=recorded[message.id])
             else:
-                by_key[message.address or message.conversation_id].append(outcome)
+                by_key[lane_key(message)].append(outcome)
             outcomes.append(outcome)
         queue = deque(by_key.items())
 

@@ -102,6 +102,17 @@ class Leases:
                 log.warning("lease renewal failed: %r", exc)
             await asyncio.sleep(self.ttl_ms / 3000)
 
+    def drop(self, lease_key: str) -> str | None:
+        """A fenced commit found ``lease_key`` owned by another worker: stop consuming its
+        stream at once (the keeper would notice only at its next renewal). Returns the
+        stream when it was held, None when it was dropped already."""
+        stream = next((s for s in self.held if keys.lease(s) == lease_key), None)
+        if stream is not None:
+            self.held.discard(stream)
+            self._gained.discard(stream)
+            self._lost.add(stream)
+        return stream
+
     def changes(self) -> tuple[set[str], set[str]]:
         """Streams gained and lost since the last call."""
         gained, lost = self._gained, self._lost

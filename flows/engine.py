@@ -133,7 +133,9 @@ class Engine:
                     if entries:
                         await self.handle(entries)
                 except LeaseLost as exc:
-                    log.warning("lease lost, dropping partition state", extra={"detail": str(exc)})
+                    stream = self.leases.drop(exc.lease_key)
+                    if stream is not None:  # once per partition: the next read leaves it out
+                        log.warning("lease lost, dropping partition state", extra={"stream": stream})
                     self._forget_all()
                 except (ConnectionError, OSError, TimeoutError) as exc:
                     log.warning("redis unavailable, retrying", extra={"error": repr(exc)})

@@ -56,15 +56,23 @@ class Routing:
             turn.enqueue(queue)
             turn.notify_agents("new_conversation", text=message.text, data={"reopened": turn.reopened}, record=False)
         else:
-            turn.notify_agents("customer_message", text=message.text, record=False)
-            self._follow_ticket(turn)
+            team = self._team(turn)
+            turn.notify_agents("customer_message", text=message.text, data=team, record=False)
+            self._follow_ticket(turn, team)
 
-    def _follow_ticket(self, turn: Turn) -> None:
+    def _team(self, turn: Turn) -> dict[str, str]:
+        """Where the case's ticket went: a follow-up whose ticket was never sent (it failed,
+        or email was configured later) is mailed there as the ticket instead."""
+        queue = self.settings.queues.get(turn.conversation.queue)
+        return {"queue": turn.conversation.queue, "team": queue.email} if queue and queue.email else {}
+
+    def _follow_ticket(self, turn: Turn, team: dict[str, str]) -> None:
         """A customer's follow-up on a case filed by email joins the ticket's thread, also
         when email is not an agents' channel."""
         if (turn.conversation.queue and "email" in turn.config.channels
                 and "email" not in self.settings.agents.channels):
-            turn.notify_agents("customer_message", text=turn.message.text, channels=["email"], record=False)
+            turn.notify_agents("customer_message", text=turn.message.text, data=team, channels=["email"],
+                               record=False)
 
     @staticmethod
     def _unfiled(turn: Turn) -> bool:

@@ -26,6 +26,7 @@ import yaml
 from bridge import config as config_module
 from bridge.model import now_ms
 from bridge.runner import Bridge
+from tests.timing import scaled
 
 
 @dataclass
@@ -69,6 +70,8 @@ class RunningBridge:
 
 
 async def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
+    """Poll ``predicate`` until truthy; the deadline is scaled for a busy machine (tests/timing.py)."""
+    timeout_s = scaled(timeout_s)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         result = predicate()

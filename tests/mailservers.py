@@ -33,6 +33,7 @@ from bridge.adapter import AdapterContext, HealthState
 from bridge.context import RedisState
 from bridge.model import Contact, Conversation, Message
 from tests.servers import free_port, wait_port
+from tests.timing import scaled
 
 MAIL_UID = 65534
 
@@ -218,7 +219,7 @@ class RecordingHandler:
         return "250 Message accepted"
 
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(scaled(timeout_s)):
             while len(self.received) < count:
                 self.event.clear()
                 await self.event.wait()
@@ -369,7 +370,7 @@ class Recorder:
         self.health.append((state, detail))
 
     async def wait_for(self, count: int, timeout_s: float = 15.0) -> list[Message]:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(scaled(timeout_s)):
             while len(self.published) < count:
                 self.event.clear()
                 await self.event.wait()

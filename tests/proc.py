@@ -15,6 +15,7 @@ import yaml
 
 from tests.harness import test_config
 from tests.servers import free_port
+from tests.timing import scaled
 
 
 class BridgeProcess:
@@ -36,7 +37,7 @@ class BridgeProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", str(self.path)],  # noqa: ASYNC220
                                         env=env, stdout=log, stderr=log, cwd=str(self.path.parent))
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        deadline = asyncio.get_running_loop().time() + scaled(timeout_s)
         async with aiohttp.ClientSession() as http:
             while True:
                 if self.process.poll() is not None:
@@ -56,7 +57,7 @@ class BridgeProcess:
 
     async def wait_exit(self, timeout_s: float = 30.0) -> int:
         assert self.process is not None
-        code = await asyncio.to_thread(self.process.wait, timeout_s)
+        code = await asyncio.to_thread(self.process.wait, scaled(timeout_s))
         return code
 
     async def stop(self, sig: int = signal.SIGTERM) -> int | None:

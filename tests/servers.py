@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.timing import scaled
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -17,7 +19,7 @@ def free_port() -> int:
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + scaled(timeout_s)
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:

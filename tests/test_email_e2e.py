@@ -316,3 +316,29 @@ async def test_attachments_reach_the_team_as_links_read_from_the_mailbox(redis_u
             path.unlink()
         async with b.http.get(urls["housing.png"]) as r:
             assert r.status == 404 and "no longer in INBOX" in await r.text()
+
+
+async def test_every_follow_up_sent_at_once_reaches_the_team(redis_url: str, dovecot: Dovecot,
+                                                               smtp: RecordingHandler,
+                                                               webhook: WebhookReceiver) -> None:
+    """Each new API customer writes twice without waiting: the second message follows the
+    ticket into the team's mailbox, never dropped as delivered before the ticket exists."""
+    customers = [f"quick-{n}" for n in range(12)]
+    async with running_bridge(redis_url, bridge_config(dovecot, smtp, webhook), env=ENV) as b:
+        await imap_ready(b)
+
+        async def write_twice(customer: str) -> None:
+            for text in (f"Quote for 40 boards, {customer}?", f"And 10 more, {customer}."):
+                r = await b.post("/api/v1/messages", headers=AUTH,
+                                 json={"customer_id": customer, "text": text, "name": customer})
+                assert r.status == 202
+
+        await asyncio.gather(*(write_twice(c) for c in customers))
+        team = await b.wait_for(lambda: len(mail_to(smtp, TEAM)) >= 2 * len(customers) and mail_to(smtp, TEAM),
+                                timeout_s=30, what="a ticket and a follow-up per customer")
+        for customer in customers:
+            ticket, follow = [m for m in team if re.search(rf"\b{customer}[.?]", m.text())]
+            assert f"Quote for 40 boards, {customer}?" in ticket.text()
+            assert f"And 10 more, {customer}." in follow.text()
+            assert follow.message["In-Reply-To"] == ticket.message["Message-ID"]
+        assert len(mail_to(smtp, TEAM)) == 2 * len(customers)

@@ -62,6 +62,25 @@ async def test_a_commit_is_refused_once_the_lease_is_lost(redis: aioredis.Redis)
     assert await redis.get("written") == b"1"
 
 
+async def test_a_lost_lease_is_dropped_at_once_and_logged_once(redis: aioredis.Redis, make_engine: Any,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """After a stall another worker owns the partition: the engine stops reading it at once
+    instead of retrying the refused commit until its next lease renewal."""
+    seen: list[str] = []
+    engine = make_engine([lambda turn: seen.append(turn.message.text)], partitions=1, lease_ttl_s=30)
+    stream = keys.inbound(0)
+    await wait_for(lambda: stream in engine.leases.held, 10, "the partition's lease")
+    await redis.set(keys.lease(stream), "another-worker", px=60_000)  # taken over while we stalled
+    await engine.bus.publish(Message(kind="customer", channel="api", address="a", text="hello"))
+    await wait_for(lambda: stream not in engine.leases.held, 10, "the lost partition dropped")
+    await wait_for(lambda: [r for r in caplog.records if r.name == "bridge.engine"], 10, "the warning")
+    await asyncio.sleep(1.0)  # a spinning engine would log hundreds of warnings in this second
+    lost = [r for r in caplog.records if r.getMessage() == "lease lost, dropping partition state"]
+    assert len(lost) == 1 and lost[0].stream == stream  # type: ignore[attr-defined]
+    assert seen == ["hello"]  # handled once, its commit refused; the new owner handles it
+    assert await redis.xlen(keys.outbound("api")) == 0
+
+
 async def test_a_failing_step_is_retried_then_dead_lettered_and_others_go_on(
         redis: aioredis.Redis, make_engine: Any) -> None:
     calls: list[str] = []

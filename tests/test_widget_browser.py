@@ -19,10 +19,11 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from tests.harness import RunningBridge, running_bridge, wait_for
 from tests.servers import free_port
 from tests.test_widget_protocol import ENV, URGENT, customer_texts, widget_config
+from tests.timing import scaled
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
-WAIT_MS = 15_000
+WAIT_MS = int(scaled(15_000))
 HOSTILE = ['<img src=x onerror=alert(1)>', "<script>alert(2)</script>", '"><svg onload=alert(3)>',
            "&lt;b&gt;not bold&lt;/b&gt; & <b>bold?</b>"]
 

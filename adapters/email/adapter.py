@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar
 
 import aiosmtplib
+import msgspec
 from aiohttp import web
 
 from adapters.email import compose, smtp
@@ -402,7 +403,13 @@ class EmailAdapter(Adapter):
             return Delivered()
         ticket = await self._get_json(f"ticket:{message.conversation_id}") if message.conversation_id else {}
         if not ticket:
-            return Delivered()
+            # the dispatcher sends a conversation's events in order, so the ticket was sent
+            # before this if it ever will be; none was (it failed, or email came later): the
+            # team still gets the customer's words, as the case's ticket
+            team = str(message.data.get("team") or "")
+            if not team:  # not a case filed by email (an escalation): nothing to mail
+                return Delivered()
+            return await self._send_ticket(msgspec.structs.replace(message, address=team))
         sender = message.sender or Sender()
         out = compose.Outgoing(
             from_addr=self.cfg.address, from_name=self.cfg.from_name, to_addr=ticket["team"],
