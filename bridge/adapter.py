@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.model import Contact, Conversation, Message
 
@@ -31,6 +31,8 @@ class ChannelConfig(BaseModel):
     rate_per_s: float | None = None  # overall sends per second; None: the adapter's default
     rate_per_address_per_s: float | None = None  # per chat / per recipient
     max_attempts: int = 8  # transient failures before the dead-letter stream
+    max_in_flight: int | None = Field(None, ge=1)  # sends at once; None: the adapter's default
+    max_in_hand: int = Field(10_000, ge=1)  # entries read ahead into the per-address lanes
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,7 @@ class Adapter(abc.ABC):
     #: sends per second when the config does not say (platform limits)
     default_rate_per_s: ClassVar[float | None] = 50.0
     default_rate_per_address_per_s: ClassVar[float | None] = None
+    default_max_in_flight: ClassVar[int] = 32  # sends at once; a hung send holds one until its timeout
 
     def __init__(self, config: ChannelConfig, ctx: AdapterContext) -> None:
         self.config = config

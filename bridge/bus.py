@@ -129,6 +129,9 @@ def frame_ops(ops: list[list[Any]]) -> bytes:
                                  for a in op] for op in ops])
 
 
+RELEASE_LANE = "release_lane"  # an outbound command: the lane named in data["lane"] goes on
+
+
 class LeaseLost(Exception):
     """A fenced commit found that this worker no longer owns the stream whose lease key
     is ``lease_key``."""
@@ -143,6 +146,7 @@ class Entry:
     stream: str
     id: str
     payload: bytes | None  # None when the entry has no payload field (malformed)
+    replay: bool = False  # put back from the dead letters by an operator (`bridge dlq replay`)
 
 
 def entries_from_reply(reply: Any) -> list[Entry]:
@@ -155,7 +159,7 @@ def entries_from_reply(reply: Any) -> list[Entry]:
         for entry_id, fields in items:
             eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
             payload = fields.get(b"m") if fields else None
-            out.append(Entry(stream, eid, payload))
+            out.append(Entry(stream, eid, payload, replay=bool(fields and fields.get(keys.REPLAY_FIELD.encode()))))
     return out
 
 
@@ -231,11 +235,11 @@ class Bus:
                 raise
 
     async def read(self, streams: list[str], group: str, consumer: str, *, count: int,
-                   block_ms: int | None, pending: bool = False) -> list[Entry]:
+                   block_ms: int | None, pending: bool = False, after: dict[str, str] | None = None) -> list[Entry]:
         """New entries (``>``) of the streams, or with ``pending=True`` this consumer's own
-        unacked ones; one round trip."""
-        reply = await self.redis.xreadgroup(group, consumer, dict.fromkeys(streams, "0" if pending else ">"),
-                                            count=count, block=None if pending else block_ms)
+        unacked ones (those after ``after[stream]``, to page through them); one round trip."""
+        ids = {s: (after or {}).get(s, "0") if pending else ">" for s in streams}
+        reply = await self.redis.xreadgroup(group, consumer, ids, count=count, block=None if pending else block_ms)
         return entries_from_reply(reply)
 
     async def reclaim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int,
@@ -290,12 +294,14 @@ class Bus:
 
     # -- dead letters ----------------------------------------------------------------
 
-    def dead_letter_ops(self, stream: str, group: str, entry: Entry, reason: str) -> list[list[Any]]:
-        """Ops that move one entry to the dead-letter stream and ack it at the source."""
+    def dead_letter_ops(self, stream: str, group: str, entry: Entry, reason: str,
+                        lane: str = "") -> list[list[Any]]:
+        """Ops that move one entry to the dead-letter stream and ack it at the source.
+        ``lane`` names the outbound address whose later sends wait behind it (replayed together)."""
         return [
             ["XADD", keys.DEAD_LETTERS, "MAXLEN", "~", self.dead_letter_max_len, "*",
              "stream", stream, "group", group, "id", entry.id, "reason", reason[:2000],
-             "at_ms", now_ms(), "m", entry.payload or b""],
+             "at_ms", now_ms(), "lane", lane, "m", entry.payload or b""],
             ["XACK", stream, group, entry.id],
             ["HDEL", keys.attempts(stream), entry.id],
         ]
@@ -317,26 +323,61 @@ class Bus:
                 "id": row.get("id", b"").decode(),
                 "reason": row.get("reason", b"").decode(errors="replace"),
                 "at_ms": int(row.get("at_ms", b"0")),
+                "lane": row.get("lane", b"").decode(errors="replace"),
                 "payload": row.get("m", b""),
             })
         return out
 
     async def replay(self, dlq_ids: Sequence[str] | None = None) -> int:
-        """Put dead letters back on their source stream (all when no ids are given)."""
-        rows = await self.dead_letters(count=1_000_000)
-        wanted = set(dlq_ids) if dlq_ids is not None else None
-        replayed = 0
-        for row in rows:
-            if wanted is not None and row["dlq_id"] not in wanted:
-                continue
-            if not row["payload"] or not row["stream"]:
-                continue
+        """Put dead letters back on their source stream (all when no ids are given).
+
+        An outbound dead letter brings every dead letter of its lane (the address whose later
+        sends were held behind it) back with it, in their original stream order, so the
+        customer receives them in the order they were written. The replayed entries carry a
+        mark that tells the dispatcher the lane may go on."""
+        chosen = self._with_lanes(await self.dead_letters(count=1_000_000), dlq_ids)
+        replayable = [r for r in chosen if r["payload"] and r["stream"]]
+        if replayable:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(row["stream"], {keys.PAYLOAD_FIELD: row["payload"]})
-                pipe.xdel(keys.DEAD_LETTERS, row["dlq_id"])
+                for row in replayable:
+                    pipe.xadd(row["stream"], {keys.PAYLOAD_FIELD: row["payload"], keys.REPLAY_FIELD: b"1"})
+                    pipe.xdel(keys.DEAD_LETTERS, row["dlq_id"])
                 await pipe.execute()
-            replayed += 1
-        return replayed
+        return len(replayable)
+
+    async def drop(self, dlq_ids: Sequence[str]) -> int:
+        """Delete dead letters for good. An outbound lane left with none goes on: a release
+        mark is appended to its stream, so sends written after it are no longer held."""
+        rows = await self.dead_letters(count=1_000_000)
+        wanted = set(dlq_ids)
+        dropped = [r for r in rows if r["dlq_id"] in wanted]
+        left = {(r["stream"], r["lane"]) for r in rows if r["dlq_id"] not in wanted and r["lane"]}
+        released = {(r["stream"], r["lane"]) for r in dropped if r["lane"]} - left
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for row in dropped:
+                pipe.xdel(keys.DEAD_LETTERS, row["dlq_id"])
+            for stream, lane in sorted(released):
+                release = Message(kind="command", channel=stream.removeprefix(keys.outbound("")), name=RELEASE_LANE,
+                                  data={"lane": lane})
+                pipe.xadd(stream, {keys.PAYLOAD_FIELD: encode(release), keys.REPLAY_FIELD: b"1"})
+            await pipe.execute()
+        return len(dropped)
+
+    @staticmethod
+    def _with_lanes(rows: list[dict[str, Any]], dlq_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+        """The chosen rows plus every row of their lanes, each lane in original stream order."""
+        if dlq_ids is None:
+            chosen = rows
+        else:
+            wanted = set(dlq_ids)
+            lanes = {(r["stream"], r["lane"]) for r in rows if r["dlq_id"] in wanted and r["lane"]}
+            chosen = [r for r in rows if r["dlq_id"] in wanted or (r["stream"], r["lane"]) in lanes]
+
+        def original_order(row: dict[str, Any]) -> tuple[str, int, int, str]:
+            ms, _, seq = row["id"].partition("-")
+            return (row["stream"], int(ms or 0), int(seq or 0), row["dlq_id"])
+
+        return sorted(chosen, key=original_order)
 
     # -- housekeeping ----------------------------------------------------------------
 

@@ -34,6 +34,7 @@ class GroupCursor:
         self.vet = vet
         self.recovering: set[str] = set()  # streams whose previous owner's entries come first
         self.reread_own = False
+        self._own_after: dict[str, str] = {}  # paging through our own pending entries
         self.replayed = False  # the last batch may hold entries delivered before (check what was done)
 
     def gained(self, streams: Iterable[str]) -> None:
@@ -44,16 +45,20 @@ class GroupCursor:
 
     def reread(self) -> None:
         self.reread_own = True
+        self._own_after.clear()
 
     async def next(self, streams: Iterable[str]) -> list[Entry]:
         held = sorted(streams)
         self.replayed = True
         if self.reread_own:
             entries = await self.bus.read(held, self.group, self.consumer, count=self.count, block_ms=None,
-                                          pending=True)
+                                          pending=True, after=self._own_after)
             if entries:
+                for entry in entries:
+                    self._own_after[entry.stream] = entry.id
                 return entries
             self.reread_own = False
+            self._own_after.clear()
         if self.recovering:
             return await self._recover()
         self.replayed = False

@@ -1,32 +1,43 @@
 """The dispatcher: reads each channel's outbound stream and delivers through its adapter.
 
-The adapter's answer decides: `Delivered` (record the platform id, then ack), a
-`TransientError` (wait what the platform said, else back off with jitter; after
-``max_attempts`` dead-letter), a `PermanentError` (dead-letter at once with the reason).
-Messages to one address (or about one conversation, for agent-side events) go out in
-stream order; different addresses are sent concurrently within the channel's rate.
+Sends are ordered per *lane* (a customer's address; a conversation, for agent-side
+events) and independent across lanes: each lane is a small task that sends its head
+message, and a lane whose head must wait (a 429's Retry-After, backoff after an error, a
+hang up to the adapter's timeout) waits alone while every other lane goes on. At most
+``max_in_flight`` sends run at once per channel, within the channel's and the address's
+rate.
 
-A redelivered entry (after a crash) whose send was recorded is acked without sending
-again. The window between a platform accepting a send and the record is the only place
-a crash can double a message; the HTTP webhook carries the message id so receivers can
-drop that double.
+The adapter's answer decides: `Delivered` (recorded, acked), a `TransientError` (the
+next attempt is scheduled: its due time is kept in Redis, the lane sleeps until then;
+after ``max_attempts`` dead-letter), a `PermanentError` (dead-letter at once). A lane
+whose message was dead-lettered is *parked*: its later messages go to the dead letters
+behind it, in order, instead of overtaking it, until an operator replays the lane
+(`bridge dlq replay`, which puts them back in their original order) or drops the letters
+(`bridge dlq drop`).
+
+What was sent is recorded as sends complete, a few at a time (a group commit: whatever
+completed while the previous record was written), so a crash re-sends at most the sends
+in flight and the few not yet recorded. A redelivered entry whose send was recorded is
+acked without sending again; the HTTP webhook carries the message id so receivers can
+drop the rare double.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import failpoints, keys
 from bridge.adapter import Adapter, Delivered, HealthState
-from bridge.bus import Bus, Entry, LeaseLost, decode_entries
+from bridge.bus import RELEASE_LANE, Bus, Entry, LeaseLost, decode_entries
 from bridge.cursor import GroupCursor
-from bridge.errors import IntegrationBroken, PermanentError, SendError, TransientError
+from bridge.errors import IntegrationBroken, PermanentError, TransientError
 from bridge.lease import Leases
 from bridge.metrics import DEAD_LETTERS, SEND_FAILURES, SEND_SECONDS, SENT
 from bridge.model import Message, now_ms
@@ -36,15 +47,11 @@ from bridge.retry import backoff_s
 log = logging.getLogger("bridge.dispatcher")
 
 SENT_RECORD_DAYS = 2  # how long a delivered outbound id is remembered (day buckets)
-MAX_CONCURRENT_SENDS = 32
+OWN_PENDING_CHECK_S = 30.0
 
 
 def sent_key(channel: str, day: int) -> str:
     return f"{keys.sent(channel)}:{day}"
-
-
-def _platform_id(outcome: _Outcome) -> str:
-    return (outcome.delivered.platform_id if outcome.delivered else "") or "-"
 
 
 def lane_key(message: Message) -> str:
@@ -59,14 +66,37 @@ def _today() -> int:
     return now_ms() // 86_400_000
 
 
-@dataclass
-class _Outcome:
+@dataclass(eq=False)
+class _Item:
     entry: Entry
     message: Message
+    attempts: int = 0  # failed attempts so far (kept in Redis across restarts)
+    due_s: float = 0.0  # monotonic time of the next attempt
+
+
+@dataclass(eq=False)
+class _Done:
+    """A finished entry waiting to be recorded: delivered, dead-lettered, or only acked."""
+
+    item: _Item
     delivered: Delivered | None = None
-    error: SendError | None = None
-    abandoned: bool = False  # stopping during a retry wait: leave unacked for the next run
-    retried: bool = False  # has a failed-attempts counter in Redis to clear
+    recorded_before: bool = False  # a redelivery of a send already recorded: ack only
+    dead: str = ""  # dead-letter reason
+    lane: str = ""  # the lane of a dead letter (replayed together)
+    parks: str = ""  # this failure parks its lane: what the lane waits behind
+    unparks: str = ""  # this entry lets the lane go on (a replay or a release)
+    error: PermanentError | None = None
+
+
+class _Stopping(Exception):
+    """The dispatcher stops: a send not yet started is left unacked for the next run."""
+
+
+@dataclass(eq=False)
+class _Lane:
+    key: str
+    items: deque[_Item] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
 
 
 class ChannelDispatcher:
@@ -84,6 +114,8 @@ class ChannelDispatcher:
         self.report_health = report_health
         config = adapter.config
         self.max_attempts = config.max_attempts
+        self.max_in_flight = config.max_in_flight or adapter.default_max_in_flight
+        self.max_in_hand = max(batch_size, config.max_in_hand)
         self.pacer = Pacer(config.rate_per_s or adapter.default_rate_per_s)
         self.address_pacer = Pacer(config.rate_per_address_per_s or adapter.default_rate_per_address_per_s)
         self.leases = Leases(bus.redis, worker_id, [self.stream], ttl_s=lease_ttl_s, fair_share=False,
@@ -94,6 +126,16 @@ class ChannelDispatcher:
         self.delivered = 0
         self._sent = SENT.labels(self.channel)
         self._send_seconds = SEND_SECONDS.labels(self.channel)
+        self._slots = asyncio.Semaphore(self.max_in_flight)
+        self._lanes: dict[str, _Lane] = {}
+        self._in_hand: set[str] = set()  # entry ids read and not yet recorded
+        # lane -> the dead-lettered entry it waits behind ("r:" + id when that entry was a replay)
+        self._parked: dict[str, str] = {}
+        self._done: list[_Done] = []
+        self._record_wanted = asyncio.Event()
+        self._record_room = asyncio.Event()  # set while fewer than max_in_flight sends await their record
+        self._room = asyncio.Event()  # set when fewer than max_in_hand entries are in hand
+        self._closing = False  # stopping: the recorder writes what is left, then ends
 
     def stop(self) -> None:
         self._stopping.set()
@@ -106,28 +148,38 @@ class ChannelDispatcher:
         except TimeoutError:
             return False
 
+    # -- the read loop ---------------------------------------------------------------
+
     async def run(self) -> None:
         await self.bus.ensure_group(self.stream, self.group)
         keeper = asyncio.create_task(self.leases.keep(), name=f"dispatch-lease:{self.channel}")
-        next_own_check = time.monotonic() + 30.0
+        recorder = asyncio.create_task(self._recorder(), name=f"dispatch-record:{self.channel}")
+        next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
         try:
             while not self._stopping.is_set():
                 try:
-                    gained, _ = self.leases.changes()
-                    self.cursor.gained(gained)
+                    gained, lost = self.leases.changes()
+                    if lost:
+                        self._drop_all()
+                    if gained:
+                        self.cursor.gained(gained)
+                        await self._load_parked()
                     if not self.leases.held:
                         await self._sleep(0.05)
                         continue
+                    if len(self._in_hand) >= self.max_in_hand:  # lanes are full: wait for room
+                        self._room.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._room.wait(), 0.1)
+                        continue
                     if time.monotonic() >= next_own_check:  # entries of a lost read reply
                         self.cursor.reread()
-                        next_own_check = time.monotonic() + 30.0
+                        next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
                     entries = await self.cursor.next(self.leases.held)
                     if entries:
-                        await self.deliver(entries)
+                        await self._accept(entries)
                 except LeaseLost as exc:
-                    if self.leases.drop(exc.lease_key) is not None:
-                        log.warning("lease lost", extra={"channel": self.channel})
-                    self.cursor.reread()
+                    self._lose(exc)
                 except Exception as exc:
                     if not (isinstance(exc, ConnectionError | OSError | TimeoutError)
                             or type(exc).__module__.startswith("redis")):
@@ -136,49 +188,85 @@ class ChannelDispatcher:
                     self.cursor.reread()
                     await self._sleep(0.5)
         finally:
+            await self._finish_lanes()
+            self._closing = True
+            self._record_wanted.set()
+            try:
+                await asyncio.wait_for(recorder, 10)
+            except Exception as exc:  # Redis away: the next owner sends what was not recorded
+                log.warning("could not record the last sends", extra={"channel": self.channel, "error": repr(exc)})
             keeper.cancel()
             try:
                 await self.leases.release_all()
             except Exception as exc:
                 log.info("could not release lease", extra={"error": repr(exc)})
 
-    # -- one batch -------------------------------------------------------------------
+    def _lose(self, exc: LeaseLost) -> None:
+        if self.leases.drop(exc.lease_key) is not None:
+            log.warning("lease lost", extra={"channel": self.channel})
+        self._drop_all()
+        self.cursor.reread()
 
-    async def deliver(self, entries: list[Entry]) -> None:
-        fence: dict[str, Any] = {"leases": self.leases.keys_held(), "owner": self.worker_id}
+    def _drop_all(self) -> None:
+        """The lease went: the new owner sends what we had not recorded."""
+        for lane in self._lanes.values():
+            if lane.task is not None:
+                lane.task.cancel()
+        self._lanes.clear()
+        self._in_hand.clear()
+        self._parked.clear()
+        self._done.clear()
+        self._room.set()
+        self._record_room.set()
+
+    async def _load_parked(self) -> None:
+        self._parked = {k.decode(): v.decode() for k, v in (await self.bus.redis.hgetall(
+            keys.parked(self.channel))).items()}
+
+    async def _finish_lanes(self) -> None:
+        """Stopping: sends in flight finish (up to the adapter's timeout); waiting lanes stop
+        waiting and leave their entries unacked for the next run."""
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
+        for task in tasks:
+            task.cancel()
+
+    # -- taking entries into lanes -------------------------------------------------
+
+    async def _accept(self, entries: list[Entry]) -> None:
+        entries = [e for e in entries if e.id not in self._in_hand]  # a reread returns what we hold
+        if not entries:
+            return
         decoded, malformed = decode_entries(entries)
         for entry, reason in malformed:
-            DEAD_LETTERS.labels(self.stream).inc()
-            await self.bus.dead_letter(self.stream, self.group, entry, reason, **fence)
-        recorded, attempts = await self._history(decoded)
-        outcomes: list[_Outcome] = []
-        by_key: dict[str, list[_Outcome]] = defaultdict(list)
+            self._in_hand.add(entry.id)
+            self._complete(_Done(_Item(entry, Message(kind="event", channel=self.channel)), dead=reason))
+        recorded, attempts, due_ms = await self._history(decoded)
+        now_s, now = time.monotonic(), now_ms()
         for entry, message in decoded:
-            outcome = _Outcome(entry, message)
+            self._in_hand.add(entry.id)
+            item = _Item(entry, message, attempts=attempts.get(entry.id, 0))
+            if entry.id in due_ms:
+                item.due_s = now_s + max(0, due_ms[entry.id] - now) / 1000
             if message.id in recorded:
-                outcome.delivered = Delivered(platform_id=recorded[message.id])
-            else:
-                by_key[lane_key(message)].append(outcome)
-            outcomes.append(outcome)
-        queue = deque(by_key.items())
+                self._complete(_Done(item, delivered=Delivered(platform_id=recorded[message.id]),
+                                     recorded_before=True))
+                continue
+            key = str(message.data.get("lane", "")) if message.name == RELEASE_LANE else lane_key(message)
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = _Lane(key)
+            lane.items.append(item)
+            if lane.task is None:
+                lane.task = asyncio.create_task(self._run_lane(lane), name=f"lane:{self.channel}")
 
-        async def worker() -> None:
-            """Sends one address's messages in order, then takes the next address."""
-            while queue:
-                key, items = queue.popleft()
-                for item in items:
-                    item.retried = item.entry.id in attempts
-                    await self._send(key, item, attempts.get(item.entry.id, 0))
-                    if item.abandoned:  # stopping: the rest stay unacked, in order, for the next run
-                        break
-
-        await asyncio.gather(*(worker() for _ in range(min(len(queue), MAX_CONCURRENT_SENDS))))
-        await self._finish(outcomes, recorded, fence)
-
-    async def _history(self, decoded: list[tuple[Entry, Message]]) -> tuple[dict[str, str], dict[str, int]]:
-        """Which of these were already sent (a redelivery), and earlier failed attempts."""
+    async def _history(self, decoded: list[tuple[Entry, Message]]
+                       ) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
+        """For entries read before (a redelivery): which were sent, failed attempts, and
+        when the next attempt is due. One round trip; none for new entries."""
         if not decoded or not self.cursor.replayed:
-            return {}, {}
+            return {}, {}, {}
         ids = [m.id for _, m in decoded]
         entry_ids = [e.id for e, _ in decoded]
         today = _today()
@@ -186,106 +274,218 @@ class ChannelDispatcher:
             for day in range(today - SENT_RECORD_DAYS + 1, today + 1):
                 pipe.hmget(sent_key(self.channel, day), ids)
             pipe.hmget(keys.attempts(self.stream), entry_ids)
-            *days, tries = await pipe.execute()
+            pipe.zmscore(keys.retry_due(self.stream), entry_ids)
+            *days, tries, dues = await pipe.execute()
         recorded: dict[str, str] = {}
         for values in days:
             for message_id, platform_id in zip(ids, values, strict=True):
                 if platform_id is not None:
                     recorded[message_id] = platform_id.decode()
         attempts = {e: int(t) for e, t in zip(entry_ids, tries, strict=True) if t is not None}
-        return recorded, attempts
+        due = {e: int(d) for e, d in zip(entry_ids, dues or [], strict=False) if d is not None}
+        return recorded, attempts, due
 
-    async def _send(self, key: str, item: _Outcome, attempt: int) -> None:
+    # -- one lane --------------------------------------------------------------------
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        """Send the lane's messages one after another, each after the previous one is done."""
+        try:
+            while lane.items and not self._stopping.is_set():
+                item = lane.items[0]
+                try:
+                    done = await self._next_outcome(lane, item)
+                except _Stopping:  # the entry stays unacked, in order, for the next run
+                    return
+                except Exception:  # Redis away while reporting health, a bug: the lane tries again
+                    log.exception("lane failed", extra={"channel": self.channel})
+                    if await self._sleep(0.5):
+                        return
+                    continue
+                lane.items.popleft()
+                self._complete(done)
+        finally:
+            lane.task = None
+            if not lane.items and self._lanes.get(lane.key) is lane:
+                del self._lanes[lane.key]
+
+    async def _next_outcome(self, lane: _Lane, item: _Item) -> _Done:
         message = item.message
+        if message.kind == "command" and message.name == RELEASE_LANE:  # `bridge dlq drop` let it go on
+            self._parked.pop(lane.key, None)
+            return _Done(item, delivered=Delivered(), unparks=lane.key)
+        unparks = ""
+        behind = self._parked.get(lane.key)
+        if behind is not None:
+            # written after the failure, or replayed behind a replay that failed again: it
+            # waits behind the failed one, in order
+            if not item.entry.replay or behind.startswith("r:"):
+                return _Done(item, dead=f"held behind the dead letter of entry {behind.removeprefix('r:')}: "
+                                        "replay or drop it to go on", lane=lane.key)
+            del self._parked[lane.key]  # the operator put the lane back: it goes on
+            unparks = lane.key
         while True:
-            if attempt >= self.max_attempts:  # tried often enough before a restart
-                item.error = PermanentError(f"gave up after {attempt} attempts")
-                return
+            wait_s = item.due_s - time.monotonic()
+            if wait_s > 0 and await self._sleep(wait_s):
+                raise _Stopping
+            done = await self._attempt(lane, item)
+            if done is not None:
+                done.unparks = unparks
+                return done
+
+    async def _attempt(self, lane: _Lane, item: _Item) -> _Done | None:
+        """One send; None when it must be tried again (``item.due_s`` says when)."""
+        message = item.message
+        if item.attempts >= self.max_attempts:  # tried often enough before a restart
+            return self._failed(lane, item, PermanentError(f"gave up after {item.attempts} attempts"))
+        while len(self._done) >= self.max_in_flight:  # a crash re-sends at most what is unrecorded
+            self._record_room.clear()
+            await self._record_room.wait()
+        if self.address_pacer.interval_s:
+            await self.address_pacer.wait(lane.key)
+        async with self._slots:
+            if self._stopping.is_set():
+                raise _Stopping
             if self.pacer.interval_s:
                 await self.pacer.wait()
-            if self.address_pacer.interval_s:
-                await self.address_pacer.wait(key)
             started = time.perf_counter()
             try:
-                item.delivered = await self.adapter.send(message)
+                delivered = await self.adapter.send(message)
                 failpoints.hit("dispatch.after_send")
                 self._sent.inc()
                 self._send_seconds.observe(time.perf_counter() - started)
-                return
+                return _Done(item, delivered=delivered)
             except PermanentError as exc:
                 SEND_FAILURES.labels(self.channel, "permanent").inc()
-                item.error = exc
                 if isinstance(exc, IntegrationBroken):
                     await self.report_health("broken", exc.reason)
-                return
+                return self._failed(lane, item, exc)
             except TransientError as exc:
                 reason, wait_s = exc.reason, exc.retry_after_s
             except Exception as exc:  # an adapter bug or an unexpected library error: retry, then dead-letter
                 log.exception("send raised", extra={"channel": self.channel, "message_id": message.id})
                 reason, wait_s = f"{type(exc).__name__}: {exc}", None
-            SEND_FAILURES.labels(self.channel, "transient").inc()
-            attempt += 1
-            item.retried = True
-            await self.bus.redis.hincrby(keys.attempts(self.stream), item.entry.id, 1)
-            if attempt >= self.max_attempts:
-                item.error = PermanentError(f"gave up after {attempt} attempts: {reason}")
-                return
-            delay_s = wait_s if wait_s is not None else backoff_s(attempt, cap_s=60.0)
-            log.info("send will be retried", extra={"channel": self.channel, "message_id": message.id,
-                                                    "attempt": attempt, "delay_s": round(delay_s, 3),
-                                                    "reason": reason})
-            if await self._sleep(delay_s):
-                item.abandoned = True
+        SEND_FAILURES.labels(self.channel, "transient").inc()
+        item.attempts += 1
+        if item.attempts >= self.max_attempts:
+            return self._failed(lane, item, PermanentError(f"gave up after {item.attempts} attempts: {reason}"))
+        delay_s = wait_s if wait_s is not None else backoff_s(item.attempts, cap_s=60.0)
+        item.due_s = time.monotonic() + delay_s
+        await self._schedule_retry(item, delay_s)
+        log.info("send will be retried", extra={"channel": self.channel, "message_id": message.id,
+                                                "attempt": item.attempts, "delay_s": round(delay_s, 3),
+                                                "reason": reason})
+        return None
+
+    async def _schedule_retry(self, item: _Item, delay_s: float) -> None:
+        """Keep the attempt count and due time in Redis: a restarted dispatcher honours them."""
+        try:
+            async with self.bus.redis.pipeline(transaction=False) as pipe:
+                pipe.hincrby(keys.attempts(self.stream), item.entry.id, 1)
+                pipe.zadd(keys.retry_due(self.stream), {item.entry.id: now_ms() + int(delay_s * 1000)})
+                await pipe.execute()
+        except Exception as exc:  # Redis away: the retry still happens, in memory
+            log.warning("could not record a retry", extra={"channel": self.channel, "error": repr(exc)})
+
+    def _failed(self, lane: _Lane, item: _Item, error: PermanentError) -> _Done:
+        behind = self._parked[lane.key] = ("r:" if item.entry.replay else "") + item.entry.id
+        return _Done(item, dead=error.reason, lane=lane.key, parks=behind, error=error)
+
+    # -- recording -------------------------------------------------------------------
+
+    def _complete(self, done: _Done) -> None:
+        self._done.append(done)
+        self._record_wanted.set()
+
+    async def _recorder(self) -> None:
+        """Write what completed, as it completes: each write takes everything finished
+        while the previous one was under way."""
+        while True:
+            await self._record_wanted.wait()
+            self._record_wanted.clear()
+            while self._done:
+                batch, self._done = self._done, []
+                self._record_room.set()
+                try:
+                    await self._record(batch)
+                except LeaseLost as exc:
+                    self._lose(exc)
+                    break
+                except Exception as exc:  # Redis away (or a bug): keep the batch and try again
+                    log.warning("the sent record waits", extra={"channel": self.channel, "error": repr(exc)})
+                    self._done[:0] = batch
+                    await asyncio.sleep(0.5)
+            if self._closing:
                 return
 
-    async def _finish(self, outcomes: list[_Outcome], recorded: dict[str, str], fence: dict[str, Any]) -> None:
-        """Record what was delivered, report to the engine, dead-letter failures, then ack."""
-        delivered = [o for o in outcomes if o.delivered is not None and o.message.id not in recorded]
-        if delivered:
-            bucket = sent_key(self.channel, _today())
-            ids = [x for o in delivered for x in (o.message.id, _platform_id(o))]
-            record: list[list[Any]] = [["HSET", bucket, *ids], ["EXPIRE", bucket, SENT_RECORD_DAYS * 86_400]]
-            record += [["SET", keys.ref(o.delivered.ref), o.message.conversation_id] for o in delivered
-                       if o.delivered is not None and o.delivered.ref and o.message.conversation_id]
-            await self.bus.commit(record, **fence)
-        failpoints.hit("dispatch.before_ack")
-        notices = [n for n in (self._notice(o) for o in outcomes) if n is not None]
-        if notices:
-            await self.bus.publish_many(notices)
+    async def _record(self, batch: list[_Done]) -> None:
+        """Record deliveries, dead-letter failures and ack, in one fenced commit; then
+        report deliveries to the engine."""
         ops: list[list[Any]] = []
-        for o in outcomes:
-            if o.error is not None:
-                DEAD_LETTERS.labels(self.stream).inc()
-                log.warning("dead-lettered", extra={"channel": self.channel, "message_id": o.message.id,
-                                                    "conversation": o.message.conversation_id,
-                                                    "reason": o.error.reason})
-                ops.extend(self.bus.dead_letter_ops(self.stream, self.group, o.entry, o.error.reason))
-        acked = [o.entry.id for o in outcomes if o.delivered is not None]
+        sent = [d for d in batch if d.delivered is not None and not d.recorded_before and d.item.message.id]
+        if sent:
+            bucket = sent_key(self.channel, _today())
+            ids = [x for d in sent for x in (d.item.message.id, _platform_id(d))]
+            ops += [["HSET", bucket, *ids], ["EXPIRE", bucket, SENT_RECORD_DAYS * 86_400]]
+            ops += [["SET", keys.ref(d.delivered.ref), d.item.message.conversation_id] for d in sent
+                    if d.delivered is not None and d.delivered.ref and d.item.message.conversation_id]
+        for d in batch:
+            if d.dead:
+                ops.extend(self.bus.dead_letter_ops(self.stream, self.group, d.item.entry, d.dead, lane=d.lane))
+                if d.parks:
+                    ops.append(["HSET", keys.parked(self.channel), d.lane, d.parks])
+            if d.unparks:
+                ops.append(["HDEL", keys.parked(self.channel), d.unparks])
+        acked = [d.item.entry.id for d in batch if not d.dead]
         if acked:
             ops.append(["XACK", self.stream, self.group, *acked])
-        retried = [o.entry.id for o in outcomes if o.delivered is not None and o.retried]
+        retried = [d.item.entry.id for d in batch if d.item.attempts]
         if retried:
-            ops.append(["HDEL", keys.attempts(self.stream), *retried])
-        await self.bus.commit(ops, **fence)
+            ops += [["HDEL", keys.attempts(self.stream), *retried], ["ZREM", keys.retry_due(self.stream), *retried]]
+        await self.bus.commit(ops, leases=self.leases.keys_held(), owner=self.worker_id)
+        failpoints.hit("dispatch.after_record")
+        for d in batch:
+            self._in_hand.discard(d.item.entry.id)
+            if d.dead:
+                DEAD_LETTERS.labels(self.stream).inc()
+                log.warning("dead-lettered", extra={"channel": self.channel, "message_id": d.item.message.id,
+                                                    "conversation": d.item.message.conversation_id,
+                                                    "reason": d.dead})
+        self._room.set()
         self.delivered += len(acked)
+        notices = [n for n in (self._notice(d) for d in batch) if n is not None]
+        for _ in range(20):  # recorded already: only the reports are tried again (they dedupe)
+            try:
+                if notices:
+                    await self.bus.publish_many(notices)
+                return
+            except Exception as exc:
+                log.warning("delivery reports wait", extra={"channel": self.channel, "error": repr(exc)})
+                await asyncio.sleep(0.5)
 
-    def _notice(self, outcome: _Outcome) -> Message | None:
-        """A delivery report for the engine: agents see whether their reply arrived, and an
-        unreachable address marks the conversation."""
-        message = outcome.message
-        if outcome.abandoned or not message.conversation_id or message.kind != "reply":
+    def _notice(self, done: _Done) -> Message | None:
+        """A delivery report for the engine: agents see whether their reply arrived, are told
+        when a reply failed and later ones wait behind it, and an unreachable address marks
+        the conversation."""
+        message = done.item.message
+        if not message.conversation_id or message.kind != "reply" or done.recorded_before:
             return None
         wants = bool(message.data.get("notify_delivery"))
-        error = outcome.error
-        unreachable = isinstance(error, PermanentError) and error.unreachable
-        if not wants and not unreachable:
+        error = done.error
+        unreachable = error is not None and error.unreachable
+        if not wants and error is None:
             return None
-        data: dict[str, Any] = {"message_id": message.id, "channel": self.channel, "notify": wants,
+        data: dict[str, Any] = {"message_id": message.id, "channel": self.channel, "notify": wants or error is not None,
                                 "agent_channel": message.data.get("agent_channel", "")}
         if error is None:
-            data.update(status="delivered", platform_id=outcome.delivered.platform_id if outcome.delivered else "")
+            data.update(status="delivered", platform_id=done.delivered.platform_id if done.delivered else "")
         else:
-            data.update(status="failed", reason=error.reason, unreachable=unreachable)
+            data.update(status="failed", unreachable=unreachable,
+                        reason=f"{error.reason} (later replies to this address wait until the dead letter is "
+                               "replayed or dropped)")
         return Message(kind="command", channel=self.channel, name="delivery",
                        conversation_id=message.conversation_id, data=data,
                        dedupe_key=f"delivery:{message.id}")
+
+
+def _platform_id(done: _Done) -> str:
+    return (done.delivered.platform_id if done.delivered else "") or "-"

@@ -1,7 +1,8 @@
 """Crash points for tests: ``BRIDGE_FAILPOINTS=engine.before_commit`` makes the process
-kill itself (SIGKILL, no cleanup) when it reaches that point, as a power cut would.
+kill itself (SIGKILL, no cleanup) when it reaches that point, as a power cut would;
+``dispatch.after_send@50`` at the 50th time it gets there.
 
-Names: engine.before_commit, dispatch.after_send, dispatch.before_ack, ingest.after_fetch.
+Names: engine.before_commit, dispatch.after_send, dispatch.after_record, ingest.after_fetch.
 Only read at import; costs one set lookup per hit.
 """
 
@@ -10,9 +11,14 @@ from __future__ import annotations
 import os
 import signal
 
-_ACTIVE = frozenset(filter(None, os.environ.get("BRIDGE_FAILPOINTS", "").split(",")))
+_ACTIVE: dict[str, int] = {}  # name -> hits left before the kill
+for _spec in filter(None, os.environ.get("BRIDGE_FAILPOINTS", "").split(",")):
+    _name, _, _count = _spec.partition("@")
+    _ACTIVE[_name] = int(_count or 1)
 
 
 def hit(name: str) -> None:
     if name in _ACTIVE:
-        os.kill(os.getpid(), signal.SIGKILL)
+        _ACTIVE[name] -= 1
+        if _ACTIVE[name] <= 0:
+            os.kill(os.getpid(), signal.SIGKILL)

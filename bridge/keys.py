@@ -7,6 +7,7 @@ PREFIX = "bridge:"
 ENGINE_GROUP = "engine"
 DISPATCH_GROUP = "dispatch"
 PAYLOAD_FIELD = "m"  # the one field of a stream entry: the encoded Message
+REPLAY_FIELD = "r"  # set on entries an operator put back from the dead letters
 
 META = PREFIX + "meta"  # hash: partitions, created_ms, schema
 DEAD_LETTERS = PREFIX + "dlq"  # stream of entries that could not be handled
@@ -49,6 +50,16 @@ def sent(channel: str) -> str:
 def attempts(stream: str) -> str:
     """Hash: entry id -> failed attempts (transient send errors, step exceptions)."""
     return f"{PREFIX}attempts:{stream}"
+
+
+def retry_due(stream: str) -> str:
+    """Zset: entry id -> when (ms) its next send attempt is due (after a transient failure)."""
+    return f"{PREFIX}retry:{stream}"
+
+
+def parked(channel: str) -> str:
+    """Hash: lane (address) -> the dead-lettered entry later sends to it wait behind."""
+    return f"{PREFIX}parked:{channel}"
 
 
 def commit_once(batch_id: str) -> str:

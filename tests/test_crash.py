@@ -28,7 +28,7 @@ async def post_message(url: str, customer_id: str, text: str, message_id: str) -
         return response.status
 
 
-@pytest.mark.parametrize("failpoint", ["engine.before_commit", "dispatch.before_ack"])
+@pytest.mark.parametrize("failpoint", ["engine.before_commit", "dispatch.after_record"])
 async def test_killed_worker_restarts_and_the_customer_gets_one_reply(
         failpoint: str, redis_url: str, redis: object, webhook: WebhookReceiver, tmp_path: Path) -> None:
     bridge = BridgeProcess(tmp_path, redis_url, api_config(webhook.url), env=ENV)
@@ -46,8 +46,8 @@ async def test_killed_worker_restarts_and_the_customer_gets_one_reply(
     texts = [m["text"] for m in webhook.received]
     assert len(texts) == 1, texts  # exactly one delivery, not merely one after dedupe
     assert "reference" in texts[0].lower()
-    if failpoint == "dispatch.before_ack":
-        assert sent_before_restart == 1  # it had been sent; the restart found the record and did not resend
+    if failpoint == "dispatch.after_record":
+        assert sent_before_restart == 1  # sent, recorded and acked at once; the restart sends nothing
 
 
 async def bridge_idle(redis: object) -> bool:

@@ -3,7 +3,9 @@ signature and drops a redelivered message by its X-Bridge-Message-Id."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +22,11 @@ class WebhookReceiver:
         self.bad_signatures = 0
         self.fail_next: list[int] = []  # statuses to answer before accepting (e.g. [500, 429])
         self.retry_after = "0"
+        self.fail_for: dict[str, int] = {}  # customer id -> status answered every time
+        self.hang_for: set[str] = set()  # customer ids whose deliveries never get an answer
+        self.tries: Counter[str] = Counter()  # delivery attempts per customer id, failures included
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
         self.url = ""
 
     @property
@@ -45,6 +51,12 @@ class WebhookReceiver:
             status = self.fail_next.pop(0)
             return web.Response(status=status, headers={"Retry-After": self.retry_after} if status == 429 else {})
         payload = json.loads(body)
+        customer = payload.get("customer_id", "")
+        self.tries[customer] += 1
+        if customer in self.hang_for:
+            await self._stopping.wait()  # until the bridge gives up (its webhook_timeout_s)
+        if customer in self.fail_for:
+            return web.Response(status=self.fail_for[customer])
         assert payload["id"] == request.headers[MESSAGE_ID_HEADER]
         self.received.append(payload)
         return web.Response(status=204)
@@ -61,5 +73,6 @@ class WebhookReceiver:
         return self.url
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()

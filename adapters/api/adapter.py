@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import msgspec
@@ -73,13 +73,17 @@ class ApiAdapter(Adapter):
     config_model = ApiConfig
     side = "both"
     config: ApiConfig
+    # webhook receivers answer in parallel; a hung one holds a send until webhook_timeout_s
+    default_max_in_flight: ClassVar[int] = 128
 
     def __init__(self, config: ApiConfig, ctx: AdapterContext) -> None:
         super().__init__(config, ctx)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout_s))
+        in_flight = self.config.max_in_flight or self.default_max_in_flight
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout_s),
+                                              connector=aiohttp.TCPConnector(limit=in_flight))
         await self.ctx.report_health("ok", "accepting messages" if self.config.webhook_url else
                                      "accepting messages; no webhook_url, replies cannot be delivered")
 

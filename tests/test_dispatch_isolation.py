@@ -1,0 +1,128 @@
+"""Isolation in delivery: one address that fails or hangs waits alone, a dead-lettered
+reply holds the later ones to its address in order until replayed, and a dispatcher killed
+mid-send re-sends at most what was in flight. Real Redis, the real HTTP API channel, a real
+webhook server on loopback."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from bridge import keys
+from tests.harness import RunningBridge, running_bridge, wait_for
+from tests.proc import BridgeProcess
+from tests.test_api_e2e import AUTH, ENV, api_config
+from tests.webhook import WebhookReceiver
+
+pytestmark = pytest.mark.slow
+
+
+async def write(b: RunningBridge, customer: str, text: str) -> str:
+    r = await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": customer, "text": text})
+    assert r.status == 202
+    return customer
+
+
+async def agent_reply(b: RunningBridge, conversation_id: str, text: str) -> None:
+    r = await b.post(f"/api/v1/conversations/{conversation_id}/messages", headers=AUTH,
+                     json={"text": text, "agent": "Ana"})
+    assert r.status == 202
+
+
+async def test_a_failing_and_a_hanging_address_wait_alone_while_a_hundred_others_flow(
+        redis_url: str, webhook: WebhookReceiver) -> None:
+    webhook.fail_for["stuck"] = 500
+    webhook.hang_for.add("hung")
+    config = api_config(webhook.url, max_attempts=1000, webhook_timeout_s=2)
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        for customer in ("stuck", "hung"):
+            await write(b, customer, "Where is my order?")
+            await write(b, customer, "Hello?")  # waits behind the first, in its own lane
+        await wait_for(lambda: webhook.tries["stuck"] >= 2 and webhook.tries["hung"] >= 1, 20,
+                       "the failing address retried and the hanging one tried")
+        others = [await write(b, f"flow-{i}", "Do you ship to Penang?") for i in range(100)]
+        await wait_for(lambda: all(webhook.texts_for(c) for c in others), 30, "an answer to each of the 100")
+        assert webhook.texts_for("stuck") == [] and webhook.texts_for("hung") == []
+        assert webhook.tries["stuck"] >= 2  # retried on a schedule while the others went out
+        assert await b.bus.dead_letters() == []  # still waiting its turn, not given up
+
+
+async def test_a_dead_lettered_reply_holds_the_later_ones_until_replayed_in_order(
+        redis_url: str, webhook: WebhookReceiver) -> None:
+    webhook.fail_for["late"] = 422  # the receiver refuses: a permanent failure
+    async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
+        await write(b, "late", "Can you quote 300 pcs?")
+        conversation = await wait_for(lambda: b.store.for_address("api", "late"), 10, "the conversation")
+        for n in (1, 2, 3):
+            await agent_reply(b, conversation.id, f"reply {n}")
+        letters = await wait_for(lambda: _when(b.bus.dead_letters(), 4), 20, "the failed ack and the held replies")
+        assert "422" in letters[0]["reason"] and all("held behind" in x["reason"] for x in letters[1:])
+        assert webhook.texts_for("late") == []
+
+        async def agents_told() -> bool:  # the agents' transcript shows the failure and the hold
+            return any(m.name == "delivery" and "wait" in m.text for m in await b.store.transcript(conversation.id))
+
+        await wait_for(agents_told, 10, "the agents told")
+
+        del webhook.fail_for["late"]  # the receiver is fixed; the operator replays the first letter
+        assert await b.bus.replay([letters[0]["dlq_id"]]) == 4
+        texts = await wait_for(lambda: len(webhook.texts_for("late")) == 4 and webhook.texts_for("late"), 20,
+                               "the replayed lane")
+        assert texts[0].startswith("Thank you") and texts[1:] == ["reply 1", "reply 2", "reply 3"]
+        await agent_reply(b, conversation.id, "reply 4")  # the lane goes on as before
+        await wait_for(lambda: webhook.texts_for("late")[4:] == ["reply 4"], 20, "the next reply")
+        assert await b.bus.dead_letters() == []
+        assert await b.redis.hlen(keys.parked("api")) == 0
+
+
+async def test_dropping_the_dead_letters_lets_the_address_go_on(redis_url: str, webhook: WebhookReceiver) -> None:
+    webhook.fail_for["gone"] = 422
+    async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
+        await write(b, "gone", "Hello")
+        conversation = await wait_for(lambda: b.store.for_address("api", "gone"), 10, "the conversation")
+        await agent_reply(b, conversation.id, "first answer")
+        letters = await wait_for(lambda: _when(b.bus.dead_letters(), 2), 20, "the ack and the held reply")
+        del webhook.fail_for["gone"]
+        assert await b.bus.drop([letters[0]["dlq_id"]]) == 1
+        await agent_reply(b, conversation.id, "second answer")  # still held: a letter of the lane is left
+        await wait_for(lambda: _when(b.bus.dead_letters(), 2), 20, "the second reply held")
+        assert await b.bus.drop([x["dlq_id"] for x in await b.bus.dead_letters()]) == 2
+        await agent_reply(b, conversation.id, "third answer")
+        await wait_for(lambda: webhook.texts_for("gone") == ["third answer"], 20, "the lane released")
+
+
+async def test_a_dispatcher_killed_mid_send_resends_at_most_what_was_in_flight(
+        redis_url: str, redis: object, webhook: WebhookReceiver, tmp_path: Path) -> None:
+    in_flight = 8
+    bridge = BridgeProcess(tmp_path, redis_url, api_config(webhook.url, max_in_flight=in_flight), env=ENV)
+    await bridge.start(failpoints="dispatch.after_send@40")
+    customers = [f"k-{i}" for i in range(120)]
+    async with __import__("aiohttp").ClientSession() as http:
+        for customer in customers:
+            async with http.post(bridge.url + "/api/v1/messages", headers=AUTH,
+                                 json={"customer_id": customer, "text": "Invoice copy please"}) as r:
+                if r.status != 202:  # the process died mid-way: the rest go to the restarted one
+                    break
+    assert await bridge.wait_exit(20) == -signal.SIGKILL
+    await bridge.start()
+    try:
+        async with __import__("aiohttp").ClientSession() as http:
+            for customer in customers:
+                async with http.post(bridge.url + "/api/v1/messages", headers=AUTH,
+                                     json={"customer_id": customer, "text": "Invoice copy please",
+                                           "message_id": f"{customer}-1"}) as r:
+                    assert r.status == 202
+        await wait_for(lambda: {m["customer_id"] for m in webhook.messages} >= set(customers), 30,
+                       "a reply to every customer")
+    finally:
+        await bridge.stop()
+    doubles = len(webhook.received) - len(webhook.messages)
+    # sends in flight when it died, plus those done and not yet recorded (also at most in_flight)
+    assert doubles <= 2 * in_flight, doubles
+
+
+async def _when(rows_coro: object, count: int) -> list[dict[str, object]] | None:
+    rows = await rows_coro  # type: ignore[misc]
+    return rows if len(rows) == count else None
