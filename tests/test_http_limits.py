@@ -122,6 +122,19 @@ async def test_a_body_sent_too_slowly_gets_408(redis_url: str, attackers: list[A
         assert await metric(b, 'bridge_http_timeouts_total{phase="body"}') >= 1
 
 
+async def test_a_slow_body_that_keeps_the_minimum_pace_is_read(redis_url: str, attackers: list[Attacker]) -> None:
+    async with running_bridge(redis_url, config(body_timeout_s=1.0, body_min_rate_bytes_s=100), env=ENV) as b:
+        client = await Attacker.connect(b)
+        attackers.append(client)
+        body = b'{"token": "wrong"' + b" " * 982 + b"}"
+        client.writer.write(b"POST /agent/login HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 1000\r\nConnection: close\r\n\r\n")
+        for i in range(0, len(body), 100):  # 500 bytes/s for 2 s: longer than body_timeout_s, above the pace
+            client.writer.write(body[i:i + 100])
+            await asyncio.sleep(0.2)
+        assert (await client.everything_until_closed()).startswith(b"HTTP/1.1 401 ")
+
+
 async def test_connections_over_the_per_address_cap_are_closed_at_once(
         redis_url: str, attackers: list[Attacker], caplog: pytest.LogCaptureFixture) -> None:
     async with running_bridge(redis_url, config(max_connections_per_ip=5), env=ENV) as b:
@@ -145,6 +158,22 @@ async def test_connections_over_the_per_address_cap_are_closed_at_once(
         warnings = [r.getMessage() for r in caplog.records if r.name == "bridge.http"]
         assert warnings == ["127.0.0.1 holds http.max_connections_per_ip (5) connections; refusing more from it "
                             "(logged once a minute)"]
+
+
+async def test_connections_over_the_total_cap_are_closed_at_once(redis_url: str,
+                                                                  attackers: list[Attacker]) -> None:
+    async with running_bridge(redis_url, config(max_connections=3, max_connections_per_ip=0), env=ENV) as b:
+        for _ in range(3):
+            attacker = await Attacker.connect(b)
+            attackers.append(attacker)
+            assert (await attacker.get("/healthz")).startswith(b"HTTP/1.1 200 ")
+        excess = await Attacker.connect(b)
+        attackers.append(excess)
+        assert await excess.everything_until_closed() == b""
+        for attacker in attackers:
+            attacker.close()
+        await wait_for(lambda: served(b), what="a request served once the connections were freed")
+        assert await metric(b, 'bridge_http_connections_rejected_total{limit="total"}') >= 1
 
 
 async def test_a_widget_socket_outlives_every_http_deadline(redis_url: str, attackers: list[Attacker]) -> None:
