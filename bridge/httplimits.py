@@ -3,8 +3,8 @@
 aiohttp bounds header sizes and idle keep-alive connections, but has no deadline for a
 request's headers or body: a client sending one byte every few seconds holds a connection
 (and, once its headers are in, a handler) for ever. So the server's protocol is aiohttp's
-own ``RequestHandler`` with a watchdog per connection, built by ``GuardedSite`` (a
-``TCPSite`` whose protocol factory is ours):
+own ``RequestHandler`` subclassed with a watchdog per connection, served by ``GuardedSite``
+(aiohttp's ``TCPSite`` with our protocol factory):
 
 - headers: a request's head must be complete ``header_timeout_s`` after the connection
   opens, or after the first byte of a following keep-alive request (408, then close);
@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bridge.http")
 
-_HEADER_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                            b"Content-Length: 37\r\n\r\nrequest headers not received in time\n")
+_LATE_HEADERS = b"request headers not received in time\n"
+_LATE_HEADERS_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(_LATE_HEADERS), _LATE_HEADERS))
 LOG_EVERY_S = 60.0
 
 
@@ -190,7 +191,7 @@ class GuardedRequestHandler(RequestHandler):
             return
         HTTP_TIMEOUTS.labels("header").inc()
         if self._answered == self._request_count:  # no response in progress: the client can read a 408
-            self.transport.write(_HEADER_TIMEOUT_RESPONSE)
+            self.transport.write(_LATE_HEADERS_RESPONSE)
         self.force_close()
 
     def _start_body_timer(self, payload: StreamReader) -> None:
