@@ -32,6 +32,13 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     public_url: str | None = None  # how the outside reaches us; http://host:port when unset
+    # slow clients and floods (bridge/httplimits.py); the peer is the TCP peer, a proxy if there is one
+    header_timeout_s: float = Field(10.0, gt=0)  # a request's headers, from connect or its first byte
+    body_timeout_s: float = Field(30.0, gt=0)  # a request's body, plus 1 s per body_min_rate_bytes_s
+    body_min_rate_bytes_s: int = Field(1024, ge=0)  # 0: the whole body within body_timeout_s
+    keepalive_timeout_s: float = Field(75.0, gt=0)  # an idle connection between requests
+    max_connections: int = Field(4096, ge=1)
+    max_connections_per_ip: int = Field(64, ge=0)  # 0: no cap per address (e.g. behind a proxy)
 
 
 class EngineSettings(_Section):

@@ -13,3 +13,8 @@ SEND_FAILURES = Counter("bridge_send_failures_total", "Failed sends", ["channel"
 DEAD_LETTERS = Counter("bridge_dead_letters_total", "Entries moved to the dead-letter stream", ["stream"])
 SEND_SECONDS = Histogram("bridge_send_seconds", "Time of one adapter send", ["channel"])
 ADAPTER_UP = Gauge("bridge_adapter_up", "1 when the adapter's last health report was ok", ["channel"])
+HTTP_CONNECTIONS = Gauge("bridge_http_connections", "Open HTTP connections, WebSockets included")
+HTTP_REJECTED = Counter("bridge_http_connections_rejected_total",
+                        "Connections closed at accept for exceeding a cap", ["limit"])
+HTTP_TIMEOUTS = Counter("bridge_http_timeouts_total",
+                        "Connections closed for sending request headers or body too slowly", ["phase"])

@@ -31,6 +31,7 @@ from bridge.context import HealthBoard, RedisFanout, RedisState
 from bridge.dispatcher import ChannelDispatcher
 from bridge.embedded import EmbeddedRedis
 from bridge.errors import BridgeError, ConfigError
+from bridge.httplimits import GuardedSite
 from bridge.metrics import INBOUND_DUPLICATES, INBOUND_PUBLISHED
 from bridge.model import Message, now_ms
 from bridge.store import Store
@@ -197,11 +198,9 @@ class Bridge:
         app = build_app(routes, self)
         self._web_runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._web_runner.setup()
-        site = web.TCPSite(self._web_runner, self.settings.http.host, self.settings.http.port)
+        site = GuardedSite(self._web_runner, self.settings.http)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.http.port
+        self.port = site.port
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
