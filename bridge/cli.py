@@ -1,4 +1,4 @@
-"""The `bridge` command: run, check-config, status, report, dlq list / replay."""
+"""The `bridge` command: run, check-config, status, report, dlq list / replay / drop."""
 
 from __future__ import annotations
 
@@ -153,6 +153,8 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
         m = row["message"]
         target = f"{m.get('channel', '?')}:{m.get('address', '')}" if "kind" in m else "(undecodable)"
         print(f"{row['dlq_id']}  {row['stream'][len('bridge:'):]}  {target}  {row['reason']}")
+        if row.get("lane"):
+            print(f"    lane {row['lane']!r}: later sends to it wait until its letters are replayed or dropped")
         if m.get("text"):
             print(f"    {m['text']!r}")
     return 0
@@ -168,8 +170,19 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
         return await Bus(redis, partitions=settings.engine.partitions).replay(None if args.all else args.ids)
 
     count = asyncio.run(_with_redis(args, action))
-    print(f"replayed {count} dead letter(s)")
+    print(f"replayed {count} dead letter(s) (an address's held messages go back with it, in their order)")
     return 0
+
+
+def cmd_dlq_drop(args: argparse.Namespace) -> int:
+    from bridge.bus import Bus
+
+    async def action(redis: aioredis.Redis, settings: Settings) -> int:
+        return await Bus(redis, partitions=settings.engine.partitions).drop(args.ids)
+
+    count = asyncio.run(_with_redis(args, action))
+    print(f"dropped {count} dead letter(s); an address with none left takes new messages again")
+    return 0 if count == len(set(args.ids)) else _fail("some ids were not found (see `bridge dlq list`)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -209,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report", help="output directory (default: ./report)")
     report.add_argument("--days", type=float, default=None, help="only conversations of the last N days")
     report.set_defaults(func=cmd_report)
-    dlq = sub.add_parser("dlq", help="Dead letters: list and replay.")
+    dlq = sub.add_parser("dlq", help="Dead letters: list, replay and drop.")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     listing = dlq_sub.add_parser("list", help="List dead letters with their reasons.")
     listing.add_argument("--config", "-c")
@@ -221,6 +234,10 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("ids", nargs="*", help="dead-letter ids from `bridge dlq list`")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
     replay.set_defaults(func=cmd_dlq_replay)
+    drop = dlq_sub.add_parser("drop", help="Delete dead letters for good (their address goes on).")
+    drop.add_argument("--config", "-c")
+    drop.add_argument("ids", nargs="+", help="dead-letter ids from `bridge dlq list`")
+    drop.set_defaults(func=cmd_dlq_drop)
     return root
 
 

@@ -47,7 +47,8 @@ class EngineSettings(_Section):
     block_ms: int = Field(500, ge=1)
     lease_ttl_s: float = Field(10.0, gt=0)
     claim_min_idle_s: float = Field(15.0, ge=0)
-    max_deliveries: int = Field(5, ge=1)
+    max_deliveries: int = Field(5, ge=1)  # reads of an entry that crashed its workers before it is dead-lettered
+    step_retry_window_s: float = Field(30.0, ge=0)  # a failing step is retried with backoff this long
     conversation_cache: int = Field(50_000, ge=0)
     reopen_within_h: float = Field(72.0, ge=0)  # a message after resolution reopens; later, a new one
     steps: list[str] = ["triage", "routing"]

@@ -47,7 +47,9 @@ class GroupCursor:
         self.reread_own = True
         self._own_after.clear()
 
-    async def next(self, streams: Iterable[str]) -> list[Entry]:
+    async def next(self, streams: Iterable[str], *, block_ms: int | None = None) -> list[Entry]:
+        """The next entries of ``streams``; a read of new ones blocks up to ``block_ms``
+        (default: the cursor's)."""
         held = sorted(streams)
         self.replayed = True
         if self.reread_own:
@@ -59,19 +61,27 @@ class GroupCursor:
                 return entries
             self.reread_own = False
             self._own_after.clear()
-        if self.recovering:
-            return await self._recover()
+        block_ms = self.block_ms if block_ms is None else block_ms
+        if self.recovering & set(held):
+            claimed = await self._recover(held)
+            if claimed:
+                return claimed
+            # the previous owner's entries are not idle long enough yet: the other streams
+            # go on meanwhile, and the claim is tried again soon
+            held = [s for s in held if s not in self.recovering]
+            block_ms = min(block_ms, max(10, self.min_idle_ms // 4))
+            if not held:
+                await self.sleep(block_ms / 1000)
+                return []
         self.replayed = False
-        return await self.bus.read(held, self.group, self.consumer, count=self.count, block_ms=self.block_ms)
+        return await self.bus.read(held, self.group, self.consumer, count=self.count, block_ms=block_ms)
 
-    async def _recover(self) -> list[Entry]:
-        for stream in sorted(self.recovering):
+    async def _recover(self, streams: list[str]) -> list[Entry]:
+        for stream in sorted(self.recovering & set(streams)):
             claimed = await self.bus.reclaim(stream, self.group, self.consumer, min_idle_ms=self.min_idle_ms,
                                              count=self.count)
             if claimed:
                 return await self.vet(stream, claimed) if self.vet is not None else claimed
             if await self.bus.pending_count(stream, self.group, besides=self.consumer) == 0:
                 self.recovering.discard(stream)
-        if self.recovering:  # the previous owner's entries are not idle long enough yet
-            await self.sleep(min(0.2, max(0.01, self.min_idle_ms / 4000)))
         return []

@@ -1,13 +1,20 @@
 """The flow engine: consumes the inbound partitions and runs the pipeline of steps.
 
-One loop per worker reads every partition it holds a lease on (one XREADGROUP for all
-of them), runs each partition's messages through the steps in stream order (the
-partitions side by side: one waiting on a lookup leaves the others working), and commits the whole
-batch (conversation state, transcript, outbound messages, queue entries, timers and
-the acks) in one fenced Lua call. A crash anywhere before that call leaves nothing
+The partition is the unit of order and isolation. One loop reads every partition it
+holds a lease on and is not busy with (one XREADGROUP for all of them) and hands each
+partition's entries to a task of its own; that task runs them through the steps in
+stream order and commits them (conversation state, transcript, outbound messages, queue
+entries, timers and the acks) in one Lua call fenced by that partition's lease alone. A
+partition waiting on a slow step or a lookup holds only itself: the others are read and
+committed meanwhile. A crash anywhere before a commit leaves nothing of that batch
 written and nothing acked; the entries are read again by whoever holds the lease next.
 
-Conversations are cached in memory: only the lease holder of a partition writes its
+A message whose step fails is tried again with backoff and jitter (its conversation's
+later messages wait behind it, the partition's other conversations go on) until
+``engine.step_retry_window_s`` has passed since its first failure; then it is
+dead-lettered and its conversation goes on.
+
+Conversations are cached per partition: only the lease holder of a partition writes its
 conversations, so the cache is exact while the lease is held and is dropped with it.
 """
 
@@ -20,6 +27,7 @@ import logging
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import failpoints, keys
@@ -38,6 +46,7 @@ from bridge.model import (
     now_ms,
     partition_of,
 )
+from bridge.retry import backoff_s
 from bridge.store import Store
 from flows.turn import FlowConfig, Step, Turn
 
@@ -47,6 +56,9 @@ OWN_PENDING_CHECK_S = 30.0
 # contacts span partitions, so another worker may change one (a link by email): a cached
 # contact is read again when it is older than this at the start of a batch
 CONTACT_FRESH_MS = 5_000
+# while some partition is busy, the read of the others blocks this long at most, so a
+# partition that finishes is read again soon
+BUSY_BLOCK_MS = 20
 
 
 class _Cache:
@@ -72,6 +84,36 @@ class _Cache:
         self.data.pop(key, None)
 
 
+@dataclass
+class _Failure:
+    tries: int
+    first_s: float  # monotonic time of the first failure
+
+
+@dataclass
+class _Partition:
+    """What the engine keeps about one partition it holds: its cached conversations and
+    contacts, and the conversations waiting to try a failed message again."""
+
+    cache_size: int
+    conversations: _Cache = field(init=False)  # conversation id -> Conversation
+    current: _Cache = field(init=False)  # (channel, address) -> conversation id
+    contacts: _Cache = field(init=False)  # contact id -> (Contact, loaded at clock_ms)
+    retry_at: dict[str, float] = field(default_factory=dict)  # partition key -> monotonic due time
+    failures: dict[str, _Failure] = field(default_factory=dict)  # entry id -> failures so far
+    task: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.conversations = _Cache(self.cache_size)
+        self.current = _Cache(self.cache_size)
+        self.contacts = _Cache(self.cache_size)
+
+    def forget(self) -> None:
+        self.conversations.data.clear()
+        self.current.data.clear()
+        self.contacts.data.clear()
+
+
 class Engine:
     def __init__(self, *, bus: Bus, store: Store, flow_config: FlowConfig, steps: list[Step],
                  worker_id: str, clock_ms: Callable[[], int] = now_ms) -> None:
@@ -88,22 +130,23 @@ class Engine:
         self.reopen_within_ms = int(settings.engine.reopen_within_h * 3600_000)
         self.leases = Leases(bus.redis, worker_id, [keys.inbound(p) for p in range(self.partitions)],
                              ttl_s=settings.engine.lease_ttl_s, role="engine")
-        size = max(1, settings.engine.conversation_cache)
-        self._conversations = _Cache(size)  # conversation id -> Conversation
-        self._current = _Cache(size)  # (channel, address) -> conversation id
-        self._contacts = _Cache(size)  # contact id -> (Contact, loaded at clock_ms)
+        self._cache_size = max(16, settings.engine.conversation_cache // self.partitions)
+        self._held: dict[str, _Partition] = {}  # stream -> its state, while we hold its lease
+        # partitions lost while a task was working on them: not read again (should the lease
+        # come back) until that task is over, so one partition never has two
+        self._draining: dict[str, _Partition] = {}
         self.cursor = GroupCursor(bus, self.group, worker_id, count=settings.engine.batch_size,
                                   block_ms=settings.engine.block_ms,
                                   min_idle_ms=int(settings.engine.claim_min_idle_s * 1000), sleep=self._sleep,
                                   vet=self._drop_poison)
-        self._failures: dict[str, int] = defaultdict(int)
         self._stopping = asyncio.Event()
+        self._finished = asyncio.Event()  # a partition task ended: its partition can be read again
         self.processed = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Consume until `stop()`; the batch in hand is finished and committed first."""
+        """Consume until `stop()`; the batches in hand are finished and committed first."""
         for p in range(self.partitions):
             await self.bus.ensure_group(keys.inbound(p), self.group)
         tick_every_s = self.engine.lease_ttl_s / 3
@@ -124,31 +167,34 @@ class Engine:
                     if time.monotonic() >= next_timers:
                         await self._fire_timers()
                         next_timers = time.monotonic() + 1.0
-                    if time.monotonic() >= next_own_check:
-                        # entries whose read reply was lost (a retried XREADGROUP) sit in our
-                        # pending list; look there now and then
+                    if time.monotonic() >= next_own_check or self._retry_due():
+                        # entries whose read reply was lost (a retried XREADGROUP), and
+                        # failed ones due again, sit in our pending list
                         self.cursor.reread()
                         next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
-                    entries = await self.cursor.next(self.leases.held)
+                    busy = {s for s, p in self._held.items() if p.task is not None} | set(self._draining)
+                    idle = [s for s in self.leases.held if s not in busy]
+                    if not idle:  # every partition we hold is working: wait for one to finish
+                        self._finished.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._finished.wait(), 0.1)
+                        continue
+                    entries = await self.cursor.next(idle, block_ms=BUSY_BLOCK_MS if busy else None)
                     if entries:
                         await self.handle(entries)
                 except LeaseLost as exc:
-                    stream = self.leases.drop(exc.lease_key)
-                    if stream is not None:  # once per partition: the next read leaves it out
-                        log.warning("lease lost, dropping partition state", extra={"stream": stream})
-                    self._forget_all()
-                except (ConnectionError, OSError, TimeoutError) as exc:
+                    self._lose(exc)
+                except Exception as exc:
+                    if not (isinstance(exc, ConnectionError | OSError | TimeoutError)
+                            or type(exc).__module__.startswith("redis")):
+                        raise
                     log.warning("redis unavailable, retrying", extra={"error": repr(exc)})
                     self._forget_all()
                     await self._sleep(0.5)
-                except Exception as exc:
-                    if type(exc).__module__.startswith("redis"):
-                        log.warning("redis error, retrying: %r", exc)
-                        self._forget_all()
-                        await self._sleep(0.5)
-                    else:
-                        raise
         finally:
+            tasks = [p.task for p in [*self._held.values(), *self._draining.values()] if p.task is not None]
+            if tasks:
+                await asyncio.wait(tasks, timeout=30)
             keeper.cancel()
             try:
                 await self.leases.release_all()
@@ -162,35 +208,62 @@ class Engine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    def _partition(self, stream: str) -> _Partition:
+        partition = self._held.get(stream)
+        if partition is None:
+            partition = self._held[stream] = _Partition(self._cache_size)
+        return partition
+
     def _forget_all(self) -> None:
         """Drop every cached conversation and re-read our unacked entries first."""
-        self._conversations.data.clear()
-        self._current.data.clear()
-        self._contacts.data.clear()
+        for partition in self._held.values():
+            if partition.task is None:  # a working partition keeps what it is committing
+                partition.forget()
         self.cursor.reread()
+
+    def _lose(self, exc: LeaseLost) -> None:
+        stream = self.leases.drop(exc.lease_key)
+        if stream is not None:  # once per partition: the next read leaves it out
+            log.warning("lease lost, dropping partition state", extra={"stream": stream})
+        self._apply_lease_changes()
 
     def _apply_lease_changes(self) -> None:
         gained, lost = self.leases.changes()
         if gained or lost:
             log.info("partitions changed", extra={"gained": sorted(gained), "lost": sorted(lost),
                                                   "held": sorted(self.leases.held)})
-            self._forget_all()
+            for stream in lost:
+                partition = self._held.pop(stream, None)
+                if partition is not None and partition.task is not None:
+                    self._draining[stream] = partition
             self.cursor.gained(gained)
             self.cursor.lost(lost)
+            self.cursor.reread()
 
     async def _give_back_excess(self) -> None:
-        """Between batches: hand partitions above the fair share to newly joined workers."""
-        surplus = await self.leases.excess()
+        """Hand partitions above the fair share to newly joined workers (idle ones only)."""
+        surplus = [s for s in await self.leases.excess() if self._partition(s).task is None]
         if surplus:
             await self.leases.give_back(surplus)
             log.info("partitions handed over", extra={"streams": surplus})
-            self._forget_all()
+            for stream in surplus:
+                self._held.pop(stream, None)
             self.cursor.lost(surplus)
 
     async def _fire_timers(self) -> None:
         now = self.clock_ms()
         for stream in sorted(self.leases.held):
             await self.bus.fire_timers(int(stream.rsplit(":", 1)[1]), now)
+
+    def _retry_due(self) -> bool:
+        now = time.monotonic()
+        due = False
+        for partition in self._held.values():
+            for key, at in list(partition.retry_at.items()):
+                if at <= now:
+                    del partition.retry_at[key]
+                    due = True
+        return due
 
     async def _drop_poison(self, stream: str, claimed: list[Entry]) -> list[Entry]:
         """An entry delivered too often (it crashed its workers) goes to the dead letters."""
@@ -200,7 +273,7 @@ class Engine:
             if counts.get(entry.id, 0) > self.engine.max_deliveries:
                 await self.bus.dead_letter(stream, self.group, entry,
                                            f"delivered {counts[entry.id]} times without being handled",
-                                           leases=self.leases.keys_held(), owner=self.worker_id)
+                                           leases=[keys.lease(stream)], owner=self.worker_id)
             else:
                 keep.append(entry)
         return keep
@@ -208,6 +281,36 @@ class Engine:
     # -- one batch -------------------------------------------------------------------
 
     async def handle(self, entries: list[Entry]) -> None:
+        """Start one task per partition in the batch; each commits on its own."""
+        by_stream: dict[str, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            by_stream[entry.stream].append(entry)
+        for stream, items in by_stream.items():
+            partition = self._partition(stream)
+            partition.task = asyncio.create_task(self._run_partition(stream, partition, items),
+                                                 name=f"engine:{stream}")
+
+    async def _run_partition(self, stream: str, partition: _Partition, entries: list[Entry]) -> None:
+        try:
+            await self._handle_partition(stream, partition, entries)
+        except LeaseLost as exc:
+            self._lose(exc)
+        except Exception as exc:
+            partition.forget()
+            self.cursor.reread()
+            if isinstance(exc, ConnectionError | OSError | TimeoutError) or type(exc).__module__.startswith("redis"):
+                log.warning("redis unavailable, retrying", extra={"stream": stream, "error": repr(exc)})
+                await self._sleep(0.5)
+            else:
+                log.exception("partition batch failed", extra={"stream": stream})
+        finally:
+            partition.task = None
+            if self._draining.get(stream) is partition:
+                del self._draining[stream]
+            self._finished.set()
+
+    async def _handle_partition(self, stream: str, partition: _Partition, entries: list[Entry]) -> None:
+        """One partition's entries in stream order, then its one fenced commit."""
         started = time.perf_counter()
         ops: list[list[Any]] = []
         messages, malformed = decode_entries(entries)
@@ -215,51 +318,18 @@ class Engine:
             log.error("malformed entry dead-lettered", extra={"stream": entry.stream, "entry": entry.id,
                                                               "reason": reason})
             ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, reason))
-        await self._load([m for _, m in messages])
-        by_stream: dict[str, list[tuple[Entry, Message]]] = defaultdict(list)
-        for entry, message in messages:
-            by_stream[entry.stream].append((entry, message))
-        # partitions are independent: while one waits (an order-status lookup, a cache miss)
-        # the others go on; each keeps its own order, and the batch still commits once
-        streams = sorted(by_stream)
-        results = await asyncio.gather(*(self._handle_partition(by_stream[s]) for s in streams),
-                                       return_exceptions=True)
-        touched: list[str] = []
-        acked = 0
-        for stream, result in zip(streams, results, strict=True):
-            if isinstance(result, BaseException):
-                raise result
-            partition_ops, ids, conversations = result
-            ops.extend(partition_ops)
-            if ids:
-                ops.append(["XACK", stream, self.group, *ids])
-                acked += len(ids)
-            touched.extend(conversations)
-        if touched:  # consoles listen for changed conversations (pub/sub, best effort)
-            ops.append(["PUBLISH", keys.FANOUT + "conversations", " ".join(dict.fromkeys(touched))])
-        failpoints.hit("engine.before_commit")
-        try:
-            await self.bus.commit(ops, leases=self.leases.keys_held(), owner=self.worker_id)
-        except BaseException:
-            self._forget_all()
-            raise
-        self.processed += acked
-        ENGINE_MESSAGES.inc(acked)
-        ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
-
-    async def _handle_partition(self, items: list[tuple[Entry, Message]]
-                                ) -> tuple[list[list[Any]], list[str], list[str]]:
-        """One partition's entries in stream order: (effects, acked entry ids, conversations)."""
-        ops: list[list[Any]] = []
+        await self._load(partition, [m for _, m in messages])
         acked: list[str] = []
         touched: list[str] = []
         blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
-        for entry, message in items:
+        now_s = time.monotonic()
+        for entry, message in messages:
             key = message.partition_key
-            if key in blocked:
+            if key in blocked or partition.retry_at.get(key, 0) > now_s:
+                blocked.add(key)
                 continue
             try:
-                turn = await self._begin(message)
+                turn = await self._begin(partition, message)
                 if turn is None:
                     ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, _unknown(message)))
                     continue
@@ -272,84 +342,103 @@ class Engine:
                 ops.extend(self._effects(turn, entry.payload))
                 touched.append(turn.conversation.id)
                 acked.append(entry.id)
-                self._failures.pop(entry.id, None)
+                partition.failures.pop(entry.id, None)
             except Exception as exc:
                 if type(exc).__module__.startswith("redis"):
                     raise
                 blocked.add(key)
-                self._evict(message)
-                self._failures[entry.id] += 1
-                tries = self._failures[entry.id]
-                log.exception("step failed", extra={"entry": entry.id, "conversation": message.conversation_id,
-                                                    "attempt": tries})
-                if tries >= self.engine.max_deliveries:
-                    self._failures.pop(entry.id, None)
-                    ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry,
-                                                        f"failed {tries} times: {type(exc).__name__}: {exc}"))
-                else:
-                    self.cursor.reread()
-        return ops, acked, touched
+                self._evict(partition, message)
+                ops.extend(self._failed(partition, entry, message, exc))
+        if acked:
+            ops.append(["XACK", stream, self.group, *acked])
+        if touched:  # consoles listen for changed conversations (pub/sub, best effort)
+            ops.append(["PUBLISH", keys.FANOUT + "conversations", " ".join(dict.fromkeys(touched))])
+        failpoints.hit("engine.before_commit")
+        try:
+            await self.bus.commit(ops, leases=[keys.lease(stream)], owner=self.worker_id)
+        except BaseException:
+            partition.forget()
+            raise
+        self.processed += len(acked)
+        ENGINE_MESSAGES.inc(len(acked))
+        ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _failed(self, partition: _Partition, entry: Entry, message: Message, exc: Exception) -> list[list[Any]]:
+        """A step raised: try again after a backoff, or dead-letter once the retry window is over."""
+        now_s = time.monotonic()
+        failure = partition.failures.get(entry.id) or _Failure(0, now_s)
+        failure.tries += 1
+        partition.failures[entry.id] = failure
+        log.exception("step failed", extra={"entry": entry.id, "conversation": message.conversation_id,
+                                            "attempt": failure.tries})
+        if now_s - failure.first_s >= self.engine.step_retry_window_s:
+            del partition.failures[entry.id]
+            return self.bus.dead_letter_ops(entry.stream, self.group, entry,
+                                            f"failed {failure.tries} times in {now_s - failure.first_s:.1f} s: "
+                                            f"{type(exc).__name__}: {exc}")
+        partition.retry_at[message.partition_key] = now_s + backoff_s(failure.tries, base_s=0.2, cap_s=10.0)
+        return []
 
     # -- conversations ---------------------------------------------------------------
 
-    async def _load(self, messages: list[Message]) -> None:
+    async def _load(self, p: _Partition, messages: list[Message]) -> None:
         """Fill the caches for a batch: at most three round trips, none when warm (contacts
         are read again once older than CONTACT_FRESH_MS)."""
         addresses = list(dict.fromkeys((m.channel, m.address) for m in messages
                                        if m.kind == "customer" and not m.conversation_id
-                                       and self._current.get((m.channel, m.address)) is None))
+                                       and p.current.get((m.channel, m.address)) is None))
         if addresses:
             for address, conversation_id in zip(addresses, await self.store.current_ids(addresses), strict=True):
                 if conversation_id:
-                    self._current.put(address, conversation_id)
-        wanted = {self._current.get((m.channel, m.address)) if m.kind == "customer" and not m.conversation_id
+                    p.current.put(address, conversation_id)
+        wanted = {p.current.get((m.channel, m.address)) if m.kind == "customer" and not m.conversation_id
                   else m.conversation_id for m in messages}
-        missing = [c for c in wanted if c and self._conversations.get(c) is None]
+        missing = [c for c in wanted if c and p.conversations.get(c) is None]
         if missing:
             for conversation in await self.store.get_many(missing):
                 if conversation is not None:
-                    self._conversations.put(conversation.id, conversation)
-        contact_ids = {c.contact_id for c in (self._conversations.get(i) for i in wanted if i) if c and c.contact_id}
+                    p.conversations.put(conversation.id, conversation)
+        contact_ids = {c.contact_id for c in (p.conversations.get(i) for i in wanted if i) if c and c.contact_id}
         now = self.clock_ms()
         stale = [c for c in contact_ids
-                 if (cached := self._contacts.get(c)) is None or now - cached[1] > CONTACT_FRESH_MS]
+                 if (cached := p.contacts.get(c)) is None or now - cached[1] > CONTACT_FRESH_MS]
         if stale:
             for contact in await self.store.contacts_many(stale):
                 if contact is not None:
-                    self._contacts.put(contact.id, (contact, now))
+                    p.contacts.put(contact.id, (contact, now))
 
-    def _evict(self, message: Message) -> None:
-        conversation_id = message.conversation_id or self._current.get((message.channel, message.address))
+    def _evict(self, p: _Partition, message: Message) -> None:
+        conversation_id = message.conversation_id or p.current.get((message.channel, message.address))
         if conversation_id:
-            self._conversations.drop(conversation_id)
-        self._current.drop((message.channel, message.address))
+            p.conversations.drop(conversation_id)
+        p.current.drop((message.channel, message.address))
 
-    async def _begin(self, message: Message) -> Turn | None:
+    async def _begin(self, p: _Partition, message: Message) -> Turn | None:
         now = self.clock_ms()
         conversation: Conversation | None = None
         if message.conversation_id:
-            conversation = self._conversations.get(message.conversation_id)
+            conversation = p.conversations.get(message.conversation_id)
             if conversation is None:
                 conversation = await self.store.get(message.conversation_id)
                 if conversation is not None:
-                    self._conversations.put(conversation.id, conversation)
+                    p.conversations.put(conversation.id, conversation)
         if message.kind != "customer":
             if conversation is None:
                 return None
-            return Turn(message=message, conversation=conversation, contact=self._contact(conversation),
+            return Turn(message=message, conversation=conversation, contact=self._contact(p, conversation),
                         config=self.flow_config, now_ms=now, previous_status=conversation.status)
         if conversation is None:
-            conversation_id = self._current.get((message.channel, message.address))
-            conversation = self._conversations.get(conversation_id) if conversation_id else None
+            conversation_id = p.current.get((message.channel, message.address))
+            conversation = p.conversations.get(conversation_id) if conversation_id else None
         is_new = reopened = False
         if conversation is not None and conversation.status == "resolved":
             if now - conversation.resolved_ms > self.reopen_within_ms:
                 conversation = None
             else:
                 reopened = True
-        contact = self._contact(conversation) if conversation else None
+        contact = self._contact(p, conversation) if conversation else None
         if conversation is None:
-            conversation, contact = await self._open(message, now)
+            conversation, contact = await self._open(p, message, now)
             is_new = True
         previous = None if is_new else conversation.status
         if reopened:
@@ -363,11 +452,11 @@ class Engine:
                     now_ms=now, is_new=is_new, reopened=reopened, contact_changed=is_new or renamed,
                     previous_status=previous)
 
-    def _contact(self, conversation: Conversation) -> Contact | None:
-        cached = self._contacts.get(conversation.contact_id) if conversation.contact_id else None
+    def _contact(self, p: _Partition, conversation: Conversation) -> Contact | None:
+        cached = p.contacts.get(conversation.contact_id) if conversation.contact_id else None
         return cached[0] if cached else None
 
-    async def _open(self, message: Message, now: int) -> tuple[Conversation, Contact]:
+    async def _open(self, p: _Partition, message: Message, now: int) -> tuple[Conversation, Contact]:
         """A new conversation for a customer address (and a contact, unless one is linked)."""
         h = address_hash(message.channel, message.address)
         (number,) = await self.store.next_conversation_numbers([h])
@@ -387,9 +476,9 @@ class Engine:
                               addresses=[address], created_ms=now)
         conversation = Conversation(id=f"{h}-{number}", channel=message.channel, address=message.address,
                                     contact_id=contact.id, created_ms=now, updated_ms=now)
-        self._conversations.put(conversation.id, conversation)
-        self._current.put((message.channel, message.address), conversation.id)
-        self._contacts.put(contact.id, (contact, self.clock_ms()))
+        p.conversations.put(conversation.id, conversation)
+        p.current.put((message.channel, message.address), conversation.id)
+        p.contacts.put(contact.id, (contact, self.clock_ms()))
         return conversation, contact
 
     # -- effects ---------------------------------------------------------------------
