@@ -33,6 +33,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from adapters.null import NullConfig
+from bench.isolation import isolation_rows, print_rows
 from bridge import keys
 from bridge.config import Settings
 from bridge.model import Message, decode
@@ -236,6 +237,7 @@ async def main(args: argparse.Namespace) -> None:
         redis = aioredis.Redis.from_url(url)
         await redis.flushdb()
         redis_pid = process.pid if process else None
+        isolation: list[tuple[str, str, str]] = []
         try:
             print(f"bench: N={args.n:,} messages, {args.conversations:,} conversations, latency at {args.rate:,}/s, "
                   f"redis {(await redis.info('server'))['redis_version']}, "
@@ -269,6 +271,9 @@ async def main(args: argparse.Namespace) -> None:
             finally:
                 await bridge.stop()
             redis_rss = rss_mb(redis_pid) if redis_pid else float("nan")
+            if args.isolation:
+                print("  isolation runs (about a minute)...", flush=True)
+                isolation = await isolation_rows(url)
         finally:
             await redis.aclose()
             if process is not None:
@@ -291,6 +296,9 @@ async def main(args: argparse.Namespace) -> None:
     samples = ", ".join(f"{s:.0f}" for s in rss_samples)
     print(f"bridge process RSS (MB): {rss_start:.0f} after warm-up, {samples} at each tenth of N, {rss_end:.0f} at end")
     print(f"redis-server RSS (MB): {redis_rss:.0f} (holds every transcript and stream entry of the run)")
+    if args.isolation:
+        print()
+        print_rows(isolation)
     print(f"bridge/raw throughput ratio: {bridge_tput / raw_tput:.2f}")
 
 
@@ -303,6 +311,8 @@ def cli() -> None:
     parser.add_argument("--latency-n", type=int, default=25_000, help="messages for the latency runs")
     parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server (it is flushed!)")
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
+    parser.add_argument("--no-isolation", dest="isolation", action="store_false",
+                        help="skip the isolation figures (bench/isolation.py)")
     args = parser.parse_args()
     if args.uvloop:
         try:

@@ -75,6 +75,7 @@ class ApiAdapter(Adapter):
     config: ApiConfig
     # webhook receivers answer in parallel; a hung one holds a send until webhook_timeout_s
     default_max_in_flight: ClassVar[int] = 128
+    default_rate_per_s: ClassVar[float | None] = 200.0  # POSTs to the integrator's server, per second
 
     def __init__(self, config: ApiConfig, ctx: AdapterContext) -> None:
         super().__init__(config, ctx)
