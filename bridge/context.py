@@ -46,6 +46,19 @@ class RedisState:
     async def set_bytes(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
         await self.redis.set(self._key(key), value, ex=ttl_s)
 
+    async def incr(self, key: str, amount: int = 1, ttl_s: int | None = None) -> int:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incrby(self._key(key), amount)
+            if ttl_s is not None:
+                pipe.expire(self._key(key), ttl_s, nx=True)
+            result = await pipe.execute()
+        return int(result[0])
+
+    async def counts(self, keys: list[str]) -> list[int]:
+        if not keys:
+            return []
+        return [int(v or 0) for v in await self.redis.mget([self._key(k) for k in keys])]
+
 
 class RedisFanout:
     """Broadcast to every bridge process (Redis pub/sub)."""
