@@ -77,6 +77,12 @@ async def test_ids_with_the_separator_never_drop_another_customers_message(
                 r = await b.post("/api/v1/messages", headers=AUTH,
                                  json={"customer_id": customer, "message_id": message_id, "text": "hello"})
                 assert (await r.json())["duplicate"] is True, (customer, message_id)
+        # a back end's reply ids are its own per conversation: the same id in two conversations is two replies
+        conversations = [await wait_for(lambda c=c: b.store.for_address("api", c), what=c) for c in pairs[0][::2]]
+        for conversation in conversations:
+            r = await b.post(f"/api/v1/conversations/{conversation.id}/messages", headers=AUTH,
+                             json={"text": "On its way.", "message_id": "reply-1"})
+            assert r.status == 202 and (await r.json())["duplicate"] is False
 
 
 # -- 2. bodies read to the end -----------------------------------------------------------

@@ -65,11 +65,12 @@ class IncomingAction(msgspec.Struct, forbid_unknown_fields=True):
     note: str = ""
 
 
-def dedupe_key(customer_id: str, message_id: str) -> str:
-    """``api:<length of customer_id>:<customer_id>:<message_id>``: the length prefix makes
-    the key injective, so ids containing ``:`` cannot collide across customers. (Keys
-    stored before this format were ``api:<customer_id>:<message_id>``; they simply expire.)"""
-    return f"api:{len(customer_id)}:{customer_id}:{message_id}"
+def dedupe_key(customer_id: str, message_id: str, kind: str = "api") -> str:
+    """``<kind>:<length of customer_id>:<customer_id>:<message_id>``: the length prefix
+    makes the key injective, so ids containing ``:`` cannot collide across customers (or
+    conversations, for agents' replies and actions). Keys stored in the older format
+    (``api:<customer_id>:<message_id>``) are simply left to expire."""
+    return f"{kind}:{len(customer_id)}:{customer_id}:{message_id}"
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -168,9 +169,9 @@ class ApiAdapter(Adapter):
         conversation_id = request.match_info["conversation_id"]
         if await self.ctx.conversations.get(conversation_id) is None:
             return _error(404, f"no conversation {conversation_id!r}")
+        key = dedupe_key(conversation_id, body.message_id, "api-agent") if body.message_id else ""
         message = Message(kind="agent", channel=self.name, conversation_id=conversation_id, text=body.text,
-                          sender=Sender(name=body.agent or "agent", is_agent=True),
-                          dedupe_key=f"api-agent:{body.message_id}" if body.message_id else "")
+                          sender=Sender(name=body.agent or "agent", is_agent=True), dedupe_key=key)
         return await self._publish(message)
 
     async def _post_action(self, request: web.Request) -> web.Response:
@@ -184,9 +185,9 @@ class ApiAdapter(Adapter):
         if await self.ctx.conversations.get(conversation_id) is None:
             return _error(404, f"no conversation {conversation_id!r}")
         data = {k: v for k, v in msgspec.structs.asdict(body).items() if v and k not in ("action", "message_id")}
+        key = dedupe_key(conversation_id, body.message_id, "api-action") if body.message_id else ""
         message = Message(kind="command", channel=self.name, name=body.action, conversation_id=conversation_id,
-                          text=body.text, data=data, sender=Sender(name=body.agent, is_agent=True),
-                          dedupe_key=f"api-action:{body.message_id}" if body.message_id else "")
+                          text=body.text, data=data, sender=Sender(name=body.agent, is_agent=True), dedupe_key=key)
         return await self._publish(message)
 
     async def _get_conversation(self, request: web.Request) -> web.Response:
