@@ -359,3 +359,22 @@ async def test_a_forged_host_header_makes_no_origin_ours(redis_url: str, tabs: l
         for origin in (b.url, f"http://localhost:{port}"):
             ok = await open_tab(tabs, b, origin=origin)
             assert (await ok.welcome())["visitor"]
+
+
+async def test_a_full_embedded_redis_refuses_uploads_clearly(tmp_path: Path, tabs: list[Tab]) -> None:
+    config = {"redis": {"url": "", "data_dir": str(tmp_path / "d"), "max_memory_mb": 12},
+              "channels": {"widget": {"uploads": {"per_message": 20}}}, "agents": {"channels": ["widget"]}}
+    async with running_bridge("", config) as b:
+        tab = await open_tab(tabs, b)
+        token = (await tab.welcome())["token"]
+        used_mb = (await b.redis.info("memory"))["used_memory"] / 2**20
+        assert used_mb < 10, used_mb
+        statuses = []
+        for _ in range(24):  # 1 MiB each: Redis fills up within a dozen
+            r = await upload(b, token, b"x" * (1024 * 1024), mime="text/plain")
+            statuses.append(r.status)
+            if r.status != 200:
+                break
+        assert statuses[0] == 200 and statuses[-1] == 507, statuses
+        assert "redis.max_memory_mb" in (await r.json())["error"]
+        assert (await b.get("/healthz")).status == 200  # full, not broken

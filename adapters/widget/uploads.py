@@ -28,6 +28,7 @@ from adapters.widget.peers import client_ip
 from adapters.widget.quotas import Quota, StoredBytes
 from bridge import filelinks
 from bridge.adapter import AdapterContext
+from bridge.errors import StorageFull
 from bridge.model import Attachment
 from bridge.untrusted import TooLarge, read_capped
 
@@ -87,28 +88,32 @@ class Uploads:
         wait_s = self.rate.take(token.visitor)
         if wait_s:
             return refuse(429, "too many files", retry_after_ms=int(wait_s * 1000) + 1)
-        ip = client_ip(request, self.trust_forwarded_for)
-        for quota, key, error in ((self.per_ip, ip, "too many files from this address this hour"),
-                                  (self.total, "", "too many files this hour; try again later")):
-            wait_s = await quota.take(key)
-            if wait_s:
-                REFUSED.labels("upload_quota").inc()
-                return refuse(429, error, retry_after_ms=int(wait_s * 1000) + 1)
-        async with self.at_once:
-            try:
-                data = await read_capped(request.content, self.config.max_bytes)
-            except TooLarge:
-                return refuse(413, "file too large", max_bytes=self.config.max_bytes)
-            if not data:
-                return refuse(400, "empty file")
-            if not await self.stored.take(len(data)):
-                REFUSED.labels("upload_quota").inc()
-                return refuse(507, "file storage is full (channels.widget.uploads.max_stored_mb); try again later")
-            name = _file_name(request.headers.get("X-File-Name", ""), mime)
-            file_id = secrets.token_urlsafe(16)[:_ID_CHARS]
-            meta = {"visitor": token.visitor, "name": name, "mime": mime, "size": len(data)}
-            await self.ctx.state.set_bytes(FILE_KEY + file_id, data, ttl_s=self.ttl_s)
-            await self.ctx.state.set(META_KEY + file_id, json.dumps(meta), ttl_s=self.ttl_s)
+        try:
+            ip = client_ip(request, self.trust_forwarded_for)
+            for quota, key, error in ((self.per_ip, ip, "too many files from this address this hour"),
+                                      (self.total, "", "too many files this hour; try again later")):
+                wait_s = await quota.take(key)
+                if wait_s:
+                    REFUSED.labels("upload_quota").inc()
+                    return refuse(429, error, retry_after_ms=int(wait_s * 1000) + 1)
+            async with self.at_once:
+                try:
+                    data = await read_capped(request.content, self.config.max_bytes)
+                except TooLarge:
+                    return refuse(413, "file too large", max_bytes=self.config.max_bytes)
+                if not data:
+                    return refuse(400, "empty file")
+                if not await self.stored.take(len(data)):
+                    REFUSED.labels("upload_quota").inc()
+                    return refuse(507, "file storage is full (channels.widget.uploads.max_stored_mb); try later")
+                name = _file_name(request.headers.get("X-File-Name", ""), mime)
+                file_id = secrets.token_urlsafe(16)[:_ID_CHARS]
+                meta = {"visitor": token.visitor, "name": name, "mime": mime, "size": len(data)}
+                await self.ctx.state.set_bytes(FILE_KEY + file_id, data, ttl_s=self.ttl_s)
+                await self.ctx.state.set(META_KEY + file_id, json.dumps(meta), ttl_s=self.ttl_s)
+        except StorageFull:
+            REFUSED.labels("storage_full").inc()
+            return refuse(507, "file storage is full (Redis memory, redis.max_memory_mb); try later")
         return web.json_response({"id": file_id, "name": name, "mime": mime, "size": len(data)}, headers=headers)
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
