@@ -87,7 +87,8 @@ class WidgetConfig(ChannelConfig):
     #: generated once and kept in Redis, so every bridge process shares it
     secret: SecretStr | None = None
     #: pages allowed to open the widget's WebSocket, as origins ("https://shop.example").
-    #: The bridge's own origin is always allowed; "*" allows any page.
+    #: The bridge's own origin (http.public_url) is always allowed, never one taken from the
+    #: request's Host header; "*" allows any page.
     allowed_origins: list[str] = Field(default_factory=list)
     #: logged-in users: the site signs its user id with this secret (HMAC-SHA256, hex)
     identity_secret: SecretStr | None = None
