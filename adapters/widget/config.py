@@ -84,7 +84,8 @@ class WidgetConfig(ChannelConfig):
     """``channels.widget``: the chat bubble for websites and the agent console."""
 
     #: signs visitor tokens and console sessions (``${WIDGET_SECRET}``); when unset one is
-    #: generated once and kept in Redis, so every bridge process shares it
+    #: generated once, in a 0600 file of the embedded Redis's data directory (with an
+    #: external Redis: in Redis, so every process shares it; docs/security.md)
     secret: SecretStr | None = None
     #: pages allowed to open the widget's WebSocket, as origins ("https://shop.example").
     #: The bridge's own origin (http.public_url) is always allowed, never one taken from the
