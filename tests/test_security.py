@@ -4,6 +4,7 @@ path (real HTTP and WebSocket, real Redis, the `bridge` command)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import stat
@@ -15,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.widget.console import TOPIC_LOGOUT, hash_password
+from adapters.widget.console import REVOKED, TOPIC_LOGOUT, hash_password
 from bridge import keys, logs
 from bridge.config import RedisSettings, Settings, secrets_in
 from bridge.model import Message
@@ -243,6 +244,21 @@ async def test_logout_closes_the_sessions_live_sockets_in_every_process(redis_ur
             await wait_for(both_listen, what="both processes listening for logouts")
             r = await b.post("/agent/logout", json={}, headers={"Origin": b.url, **cookie})
             assert r.status == 200
+            closed = await live.receive(timeout=10)
+            assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+async def test_a_revoked_session_loses_its_live_socket_even_when_the_news_is_lost(redis_url: str) -> None:
+    async with running_bridge(redis_url, widget_config(console={"poll_interval_s": 0.2}), env=ENV) as b:
+        cookie = await console_login(b)
+        session = await b.get("/agent/api/me", headers=cookie)
+        assert session.status == 200
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                b.url + "/agent/ws", headers={"Origin": b.url, **cookie}) as live:
+            # the logout's fanout message never arrived here; its record in Redis did
+            signed = cookie["Cookie"].split("=", 1)[1]
+            sid = json.loads(base64.urlsafe_b64decode(signed.split(".")[0] + "=="))["s"]
+            await b.redis.set(keys.adapter_state("widget", REVOKED + sid), "1")
             closed = await live.receive(timeout=10)
             assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
 

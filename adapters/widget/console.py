@@ -381,10 +381,18 @@ class Console:
         ws = web.WebSocketResponse(max_msg_size=1024, heartbeat=30.0)
         await ws.prepare(request)
         session = self._session(request)
-        self.sockets[ws] = session[1] if session else ""
+        sid = session[1] if session else ""
+        self.sockets[ws] = sid
         CONSOLES.inc()
         try:
-            async for msg in ws:
+            while not ws.closed:
+                try:
+                    msg = await ws.receive(timeout=self.config.poll_interval_s)
+                except TimeoutError:
+                    # the logout's fanout is at-most-once: the revocation in Redis is the record
+                    if await self.ctx.state.get(REVOKED + sid) is not None:
+                        await ws.close()
+                    continue
                 if msg.type != WSMsgType.TEXT:
                     break
         finally:
