@@ -345,6 +345,9 @@ async def test_deeply_nested_json_gets_a_clear_refusal(redis_url: str, tabs: lis
         r = await b.post("/agent/api/conversations/x/reply", data='{"text":' + deep(20_000) + "}",
                          headers={"Origin": b.url, "Content-Type": "application/json", **cookie})
         assert r.status == 400
+        r = await b.post("/agent/api/conversations/x/reply", json={"text": "x" * 300_000},
+                         headers={"Origin": b.url, **cookie})
+        assert r.status == 413 and "over 262144 bytes" in (await r.json())["error"]
         r = await b.post("/api/v1/messages", headers=AUTH,
                          data='{"customer_id":"c","text":"hi","attachments":' + deep(30_000) + "}")
         assert r.status == 400 and "invalid" in (await r.json())["error"]

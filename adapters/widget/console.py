@@ -45,7 +45,7 @@ log = logging.getLogger("adapters.widget.console")
 COOKIE = "bridge_agent"
 REVOKED = "console:revoked:"  # + session id, in the adapter state: sessions ended by a logout
 TOPIC_LOGOUT = "console_logout"  # fanout: a session id whose live sockets every process closes
-_MAX_BODY_BYTES = 64 * 1024  # a reply is at most 20,000 characters
+_MAX_BODY_BYTES = 256 * 1024  # a reply is at most 20,000 characters, up to 6 bytes each in JSON
 CHANNEL = "console"
 STATIC = Path(__file__).parent / "static"
 _STATUSES = ("open", "pending", "resolved")
@@ -223,8 +223,8 @@ class Console:
         if not isinstance(body, dict):
             return web.json_response({"error": "send JSON: {name, password} or {token}"}, status=400)
         ip = self.ip_of(request)
-        name = body.get("name") if isinstance(body.get("name"), str) and not body.get("token") else "(token)"
-        pair = f"{ip}|{str(name)[:80]}"
+        name = "(token)" if body.get("token") else str(body.get("name"))[:80]
+        pair = f"{ip}|{name}"
         for quota, key in ((self.failures_ip_name, pair), (self.failures_ip, ip), (self.failures_all, "")):
             wait_s = await quota.over(key)
             if wait_s:
@@ -321,7 +321,10 @@ class Console:
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
             body = decode_json(await read_capped(request.content, _MAX_BODY_BYTES))
-        except (BadJson, TooLarge):
+        except TooLarge:
+            raise web.HTTPRequestEntityTooLarge(_MAX_BODY_BYTES, request.content_length or 0, text=json.dumps(
+                {"error": f"over {_MAX_BODY_BYTES} bytes"}), content_type="application/json") from None
+        except BadJson:
             body = None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text=json.dumps({"error": "send a JSON object"}), content_type="application/json")
