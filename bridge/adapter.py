@@ -14,6 +14,7 @@ import abc
 import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from aiohttp import web
@@ -58,6 +59,10 @@ class StateStore(Protocol):
     async def delete(self, key: str) -> None: ...
     async def get_bytes(self, key: str) -> bytes | None: ...
     async def set_bytes(self, key: str, value: bytes, ttl_s: int | None = None) -> None: ...
+    async def incr(self, key: str, amount: int = 1, ttl_s: int | None = None) -> int:
+        """Add to a counter shared by every process; a new counter expires after ``ttl_s``."""
+        ...
+    async def counts(self, keys: list[str]) -> list[int]: ...
 
 
 class ConversationReader(Protocol):
@@ -96,6 +101,9 @@ class AdapterContext:
     #: poll or register webhooks (two pollers on one bot token conflict).
     receive: bool = True
     settings: dict[str, Any] = field(default_factory=dict)  # bridge-wide settings an adapter may read
+    #: a directory on this host that only the bridge reads (the embedded Redis's data
+    #: directory), for generated secrets that must not sit in Redis; None with an external Redis
+    private_dir: Path | None = None
 
 
 class Adapter(abc.ABC):

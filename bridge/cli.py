@@ -14,7 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bridge import __version__
-from bridge.config import Settings, load
+from bridge.config import Settings, load, secrets_in
 from bridge.embedded import socket_path, socket_url
 from bridge.errors import BridgeError, ConfigError
 
@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not 0 <= args.port <= 65535:
             return _fail(f"--port: {args.port} is not a TCP port (0-65535)")
         settings = settings.model_copy(update={"http": settings.http.model_copy(update={"port": args.port})})
-    logs.setup(settings.log.level, settings.log.format, secrets_of(channels))
+    logs.setup(settings.log.level, settings.log.format, [*secrets_of(channels), *secrets_in(settings)])
     try:
         import uvloop
 

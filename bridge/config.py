@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ class RedisSettings(_Section):
     url: str | None = None  # empty: run an embedded redis-server in data_dir
     data_dir: Path = Path("./bridge-data")
     server_binary: str | None = None  # redis-server to embed; found on PATH when unset
+    max_memory_mb: int = Field(1024, ge=0)  # the embedded redis-server's maxmemory (noeviction); 0: no limit
 
 
 class HttpSettings(_Section):
@@ -161,8 +163,17 @@ def _interpolate(node: Any, path: str, problems: list[str], from_env: set[str], 
             return ""
         return value
 
-    result = _ENV.sub(substitute, node)
-    from_env.add(path)
+    defaults: list[str] = []
+
+    def substitute_tracked(match: re.Match[str]) -> str:
+        value = substitute(match)
+        if match.group(2) and value == match.group(2):
+            defaults.append(value)  # a default written in the file is literal text
+        return value
+
+    result = _ENV.sub(substitute_tracked, node)
+    if not _ENV.sub("", node) and not defaults:
+        from_env.add(path)  # nothing but references, every one set in the environment
     for name in missing:
         problems.append(f"{path}: environment variable {name} is not set (export {name}=...)")
     if missing:
@@ -202,6 +213,76 @@ def _literal_secrets(model: BaseModel, path: str, from_env: set[str]) -> list[st
     return problems
 
 
+_SENSITIVE_HEADER = re.compile(r"authorization|cookie|token|key|secret|auth|password|session", re.IGNORECASE)
+_SCHEME_WORD = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]{0,19} )?$")
+_MARK = "\x00"
+
+
+def _literal_credentials(raw: dict[str, Any]) -> list[str]:
+    """Credentials written in the file outside `SecretStr` fields: the password of
+    ``redis.url``, and the value of a sensitive header under ``flows`` (``headers:``)."""
+    problems = []
+    redis_section = raw.get("redis")
+    url = redis_section.get("url") if isinstance(redis_section, dict) else None
+    if isinstance(url, str):
+        try:
+            password = urllib.parse.urlsplit(_ENV.sub(_MARK, url)).password
+        except ValueError:
+            password = None
+        if password and password.replace(_MARK, ""):
+            problems.append("redis.url: the password is written in the file; write "
+                            "redis://:${REDIS_PASSWORD}@host:6379 and export REDIS_PASSWORD")
+
+    def walk(node: Any, path: str) -> None:
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            here = f"{path}.{key}"
+            if key == "headers" and isinstance(value, dict):
+                for name, header in value.items():
+                    if not isinstance(header, str) or not _SENSITIVE_HEADER.search(str(name)):
+                        continue
+                    literal = _ENV.sub("", header)
+                    if header == literal or not _SCHEME_WORD.match(literal) or _has_default(header):
+                        problems.append(f"{here}.{name}: a credential written in the file; write it as "
+                                        f"\"Bearer ${{TOKEN}}\" (or just \"${{TOKEN}}\") and export TOKEN")
+            else:
+                walk(value, here)
+
+    walk(raw.get("flows"), "flows")
+    return problems
+
+
+def _has_default(text: str) -> bool:
+    return any(m.group(2) for m in _ENV.finditer(text))
+
+
+def secrets_in(settings: Settings) -> list[str]:
+    """Values to mask in logs beyond the channels' `SecretStr` fields: the Redis password
+    and sensitive header values of flow settings."""
+    found = [p for p in [_url_password(settings.redis.url)] if p]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "headers" and isinstance(value, dict):
+                    found.extend(str(v).split(" ")[-1] for k, v in value.items()
+                                 if isinstance(v, str) and _SENSITIVE_HEADER.search(str(k)))
+                else:
+                    walk(value)
+
+    walk(settings.flows)
+    return found
+
+
+def _url_password(url: str | None) -> str | None:
+    try:
+        password = urllib.parse.urlsplit(url).password if url else None
+    except ValueError:
+        return None
+    return urllib.parse.unquote(password) if password else None
+
+
 def load_raw(path: str | Path | None) -> dict[str, Any]:
     if path is None:
         return {}
@@ -237,6 +318,7 @@ def load(path: str | Path | None) -> tuple[Settings, dict[str, BaseModel]]:
     from_env: set[str] = set()
     unset: set[str] = set()
     raw = load_raw(path) if path is not None else registry.without_config()
+    problems.extend(_literal_credentials(raw))
     raw = _interpolate(raw, "", problems, from_env, unset)
     channels_raw = raw.pop("channels", None) or {}
     settings: Settings | None = None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
 from bridge import keys
 from bridge.adapter import HealthState
+from bridge.errors import StorageFull
 from bridge.metrics import ADAPTER_UP
 from bridge.model import now_ms
 
@@ -31,10 +34,12 @@ class RedisState:
         return value.decode() if value is not None else None
 
     async def set(self, key: str, value: str, ttl_s: int | None = None) -> None:
-        await self.redis.set(self._key(key), value, ex=ttl_s)
+        with _full_is_typed():
+            await self.redis.set(self._key(key), value, ex=ttl_s)
 
     async def set_if_absent(self, key: str, value: str, ttl_s: int | None = None) -> bool:
-        return bool(await self.redis.set(self._key(key), value, ex=ttl_s, nx=True))
+        with _full_is_typed():
+            return bool(await self.redis.set(self._key(key), value, ex=ttl_s, nx=True))
 
     async def delete(self, key: str) -> None:
         await self.redis.delete(self._key(key))
@@ -44,7 +49,31 @@ class RedisState:
         return bytes(value) if value is not None else None
 
     async def set_bytes(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
-        await self.redis.set(self._key(key), value, ex=ttl_s)
+        with _full_is_typed():
+            await self.redis.set(self._key(key), value, ex=ttl_s)
+
+    async def incr(self, key: str, amount: int = 1, ttl_s: int | None = None) -> int:
+        with _full_is_typed():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incrby(self._key(key), amount)
+                if ttl_s is not None:
+                    pipe.expire(self._key(key), ttl_s, nx=True)
+                result = await pipe.execute()
+        return int(result[0])
+
+    async def counts(self, keys: list[str]) -> list[int]:
+        if not keys:
+            return []
+        return [int(v or 0) for v in await self.redis.mget([self._key(k) for k in keys])]
+
+
+@contextlib.contextmanager
+def _full_is_typed() -> Iterator[None]:
+    """Redis at its maxmemory (noeviction) refuses writes: say so with our own error."""
+    try:
+        yield
+    except OutOfMemoryError as exc:
+        raise StorageFull(f"Redis is full (maxmemory, redis.max_memory_mb): {exc}") from None
 
 
 class RedisFanout:

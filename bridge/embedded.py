@@ -1,12 +1,21 @@
 """An embedded redis-server for the default set-up: no Redis URL configured means the
 bridge runs its own, private (Unix socket only, no TCP port), with append-only
-persistence in the data directory, and stops it on exit."""
+persistence in the data directory, and stops it on exit.
+
+The data directory is the bridge's alone: created 0700, and Redis writes its files 0600
+(it runs with umask 077). Memory is capped (``redis.max_memory_mb``) with the
+``noeviction`` policy: the bridge's data is a queue and a record, and evicting keys would
+lose messages silently, so a full Redis refuses writes instead (publishers answer
+"retry later", uploads "storage full") and ``bridge status`` shows it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
 import logging
+import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -47,9 +56,10 @@ def socket_url(data_dir: Path) -> str:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path, binary: str | None = None) -> None:
+    def __init__(self, data_dir: Path, binary: str | None = None, max_memory_mb: int = 0) -> None:
         self.data_dir = data_dir.resolve()
         self.binary = binary
+        self.max_memory_mb = max_memory_mb
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,7 +68,7 @@ class EmbeddedRedis:
 
     async def start(self, timeout_s: float = 10.0) -> str:
         binary = find_binary(self.binary)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         sock = socket_path(self.data_dir)
         if len(str(sock)) > 100:
             raise BridgeError(f"redis.data_dir: the path {self.data_dir} is too long for a Unix socket; "
@@ -70,7 +80,8 @@ class EmbeddedRedis:
             sock.unlink()
         args = [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
                 "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
-                "--save", "", "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log")]
+                "--save", "", "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log"),
+                "--maxmemory", f"{self.max_memory_mb}mb", "--maxmemory-policy", "noeviction"]
         # its own session: a Ctrl-C in the terminal (SIGINT to the whole foreground group) reaches
         # only the bridge, which stops Redis last, after its own shutdown has used it
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,  # noqa: ASYNC220
@@ -103,9 +114,40 @@ class EmbeddedRedis:
         log.info("embedded redis stopped")
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` created if needed and made 0700 (a directory from an older version may be
+    world-readable)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        try:
+            path.chmod(0o700)
+        except PermissionError:
+            raise BridgeError(f"redis.data_dir: {path} is readable by others and not ours to change; "
+                              f"run: chmod 700 {path}") from None
+    return path
+
+
+def local_secret(directory: Path, name: str, initial: str | None = None) -> str:
+    """A secret kept in a 0600 file of the private data directory, never in Redis:
+    ``initial`` (a value an older version kept in Redis) or a new random one the first
+    time, the same one afterwards."""
+    file = private_dir(directory) / name
+    try:
+        return file.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    value = initial or secrets.token_urlsafe(32)
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(value + "\n")
+    return value
+
+
 def _end_with_parent() -> None:
     """In the child before exec: on Linux, get SIGTERM when the bridge dies, even by SIGKILL,
-    so a crashed bridge leaves no orphaned Redis holding the data directory."""
+    so a crashed bridge leaves no orphaned Redis holding the data directory; and a umask
+    that keeps every file Redis writes private."""
+    os.umask(0o077)
     if sys.platform != "linux":
         return
     pr_set_pdeathsig = 1

@@ -15,6 +15,11 @@ class ConfigError(BridgeError):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+class StorageFull(BridgeError):
+    """Redis is at its ``maxmemory`` and refuses writes (policy ``noeviction``): nothing was
+    stored; the caller answers "full, try later" instead of losing data."""
+
+
 class SendError(BridgeError):
     """A send did not deliver. ``reason`` is shown to operators (and agents)."""
 

@@ -13,9 +13,17 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 
 
 class _Redactor(logging.Filter):
+    """Masks every known secret in a record: its message, its extras (rendered when they
+    are not strings), and its traceback (rendered here, then masked)."""
+
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        found = set(self.secrets) | {s for s in secrets if s and len(s) >= 4}
+        self.secrets = sorted(found, key=len, reverse=True)
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:
@@ -24,13 +32,37 @@ class _Redactor(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg = self.mask(record.getMessage())
-            record.args = ()
-            for key, value in list(vars(record).items()):
-                if key not in _STANDARD and isinstance(value, str):
-                    setattr(record, key, self.mask(value))
+        if not self.secrets:
+            return True
+        record.msg = self.mask(record.getMessage())
+        record.args = ()
+        for key, value in list(vars(record).items()):
+            if key in _STANDARD:
+                continue
+            if isinstance(value, str):
+                setattr(record, key, self.mask(value))
+            elif not isinstance(value, bool | int | float | type(None)):
+                rendered = json.dumps(value, ensure_ascii=False, default=str)
+                if self.mask(rendered) != rendered:
+                    setattr(record, key, self.mask(rendered))
+        if record.exc_info:
+            record.exc_text = self.mask(_PLAIN.formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.mask(record.stack_info)
         return True
+
+
+_PLAIN = logging.Formatter()
+_REDACTORS: list[_Redactor] = []  # the installed handlers' filters (one, after setup)
+
+
+def add_secret(value: str) -> None:
+    """Mask ``value`` from now on: a secret the bridge generated or derived at run time."""
+    for redactor in _REDACTORS:
+        redactor.add([value])
 
 
 class JsonFormatter(logging.Formatter):
@@ -46,6 +78,8 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
@@ -57,13 +91,17 @@ class TextFormatter(logging.Formatter):
             line += f" [{extras}]"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
         return line
 
 
 def setup(level: str = "INFO", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(_Redactor(secrets))
+    redactor = _Redactor(secrets)
+    handler.addFilter(redactor)
+    _REDACTORS[:] = [redactor]
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

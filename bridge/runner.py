@@ -129,7 +129,8 @@ class Bridge:
         settings = self.settings
         url = settings.redis.url
         if not url:
-            self.embedded = EmbeddedRedis(settings.redis.data_dir, settings.redis.server_binary)
+            self.embedded = EmbeddedRedis(settings.redis.data_dir, settings.redis.server_binary,
+                                          settings.redis.max_memory_mb)
             url = await self.embedded.start()
         self.redis = connect(url)
         try:
@@ -147,6 +148,7 @@ class Bridge:
             ctx = AdapterContext(publish=self._publisher(name), state=RedisState(self.redis, name),
                                  conversations=self.store, fanout=fanout, report_health=self.health.reporter(name),
                                  public_url=settings.public_url, receive="ingest" in self.roles,
+                                 private_dir=self.embedded.data_dir if self.embedded else None,
                                  settings={"agents": settings.agents.model_dump(), "queues": {
                                      k: v.model_dump() for k, v in settings.queues.items()}})
             adapter = cls(config, ctx)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.errors import ConfigError
+
 DEFAULTS: dict[str, dict[str, str]] = {
     "urgent": {
         "en": "We have received your urgent message and alerted our team. A person will contact you within minutes.",
@@ -34,12 +36,26 @@ class _Missing(dict[str, Any]):
         return "{" + key + "}"
 
 
+def template_error(text: str) -> str | None:
+    """Why ``text`` would fail when rendered (an unclosed ``{``, a positional ``{0}``), or
+    None; checked with the renderer itself, so check-config and the engine agree."""
+    try:
+        text.format_map(_Missing())
+    except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
+        return f"{text!r} cannot be rendered: {exc}; write {{{{ and }}}} for literal braces"
+    return None
+
+
 class Templates:
     """Looks a template up in the customer's language, falling back to the default one."""
 
     def __init__(self, overrides: dict[str, dict[str, str]] | None = None, default_language: str = "en") -> None:
         self.default_language = default_language
         self.table: dict[str, dict[str, str]] = {name: dict(langs) for name, langs in DEFAULTS.items()}
+        problems = [f"replies.{name}.{lang}: {error}" for name, langs in (overrides or {}).items()
+                    for lang, text in langs.items() if (error := template_error(text))]
+        if problems:
+            raise ConfigError(problems)
         for name, langs in (overrides or {}).items():
             self.table.setdefault(name, {}).update(langs)
 

@@ -27,7 +27,8 @@ class BridgeProcess:
         self.path = workdir / f"{name}.yaml"
         self.path.write_text(yaml.safe_dump(self.config, allow_unicode=True))
         self.log_path = workdir / f"{name}.log"
-        self.env = {**os.environ, **(env or {})}
+        # this checkout's code, whichever checkout the virtualenv was installed from
+        self.env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 

@@ -19,10 +19,14 @@ from bridge.model import Message
 from tests.harness import wait_for
 from tests.proc import BridgeProcess
 
+ROOT = Path(__file__).parent.parent
+
 
 def bridge_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # this checkout's code, whichever checkout the virtualenv was installed from
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=60)
+                          env={**os.environ, "PYTHONPATH": path, **(env or {})}, timeout=60)
 
 
 def write(path: Path, data: Any) -> Path:

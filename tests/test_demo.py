@@ -37,6 +37,7 @@ class Desk:
     def start(self) -> None:
         self.since = len(self.output.read_text(errors="replace")) if self.output.exists() else 0
         env = {k: v for k, v in os.environ.items() if k not in ("BRIDGE_CONFIG", "REDIS_URL")}
+        env["PYTHONPATH"] = str(Path(__file__).parent.parent)  # this checkout's code
         with self.output.open("ab") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "bridge", "run", "--port", str(self.port)],
                                             cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT,

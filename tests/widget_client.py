@@ -32,7 +32,9 @@ class Tab:
     async def connect(cls, url: str, *, origin: str | None = "self", hello: dict[str, Any] | None = None,
                       **kwargs: Any) -> Tab:
         session = aiohttp.ClientSession()
-        headers = {} if origin is None else {"Origin": url if origin == "self" else origin}
+        headers = dict(kwargs.pop("headers", {}))  # e.g. X-Forwarded-For, as a proxy adds it
+        if origin is not None:
+            headers["Origin"] = url if origin == "self" else origin
         try:
             ws = await session.ws_connect(url + "/widget/ws", headers=headers, **kwargs)
         except BaseException:

@@ -26,6 +26,7 @@ from adapters.api.signing import MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_
 from bridge.adapter import Adapter, AdapterContext, Delivered
 from bridge.errors import PermanentError, TransientError
 from bridge.model import Attachment, Message, Sender
+from bridge.untrusted import TooLarge, read_capped
 
 log = logging.getLogger("bridge.api")
 
@@ -62,6 +63,14 @@ class IncomingAction(msgspec.Struct, forbid_unknown_fields=True):
     evidence: str = ""
     resolution: str = ""
     note: str = ""
+
+
+def dedupe_key(customer_id: str, message_id: str, kind: str = "api") -> str:
+    """``<kind>:<length of customer_id>:<customer_id>:<message_id>``: the length prefix
+    makes the key injective, so ids containing ``:`` cannot collide across customers (or
+    conversations, for agents' replies and actions). Keys stored in the older format
+    (``api:<customer_id>:<message_id>``) are simply left to expire."""
+    return f"{kind}:{len(customer_id)}:{customer_id}:{message_id}"
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -116,15 +125,18 @@ class ApiAdapter(Adapter):
         limit = self.config.max_message_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _HttpError(_error(413, f"message too large: {request.content_length} bytes, limit {limit}"))
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            raise _HttpError(_error(413, f"message too large: over {limit} bytes"))
+        try:
+            body = await read_capped(request.content, limit)
+        except TooLarge:
+            raise _HttpError(_error(413, f"message too large: over {limit} bytes, limit {limit}")) from None
         try:
             return msgspec.json.decode(body, type=model)
         except msgspec.ValidationError as exc:
             raise _HttpError(_error(400, f"invalid message: {exc}")) from None
         except msgspec.DecodeError as exc:
             raise _HttpError(_error(400, f"invalid JSON: {exc}")) from None
+        except RecursionError:
+            raise _HttpError(_error(400, "invalid JSON: nested too deeply")) from None
 
     async def _publish(self, message: Message) -> web.Response:
         try:
@@ -148,7 +160,7 @@ class ApiAdapter(Adapter):
         if not body.text.strip() and not body.attachments:
             return _error(400, "invalid message: give text or attachments")
         message = Message(kind="customer", channel=self.name, address=body.customer_id, text=body.text,
-                          dedupe_key=f"api:{body.customer_id}:{body.message_id}" if body.message_id else "",
+                          dedupe_key=dedupe_key(body.customer_id, body.message_id) if body.message_id else "",
                           sender=Sender(id=body.customer_id, name=body.name, email=body.email,
                                         language=body.language),
                           attachments=body.attachments)
@@ -162,9 +174,9 @@ class ApiAdapter(Adapter):
         conversation_id = request.match_info["conversation_id"]
         if await self.ctx.conversations.get(conversation_id) is None:
             return _error(404, f"no conversation {conversation_id!r}")
+        key = dedupe_key(conversation_id, body.message_id, "api-agent") if body.message_id else ""
         message = Message(kind="agent", channel=self.name, conversation_id=conversation_id, text=body.text,
-                          sender=Sender(name=body.agent or "agent", is_agent=True),
-                          dedupe_key=f"api-agent:{body.message_id}" if body.message_id else "")
+                          sender=Sender(name=body.agent or "agent", is_agent=True), dedupe_key=key)
         return await self._publish(message)
 
     async def _post_action(self, request: web.Request) -> web.Response:
@@ -178,9 +190,9 @@ class ApiAdapter(Adapter):
         if await self.ctx.conversations.get(conversation_id) is None:
             return _error(404, f"no conversation {conversation_id!r}")
         data = {k: v for k, v in msgspec.structs.asdict(body).items() if v and k not in ("action", "message_id")}
+        key = dedupe_key(conversation_id, body.message_id, "api-action") if body.message_id else ""
         message = Message(kind="command", channel=self.name, name=body.action, conversation_id=conversation_id,
-                          text=body.text, data=data, sender=Sender(name=body.agent, is_agent=True),
-                          dedupe_key=f"api-action:{body.message_id}" if body.message_id else "")
+                          text=body.text, data=data, sender=Sender(name=body.agent, is_agent=True), dedupe_key=key)
         return await self._publish(message)
 
     async def _get_conversation(self, request: web.Request) -> web.Response:

@@ -29,11 +29,14 @@ from aiohttp import web
 
 from adapters.widget.config import WidgetConfig
 from adapters.widget.console import ROUTES as CONSOLE_ROUTES
-from adapters.widget.console import Console
-from adapters.widget.identity import Signer, VisitorTokens
+from adapters.widget.console import TOPIC_LOGOUT, Console
+from adapters.widget.identity import Signer, VisitorTokens, derive_console_token
+from adapters.widget.peers import client_ip, origin_of, own_origins
 from adapters.widget.uploads import Uploads
 from adapters.widget.ws import TOPIC_VISITORS, WidgetSockets, visitor_item
+from bridge import logs
 from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
+from bridge.embedded import local_secret
 from bridge.errors import PermanentError, TransientError
 from bridge.model import Message
 
@@ -101,24 +104,40 @@ class WidgetAdapter(Adapter):
                 tokens = VisitorTokens(secret.encode(), max_age_s=self.cfg.token_days * 86400.0)
                 console_token = self.cfg.console.token.get_secret_value() if self.cfg.console.token else None
                 if console_token is None and not self.cfg.console.agents:
-                    console_token = await self._shared_secret("console_token", None)
+                    # derived from the secret: every process knows it, nothing more is stored
+                    console_token = derive_console_token(secret)
                     self.generated_console_token = console_token
+                    logs.add_secret(console_token)
+                    await self.ctx.state.delete("console_token")  # kept in clear by older versions
                 self._uploads = Uploads(self.cfg, self.ctx, tokens, secret.encode(), self._origin_allowed) \
                     if self.cfg.uploads.enabled else None
                 self._sockets = WidgetSockets(self.cfg, self.ctx, tokens, identity, self._origin_allowed,
                                               self._ensure_listening, self._uploads)
                 self._console = Console(self.cfg.console, self.ctx, Signer(secret.encode(), "console-session"),
                                         console_token, secure_cookie=self.ctx.public_url.startswith("https:"),
-                                        ensure_listening=self._ensure_listening)
+                                        ensure_listening=self._ensure_listening,
+                                        ip_of=lambda r: client_ip(r, self.cfg.trust_forwarded_for))
         return self._sockets, self._console
 
     async def _shared_secret(self, key: str, configured: str | None) -> str:
-        """The configured secret, else one generated once and shared by every process."""
+        """The configured secret, else one generated once: in a 0600 file of the embedded
+        Redis's data directory (never in Redis), or, with an external Redis, in Redis so
+        that every process shares it (a warning says to configure one)."""
         if configured:
             return configured
-        await self.ctx.state.set_if_absent(key, secrets.token_urlsafe(32))
-        value = await self.ctx.state.get(key)
-        assert value is not None
+        if self.ctx.private_dir is not None:
+            legacy = await self.ctx.state.get(key)  # kept in clear in Redis by older versions
+            value = await asyncio.to_thread(local_secret, self.ctx.private_dir, f"widget-{key}", legacy)
+            if legacy is not None:
+                await self.ctx.state.delete(key)
+        else:
+            log.warning("channels.widget.secret is not set: a generated one is kept in Redis for every process "
+                        "to share; set it (${WIDGET_SECRET}) to keep it out of Redis")
+            await self.ctx.state.set_if_absent(key, secrets.token_urlsafe(32))
+            stored = await self.ctx.state.get(key)
+            assert stored is not None
+            value = stored
+        logs.add_secret(value)
         return value
 
     # -- fanout listeners ------------------------------------------------------------------
@@ -130,6 +149,7 @@ class WidgetAdapter(Adapter):
             asyncio.create_task(self._listen(TOPIC_VISITORS, self._on_visitor_item)),
             asyncio.create_task(self._listen(TOPIC_CONVERSATIONS, self._on_conversation)),
             asyncio.create_task(self._listen(TOPIC_CONSOLE, self._on_conversation)),
+            asyncio.create_task(self._listen(TOPIC_LOGOUT, self._on_logout)),
         ]
 
     async def _listen(self, topic: str, handle: Callable[[bytes], Awaitable[None]]) -> None:
@@ -159,16 +179,20 @@ class WidgetAdapter(Adapter):
         if self._console is not None:
             await self._console.changed(payload.decode(errors="replace")[:200])
 
+    async def _on_logout(self, payload: bytes) -> None:
+        if self._console is not None:
+            await self._console.close_session(payload.decode(errors="replace")[:100])
+
     # -- HTTP ------------------------------------------------------------------------------
 
     def _origin_allowed(self, request: web.Request) -> bool:
-        origin = request.headers.get("Origin", "").rstrip("/")
+        """The page's origin is ours (``http.public_url``) or listed in ``allowed_origins``;
+        the request's Host header is never taken for ours."""
+        origin = origin_of(request)
         if not origin:
             return False
         allowed = self.cfg.allowed_origins
-        if "*" in allowed or origin in allowed:
-            return True
-        return origin in (self.ctx.public_url.rstrip("/"), f"{request.scheme}://{request.host}")
+        return "*" in allowed or origin in allowed or origin in own_origins(self.ctx.public_url)
 
     def routes(self) -> Iterable[web.AbstractRouteDef]:
         routes: list[web.AbstractRouteDef] = [

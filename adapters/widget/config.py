@@ -25,6 +25,7 @@ class LimitsConfig(BaseModel):
     ip_messages_per_minute: float = Field(default=120.0, gt=0)  # per IP, all its visitors together
     ip_message_burst: int = Field(default=30, ge=1)
     rejected_before_close: int = Field(default=20, ge=1)  # rate-limited frames in a row before close 1008
+    new_visitors_per_ip_per_hour: int = Field(default=30, ge=1)  # fresh visitor ids, all processes together
     hello_timeout_s: float = Field(default=10.0, gt=0)
     history_messages: int = Field(default=100, ge=0, le=1000)
 
@@ -39,8 +40,12 @@ class UploadsConfig(BaseModel):
     types: list[str] = Field(default_factory=lambda: [
         "image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "text/plain"])
     keep_days: float = Field(default=30.0, gt=0)  # the file and its links expire together
-    per_visitor_per_hour: float = Field(default=20.0, gt=0)
+    per_visitor_per_hour: float = Field(default=20.0, gt=0)  # paced per process
     per_message: int = Field(default=5, ge=1, le=20)
+    # quotas shared by every process (counted in Redis)
+    per_ip_per_hour: int = Field(default=60, ge=1)  # all the visitors of one address together
+    total_per_hour: int = Field(default=2_000, ge=1)  # everyone together
+    max_stored_mb: float = Field(default=512.0, gt=0)  # all files kept (keep_days) together
 
 
 class ConsoleConfig(BaseModel):
@@ -56,6 +61,12 @@ class ConsoleConfig(BaseModel):
     token: SecretStr | None = None
     session_hours: float = Field(default=12.0, gt=0)
     poll_interval_s: float = Field(default=10.0, gt=0)  # fallback refresh when no live update arrives
+    # failed logins in a window, counted in Redis: per (address, name), per address, and for
+    # everyone together (a slow-down against guessing from many addresses)
+    login_window_min: float = Field(default=15.0, gt=0)
+    login_failures_per_ip_and_name: int = Field(default=10, ge=1)
+    login_failures_per_ip: int = Field(default=30, ge=1)
+    login_failures_total: int = Field(default=300, ge=1)
 
     @field_validator("agents")
     @classmethod
@@ -73,10 +84,12 @@ class WidgetConfig(ChannelConfig):
     """``channels.widget``: the chat bubble for websites and the agent console."""
 
     #: signs visitor tokens and console sessions (``${WIDGET_SECRET}``); when unset one is
-    #: generated once and kept in Redis, so every bridge process shares it
+    #: generated once, in a 0600 file of the embedded Redis's data directory (with an
+    #: external Redis: in Redis, so every process shares it; docs/security.md)
     secret: SecretStr | None = None
     #: pages allowed to open the widget's WebSocket, as origins ("https://shop.example").
-    #: The bridge's own origin is always allowed; "*" allows any page.
+    #: The bridge's own origin (http.public_url) is always allowed, never one taken from the
+    #: request's Host header; "*" allows any page.
     allowed_origins: list[str] = Field(default_factory=list)
     #: logged-in users: the site signs its user id with this secret (HMAC-SHA256, hex)
     identity_secret: SecretStr | None = None

@@ -32,16 +32,20 @@ from aiohttp import WSMsgType, web
 
 from adapters.widget.config import ConsoleConfig
 from adapters.widget.identity import Signer
-from adapters.widget.limits import Buckets
 from adapters.widget.metrics import CONSOLES
+from adapters.widget.peers import origin_of, own_origins
+from adapters.widget.quotas import Quota
 from bridge.adapter import AdapterContext
 from bridge.filelinks import web_url
 from bridge.model import Conversation, Message, Sender
+from bridge.untrusted import BadJson, TooLarge, decode_json, read_capped
 
 log = logging.getLogger("adapters.widget.console")
 
 COOKIE = "bridge_agent"
 REVOKED = "console:revoked:"  # + session id, in the adapter state: sessions ended by a logout
+TOPIC_LOGOUT = "console_logout"  # fanout: a session id whose live sockets every process closes
+_MAX_BODY_BYTES = 256 * 1024  # a reply is at most 20,000 characters, up to 6 bytes each in JSON
 CHANNEL = "console"
 STATIC = Path(__file__).parent / "static"
 _STATUSES = ("open", "pending", "resolved")
@@ -141,15 +145,20 @@ class Console:
     """Routes and live updates of the agent console."""
 
     def __init__(self, config: ConsoleConfig, ctx: AdapterContext, signer: Signer, token: str | None,
-                 *, secure_cookie: bool, ensure_listening: Callable[[], Awaitable[None]]) -> None:
+                 *, secure_cookie: bool, ensure_listening: Callable[[], Awaitable[None]],
+                 ip_of: Callable[[web.Request], str]) -> None:
         self.config = config
         self.ctx = ctx
         self.signer = signer
         self.token = token
         self.secure_cookie = secure_cookie
         self.ensure_listening = ensure_listening
+        self.ip_of = ip_of
         self.sockets: dict[web.WebSocketResponse, str] = {}  # live console -> its session id
-        self.login_failures = Buckets(10 / 60.0, 10)
+        window_s = config.login_window_min * 60
+        self.failures_ip_name = Quota(ctx.state, "login-ip-name", config.login_failures_per_ip_and_name, window_s)
+        self.failures_ip = Quota(ctx.state, "login-ip", config.login_failures_per_ip, window_s)
+        self.failures_all = Quota(ctx.state, "login", config.login_failures_total, window_s)
         self._lists: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # status -> (at monotonic s, rows)
 
     # -- sessions ----------------------------------------------------------------------
@@ -177,14 +186,16 @@ class Console:
         if write:
             # SameSite=Strict already keeps the cookie off cross-site requests; this also
             # refuses a same-site page on another origin and simple (form) posts.
-            origin = request.headers.get("Origin")
-            if origin is not None and origin != f"{request.scheme}://{request.host}" \
-                    and origin != self.ctx.public_url.rstrip("/"):
+            if not self._own_origin(request):
                 raise web.HTTPForbidden(text=json.dumps({"error": "bad origin"}), content_type="application/json")
             if request.content_type != "application/json":
                 raise web.HTTPUnsupportedMediaType(text=json.dumps({"error": "send JSON"}),
                                                    content_type="application/json")
         return agent
+
+    def _own_origin(self, request: web.Request) -> bool:
+        """No Origin (not a browser's cross-origin call), or the bridge's own (never the Host header)."""
+        return "Origin" not in request.headers or origin_of(request) in own_origins(self.ctx.public_url)
 
     async def _check_login(self, body: dict[str, Any]) -> str | None:
         token = body.get("token")
@@ -202,19 +213,28 @@ class Console:
         return name if ok and hashed else None
 
     async def login(self, request: web.Request) -> web.Response:
-        ip = request.remote or "unknown"
+        """Failed logins are counted in Redis (every process): per (address, name), so one
+        guesser behind a shared proxy locks out only that name from that address; per
+        address; and for everyone together, a ceiling on guessing from many addresses."""
         try:
-            body = await request.json()
-        except ValueError:
+            body = decode_json(await read_capped(request.content, _MAX_BODY_BYTES))
+        except (BadJson, TooLarge):
             body = None
         if not isinstance(body, dict):
             return web.json_response({"error": "send JSON: {name, password} or {token}"}, status=400)
-        if self.login_failures.take(ip):
-            return web.json_response({"error": "too many attempts; wait a minute"}, status=429)
+        ip = self.ip_of(request)
+        name = "(token)" if body.get("token") else str(body.get("name"))[:80]
+        pair = f"{ip}|{name}"
+        for quota, key in ((self.failures_ip_name, pair), (self.failures_ip, ip), (self.failures_all, "")):
+            wait_s = await quota.over(key)
+            if wait_s:
+                return web.json_response({"error": f"too many failed logins; try again in {int(wait_s) + 1} s"},
+                                         status=429, headers={"Retry-After": str(int(wait_s) + 1)})
         agent = await self._check_login(body)
         if agent is None:
+            for quota, key in ((self.failures_ip_name, pair), (self.failures_ip, ip), (self.failures_all, "")):
+                await quota.add(key)
             return web.json_response({"error": "wrong name, password or token"}, status=401)
-        self.login_failures.refund(ip)
         response = web.json_response({"agent": agent, "poll_interval_s": self.config.poll_interval_s})
         session = {"a": agent, "s": secrets.token_urlsafe(12), "iat": int(time.time())}
         response.set_cookie(COOKIE, self.signer.sign(session),
@@ -224,14 +244,13 @@ class Console:
 
     async def logout(self, request: web.Request) -> web.Response:
         """End the session for good: a copy of the cookie (another tab, a stolen one) no
-        longer works, and this process's live sockets of the session close."""
+        longer works, and the session's live sockets close in every process (fanout)."""
         session = self._session(request)
         if session is not None:
             await self.ctx.state.set(REVOKED + session[1], "1", ttl_s=int(self.config.session_hours * 3600) + 60)
-            for ws, sid in list(self.sockets.items()):
-                if sid == session[1]:
-                    with contextlib.suppress(Exception):
-                        await ws.close()
+            await self.close_session(session[1])
+            with contextlib.suppress(Exception):  # the revocation above already holds; this is quicker
+                await self.ctx.fanout.broadcast(TOPIC_LOGOUT, session[1].encode())
         response = web.json_response({})
         response.del_cookie(COOKIE, path="/agent")
         return response
@@ -301,8 +320,11 @@ class Console:
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
-            body = await request.json()
-        except ValueError:
+            body = decode_json(await read_capped(request.content, _MAX_BODY_BYTES))
+        except TooLarge:
+            raise web.HTTPRequestEntityTooLarge(_MAX_BODY_BYTES, request.content_length or 0, text=json.dumps(
+                {"error": f"over {_MAX_BODY_BYTES} bytes"}), content_type="application/json") from None
+        except BadJson:
             body = None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text=json.dumps({"error": "send a JSON object"}), content_type="application/json")
@@ -356,24 +378,37 @@ class Console:
 
     async def live(self, request: web.Request) -> web.StreamResponse:
         await self._require(request)
-        origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}" \
-                and origin != self.ctx.public_url.rstrip("/"):
+        if not self._own_origin(request):
             return web.Response(status=403, text="origin not allowed\n")
         await self.ensure_listening()
         ws = web.WebSocketResponse(max_msg_size=1024, heartbeat=30.0)
         await ws.prepare(request)
         session = self._session(request)
-        self.sockets[ws] = session[1] if session else ""
+        sid = session[1] if session else ""
+        self.sockets[ws] = sid
         CONSOLES.inc()
         try:
-            async for msg in ws:
+            while not ws.closed:
+                try:
+                    msg = await ws.receive(timeout=self.config.poll_interval_s)
+                except TimeoutError:
+                    # the logout's fanout is at-most-once: the revocation in Redis is the record
+                    if await self.ctx.state.get(REVOKED + sid) is not None:
+                        await ws.close()
+                    continue
                 if msg.type != WSMsgType.TEXT:
                     break
         finally:
             self.sockets.pop(ws, None)
             CONSOLES.dec()
         return ws
+
+    async def close_session(self, session_id: str) -> None:
+        """Close this process's live sockets of a session that was logged out."""
+        for ws, sid in list(self.sockets.items()):
+            if sid == session_id:
+                with contextlib.suppress(Exception):
+                    await ws.close()
 
     async def changed(self, conversation_id: str) -> None:
         """Tell every open console of this process that a conversation changed."""

@@ -107,6 +107,12 @@ class VisitorTokens:
         return Token(visitor, issued)
 
 
+def derive_console_token(secret: str) -> str:
+    """The console's login token when none is configured: derived from the widget secret,
+    so every process knows it and nothing but the secret needs keeping."""
+    return _b64(hmac.new(secret.encode(), b"console-login-token", hashlib.sha256).digest())
+
+
 def user_hash(identity_secret: bytes, user_id: str) -> str:
     """What the site computes on its server and puts in ``data-user-hash``."""
     return hmac.new(identity_secret, user_id.encode(), hashlib.sha256).hexdigest()

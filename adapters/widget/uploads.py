@@ -24,9 +24,13 @@ from adapters.widget.config import WidgetConfig
 from adapters.widget.identity import VisitorTokens
 from adapters.widget.limits import Buckets
 from adapters.widget.metrics import REFUSED
+from adapters.widget.peers import client_ip
+from adapters.widget.quotas import Quota, StoredBytes
 from bridge import filelinks
 from bridge.adapter import AdapterContext
+from bridge.errors import StorageFull
 from bridge.model import Attachment
+from bridge.untrusted import TooLarge, read_capped
 
 FILE_KEY = "upload:"  # + id: the bytes, in the adapter's state
 META_KEY = "upload_meta:"  # + id: {"visitor", "name", "mime", "size"}
@@ -44,6 +48,10 @@ class Uploads:
         self.origin_allowed = origin_allowed
         self.rate = Buckets(self.config.per_visitor_per_hour / 3600.0, max(1, int(self.config.per_message)))
         self.ttl_s = int(self.config.keep_days * 86400)
+        self.trust_forwarded_for = config.trust_forwarded_for
+        self.per_ip = Quota(ctx.state, "uploads-ip", self.config.per_ip_per_hour, 3600)
+        self.total = Quota(ctx.state, "uploads", self.config.total_per_hour, 3600)
+        self.stored = StoredBytes(ctx.state, "upload-bytes", int(self.config.max_stored_mb * 1024 * 1024), self.ttl_s)
         self.at_once = asyncio.Semaphore(UPLOADS_AT_ONCE)
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -80,17 +88,32 @@ class Uploads:
         wait_s = self.rate.take(token.visitor)
         if wait_s:
             return refuse(429, "too many files", retry_after_ms=int(wait_s * 1000) + 1)
-        async with self.at_once:
-            data = await request.content.read(self.config.max_bytes + 1)
-            if len(data) > self.config.max_bytes:
-                return refuse(413, "file too large", max_bytes=self.config.max_bytes)
-            if not data:
-                return refuse(400, "empty file")
-            name = _file_name(request.headers.get("X-File-Name", ""), mime)
-            file_id = secrets.token_urlsafe(16)[:_ID_CHARS]
-            meta = {"visitor": token.visitor, "name": name, "mime": mime, "size": len(data)}
-            await self.ctx.state.set_bytes(FILE_KEY + file_id, data, ttl_s=self.ttl_s)
-            await self.ctx.state.set(META_KEY + file_id, json.dumps(meta), ttl_s=self.ttl_s)
+        try:
+            ip = client_ip(request, self.trust_forwarded_for)
+            for quota, key, error in ((self.per_ip, ip, "too many files from this address this hour"),
+                                      (self.total, "", "too many files this hour; try again later")):
+                wait_s = await quota.take(key)
+                if wait_s:
+                    REFUSED.labels("upload_quota").inc()
+                    return refuse(429, error, retry_after_ms=int(wait_s * 1000) + 1)
+            async with self.at_once:
+                try:
+                    data = await read_capped(request.content, self.config.max_bytes)
+                except TooLarge:
+                    return refuse(413, "file too large", max_bytes=self.config.max_bytes)
+                if not data:
+                    return refuse(400, "empty file")
+                if not await self.stored.take(len(data)):
+                    REFUSED.labels("upload_quota").inc()
+                    return refuse(507, "file storage is full (channels.widget.uploads.max_stored_mb); try later")
+                name = _file_name(request.headers.get("X-File-Name", ""), mime)
+                file_id = secrets.token_urlsafe(16)[:_ID_CHARS]
+                meta = {"visitor": token.visitor, "name": name, "mime": mime, "size": len(data)}
+                await self.ctx.state.set_bytes(FILE_KEY + file_id, data, ttl_s=self.ttl_s)
+                await self.ctx.state.set(META_KEY + file_id, json.dumps(meta), ttl_s=self.ttl_s)
+        except StorageFull:
+            REFUSED.labels("storage_full").inc()
+            return refuse(507, "file storage is full (Redis memory, redis.max_memory_mb); try later")
         return web.json_response({"id": file_id, "name": name, "mime": mime, "size": len(data)}, headers=headers)
 
     async def serve(self, request: web.Request) -> web.StreamResponse:

@@ -42,10 +42,13 @@ from adapters.widget.config import WidgetConfig
 from adapters.widget.identity import VisitorTokens, new_visitor_id, user_visitor_id, verify_user
 from adapters.widget.limits import Buckets, Counts
 from adapters.widget.metrics import REFUSED, SOCKETS
+from adapters.widget.peers import client_ip
+from adapters.widget.quotas import Quota
 from adapters.widget.uploads import Uploads
 from bridge.adapter import AdapterContext
 from bridge.filelinks import web_url
 from bridge.model import Message, Sender
+from bridge.untrusted import BadJson, decode_json
 
 log = logging.getLogger("adapters.widget")
 
@@ -90,14 +93,6 @@ def _links(message: Message) -> list[dict[str, str]]:
     return [{"name": a.name, "url": a.url} for a in message.attachments if web_url(a.url)]
 
 
-def client_ip(request: web.Request, trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.remote or "unknown"
-
-
 _CLOSE_REASONS: dict[int, str] = {
     WSCloseCode.MESSAGE_TOO_BIG: "frame_too_big",
     WSCloseCode.INVALID_TEXT: "bad_frame",
@@ -131,9 +126,9 @@ def parse_frame(msg: Any) -> dict[str, Any]:
     if msg.type != WSMsgType.TEXT:
         raise BadFrame(WSCloseCode.PROTOCOL_ERROR, "unexpected frame")
     try:
-        data = json.loads(msg.data)
-    except ValueError:
-        raise BadFrame(WSCloseCode.INVALID_TEXT, "not JSON") from None
+        data = decode_json(msg.data)
+    except BadJson as exc:
+        raise BadFrame(WSCloseCode.INVALID_TEXT, str(exc)[:100]) from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise BadFrame(WSCloseCode.INVALID_TEXT, "not a JSON object with a type")
     return data
@@ -152,6 +147,7 @@ class Visitor:
     #: what the pre-chat form said; unconfirmed, so it is shown to agents and never used
     #: to link the visitor to a contact (that would let anyone read a customer's cases)
     claimed_email: str = ""
+    fresh: bool = False  # a new anonymous visitor id was issued for this connection
 
 
 _EMAIL = re.compile(r"^[^@\s<>\"]{1,64}@[^@\s<>\"]{1,190}\.[A-Za-z]{2,24}$")
@@ -185,6 +181,7 @@ class WidgetSockets:
         self.per_visitor = Counts(self.limits.connections_per_visitor)
         self.visitor_rate = Buckets(self.limits.messages_per_minute / 60.0, self.limits.message_burst)
         self.ip_rate = Buckets(self.limits.ip_messages_per_minute / 60.0, self.limits.ip_message_burst)
+        self.new_visitors = Quota(ctx.state, "visitors-ip", self.limits.new_visitors_per_ip_per_hour, 3600)
         self.closing = False
         # A burst of visitors must queue here, not take every Redis connection at once
         # (the client's pool is bounded; an exhausted pool fails every other part too).
@@ -268,6 +265,10 @@ class WidgetSockets:
         if visitor is None:
             await refuse(ws, WSCloseCode.POLICY_VIOLATION, "identity check failed")
             return
+        if visitor.fresh and await self.new_visitors.take(ip):
+            await ws.send_str(json.dumps({"type": "error", "code": "too_many_visitors"}))
+            await refuse(ws, WSCloseCode.POLICY_VIOLATION, "too many new visitors from this address; try later")
+            return
         if not self.per_visitor.acquire(visitor.id):
             await refuse(ws, WSCloseCode.TRY_AGAIN_LATER, "too many open tabs")
             return
@@ -300,7 +301,8 @@ class WidgetSockets:
             token = self.tokens.verify(str(hello.get("token") or ""))
             # user:<id> visitors exist only through the site's signature, never from a token alone
             known = token is not None and not token.visitor.startswith("user:")
-            visitor = Visitor(token.visitor if token is not None and known else new_visitor_id(), name, language, ip)
+            visitor = Visitor(token.visitor if token is not None and known else new_visitor_id(), name, language, ip,
+                              fresh=not known)
         _profile(visitor, {"email": hello.get("email")})
         return visitor
 

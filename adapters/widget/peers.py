@@ -1,0 +1,41 @@
+"""Who is calling: the client's address and whether the calling page's origin may.
+
+Neither ever trusts what the request says about the server itself (its Host header): an
+attacker chooses that. Origins are compared with configuration only.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from aiohttp import web
+
+_LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
+
+
+def client_ip(request: web.Request, trust_forwarded_for: bool) -> str:
+    """The client's IP. Behind a proxy (``trust_forwarded_for``) it is the last address of
+    ``X-Forwarded-For``, the one our proxy appended; earlier ones are the client's own claim."""
+    if trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return request.remote or "unknown"
+
+
+def own_origins(public_url: str) -> set[str]:
+    """The bridge's own origin (``http.public_url``). When that is a loopback address (a
+    desk on this machine), its loopback aliases on the same port too."""
+    own = public_url.rstrip("/")
+    parts = urllib.parse.urlsplit(own)
+    origins = {f"{parts.scheme}://{parts.netloc}"} if parts.scheme and parts.netloc else {own}
+    host = (parts.hostname or "").lower()
+    if f"[{host}]" in _LOOPBACK or host in _LOOPBACK:
+        port = f":{parts.port}" if parts.port else ""
+        origins |= {f"{parts.scheme}://{alias}{port}" for alias in _LOOPBACK}
+    return origins
+
+
+def origin_of(request: web.Request) -> str:
+    return request.headers.get("Origin", "").rstrip("/")
