@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.email.html_text import html_to_text
 from adapters.email.loops import loop_reason
-from adapters.email.parse import attachment_bytes, html_to_text, parse, safe_filename
+from adapters.email.parse import attachment_bytes, parse, safe_filename
 from adapters.email.quotes import strip_quotes
 
 CORPUS = Path(__file__).parent / "fixtures" / "email"
