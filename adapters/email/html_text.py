@@ -109,7 +109,7 @@ class _Writer:
         for line in self.lines:
             if line.strip("> ") or (out and out[-1].strip("> ")):  # at most one blank line in a row
                 out.append(line)
-        return "\n".join(out).strip()[:self.max_chars]
+        return "\n".join(out).strip()[:self.max_chars].rstrip()
 
 
 def html_to_text(html: str, max_chars: int = 100_000) -> str:
