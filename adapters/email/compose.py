@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -65,11 +66,21 @@ def new_message_id(domain: str) -> str:
     return f"{uuid.uuid4().hex}@{clean_header(domain) or 'bridge.invalid'}"
 
 
+_ADDRESS_SPECIALS = re.compile(r'[<>@,;:\\"\[\]]')
+
+
+def display_name(name: str) -> str:
+    """A name for an address header: clean, and without the characters that make an address
+    (``<>@,;:"``): the email package drops the quotes around a long name when it folds the
+    line, and ``"Ann Bcc: v@evil.example ..."`` would then read as another recipient."""
+    return clean_header(_ADDRESS_SPECIALS.sub(" ", clean_header(name, 240)), 120)
+
+
 def _address(name: str, addr: str) -> Address:
     if not valid_address(addr):
         raise ValueError(f"not a valid email address: {addr!r}")
     username, domain = addr.rsplit("@", 1)
-    return Address(display_name=clean_header(name, 120), username=username, domain=domain)
+    return Address(display_name=display_name(name), username=username, domain=domain)
 
 
 def plus_address(address: str, token: str) -> str:
@@ -136,12 +147,21 @@ def build(out: Outgoing) -> EmailMessage:
 
 
 def _check_folded(msg: EmailMessage) -> None:
-    """Each header, folded as it will be sent, is one header: every line after its first is
-    a continuation (starts with a space or tab). Raises `UnsafeHeader` otherwise."""
+    """Each header, folded as it will be sent, is one header (every line after its first is
+    a continuation), and an address header names the same addresses as before folding.
+    Raises `UnsafeHeader` otherwise."""
     for name, value in msg.items():
         folded = msg.policy.fold_binary(name, value).rstrip(b"\r\n")
         if _LINE_BREAK.search(folded):
             raise UnsafeHeader(f"refused to send: the {name} header would contain a line break")
+        if name.lower() in ("from", "to", "cc", "reply-to"):
+            sent = message_from_bytes(folded + b"\r\n\r\n", policy=SMTP)[name]
+            if _specs(sent) != _specs(value):
+                raise UnsafeHeader(f"refused to send: the {name} header would name other addresses once folded")
+
+
+def _specs(header: object) -> list[str]:
+    return [a.addr_spec for a in getattr(header, "addresses", ())]
 
 
 def _ids(values: Iterable[str]) -> list[str]:
