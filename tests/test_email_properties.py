@@ -34,7 +34,8 @@ CHARSETS = ["utf-8", "iso-8859-1", "gb2312", "koi8-r", "iso-2022-jp", "shift_jis
             "", "bogus charset", "cp932", "big5"]
 HEADER_BITS = ["=?utf-8?q?Ann=0D=0ABcc:_victim@evil.example?=", "=?utf-8?b?QW5uDQpCY2M6IHZAZS5leGFtcGxl?=",
                "=?iso-2022-jp?b?GyRCJCIbKEI=?=", "=?x-unknown?q?a=0Ab?=", "\r\n", "\n", "\r", "Bcc: v@e.example",
-               "=?", "?=", "\"", "<", ">", "@", ",", ";", "\x00", "\u2028", "\u0085", "Zoë", "李", "a" * 80, " "]
+               "=?", "?=", "\"", "<", ">", "@", ",", ";", "(", ")", "\x00", "\u2028", "\u0085", "Zoë", "李",
+               "a" * 80, " "]
 
 
 def _join(tokens: list[str]) -> str:

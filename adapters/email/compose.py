@@ -71,9 +71,21 @@ _ADDRESS_SPECIALS = re.compile(r'[<>@,;:\\"\[\]]')
 
 def display_name(name: str) -> str:
     """A name for an address header: clean, and without the characters that make an address
-    (``<>@,;:"``): the email package drops the quotes around a long name when it folds the
-    line, and ``"Ann Bcc: v@evil.example ..."`` would then read as another recipient."""
-    return clean_header(_ADDRESS_SPECIALS.sub(" ", clean_header(name, 240)), 120)
+    (``<>@,;:"``) and without unbalanced parentheses: the email package drops the quotes
+    around a long name when it folds the line, and ``"Ann Bcc: v@evil.example ..."`` would
+    then read as another recipient."""
+    name = clean_header(_ADDRESS_SPECIALS.sub(" ", clean_header(name, 240)), 120)
+    return name if _balanced(name) else clean_header(name.replace("(", " ").replace(")", " "))
+
+
+def _balanced(text: str) -> bool:
+    """Parentheses that open and close in order (an unclosed one would swallow the address)."""
+    depth = 0
+    for char in text:
+        depth += 1 if char == "(" else -1 if char == ")" else 0
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _address(name: str, addr: str) -> Address:
