@@ -4,7 +4,9 @@ HTTP API channel (replies to a signed webhook) for a customer on another channel
 from __future__ import annotations
 
 import asyncio
+import codecs
 import re
+import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -316,3 +318,49 @@ async def test_attachments_reach_the_team_as_links_read_from_the_mailbox(redis_u
             path.unlink()
         async with b.http.get(urls["housing.png"]) as r:
             assert r.status == 404 and "no longer in INBOX" in await r.text()
+
+
+async def test_a_mail_being_read_holds_up_no_other_channel(redis_url: str, dovecot: Dovecot, smtp: RecordingHandler,
+                                                           webhook: WebhookReceiver) -> None:
+    """A mail is read (MIME, HTML to text, quotes) off the event loop: while one is held in
+    the middle of being read, an API customer is answered and their ticket mailed. The mail
+    is held by its charset: a codec registered with Python's codec registry (a public
+    extension point, not a patch) that waits for the test. Were the mail read on the event
+    loop, nothing else could run until the guard timeout let the codec go."""
+    started, gate = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def held_decode(data: bytes, errors: str = "strict") -> tuple[str, int]:
+        started.set()
+        released.append(gate.wait(timeout=30))  # the guard: True only when the test let it go
+        return bytes(data).decode("utf-8", errors), len(data)
+
+    def search(name: str) -> codecs.CodecInfo | None:
+        return codecs.CodecInfo(codecs.utf_8_encode, held_decode, name="x-test-held") if name == "x_test_held" else None
+
+    codecs.register(search)
+    try:
+        async with running_bridge(redis_url, bridge_config(dovecot, smtp, webhook), env=ENV) as b:
+            await imap_ready(b)
+            raw, _ = customer_mail("A long mail, read slowly", "Slow", sender="slow@customer.example")
+            dovecot.deliver(raw.replace(b"charset=utf-8", b"charset=x-test-held"))
+            await b.wait_for(started.is_set, what="the mail being read")
+
+            # meanwhile an API customer (whose name carries encoded line breaks) is answered and filed
+            evil = "=?utf-8?q?Maria=0D=0ABcc:_victim@evil.example?="
+            r = await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": "shop-9", "text": "Where is 77?",
+                                                                      "name": evil})
+            assert r.status == 202
+            await b.wait_for(lambda: webhook.texts_for("shop-9"), what="the API customer's answer")
+            (ticket,) = await b.wait_for(lambda: mail_to(smtp, TEAM), what="the API customer's ticket")
+            assert released == []  # the mail is still being read
+            assert ticket.rcpt_tos == [TEAM] and ticket.message["Bcc"] is None
+            assert "Maria Bcc: victim@evil.example" in ticket.message["Subject"]  # one line of text
+
+            gate.set()
+            (ack,) = await b.wait_for(lambda: mail_to(smtp, "slow@customer.example"), what="the mail's own answer")
+            assert "24 hours" in ack.text()
+    finally:
+        gate.set()
+        codecs.unregister(search)
+    assert released == [True]
