@@ -113,6 +113,8 @@ def _attribution_at(text: _Lines, i: int) -> int:
     for span in (1, 2, 3):
         if i + span > len(lines):
             break
+        if not lines[i + span - 1].rstrip().endswith((":", "：")):
+            continue  # every attribution ends with a colon
         if span > 1 and not _STARTS_ATTRIBUTION.match(lines[i][:MAX_ATTRIBUTION_CHARS]):
             break
         if any(not line.strip() for line in lines[i:i + span]):
