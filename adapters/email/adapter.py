@@ -35,7 +35,7 @@ from adapters.email import compose, smtp
 from adapters.email.config import EmailConfig
 from adapters.email.imap import ImapWatcher, MailTooLarge
 from adapters.email.loops import base_address, is_bounce, loop_reason
-from adapters.email.parse import ParsedMail, attachment_bytes
+from adapters.email.parse import ParsedMail
 from adapters.email.reading import Reader
 from adapters.email.threading import CONVERSATION_ID, match, reply_subject, with_token
 from bridge import filelinks
@@ -274,7 +274,7 @@ class EmailAdapter(Adapter):
             return web.Response(status=413, text=f"email: {exc}")
         except Exception as exc:  # the IMAP server is down or refused us
             return web.Response(status=503, text=f"email: the mailbox cannot be read now ({type(exc).__name__})")
-        content = attachment_bytes(raw, part)
+        content = await self.reader.attachment(raw, part)
         if content is None:
             return web.Response(status=404, text="email: the mail has no such attachment")
         return web.Response(body=content, **filelinks.response_options(wanted.mime, wanted.name or "attachment"))

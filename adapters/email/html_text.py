@@ -9,14 +9,11 @@ read, and neither is HTML past `MAX_HTML_CHARS` or text past ``max_chars``.
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
 from lxml import etree
 
 MAX_HTML_CHARS = 2_000_000  # of one HTML part; the rest is not read
-
-_SPACE = re.compile(r"[ \t\r\n\f\u00a0]+")
 
 
 class _Writer:
@@ -38,24 +35,31 @@ class _Writer:
         self.max_chars = max_chars
         self.skip = 0
         self.quote = 0
+        self.prefix = self.blank = ""  # "> " per quote level; a blank line inside the quote
         self.pre = 0
         self.links: list[tuple[str | None, int]] = []  # href, where its text starts in `current`
 
     def flush(self, *, blank: bool = False) -> None:
         """End the current line (if any); ``blank`` adds a paragraph break after it."""
-        line = "".join(self.current) if self.current else ""
-        if line and not self.pre:
-            line = _SPACE.sub(" ", line).strip()
-        prefix = "> " * self.quote if self.quote else ""
-        if line:
-            self.lines.append(prefix + line)
-            self.size += len(prefix) + 1
-        if blank:
-            self.lines.append(prefix.rstrip())
-            self.size += len(prefix)
-        if self.current:
+        current = self.current
+        if current:
+            line = current[0] if len(current) == 1 else "".join(current)
+            if not self.pre:
+                line = " ".join(line.split())  # runs of any whitespace (NBSP too) as one space
+            if line:
+                self.lines.append(self.prefix + line)
+                self.size += len(self.prefix) + 1
             self.current = []
-            self.links = [(href, 0) for href, _ in self.links]
+            if self.links:
+                self.links = [(href, 0) for href, _ in self.links]
+        if blank and (not self.lines or self.lines[-1] != self.blank):  # one blank line is enough
+            self.lines.append(self.blank)
+            self.size += len(self.blank) + 1
+
+    def set_quote(self, depth: int) -> None:
+        self.quote = max(0, depth)
+        self.prefix = "> " * self.quote
+        self.blank = self.prefix.rstrip()
 
     def start(self, tag: str, element: etree._Element) -> None:
         if tag in self.SKIP:
@@ -63,14 +67,14 @@ class _Writer:
             return
         if tag == "br":
             if not self.current or not any(part.strip() for part in self.current):
-                self.lines.append(("> " * self.quote).rstrip())
-                self.size += self.quote * 2 + 1
+                self.lines.append(self.blank)
+                self.size += len(self.blank) + 1
             self.flush()
             return
         if tag in self.BLOCK:
             self.flush(blank=tag in self.PARAGRAPH)
         if tag == "blockquote":
-            self.quote += 1
+            self.set_quote(self.quote + 1)
         elif tag == "pre":
             self.pre += 1
         elif tag == "li":
@@ -95,7 +99,7 @@ class _Writer:
                 self.current.append(f" ({href})")
         if tag == "blockquote":  # the blank line after a quote is outside it
             self.flush()
-            self.quote = max(0, self.quote - 1)
+            self.set_quote(self.quote - 1)
             self.flush(blank=True)
             return
         if tag in self.BLOCK:

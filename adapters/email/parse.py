@@ -495,7 +495,7 @@ def _add_attachment(part: MimeMessage, ctype: str, path: str, mail: ParsedMail, 
 def attachment_bytes(raw: bytes, path: str) -> bytes | None:
     """The decoded content of the attachment at ``path`` (`ParsedAttachment.part`) of a
     mail, found the way `parse` numbered it; None when the mail has no such part."""
-    node = email.message_from_bytes(raw, policy=compat32)
+    node = email.message_from_bytes(_repair_header(raw), policy=compat32)
     steps = path.split(".")
     if not node.is_multipart() and steps == ["1"]:
         steps = []  # a mail that is one file

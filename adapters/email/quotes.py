@@ -100,6 +100,9 @@ class _Lines:
         self.next_text = [len(lines)] * (len(lines) + 1)
         for i in range(len(lines) - 1, -1, -1):
             self.next_text[i] = i if lines[i].strip() else self.next_text[i + 1]
+        # every attribution ends with a colon: only lines with one in the next three are tried
+        colon = [line.rstrip().endswith((":", "：")) for line in lines] + [False, False]
+        self.may_attribute = [colon[i] or colon[i + 1] or colon[i + 2] for i in range(len(lines))]
 
     def first_text(self, i: int) -> str | None:
         """The first non-blank line at or after i, or None."""
@@ -148,13 +151,15 @@ def strip_quotes(text: str, max_chars: int = MAX_CHARS) -> str:
     indexed = _Lines(lines)
     cut = len(lines)
     for i, line in enumerate(lines):
+        if not line or line.isspace():
+            continue  # a blank line starts nothing: a header block or attribution is found at its first line
         if _SEPARATORS.match(line) and (not line.strip().startswith("_") or _looks_like_header(indexed, i + 1)):
             cut = i
             break
-        if i > 0 and _looks_like_header(indexed, i):
+        if i > 0 and _FROM.match(line) and _looks_like_header(indexed, i):
             cut = i
             break
-        span = _attribution_at(indexed, i)
+        span = _attribution_at(indexed, i) if indexed.may_attribute[i] else 0
         if span:
             tail = lines[i + span:]
             quoted = [x for x in tail if x.strip()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from adapters.email.parse import ParsedMail, parse
+from adapters.email.parse import ParsedMail, attachment_bytes, parse
 from adapters.email.quotes import strip_quotes
 
 READERS = 2  # mails read at once (the IMAP watcher reads one; the rest is headroom)
@@ -27,7 +27,7 @@ def read(raw: bytes, *, max_attachment_bytes: int, max_text_chars: int) -> ReadM
 
 
 class Reader:
-    """Runs `read` and `strip_quotes` in worker threads, at most `READERS` at once."""
+    """Runs `read`, `strip_quotes` and `attachment_bytes` in worker threads, at most `READERS` at once."""
 
     def __init__(self, readers: int = READERS) -> None:
         self._slots = asyncio.Semaphore(readers)
@@ -36,6 +36,11 @@ class Reader:
         async with self._slots:
             return await asyncio.to_thread(read, raw, max_attachment_bytes=max_attachment_bytes,
                                            max_text_chars=max_text_chars)
+
+    async def attachment(self, raw: bytes, part: str) -> bytes | None:
+        """`parse.attachment_bytes`: the mail is parsed again to find the part."""
+        async with self._slots:
+            return await asyncio.to_thread(attachment_bytes, raw, part)
 
     async def strip_quotes(self, text: str, max_chars: int) -> str:
         async with self._slots:
