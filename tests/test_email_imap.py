@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from pydantic import SecretStr
 
 from adapters.email.adapter import EmailAdapter
 from adapters.email.config import EmailConfig
+from adapters.email.parse import MAX_PARTS
 from bridge.context import RedisState
 from tests.harness import wait_for
 from tests.mailservers import CuttingProxy, Dovecot, Recorder, make_context, running
@@ -260,3 +262,25 @@ async def recorder_state(redis: aioredis.Redis) -> str | None:
 
 async def _equals(awaitable: Any, expected: Any) -> bool:
     return (await awaitable) == expected
+
+
+async def test_every_attachment_is_listed_and_a_cap_is_said(redis: aioredis.Redis, dovecot: Dovecot) -> None:
+    def photos(count: int) -> bytes:
+        mail = EmailMessage()
+        mail["From"], mail["To"], mail["Subject"] = "ann@customer.example", "support@example.com", f"{count} photos"
+        mail["Message-ID"] = make_msgid(domain="customer.example")
+        mail.set_content("All photos of the batch.")
+        for i in range(count):
+            mail.add_attachment(b"x", maintype="image", subtype="jpeg", filename=f"photo-{i:03}.jpg")
+        return mail.as_bytes()
+
+    recorder = Recorder()
+    async with running(EmailAdapter(imap_config(dovecot.port), make_context(redis, recorder))):
+        await connected(recorder)
+        dovecot.deliver(photos(200))
+        dovecot.deliver(photos(MAX_PARTS + 5))
+        two_hundred, too_many = await recorder.wait_for(2)
+    assert [a.name for a in two_hundred.attachments] == [f"photo-{i:03}.jpg" for i in range(200)]
+    assert "parts_not_read" not in two_hundred.data
+    assert len(too_many.attachments) == MAX_PARTS - 1  # the text is a part too
+    assert too_many.data["parts_not_read"] == 6 and any("6 parts not read" in d for d in too_many.data["defects"])
