@@ -364,3 +364,26 @@ async def test_a_mail_being_read_holds_up_no_other_channel(redis_url: str, dovec
         gate.set()
         codecs.unregister(search)
     assert released == [True]
+
+
+async def test_no_automatic_mail_to_a_strangers_reply_to(redis_url: str, dovecot: Dovecot, smtp: RecordingHandler,
+                                                         webhook: WebhookReceiver) -> None:
+    """Backscatter: a mail From one domain naming a Reply-To at another gets no acknowledgement
+    there; the case is filed, and an agent's answer (after reading it) does go there. Sends to
+    one address keep their order, so the agent's answer arrives after the acknowledgement
+    would have."""
+    async with running_bridge(redis_url, bridge_config(dovecot, smtp, webhook), env=ENV) as b:
+        await imap_ready(b)
+        raw, _ = customer_mail("Please call me about my order.", "Contact form", sender="noreply@forms.example",
+                               name="Website", extra="Reply-To: victim@elsewhere.example\r\n")
+        dovecot.deliver(raw)
+        (ticket,) = await b.wait_for(lambda: mail_to(smtp, TEAM), what="the ticket")
+        assert "victim@elsewhere.example" in ticket.text()
+        dovecot.deliver((
+            f"From: Ana <ana@example.com>\r\nTo: {ticket.message['Reply-To'].addresses[0].addr_spec}\r\n"
+            f"Subject: Re: {ticket.message['Subject']}\r\nMessage-ID: {make_msgid(domain='example.com')}\r\n"
+            f"In-Reply-To: {ticket.message['Message-ID']}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "\r\nWe will call you today.\r\n").encode())
+        (answer,) = await b.wait_for(lambda: mail_to(smtp, "victim@elsewhere.example"), what="the agent's answer")
+        assert answer.text().strip() == "We will call you today." and answer.message["Auto-Submitted"] is None
+        assert mail_to(smtp, "noreply@forms.example") == []
