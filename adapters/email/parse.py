@@ -25,6 +25,7 @@ MAX_TEXT_CHARS = 100_000
 MAX_PARTS = 500  # leaf parts (text, files) listed; the rest is counted in `ParsedMail.parts_not_read`
 MAX_DEPTH = 30  # levels of multipart nesting read
 MAX_HEADER_BYTES = 256 * 1024  # of the header block repaired when broken (see `_repair_header`)
+MAX_HEADER_CHARS = 8_000  # of one header's value read (over 100 addresses): address and word decoding are slow
 
 # names mail programs use for charsets Python knows under another name (or a superset)
 _CHARSET_ALIASES = {
@@ -163,7 +164,7 @@ def header_text(value: object) -> str:
     """Decode RFC 2047 encoded words of any charset; never raises."""
     if value is None:
         return ""
-    text = _unescape_8bit(str(value))
+    text = _unescape_8bit(str(value)[:MAX_HEADER_CHARS])
     try:
         chunks = decode_header(text)
     except Exception:
@@ -202,23 +203,31 @@ def _normalize_id(value: str) -> str:
     return _CONTROL.sub("", value.strip().strip("<>").strip())[:250]
 
 
-def _raw(msg: MimeMessage, name: str) -> list[str]:
-    """Header values as stored. (compat32's ``get`` turns raw 8-bit values into a `Header`
-    whose ``str`` is replacement characters; the stored value keeps the bytes.)"""
-    lower = name.lower()
-    return [_unescape_8bit(v) if isinstance(v, str) else str(v) for k, v in msg.raw_items() if k.lower() == lower]
+def _header_index(msg: MimeMessage) -> dict[str, list[str]]:
+    """Header values by lower-case name, as stored, each cut at `MAX_HEADER_CHARS`. (compat32's
+    ``get`` turns raw 8-bit values into a `Header` whose ``str`` is replacement characters;
+    the stored value keeps the bytes.)"""
+    index: dict[str, list[str]] = {}
+    for name, value in msg.raw_items():
+        text = _unescape_8bit(value) if isinstance(value, str) else str(value)
+        index.setdefault(name.lower(), []).append(text[:MAX_HEADER_CHARS])
+    return index
 
 
-def _first(msg: MimeMessage, name: str) -> str:
-    values = _raw(msg, name)
+def _raw(headers: dict[str, list[str]], name: str) -> list[str]:
+    return headers.get(name.lower(), [])
+
+
+def _first(headers: dict[str, list[str]], name: str) -> str:
+    values = _raw(headers, name)
     return values[0] if values else ""
 
 
 _LOOSE_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 
 
-def _addresses(msg: MimeMessage, name: str) -> list[tuple[str, str]]:
-    values = _raw(msg, name)
+def _addresses(headers: dict[str, list[str]], name: str) -> list[tuple[str, str]]:
+    values = _raw(headers, name)
     try:
         pairs = email.utils.getaddresses(values)
     except Exception:
@@ -289,29 +298,30 @@ def parse(raw: bytes, *, max_attachment_bytes: int = 25 * 1024 * 1024,
         return ParsedMail(message_id=synthetic_id(raw), text=decode_bytes(raw[:max_text_chars], "utf-8"),
                           defects=[f"unparseable: {type(exc).__name__}"])
     mail = ParsedMail(message_id="")
+    headers = _header_index(msg)
     if repaired is not raw:
         mail.defects.append("header repaired (a stray line in the header)")
     for name in ("subject", "auto-submitted", "precedence", "list-id", "list-unsubscribe", "x-auto-response-suppress",
                  "return-path", "x-autoreply", "x-autorespond", "x-auto-reply", "x-failed-recipients", "sender",
                  "x-loop", "delivered-to", "content-language", "accept-language"):
-        if _raw(msg, name):
-            mail.headers[name] = header_text(_first(msg, name))
+        if _raw(headers, name):
+            mail.headers[name] = header_text(_first(headers, name))
     mail.subject = mail.headers.get("subject", "")[:500]
-    mid = _message_ids(_first(msg, "Message-ID"))
+    mid = _message_ids(_first(headers, "Message-ID"))
     mail.message_id = mid[0] if mid else synthetic_id(raw)
-    senders = _addresses(msg, "From") or _addresses(msg, "Sender") or _system_sender(msg, mail.message_id)
+    senders = _addresses(headers, "From") or _addresses(headers, "Sender") or _system_sender(headers, mail.message_id)
     if senders:
         mail.from_name, mail.from_addr = senders[0]
-    elif _raw(msg, "From"):
+    elif _raw(headers, "From"):
         mail.defects.append("unreadable From")
-    mail.to = [a for _, a in _addresses(msg, "To")]
-    mail.cc = [a for _, a in _addresses(msg, "Cc")]
-    mail.reply_to = [a for _, a in _addresses(msg, "Reply-To")]
-    mail.delivered_to = [a for name in ("Delivered-To", "X-Original-To") for _, a in _addresses(msg, name)]
-    mail.in_reply_to = _message_ids(_first(msg, "In-Reply-To"))
-    mail.references = _message_ids(" ".join(_raw(msg, "References")))
+    mail.to = [a for _, a in _addresses(headers, "To")]
+    mail.cc = [a for _, a in _addresses(headers, "Cc")]
+    mail.reply_to = [a for _, a in _addresses(headers, "Reply-To")]
+    mail.delivered_to = [a for name in ("Delivered-To", "X-Original-To") for _, a in _addresses(headers, name)]
+    mail.in_reply_to = _message_ids(_first(headers, "In-Reply-To"))
+    mail.references = _message_ids(" ".join(_raw(headers, "References")))
     try:
-        parsed_date = email.utils.parsedate_to_datetime(_first(msg, "Date"))
+        parsed_date = email.utils.parsedate_to_datetime(_first(headers, "Date"))
         mail.date_ms = int(parsed_date.timestamp() * 1000)
     except Exception:
         mail.date_ms = 0
@@ -320,7 +330,7 @@ def parse(raw: bytes, *, max_attachment_bytes: int = 25 * 1024 * 1024,
         mail.report_type = str(msg.get_param("report-type") or "").lower()
     _walk_body(msg, mail, max_attachment_bytes, max_text_chars)
     if not mail.failures:  # a bounce without a delivery-status part (exim, qmail)
-        for _, failed in _addresses(msg, "X-Failed-Recipients"):
+        for _, failed in _addresses(headers, "X-Failed-Recipients"):
             mail.failures.append(DeliveryFailure(failed))
     mail.text = mail.text[:max_text_chars]
     mail.defects.extend(type(d).__name__ for d in getattr(msg, "defects", []))
@@ -377,10 +387,10 @@ def _repair_header(raw: bytes) -> bytes:
 _SYSTEM_SENDER = re.compile(r"\s*(mailer-daemon|postmaster|mail-daemon)\b", re.IGNORECASE)
 
 
-def _system_sender(msg: MimeMessage, message_id: str) -> list[tuple[str, str]]:
+def _system_sender(headers: dict[str, list[str]], message_id: str) -> list[tuple[str, str]]:
     """A bounce From a bare "MAILER-DAEMON (Mail Delivery System)", with no domain: named at the
     domain of its Message-ID, so it is filed (as a bounce) like any other."""
-    found = _SYSTEM_SENDER.match(_first(msg, "From"))
+    found = _SYSTEM_SENDER.match(_first(headers, "From"))
     if found is None:
         return []
     domain = message_id.rsplit("@", 1)[-1] if "@" in message_id else "localhost"
