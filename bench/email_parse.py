@@ -33,6 +33,10 @@ def text_mail(text: str) -> bytes:
             b"Message-ID: <t@customer.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text.encode())
 
 
+def header_mail(header: bytes) -> bytes:
+    return b"From: Ann <ann@customer.example>\r\n" + header + b"\r\nSubject: hostile\r\n\r\nbody\r\n"
+
+
 # family -> mail of about n bytes
 FAMILIES: dict[str, Callable[[int], bytes]] = {
     "html: <p><b id=1>x (unclosed)": lambda n: html_mail("<p><b id=1>x" * (n // 12)),
@@ -47,6 +51,9 @@ FAMILIES: dict[str, Callable[[int], bytes]] = {
     "text: 'X wrote:' lines, no quote": lambda n: text_mail("Ann wrote:\n" * (n // 11)),
     "text: '> ' quotes and answers": lambda n: text_mail("> q\nanswer\n" * (n // 11)),
     "text: one long line": lambda n: text_mail("From: " + "x" * n),
+    "header: To of '<'": lambda n: header_mail(b"To: " + b"<" * n),
+    "header: Subject of encoded words": lambda n: header_mail(b"Subject: " + b"=?utf-8?q?a?= " * (n // 14)),
+    "header: many header lines": lambda n: header_mail(b"X-A: b\r\n" * (n // 8)),
 }
 ACCEPTANCE: dict[str, bytes] = {
     "30 KB hostile HTML (<p><b>)": FAMILIES["html: <p><b id=1>x (unclosed)"](30_000),
