@@ -238,8 +238,10 @@ async def test_smtp_4xx_is_retried_and_5xx_marks_the_customer_unreachable(redis_
         assert mail_to(smtp, "gone@customer.example") == []
 
 
+@pytest.mark.parametrize("sender", ["Mail Delivery System <MAILER-DAEMON@mx.customer.example>",
+                                    "MAILER-DAEMON (Mail Delivery System)"])  # no domain: still filed
 async def test_a_later_bounce_marks_the_customer_unreachable_and_tells_the_agents(
-        redis_url: str, dovecot: Dovecot, smtp: RecordingHandler, webhook: WebhookReceiver) -> None:
+        redis_url: str, dovecot: Dovecot, smtp: RecordingHandler, webhook: WebhookReceiver, sender: str) -> None:
     async with running_bridge(redis_url, bridge_config(dovecot, smtp, webhook), env=ENV) as b:
         await imap_ready(b)
         raw, _ = customer_mail("Please call me", "Call", sender="typo@customer.example")
@@ -250,6 +252,7 @@ async def test_a_later_bounce_marks_the_customer_unreachable_and_tells_the_agent
         dsn = (CORPUS / "bounce_dsn.eml").read_bytes()
         dsn = dsn.replace(b"nobody@customer.example", b"typo@customer.example")
         dsn = dsn.replace(b"<ack-1@example.com>", ack.message["Message-ID"].encode())
+        dsn = dsn.replace(b"Mail Delivery System <MAILER-DAEMON@mx.customer.example>", sender.encode())
         dovecot.deliver(dsn)
 
         async def unreachable() -> str:
