@@ -9,7 +9,7 @@ import pytest
 
 from adapters.email.html_text import html_to_text
 from adapters.email.loops import loop_reason
-from adapters.email.parse import MAX_PARTS, attachment_bytes, parse, safe_filename, synthetic_id
+from adapters.email.parse import MAX_PARTS, attachment_bytes, decode_bytes, parse, safe_filename, synthetic_id
 from adapters.email.quotes import strip_quotes
 
 CORPUS = Path(__file__).parent / "fixtures" / "email"
@@ -136,6 +136,7 @@ def test_real_world_headers_and_charsets() -> None:
     bounce = parse((CORPUS / "bounce_bare_daemon.eml").read_bytes())
     assert [f.recipient for f in bounce.failures] == ["nobody@example.org"]
     assert parse((CORPUS / "iso2022jp_vendor.eml").read_bytes()).subject == "納期①について"
+    assert decode_bytes("①㈱髙".encode("cp932"), "Shift_JIS") == "①㈱髙"  # Windows' Shift_JIS is CP932
 
 
 def test_two_hundred_attachments_are_all_listed_and_a_cap_is_said() -> None:

@@ -33,6 +33,11 @@ _CHARSET_ALIASES = {
     "gbk": "gb18030",
     "x-gbk": "gb18030",
     "ks_c_5601-1987": "cp949",
+    "shift_jis": "cp932",  # Windows writes its vendor characters (①, ㈱) under this label
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
     "iso-8859-8-i": "iso-8859-8",
     "x-mac-cyrillic": "mac-cyrillic",
     "unicode-1-1-utf-7": "utf-7",
