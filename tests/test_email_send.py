@@ -155,16 +155,17 @@ async def test_encoded_line_breaks_in_names_and_subjects_add_no_header(adapter: 
     assert "victim" in reply.message["To"].addresses[0].display_name  # kept as text, harmless
 
 
-async def test_automatic_mail_never_goes_to_a_reply_to_at_another_domain(adapter: EmailAdapter, smtp: Any) -> None:
+async def test_automatic_mail_never_goes_to_a_strangers_reply_to(adapter: EmailAdapter, smtp: Any) -> None:
     """Backscatter: anyone can put anyone's address in Reply-To. Automatic answers go only to
-    the sender, or to a Reply-To at the sender's domain; a person's answer goes to the Reply-To."""
+    an address that wrote to us itself; a person's answer goes to the Reply-To."""
     handler, _ = smtp
-    forged = (b"From: Website <noreply@shop.example>\r\nReply-To: victim@elsewhere.example\r\n"
-              b"To: support@example.com\r\nSubject: Contact form\r\nMessage-ID: <form-9@shop.example>\r\n\r\nhi\r\n")
-    await adapter.ingest(1, forged)
-    ack = Message(kind="reply", channel="email", address="victim@elsewhere.example", conversation_id=CONV,
-                  text="Thank you, we will answer within 24 hours.")
-    assert await adapter.send(ack) == Delivered()
+    for uid, sender in enumerate(["noreply@shop.example", "someone@elsewhere.example"], 1):  # not even same-domain
+        forged = (f"From: Website <{sender}>\r\nReply-To: victim@elsewhere.example\r\nTo: support@example.com\r\n"
+                  f"Subject: Contact form\r\nMessage-ID: <form-{uid}@shop.example>\r\n\r\nhi\r\n").encode()
+        await adapter.ingest(uid, forged)
+        ack = Message(kind="reply", channel="email", address="victim@elsewhere.example", conversation_id=CONV,
+                      text="Thank you, we will answer within 24 hours.")
+        assert await adapter.send(ack) == Delivered()
     assert handler.received == []  # nothing mailed to the address the stranger named
     person = Message(kind="reply", channel="email", address="victim@elsewhere.example", conversation_id=CONV,
                      text="Hello, Ana here.", sender=Sender(name="Ana", is_agent=True))
@@ -172,16 +173,13 @@ async def test_automatic_mail_never_goes_to_a_reply_to_at_another_domain(adapter
     (answered,) = await handler.wait_for(1)
     assert answered.rcpt_tos == ["victim@elsewhere.example"] and answered.text().strip() == "Hello, Ana here."
 
-    # the address writes itself: it is confirmed, and automatic mail goes to it again
-    await adapter.ingest(2, b"From: victim@elsewhere.example\r\nTo: support@example.com\r\nSubject: me\r\n"
-                            b"Message-ID: <self-1@elsewhere.example>\r\n\r\nyes it was me\r\n")
+    # the address writes itself (a plus tag is the same mailbox): automatic mail goes to it again
+    await adapter.ingest(3, b"From: Victim <victim+shop@elsewhere.example>\r\nReply-To: victim@elsewhere.example\r\n"
+                            b"To: support@example.com\r\nSubject: me\r\nMessage-ID: <self-1@elsewhere.example>\r\n"
+                            b"\r\nyes it was me\r\n")
     await adapter.send(ack)
-    # a shop's own form (Reply-To at the sender's domain) is answered automatically
-    await adapter.ingest(3, b"From: Shop <noreply@shop.example>\r\nReply-To: orders@shop.example\r\n"
-                            b"Subject: x\r\nMessage-ID: <form-10@shop.example>\r\n\r\norder question\r\n")
-    await adapter.send(Message(kind="reply", channel="email", address="orders@shop.example", text="Thanks"))
-    received = await handler.wait_for(3)
-    assert [r.rcpt_tos for r in received[1:]] == [["victim@elsewhere.example"], ["orders@shop.example"]]
+    received = await handler.wait_for(2)
+    assert received[1].rcpt_tos == ["victim@elsewhere.example"] and "24 hours" in received[1].text()
 
 
 async def test_ticket_goes_to_the_team_address_with_the_token(adapter: EmailAdapter, smtp: Any) -> None:

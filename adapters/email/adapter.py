@@ -126,7 +126,7 @@ class EmailAdapter(Adapter):
                     "message_id": mail.message_id, "subject": mail.subject, "name": mail.from_name, "at_ms": now_ms(),
                     "references": [*mail.references, mail.message_id][-compose.MAX_REFERENCES:],
                     "cc": self._their_addresses(mail)}
-                if message.address != mail.from_addr:
+                if base_address(message.address) != base_address(mail.from_addr):
                     info["via"] = mail.from_addr  # answered at its Reply-To: see `_automatic_mail_allowed`
                 await self._set_json(f"in:{message.id}", info)
                 await self._set_json(f"addr:{message.address}", info)
@@ -356,13 +356,13 @@ class EmailAdapter(Adapter):
 
     async def _automatic_mail_allowed(self, address: str) -> bool:
         """No automatic mail (acknowledgement, instant reply, bot answer, survey) to an address
-        that only a Reply-To named, when the mail came From another domain: anyone can write
-        any Reply-To (or type any address into a contact form), and the desk would mail
-        whoever they name (backscatter). A person's answer still goes there: they read the
-        mail first. Mail From the address itself, or a Reply-To at the sender's own domain,
-        is answered as usual."""
+        that only a Reply-To named: anyone can write any Reply-To (or type any address into a
+        contact form), and the desk would mail whoever they name (backscatter). Not even at
+        the sender's domain: at a public mail provider that is anyone's domain. A person's
+        answer still goes there (they read the mail first), and once the address writes to
+        us itself it is answered as usual."""
         via = str((await self._get_json(f"addr:{address}")).get("via") or "")
-        if not via or _same_domain(via, address):
+        if not via:
             return True
         log.warning("email: no automatic mail to %s: named only as the Reply-To of a mail from %s", address, via)
         return False
@@ -469,12 +469,6 @@ class EmailAdapter(Adapter):
         if self.watcher is not None:
             return await self.watcher.check()
         return ("ok", "")
-
-
-def _same_domain(a: str, b: str) -> bool:
-    """The two addresses are at one domain, or one at a subdomain of the other."""
-    x, y = a.rsplit("@", 1)[-1].lower(), b.rsplit("@", 1)[-1].lower()
-    return x == y or x.endswith("." + y) or y.endswith("." + x)
 
 
 class _Lookup:

@@ -53,7 +53,7 @@ def _decoded(value: str) -> str:
 
 def clean_header(value: str, max_chars: int = 300) -> str:
     """One line of header text: encoded words decoded, then control characters (CR, LF, ...) as spaces."""
-    value = _decoded(_CONTROL.sub(" ", value))
+    value = _decoded(_CONTROL.sub(" ", value[:max_chars * 8]))  # decoding is not linear: cut first
     return re.sub(r"\s{2,}", " ", _CONTROL.sub(" ", value)).strip()[:max_chars]
 
 
