@@ -9,24 +9,24 @@ read, and neither is HTML past `MAX_HTML_CHARS` or text past ``max_chars``.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from lxml import etree
 
 MAX_HTML_CHARS = 2_000_000  # of one HTML part; the rest is not read
 
 
+_BLOCK = frozenset({
+    "p", "div", "br", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "pre", "hr", "section",
+    "article", "header", "footer", "blockquote", "li", "dl", "dt", "dd"})
+_PARAGRAPH = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "pre", "blockquote", "hr"})
+_SKIP = frozenset({"script", "style", "head", "title", "template", "noscript"})
+_VOID = frozenset({"br", "img", "hr"})
+_ACTS = _BLOCK | _SKIP | _VOID | {"a"}  # the rest (span, b, font, ...) only holds text
+# blocks that only end a line where they start and end (the fast path): tag -> paragraph break after
+_PLAIN = {tag: tag in _PARAGRAPH for tag in _BLOCK - {"br", "hr", "blockquote", "pre", "li"}}
+
+
 class _Writer:
     """Collects lines from start/end events (the walk of the tree)."""
-
-    BLOCK: ClassVar[frozenset[str]] = frozenset({
-        "p", "div", "br", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "pre", "hr", "section",
-        "article", "header", "footer", "blockquote", "li", "dl", "dt", "dd"})
-    PARAGRAPH: ClassVar[frozenset[str]] = frozenset({
-        "p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "pre", "blockquote", "hr"})
-    SKIP: ClassVar[frozenset[str]] = frozenset({"script", "style", "head", "title", "template", "noscript"})
-    VOID: ClassVar[frozenset[str]] = frozenset({"br", "img", "hr"})
-    ACTS: ClassVar[frozenset[str]] = BLOCK | SKIP | VOID | {"a"}  # the rest (span, b, font, ...) only holds text
 
     def __init__(self, max_chars: int) -> None:
         self.lines: list[str] = []
@@ -62,7 +62,7 @@ class _Writer:
         self.blank = self.prefix.rstrip()
 
     def start(self, tag: str, element: etree._Element) -> None:
-        if tag in self.SKIP:
+        if tag in _SKIP:
             self.skip += 1
             return
         if tag == "br":
@@ -71,8 +71,8 @@ class _Writer:
                 self.size += len(self.blank) + 1
             self.flush()
             return
-        if tag in self.BLOCK:
-            self.flush(blank=tag in self.PARAGRAPH)
+        if tag in _BLOCK:
+            self.flush(blank=tag in _PARAGRAPH)
         if tag == "blockquote":
             self.set_quote(self.quote + 1)
         elif tag == "pre":
@@ -87,10 +87,10 @@ class _Writer:
                 self.current.append(f"[{alt}]")
 
     def end(self, tag: str) -> None:
-        if tag in self.SKIP:
+        if tag in _SKIP:
             self.skip = max(0, self.skip - 1)
             return
-        if tag in self.VOID:
+        if tag in _VOID:
             return
         if tag == "a" and self.links:
             href, begin = self.links.pop()
@@ -102,8 +102,8 @@ class _Writer:
             self.set_quote(self.quote - 1)
             self.flush(blank=True)
             return
-        if tag in self.BLOCK:
-            self.flush(blank=tag in self.PARAGRAPH)
+        if tag in _BLOCK:
+            self.flush(blank=tag in _PARAGRAPH)
         if tag == "pre":
             self.pre = max(0, self.pre - 1)
 
@@ -130,18 +130,20 @@ def html_to_text(html: str, max_chars: int = 100_000) -> str:
     if root is None:  # nothing but comments, ...
         return ""
     writer = _Writer(max_chars)
-    acts = _Writer.ACTS
+    acts, plain = _ACTS, _PLAIN
     for event, element in etree.iterwalk(root, events=("start", "end")):
         tag = element.tag  # libxml2 gives HTML tag names in lower case
-        if event == "start":
-            if tag in acts:
-                writer.start(tag, element)
+        start = event == "start"
+        blank = plain.get(tag)
+        if blank is not None:
+            writer.flush(blank=blank)
+        elif tag in acts:
+            writer.start(tag, element) if start else writer.end(tag)
+        if start:
             text = element.text
         else:
-            if tag in acts:
-                writer.end(tag)
-                if writer.size > max_chars:
-                    break
+            if writer.size > max_chars:
+                break
             text = element.tail
         if text and not writer.skip:
             writer.current.append(text)
