@@ -46,8 +46,10 @@ FAMILIES: dict[str, Callable[[int], bytes]] = {
     "html: <a href=x>y (links)": lambda n: html_mail('<a href="https://x.example/">y</a>' * (n // 33)),
     "html: <br> (blank lines)": lambda n: html_mail("<br>" * (n // 4)),
     "html: '<' and '</' soup": lambda n: html_mail("<a</" * (n // 4)),
+    "html: '</' soup": lambda n: html_mail("</" * (n // 2)),
     "html: <blockquote> (unclosed)": lambda n: html_mail("<blockquote>x" * (n // 13)),
-    "text: blank lines": lambda n: text_mail("\n" * n),
+    "text: blank lines between two words": lambda n: text_mail("a\n" + "\n" * n + "b"),
+    "text: whitespace-only lines": lambda n: text_mail("a\n" + " \n" * (n // 2) + "b"),
     "text: 'X wrote:' lines, no quote": lambda n: text_mail("Ann wrote:\n" * (n // 11)),
     "text: '> ' quotes and answers": lambda n: text_mail("> q\nanswer\n" * (n // 11)),
     "text: one long line": lambda n: text_mail("From: " + "x" * n),
@@ -58,10 +60,11 @@ FAMILIES: dict[str, Callable[[int], bytes]] = {
 ACCEPTANCE: dict[str, bytes] = {
     "30 KB hostile HTML (<p><b>)": FAMILIES["html: <p><b id=1>x (unclosed)"](30_000),
     "30 KB hostile HTML (<font><p>)": FAMILIES["html: <font color=i><p> (HTML5 worst)"](30_000),
-    "40 KB of blank lines (text)": FAMILIES["text: blank lines"](40_000),
+    "40 KB of blank lines (text)": FAMILIES["text: blank lines between two words"](40_000),
     "40 KB of blank lines (<br>)": FAMILIES["html: <br> (blank lines)"](40_000),
     "100 KB of unclosed tags (<div>)": FAMILIES["html: <div> (unclosed, deep)"](100_000),
     "100 KB of unclosed tags (<p><b>)": FAMILIES["html: <p><b id=1>x (unclosed)"](100_000),
+    "100 KB of unclosed tags (<blockquote>)": FAMILIES["html: <blockquote> (unclosed)"](100_000),
 }
 
 
