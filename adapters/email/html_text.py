@@ -3,8 +3,9 @@ dashes, ``<blockquote>`` lines get ``> `` (which `quotes` then strips).
 
 libxml2 (through lxml) builds the tree: it is linear on every hostile input we tried,
 where the HTML5 tree builder lexbor (selectolax) is quadratic on deeply nested unclosed
-tags (0.94 s for 100 KB of ``<div>``, 3.7 s for 100 KB of ``<font><p>``). libxml2 stops reading at 255 levels of nesting; what is nested deeper is not
-read, and neither is HTML past `MAX_HTML_CHARS` or text past ``max_chars``.
+tags (0.94 s for 100 KB of ``<div>``, 3.7 s for 100 KB of ``<font><p>``). libxml2 stops
+reading at 255 levels of nesting; what is nested deeper is not read, and neither is HTML
+past `MAX_HTML_CHARS` or text past ``max_chars``.
 """
 
 from __future__ import annotations
