@@ -4,7 +4,9 @@ HTTP API channel (replies to a signed webhook) for a customer on another channel
 from __future__ import annotations
 
 import asyncio
+import codecs
 import re
+import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -236,8 +238,10 @@ async def test_smtp_4xx_is_retried_and_5xx_marks_the_customer_unreachable(redis_
         assert mail_to(smtp, "gone@customer.example") == []
 
 
+@pytest.mark.parametrize("sender", ["Mail Delivery System <MAILER-DAEMON@mx.customer.example>",
+                                    "MAILER-DAEMON (Mail Delivery System)"])  # no domain: still filed
 async def test_a_later_bounce_marks_the_customer_unreachable_and_tells_the_agents(
-        redis_url: str, dovecot: Dovecot, smtp: RecordingHandler, webhook: WebhookReceiver) -> None:
+        redis_url: str, dovecot: Dovecot, smtp: RecordingHandler, webhook: WebhookReceiver, sender: str) -> None:
     async with running_bridge(redis_url, bridge_config(dovecot, smtp, webhook), env=ENV) as b:
         await imap_ready(b)
         raw, _ = customer_mail("Please call me", "Call", sender="typo@customer.example")
@@ -248,6 +252,7 @@ async def test_a_later_bounce_marks_the_customer_unreachable_and_tells_the_agent
         dsn = (CORPUS / "bounce_dsn.eml").read_bytes()
         dsn = dsn.replace(b"nobody@customer.example", b"typo@customer.example")
         dsn = dsn.replace(b"<ack-1@example.com>", ack.message["Message-ID"].encode())
+        dsn = dsn.replace(b"Mail Delivery System <MAILER-DAEMON@mx.customer.example>", sender.encode())
         dovecot.deliver(dsn)
 
         async def unreachable() -> str:
@@ -342,3 +347,72 @@ async def test_every_follow_up_sent_at_once_reaches_the_team(redis_url: str, dov
             assert f"And 10 more, {customer}." in follow.text()
             assert follow.message["In-Reply-To"] == ticket.message["Message-ID"]
         assert len(mail_to(smtp, TEAM)) == 2 * len(customers)
+
+
+async def test_a_mail_being_read_holds_up_no_other_channel(redis_url: str, dovecot: Dovecot, smtp: RecordingHandler,
+                                                           webhook: WebhookReceiver) -> None:
+    """A mail is read (MIME, HTML to text, quotes) off the event loop: while one is held in
+    the middle of being read, an API customer is answered and their ticket mailed. The mail
+    is held by its charset: a codec registered with Python's codec registry (a public
+    extension point, not a patch) that waits for the test. Were the mail read on the event
+    loop, nothing else could run until the guard timeout let the codec go."""
+    started, gate = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def held_decode(data: bytes, errors: str = "strict") -> tuple[str, int]:
+        started.set()
+        released.append(gate.wait(timeout=30))  # the guard: True only when the test let it go
+        return bytes(data).decode("utf-8", errors), len(data)
+
+    def search(name: str) -> codecs.CodecInfo | None:
+        return codecs.CodecInfo(codecs.utf_8_encode, held_decode, name="x-test-held") if name == "x_test_held" else None
+
+    codecs.register(search)
+    try:
+        async with running_bridge(redis_url, bridge_config(dovecot, smtp, webhook), env=ENV) as b:
+            await imap_ready(b)
+            raw, _ = customer_mail("A long mail, read slowly", "Slow", sender="slow@customer.example")
+            dovecot.deliver(raw.replace(b"charset=utf-8", b"charset=x-test-held"))
+            await b.wait_for(started.is_set, what="the mail being read")
+
+            # meanwhile an API customer (whose name carries encoded line breaks) is answered and filed
+            evil = "=?utf-8?q?Maria=0D=0ABcc:_victim@evil.example?="
+            r = await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": "shop-9", "text": "Where is 77?",
+                                                                      "name": evil})
+            assert r.status == 202
+            await b.wait_for(lambda: webhook.texts_for("shop-9"), what="the API customer's answer")
+            (ticket,) = await b.wait_for(lambda: mail_to(smtp, TEAM), what="the API customer's ticket")
+            assert released == []  # the mail is still being read
+            assert ticket.rcpt_tos == [TEAM] and ticket.message["Bcc"] is None
+            assert "Maria Bcc: victim@evil.example" in ticket.message["Subject"]  # one line of text
+
+            gate.set()
+            (ack,) = await b.wait_for(lambda: mail_to(smtp, "slow@customer.example"), what="the mail's own answer")
+            assert "24 hours" in ack.text()
+    finally:
+        gate.set()
+        codecs.unregister(search)
+    assert released == [True]
+
+
+async def test_no_automatic_mail_to_a_strangers_reply_to(redis_url: str, dovecot: Dovecot, smtp: RecordingHandler,
+                                                         webhook: WebhookReceiver) -> None:
+    """Backscatter: a mail From one domain naming a Reply-To at another gets no acknowledgement
+    there; the case is filed, and an agent's answer (after reading it) does go there. Sends to
+    one address keep their order, so the agent's answer arrives after the acknowledgement
+    would have."""
+    async with running_bridge(redis_url, bridge_config(dovecot, smtp, webhook), env=ENV) as b:
+        await imap_ready(b)
+        raw, _ = customer_mail("Please call me about my order.", "Contact form", sender="noreply@forms.example",
+                               name="Website", extra="Reply-To: victim@elsewhere.example\r\n")
+        dovecot.deliver(raw)
+        (ticket,) = await b.wait_for(lambda: mail_to(smtp, TEAM), what="the ticket")
+        assert "victim@elsewhere.example" in ticket.text()
+        dovecot.deliver((
+            f"From: Ana <ana@example.com>\r\nTo: {ticket.message['Reply-To'].addresses[0].addr_spec}\r\n"
+            f"Subject: Re: {ticket.message['Subject']}\r\nMessage-ID: {make_msgid(domain='example.com')}\r\n"
+            f"In-Reply-To: {ticket.message['Message-ID']}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "\r\nWe will call you today.\r\n").encode())
+        (answer,) = await b.wait_for(lambda: mail_to(smtp, "victim@elsewhere.example"), what="the agent's answer")
+        assert answer.text().strip() == "We will call you today." and answer.message["Auto-Submitted"] is None
+        assert mail_to(smtp, "noreply@forms.example") == []

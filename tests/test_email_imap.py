@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from pydantic import SecretStr
 
 from adapters.email.adapter import EmailAdapter
 from adapters.email.config import EmailConfig
+from adapters.email.parse import MAX_PARTS
 from bridge.context import RedisState
 from tests.harness import wait_for
 from tests.mailservers import CuttingProxy, Dovecot, Recorder, make_context, running
@@ -94,11 +96,13 @@ async def test_uidvalidity_change_resyncs_without_doubles(redis: aioredis.Redis,
     recorder = Recorder()
     context = make_context(redis, recorder)
     config = imap_config(dovecot.port)
+    no_id = (CORPUS / "no_message_id.eml").read_bytes()
     async with running(EmailAdapter(config, context)):
         await connected(recorder)
         dovecot.deliver(customer_mail("a"))
         dovecot.deliver(customer_mail("b"))
-        await recorder.wait_for(2)
+        dovecot.deliver(no_id)
+        await recorder.wait_for(3)
     dovecot.stop()
     dovecot.reset_uidvalidity(4242)  # the mailbox was rebuilt: every UID changed
     dovecot.deliver(customer_mail("c"))
@@ -108,15 +112,17 @@ async def test_uidvalidity_change_resyncs_without_doubles(redis: aioredis.Redis,
     await proxy.start()
     try:
         async with running(EmailAdapter(imap_config(proxy.port), make_context(redis, recorder))):
-            await recorder.wait_for(3)
+            await recorder.wait_for(4)
             await wait_for(lambda: _equals(context.state.get("imap:resync_until"), None), what="the resync to end")
             assert proxy.cuts == 0 and proxy.connections >= 2
     finally:
         await proxy.stop()
     assert await context.state.get("imap:uidvalidity") == "4242"
-    assert await context.state.get("imap:uid") == "3"
-    assert [m.text for m in recorder.published] == ["a", "b", "c"]
-    assert len(recorder.attempts) == 3  # a and b were recognized by Message-ID, not republished
+    assert await context.state.get("imap:uid") == "4"
+    assert [m.text for m in recorder.published] == ["a", "b", "Please call me back.", "c"]
+    # a and b were recognized by Message-ID, the mail without one by its headers and body: none
+    # reached the bus again (whose dedupe window may be shorter than resync_dedupe_days)
+    assert len(recorder.attempts) == 4
 
 
 async def test_the_imap_server_restarting_loses_nothing(redis: aioredis.Redis, dovecot: Dovecot) -> None:
@@ -233,8 +239,15 @@ async def test_the_corpus_through_imap_is_recorded_and_loops_flagged(redis: aior
     by_id = {m.data["message_id"]: m for m in recorder.published}
     assert "own-1@example.com" not in by_id
     for message_id in ("dsn-1@mx.customer.example", "ooo-1@customer.example", "oof-1@corp.example",
-                       "list-1@lists.example", "bulk-1@shop.example", "exim-1@mail.example.net"):
+                       "list-1@lists.example", "bulk-1@shop.example", "exim-1@mail.example.net",
+                       "bare-1@mx.example.org", "abw-1@kunde.example", "abs-1@client.example"):
         assert by_id[message_id].data["auto"] is True and by_id[message_id].data["loop_reason"]
+    # read, not dropped for "no readable sender"; the text after a line of "=" is kept
+    assert by_id["fold-1@customer.example"].address == "lee@customer.example"
+    assert by_id["origline-1@customer.example"].text == "Please send the invoice for order 8812 again."
+    assert by_id["equals-1@customer.example"].text.endswith("unit 3 does not start at all.")
+    assert by_id["bare-1@mx.example.org"].address == "mailer-daemon@mx.example.org"
+    assert "\ufffd" not in by_id["jis-1@customer.jp"].text
     assert not by_id["plain-1@customer.example"].data.get("auto")
     files = by_id["noname-1@customer.example"].attachments
     assert [a.name for a in files] == ["attachment-2.bin", "passwd", "照片 .jpg"]
@@ -249,3 +262,25 @@ async def recorder_state(redis: aioredis.Redis) -> str | None:
 
 async def _equals(awaitable: Any, expected: Any) -> bool:
     return (await awaitable) == expected
+
+
+async def test_every_attachment_is_listed_and_a_cap_is_said(redis: aioredis.Redis, dovecot: Dovecot) -> None:
+    def photos(count: int) -> bytes:
+        mail = EmailMessage()
+        mail["From"], mail["To"], mail["Subject"] = "ann@customer.example", "support@example.com", f"{count} photos"
+        mail["Message-ID"] = make_msgid(domain="customer.example")
+        mail.set_content("All photos of the batch.")
+        for i in range(count):
+            mail.add_attachment(b"x", maintype="image", subtype="jpeg", filename=f"photo-{i:03}.jpg")
+        return mail.as_bytes()
+
+    recorder = Recorder()
+    async with running(EmailAdapter(imap_config(dovecot.port), make_context(redis, recorder))):
+        await connected(recorder)
+        dovecot.deliver(photos(200))
+        dovecot.deliver(photos(MAX_PARTS + 5))
+        two_hundred, too_many = await recorder.wait_for(2)
+    assert [a.name for a in two_hundred.attachments] == [f"photo-{i:03}.jpg" for i in range(200)]
+    assert "parts_not_read" not in two_hundred.data
+    assert len(too_many.attachments) == MAX_PARTS - 1  # the text is a part too
+    assert too_many.data["parts_not_read"] == 6 and any("6 parts not read" in d for d in too_many.data["defects"])

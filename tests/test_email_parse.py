@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.email.html_text import html_to_text
 from adapters.email.loops import loop_reason
-from adapters.email.parse import attachment_bytes, html_to_text, parse, safe_filename
+from adapters.email.parse import MAX_PARTS, attachment_bytes, decode_bytes, parse, safe_filename, synthetic_id
 from adapters.email.quotes import strip_quotes
 
 CORPUS = Path(__file__).parent / "fixtures" / "email"
@@ -49,6 +50,21 @@ EXPECTED: dict[str, tuple[str, list[str], list[str], str]] = {
     "signature_mobile.eml": ("dan@customer.example", ["production line stopped"], ["iPhone"], ""),
     "own_address.eml": ("support@example.com", ["New case"], [], "own-address"),
     "cc_reply.eml": ("colleague@customer.example", ["back door"], [], ""),
+    # a line of "=" is not a quote: everything after it is the customer's
+    "equals_line.eml": ("pat@customer.example", ["==========", "Unit 2: 5.02 V", "unit 3 does not start"], [], ""),
+    # a header fold without its indent, a "---- Original email message ----" line on top: read anyway
+    "broken_fold.eml": ("lee@customer.example", ["order 3307 arrived"], ["lost its indent"], ""),
+    "original_message_line.eml": ("sam@customer.example", ["invoice for order 8812"], ["Original email"], ""),
+    # "MAILER-DAEMON (Mail Delivery System)", no domain: still a bounce
+    "bounce_bare_daemon.eml": ("mailer-daemon@mx.example.org", ["could not be delivered"], [], "bounce"),
+    # out-of-office by subject only, in other languages
+    "auto_reply_de_subject.eml": ("jonas@kunde.example", ["nicht im Büro"], [], "auto-reply (subject)"),
+    "auto_reply_fr_subject.eml": ("claire@client.example", ["absente"], [], "auto-reply (subject)"),
+    # "-- " signature above a mobile footer: both cut
+    "signature_phone_footer.eml": ("dana@customer.example", ["return label for order 6610"],
+                                   ["Dana Fox", "Purchasing", "+1 555", "iPhone"], ""),
+    # ISO-2022-JP with NEC/IBM vendor characters (①, ㈱, 髙): no U+FFFD
+    "iso2022jp_vendor.eml": ("takahashi@customer.jp", ["注文番号①の件です。髙橋様、㈱山田製作所"], ["\ufffd"], ""),
 }
 
 
@@ -113,6 +129,59 @@ def test_safe_filename() -> None:
     assert safe_filename("x<y>|z?.txt", "text/plain", "1") == "x_y__z_.txt"
 
 
+def test_real_world_headers_and_charsets() -> None:
+    broken = parse((CORPUS / "broken_fold.eml").read_bytes())
+    assert broken.subject == "The fold of this header lost its indent" and broken.to == ["support@example.com"]
+    assert parse((CORPUS / "original_message_line.eml").read_bytes()).subject == "Forwarded from my old mailbox"
+    bounce = parse((CORPUS / "bounce_bare_daemon.eml").read_bytes())
+    assert [f.recipient for f in bounce.failures] == ["nobody@example.org"]
+    assert parse((CORPUS / "iso2022jp_vendor.eml").read_bytes()).subject == "納期①について"
+    assert decode_bytes("①㈱髙".encode("cp932"), "Shift_JIS") == "①㈱髙"  # Windows' Shift_JIS is CP932
+
+
+def test_two_hundred_attachments_are_all_listed_and_a_cap_is_said() -> None:
+    mail = EmailMessage()
+    mail["From"], mail["Subject"] = "ann@customer.example", "photos"
+    mail.set_content("All photos of the batch.")
+    for i in range(200):
+        mail.add_attachment(b"x", maintype="image", subtype="jpeg", filename=f"photo-{i:03}.jpg")
+    parsed = parse(mail.as_bytes())
+    assert [a.name for a in parsed.attachments] == [f"photo-{i:03}.jpg" for i in range(200)]
+    assert parsed.parts_not_read == 0 and parsed.text == "All photos of the batch."
+    for i in range(200, MAX_PARTS + 5):
+        mail.add_attachment(b"x", maintype="image", subtype="jpeg", filename=f"photo-{i:03}.jpg")
+    capped = parse(mail.as_bytes())
+    assert len(capped.attachments) == MAX_PARTS - 1 and capped.parts_not_read == 6  # the text is a part too
+    assert any("6 parts not read" in d for d in capped.defects)
+
+
+@pytest.mark.parametrize("subject", [
+    "Automatische Antwort: Bestellung 1042", "Abwesenheitsnotiz", "Réponse automatique : commande",
+    "Absence du bureau", "Respuesta automática: pedido", "Fuera de la oficina", "Risposta automatica: ordine",
+    "Fuori sede", "Resposta automática: pedido", "Ausência temporária", "Automatisch antwoord: bestelling",
+    "Afwezig", "Automatyczna odpowiedź: zamówienie", "Automatiskt svar: order", "Autosvar: ordre",
+    "Automaattinen vastaus: tilaus", "Otomatik yanıt: sipariş", "自動返信: ご注文", "Balasan automatik: pesanan",
+])
+def test_out_of_office_subjects_in_many_languages_are_not_answered(subject: str) -> None:
+    raw = f"From: a@customer.example\r\nSubject: {subject}\r\nMessage-ID: <o@c>\r\n\r\naway".encode()
+    assert loop_reason(parse(raw), OWN) == "auto-reply (subject)"
+
+
+@pytest.mark.parametrize("subject", ["Afwezig tot maandag: is de bestelling onderweg?", "Ausente el cargador",
+                                     "Absence of the power supply", "Automation question"])
+def test_a_subject_that_only_starts_like_one_is_answered(subject: str) -> None:
+    raw = f"From: a@customer.example\r\nSubject: {subject}\r\nMessage-ID: <o@c>\r\n\r\nhello".encode()
+    assert loop_reason(parse(raw), OWN) == ""
+
+
+def test_the_id_of_mail_without_message_id_survives_trace_headers() -> None:
+    """A rebuilt mailbox (new UIDVALIDITY) may hand back the mail with other trace headers."""
+    raw = (CORPUS / "no_message_id.eml").read_bytes()
+    retraced = b"Received: from relay2.example by mx.example; Tue, 24 Nov 2026 10:00:00 +0000\r\n" + raw
+    assert parse(retraced).message_id == parse(raw).message_id == synthetic_id(raw)
+    assert parse(raw.replace(b"Please call me", b"Please mail me")).message_id != parse(raw).message_id
+
+
 def test_a_bounce_names_the_message_it_returns() -> None:
     mail = parse((CORPUS / "bounce_dsn.eml").read_bytes())
     assert mail.report_type == "delivery-status"
@@ -133,6 +202,12 @@ def test_mail_without_message_id_gets_a_stable_one() -> None:
 
 def test_html_to_text() -> None:
     assert html_to_text("<p>a&lt;b</p><p>c</p>") == "a<b\n\nc"
+    assert html_to_text('<ul><li>one</li><li><a href="https://x.example/p">two</a></li></ul>') == \
+        "- one\n- two (https://x.example/p)"
+    assert html_to_text("a<!-- hidden -->b<script>alert(1)</script><style>p{}</style>c") == "abc"
+    assert html_to_text("<!-- only a comment -->") == "" and html_to_text("") == ""
+    assert html_to_text('<?xml version="1.0" encoding="utf-8"?><p>caf\u00e9</p>') == "caf\u00e9"
+    assert html_to_text("<p>" + "word " * 50_000 + "</p>", max_chars=1_000) == ("word " * 200).strip()
     assert html_to_text("x<blockquote>quoted<br>two</blockquote>y") == "x\n\n> quoted\n> two\n\ny"
     assert html_to_text("<table><tr><td>1</td><td>2</td></tr><tr><td>3</td></tr></table>") == "12\n3"
 
@@ -148,6 +223,10 @@ def test_html_to_text() -> None:
     ("Order 5\n\nОтправлено с iPhone", "Order 5"),
     ("订单5\n\n发自我的iPhone", "订单5"),
     ("Call me -- today, please", "Call me -- today, please"),
+    ("Order 5\n\n-- \nAnn Lee\n+1 555 0100\n\nSent from my iPhone", "Order 5"),
+    ("Readings:\n==========\n4.98 V\n==========\nUnit 3 is dead", "Readings:\n==========\n4.98 V\n==========\n"
+     "Unit 3 is dead"),
+    ("\n" * 40_000 + "hello" + "\n" * 40_000, "hello"),
     ("Danke!\n\nAm Mo., 23. Nov. 2026 um 09:12 Uhr schrieb Support <s@x.com>:\n> alt", "Danke!"),
     ("Terima kasih\n\nPada Isn, 23 Nov 2026 pada 9:12 PG Support <s@x.com> menulis:\n> lama", "Terima kasih"),
     ("Salamat po\n\nNoong Lun, Nob 23, 2026 nang 9:12 AM, isinulat ni Support <s@x.com>:\n> luma", "Salamat po"),

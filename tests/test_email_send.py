@@ -118,6 +118,70 @@ async def test_header_injection_is_impossible(adapter: EmailAdapter, smtp: Any) 
     assert len(handler.received) == 1
 
 
+ENCODED_INJECTIONS = [
+    "=?utf-8?q?Ann=0D=0ABcc:_victim@evil.example?=",  # CVE-2024-6923: decoded by the email package
+    "=?utf-8?b?QW5uDQpCY2M6IHZpY3RpbUBldmlsLmV4YW1wbGUNClgtSW5qZWN0ZWQ6IHllcw==?=",
+    "=?utf-8?q?=3D=3Futf-8=3Fq=3FAnn=3D0D=3D0ABcc:=5Fvictim@evil.example=3F=3D?=",  # a word inside a word
+    "=?x-unknown?q?Ann=0D=0ABcc:_victim@evil.example?=",  # a charset nobody knows
+    "Ann Bcc: victim@evil.example " + "a" * 80,  # a name long enough to be folded
+]
+
+
+@pytest.mark.parametrize("evil", ENCODED_INJECTIONS)
+async def test_encoded_line_breaks_in_names_and_subjects_add_no_header(adapter: EmailAdapter, smtp: Any,
+                                                                       evil: str) -> None:
+    """A customer's name (API ``name``, Telegram ``last_name``) or subject with RFC 2047 words
+    that carry CR/LF: the mail the server receives has only our headers and one recipient."""
+    handler, _ = smtp
+    await remember_customer_mail(adapter, "in-enc", name=evil, subject=evil)
+    await adapter.send(Message(kind="reply", channel="email", address="ann@customer.example", conversation_id=CONV,
+                               reply_to="in-enc", text="Thanks", sender=Sender(name=evil, is_agent=True)))
+    summary = {"id": CONV, "channel": "api", "address": "shop-77", "customer": evil, "email": ""}
+    await adapter.send(Message(kind="event", name="ticket", channel="email", address="team@example.com",
+                               conversation_id=CONV, text=evil, sender=Sender(id="shop-77", name=evil),
+                               data={"queue": "default", "conversation": summary}))
+    reply, ticket = await handler.wait_for(2)
+    assert reply.rcpt_tos == ["ann@customer.example"] and ticket.rcpt_tos == ["team@example.com"]
+    for received, names in ((reply, ["In-Reply-To", "References"]), (ticket, ["X-Bridge-Queue", "Auto-Submitted",
+                                                                             "X-Auto-Response-Suppress"])):
+        msg = received.message
+        assert msg["Bcc"] is None and msg["X-Injected"] is None
+        assert sorted(msg.keys()) == sorted(["From", "To", "Reply-To", "Subject", "Date", "Message-ID",
+                                             "X-Bridge-Conversation", "MIME-Version", "Content-Type", *names])
+        assert "\n" not in msg["Subject"] and "\r" not in msg["Subject"]
+        for header in ("From", "To", "Reply-To"):
+            assert all("evil.example" not in a.addr_spec for a in msg[header].addresses)
+    assert [a.addr_spec for a in reply.message["To"].addresses] == ["ann@customer.example"]
+    assert "victim" in reply.message["To"].addresses[0].display_name  # kept as text, harmless
+
+
+async def test_automatic_mail_never_goes_to_a_strangers_reply_to(adapter: EmailAdapter, smtp: Any) -> None:
+    """Backscatter: anyone can put anyone's address in Reply-To. Automatic answers go only to
+    an address that wrote to us itself; a person's answer goes to the Reply-To."""
+    handler, _ = smtp
+    for uid, sender in enumerate(["noreply@shop.example", "someone@elsewhere.example"], 1):  # not even same-domain
+        forged = (f"From: Website <{sender}>\r\nReply-To: victim@elsewhere.example\r\nTo: support@example.com\r\n"
+                  f"Subject: Contact form\r\nMessage-ID: <form-{uid}@shop.example>\r\n\r\nhi\r\n").encode()
+        await adapter.ingest(uid, forged)
+        ack = Message(kind="reply", channel="email", address="victim@elsewhere.example", conversation_id=CONV,
+                      text="Thank you, we will answer within 24 hours.")
+        assert await adapter.send(ack) == Delivered()
+    assert handler.received == []  # nothing mailed to the address the stranger named
+    person = Message(kind="reply", channel="email", address="victim@elsewhere.example", conversation_id=CONV,
+                     text="Hello, Ana here.", sender=Sender(name="Ana", is_agent=True))
+    await adapter.send(person)
+    (answered,) = await handler.wait_for(1)
+    assert answered.rcpt_tos == ["victim@elsewhere.example"] and answered.text().strip() == "Hello, Ana here."
+
+    # the address writes itself (a plus tag is the same mailbox): automatic mail goes to it again
+    await adapter.ingest(3, b"From: Victim <victim+shop@elsewhere.example>\r\nReply-To: victim@elsewhere.example\r\n"
+                            b"To: support@example.com\r\nSubject: me\r\nMessage-ID: <self-1@elsewhere.example>\r\n"
+                            b"\r\nyes it was me\r\n")
+    await adapter.send(ack)
+    received = await handler.wait_for(2)
+    assert received[1].rcpt_tos == ["victim@elsewhere.example"] and "24 hours" in received[1].text()
+
+
 async def test_ticket_goes_to_the_team_address_with_the_token(adapter: EmailAdapter, smtp: Any) -> None:
     handler, _ = smtp
     summary = {"id": CONV, "channel": "telegram", "address": "12345", "language": "ru", "urgency": "routine",

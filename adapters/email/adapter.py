@@ -36,8 +36,8 @@ from adapters.email import compose, smtp
 from adapters.email.config import EmailConfig
 from adapters.email.imap import ImapWatcher, MailTooLarge
 from adapters.email.loops import base_address, is_bounce, loop_reason
-from adapters.email.parse import ParsedMail, attachment_bytes, parse
-from adapters.email.quotes import strip_quotes
+from adapters.email.parse import ParsedMail
+from adapters.email.reading import Reader
 from adapters.email.threading import CONVERSATION_ID, match, reply_subject, with_token
 from bridge import filelinks
 from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
@@ -68,6 +68,7 @@ class EmailAdapter(Adapter):
         # attachment reads each log in on a connection of their own; servers cap connections
         # per user (Dovecot: 10 per address), and the watcher holds one already
         self._mailbox_reads = asyncio.Semaphore(MAILBOX_READS)
+        self.reader = Reader()  # parsing and quote stripping, off the event loop
 
     async def start(self) -> None:
         if self.watcher is not None:
@@ -107,8 +108,10 @@ class EmailAdapter(Adapter):
         ``size`` is the whole mail's; when it is more than ``raw`` the mail was cut at
         ``max_message_bytes`` and is marked ``data["truncated"]``.
         """
-        mail = parse(raw, max_attachment_bytes=self.cfg.max_attachment_bytes, max_text_chars=self.cfg.max_text_chars)
-        message = await self.to_message(mail, uid)
+        read = await self.reader.read(raw, max_attachment_bytes=self.cfg.max_attachment_bytes,
+                                      max_text_chars=self.cfg.max_text_chars)
+        mail = read.mail
+        message = await self.to_message(mail, uid, text=read.text)
         if message is not None and size > len(raw):
             message.data["truncated"] = {"size": size, "read": len(raw)}
         if message is not None:
@@ -124,6 +127,8 @@ class EmailAdapter(Adapter):
                     "message_id": mail.message_id, "subject": mail.subject, "name": mail.from_name, "at_ms": now_ms(),
                     "references": [*mail.references, mail.message_id][-compose.MAX_REFERENCES:],
                     "cc": self._their_addresses(mail)}
+                if base_address(message.address) != base_address(mail.from_addr):
+                    info["via"] = mail.from_addr  # answered at its Reply-To: see `_automatic_mail_allowed`
                 await self._set_json(f"in:{message.id}", info)
                 await self._set_json(f"addr:{message.address}", info)
                 if message.conversation_id:
@@ -156,7 +161,9 @@ class EmailAdapter(Adapter):
         own = {base_address(a) for a in self.own}
         return sorted({a for a in [*mail.cc, *mail.to] if base_address(a) not in own and a != mail.from_addr})
 
-    async def to_message(self, mail: ParsedMail, uid: int = 0) -> Message | None:
+    async def to_message(self, mail: ParsedMail, uid: int = 0, *, text: str | None = None) -> Message | None:
+        """The message to publish for a parsed mail (None: not recorded). ``text`` is the mail's
+        text with quotes stripped, when already done; else it is stripped here, off the loop."""
         reason = loop_reason(mail, self.own)
         if reason == "own-address":
             log.info("email: <%s> is our own mail; not recorded again", mail.message_id)
@@ -172,7 +179,8 @@ class EmailAdapter(Adapter):
         thread = await match(mail, lookup, self.own, sender_is_agent=listed or bounce)
         is_agent = listed or (bool(thread.conversation_id) and await lookup.team_member(thread.conversation_id,
                                                                                          mail.from_addr))
-        text = strip_quotes(mail.text)
+        if text is None:
+            text = await self.reader.strip_quotes(mail.text, self.cfg.max_text_chars)
         data: dict[str, Any] = {
             "subject": mail.subject,
             "message_id": mail.message_id,
@@ -195,6 +203,10 @@ class EmailAdapter(Adapter):
             if attachment.ref and uid:  # a link for the agents, read from the mailbox when opened
                 attachment.url = filelinks.attachment_link(self.ctx.public_url, self.cfg.files_path, self._file_key,
                                                            attachment, self.cfg.file_link_ttl_s)
+        if mail.parts_not_read:
+            data["parts_not_read"] = mail.parts_not_read
+            log.warning("email: <%s> has more parts than are read; %d not listed", mail.message_id,
+                        mail.parts_not_read)
         if any(a.too_large for a in mail.attachments):
             data["attachments_too_large"] = [a.name for a in mail.attachments if a.too_large]
         who = mail.from_addr if is_agent else customer
@@ -263,7 +275,7 @@ class EmailAdapter(Adapter):
             return web.Response(status=413, text=f"email: {exc}")
         except Exception as exc:  # the IMAP server is down or refused us
             return web.Response(status=503, text=f"email: the mailbox cannot be read now ({type(exc).__name__})")
-        content = attachment_bytes(raw, part)
+        content = await self.reader.attachment(raw, part)
         if content is None:
             return web.Response(status=404, text="email: the mail has no such attachment")
         return web.Response(body=content, **filelinks.response_options(wanted.mime, wanted.name or "attachment"))
@@ -296,8 +308,12 @@ class EmailAdapter(Adapter):
         the SMTP server's 250 reaches us."""
         if not compose.valid_address(out.to_addr):
             raise PermanentError(f"not a valid email address: {out.to_addr!r}", unreachable=True)
+        try:
+            built = compose.build(out)
+        except compose.UnsafeHeader as exc:
+            raise PermanentError(str(exc)) from exc
         await remember(out.message_id)
-        await smtp.send(self.cfg, compose.build(out), sender=self.cfg.address, recipients=[out.to_addr])
+        await smtp.send(self.cfg, built, sender=self.cfg.address, recipients=[out.to_addr])
         return Delivered(platform_id=out.message_id, ref=f"email:{out.message_id}")
 
     async def _send_reply(self, message: Message) -> Delivered:
@@ -308,6 +324,8 @@ class EmailAdapter(Adapter):
         last = info.get("message_id") or ""
         references = [r for r in info.get("references", []) if isinstance(r, str)]
         agent = message.sender is not None and message.sender.is_agent
+        if not agent and not await self._automatic_mail_allowed(address):
+            return Delivered()
         from_name = f"{message.sender.name} ({self.cfg.from_name})" if agent and message.sender and \
             message.sender.name else self.cfg.from_name
         text = message.text
@@ -336,6 +354,19 @@ class EmailAdapter(Adapter):
             await self._add_members(conversation_id, [a for a in info.get("cc", []) if isinstance(a, str)])
 
         return await self._deliver(out, remember)
+
+    async def _automatic_mail_allowed(self, address: str) -> bool:
+        """No automatic mail (acknowledgement, instant reply, bot answer, survey) to an address
+        that only a Reply-To named: anyone can write any Reply-To (or type any address into a
+        contact form), and the desk would mail whoever they name (backscatter). Not even at
+        the sender's domain: at a public mail provider that is anyone's domain. A person's
+        answer still goes there (they read the mail first), and once the address writes to
+        us itself it is answered as usual."""
+        via = str((await self._get_json(f"addr:{address}")).get("via") or "")
+        if not via:
+            return True
+        log.warning("email: no automatic mail to %s: named only as the Reply-To of a mail from %s", address, via)
+        return False
 
     async def _thread_info(self, message: Message, address: str) -> dict[str, Any]:
         """What to thread a reply under: the mail it answers when known, else the newer of

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import aioimaplib
 
 from adapters.email.config import EmailConfig
+from adapters.email.parse import message_id_in_header, synthetic_id
 from bridge.adapter import HealthState, StateStore
 from bridge.retry import backoff_s
 
@@ -281,13 +282,17 @@ class ImapWatcher:
             await self._cmd(client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"))
 
     async def _seen_before(self, client: aioimaplib.IMAP4, uid: int) -> bool:
+        """Read before the UIDVALIDITY change: its Message-ID (or, for mail without one, the
+        id `parse.synthetic_id` makes of its headers and body) was stored in the last
+        ``resync_dedupe_days``."""
         header = await self._fetch(client, uid, "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]")
-        if not header:
-            return False
-        found = re.search(rb"<([^<>\s]+)>", header)
-        if found is None:
-            return False
-        return await self.state.get(SEEN_KEY + found.group(1).decode("utf-8", "replace")) is not None
+        message_id = message_id_in_header(header or b"")
+        if not message_id:
+            raw = await self._fetch(client, uid, f"BODY.PEEK[]<0.{self.config.max_message_bytes}>")
+            if raw is None:
+                return False
+            message_id = await asyncio.to_thread(synthetic_id, raw)
+        return await self.state.get(SEEN_KEY + message_id) is not None
 
     async def _fetch(self, client: aioimaplib.IMAP4, uid: int, part: str) -> bytes | None:
         return (await self._fetch_sized(client, uid, part))[0]

@@ -11,12 +11,51 @@ from collections.abc import Iterable
 
 from adapters.email.parse import ParsedMail
 
-_AUTO_SUBJECT = re.compile(
-    r"^\s*(auto(matic)?\s*(reply|response)|out of (the )?office|autoreply|auto:|自动回复|自動回覆|"
-    r"автоответ|автоматический ответ|undeliverable|undelivered mail|delivery status notification|"
-    r"mail delivery (failed|failure|system)|returned mail)",
-    re.IGNORECASE,
-)
+# How mail programs begin the subject of an out-of-office or automatic answer, in the
+# languages they ship (Outlook's "<phrase>: <subject>", Exchange, Gmail, Thunderbird,
+# Zimbra). One-word phrases ("Afwezig") count only before a colon or alone, so a
+# customer's subject that merely starts with the word is still answered.
+_AUTO_PHRASES = [
+    # en
+    r"auto(matic)?[\s-]*(reply|response|answer)", r"autoreply", r"auto:", r"out of (the )?office",
+    r"away from (the )?office", r"on vacation:",
+    # zh, ja, ko
+    r"自动回复", r"自動回覆", r"自動回復", r"自動返信", r"自動応答", r"不在(通知|のお知らせ)", r"자동\s*(회신|응답)",
+    r"부재\s*중",
+    # ru, uk
+    r"автоответ", r"автоматический ответ", r"автовідповідь", r"автоматична відповідь", r"вне офиса",
+    # de
+    r"automatische antwort", r"autom\. antwort", r"abwesenheitsnotiz", r"abwesenheitsmeldung",
+    r"abwesenheit\s*:", r"nicht im büro", r"außer haus", r"ausser haus", r"urlaubsabwesenheit",
+    # fr
+    r"réponse automatique", r"reponse automatique", r"message d'absence", r"absent(e)? du bureau",
+    r"absence du bureau", r"absence\s*:", r"en congés?\s*:",
+    # es
+    r"respuesta automática", r"respuesta automatica", r"fuera de (la )?oficina", r"respuesta de ausencia",
+    r"ausente\s*(:|$)", r"ausencia\s*:",
+    # it
+    r"risposta automatica", r"fuori (sede|ufficio)", r"fuori dall'ufficio", r"assente\s*(:|$)",
+    # pt
+    r"resposta automática", r"resposta automatica", r"ausência temporária", r"fora do escritório",
+    r"ausente do escritório", r"resposta de ausência",
+    # nl
+    r"automatisch antwoord", r"automatisch bericht", r"afwezigheidsbericht", r"buiten kantoor",
+    r"niet (aanwezig|op kantoor)\s*(:|$)", r"afwezig\s*(:|$)",
+    # pl, cs, hu, ro, el, tr
+    r"automatyczna odpowiedź", r"poza biurem", r"nieobecność\s*:", r"automatická odpověď", r"mimo kancelář",
+    r"automatikus válasz", r"házon kívül", r"răspuns automat", r"αυτόματη απάντηση", r"otomatik (yanıt|cevap)",
+    r"ofis dışında",
+    # sv, da, no, fi
+    r"automatiskt svar", r"automatisk svar", r"autosvar", r"frånvaro\s*:", r"fraværende", r"fravær\s*:",
+    r"ej på kontoret", r"ikke på kontoret", r"automaattinen vastaus", r"poissa toimistolta",
+    # ms, id, tl, vi, th, ar, he
+    r"balasan (automatik|otomatis)", r"di luar (pejabat|kantor)", r"awtomatikong (tugon|sagot)",
+    r"trả lời tự động", r"ตอบกลับอัตโนมัติ", r"رد تلقائي", r"תשובה אוטומטית",
+    # bounces by subject
+    r"undeliverable", r"undelivered mail", r"delivery status notification", r"mail delivery (failed|failure|system)",
+    r"returned mail", r"unzustellbar", r"non remis", r"no se puede entregar", r"non recapitabile",
+]
+_AUTO_SUBJECT = re.compile(r"^\s*(" + "|".join(_AUTO_PHRASES) + ")", re.IGNORECASE)
 _BOUNCE_SENDERS = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon)@", re.IGNORECASE)
 
 
