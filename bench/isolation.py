@@ -15,6 +15,10 @@ publishing to the webhook's receipt.
 2. The platform answering 10% 500, 5% 429 (Retry-After 1 s) and hanging 2% of sends (up
    to ``webhook_timeout_s`` = 2 s) while customers pour in faster than they can be
    answered: deliveries per second, as a fraction of the fault-free figure (target >= 0.8).
+3. The longest the event loop went without running (a 1 ms ticker beside the running
+   bridge) while hostile input is handled: the mails of ``bench.email_parse.ACCEPTANCE``
+   read the way the email channel reads them, and a 100,000-character chat message
+   through the engine (target <= 50 ms each).
 """
 
 from __future__ import annotations
@@ -213,11 +217,70 @@ async def isolation_rows(redis_url: str, *, rate: float = 150, seconds: float = 
     clean_tput = await _throughput_run(redis_url, "ok", "iso-tput-clean", pour_rate, seconds)
     flaky_tput = await _throughput_run(redis_url, "flaky", "iso-tput-flaky", pour_rate, seconds)
     return [
+        *await stall_rows(redis_url),
         (f"p99 accept->delivery at {rate:.0f}/s, one address failing (ms)", f"{clean_p99:.0f}",
          f"{stuck_p99:.0f} ({stuck_p99 / clean_p99:.2f}x)"),
         ("deliveries/s, 10% 500 + 5% 429 + 2% hangs", f"{clean_tput:.0f}",
          f"{flaky_tput:.0f} ({flaky_tput / clean_tput:.2f} of fault-free)"),
     ]
+
+
+class LoopWatch:
+    """The longest gap between ticks of a 1 ms ticker: how long the event loop was held."""
+
+    def __init__(self) -> None:
+        self.longest_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            self.longest_s = max(self.longest_s, now - last - 0.001)
+            last = now
+
+    def reset(self) -> None:
+        self.longest_s = 0.0
+
+    def __enter__(self) -> LoopWatch:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def stall_rows(redis_url: str) -> list[tuple[str, str, str]]:
+    """Longest event-loop stall (ms) per hostile input, with the bridge running."""
+    from adapters.email.reading import Reader
+    from bench.email_parse import ACCEPTANCE, LIMITS
+
+    webhook = Webhook("ok")
+    await webhook.start()
+    bridge = await _bridge(redis_url, webhook)
+    rows = []
+    try:
+        reader = Reader()
+        with LoopWatch() as watch:
+            await bridge.bus.publish(Message(kind="customer", channel="api", address="warm", text="hello"))
+            await _wait_delivered(webhook, ["warm"], 30)
+            for name, raw in ACCEPTANCE.items():
+                await asyncio.sleep(0.05)
+                watch.reset()
+                await reader.read(raw, **LIMITS)
+                rows.append((f"loop stall: mail, {name} (ms)", "", f"{watch.longest_s * 1000:.0f}"))
+            text = ("Our line is down since the morning, the boards from lot 4471 fail at test. " * 1400)[:100_000]
+            await asyncio.sleep(0.05)
+            watch.reset()
+            await bridge.bus.publish(Message(kind="customer", channel="api", address="long", text=text))
+            await _wait_delivered(webhook, ["long"], 60)
+            rows.append(("loop stall: a 100,000-character chat message (ms)", "", f"{watch.longest_s * 1000:.0f}"))
+    finally:
+        await bridge.stop()
+        await webhook.stop()
+    return rows
 
 
 def print_rows(rows: list[tuple[str, str, str]]) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 from bridge import failpoints, keys
 from bridge.bus import Bus, Entry, LeaseLost, decode_entries
 from bridge.cursor import GroupCursor
+from bridge.jobs import Jobs
 from bridge.lease import Leases
 from bridge.metrics import ENGINE_BATCH_SECONDS, ENGINE_MESSAGES
 from bridge.model import (
@@ -121,6 +122,7 @@ class Engine:
         self.bus = bus
         self.store = store
         self.flow_config = flow_config
+        self.jobs = flow_config.jobs = flow_config.jobs or Jobs(bus.publish)
         self.steps = [(step, _is_async(step)) for step in steps]
         self.worker_id = worker_id
         self.clock_ms = clock_ms
@@ -195,6 +197,7 @@ class Engine:
             tasks = [p.task for p in [*self._held.values(), *self._draining.values()] if p.task is not None]
             if tasks:
                 await asyncio.wait(tasks, timeout=30)
+            await self.jobs.close()
             keeper.cancel()
             try:
                 await self.leases.release_all()

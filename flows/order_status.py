@@ -11,11 +11,18 @@ globally routable (private, loopback, link-local, shared, reserved, multicast), 
 Every resolved address is checked and the connection goes to those same addresses (the
 resolver is aiohttp's, wrapped), and redirects are not followed, so neither DNS
 rebinding nor a redirect can lead it elsewhere.
+
+A lookup holds its partition at most ``hold_s``: a slower one goes on as a job (see
+`bridge.jobs`), the partition commits and goes on, and the answer comes back as an
+``order_status_result`` command that is answered in the conversation's order. A timer
+committed with the message answers "a person will check" should the result never come
+(the process died meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import re
@@ -30,10 +37,15 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bridge.model import Message
 from flows.common import is_customer_text, render, step_settings
 from flows.turn import FlowConfig, Step, Turn
 
 log = logging.getLogger("bridge.flows.order_status")
+
+RESULT = "order_status_result"  # a lookup job's answer, as a command
+OVERDUE = "order_status_overdue"  # the timer that answers when the job's result never came
+PENDING = "order_lookups"  # conversation.data: job -> order number, while a job runs
 
 
 class OrderStatusSettings(BaseModel):
@@ -49,6 +61,7 @@ class OrderStatusSettings(BaseModel):
     # API must not hold up the engine's other conversations for timeout_s x retries each)
     pause_after_failures: int = Field(3, ge=1)
     pause_s: float = Field(30.0, ge=0)
+    hold_s: float = Field(1.0, ge=0)  # longest a lookup holds its partition; then it goes on as a job
     allow_private: bool = False
     order_pattern: str = r"(?<![\w-])#?(\d{4,12})(?![\w-])"
     command: str = "/status"
@@ -205,19 +218,7 @@ def build(config: FlowConfig) -> Step:
                 return True, found.group(1)
         return False, ""
 
-    async def order_status(turn: Turn) -> None:
-        if not is_customer_text(turn):
-            return
-        asked, order = wanted(turn)
-        if not asked:
-            return
-        urgent = turn.conversation.urgency == "urgent"
-        if not order:
-            turn.reply(render(turn, "order_ask_number"))
-            if not urgent:
-                turn.stop()
-            return
-        result = await client.lookup(order, turn.language)
+    def answer(turn: Turn, order: str, result: Lookup) -> None:
         turn.notes["order_status"] = {"order": order, "outcome": result.outcome, "detail": result.detail}
         if result.outcome == "unavailable":
             log.warning("order status unavailable", extra={"order": order, "detail": result.detail,
@@ -235,7 +236,65 @@ def build(config: FlowConfig) -> Step:
         if values.get("eta"):
             parts.append(render(turn, "order_eta", eta=values["eta"]))
         turn.reply(" ".join(parts), data={"order": order})
-        if not urgent:
+
+    def answer_later(turn: Turn, order: str, lookup: asyncio.Future[Lookup]) -> bool:
+        """The lookup goes on as a job; its result (or the timer) is answered later."""
+        jobs = config.jobs
+        job = f"{turn.message.id}:{order}"
+        conversation = turn.conversation
+
+        async def result() -> Message:
+            found = await lookup
+            return Message(kind="command", channel=conversation.channel, name=RESULT,
+                           conversation_id=conversation.id, dedupe_key=f"{RESULT}:{job}",
+                           data={"job": job, "result": dataclasses.asdict(found)})
+
+        if jobs is None or not jobs.start(result(), f"order_status {order}"):
+            return False
+        conversation.data.setdefault(PENDING, {})[job] = order
+        overdue_ms = int(1000 * (settings.timeout_s * (settings.retries + 1)
+                                 + settings.backoff_s * 2 ** settings.retries + 5))
+        turn.schedule(turn.now_ms + overdue_ms, OVERDUE, {"job": job})
+        return True
+
+    def answer_job(turn: Turn) -> None:
+        """A job's result, or its timer: answered once, whichever comes first."""
+        pending = turn.conversation.data.get(PENDING) or {}
+        order = pending.pop(str(turn.message.data.get("job", "")), None)
+        if not pending:
+            turn.conversation.data.pop(PENDING, None)
+        if order is None:  # answered already
+            return
+        if turn.message.name == OVERDUE:
+            answer(turn, order, Lookup("unavailable", {}, "no answer from the lookup job"))
+        else:
+            answer(turn, order, Lookup(**turn.message.data["result"]))
+
+    async def order_status(turn: Turn) -> None:
+        if turn.message.kind == "command" and turn.message.name in (RESULT, OVERDUE):
+            answer_job(turn)
+            turn.stop()
+            return
+        if not is_customer_text(turn):
+            return
+        asked, order = wanted(turn)
+        if not asked:
+            return
+        urgent = turn.conversation.urgency == "urgent"
+        if not order:
+            turn.reply(render(turn, "order_ask_number"))
+            if not urgent:
+                turn.stop()
+            return
+        lookup = asyncio.ensure_future(client.lookup(order, turn.language))
+        try:
+            result = await asyncio.wait_for(asyncio.shield(lookup), settings.hold_s)
+        except TimeoutError:
+            if answer_later(turn, order, lookup):
+                return  # routing acknowledges meanwhile; the status follows when the shop answers
+            result = await lookup  # too many jobs already: this one waits here
+        answer(turn, order, result)
+        if result.outcome == "found" and not urgent:
             turn.stop()
 
     return order_status

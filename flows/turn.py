@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import Settings
+from bridge.jobs import Jobs
 from bridge.model import Attachment, Button, Contact, Conversation, Message, Sender
 from bridge.store import Store
 from flows.templates import Templates
@@ -30,6 +31,7 @@ class FlowConfig:
     templates: Templates
     clock_ms: Callable[[], int]
     store: Store | None = None  # read access for steps that look things up (contacts)
+    jobs: Jobs | None = None  # slow calls that go on without holding the partition (set by the engine)
 
 
 @dataclass

@@ -10,9 +10,14 @@ import pytest
 from aiohttp import web
 
 from bridge.errors import ConfigError
+from bridge.jobs import Jobs
+from bridge.model import Message
 from flows import language, order_status, topics, urgency
 from flows.order_status import OrderClient, OrderStatusSettings, refused
+from tests.harness import running_bridge, wait_for
+from tests.test_api_e2e import AUTH, ENV, api_config
 from tests.test_flows_helpers import Chat, make_config, replies
+from tests.webhook import WebhookReceiver
 
 
 @dataclass
@@ -162,3 +167,43 @@ def test_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError) as err:
         order_status.build(make_config({"order_status": {"url": "http://x/{order}", "order_pattern": "\\d+"}}))
     assert "flows.order_status.order_pattern" in str(err.value)
+
+
+async def test_a_slow_shop_does_not_hold_the_partition(shop: Shop, redis_url: str, webhook: WebhookReceiver) -> None:
+    """The lookup waits at most hold_s, then goes on as a job: a customer behind it in the
+    same partition is answered first, and the status follows when the shop answers."""
+    shop.hang = True
+    config = api_config(webhook.url)
+    config["engine"] = {"partitions": 1, "steps": ["triage", "order_status", "routing"]}
+    config["flows"] = {"order_status": {"url": shop.url + "/orders/{order}", "allow_private": True, "hold_s": 0.2,
+                                        "headers": {"Authorization": "Bearer ${T_SHOP}"}, "timeout_s": 30}}
+    async with running_bridge(redis_url, config, env={**ENV, "T_SHOP": "t0ken"}) as b:
+        for customer, text in (("waiting", "/status 48213"), ("behind", "Do you ship to Cebu?")):
+            r = await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": customer, "text": text})
+            assert r.status == 202
+        await wait_for(lambda: webhook.texts_for("behind"), 10, "the customer behind the slow lookup")
+        assert not any(t.startswith("Order 48213") for t in webhook.texts_for("waiting"))
+        shop.released.set()
+        await wait_for(lambda: any(t.startswith("Order 48213: shipped") for t in webhook.texts_for("waiting")), 10,
+                       "the status once the shop answers")
+        conversation = await b.store.for_address("api", "waiting")
+        assert conversation is not None and "order_lookups" not in conversation.data
+
+
+async def test_a_lookup_lost_with_its_process_is_answered_by_its_timer(shop: Shop) -> None:
+    shop.hang = True
+    lost: list[Message] = []
+
+    async def publish_nowhere(message: Message) -> bool:  # the process died before the result came back
+        lost.append(message)
+        return True
+
+    c = chat(shop, hold_s=0.1, timeout_s=0.3, retries=0)
+    c.config.jobs = Jobs(publish_nowhere)
+    turn = await c.say("/status 48213")
+    assert not any(r.text.startswith("Order 48213") for r in replies(turn))
+    assert c.conversation is not None and list(c.conversation.data["order_lookups"].values()) == ["48213"]
+    c.clock.advance(minutes=1)
+    (fired,) = await c.fire_due()
+    assert replies(fired)[0].text.startswith("Order status is not available right now")
+    assert "order_lookups" not in c.conversation.data
