@@ -17,6 +17,7 @@ class NullAdapter(Adapter):
     config_model = NullConfig
     side = "both"
     default_rate_per_s: ClassVar[float | None] = None
+    default_max_in_flight: ClassVar[int] = 1024  # nothing leaves the process: no platform to spare
 
     async def send(self, message: Message) -> Delivered:
         return Delivered(platform_id=message.id)

@@ -86,6 +86,7 @@ class _Done:
     parks: str = ""  # this failure parks its lane: what the lane waits behind
     unparks: str = ""  # this entry lets the lane go on (a replay or a release)
     error: PermanentError | None = None
+    holds_slot: bool = False  # a send's slot is given back once its outcome is recorded
 
 
 class _Stopping(Exception):
@@ -133,7 +134,6 @@ class ChannelDispatcher:
         self._parked: dict[str, str] = {}
         self._done: list[_Done] = []
         self._record_wanted = asyncio.Event()
-        self._record_room = asyncio.Event()  # set while fewer than max_in_flight sends await their record
         self._room = asyncio.Event()  # set when fewer than max_in_hand entries are in hand
         self._closing = False  # stopping: the recorder writes what is left, then ends
 
@@ -215,9 +215,9 @@ class ChannelDispatcher:
         self._lanes.clear()
         self._in_hand.clear()
         self._parked.clear()
+        self._release(self._done)
         self._done.clear()
         self._room.set()
-        self._record_room.set()
 
     async def _load_parked(self) -> None:
         self._parked = {k.decode(): v.decode() for k, v in (await self.bus.redis.hgetall(
@@ -337,12 +337,13 @@ class ChannelDispatcher:
         message = item.message
         if item.attempts >= self.max_attempts:  # tried often enough before a restart
             return self._failed(lane, item, PermanentError(f"gave up after {item.attempts} attempts"))
-        while len(self._done) >= self.max_in_flight:  # a crash re-sends at most what is unrecorded
-            self._record_room.clear()
-            await self._record_room.wait()
         if self.address_pacer.interval_s:
             await self.address_pacer.wait(lane.key)
-        async with self._slots:
+        # a slot is held from the send until its outcome is recorded: at most max_in_flight
+        # sends are unrecorded at any time, and that is all a crash can send twice
+        await self._slots.acquire()
+        done: _Done | None = None
+        try:
             if self._stopping.is_set():
                 raise _Stopping
             if self.pacer.interval_s:
@@ -353,7 +354,8 @@ class ChannelDispatcher:
                 failpoints.hit("dispatch.after_send")
                 self._sent.inc()
                 self._send_seconds.observe(time.perf_counter() - started)
-                return _Done(item, delivered=delivered)
+                done = _Done(item, delivered=delivered, holds_slot=True)
+                return done
             except PermanentError as exc:
                 SEND_FAILURES.labels(self.channel, "permanent").inc()
                 if isinstance(exc, IntegrationBroken):
@@ -364,6 +366,9 @@ class ChannelDispatcher:
             except Exception as exc:  # an adapter bug or an unexpected library error: retry, then dead-letter
                 log.exception("send raised", extra={"channel": self.channel, "message_id": message.id})
                 reason, wait_s = f"{type(exc).__name__}: {exc}", None
+        finally:
+            if done is None:
+                self._slots.release()
         SEND_FAILURES.labels(self.channel, "transient").inc()
         item.attempts += 1
         if item.attempts >= self.max_attempts:
@@ -404,10 +409,10 @@ class ChannelDispatcher:
             self._record_wanted.clear()
             while self._done:
                 batch, self._done = self._done, []
-                self._record_room.set()
                 try:
                     await self._record(batch)
                 except LeaseLost as exc:
+                    self._release(batch)
                     self._lose(exc)
                     break
                 except Exception as exc:  # Redis away (or a bug): keep the batch and try again
@@ -443,6 +448,7 @@ class ChannelDispatcher:
             ops += [["HDEL", keys.attempts(self.stream), *retried], ["ZREM", keys.retry_due(self.stream), *retried]]
         await self.bus.commit(ops, leases=self.leases.keys_held(), owner=self.worker_id)
         failpoints.hit("dispatch.after_record")
+        self._release(batch)
         for d in batch:
             self._in_hand.discard(d.item.entry.id)
             if d.dead:
@@ -461,6 +467,12 @@ class ChannelDispatcher:
             except Exception as exc:
                 log.warning("delivery reports wait", extra={"channel": self.channel, "error": repr(exc)})
                 await asyncio.sleep(0.5)
+
+    def _release(self, batch: list[_Done]) -> None:
+        for d in batch:
+            if d.holds_slot:
+                d.holds_slot = False
+                self._slots.release()
 
     def _notice(self, done: _Done) -> Message | None:
         """A delivery report for the engine: agents see whether their reply arrived, are told

@@ -52,6 +52,7 @@ class WidgetAdapter(Adapter):
     config_model: ClassVar[type[ChannelConfig]] = WidgetConfig
     side: ClassVar[Any] = "both"
     default_rate_per_s: ClassVar[float] = 1000.0
+    default_max_in_flight: ClassVar[int] = 256  # sends are writes to local sockets
 
     def __init__(self, config: ChannelConfig, ctx: AdapterContext) -> None:
         super().__init__(config, ctx)
