@@ -1,4 +1,4 @@
-"""The `bridge` command: run, check-config, status, report, dlq list / replay."""
+"""The `bridge` command: run, check-config, status, report, dlq list / replay, triage train / eval."""
 
 from __future__ import annotations
 
@@ -187,6 +187,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _triage(args: argparse.Namespace, name: str, extra: Any) -> int:
+    """Run a triage tool with the store's labels (or without, --no-labels)."""
+    from bridge import registry
+    from bridge.store import Store
+
+    tool = registry.load(name)
+    if args.no_labels:
+        try:
+            settings, _ = load(_config_path(args.config))
+        except ConfigError as exc:
+            raise BridgeError(str(exc)) from None
+        lines = asyncio.run(tool(None, *extra(settings)))
+    else:
+        lines = asyncio.run(_with_redis(args, lambda redis, settings: tool(Store(redis), *extra(settings))))
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_triage_train(args: argparse.Namespace) -> int:
+    from bridge import registry
+
+    return _triage(args, registry.TRIAGE_TRAIN, lambda settings: [settings.redis.data_dir])
+
+
+def cmd_triage_eval(args: argparse.Namespace) -> int:
+    from bridge import registry
+
+    return _triage(args, registry.TRIAGE_EVAL, lambda settings: [[Path(p) for p in args.holdout]])
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="bridge", description="Customer-support bridge.")
     root.add_argument("--version", action="version", version=f"bridge {__version__}")
@@ -221,6 +251,17 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("ids", nargs="*", help="dead-letter ids from `bridge dlq list`")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
     replay.set_defaults(func=cmd_dlq_replay)
+    triage = sub.add_parser("triage", help="The triage model: train it on agent corrections, evaluate it.")
+    triage_sub = triage.add_subparsers(dest="triage_command", required=True)
+    train = triage_sub.add_parser("train", help="Train on the shipped set plus agent corrections; write the "
+                                                "next model version into the data directory.")
+    evaluate = triage_sub.add_parser("eval", help="Per-language precision and recall: cross-validated and on a "
+                                                  "held-out split never trained on.")
+    evaluate.add_argument("--holdout", action="append", default=[], help="another labelled YAML file to hold out")
+    for p, func in ((train, cmd_triage_train), (evaluate, cmd_triage_eval)):
+        p.add_argument("--config", "-c")
+        p.add_argument("--no-labels", action="store_true", help="the shipped set only (no Redis needed)")
+        p.set_defaults(func=func)
     return root
 
 

@@ -99,10 +99,19 @@ class Triage:
         self.parts.append(topics.build(config))
 
     async def __call__(self, turn: Turn) -> None:
+        from flows import labels
+        from flows.common import is_customer_text
+
+        message = turn.message
+        if message.kind == "command" and message.name in ("urgency", "topic"):
+            labels.record_correction(turn)  # an agent's correction: a label for the model
+            return
         for part in self.parts:
             result = part(turn)
             if inspect.isawaitable(result):
                 await result
+        if is_customer_text(turn):
+            labels.remember_text(turn)
 
 
 class _GuessLanguage:
