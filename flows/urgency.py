@@ -166,10 +166,10 @@ class Verdict:
 def decide(settings: UrgencySettings, read: Reading, probability: float | None) -> Verdict:
     """Rules and model together; recall first."""
     parts: list[str] = []
-    if probability is not None:
-        parts.append(f"model {probability:.2f} urgent")
     if read.hits:
         parts.append(describe(read.hits))
+    if probability is not None:
+        parts.append(f"model {probability:.2f} urgent")
     if read.calm:
         parts.append(f"calmed: \"{read.calm[0].phrase}\"")
     if read.resolved:
