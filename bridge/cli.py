@@ -54,7 +54,31 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  agents' side: {', '.join(settings.agents.channels) or '(none)'}")
     print(f"  queues: {', '.join(sorted(settings.queues))}")
     print(f"  engine: {settings.engine.partitions} partitions, steps {', '.join(settings.engine.steps)}")
+    routes, warnings = _where_cases_go(settings, channels)
+    for line in routes:
+        print(f"  {line}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     return 0
+
+
+def _where_cases_go(settings: Settings, channels: Any) -> tuple[list[str], list[str]]:
+    """Where urgent escalations and routine tickets go, and warnings when no person sees them."""
+    agents = [c for c in settings.agents.channels if c in channels]
+    emailed = "email" in channels
+    routes = [f"urgent escalations -> {', '.join(agents) or 'nobody (no agents channel)'}"]
+    for name, queue in sorted(settings.queues.items()):
+        where = [f"email to {queue.email}"] if emailed else []
+        where += [f"{c} (agents told)" for c in agents if c != "email"]
+        routes.append(f"routine queue {name} -> {', '.join(where) or 'nobody (kept in Redis only)'}")
+    warnings = []
+    if not agents:
+        warnings.append("urgent escalations reach no person: agents.channels is empty, yet customers are told "
+                        "the team was alerted; add an agents' channel (widget with its console, slack or email)")
+    if not agents and not emailed:
+        warnings.append("routine queues reach no person: no agents' channel and no email channel "
+                        "(channels.email) to send the tickets to queues.<name>.email")
+    return routes, warnings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
