@@ -2,7 +2,8 @@
 
 scikit-learn (the ``flows`` extra): TF-IDF over character n-grams within word boundaries
 (1-4, which reads Chinese without a segmenter and survives typos and inflections), then
-one logistic regression for urgency and one for the topic. It trains in about a second
+linear SVMs: one for urgency (calibrated to a probability) and one for the topic (its
+scores turned into a confidence by softmax). It trains in about a second
 on the labelled set shipped in flows/data/triage/ plus the deployment's own labels (agent
 corrections, see flows/labels.py).
 
@@ -36,7 +37,7 @@ MODEL_PREFIX = "model-v"
 # the model reads at most this much of a message: its start and its end
 HEAD_CHARS = 1500
 TAIL_CHARS = 500
-FORMAT = 1  # bumped when the pickled layout changes
+FORMAT = 2  # bumped when the pickled layout changes
 
 
 @dataclass(frozen=True)
@@ -91,21 +92,25 @@ class TriageModel:
 
     def predict(self, text: str) -> tuple[float, str, float]:
         """(probability urgent, topic, topic probability)."""
+        import numpy as np
+
         x = self.vectorizer.transform([prepare(text)])
         p_urgent = float(self.urgency.predict_proba(x)[0][list(self.urgency.classes_).index(True)])
-        topic_p = self.topic.predict_proba(x)[0]
-        best = int(topic_p.argmax())
-        return p_urgent, str(self.topic.classes_[best]), float(topic_p[best])
+        scores = self.topic.decision_function(x)[0]
+        weights = np.exp(5.0 * (scores - scores.max()))  # a sharper softmax: SVM scores sit near -1..1
+        best = int(scores.argmax())
+        return p_urgent, str(self.topic.classes_[best]), float(weights[best] / weights.sum())
 
 
 def _pipeline_parts() -> tuple[Any, Any, Any]:
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
 
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True, min_df=1,
                                  max_features=200_000, dtype=_float32())
-    urgency = LogisticRegression(C=8.0, class_weight="balanced", max_iter=2000)
-    topic = LogisticRegression(C=8.0, class_weight="balanced", max_iter=2000)
+    urgency = CalibratedClassifierCV(LinearSVC(C=0.5, class_weight="balanced"), cv=3)
+    topic = LinearSVC(C=0.5, class_weight="balanced")
     return vectorizer, urgency, topic
 
 

@@ -39,7 +39,7 @@ class TopicSettings(BaseModel):
     phrases: dict[str, dict[str, list[str]]] = {}  # language -> topic -> extra phrases
     builtin_phrases: bool = True
     model: bool = True  # the learned model's topic beside the phrases
-    model_min: float = Field(0.2, ge=0, le=1)  # no phrase found: the model's topic from this probability
+    model_min: float = Field(0.3, ge=0, le=1)  # no phrase found: the model's topic from this probability
     model_over: float = Field(0.7, ge=0, le=1)  # the model overrules a phrase topic from this probability
     priority: list[str] = list(TOPICS)  # tie-break order; topics not listed come last
     queues: dict[str, str] = {}  # topic -> queue name, when no queue lists the topic
