@@ -50,7 +50,8 @@ class OrderStatusSettings(BaseModel):
     pause_after_failures: int = Field(3, ge=1)
     pause_s: float = Field(30.0, ge=0)
     allow_private: bool = False
-    order_pattern: str = r"(?<![\w-])#?(\d{4,12})(?![\w-])"
+    # ASCII boundaries: a number written inside a Chinese sentence ("我的订单99999到哪了") is found
+    order_pattern: str = r"(?<![A-Za-z0-9_-])#?(\d{4,12})(?![A-Za-z0-9_-])"
     command: str = "/status"
     topics: list[str] = ["order_status"]  # topics (from the topics step) that ask for a status
     fields: dict[str, str] = {"status": "status", "carrier": "carrier", "tracking": "tracking", "eta": "eta"}

@@ -53,7 +53,7 @@ class UrgencySettings(BaseModel):
     model_urgent: float = Field(0.5, ge=0, le=1)  # model alone: urgent from this probability
     model_check: float = Field(0.3, ge=0, le=1)  # model alone: "check urgency" from this probability
     phrase_floor: float = Field(0.15, ge=0, le=1)  # a phrase makes it urgent unless the model is below this
-    calm_urgent: float = Field(0.85, ge=0, le=1)  # after a hedge or resolved status: urgent only from this
+    calm_urgent: float = Field(0.95, ge=0, le=1)  # after a hedge or resolved status: urgent only from this
     vip_tiers: list[str] = ["vip"]
     vip_contacts: list[str] = []  # contact ids or emails
     repeat_count: int = Field(4, ge=2)
@@ -176,8 +176,9 @@ def decide(settings: UrgencySettings, read: Reading, probability: float | None) 
         parts.append(f"resolved: \"{read.resolved[0].phrase}\"")
     reason = "; ".join(parts)
     p = probability
-    if read.calm or read.resolved:
-        level = "urgent" if p is not None and p >= settings.calm_urgent else "routine"
+    if read.calm or read.resolved:  # the customer says it is not urgent, or over: a person may check
+        level = ("urgent" if p is not None and p >= settings.calm_urgent else
+                 "check" if p is not None and p >= settings.model_urgent else "routine")
     elif p is None:
         level = "urgent" if read.hits else "routine"
     elif p >= settings.model_urgent or (read.hits and p >= settings.phrase_floor):
