@@ -99,12 +99,15 @@ class Triage:
         self.parts.append(topics.build(config))
 
     async def __call__(self, turn: Turn) -> None:
-        from flows import labels
+        from flows import labels, llm
         from flows.common import is_customer_text
 
         message = turn.message
         if message.kind == "command" and message.name in ("urgency", "topic"):
             labels.record_correction(turn)  # an agent's correction: a label for the model
+            return
+        if message.kind == "command" and message.name == llm.COMMAND:
+            llm.apply(turn, message.data)  # the optional LLM's second reading, back from its job
             return
         for part in self.parts:
             result = part(turn)
