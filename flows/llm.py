@@ -23,18 +23,21 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bridge.model import Message
 from flows import model as learned
-from flows.common import flow_state, render
-from flows.turn import Turn
+from flows.common import flow_state, render, step_settings
+from flows.turn import FlowConfig, Turn
 
+log = logging.getLogger("bridge.triage")
 COMMAND = "triage_llm"
 
 PROMPT = (
@@ -162,3 +165,26 @@ def apply(turn: Turn, data: dict[str, Any]) -> None:
         turn.reply(render(turn, "urgent"))
         turn.notify_agents("escalation", text=f"Urgent on second reading: {conversation.urgency_reason}",
                            data={"mention": turn.config.settings.agents.urgent_mention, "new": False})
+
+
+def job(config: FlowConfig) -> Callable[[Message], Awaitable[Message | None]] | None:
+    """The LLM's side of the job the engine runs beside a partition (None: ``flows.llm`` not
+    configured). Given the triaged customer message, it returns the ``triage_llm`` command to
+    publish for that conversation, or None when the LLM gave no usable answer."""
+    if not config.settings.flows.get("llm"):
+        return None
+    from flows.topics import GENERAL, TopicSettings
+
+    settings = step_settings(config, "llm", LlmSettings)
+    topics = step_settings(config, "topics", TopicSettings).topics
+    client = LlmClient(settings, [t for t in topics if t] or [GENERAL], list(config.settings.triage.languages))
+
+    async def run(message: Message) -> Message | None:
+        verdict = await client.classify(message.text)
+        if verdict is None:
+            log.info("LLM triage skipped: %s", client.last_error)
+            return None
+        return Message(kind="command", channel=message.channel, name=COMMAND,
+                       conversation_id=message.conversation_id, data=verdict.model_dump())
+
+    return run

@@ -118,3 +118,18 @@ async def test_a_verdict_back_from_its_job_raises_urgency_never_calms() -> None:
     await calm.say("URGENT: our SMT line is down, wrong reels")
     turn = await calm.command(llm.COMMAND, urgent=False, topic="general", language="en", reason="")
     assert turn.conversation.urgency == "urgent"  # a second opinion never calms a case
+
+
+async def test_the_job_turns_a_verdict_into_the_command_for_its_conversation(fake: FakeLlm) -> None:
+    assert llm.job(make_config()) is None  # not configured: no job
+    fake.reply = {"urgent": True, "topic": "quality", "language": "en", "reason": "batch defect"}
+    run = llm.job(make_config({"llm": {"url": fake.url, "model": "tiny"}}))
+    assert run is not None
+    from bridge.model import Message
+
+    command = await run(Message(kind="customer", channel="api", address="a", conversation_id="c-1", text="hi"))
+    assert command is not None and (command.kind, command.name, command.conversation_id) == (
+        "command", llm.COMMAND, "c-1")
+    assert command.data["urgent"] is True
+    fake.reply = 429
+    assert await run(Message(kind="customer", channel="api", address="a", conversation_id="c-1", text="hi")) is None
