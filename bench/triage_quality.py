@@ -71,6 +71,7 @@ class Part:
     messages: int = 0
     urgency: Counts = field(default_factory=Counts)
     check: int = 0  # routine messages sent to agents as "check urgency"
+    check_urgent: int = 0  # urgent messages missed as urgent but sent as "check urgency"
     faq: Counts = field(default_factory=Counts)
     topic_right: int = 0
     language_right: int = 0
@@ -156,6 +157,7 @@ def evaluate(path: Path = LABELLED, faq: Path = FAQ, *, holdout: bool | None = N
             part.messages += 1
             part.urgency.add(truth, is_urgent)
             part.check += bool(turn.notes.get("check_urgency")) and not truth
+            part.check_urgent += bool(turn.notes.get("check_urgency")) and truth and not is_urgent
             part.topic_right += (conv.topic or "general") == want_topic
             part.language_right += conv.language == lang
             if "faq" in item:
@@ -176,7 +178,8 @@ def evaluate(path: Path = LABELLED, faq: Path = FAQ, *, holdout: bool | None = N
 def _line(name: str, part: Part, faq: bool) -> str:
     u, n = part.urgency, part.messages
     text = (f"  {name:<4} urgency P {u.precision:.2f} (of {u.tp + u.fp} flagged) "
-            f"R {u.recall:.2f} (of {u.tp + u.fn} urgent)  check-urgency on routine {part.check}  "
+            f"R {u.recall:.2f} (of {u.tp + u.fn} urgent)  check-urgency: {part.check} routine, "
+            f"{part.check_urgent} missed urgent  "
             f"topic {part.topic_right / n:.2f}  language {part.language_right / n:.2f} (of {n})")
     if faq:
         text += f"  faq P {part.faq.precision:.2f} R {part.faq.recall:.2f}"
