@@ -1,8 +1,9 @@
 """Phrase lists per language and a matcher that tolerates case, punctuation and typos.
 
 A phrase matches at word boundaries, Latin-script words with their usual endings
-("shortage" matches "shortages", not "urgent" "urgency"), Russian ones with any
-("остановил" matches "остановилась"), with at most one extra word between its words
+("shortage" matches "shortages", not "urgent" "urgency"), Russian ones with up to four
+more letters ("остановил" matches "остановилась", "счёт" not "счётчик"), with at most
+one extra word between its words
 ("line down" matches "line is down"); phrases of three letters or fewer must match a
 whole word. Latin and Cyrillic phrases of eight letters or more (never short common
 words) also match a run of as
@@ -100,7 +101,9 @@ class PhraseMatcher:
             if len(text) <= 3 or text.isdigit():
                 tail = r"(?!\w)"
             elif _CYRILLIC.search(text):
-                tail = ""  # Russian words change their endings freely
+                # Russian words change their endings freely, but a stem is not another word:
+                # "счёт" matches "счёта", "счёту", not "счётчиков"
+                tail = r"[а-яё]{0,4}(?!\w)"
             else:
                 tail = _LATIN_ENDINGS
             # one extra word may stand between the words of a phrase ("line [is] down")
