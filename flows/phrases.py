@@ -3,13 +3,12 @@
 A phrase matches at word boundaries, Latin-script words with their usual endings
 ("shortage" matches "shortages", not "urgent" "urgency"), Russian ones with up to four
 more letters ("остановил" matches "остановилась", "счёт" not "счётчик"), with at most
-one extra word between its words
-("line down" matches "line is down"); phrases of three letters or fewer must match a
-whole word. Latin and Cyrillic phrases of eight letters or more (never short common
-words) also match a run of as
-many words whose similarity (rapidfuzz ``ratio``) reaches the cut-off, so "prodution
-line stoped" still finds "production line stopped". Chinese phrases match as
-substrings: Chinese has no spaces, and its typos are wrong characters, not letters.
+one extra word between its words ("line down" matches "line is down"); phrases of three
+letters or fewer must match a whole word. Latin and Cyrillic phrases of eight letters or
+more (never short common words) also match a run of as many words whose similarity
+(rapidfuzz ``ratio``) reaches the cut-off, so "prodution line stoped" still finds
+"production line stopped". Chinese phrases match as substrings: Chinese has no spaces,
+and its typos are wrong characters, not letters.
 """
 
 from __future__ import annotations
