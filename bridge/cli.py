@@ -1,4 +1,4 @@
-"""The `bridge` command: run, check-config, status, report, dlq list / replay / drop."""
+"""The `bridge` command: run, check-config, status, report, dlq list / replay / drop, triage train / eval."""
 
 from __future__ import annotations
 
@@ -54,7 +54,31 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  agents' side: {', '.join(settings.agents.channels) or '(none)'}")
     print(f"  queues: {', '.join(sorted(settings.queues))}")
     print(f"  engine: {settings.engine.partitions} partitions, steps {', '.join(settings.engine.steps)}")
+    routes, warnings = _where_cases_go(settings, channels)
+    for line in routes:
+        print(f"  {line}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     return 0
+
+
+def _where_cases_go(settings: Settings, channels: Any) -> tuple[list[str], list[str]]:
+    """Where urgent escalations and routine tickets go, and warnings when no person sees them."""
+    agents = [c for c in settings.agents.channels if c in channels]
+    emailed = "email" in channels
+    routes = [f"urgent escalations -> {', '.join(agents) or 'nobody (no agents channel)'}"]
+    for name, queue in sorted(settings.queues.items()):
+        where = [f"email to {queue.email}"] if emailed else []
+        where += [f"{c} (agents told)" for c in agents if c != "email"]
+        routes.append(f"routine queue {name} -> {', '.join(where) or 'nobody (kept in Redis only)'}")
+    warnings = []
+    if not agents:
+        warnings.append("urgent escalations reach no person: agents.channels is empty, yet customers are told "
+                        "the team was alerted; add an agents' channel (widget with its console, slack or email)")
+    if not agents and not emailed:
+        warnings.append("routine queues reach no person: no agents' channel and no email channel "
+                        "(channels.email) to send the tickets to queues.<name>.email")
+    return routes, warnings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -200,6 +224,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _triage(args: argparse.Namespace, name: str, extra: Any) -> int:
+    """Run a triage tool with the store's labels (or without, --no-labels)."""
+    from bridge import registry
+    from bridge.store import Store
+
+    tool = registry.load(name)
+    if args.no_labels:
+        try:
+            settings, _ = load(_config_path(args.config))
+        except ConfigError as exc:
+            raise BridgeError(str(exc)) from None
+        lines = asyncio.run(tool(None, *extra(settings)))
+    else:
+        lines = asyncio.run(_with_redis(args, lambda redis, settings: tool(Store(redis), *extra(settings))))
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_triage_train(args: argparse.Namespace) -> int:
+    from bridge import registry
+
+    return _triage(args, registry.TRIAGE_TRAIN, lambda settings: [settings.redis.data_dir])
+
+
+def cmd_triage_eval(args: argparse.Namespace) -> int:
+    from bridge import registry
+
+    return _triage(args, registry.TRIAGE_EVAL, lambda settings: [[Path(p) for p in args.holdout]])
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="bridge", description="Customer-support bridge.")
     root.add_argument("--version", action="version", version=f"bridge {__version__}")
@@ -238,6 +292,17 @@ def parser() -> argparse.ArgumentParser:
     drop.add_argument("--config", "-c")
     drop.add_argument("ids", nargs="+", help="dead-letter ids from `bridge dlq list`")
     drop.set_defaults(func=cmd_dlq_drop)
+    triage = sub.add_parser("triage", help="The triage model: train it on agent corrections, evaluate it.")
+    triage_sub = triage.add_subparsers(dest="triage_command", required=True)
+    train = triage_sub.add_parser("train", help="Train on the shipped set plus agent corrections; write the "
+                                                "next model version into the data directory.")
+    evaluate = triage_sub.add_parser("eval", help="Per-language precision and recall: cross-validated and on a "
+                                                  "held-out split never trained on.")
+    evaluate.add_argument("--holdout", action="append", default=[], help="another labelled YAML file to hold out")
+    for p, func in ((train, cmd_triage_train), (evaluate, cmd_triage_eval)):
+        p.add_argument("--config", "-c")
+        p.add_argument("--no-labels", action="store_true", help="the shipped set only (no Redis needed)")
+        p.set_defaults(func=func)
     return root
 
 

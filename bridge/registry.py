@@ -42,6 +42,10 @@ REQUIRED_FIRST = ["commands"]
 
 ENGINE = "flows.engine:Engine"
 
+# `bridge triage train` / `bridge triage eval`
+TRIAGE_TRAIN = "flows.labels:train_command"
+TRIAGE_EVAL = "flows.labels:eval_command"
+
 
 def example_faq() -> Path:
     """The example knowledge base shipped with the flows (an electronics distributor's FAQ)."""

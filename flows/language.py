@@ -7,11 +7,16 @@ message ("ok", "12345", "hi") does not change anything: the contact's remembered
 language, then the platform's hint (Telegram ``language_code``), then the default apply.
 Customers often mix English into their own language ("down ang line namin po"); when the
 detector is unsure (below ``marker_below``), words only one configured language uses
-(``markers`` in flows/data/phrases) decide.
+(``markers`` in flows/data/phrases) decide. A short message (fewer than ``short_letters``
+letters) keeps the language already known (the contact's, the platform's hint) unless
+detection is confident (``short_confident``). Capitalized words inside a sentence (place
+and company names: "do you ship to Manila?") are left out of detection, and only the
+start and end of a long message are read.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -19,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.errors import ConfigError
 from flows.common import is_customer_text, step_settings
+from flows.model import capped
 from flows.phrases import builtin, has_cjk, normalize
 from flows.turn import FlowConfig, Step, Turn
 
@@ -31,6 +37,8 @@ class LanguageSettings(BaseModel):
     min_letters: int = Field(5, ge=0)  # shorter messages keep the known language
     use_sender_hint: bool = True  # the platform's language hint when nothing else is known
     marker_below: float = Field(0.8, ge=0, le=1)  # below this confidence, marker words may decide
+    short_letters: int = Field(30, ge=0)  # shorter messages keep the known language unless confident
+    short_confident: float = Field(0.9, ge=0, le=1)  # ... at this confidence
 
     @field_validator("languages")
     @classmethod
@@ -87,6 +95,7 @@ class LanguageDetector:
         """(language code or None, confidence 0..1)."""
         if isinstance(self._detector, _Single):
             return self._detector.code, 1.0
+        text = without_names(capped(text))
         letters = sum(1 for ch in normalize(text) if ch.isalpha())
         if has_cjk(text) and "zh" in self.languages:
             cjk = sum(1 for ch in text if has_cjk(ch))
@@ -117,6 +126,16 @@ class LanguageDetector:
         return None
 
 
+_NAME = re.compile(r"(?<=[a-z0-9,;:] )[A-Z][a-z]+(?: [A-Z][a-z]+)*")
+
+
+def without_names(text: str) -> str:
+    """The text without capitalized words inside a sentence (names of places, companies,
+    people: "ship to Manila", "ke Kota Kinabalu"), when enough else is left to read."""
+    stripped = _NAME.sub(" ", text)
+    return stripped if sum(ch.isalpha() for ch in stripped) >= 8 else text
+
+
 def build(config: FlowConfig) -> Step:
     settings = step_settings(config, "language", LanguageSettings)
     languages = settings.languages or config.settings.triage.languages
@@ -136,12 +155,16 @@ def build(config: FlowConfig) -> Step:
         code, confidence = (None, 0.0) if text.startswith("/") else found.detect(text)  # commands: no language
         turn.notes["language"] = {"detected": code, "confidence": round(confidence, 3)}
         contact = turn.contact
+        hint = (turn.message.sender.language if turn.message.sender else "")[:2].lower()
+        known_here = turn.conversation.language or (contact.language if contact else "")
+        if not known_here and settings.use_sender_hint and hint in known:
+            known_here = hint
+        letters = sum(ch.isalpha() for ch in text[:500])
+        if code is not None and known_here and code != known_here and not has_cjk(text) \
+                and letters < settings.short_letters and confidence < settings.short_confident:
+            code = None  # a few words: the language we know is the better guess
         if code is None:
-            code = turn.conversation.language or (contact.language if contact else "")
-            hint = (turn.message.sender.language if turn.message.sender else "")[:2].lower()
-            if not code and settings.use_sender_hint and hint in known:
-                code = hint
-            code = code or default
+            code = known_here or default
         turn.conversation.language = code
         if contact is not None and contact.language != code:
             contact.language = code

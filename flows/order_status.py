@@ -63,7 +63,8 @@ class OrderStatusSettings(BaseModel):
     pause_s: float = Field(30.0, ge=0)
     hold_s: float = Field(1.0, ge=0)  # longest a lookup holds its partition; then it goes on as a job
     allow_private: bool = False
-    order_pattern: str = r"(?<![\w-])#?(\d{4,12})(?![\w-])"
+    # ASCII boundaries: a number written inside a Chinese sentence ("我的订单99999到哪了") is found
+    order_pattern: str = r"(?<![A-Za-z0-9_-])#?(\d{4,12})(?![A-Za-z0-9_-])"
     command: str = "/status"
     topics: list[str] = ["order_status"]  # topics (from the topics step) that ask for a status
     fields: dict[str, str] = {"status": "status", "carrier": "carrier", "tracking": "tracking", "eta": "eta"}

@@ -1,13 +1,14 @@
 """Phrase lists per language and a matcher that tolerates case, punctuation and typos.
 
 A phrase matches at word boundaries, Latin-script words with their usual endings
-("shortage" matches "shortages", not "urgent" "urgency"), Russian ones with any
-("остановил" matches "остановилась"), with at most one extra word between its words
-("line down" matches "line is down"); phrases of three letters or fewer must match a
-whole word. Latin and Cyrillic phrases of six letters or more also match a run of as
-many words whose similarity (rapidfuzz ``ratio``) reaches the cut-off, so "prodution
-line stoped" still finds "production line stopped". Chinese phrases match as
-substrings: Chinese has no spaces, and its typos are wrong characters, not letters.
+("shortage" matches "shortages", not "urgent" "urgency"), Russian ones with up to four
+more letters ("остановил" matches "остановилась", "счёт" not "счётчик"), with at most
+one extra word between its words ("line down" matches "line is down"); phrases of three
+letters or fewer must match a whole word. Latin and Cyrillic phrases of eight letters or
+more (never short common words) also match a run of as many words whose similarity
+(rapidfuzz ``ratio``) reaches the cut-off, so "prodution line stoped" still finds
+"production line stopped". Chinese phrases match as substrings: Chinese has no spaces,
+and its typos are wrong characters, not letters.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class PhraseMatcher:
     """Finds phrases of named groups (e.g. urgency categories) in a text."""
 
     def __init__(self, phrases: list[tuple[str, str, str]], *, fuzzy_cutoff: float = 88.0,
-                 fuzzy_min_len: int = 6) -> None:
+                 fuzzy_min_len: int = 8) -> None:
         """``phrases``: (group, phrase, language) triples."""
         self.fuzzy_cutoff = fuzzy_cutoff
         self._phrases: list[_Phrase] = []
@@ -99,7 +100,9 @@ class PhraseMatcher:
             if len(text) <= 3 or text.isdigit():
                 tail = r"(?!\w)"
             elif _CYRILLIC.search(text):
-                tail = ""  # Russian words change their endings freely
+                # Russian words change their endings freely, but a stem is not another word:
+                # "счёт" matches "счёта", "счёту", not "счётчиков"
+                tail = r"[а-яё]{0,4}(?!\w)"
             else:
                 tail = _LATIN_ENDINGS
             # one extra word may stand between the words of a phrase ("line [is] down")

@@ -3,19 +3,49 @@
 - urgent (newly): an instant reply on the customer's channel and an escalation event;
 - a new routine case (or the first message a person must see after the bot answered):
   an acknowledgement promising a reply time, an entry in its email queue (the topics
-  step's choice, else by topic), and the agents told;
+  step's choice, else by topic), and the agents told. The promise comes from the SLA's
+  clock (flows/sla.py `Clock`): the same target and business hours the SLA timers use,
+  stated as a time ("by Monday 2026-11-23 09:00 (UTC)", in the customer's language and
+  time zone when known) when business hours stop the clock, else as a span. A case triage
+  is unsure about ("check urgency") gets the short ``check`` target and the agents an
+  event ``check_urgency``;
 - a customer's follow-up: shown to the agents;
 - an agent's message: delivered to the customer on the customer's channel.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flows.common import render
+from flows.sla import Clock
 from flows.turn import FlowConfig, Step, Turn
+
+WEEKDAYS = {
+    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+    "zh": ("星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"),
+    "ru": ("понедельник", "вторник", "среда", "четверг", "пятница", "суббота", "воскресенье"),
+    "tl": ("Lunes", "Martes", "Miyerkules", "Huwebes", "Biyernes", "Sabado", "Linggo"),
+    "ms": ("Isnin", "Selasa", "Rabu", "Khamis", "Jumaat", "Sabtu", "Ahad"),
+}
+
+
+def when(due_ms: int, zone_name: str, language: str) -> str:
+    """'Monday 2026-11-23 09:00 (UTC)' with the weekday in the customer's language."""
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone, zone_name = ZoneInfo("UTC"), "UTC"
+    local = dt.datetime.fromtimestamp(due_ms / 1000, zone)
+    day = WEEKDAYS.get(language, WEEKDAYS["en"])[local.weekday()]
+    return f"{day} {local:%Y-%m-%d %H:%M} ({zone_name})"
 
 
 class Routing:
     def __init__(self, config: FlowConfig) -> None:
         self.settings = config.settings
+        self.clock = Clock(config)
 
     def choose_queue(self, turn: Turn) -> str:
         if turn.conversation.queue in self.settings.queues:
@@ -50,11 +80,14 @@ class Routing:
             turn.notify_agents("escalation", text=message.text, data=data, record=False)
         elif turn.is_new or turn.reopened or self._unfiled(turn):
             queue = self.choose_queue(turn)
-            hours = self.settings.queues[queue].reply_within_h
-            within = turn.text("hours", n=f"{hours:g}")
-            turn.reply(turn.text("ack", reply_within=within, reference=turn.conversation.id))
+            level = self.clock.level(turn)
+            turn.reply(self.promise(turn, level, queue))
             turn.enqueue(queue)
-            turn.notify_agents("new_conversation", text=message.text, data={"reopened": turn.reopened}, record=False)
+            data = {"reopened": turn.reopened, "check_urgency": level == "check"}
+            turn.notify_agents("new_conversation", text=message.text, data=data, record=False)
+            if level == "check":
+                turn.notify_agents("check_urgency", text=f"Check urgency: {turn.conversation.urgency_reason}",
+                                   data={"mention": self.settings.agents.urgent_mention})
         else:
             team = self._team(turn)
             turn.notify_agents("customer_message", text=message.text, data=team, record=False)
@@ -65,6 +98,20 @@ class Routing:
         or email was configured later) is mailed there as the ticket instead."""
         queue = self.settings.queues.get(turn.conversation.queue)
         return {"queue": turn.conversation.queue, "team": queue.email} if queue and queue.email else {}
+
+    def promise(self, turn: Turn, level: str, queue: str) -> str:
+        """The acknowledgement, its reply time from the SLA's clock."""
+        duration_ms = self.clock.first_response_ms(turn, level, queue)
+        schedule = self.clock.schedule(turn, level)
+        reference = turn.conversation.id
+        if schedule is None:  # the calendar clock: a span says it exactly
+            minutes = duration_ms / 60_000
+            within = (turn.text("minutes", n=f"{minutes:g}") if minutes < 120
+                      else turn.text("hours", n=f"{minutes / 60:g}"))
+            return turn.text("ack", reply_within=within, reference=reference)
+        due_ms = schedule.add_open_time(turn.now_ms, duration_ms)
+        zone = str((turn.contact.data.get("timezone") if turn.contact else "") or schedule.timezone)
+        return render(turn, "ack_by", reply_by=when(due_ms, zone, turn.language), reference=reference)
 
     def _follow_ticket(self, turn: Turn, team: dict[str, str]) -> None:
         """A customer's follow-up on a case filed by email joins the ticket's thread, also

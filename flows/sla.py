@@ -39,6 +39,7 @@ class SlaSettings(BaseModel):
 
     targets: dict[str, Target] = {
         "urgent": Target(first_response_min=15, resolution_h=8),
+        "check": Target(first_response_min=60, resolution_h=24),  # triage unsure: a person checks the urgency
         "routine": Target(first_response_min=24 * 60, resolution_h=72),
     }
     warn_fraction: float = Field(0.8, gt=0, lt=1)
@@ -60,27 +61,63 @@ def _span(ms: int) -> str:
     return f"{hours} h {rest} min" if rest else f"{hours} h"
 
 
+class Clock:
+    """The one clock of promises and targets: the acknowledgement a customer reads and the
+    SLA timers agents are held to are computed here, from the same targets and hours.
+
+    The routine first-response target of a queue is its ``reply_within_h`` (the promise);
+    the others come from ``flows.sla.targets``. Urgencies listed in ``business_hours``
+    count only the serving team's open time (flows.hours)."""
+
+    def __init__(self, config: FlowConfig) -> None:
+        self.settings = settings = step_settings(config, "sla", SlaSettings)
+        for needed in ("urgent", "routine"):
+            if needed not in settings.targets:
+                raise ConfigError([f"flows.sla.targets.{needed}: required (first_response_min, resolution_h)"])
+        unknown = [u for u in settings.business_hours if u not in settings.targets]
+        if unknown:
+            raise ConfigError([f"flows.sla.business_hours: {u!r} has no target under flows.sla.targets"
+                               for u in unknown])
+        self.queues = config.settings.queues
+        self.teams = hours.Teams(config) if settings.business_hours else None
+
+    def level(self, turn: Turn) -> str:
+        """urgent, check (triage unsure) or routine."""
+        urgency = turn.conversation.urgency if turn.conversation.urgency in self.settings.targets else "routine"
+        if urgency == "routine" and turn.notes.get("check_urgency") and "check" in self.settings.targets:
+            return "check"
+        return urgency
+
+    def schedule(self, turn: Turn, level: str) -> hours.Schedule | None:
+        """The serving team's hours when this level's clock follows them, else None (calendar time)."""
+        if self.teams is None or level not in self.settings.business_hours:
+            return None
+        return self.teams.serving(turn)[1]
+
+    def first_response_ms(self, turn: Turn, level: str, queue: str = "") -> int:
+        queue = queue or turn.conversation.queue or str(turn.notes.get("queue") or "")
+        if level == "routine" and queue in self.queues:
+            return int(self.queues[queue].reply_within_h * 3_600_000)
+        return int(self.settings.targets[level].first_response_min * 60_000)
+
+    def due(self, turn: Turn, level: str, duration_ms: int) -> int:
+        schedule = self.schedule(turn, level)
+        return schedule.add_open_time(turn.now_ms, duration_ms) if schedule is not None else turn.now_ms + duration_ms
+
+
 def build(config: FlowConfig) -> Step:
-    settings = step_settings(config, "sla", SlaSettings)
-    for needed in ("urgent", "routine"):
-        if needed not in settings.targets:
-            raise ConfigError([f"flows.sla.targets.{needed}: required (first_response_min, resolution_h)"])
-    unknown = [u for u in settings.business_hours if u not in settings.targets]
-    if unknown:
-        raise ConfigError([f"flows.sla.business_hours: {u!r} has no target under flows.sla.targets"
-                           for u in unknown])
-    teams = hours.Teams(config) if settings.business_hours else None
+    clock = Clock(config)
+    settings = clock.settings
 
     def arm(turn: Turn, state: dict[str, Any], urgency: str) -> None:
         target = settings.targets[urgency]
         epoch = int(state.get("epoch", 0)) + 1
         start = turn.now_ms
-        schedule = teams.serving(turn)[1] if teams is not None and urgency in settings.business_hours else None
 
         def later(ms: int) -> int:
-            return schedule.add_open_time(start, ms) if schedule is not None else start + ms
+            return clock.due(turn, urgency, ms)
 
-        first_ms, resolve_ms = int(target.first_response_min * 60_000), int(target.resolution_h * 3_600_000)
+        first_ms, resolve_ms = clock.first_response_ms(turn, urgency), int(target.resolution_h * 3_600_000)
         state.update({"epoch": epoch, "urgency": urgency, "started_ms": start,
                       "first_response_due_ms": later(first_ms), "resolution_due_ms": later(resolve_ms)})
         for kind, duration in (("first_response", first_ms), ("resolution", resolve_ms)):
@@ -124,7 +161,7 @@ def build(config: FlowConfig) -> Step:
             return
         if message.kind != "customer" or is_auto(message):
             return
-        urgency = turn.conversation.urgency if turn.conversation.urgency in settings.targets else "routine"
+        urgency = clock.level(turn)
         if not state.get("epoch") or turn.is_new or turn.reopened or (
                 urgency == "urgent" and state.get("urgency") != "urgent"):
             arm(turn, state, urgency)

@@ -21,6 +21,20 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "tl": "Salamat sa iyong mensahe. Sasagot ang aming team sa loob ng {reply_within}. Ang iyong reference: {reference}.",
         "ms": "Terima kasih atas mesej anda. Pasukan kami akan membalas dalam masa {reply_within}. Rujukan anda: {reference}.",
     },
+    "ack_by": {
+        "en": "Thank you for your message. Our team will reply by {reply_by}. Your reference: {reference}.",
+        "zh": "感谢您的来信。我们的团队将在{reply_by}之前回复。您的编号：{reference}。",
+        "ru": "Спасибо за сообщение. Наша команда ответит до {reply_by}. Номер обращения: {reference}.",
+        "tl": "Salamat sa iyong mensahe. Sasagot ang aming team bago ang {reply_by}. Ang iyong reference: {reference}.",
+        "ms": "Terima kasih atas mesej anda. Pasukan kami akan membalas sebelum {reply_by}. Rujukan anda: {reference}.",
+    },
+    "minutes": {
+        "en": "{n} minutes",
+        "zh": "{n}分钟",
+        "ru": "{n} мин",
+        "tl": "{n} minuto",
+        "ms": "{n} minit",
+    },
     "hours": {
         "en": "{n} hours",
         "zh": "{n}小时",

@@ -1,14 +1,16 @@
 """Triage: which language, is it urgent, what is it about.
 
-With ``flows: {triage: {multilingual: true}}`` the ``triage`` step (`Triage`) runs the
-``language``, ``urgency`` and ``topics`` steps in one. Otherwise it is `KeywordTriage`,
-config keywords only (the behaviour other parts' tests rely on): keywords match case-insensitively on word
-boundaries; in languages written without spaces (Chinese) they match anywhere. The
-matched keyword is recorded as the reason.
+By default the ``triage`` step (`Triage`) runs the ``language``, ``urgency`` and
+``topics`` steps in one: built-in multilingual phrases, the learned model and
+``triage.urgent_keywords`` (each in its own language). A config opts out with
+``flows: {triage: {multilingual: false}}`` and gets `KeywordTriage`, config keywords
+only: keywords match case-insensitively on word boundaries; in languages written without
+spaces (Chinese) they match anywhere. The matched keyword is recorded as the reason.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 
 from pydantic import BaseModel, ConfigDict
@@ -96,9 +98,23 @@ class Triage:
         self.parts.append(urgency.build(config))
         self.parts.append(topics.build(config))
 
-    def __call__(self, turn: Turn) -> None:
+    async def __call__(self, turn: Turn) -> None:
+        from flows import labels, llm
+        from flows.common import is_customer_text
+
+        message = turn.message
+        if message.kind == "command" and message.name in ("urgency", "topic"):
+            labels.record_correction(turn)  # an agent's correction: a label for the model
+            return
+        if message.kind == "command" and message.name == llm.COMMAND:
+            llm.apply(turn, message.data)  # the optional LLM's second reading, back from its job
+            return
         for part in self.parts:
-            part(turn)
+            result = part(turn)
+            if inspect.isawaitable(result):
+                await result
+        if is_customer_text(turn):
+            labels.remember_text(turn)
 
 
 class _GuessLanguage:
@@ -114,11 +130,11 @@ class _GuessLanguage:
 class TriageFlowSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    multilingual: bool = False  # the language, urgency and topics steps instead of keywords only
+    multilingual: bool = True  # false: config keywords only (no language detection, phrases, model, topics)
 
 
 def build(config: FlowConfig) -> Step:
-    """Keyword-only triage unless ``flows.triage.multilingual`` is true (see `Triage`)."""
+    """The multilingual `Triage` unless ``flows.triage.multilingual`` is false (`KeywordTriage`)."""
     from flows.common import step_settings
 
     if step_settings(config, "triage", TriageFlowSettings).multilingual:

@@ -51,6 +51,7 @@ def bridge_config(dovecot: Dovecot, smtp: RecordingHandler, webhook: WebhookRece
         },
         "agents": {"channels": ["email"]},
         "triage": {"urgent_keywords": {"en": ["urgent", "production line stopped"]}},
+        "flows": {"triage": {"multilingual": False}},  # transport tests: keyword triage, no learned judgement
         "queues": {"default": {"email": TEAM, "reply_within_h": 24}},
     }
 

@@ -8,7 +8,9 @@ from tests.test_flows_helpers import Chat, Clock, events, make_config, replies
 
 
 def chat(clock: Clock, channels: tuple[str, ...] = ("telegram", "email", "slack"), **kwargs: object) -> Chat:
-    config = make_config({"dispute": {"follow_up_days": 3}}, clock=clock, channels=channels)
+    # the dispute topic tags the conversation: its steps start at once (the default only proposes them)
+    config = make_config({"dispute": {"follow_up_days": 3}, "topics": {"tags": {"dispute": "dispute"}}},
+                         clock=clock, channels=channels)
     return Chat(config, [language.build(config), topics.build(config), dispute.build(config)],
                 channel="telegram", **kwargs)  # type: ignore[arg-type]
 

@@ -70,9 +70,9 @@ async def test_urgent_out_of_hours_one_honest_reply_and_a_page() -> None:
     assert events(turn, "page")[0].text.startswith("@here urgent case outside support hours")
 
 
-def test_keyword_triage_stays_the_default() -> None:
-    assert isinstance(triage.build(make_config()), triage.KeywordTriage)
-    assert isinstance(triage.build(make_config({"triage": {"multilingual": True}})), triage.Triage)
+def test_multilingual_triage_is_the_default_and_keywords_only_an_opt_out() -> None:
+    assert isinstance(triage.build(make_config()), triage.Triage)
+    assert isinstance(triage.build(make_config({"triage": {"multilingual": False}})), triage.KeywordTriage)
 
 
 async def test_templates_in_config_override_the_built_in_texts() -> None:

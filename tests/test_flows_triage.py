@@ -86,7 +86,7 @@ TOPIC_CASES = [
     ("Вся партия брак, платы нерабочие", "quality", "quality"),
     ("May reklamo ako, hindi katanggap-tanggap ang kabayaran", "dispute", "default"),
     ("Adakah versi baharu serasi dengan tapak lama?", "technical", "default"),
-    ("Hello", "", "default"),
+    ("Hello", "general", "default"),
 ]
 
 
@@ -101,7 +101,10 @@ async def test_topic_chooses_the_queue(text: str, topic: str, queue: str) -> Non
     turn = await Chat(config, built).say(text)
     assert turn.conversation.topic == topic
     assert turn.notes["queue"] == queue
-    assert ("dispute" in turn.conversation.tags) is (topic == "dispute")
+    # a dispute is proposed to the agents, not started on the bot's word
+    assert not turn.conversation.tags
+    proposed = [m for m in turn.outbound if m.name == "dispute_proposed"]
+    assert bool(proposed) is (topic == "dispute")
 
 
 async def test_language_is_remembered_per_contact_and_short_messages_keep_it() -> None:

@@ -42,6 +42,7 @@ def config(fake_telegram: FakeTelegram, slack: FakeSlack, **slack_settings: Any)
         },
         "agents": {"channels": ["slack"], "urgent_mention": MENTION},
         "triage": {"urgent_keywords": {"en": ["urgent", "production line stopped"]}},
+        "flows": {"triage": {"multilingual": False}},  # transport tests: keyword triage, no learned judgement
     }
 
 
