@@ -26,9 +26,9 @@ class Jobs:
         self.max_running = max_running
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, work: Awaitable[Message], what: str) -> bool:
-        """Run ``work`` on its own and publish the message it returns; False (nothing
-        started) when too many jobs are running already."""
+    def start(self, work: Awaitable[Message | None], what: str) -> bool:
+        """Run ``work`` on its own and publish the message it returns (if any); False
+        (nothing started) when too many jobs are running already."""
         if len(self._tasks) >= self.max_running:
             return False
         task = asyncio.ensure_future(self._run(work, what))
@@ -36,11 +36,13 @@ class Jobs:
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _run(self, work: Awaitable[Message], what: str) -> None:
+    async def _run(self, work: Awaitable[Message | None], what: str) -> None:
         try:
             result = await work
         except Exception:
             log.exception("job failed", extra={"job": what})  # the step's timer answers instead
+            return
+        if result is None:
             return
         for attempt in range(10):
             try:

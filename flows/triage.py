@@ -13,8 +13,10 @@ from __future__ import annotations
 import inspect
 import re
 
+import msgspec
 from pydantic import BaseModel, ConfigDict
 
+from bridge.model import Message
 from flows.turn import FlowConfig, Step, Turn
 
 _UNSPACED = {"zh", "ja", "th"}
@@ -97,6 +99,10 @@ class Triage:
             self.parts.append(_GuessLanguage(KeywordTriage(config)))
         self.parts.append(urgency.build(config))
         self.parts.append(topics.build(config))
+        from flows import llm
+
+        self.config = config
+        self.llm_job = llm.job(config)  # None unless flows.llm is configured
 
     async def __call__(self, turn: Turn) -> None:
         from flows import labels, llm
@@ -115,6 +121,21 @@ class Triage:
                 await result
         if is_customer_text(turn):
             labels.remember_text(turn)
+            self._second_reading(turn)
+
+    def _second_reading(self, turn: Turn) -> None:
+        """The optional LLM reads the message as a job: the partition does not wait, and
+        the verdict comes back as the ``triage_llm`` command."""
+        if self.llm_job is None or self.config.jobs is None:
+            return
+        message = msgspec.structs.replace(turn.message, conversation_id=turn.conversation.id)
+        llm_job = self.llm_job
+
+        async def verdict() -> Message | None:
+            command = await llm_job(message)
+            return None if command is None else msgspec.structs.replace(command, dedupe_key=f"llm:{message.id}")
+
+        self.config.jobs.start(verdict(), "triage_llm")
 
 
 class _GuessLanguage:

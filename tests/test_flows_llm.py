@@ -14,7 +14,10 @@ from aiohttp import web
 
 from flows import llm, routing, triage
 from flows.llm import LlmClient, LlmSettings
+from tests.harness import running_bridge, wait_for
+from tests.test_api_e2e import AUTH, ENV, api_config
 from tests.test_flows_helpers import Chat, events, make_config, replies
+from tests.webhook import WebhookReceiver
 
 TOPICS = ["quality", "shipping", "general"]
 LANGUAGES = ["en", "zh"]
@@ -133,3 +136,26 @@ async def test_the_job_turns_a_verdict_into_the_command_for_its_conversation(fak
     assert command.data["urgent"] is True
     fake.reply = 429
     assert await run(Message(kind="customer", channel="api", address="a", conversation_id="c-1", text="hi")) is None
+
+
+async def test_the_second_reading_runs_as_a_job_through_the_running_bridge(fake: FakeLlm, redis_url: str,
+                                                                          webhook: WebhookReceiver) -> None:
+    """The partition does not wait for the LLM: the customer is acknowledged at once, and
+    when the slow verdict says urgent, the urgent reply follows."""
+    fake.hang = True
+    fake.reply = {"urgent": True, "topic": "general", "language": "en", "reason": "the invoice blocks customs"}
+    config = api_config(webhook.url)
+    config["flows"] = {"llm": {"url": fake.url, "model": "tiny", "timeout_s": 20}}
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        r = await b.post("/api/v1/messages", headers=AUTH,
+                         json={"customer_id": "llm-1", "text": "Could you send me the invoice for May?"})
+        assert r.status == 202
+        (ack,) = await wait_for(lambda: webhook.texts_for("llm-1"), 10, "the acknowledgement")
+        assert fake.requests  # the LLM was asked, and is still thinking
+        fake.released.set()
+        texts = await wait_for(lambda: len(webhook.texts_for("llm-1")) == 2 and webhook.texts_for("llm-1"), 10,
+                               "the urgent reply after the second reading")
+        assert texts[0] == ack and texts[1] != ack
+        conversation = await b.store.for_address("api", "llm-1")
+        assert conversation is not None and conversation.urgency == "urgent"
+        assert conversation.urgency_reason == "LLM: the invoice blocks customs"
