@@ -120,6 +120,7 @@ class PhraseMatcher:
             return hits
         spans = [(m.group(), m.start(), m.end()) for m in _WORD.finditer(norm)]
         windows: dict[int, tuple[list[str], list[tuple[int, int]]]] = {}
+        cut: dict[tuple[int, int], list[str]] = {}
         for phrase in self._phrases:
             if phrase.pattern is None:
                 pos = norm.find(phrase.text)
@@ -137,21 +138,23 @@ class PhraseMatcher:
                 windows[n] = ([" ".join(w for w, _, _ in spans[i:i + n]) for i in range(len(spans) - n + 1)],
                               [(spans[i][1], spans[i + n - 1][2]) for i in range(len(spans) - n + 1)])
             choices, offsets = windows[phrase.words]
-            best = process.extractOne(phrase.text, choices, scorer=_prefix_ratio, score_cutoff=self.fuzzy_cutoff)
+            # the similarity of the phrase and a run of words, forgiving longer word endings
+            # ("counterfiet" ~ "counterfeit", "shortages" ~ "shortage"): the better of the
+            # whole run and the run cut one letter past the phrase's length, both scored by
+            # rapidfuzz's own loop (a Python scorer per window would cost milliseconds)
+            cut_key = (phrase.words, len(phrase.text) + 1)
+            if cut_key not in cut:
+                cut[cut_key] = [c[: cut_key[1]] for c in choices]
+            best = None
+            for candidates in (choices, cut[cut_key]):
+                found_fuzzy = process.extractOne(phrase.text, candidates, scorer=fuzz.ratio,
+                                                 score_cutoff=self.fuzzy_cutoff)
+                if found_fuzzy is not None and (best is None or found_fuzzy[1] > best[1]):
+                    best = found_fuzzy
             if best is not None:
                 start, end = offsets[best[2]]
                 hits.append(Hit(phrase.group, phrase.text, phrase.language, start, end, fuzzy=True))
         return hits
-
-
-def _prefix_ratio(phrase: str, window: str, **kwargs: Any) -> float:
-    """Similarity of a phrase and a run of words, forgiving longer word endings
-    ("counterfiet" ~ "counterfeit", "shortages" ~ "shortage")."""
-    cutoff = kwargs.get("score_cutoff") or 0
-    score = fuzz.ratio(phrase, window, score_cutoff=cutoff)
-    if len(window) > len(phrase):
-        score = max(score, fuzz.ratio(phrase, window[: len(phrase) + 1], score_cutoff=cutoff))
-    return score
 
 
 @cache
