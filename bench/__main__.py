@@ -6,9 +6,12 @@ Both sides run in this one process against one redis-server (a private one on a 
 socket unless --redis-url is given):
 
 * raw: pipelined XADD -> XREADGROUP -> XADD -> XACK, no bridge code;
-* bridge: publish (dedupe Lua) -> engine (conversation lookup, state, transcript, triage,
-  routing, one fenced commit per batch) -> outbound stream -> dispatcher (null adapter:
-  record, ack).
+* bridge: publish (dedupe Lua) -> engine (conversation lookup, state, transcript, keyword
+  triage, routing, one fenced commit per partition batch) -> outbound stream -> dispatcher
+  (null adapter: record, ack). The multilingual triage (language detection, phrases per
+  language, the learned model) costs far more than the rest of the path together; its
+  throughput is printed on a line of its own, and ``python -m bench.triage_quality``
+  prints its cost per message.
 
 Throughput is N messages pushed as fast as the producer can; latency is measured at a
 paced rate (inbound append -> outbound append, from the stream entry ids, so it is
@@ -138,7 +141,7 @@ async def _chunks(redis: aioredis.Redis, stream: str, size: int = 10_000) -> Any
 # -- the bridge --------------------------------------------------------------------------
 
 
-def bridge_settings(url: str, conversations: int) -> Settings:
+def bridge_settings(url: str, conversations: int, multilingual: bool = False) -> Settings:
     return Settings.model_validate({
         "redis": {"url": url},
         "roles": ["ingest", "engine", "dispatch"],
@@ -146,6 +149,7 @@ def bridge_settings(url: str, conversations: int) -> Settings:
         "streams": {"max_len": 10_000_000, "trim_interval_s": 3600},
         "agents": {"channels": ["null"]},
         "triage": {"urgent_keywords": {"en": ["urgent", "production line stopped"]}},
+        "flows": {"triage": {"multilingual": multilingual}},
         "log": {"level": "WARNING"},
     })
 
@@ -271,6 +275,14 @@ async def main(args: argparse.Namespace) -> None:
             finally:
                 await bridge.stop()
             redis_rss = rss_mb(redis_pid) if redis_pid else float("nan")
+            await redis.flushdb()
+            full = Bridge(bridge_settings(url, args.conversations, multilingual=True), {"null": NullConfig()})
+            await full.start()
+            try:
+                await bridge_run(full, 50, None, 50, "m", outbound_each=2)  # the model ready
+                full_tput = await bridge_run(full, args.triage_n, None, args.conversations, "m")
+            finally:
+                await full.stop()
             if args.isolation:
                 print("  isolation runs (about a minute)...", flush=True)
                 isolation = await isolation_rows(url)
@@ -296,6 +308,8 @@ async def main(args: argparse.Namespace) -> None:
     samples = ", ".join(f"{s:.0f}" for s in rss_samples)
     print(f"bridge process RSS (MB): {rss_start:.0f} after warm-up, {samples} at each tenth of N, {rss_end:.0f} at end")
     print(f"redis-server RSS (MB): {redis_rss:.0f} (holds every transcript and stream entry of the run)")
+    print(f"bridge with the multilingual triage (the default; language, phrases, model): {full_tput:,.0f} msg/s "
+          f"on N={args.triage_n:,}")
     if args.isolation:
         print()
         print_rows(isolation)
@@ -309,6 +323,7 @@ def cli() -> None:
     parser.add_argument("--conversations", type=int, default=1_000)
     parser.add_argument("--rate", type=int, default=5_000, help="messages per second for the latency runs")
     parser.add_argument("--latency-n", type=int, default=25_000, help="messages for the latency runs")
+    parser.add_argument("--triage-n", type=int, default=2_000, help="messages for the multilingual triage run")
     parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server (it is flushed!)")
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
     parser.add_argument("--no-isolation", dest="isolation", action="store_false",
