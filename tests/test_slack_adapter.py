@@ -304,8 +304,8 @@ async def test_sla_events_land_in_the_thread_and_an_urgent_breach_pings(fake: Fa
     await adapter.send(event("survey_result", "Comment on satisfaction 2/5: <!channel> *slow*"))
     (root,) = fake.top_level("C0URGENT")
     warning, breach, survey = fake.thread("C0URGENT", root.ts)[1:]
-    assert warning.text.startswith(":hourglass_flowing_sand: *sla warning*: SLA warning")
-    assert breach.text.startswith("<!here> :alarm_clock: *sla breach*: SLA breach")
+    assert warning.text == ":hourglass_flowing_sand: *SLA warning*: urgent first response due in 5 min"
+    assert breach.text == "<!here> :alarm_clock: *SLA breach*: urgent first response target missed by 3 min"
     assert "<!channel>" not in survey.text
     assert any(b.get("text", {}).get("text") == "Comment on satisfaction 2/5: <!channel> *slow*"
                for b in survey.blocks)

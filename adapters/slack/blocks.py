@@ -181,10 +181,13 @@ ICONS = {"sla_warning": ":hourglass_flowing_sand: ", "sla_breach": ":alarm_clock
 def generic(event: Message, *, mention: str = "") -> tuple[str, list[Block]]:
     """Any other event (sla_warning, sla_breach, survey_result, ...): its name and text
     (plain text: a survey comment is the customer's)."""
-    title = f"{mention + ' ' if mention else ''}{ICONS.get(event.name, '')}*{escape(event.name.replace('_', ' '))}*"
+    label, text = event.name.replace("_", " "), event.text
+    if text.lower().startswith(label.lower() + ":"):  # "SLA warning: ..." is not labelled twice
+        label, text = text[: len(label)], text[len(label) + 1:].lstrip()
+    title = f"{mention + ' ' if mention else ''}{ICONS.get(event.name, '')}*{literal(label)}*"
     blocks: list[Block] = [{"type": "context", "elements": [{"type": "mrkdwn", "text": title}]}]
-    blocks.extend(plain_sections(event.text))
-    return f"{title}: {_fallback(event.text)}" if event.text else title, blocks
+    blocks.extend(plain_sections(text))
+    return f"{title}: {_fallback(text)}" if text else title, blocks
 
 
 def notice(text: str) -> tuple[str, list[Block]]:
