@@ -260,3 +260,15 @@ async def test_a_reopened_urgent_case_continues_in_its_original_thread(redis_url
         assert all("continues in a new thread" not in p.text for p in fake.posts)
         await b.wait_for(lambda: len(replies(webhook, "cust-10")) == 2, what="the instant reply to the reopening")
         assert replies(webhook, "cust-10")[1]["text"] == replies(webhook, "cust-10")[0]["text"]  # the urgent reply
+
+
+async def test_healthz_says_degraded_while_a_channel_is_degraded(redis_url: str, fake: FakeSlack,
+                                                                 webhook: WebhookReceiver) -> None:
+    fake.fail("auth.test", status=500, times=1_000_000)  # Slack answers, badly: worth retrying, not broken
+    async with running_bridge(redis_url, config(fake, webhook), env=env(fake)) as b:
+        await b.wait_for(lambda: b.bridge.health.local.get("slack", ("", ""))[0] == "degraded",
+                         what="slack shown as degraded")
+        response = await b.get("/healthz")
+        health = await response.json()
+        assert response.status == 200 and health["status"] == "degraded"
+        assert health["adapters"]["slack"]["state"] == "degraded" and health["adapters"]["api"]["state"] == "ok"
