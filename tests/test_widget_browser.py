@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
@@ -21,6 +22,7 @@ from tests.harness import Clock, RunningBridge, running_bridge, wait_for
 from tests.servers import free_port
 from tests.test_widget_protocol import ENV, URGENT, customer_texts, widget_config
 from tests.timing import scaled
+from tests.widget_client import Tab
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -434,3 +436,15 @@ async def test_a_stale_login_link_explains_itself_and_sla_notices_read_once(brow
 
 async def _has(notices: Any, name: str) -> bool:
     return name in await notices()
+
+
+async def test_the_console_names_a_site_whose_widget_was_refused(browser: Browser, redis_url: str) -> None:
+    async with running_bridge(redis_url, widget_config(allowed_origins=["https://shop.example"]), env=ENV) as b:
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await Tab.connect(b.url, origin="https://blog.example")
+        console = await console_page(browser, b)
+        warning = console.locator("#origin-warning")
+        await expect(warning).to_be_visible(timeout=WAIT_MS)
+        await expect(warning).to_contain_text("refused on https://blog.example")
+        await expect(warning).to_contain_text("channels.widget.allowed_origins")
+        await console.screenshot(path=str(ARTIFACTS / "console-refused-origin.png"))

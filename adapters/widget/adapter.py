@@ -117,7 +117,8 @@ class WidgetAdapter(Adapter):
                 self._console = Console(self.cfg.console, self.ctx, Signer(secret.encode(), "console-session"),
                                         console_token, secure_cookie=self.ctx.public_url.startswith("https:"),
                                         ensure_listening=self._ensure_listening,
-                                        ip_of=lambda r: client_ip(r, self.cfg.trust_forwarded_for))
+                                        ip_of=lambda r: client_ip(r, self.cfg.trust_forwarded_for),
+                                        refused_origins=self._refused.recent)
         return self._sockets, self._console
 
     async def _shared_secret(self, key: str, configured: str | None) -> str:

@@ -56,7 +56,13 @@ class RefusedOrigins:
         self.every_s = every_s
         self._logged_s: dict[str, float] = {}
 
+    def recent(self, within_s: float = 3600.0) -> list[str]:
+        """Origins refused in the last ``within_s`` (by this process), for the console."""
+        now = time.monotonic()
+        return sorted(o for o, at in self._logged_s.items() if now - at < within_s)[:50]
+
     def note(self, origin: str) -> None:
+        origin = origin[:200]  # the caller's header: kept short
         now = time.monotonic()
         if now - self._logged_s.get(origin, -self.every_s) < self.every_s:
             return
@@ -64,5 +70,5 @@ class RefusedOrigins:
             self._logged_s.clear()
         self._logged_s[origin] = now
         log.warning("widget refused a page from origin %s: add it to channels.widget.allowed_origins "
-                    "to let the widget connect there", origin[:200] or "(none)",
-                    extra={"origin": origin[:200], "setting": "channels.widget.allowed_origins"})
+                    "to let the widget connect there", origin or "(none)",
+                    extra={"origin": origin, "setting": "channels.widget.allowed_origins"})

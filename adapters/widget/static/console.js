@@ -256,6 +256,11 @@
     $("app").hidden = false;
     $("me").textContent = me.agent;
     state.pollS = me.poll_interval_s || 10;
+    var refused = me.refused_origins || [];
+    $("origin-warning").hidden = !refused.length;
+    $("origin-warning").textContent = refused.length ? "The chat widget was refused on " + refused.slice(0, 5).join(", ") +
+      (refused.length > 5 ? " and " + (refused.length - 5) + " more" : "") +
+      ": its visitors see \"Offline\". Add the site to channels.widget.allowed_origins if it is yours." : "";
     refreshList();
     startLive();
   }
