@@ -534,8 +534,8 @@ class SlackAdapter(Adapter):
         if isinstance(error, TimeoutError):
             log.warning("slack event not stored in time; slack will retry")
             return BoltResponse(status=503, body="busy, retry")
-        log.error("slack event failed", extra={"error": repr(error)})
-        return None
+        log.error("slack event failed", exc_info=error)
+        return None  # bolt answers 500
 
     async def _on_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         async with asyncio.timeout(self.config.ack_timeout_s):
