@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from bridge import __version__
 from bridge.config import Settings, load, secrets_in
@@ -103,15 +105,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         pass
 
     def started(bridge: Bridge) -> None:
-        print(f"bridge running: {settings.public_url}  (channels: {', '.join(sorted(bridge.adapters)) or 'none'};"
+        url = settings.public_url
+        if not settings.http.public_url and bridge.port:  # --port 0: the port the system chose
+            bound = settings.http.model_copy(update={"port": bridge.port})
+            url = settings.model_copy(update={"http": bound}).public_url
+        print(f"bridge running: {url}  (channels: {', '.join(sorted(bridge.adapters)) or 'none'};"
               " Ctrl-C stops)", file=sys.stderr, flush=True)
         for line in getattr(bridge, "banner", []):
             print(line, file=sys.stderr, flush=True)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, channels, on_started=started))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings, channels, on_started=started))
+    except OSError as exc:
+        where = f"{settings.http.host}:{settings.http.port}"
+        if exc.errno == errno.EADDRINUSE:
+            return _fail(f"http.port {settings.http.port}: {where} is already in use (another bridge or program "
+                         "listens there); stop it, or choose another port (http.port in the config, or --port)")
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return _fail(f"http.host {settings.http.host!r}: not an address of this machine ({exc.strerror})")
+        raise
     print("bridge stopped", file=sys.stderr)
     return 0
+
+
+def _redis_name(settings: Settings) -> str:
+    """Where the command looked for Redis, by its config key, without a password."""
+    if settings.redis.url:
+        return f"redis.url {_without_password(settings.redis.url)}"
+    return f"the embedded Redis in redis.data_dir {settings.redis.data_dir}"
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if "@" in rest else url
 
 
 def _redis_for(settings: Settings) -> aioredis.Redis:
@@ -130,14 +157,15 @@ async def _with_redis(args: argparse.Namespace, action: Any) -> Any:
         raise BridgeError(str(exc)) from None
     redis = _redis_for(settings)
     try:
-        await redis.ping()
-        return await action(redis, settings)
-    except (OSError, ConnectionError) as exc:
-        raise BridgeError(f"cannot reach Redis: {exc}") from None
-    except Exception as exc:
-        if type(exc).__module__.startswith("redis"):
-            raise BridgeError(f"cannot reach Redis: {exc}") from None
-        raise
+        try:
+            await redis.ping()
+        except (OSError, RedisError) as exc:
+            raise BridgeError(f"cannot reach Redis at {_redis_name(settings)}: {exc}; check that setting "
+                              "and that Redis runs") from None
+        try:
+            return await action(redis, settings)
+        except RedisError as exc:
+            raise BridgeError(f"Redis at {_redis_name(settings)} failed: {exc}") from None
     finally:
         await redis.aclose()
 
@@ -190,23 +218,38 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     if not args.all and not args.ids:
         return _fail("give dead-letter ids (from `bridge dlq list`) or --all")
 
-    async def action(redis: aioredis.Redis, settings: Settings) -> int:
-        return await Bus(redis, partitions=settings.engine.partitions).replay(None if args.all else args.ids)
+    async def action(redis: aioredis.Redis, settings: Settings) -> tuple[int, list[str]]:
+        bus = Bus(redis, partitions=settings.engine.partitions)
+        missing = [] if args.all else await _unknown_dead_letters(bus, args.ids)
+        found = [i for i in args.ids if i not in missing]
+        count = await bus.replay(None) if args.all else await bus.replay(found) if found else 0
+        return count, missing
 
-    count = asyncio.run(_with_redis(args, action))
+    count, missing = asyncio.run(_with_redis(args, action))
     print(f"replayed {count} dead letter(s) (an address's held messages go back with it, in their order)")
-    return 0
+    return _fail(_not_found(missing), code=1) if missing else 0
+
+
+async def _unknown_dead_letters(bus: Any, ids: list[str]) -> list[str]:
+    known = {row["dlq_id"] for row in await bus.dead_letters(count=1_000_000)}
+    return list(dict.fromkeys(i for i in ids if i not in known))
+
+
+def _not_found(ids: list[str]) -> str:
+    return f"not found: {', '.join(ids)} (no such dead letter; see `bridge dlq list`)"
 
 
 def cmd_dlq_drop(args: argparse.Namespace) -> int:
     from bridge.bus import Bus
 
-    async def action(redis: aioredis.Redis, settings: Settings) -> int:
-        return await Bus(redis, partitions=settings.engine.partitions).drop(args.ids)
+    async def action(redis: aioredis.Redis, settings: Settings) -> tuple[int, list[str]]:
+        bus = Bus(redis, partitions=settings.engine.partitions)
+        missing = await _unknown_dead_letters(bus, args.ids)
+        return await bus.drop(args.ids), missing
 
-    count = asyncio.run(_with_redis(args, action))
+    count, missing = asyncio.run(_with_redis(args, action))
     print(f"dropped {count} dead letter(s); an address with none left takes new messages again")
-    return 0 if count == len(set(args.ids)) else _fail("some ids were not found (see `bridge dlq list`)")
+    return _fail(_not_found(missing), code=1) if missing else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -217,7 +260,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     since_ms = int((time.time() - args.days * 86_400) * 1000) if args.days else None
 
     async def action(redis: aioredis.Redis, settings: Settings) -> Path:
-        return await write_report(redis, Path(args.out), since_ms=since_ms)
+        try:
+            return await write_report(redis, Path(args.out), since_ms=since_ms)
+        except OSError as exc:  # the directory, not Redis
+            raise BridgeError(f"--out {args.out}: cannot write the report there: "
+                              f"{exc.strerror or exc} ({exc.filename or args.out})") from None
 
     path = asyncio.run(_with_redis(args, action))
     print(f"report written: {path} (and conversations.csv, transcripts.csv in {path.parent})")

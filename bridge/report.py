@@ -77,6 +77,8 @@ def _iso(ms: int) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 60:  # a bot-quick or agent-quick answer is not "0 min"
+        return f"{seconds:.0f} s"
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     if seconds < 86_400 * 2:

@@ -19,8 +19,10 @@ def build_app(routes: Iterable[web.AbstractRouteDef], bridge: Any) -> web.Applic
         except Exception as exc:
             return web.json_response({"status": "unavailable", "redis": repr(exc)}, status=503)
         adapters = {name: {"state": state, "detail": detail} for name, (state, detail) in bridge.health.local.items()}
-        broken = [n for n, a in adapters.items() if a["state"] == "broken"]
-        status = "degraded" if broken else "ok"
+        # a channel that cannot work (broken) or works badly (degraded) degrades the bridge;
+        # the answer stays 200: the process itself serves, and restarting it fixes neither
+        impaired = [n for n, a in adapters.items() if a["state"] in ("broken", "degraded")]
+        status = "degraded" if impaired else "ok"
         return web.json_response({"status": status, "redis": redis_ok, "adapters": adapters,
                                   "worker": bridge.worker_id})
 

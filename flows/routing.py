@@ -1,6 +1,7 @@
 """Routing: what a message causes.
 
-- urgent (newly): an instant reply on the customer's channel and an escalation event;
+- urgent (newly, or a resolved urgent case reopened): an instant reply on the customer's
+  channel and an escalation event (the agents' side keeps the case's thread);
 - a new routine case (or the first message a person must see after the bot answered):
   an acknowledgement promising a reply time, an entry in its email queue (the topics
   step's choice, else by topic), and the agents told. The promise comes from the SLA's
@@ -77,6 +78,11 @@ class Routing:
             data = {"mention": self.settings.agents.urgent_mention, "new": turn.is_new}
             if turn.notes.get("kb"):
                 data["kb_suggestion"] = turn.notes["kb"]  # a knowledge-base match, for the agent
+            turn.notify_agents("escalation", text=message.text, data=data, record=False)
+        elif turn.reopened and turn.conversation.urgency == "urgent":
+            # a resolved urgent case the customer reopens: on-call again, in its own thread
+            turn.reply(turn.text("urgent"))
+            data = {"mention": self.settings.agents.urgent_mention, "new": False, "reopened": True}
             turn.notify_agents("escalation", text=message.text, data=data, record=False)
         elif turn.is_new or turn.reopened or self._unfiled(turn):
             queue = self.choose_queue(turn)

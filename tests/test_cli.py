@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 import yaml
@@ -178,3 +182,79 @@ async def test_changing_the_partition_count_of_existing_data_is_refused(redis_ur
     with pytest.raises(BridgeError, match=r"engine.partitions: this Redis holds data for 8 partitions.*set"):
         async with running_bridge(redis_url, {"engine": {"partitions": 4}}):
             pass
+
+
+def test_a_port_in_use_is_named_without_a_traceback(redis_url: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write(tmp_path / "c.yaml", {"redis": {"url": redis_url}, "http": {"host": "127.0.0.1", "port": port}})
+        result = bridge_cli("run", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"http.port {port}: 127.0.0.1:{port} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_run_with_port_0_prints_the_port_it_got(redis_url: str, tmp_path: Path) -> None:
+    config = write(tmp_path / "c.yaml", {"redis": {"url": redis_url}, "http": {"host": "127.0.0.1"}})
+    log_path = tmp_path / "run.log"
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", str(config), "--port", "0"],  # noqa: ASYNC220
+                                   cwd=tmp_path, stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": path})
+    try:
+        found = await wait_for(lambda: re.search(r"bridge running: http://localhost:(\d+)", log_path.read_text()),
+                               20, "the start-up line")
+        port = int(found.group(1))
+        assert port != 0
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 30)
+
+
+def test_status_names_redis_url_when_redis_cannot_be_reached(tmp_path: Path) -> None:
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    config = write(tmp_path / "c.yaml", {"redis": {"url": f"redis://:${{T_REDIS_PASSWORD}}@127.0.0.1:{port}/0"}})
+    result = bridge_cli("status", "-c", str(config), cwd=tmp_path, env={"T_REDIS_PASSWORD": "s3cret"})
+    assert result.returncode == 2
+    assert f"cannot reach Redis at redis.url redis://127.0.0.1:{port}/0" in result.stderr
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_report_to_a_path_that_cannot_be_written_names_the_path(redis_url: str, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    bad = tmp_path / "a-file" / "report"
+    cfg = write(tmp_path / "c.yaml", {"redis": {"url": redis_url}})
+    result = bridge_cli("report", "--out", str(bad), "-c", str(cfg), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"--out {bad}: cannot write the report there: Not a directory" in result.stderr
+    assert "Redis" not in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_dlq_replay_and_drop_name_the_ids_they_did_not_find(redis_url: str, redis: aioredis.Redis,
+                                                                 tmp_path: Path) -> None:
+    config = write(tmp_path / "c.yaml", {"redis": {"url": redis_url}})
+    bus = Bus(redis, partitions=8)
+    stream = bus.inbound_stream(Message(kind="customer", channel="api", address="x"))
+    await bus.ensure_group(stream, "engine")
+    for text in ("one", "two"):
+        await bus.publish(Message(kind="customer", channel="api", address="x", text=text))
+    for entry in await bus.read([stream], "engine", "w", count=2, block_ms=None):
+        await bus.dead_letter(stream, "engine", entry, "failed")
+    first, second = (row["dlq_id"] for row in await bus.dead_letters())
+
+    replay = bridge_cli("dlq", "replay", "unknown-id", first, "-c", str(config), cwd=tmp_path)
+    assert replay.returncode == 1
+    assert replay.stdout.startswith("replayed 1 dead letter(s)")
+    assert "not found: unknown-id (no such dead letter" in replay.stderr
+    drop = bridge_cli("dlq", "drop", "gone-1", second, "gone-2", "-c", str(config), cwd=tmp_path)
+    assert drop.returncode == 1
+    assert drop.stdout.startswith("dropped 1 dead letter(s)")
+    assert "not found: gone-1, gone-2 (no such dead letter" in drop.stderr
+    assert await bus.dead_letters() == []
+    assert bridge_cli("dlq", "replay", "unknown-id", "-c", str(config), cwd=tmp_path).returncode == 1

@@ -184,3 +184,19 @@ async def test_since_limits_the_period_and_an_empty_store_still_renders(redis: a
         encoding="utf-8"))
     assert page.kpis["conversations"] == "2"
     assert page.tables["volume_by_channel"] == [["email", "1"], ["telegram", "1"]]
+
+
+async def test_first_responses_under_a_minute_read_in_seconds(redis: aioredis.Redis, tmp_path: Path) -> None:
+    quick = [conv(20, "widget", day=0, first_min=7 / 60), conv(21, "telegram", day=0, first_min=19 / 60),
+             conv(22, "email", day=0, first_min=19 / 60)]
+    for pages, cases in (("one", quick[:1]), ("three", quick)):
+        ops: list[list[Any]] = []
+        for c in cases:
+            ops.extend(Store.save_ops(c, None))
+        async with redis.pipeline(transaction=True) as pipe:
+            for op in ops:
+                pipe.execute_command(*op)
+            await pipe.execute()
+        page = Page()
+        page.feed((await write_report(redis, tmp_path / pages, now_ms=DAY0 + 24 * HOUR)).read_text(encoding="utf-8"))
+        assert page.kpis["median first response"] == ("7 s" if pages == "one" else "19 s")

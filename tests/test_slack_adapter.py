@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -303,8 +304,51 @@ async def test_sla_events_land_in_the_thread_and_an_urgent_breach_pings(fake: Fa
     await adapter.send(event("survey_result", "Comment on satisfaction 2/5: <!channel> *slow*"))
     (root,) = fake.top_level("C0URGENT")
     warning, breach, survey = fake.thread("C0URGENT", root.ts)[1:]
-    assert warning.text.startswith(":hourglass_flowing_sand: *sla warning*: SLA warning")
-    assert breach.text.startswith("<!here> :alarm_clock: *sla breach*: SLA breach")
+    assert warning.text == ":hourglass_flowing_sand: *SLA warning*: urgent first response due in 5 min"
+    assert breach.text == "<!here> :alarm_clock: *SLA breach*: urgent first response target missed by 3 min"
     assert "<!channel>" not in survey.text
     assert any(b.get("text", {}).get("text") == "Comment on satisfaction 2/5: <!channel> *slow*"
                for b in survey.blocks)
+
+
+async def test_a_reopened_urgent_conversation_continues_in_its_urgent_thread(fake: FakeSlack) -> None:
+    adapter, _ = make(fake)
+    await adapter.send(event("escalation", "URGENT: line stopped"))
+    await adapter.send(event("state", "resolved by Alice", conversation={"status": "resolved", "urgency": "urgent"}))
+    (root,) = fake.top_level("C0URGENT")
+    delivered = await adapter.send(event("escalation", "it stopped again", new=False, reopened=True,
+                                         conversation={"status": "open"}))
+    assert delivered.ref == "" and fake.top_level("C0AGENTS") == [] and len(fake.top_level("C0URGENT")) == 1
+    last = fake.thread("C0URGENT", root.ts)[-1]
+    assert last.text.startswith("<!here> :rotating_light: *reopened by the customer (urgent)*")
+    assert "it stopped again" in last.text
+    assert buttons(root) == ["Claim", "Resolve"]
+    # the same for a reopening announced as a routine new conversation: the thread never moves
+    await adapter.send(event("new_conversation", "and again", reopened=True, conversation={"status": "open"}))
+    assert fake.top_level("C0AGENTS") == [] and fake.thread("C0URGENT", root.ts)[-1].text == "Maria: and again"
+    assert all("continues in a new thread" not in p.text for p in fake.posts)
+
+
+async def test_formatting_marks_in_a_customer_name_format_nothing(fake: FakeSlack) -> None:
+    adapter, _ = make(fake)
+    name = "*Maria_K* ~ `x`"
+    await adapter.send(event("new_conversation", "hello", conversation={"customer": name}))
+    (root,) = fake.top_level("C0AGENTS")
+    await adapter.send(event("customer_message", "hi again", conversation={"customer": name}))
+    shown = [root.text, root.blocks[0]["text"]["text"], root.blocks[1]["fields"][0]["text"],
+             fake.thread("C0AGENTS", root.ts)[-1].blocks[0]["elements"][0]["text"]]
+    fenced = "\u200b*\u200bMaria\u200b_\u200bK\u200b*\u200b \u200b~\u200b \u200b`\u200bx\u200b`\u200b"
+    for text in shown:  # every mark fenced by zero-width spaces: Slack pairs none of them
+        assert fenced in text
+        assert text.replace("\u200b", "").count(name) == 1
+
+
+async def test_a_long_fallback_text_is_never_cut_inside_an_entity(fake: FakeSlack) -> None:
+    adapter, _ = make(fake)
+    for pad in range(6):  # whichever way the cut falls, it never splits "&amp;"
+        conversation_id = f"abc123abc123-{pad + 10}"
+        await adapter.send(event("new_conversation", "x" * pad + "&" * 3000, conversation_id=conversation_id))
+        await adapter.send(event("customer_message", "y" * pad + "R&D " * 1000, conversation_id=conversation_id))
+    for post in fake.posts:
+        assert post.text.endswith("…")
+        assert not re.search(r"&[a-z]{0,3}$", post.text[:-1]), post.text[-10:]

@@ -240,3 +240,35 @@ async def test_a_burst_of_replies_with_retries_reaches_the_customer_once_each(re
         await b.wait_for(lambda: len(replies(webhook, "cust-9")) == 31, what="every reply")
         sent = [m["text"] for m in webhook.received if m["customer_id"] == "cust-9" and m["kind"] == "reply"][1:]
         assert sorted(sent) == sorted(texts)  # each once: no doubles even before the receiver's own dedupe
+
+
+async def test_a_reopened_urgent_case_continues_in_its_original_thread(redis_url: str, fake: FakeSlack,
+                                                                        webhook: WebhookReceiver) -> None:
+    async with running_bridge(redis_url, config(fake, webhook), env=env(fake)) as b:
+        await customer_writes(b, "cust-10", "URGENT: production line stopped", "m1")
+        (root,) = await b.wait_for(lambda: fake.top_level("C0URGENT"), what="the urgent thread")
+        assert await agent_writes(b, root, "!resolve") == 200
+        await b.wait_for(lambda: "Reopen" in json.dumps(root.blocks), what="the case resolved")
+
+        await customer_writes(b, "cust-10", "it stopped again", "m2")
+        await b.wait_for(lambda: any("it stopped again" in p.text for p in fake.thread("C0URGENT", root.ts)),
+                         what="the customer's words in the original thread")
+        reopened = [p for p in fake.thread("C0URGENT", root.ts) if "it stopped again" in p.text]
+        assert reopened[0].text.startswith(f"{MENTION} :rotating_light: *reopened by the customer (urgent)*")
+        await b.wait_for(lambda: "Claim" in json.dumps(root.blocks), what="the first post open again")
+        assert fake.top_level("C0AGENTS") == [] and len(fake.top_level("C0URGENT")) == 1
+        assert all("continues in a new thread" not in p.text for p in fake.posts)
+        await b.wait_for(lambda: len(replies(webhook, "cust-10")) == 2, what="the instant reply to the reopening")
+        assert replies(webhook, "cust-10")[1]["text"] == replies(webhook, "cust-10")[0]["text"]  # the urgent reply
+
+
+async def test_healthz_says_degraded_while_a_channel_is_degraded(redis_url: str, fake: FakeSlack,
+                                                                 webhook: WebhookReceiver) -> None:
+    fake.fail("auth.test", status=500, times=1_000_000)  # Slack answers, badly: worth retrying, not broken
+    async with running_bridge(redis_url, config(fake, webhook), env=env(fake)) as b:
+        await b.wait_for(lambda: b.bridge.health.local.get("slack", ("", ""))[0] == "degraded",
+                         what="slack shown as degraded")
+        response = await b.get("/healthz")
+        health = await response.json()
+        assert response.status == 200 and health["status"] == "degraded"
+        assert health["adapters"]["slack"]["state"] == "degraded" and health["adapters"]["api"]["state"] == "ok"

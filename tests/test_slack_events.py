@@ -169,6 +169,30 @@ async def test_a_note_stays_internal(served: Served) -> None:
     assert all(m.kind != "agent" for m in served.published)
 
 
+def reply_saying(text: str, event_id: str) -> dict[str, Any]:
+    payload = fixture("message_thread_reply")
+    payload["event_id"] = event_id
+    payload["event"]["text"] = text
+    return payload
+
+
+@pytest.mark.parametrize("text", ["_note:_ check the contract first", "*note:* check the contract first",
+                                  "*Note*: check the contract first", "~note:~ check the contract first",
+                                  "`note:` check the contract first"])
+async def test_a_note_prefix_in_slack_formatting_stays_internal(served: Served, text: str) -> None:
+    assert await served.event(reply_saying(text, "Ev0FORMATTEDNOTE")) == 200
+    (note,) = served.published
+    assert (note.kind, note.name, note.text) == ("command", "note", "check the contract first")
+
+
+async def test_emoji_shortcodes_reach_the_customer_as_emoji(served: Served) -> None:
+    text = ":wave: Hi, it ships today :white_check_mark: :+1: (at 10:30:00, :not_an_emoji:)"
+    assert await served.event(reply_saying(text, "Ev0EMOJI")) == 200
+    (reply,) = served.published
+    assert reply.kind == "agent"
+    assert reply.text == "\U0001f44b Hi, it ships today \u2705 \U0001f44d (at 10:30:00, :not_an_emoji:)"
+
+
 async def test_notes_can_be_dropped_entirely(fake: FakeSlack) -> None:
     s = await serve(fake, record_notes=False)
     try:
@@ -348,7 +372,7 @@ async def test_a_slow_store_is_not_acknowledged(fake: FakeSlack) -> None:
     s = await serve(fake, ack_timeout_s=0.3)
     try:
         s.context.publish_delay_s = 1.0
-        assert await s.event(fixture("message_thread_reply")) in (500, 503)  # slack retries; the dedupe key holds
+        assert await s.event(fixture("message_thread_reply")) == 503  # slack retries; the dedupe key holds
         s.context.publish_delay_s = 0.0
         assert await s.event(fixture("message_thread_reply"), extra={"X-Slack-Retry-Num": "1"}) == 200
         assert len(s.published) == 1

@@ -32,7 +32,8 @@ async def _adapter(fake_telegram: FakeTelegram,
 @pytest.fixture
 async def adapter(fake_telegram: FakeTelegram, redis: aioredis.Redis) -> AsyncIterator[TelegramAdapter]:
     """A started adapter in webhook mode with set_webhook off: sends only, no poller."""
-    adapter = await _adapter(fake_telegram, redis, mode="webhook", webhook_secret="s3cret", set_webhook=False)
+    adapter = await _adapter(fake_telegram, redis, mode="webhook", webhook_secret="s3cret", set_webhook=False,
+                             rate_per_address_per_s=1000.0)  # pacing has its own test
     await adapter.start()
     try:
         yield adapter
@@ -68,6 +69,30 @@ async def test_long_message_arrives_in_parts_on_safe_boundaries(fake_telegram: F
 async def test_agent_reply_shows_the_agents_name(fake_telegram: FakeTelegram, adapter: TelegramAdapter) -> None:
     await adapter.send(reply("Your order ships today.", sender=Sender(id="U1", name="Anna", is_agent=True)))
     assert fake_telegram.texts(CHAT) == ["Anna:\nYour order ships today."]
+
+
+@pytest.mark.parametrize("text", ["Thanks for waiting. " * 300, "Thanks for waiting.\n\n" + "x" * 5000])
+async def test_a_long_reply_never_sends_the_agents_name_alone(fake_telegram: FakeTelegram,
+                                                              adapter: TelegramAdapter, text: str) -> None:
+    await adapter.send(reply(text, sender=Sender(id="U1", name="Alice", is_agent=True)))
+    parts = fake_telegram.texts(CHAT)
+    assert len(parts) >= 2 and all(len(p) <= 4096 for p in parts)
+    assert parts[0].startswith("Alice:\nThanks for waiting.") and all("Alice:" not in p for p in parts[1:])
+    assert "".join("".join(parts).split()) == "".join(("Alice:" + text).split())  # all of it, cut at whitespace
+
+
+async def test_the_parts_of_one_long_message_keep_the_per_chat_pace(fake_telegram: FakeTelegram,
+                                                                     redis: aioredis.Redis) -> None:
+    adapter = await _adapter(fake_telegram, redis, mode="webhook", webhook_secret="s3cret", set_webhook=False,
+                             rate_per_address_per_s=5.0)
+    await adapter.start()
+    try:
+        await adapter.send(reply("\n\n".join(f"part {i} " + "z" * 4000 for i in range(3))))
+    finally:
+        await adapter.stop()
+    calls = fake_telegram.requests["sendMessage"]
+    assert [c.params["text"][:6] for c in calls] == ["part 0", "part 1", "part 2"]
+    assert calls[2].at_s - calls[0].at_s >= 0.3  # 5 per second: 0.4 s from first to third (margin for transit)
 
 
 async def test_buttons_become_an_inline_keyboard(fake_telegram: FakeTelegram, adapter: TelegramAdapter) -> None:

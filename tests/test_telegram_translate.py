@@ -190,8 +190,8 @@ def test_buttons_keyboard_and_text_fallback() -> None:
 def test_agent_name_on_the_first_line() -> None:
     reply = Message(kind="reply", channel="telegram", address="1", text="Your order ships today.",
                     sender=Sender(id="U1", name="Anna", is_agent=True))
-    assert translate.with_agent_name(reply, True) == "Anna:\nYour order ships today."
-    assert translate.with_agent_name(reply, False) == "Your order ships today."
+    assert translate.agent_prefix(reply, True) + reply.text == "Anna:\nYour order ships today."
+    assert translate.agent_prefix(reply, False) == ""
 
 
 def test_config_checks_token_and_webhook_secret() -> None:

@@ -12,14 +12,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.harness import RunningBridge, running_bridge, wait_for
+from bridge.model import now_ms
+from tests.harness import Clock, RunningBridge, running_bridge, wait_for
 from tests.servers import free_port
 from tests.test_widget_protocol import ENV, URGENT, customer_texts, widget_config
 from tests.timing import scaled
+from tests.widget_client import Tab
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -392,3 +395,56 @@ async def test_a_visitor_attaches_a_photo_and_the_agent_opens_it(browser: Browse
         assert href is not None
         async with b.http.get(href.replace("http://localhost", "http://127.0.0.1")) as r:
             assert r.status == 200 and await r.read() == photo.read_bytes()
+
+
+async def test_a_stale_login_link_explains_itself_and_sla_notices_read_once(browser: Browser,
+                                                                            redis_url: str) -> None:
+    clock = Clock(now_ms())
+    config = {**widget_config(), "engine": {"steps": ["triage", "routing", "sla"]},
+              "flows": {"sla": {"targets": {"urgent": {"first_response_min": 10, "resolution_h": 4},
+                                            "routine": {"first_response_min": 240, "resolution_h": 48}}}}}
+    async with running_bridge(redis_url, config, env=ENV, clock_ms=clock) as b:
+        stale = await (await browser.new_context()).new_page()
+        await stale.goto(b.url + "/agent#token=a-token-from-last-month")
+        await expect(stale.locator("#login")).to_be_visible(timeout=WAIT_MS)
+        await expect(stale.locator("#login-error")).to_contain_text("login link is wrong or out of date")
+        await expect(stale.locator("#login-token")).to_be_visible()
+
+        page = await visitor_page(browser, b)
+        await type_message(page, URGENT)
+        await expect(visitor_texts(page, "bot")).to_contain_text(["urgent"], timeout=WAIT_MS)
+
+        async def notices() -> set[str]:
+            conversations = await b.store.list()
+            transcript = await b.store.transcript(conversations[0].id) if conversations else []
+            return {m.name for m in transcript if m.name.startswith("sla_")}
+
+        clock.advance(minutes=8.5)  # past 80% of the 10-minute first-response target
+        await b.wait_for(lambda: _has(notices, "sla_warning"), what="the SLA warning")
+        clock.advance(minutes=2)
+        await b.wait_for(lambda: _has(notices, "sla_breach"), what="the SLA breach")
+        console = await console_page(browser, b)
+        await console.locator("#list li").first.click()
+        warning = console.locator('#transcript li[data-event="sla_warning"]')
+        await expect(warning).to_have_count(1, timeout=WAIT_MS)
+        await expect(warning).to_contain_text("SLA warning: urgent first response due in")
+        await expect(console.locator('#transcript li[data-event="sla_breach"]')).to_contain_text(
+            "SLA breach: urgent first response target missed")
+        await expect(console.locator("#transcript")).not_to_contain_text("SLA warning: SLA warning")
+        await expect(console.locator("#transcript")).not_to_contain_text("SLA breach: SLA breach")
+
+
+async def _has(notices: Any, name: str) -> bool:
+    return name in await notices()
+
+
+async def test_the_console_names_a_site_whose_widget_was_refused(browser: Browser, redis_url: str) -> None:
+    async with running_bridge(redis_url, widget_config(allowed_origins=["https://shop.example"]), env=ENV) as b:
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await Tab.connect(b.url, origin="https://blog.example")
+        console = await console_page(browser, b)
+        warning = console.locator("#origin-warning")
+        await expect(warning).to_be_visible(timeout=WAIT_MS)
+        await expect(warning).to_contain_text("refused on https://blog.example")
+        await expect(warning).to_contain_text("channels.widget.allowed_origins")
+        await console.screenshot(path=str(ARTIFACTS / "console-refused-origin.png"))

@@ -257,6 +257,25 @@ async def test_a_foreign_or_missing_origin_is_refused(redis_url: str, tabs: list
         assert (await allowed.welcome())["visitor"]
 
 
+async def test_a_refused_origin_is_logged_with_the_setting_once_per_origin(redis_url: str, tabs: list[Tab],
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    async with running_bridge(redis_url, widget_config(allowed_origins=["https://shop.example"]), env=ENV) as b:
+        for origin in ("https://blog.example", "https://blog.example", "https://blog.example", "https://other.example"):
+            with pytest.raises(aiohttp.WSServerHandshakeError):
+                await open_tab(tabs, b, origin=origin)
+        allowed = await open_tab(tabs, b, origin="https://shop.example")
+        assert (await allowed.welcome())["visitor"]
+        demo = await b.get("/")  # the demo page's one-tag snippet says what else the site needs
+        assert "channels.widget.allowed_origins" in await demo.text()
+    refused = [r.getMessage() for r in caplog.records if "allowed_origins" in r.getMessage()]
+    assert refused == [
+        "widget refused a page from origin https://blog.example: add it to channels.widget.allowed_origins "
+        "to let the widget connect there",
+        "widget refused a page from origin https://other.example: add it to channels.widget.allowed_origins "
+        "to let the widget connect there"]
+    assert all(r.levelname == "WARNING" for r in caplog.records if "allowed_origins" in r.getMessage())
+
+
 async def test_huge_and_malformed_frames_close_the_socket_not_the_server(redis_url: str, tabs: list[Tab]) -> None:
     limits = {"max_frame_bytes": 4096, "max_text_chars": 100}
     async with running_bridge(redis_url, widget_config(limits=limits), env=ENV) as b:

@@ -24,12 +24,14 @@ from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 import aiohttp
+import emoji
 import msgspec
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -170,6 +172,7 @@ class SlackAdapter(Adapter):
         self.app.event("message")(self._on_message)
         for action in (blocks.CLAIM_ACTION, blocks.RESOLVE_ACTION, blocks.REOPEN_ACTION):
             self.app.action(action)(self._on_action)
+        self.app.error(self._on_error)
         rate = config.rate_per_address_per_s or self.default_rate_per_address_per_s or 0.0
         self._pacer = _Pacer(rate)
         self._bot_user_id = ""
@@ -354,12 +357,14 @@ class SlackAdapter(Adapter):
     async def _open_thread(self, message: Message, *, urgent: bool) -> Delivered:
         channel = self.channel_for(message, urgent=urgent)
         existing = await self._thread(message.conversation_id)
-        if existing is not None and existing[0] == self._channel_ids.get(channel, channel):
-            # the conversation already has a thread in this channel: keep it, say what happened
+        if existing is not None and (existing[0] == self._channel_ids.get(channel, channel) or not urgent
+                                     or message.data.get("reopened")):
+            # the conversation already has a thread: keep it, say what happened; a thread
+            # moves only when a case turns urgent (to the urgent channel), never on a reopening
             text, body = blocks.escalated(message, mention=self.mention(message)) if urgent \
                 else blocks.customer_message(message)
-            ts, _ = await self._post(channel, text, body, thread_ts=existing[1])
-            await self._refresh_root(message, channel, existing[1])  # reopened or now urgent
+            ts, _ = await self._post(existing[0], text, body, thread_ts=existing[1])
+            await self._refresh_root(message, existing[0], existing[1])  # reopened or now urgent
             return Delivered(platform_id=ts)
         text, body = blocks.opening(message, urgent=urgent, mention=self.mention(message))
         ts, channel_id = await self._post(channel, text, body)
@@ -524,6 +529,14 @@ class SlackAdapter(Adapter):
         async with asyncio.timeout(self.config.ack_timeout_s):
             await self._take_message(event, body)
 
+    async def _on_error(self, error: Exception) -> BoltResponse | None:
+        """A listener that could not store the event in time: 503, Slack delivers again."""
+        if isinstance(error, TimeoutError):
+            log.warning("slack event not stored in time; slack will retry")
+            return BoltResponse(status=503, body="busy, retry")
+        log.error("slack event failed", exc_info=error)
+        return None  # bolt answers 500
+
     async def _on_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         async with asyncio.timeout(self.config.ack_timeout_s):
             await self._take_action(body, action)
@@ -565,7 +578,8 @@ class SlackAdapter(Adapter):
             await self.ctx.publish(Message(kind="command", name=parsed.name, data=data, **common))
             return
         users = await self._mentioned_names(parsed.text)
-        text = to_plain(parsed.text, users).strip()
+        # Slack writes emoji as :shortcodes:; the customer's app shows Unicode
+        text = emoji.emojize(to_plain(parsed.text, users), language="alias").strip()
         attachments = self._attachments(event)
         if parsed.kind == "note":
             if cfg.record_notes and (text or attachments):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.slack.escape import escape
+from adapters.slack.escape import clip, escape, literal
 from bridge.model import Message
 
 Block = dict[str, Any]
@@ -50,8 +50,7 @@ def plain_sections(text: str, limit_blocks: int = MAX_BLOCKS - 5) -> list[Block]
 
 
 def _fallback(text: str) -> str:
-    text = escape(text)
-    return text if len(text) <= FALLBACK_MAX else text[: FALLBACK_MAX - 1] + "…"
+    return clip(escape(text), FALLBACK_MAX)
 
 
 def _attachments_block(event: Message) -> list[Block]:
@@ -64,7 +63,7 @@ def _attachments_block(event: Message) -> list[Block]:
         if _linkable(a.url):  # a link the customer's channel offers (e.g. a signed bridge link)
             name = f"<{escape(a.url)}|{name}>"
         lines.append(f"• {name} ({escape(a.mime)}{size})")
-    return [{"type": "context", "elements": [{"type": "mrkdwn", "text": "\n".join(lines)[:PLAIN_TEXT_MAX]}]}]
+    return [{"type": "context", "elements": [{"type": "mrkdwn", "text": clip("\n".join(lines), PLAIN_TEXT_MAX)}]}]
 
 
 def _linkable(url: str) -> bool:
@@ -79,7 +78,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _field(label: str, value: str) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": f"*{label}*\n{escape(_clip(value, FIELD_VALUE_MAX)) if value else '—'}"}
+    return {"type": "mrkdwn", "text": f"*{label}*\n{literal(_clip(value, FIELD_VALUE_MAX)) if value else '—'}"}
 
 
 def _button(label: str, action_id: str, value: str, style: str = "") -> Block:
@@ -97,9 +96,9 @@ def opening(event: Message, *, urgent: bool, mention: str = "") -> tuple[str, li
     name = _clip(customer_name(event), 200)
     urgency = str(conv.get("urgency") or ("urgent" if urgent else "routine"))
     reason = str(conv.get("urgency_reason") or "")
-    headline = f"{'Urgent' if urgent else 'New'} conversation from {name}"
+    kind = "Urgent" if urgent else "New"
     lead = f"{mention} " if urgent and mention else ""
-    title = f"{lead}{':rotating_light: ' if urgent else ''}*{escape(headline)}*"
+    title = f"{lead}{':rotating_light: ' if urgent else ''}*{kind} conversation from {literal(name)}*"
     fields = [
         _field("Customer", name),
         _field("Channel", str(conv.get("channel") or event.data.get("channel") or "")),
@@ -111,7 +110,7 @@ def opening(event: Message, *, urgent: bool, mention: str = "") -> tuple[str, li
     conversation_id = str(conv.get("id") or event.conversation_id)
     status = str(conv.get("status") or "open")
     assignee = str(conv.get("assignee") or "")
-    status_line = f"*Status:* {escape(status)} · " + (f"*Assigned to:* {escape(assignee)}" if assignee
+    status_line = f"*Status:* {literal(status)} · " + (f"*Assigned to:* {literal(assignee)}" if assignee
                                                        else "unassigned")
     if status == "resolved":
         buttons = [_button("Reopen", REOPEN_ACTION, conversation_id)]
@@ -126,19 +125,19 @@ def opening(event: Message, *, urgent: bool, mention: str = "") -> tuple[str, li
         {"type": "context", "block_id": "bridge:status", "elements": [{"type": "mrkdwn", "text": status_line}]},
         {"type": "actions", "block_id": "bridge:conversation", "elements": buttons},
     ]
-    text = f"{lead}{_fallback(headline)}: {_fallback(event.text)}"
-    return text[:FALLBACK_MAX + 200], blocks
+    text = f"{lead}{kind} conversation from {literal(name)}: {_fallback(event.text)}"
+    return clip(text, FALLBACK_MAX + 200), blocks
 
 
 def customer_message(event: Message) -> tuple[str, list[Block]]:
     """A customer's follow-up, in the thread."""
     name = customer_name(event)
     blocks: list[Block] = [
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"*{escape(name)}* wrote:"}]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"*{literal(name)}* wrote:"}]},
         *plain_sections(event.text),
         *_attachments_block(event),
     ]
-    return f"{_fallback(name)}: {_fallback(event.text)}", blocks
+    return f"{clip(literal(name), 200)}: {_fallback(event.text)}", blocks
 
 
 def delivery(event: Message) -> tuple[str, list[Block]]:
@@ -149,7 +148,7 @@ def delivery(event: Message) -> tuple[str, list[Block]]:
         text = ":white_check_mark: sent to customer"
     else:
         text = f":warning: not delivered: {escape(reason) or 'unknown reason'}"
-    return text, [{"type": "context", "elements": [{"type": "mrkdwn", "text": text[:PLAIN_TEXT_MAX]}]}]
+    return text, [{"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, PLAIN_TEXT_MAX)}]}]
 
 
 _STATE_FIELDS = ("status", "assignee", "urgency", "queue")
@@ -172,7 +171,7 @@ def state(event: Message) -> tuple[str, list[Block]]:
     if by and not text:
         line += f" (by {escape(by)})"
     line = f":arrows_counterclockwise: {line}"
-    return line, [{"type": "context", "elements": [{"type": "mrkdwn", "text": line[:PLAIN_TEXT_MAX]}]}]
+    return line, [{"type": "context", "elements": [{"type": "mrkdwn", "text": clip(line, PLAIN_TEXT_MAX)}]}]
 
 
 ICONS = {"sla_warning": ":hourglass_flowing_sand: ", "sla_breach": ":alarm_clock: ", "survey_result": ":star: ",
@@ -182,23 +181,27 @@ ICONS = {"sla_warning": ":hourglass_flowing_sand: ", "sla_breach": ":alarm_clock
 def generic(event: Message, *, mention: str = "") -> tuple[str, list[Block]]:
     """Any other event (sla_warning, sla_breach, survey_result, ...): its name and text
     (plain text: a survey comment is the customer's)."""
-    title = f"{mention + ' ' if mention else ''}{ICONS.get(event.name, '')}*{escape(event.name.replace('_', ' '))}*"
+    label, text = event.name.replace("_", " "), event.text
+    if text.lower().startswith(label.lower() + ":"):  # "SLA warning: ..." is not labelled twice
+        label, text = text[: len(label)], text[len(label) + 1:].lstrip()
+    title = f"{mention + ' ' if mention else ''}{ICONS.get(event.name, '')}*{literal(label)}*"
     blocks: list[Block] = [{"type": "context", "elements": [{"type": "mrkdwn", "text": title}]}]
-    blocks.extend(plain_sections(event.text))
-    return f"{title}: {_fallback(event.text)}" if event.text else title, blocks
+    blocks.extend(plain_sections(text))
+    return f"{title}: {_fallback(text)}" if text else title, blocks
 
 
 def notice(text: str) -> tuple[str, list[Block]]:
     """A line from the bridge itself (e.g. an unknown command), trusted text, escaped."""
     line = escape(text)
-    return line, [{"type": "context", "elements": [{"type": "mrkdwn", "text": line[:PLAIN_TEXT_MAX]}]}]
+    return line, [{"type": "context", "elements": [{"type": "mrkdwn", "text": clip(line, PLAIN_TEXT_MAX)}]}]
 
 
 def escalated(event: Message, *, mention: str = "") -> tuple[str, list[Block]]:
-    """A conversation that already has a thread here became urgent."""
+    """A conversation that already has a thread here became urgent, or was reopened while urgent."""
     conv = summary(event)
     reason = str(conv.get("urgency_reason") or "")
     lead = f"{mention} " if mention else ""
-    line = f"{lead}:rotating_light: *now urgent*" + (f" ({escape(reason)})" if reason else "")
+    what = "reopened by the customer (urgent)" if event.data.get("reopened") else "now urgent"
+    line = f"{lead}:rotating_light: *{what}*" + (f" ({escape(reason)})" if reason else "")
     blocks: list[Block] = [{"type": "section", "text": {"type": "mrkdwn", "text": line}}, *plain_sections(event.text)]
     return f"{line}: {_fallback(event.text)}", blocks

@@ -9,16 +9,18 @@ they are tested on recorded payloads without a server.
 - With ``replies: default_out`` a thread reply goes to the customer unless it starts
   with a note prefix (``note:``); with ``replies: explicit`` only a reply starting with
   a reply marker (``reply:``, ``>>``) goes out and everything else is an internal note.
-  A note prefix always wins: ``note: >> draft`` stays internal in both modes.
+  A note prefix always wins: ``note: >> draft`` stays internal in both modes, and so
+  does a prefix in Slack formatting (``*note:*``, ``_note:_``, ``~note:~``, `` `note:` ``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from adapters.slack.escape import mentioned_users, unescape
+from adapters.slack.escape import escape, mentioned_users, unescape
 
 ReplyMode = Literal["default_out", "explicit"]
 
@@ -38,24 +40,21 @@ class Parsed:
     error: str = ""
 
 
+_MARKS = "*_~`"  # Slack formatting an agent may wrap a prefix in: *note:*, _note:_, `note:`
+
+
 def _strip_prefix(text: str, prefixes: Sequence[str]) -> str | None:
-    """The text after the first matching prefix (case-insensitive), or None."""
-    stripped = text.lstrip()
-    readable = unescape(stripped)  # ">>" arrives as "&gt;&gt;"
+    """The text after the first matching prefix (case-insensitive, in or out of Slack
+    formatting marks), or None. The prefix is matched on the wire text, where ``>``
+    arrives as ``&gt;``."""
+    marks = f"[{re.escape(_MARKS)}]*"
     for prefix in prefixes:
-        if prefix and readable[: len(prefix)].lower() == prefix.lower():
-            # map the prefix length back onto the escaped text
-            consumed = 0
-            seen = 0
-            while seen < len(prefix) and consumed < len(stripped):
-                for entity in ("&amp;", "&lt;", "&gt;"):
-                    if stripped.startswith(entity, consumed):
-                        consumed += len(entity)
-                        break
-                else:
-                    consumed += 1
-                seen += 1
-            return stripped[consumed:].lstrip()
+        if not prefix:
+            continue
+        body = marks.join(re.escape(escape(ch)) for ch in prefix)
+        match = re.match(rf"\s*{marks}{body}{marks}", text, re.IGNORECASE)
+        if match:
+            return text[match.end():].strip()
     return None
 
 

@@ -25,6 +25,25 @@ def escape(text: str) -> str:
     return text
 
 
+_MARK = re.compile(r"([*_~`])")
+_PARTIAL_ENTITY = re.compile(r"&(?:a(?:m(?:p)?)?|l(?:t)?|g(?:t)?)?$")
+
+
+def literal(text: str) -> str:
+    """`escape`, and Slack's formatting marks (``* _ ~`` and the backtick) kept from pairing up: mrkdwn
+    has no escape for them, so each is fenced with zero-width spaces. For names and
+    values shown inside our own formatting (``*Maria_K* wrote:``)."""
+    return _MARK.sub("\u200b\\1\u200b", escape(text))
+
+
+def clip(text: str, limit: int, ellipsis: str = "…") -> str:
+    """Escaped text cut to at most ``limit`` characters, never inside an ``&amp;`` entity."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(0, limit - len(ellipsis))]
+    return _PARTIAL_ENTITY.sub("", cut) + ellipsis
+
+
 def unescape(text: str) -> str:
     """Undo Slack's three entities (``&amp;`` last, so ``&amp;lt;`` stays ``&lt;``)."""
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

@@ -47,6 +47,7 @@ from bridge import failpoints, filelinks
 from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
 from bridge.errors import IntegrationBroken, PermanentError, TransientError
 from bridge.model import Attachment, Message
+from bridge.ratelimit import Pacer
 from bridge.retry import Backoff
 
 log = logging.getLogger("adapters.telegram")
@@ -114,6 +115,7 @@ class TelegramAdapter(Adapter):
         super().__init__(config, ctx)
         assert isinstance(config, TelegramConfig)
         self.cfg: TelegramConfig = config
+        self._chat_pacer = Pacer(config.rate_per_address_per_s or self.default_rate_per_address_per_s)
         self._request = HTTPXRequest(
             connection_pool_size=64, connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s,
             write_timeout=config.write_timeout_s, media_write_timeout=config.media_write_timeout_s,
@@ -421,6 +423,7 @@ class TelegramAdapter(Adapter):
         for index, part in enumerate(parts):
             if index < done:
                 continue
+            await self._chat_pacer.wait(str(chat_id))  # the parts of one message keep the per-chat pace too
             try:
                 try:
                     last = await part(chat_id)
@@ -436,12 +439,13 @@ class TelegramAdapter(Adapter):
         return Delivered(platform_id=str(last.message_id) if last else "")
 
     def _parts(self, message: Message) -> Iterator[Callable[[int | str], Awaitable[TgMessage]]]:
-        text = translate.with_agent_name(message, self.cfg.show_agent_name)
+        prefix = translate.agent_prefix(message, self.cfg.show_agent_name)
+        text = message.text
         buttons = message.buttons
         rows = translate.keyboard_rows(buttons) if (buttons and self.cfg.buttons) else None
         if buttons and rows is None:
             text = f"{text}\n\n{translate.buttons_as_text(buttons)}" if text else translate.buttons_as_text(buttons)
-        chunks = translate.split_text(text)
+        chunks = translate.reply_parts(text, prefix)
         if rows is not None and not chunks:
             chunks = [translate.buttons_as_text(buttons)]  # a keyboard needs a message to sit on
         for i, chunk in enumerate(chunks):

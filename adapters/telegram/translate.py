@@ -221,10 +221,24 @@ def split_text(text: str, limit: int = MAX_TEXT_UNITS) -> list[str]:
     return chunks
 
 
-def with_agent_name(message: Message, show_agent_name: bool) -> str:
-    if show_agent_name and message.sender and message.sender.is_agent and message.sender.name:
-        return f"{message.sender.name}:\n{message.text}" if message.text else ""
-    return message.text
+AGENT_NAME_MAX = 64
+
+
+def agent_prefix(message: Message, show_agent_name: bool) -> str:
+    """The line naming the agent above their reply (``"Anna:\n"``), or ""."""
+    sender = message.sender
+    if show_agent_name and sender and sender.is_agent and sender.name and message.text.strip():
+        return f"{sender.name[:AGENT_NAME_MAX]}:\n"
+    return ""
+
+
+def reply_parts(text: str, prefix: str = "", limit: int = MAX_TEXT_UNITS) -> list[str]:
+    """``text`` in messages of at most ``limit`` units (`split_text`), the first led by
+    ``prefix``: the agent's name never goes out alone, and never pushes a part over."""
+    chunks = split_text(text, limit - utf16_len(prefix))
+    if prefix and chunks:
+        chunks[0] = prefix + chunks[0]
+    return chunks
 
 
 def keyboard_rows(buttons: list[Button]) -> list[list[tuple[str, str]]] | None:

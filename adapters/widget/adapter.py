@@ -31,7 +31,7 @@ from adapters.widget.config import WidgetConfig
 from adapters.widget.console import ROUTES as CONSOLE_ROUTES
 from adapters.widget.console import TOPIC_LOGOUT, Console
 from adapters.widget.identity import Signer, VisitorTokens, derive_console_token
-from adapters.widget.peers import client_ip, origin_of, own_origins
+from adapters.widget.peers import RefusedOrigins, client_ip, origin_of, own_origins
 from adapters.widget.uploads import Uploads
 from adapters.widget.ws import TOPIC_VISITORS, WidgetSockets, visitor_item
 from bridge import logs
@@ -64,6 +64,7 @@ class WidgetAdapter(Adapter):
         self._listeners: list[asyncio.Task[None]] = []
         self.generated_console_token: str | None = None
         self._uploads: Uploads | None = None
+        self._refused = RefusedOrigins()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -117,7 +118,8 @@ class WidgetAdapter(Adapter):
                 self._console = Console(self.cfg.console, self.ctx, Signer(secret.encode(), "console-session"),
                                         console_token, secure_cookie=self.ctx.public_url.startswith("https:"),
                                         ensure_listening=self._ensure_listening,
-                                        ip_of=lambda r: client_ip(r, self.cfg.trust_forwarded_for))
+                                        ip_of=lambda r: client_ip(r, self.cfg.trust_forwarded_for),
+                                        refused_origins=self._refused.recent)
         return self._sockets, self._console
 
     async def _shared_secret(self, key: str, configured: str | None) -> str:
@@ -193,7 +195,10 @@ class WidgetAdapter(Adapter):
         if not origin:
             return False
         allowed = self.cfg.allowed_origins
-        return "*" in allowed or origin in allowed or origin in own_origins(self.ctx.public_url)
+        if "*" in allowed or origin in allowed or origin in own_origins(self.ctx.public_url):
+            return True
+        self._refused.note(origin)
+        return False
 
     def routes(self) -> Iterable[web.AbstractRouteDef]:
         routes: list[web.AbstractRouteDef] = [

@@ -146,8 +146,10 @@ class Console:
 
     def __init__(self, config: ConsoleConfig, ctx: AdapterContext, signer: Signer, token: str | None,
                  *, secure_cookie: bool, ensure_listening: Callable[[], Awaitable[None]],
-                 ip_of: Callable[[web.Request], str]) -> None:
+                 ip_of: Callable[[web.Request], str],
+                 refused_origins: Callable[[], list[str]] = list) -> None:
         self.config = config
+        self.refused_origins = refused_origins  # sites whose widget the origin check refused
         self.ctx = ctx
         self.signer = signer
         self.token = token
@@ -235,7 +237,7 @@ class Console:
             for quota, key in ((self.failures_ip_name, pair), (self.failures_ip, ip), (self.failures_all, "")):
                 await quota.add(key)
             return web.json_response({"error": "wrong name, password or token"}, status=401)
-        response = web.json_response({"agent": agent, "poll_interval_s": self.config.poll_interval_s})
+        response = web.json_response(self._me(agent))
         session = {"a": agent, "s": secrets.token_urlsafe(12), "iat": int(time.time())}
         response.set_cookie(COOKIE, self.signer.sign(session),
                             max_age=int(self.config.session_hours * 3600), path="/agent", httponly=True,
@@ -269,7 +271,11 @@ class Console:
         agent = await self.agent(request)
         if agent is None:
             return web.json_response({"agent": None, "password_login": bool(self.config.agents)}, status=401)
-        return web.json_response({"agent": agent, "poll_interval_s": self.config.poll_interval_s})
+        return web.json_response(self._me(agent))
+
+    def _me(self, agent: str) -> dict[str, Any]:
+        return {"agent": agent, "poll_interval_s": self.config.poll_interval_s,
+                "refused_origins": self.refused_origins()}
 
     async def list_conversations(self, request: web.Request) -> web.Response:
         await self._require(request)

@@ -51,6 +51,7 @@ class Recorded:
     params: dict[str, Any]
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # field -> (filename, content)
     status: int = 200
+    at_s: float = field(default_factory=time.monotonic)  # when the call arrived
 
 
 def site_port(site: web.TCPSite) -> int:

@@ -37,8 +37,13 @@
     stopLive();
   }
 
-  function login(body) {
+  function login(body, fromLink) {
     return api("POST", "/agent/login", body).then(start).catch(function (err) {
+      if (fromLink) {
+        showLogin();
+        err.message = "This login link is wrong or out of date (" + err.message + "). " +
+          "Log in below, or ask for a new link (bridge run prints one).";
+      }
       $("login-error").textContent = err.message;
     });
   }
@@ -147,7 +152,10 @@
           var label = Object.prototype.hasOwnProperty.call(NOTICE_LABELS, m.event) ? NOTICE_LABELS[m.event] :
             (m.event || m.kind) + (m.status ? " " + m.status : "");
           li.setAttribute("data-event", m.event || m.kind);
-          li.textContent = (label && m.text ? label + ": " : label) + (m.text || "") + " · " +
+          var said = m.text || "";
+          // a notice whose text already names it ("SLA warning: ...") is not labelled twice
+          if (label && said.toLowerCase().indexOf(label.toLowerCase()) === 0) { label = ""; }
+          li.textContent = (label && said ? label + ": " : label) + said + " · " +
             new Date(m.ts).toLocaleTimeString();
         } else {
           var label = m.who === "customer" ? "customer" : m.who === "bot" ? "bot" :
@@ -248,6 +256,11 @@
     $("app").hidden = false;
     $("me").textContent = me.agent;
     state.pollS = me.poll_interval_s || 10;
+    var refused = me.refused_origins || [];
+    $("origin-warning").hidden = !refused.length;
+    $("origin-warning").textContent = refused.length ? "The chat widget was refused on " + refused.slice(0, 5).join(", ") +
+      (refused.length > 5 ? " and " + (refused.length - 5) + " more" : "") +
+      ": its visitors see \"Offline\". Add the site to channels.widget.allowed_origins if it is yours." : "";
     refreshList();
     startLive();
   }
@@ -256,7 +269,7 @@
   var match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
   if (match) {
     history.replaceState(null, "", location.pathname);
-    login({ token: decodeURIComponent(match[1]) });
+    login({ token: decodeURIComponent(match[1]) }, true);
   } else {
     fetch("/agent/api/me", { credentials: "same-origin" }).then(function (response) {
       return response.json().then(function (data) {
