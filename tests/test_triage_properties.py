@@ -1,0 +1,42 @@
+"""Property-based tests (hypothesis) over triage: whatever a customer writes (any script,
+punctuation soup, phrase fragments, huge messages), triage answers with a language, an
+urgency, a topic and a reason, and never raises. How its cost grows with the input is
+printed by ``python -m bench.triage_quality`` (it reads a capped prefix and suffix)."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flows import triage
+from flows.phrases import PhraseMatcher, builtin
+from tests.test_flows_helpers import Chat, make_config
+
+FAST = settings(max_examples=60, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+
+PIECES = ["line", "down", "stopped", "not", "urgent", "no rush", "не", "срочно", "линия стоит", "不用急", "紧急",
+          "停线", "walang", "pagmamadali", "tidak", "mendesak", "running again", "已恢复", "order", "12345", "#",
+          "!", "?", "...", "\n", " ", "\u200b", "🙂", "é", "ё", "-", "'", "’", "Manila", "Penang", "OK lang"]
+TEXT = st.one_of(st.text(max_size=400), st.lists(st.sampled_from(PIECES), max_size=60).map(" ".join))
+
+
+@FAST
+@given(TEXT)
+def test_the_phrase_matcher_never_raises_and_hits_lie_inside_the_text(text: str) -> None:
+    phrases = [(group, phrase, "en") for group, items in (builtin("en").get("urgent") or {}).items()
+               for phrase in items][:200]
+    for hit in PhraseMatcher(phrases).find(text):
+        assert 0 <= hit.start <= hit.end
+
+
+@FAST
+@given(TEXT, st.integers(min_value=0, max_value=3))
+async def test_triage_decides_for_any_message(text: str, repeat_power: int) -> None:
+    config = make_config({})
+    chat = Chat(config, [triage.build(config)])
+    turn = await chat.say(text * (10 ** repeat_power) if text else "?")
+    conversation = turn.conversation
+    assert conversation.language and conversation.urgency in ("urgent", "routine")
+    assert conversation.topic
