@@ -184,8 +184,9 @@ def _pipeline_parts() -> tuple[Any, Any, Any]:
 
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True, min_df=1,
                                  max_features=200_000, dtype=_float32())
-    urgency = CalibratedClassifierCV(LinearSVC(C=0.5, class_weight="balanced"), cv=3)
-    topic = LinearSVC(C=0.5, class_weight="balanced")
+    # a fixed seed: the same labels always give the same model (and the same decisions)
+    urgency = CalibratedClassifierCV(LinearSVC(C=0.5, class_weight="balanced", random_state=0), cv=3)
+    topic = LinearSVC(C=0.5, class_weight="balanced", random_state=0)
     return vectorizer, urgency, topic
 
 

@@ -196,7 +196,9 @@ async def _visitor(page: Page) -> str:
 
 
 async def test_hostile_text_renders_literally(browser: Browser, redis_url: str) -> None:
-    async with running_bridge(redis_url, widget_config(), env=ENV) as b:
+    config = widget_config()
+    config["flows"] = {"triage": {"multilingual": False}}  # a routine case: the list previews the customer's words
+    async with running_bridge(redis_url, config, env=ENV) as b:
         watches: list[Watch] = []
         page = await visitor_page(browser, b, watches)
         for text in HOSTILE:
