@@ -87,8 +87,13 @@ class _Cache:
 
 @dataclass
 class _Failure:
+    """A message whose step failed: its conversation's later messages wait behind it."""
+
+    entry_id: str
     tries: int
     first_s: float  # monotonic time of the first failure
+    due_s: float = 0.0  # when it is tried again
+    asked: bool = False  # our pending entries were asked for again since it fell due
 
 
 @dataclass
@@ -100,8 +105,10 @@ class _Partition:
     conversations: _Cache = field(init=False)  # conversation id -> Conversation
     current: _Cache = field(init=False)  # (channel, address) -> conversation id
     contacts: _Cache = field(init=False)  # contact id -> (Contact, loaded at clock_ms)
-    retry_at: dict[str, float] = field(default_factory=dict)  # partition key -> monotonic due time
-    failures: dict[str, _Failure] = field(default_factory=dict)  # entry id -> failures so far
+    failures: dict[str, _Failure] = field(default_factory=dict)  # partition key -> its failed message
+    # a failed message was handled or dead-lettered: the ones that waited behind it are
+    # among our pending entries, to be read again once the partition is idle
+    reread: bool = False
     task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
@@ -259,13 +266,19 @@ class Engine:
             await self.bus.fire_timers(int(stream.rsplit(":", 1)[1]), now)
 
     def _retry_due(self) -> bool:
+        """A failed message is due again in an idle partition: read our pending entries
+        (it is among them, before the messages of its conversation that waited)."""
         now = time.monotonic()
         due = False
         for partition in self._held.values():
-            for key, at in list(partition.retry_at.items()):
-                if at <= now:
-                    del partition.retry_at[key]
-                    due = True
+            if partition.task is not None:
+                continue
+            if partition.reread:
+                partition.reread = False
+                due = True
+            for failure in partition.failures.values():
+                if not failure.asked and failure.due_s <= now:
+                    failure.asked = due = True
         return due
 
     async def _drop_poison(self, stream: str, claimed: list[Entry]) -> list[Entry]:
@@ -328,8 +341,9 @@ class Engine:
         now_s = time.monotonic()
         for entry, message in messages:
             key = message.partition_key
-            if key in blocked or partition.retry_at.get(key, 0) > now_s:
-                blocked.add(key)
+            failed = partition.failures.get(key)
+            if key in blocked or (failed is not None and (entry.id != failed.entry_id or failed.due_s > now_s)):
+                blocked.add(key)  # behind its conversation's failed message, or that one not due yet
                 continue
             try:
                 turn = await self._begin(partition, message)
@@ -345,7 +359,8 @@ class Engine:
                 ops.extend(self._effects(turn, entry.payload))
                 touched.append(turn.conversation.id)
                 acked.append(entry.id)
-                partition.failures.pop(entry.id, None)
+                if partition.failures.pop(key, None) is not None:
+                    partition.reread = True
             except Exception as exc:
                 if type(exc).__module__.startswith("redis"):
                     raise
@@ -369,17 +384,21 @@ class Engine:
     def _failed(self, partition: _Partition, entry: Entry, message: Message, exc: Exception) -> list[list[Any]]:
         """A step raised: try again after a backoff, or dead-letter once the retry window is over."""
         now_s = time.monotonic()
-        failure = partition.failures.get(entry.id) or _Failure(0, now_s)
+        key = message.partition_key
+        failure = partition.failures.get(key)
+        if failure is None or failure.entry_id != entry.id:
+            failure = partition.failures[key] = _Failure(entry.id, 0, now_s)
         failure.tries += 1
-        partition.failures[entry.id] = failure
         log.exception("step failed", extra={"entry": entry.id, "conversation": message.conversation_id,
                                             "attempt": failure.tries})
         if now_s - failure.first_s >= self.engine.step_retry_window_s:
-            del partition.failures[entry.id]
+            del partition.failures[key]  # its conversation goes on without it
+            partition.reread = True
             return self.bus.dead_letter_ops(entry.stream, self.group, entry,
                                             f"failed {failure.tries} times in {now_s - failure.first_s:.1f} s: "
                                             f"{type(exc).__name__}: {exc}")
-        partition.retry_at[message.partition_key] = now_s + backoff_s(failure.tries, base_s=0.2, cap_s=10.0)
+        failure.due_s = now_s + backoff_s(failure.tries, base_s=0.2, cap_s=10.0)
+        failure.asked = False
         return []
 
     # -- conversations ---------------------------------------------------------------

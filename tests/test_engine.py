@@ -268,3 +268,20 @@ async def test_urgent_keywords_in_any_configured_language(redis: aioredis.Redis,
 
 async def _xlen(redis: aioredis.Redis, stream: str, n: int) -> bool:
     return int(await redis.xlen(stream)) >= n
+
+
+async def test_after_a_dead_letter_its_conversation_goes_on_in_order(redis: aioredis.Redis, make_engine: Any) -> None:
+    handled: list[str] = []
+
+    def fails_on_boom(turn: Turn) -> None:
+        if turn.message.text == "boom":
+            raise ValueError("cannot handle boom")
+        handled.append(turn.message.text)
+
+    engine = make_engine([fails_on_boom], step_retry_window_s=1.0)
+    await engine.bus.publish_many([Message(kind="customer", channel="api", address="same", text=t)
+                                   for t in ("first", "boom", "after 1", "after 2")])
+    await wait_for(lambda: len(handled) == 3, 20, "the messages behind the dead letter")
+    assert handled == ["first", "after 1", "after 2"]  # they waited for it, then went on in order
+    (letter,) = await engine.bus.dead_letters()
+    assert "cannot handle boom" in letter["reason"]
