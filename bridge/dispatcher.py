@@ -87,6 +87,7 @@ class _Done:
     unparks: str = ""  # this entry lets the lane go on (a replay or a release)
     error: PermanentError | None = None
     holds_slot: bool = False  # a send's slot is given back once its outcome is recorded
+    retry_due_ms: int = 0  # not finished: a failed attempt, tried again at this time
 
 
 class _Stopping(Exception):
@@ -375,21 +376,13 @@ class ChannelDispatcher:
             return self._failed(lane, item, PermanentError(f"gave up after {item.attempts} attempts: {reason}"))
         delay_s = wait_s if wait_s is not None else backoff_s(item.attempts, cap_s=60.0)
         item.due_s = time.monotonic() + delay_s
-        await self._schedule_retry(item, delay_s)
+        # the attempt count and due time go to Redis with the next record (a restarted
+        # dispatcher honours them), not in a round trip of their own
+        self._complete(_Done(item, retry_due_ms=now_ms() + int(delay_s * 1000)))
         log.info("send will be retried", extra={"channel": self.channel, "message_id": message.id,
                                                 "attempt": item.attempts, "delay_s": round(delay_s, 3),
                                                 "reason": reason})
         return None
-
-    async def _schedule_retry(self, item: _Item, delay_s: float) -> None:
-        """Keep the attempt count and due time in Redis: a restarted dispatcher honours them."""
-        try:
-            async with self.bus.redis.pipeline(transaction=False) as pipe:
-                pipe.hincrby(keys.attempts(self.stream), item.entry.id, 1)
-                pipe.zadd(keys.retry_due(self.stream), {item.entry.id: now_ms() + int(delay_s * 1000)})
-                await pipe.execute()
-        except Exception as exc:  # Redis away: the retry still happens, in memory
-            log.warning("could not record a retry", extra={"channel": self.channel, "error": repr(exc)})
 
     def _failed(self, lane: _Lane, item: _Item, error: PermanentError) -> _Done:
         behind = self._parked[lane.key] = ("r:" if item.entry.replay else "") + item.entry.id
@@ -426,6 +419,11 @@ class ChannelDispatcher:
         """Record deliveries, dead-letter failures and ack, in one fenced commit; then
         report deliveries to the engine."""
         ops: list[list[Any]] = []
+        for d in batch:
+            if d.retry_due_ms:
+                ops += [["HINCRBY", keys.attempts(self.stream), d.item.entry.id, 1],
+                        ["ZADD", keys.retry_due(self.stream), d.retry_due_ms, d.item.entry.id]]
+        batch = [d for d in batch if not d.retry_due_ms]
         sent = [d for d in batch if d.delivered is not None and not d.recorded_before and d.item.message.id]
         if sent:
             bucket = sent_key(self.channel, _today())

@@ -5,7 +5,9 @@ webhook server on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,21 @@ async def test_a_dispatcher_killed_mid_send_resends_at_most_what_was_in_flight(
 async def _when(rows_coro: object, count: int) -> list[dict[str, object]] | None:
     rows = await rows_coro  # type: ignore[misc]
     return rows if len(rows) == count else None
+
+
+async def test_a_scheduled_retry_is_kept_across_a_restart(redis_url: str, webhook: WebhookReceiver) -> None:
+    """A 429 asking for 30 s: the due time is written to Redis, and a restarted dispatcher
+    waits for it instead of sending at once."""
+    webhook.fail_next = [429]
+    webhook.retry_after = "30"
+    async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
+        await write(b, "patient", "Hello")
+        due = await wait_for(lambda: b.redis.zrange(keys.retry_due(keys.outbound("api")), 0, -1, withscores=True),
+                             10, "the retry scheduled")
+        (entry_id, due_ms), = due
+        assert due_ms - time.time() * 1000 > 20_000  # Retry-After honoured
+        assert await b.redis.hget(keys.attempts(keys.outbound("api")), entry_id) == b"1"
+    async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
+        await asyncio.sleep(1.5)  # a restart that forgot the due time would send at once
+        assert webhook.texts_for("patient") == []
+        assert await b.redis.zscore(keys.retry_due(keys.outbound("api")), entry_id) == due_ms
