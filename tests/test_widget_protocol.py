@@ -493,7 +493,11 @@ async def test_replies_still_reach_the_visitor_after_redis_restarts(tmp_path: Pa
                            what="the agent's answer after Redis restarted")
             await tab.say("r2", "Thanks!")
             await wait_for(lambda: sum(f["type"] == "ack" for f in tab.frames) == 2, what="the second ack")
-            assert await customer_texts(b, visitor) == ["Before the restart", "Thanks!"]
+
+            async def both_kept() -> bool:  # the ack says stored; the engine records it next
+                return await customer_texts(b, visitor) == ["Before the restart", "Thanks!"]
+
+            await wait_for(both_kept, what="both messages in the transcript")
     finally:
         server.stop()
 
