@@ -20,6 +20,13 @@ class StorageFull(BridgeError):
     stored; the caller answers "full, try later" instead of losing data."""
 
 
+class NotReplicated(BridgeError, ConnectionError):
+    """Fewer replicas than ``redis.wait_replicas`` confirmed a write within
+    ``redis.wait_timeout_ms``: the primary has it, but a failover now could lose it, so the
+    write counts as failed (nothing is confirmed to the sender; a retry is deduplicated).
+    A ConnectionError too, so every path that retries a lost connection retries this."""
+
+
 class SendError(BridgeError):
     """A send did not deliver. ``reason`` is shown to operators (and agents)."""
 

@@ -93,6 +93,8 @@ class Leases:
         while True:
             try:
                 gained, lost = await self.tick()
+                if lost:  # expired while Redis was away or frozen, or taken by another worker
+                    log.warning("leases lost", extra={"role": self.role, "streams": sorted(lost)})
                 self._gained.update(gained)
                 self._gained.difference_update(lost)
                 self._lost.update(lost)

@@ -77,6 +77,17 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+def _unavailable(exc: Exception, what: str) -> web.Response:
+    """Redis unreachable, frozen past redis.publish_timeout_s, or short of redis.wait_replicas:
+    nothing is confirmed, the caller retries (a retry with the same message_id is not
+    doubled). Any other error is a bug and propagates."""
+    if isinstance(exc, ConnectionError | OSError | TimeoutError) or type(exc).__module__.startswith("redis"):
+        log.warning(what, extra={"error": repr(exc)})
+        return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
+                                 headers={"Retry-After": "1"})
+    raise exc
+
+
 class ApiAdapter(Adapter):
     name = "api"
     config_model = ApiConfig
@@ -142,13 +153,17 @@ class ApiAdapter(Adapter):
         try:
             stored = await self.ctx.publish(message)
         except Exception as exc:
-            if isinstance(exc, ConnectionError | OSError | TimeoutError) or type(exc).__module__.startswith("redis"):
-                log.warning("publish failed", extra={"error": repr(exc)})
-                return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
-                                         headers={"Retry-After": "1"})
-            raise
+            return _unavailable(exc, "publish failed")
         return web.json_response({"id": message.id, "duplicate": not stored,
                                   "conversation_id": message.conversation_id or None}, status=202)
+
+    async def _missing(self, conversation_id: str) -> web.Response | None:
+        """404 for an unknown conversation, 503 when Redis cannot tell; None when it exists."""
+        try:
+            found = await self.ctx.conversations.get(conversation_id)
+        except Exception as exc:
+            return _unavailable(exc, "conversation lookup failed")
+        return None if found is not None else _error(404, f"no conversation {conversation_id!r}")
 
     async def _post_message(self, request: web.Request) -> web.Response:
         try:
@@ -172,8 +187,8 @@ class ApiAdapter(Adapter):
         except _HttpError as exc:
             return exc.response
         conversation_id = request.match_info["conversation_id"]
-        if await self.ctx.conversations.get(conversation_id) is None:
-            return _error(404, f"no conversation {conversation_id!r}")
+        if (missing := await self._missing(conversation_id)) is not None:
+            return missing
         key = dedupe_key(conversation_id, body.message_id, "api-agent") if body.message_id else ""
         message = Message(kind="agent", channel=self.name, conversation_id=conversation_id, text=body.text,
                           sender=Sender(name=body.agent or "agent", is_agent=True), dedupe_key=key)
@@ -187,8 +202,8 @@ class ApiAdapter(Adapter):
         if body.action not in ACTIONS:
             return _error(400, f"unknown action {body.action!r}; use one of {', '.join(sorted(ACTIONS))}")
         conversation_id = request.match_info["conversation_id"]
-        if await self.ctx.conversations.get(conversation_id) is None:
-            return _error(404, f"no conversation {conversation_id!r}")
+        if (missing := await self._missing(conversation_id)) is not None:
+            return missing
         data = {k: v for k, v in msgspec.structs.asdict(body).items() if v and k not in ("action", "message_id")}
         key = dedupe_key(conversation_id, body.message_id, "api-action") if body.message_id else ""
         message = Message(kind="command", channel=self.name, name=body.action, conversation_id=conversation_id,
