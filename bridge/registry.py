@@ -21,7 +21,7 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "email": ("adapters.email.config:EmailConfig", "adapters.email.adapter:EmailAdapter"),
 }
 
-# step name -> factory building the step from a flows.turn.FlowConfig
+# step name -> factory building the step from a bridge.turn.FlowConfig
 STEPS: dict[str, str] = {
     "commands": "flows.commands:build",
     "triage": "flows.triage:build",
@@ -39,8 +39,6 @@ STEPS: dict[str, str] = {
 
 # steps that always run first / last, whatever engine.steps says
 REQUIRED_FIRST = ["commands"]
-
-ENGINE = "flows.engine:Engine"
 
 # `bridge triage train` / `bridge triage eval`
 TRIAGE_TRAIN = "flows.labels:train_command"

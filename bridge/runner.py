@@ -30,11 +30,14 @@ from bridge.config import Settings
 from bridge.context import HealthBoard, RedisFanout, RedisState
 from bridge.dispatcher import ChannelDispatcher
 from bridge.embedded import EmbeddedRedis
+from bridge.engine import Engine
 from bridge.errors import BridgeError, ConfigError
 from bridge.httplimits import GuardedSite
 from bridge.metrics import INBOUND_DUPLICATES, INBOUND_PUBLISHED
 from bridge.model import Message, now_ms
 from bridge.store import Store
+from bridge.templates import Templates
+from bridge.turn import FlowConfig, Step
 from bridge.web import build_app
 
 log = logging.getLogger("bridge.runner")
@@ -69,17 +72,16 @@ def secrets_of(configs: dict[str, BaseModel]) -> list[str]:
 
 
 def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callable[[], int] = now_ms,
-                store: Store | None = None) -> tuple[Any, list[Any]]:
+                store: Store | None = None) -> tuple[FlowConfig, list[Step]]:
     """The flows' config and the pipeline's steps (``commands`` first, then ``engine.steps``).
     A bad ``flows.<step>`` setting or file raises `ConfigError` naming the key."""
-    flow_config_cls = registry.load("flows.turn:FlowConfig")
-    templates_cls = registry.load("flows.templates:Templates")
-    flow_config = flow_config_cls(
+    flow_config = FlowConfig(
         settings=settings, channels=frozenset(channels),
-        templates=templates_cls(settings.replies, settings.triage.default_language),
+        templates=Templates(settings.replies, settings.triage.default_language),
         clock_ms=clock_ms, store=store)
     names = registry.REQUIRED_FIRST + [s for s in settings.engine.steps if s not in registry.REQUIRED_FIRST]
-    steps, problems = [], []
+    steps: list[Step] = []
+    problems: list[str] = []
     for name in names:
         try:
             steps.append(registry.load(registry.STEPS[name])(flow_config))
@@ -110,7 +112,7 @@ class Bridge:
         self.worker_id = worker_id or consumer_name()
         self.embedded: EmbeddedRedis | None = None
         self.adapters: dict[str, Adapter] = {}
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.dispatchers: list[ChannelDispatcher] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._web_runner: web.AppRunner | None = None
@@ -190,10 +192,10 @@ class Bridge:
 
         return publish
 
-    def _build_engine(self) -> Any:
+    def _build_engine(self) -> Engine:
         flow_config, steps = build_steps(self.settings, self.adapters, clock_ms=self.clock_ms, store=self.store)
-        return registry.load(registry.ENGINE)(bus=self.bus, store=self.store, flow_config=flow_config, steps=steps,
-                                              worker_id=self.worker_id, clock_ms=self.clock_ms)
+        return Engine(bus=self.bus, store=self.store, flow_config=flow_config, steps=steps,
+                      worker_id=self.worker_id, clock_ms=self.clock_ms)
 
     async def _start_web(self) -> None:
         routes = [route for adapter in self.adapters.values() for route in adapter.routes()]

@@ -16,7 +16,7 @@ from bridge.config import Settings
 from bridge.jobs import Jobs
 from bridge.model import Attachment, Button, Contact, Conversation, Message, Sender
 from bridge.store import Store
-from flows.templates import Templates
+from bridge.templates import Templates
 
 Step = Callable[["Turn"], Awaitable[None] | None]
 StepFactory = Callable[["FlowConfig"], Step]

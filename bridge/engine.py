@@ -49,7 +49,7 @@ from bridge.model import (
 )
 from bridge.retry import backoff_s
 from bridge.store import Store
-from flows.turn import FlowConfig, Step, Turn
+from bridge.turn import FlowConfig, Step, Turn
 
 log = logging.getLogger("bridge.engine")
 
