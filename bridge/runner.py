@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Iterable
@@ -24,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import keys, registry
-from bridge.adapter import Adapter, AdapterContext
+from bridge.adapter import Adapter, AdapterContext, DeskSettings
 from bridge.bus import Bus, consumer_name
 from bridge.config import Settings
 from bridge.context import HealthBoard, RedisFanout, RedisState
@@ -92,6 +93,13 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
     return flow_config, steps
 
 
+def desk_settings(settings: Settings) -> DeskSettings:
+    return DeskSettings(default_language=settings.triage.default_language,
+                        urgent_mention=settings.agents.urgent_mention,
+                        queue_slack_channels={name: queue.slack_channel for name, queue in settings.queues.items()
+                                              if queue.slack_channel})
+
+
 async def check_partitions(redis: aioredis.Redis, partitions: int) -> None:
     """The partition count is fixed once data exists: conversations live in partitions."""
     await redis.hsetnx(keys.META, "partitions", partitions)
@@ -151,8 +159,7 @@ class Bridge:
                                  conversations=self.store, fanout=fanout, report_health=self.health.reporter(name),
                                  public_url=settings.public_url, receive="ingest" in self.roles,
                                  private_dir=self.embedded.data_dir if self.embedded else None,
-                                 settings={"agents": settings.agents.model_dump(), "queues": {
-                                     k: v.model_dump() for k, v in settings.queues.items()}})
+                                 settings=desk_settings(settings))
             adapter = cls(config, ctx)
             adapter.name = name
             self.adapters[name] = adapter
@@ -160,7 +167,7 @@ class Bridge:
             await self._start_web()
             if not settings.http.public_url and settings.http.port == 0:
                 for adapter in self.adapters.values():  # the port is known only now
-                    adapter.ctx.public_url = f"http://127.0.0.1:{self.port}"
+                    adapter.ctx = dataclasses.replace(adapter.ctx, public_url=f"http://127.0.0.1:{self.port}")
         if "ingest" in self.roles or "dispatch" in self.roles:
             for name, adapter in self.adapters.items():
                 await self.health.report(name, "starting", "")
