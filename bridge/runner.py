@@ -85,7 +85,7 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
     problems: list[str] = []
     for name in names:
         try:
-            steps.append(registry.load(registry.STEPS[name])(flow_config))
+            steps.append(registry.load(registry.steps()[name])(flow_config))
         except ConfigError as exc:  # go on: every bad setting is named at once
             problems.extend(exc.problems)
     if problems:
