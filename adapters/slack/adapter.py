@@ -133,7 +133,7 @@ class _KnownBot(AsyncAuthorize):
     """Authorize every verified request as our one bot, from what `start` learned."""
 
     def __init__(self, adapter: SlackAdapter) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # bolt does not type it
         self.adapter = adapter
 
     async def __call__(self, *, context: Any, enterprise_id: str | None, team_id: str | None,
