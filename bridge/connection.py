@@ -24,7 +24,7 @@ from bridge.config import RedisSettings, sentinel_address
 SENTINEL_TIMEOUT_S = 2.0  # a sentinel that does not answer in this time is skipped for the next
 
 
-class SentinelRedis(aioredis.Redis):
+class SentinelRedis(aioredis.Redis):  # type: ignore[misc]
     """The primary's client; closing it closes the clients of the sentinels too."""
 
     sentinel: Sentinel

@@ -20,13 +20,6 @@ class StorageFull(BridgeError):
     stored; the caller answers "full, try later" instead of losing data."""
 
 
-class NotReplicated(BridgeError, ConnectionError):
-    """Fewer replicas than ``redis.wait_replicas`` confirmed a write within
-    ``redis.wait_timeout_ms``: the primary has it, but a failover now could lose it, so the
-    write counts as failed (nothing is confirmed to the sender; a retry is deduplicated).
-    A ConnectionError too, so every path that retries a lost connection retries this."""
-
-
 class SendError(BridgeError):
     """A send did not deliver. ``reason`` is shown to operators (and agents)."""
 
@@ -60,3 +53,15 @@ class IntegrationBroken(PermanentError):
 
     Dead-lettered like a permanent error, and the adapter's health turns red.
     """
+
+
+class StoreUnavailable(BridgeError):
+    """Redis did not answer (down, restarting, loading, failing over, a read-only replica):
+    nothing of the call is known to be stored. The caller tries again later; an adapter
+    does not confirm the message to its platform."""
+
+
+class NotReplicated(StoreUnavailable):
+    """Fewer replicas than ``redis.wait_replicas`` confirmed a write within
+    ``redis.wait_timeout_ms``: the primary has it, but a failover now could lose it, so the
+    write counts as failed (nothing is confirmed to the sender; a retry is deduplicated)."""

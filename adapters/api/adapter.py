@@ -24,7 +24,7 @@ from aiohttp import web
 from adapters.api.config import ApiConfig
 from adapters.api.signing import MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from bridge.adapter import Adapter, AdapterContext, Delivered
-from bridge.errors import PermanentError, TransientError
+from bridge.errors import PermanentError, StorageFull, StoreUnavailable, TransientError
 from bridge.model import Attachment, Message, Sender
 from bridge.untrusted import TooLarge, read_capped
 
@@ -77,15 +77,13 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-def _unavailable(exc: Exception, what: str) -> web.Response:
-    """Redis unreachable, frozen past redis.publish_timeout_s, or short of redis.wait_replicas:
-    nothing is confirmed, the caller retries (a retry with the same message_id is not
-    doubled). Any other error is a bug and propagates."""
-    if isinstance(exc, ConnectionError | OSError | TimeoutError) or type(exc).__module__.startswith("redis"):
-        log.warning(what, extra={"error": repr(exc)})
-        return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
-                                 headers={"Retry-After": "1"})
-    raise exc
+def _unavailable(exc: StoreUnavailable | StorageFull, what: str) -> web.Response:
+    """Not stored, or not known to be (Redis down, frozen past redis.publish_timeout_s, short
+    of redis.wait_replicas, full): the caller retries; a retry with the same message_id is
+    not doubled."""
+    log.warning(what, extra={"error": str(exc)})
+    return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
+                             headers={"Retry-After": "1"})
 
 
 class ApiAdapter(Adapter):
@@ -152,7 +150,7 @@ class ApiAdapter(Adapter):
     async def _publish(self, message: Message) -> web.Response:
         try:
             stored = await self.ctx.publish(message)
-        except Exception as exc:
+        except (StoreUnavailable, StorageFull) as exc:  # not stored: the caller sends it again
             return _unavailable(exc, "publish failed")
         return web.json_response({"id": message.id, "duplicate": not stored,
                                   "conversation_id": message.conversation_id or None}, status=202)
@@ -161,7 +159,7 @@ class ApiAdapter(Adapter):
         """404 for an unknown conversation, 503 when Redis cannot tell; None when it exists."""
         try:
             found = await self.ctx.conversations.get(conversation_id)
-        except Exception as exc:
+        except (StoreUnavailable, StorageFull) as exc:
             return _unavailable(exc, "conversation lookup failed")
         return None if found is not None else _error(404, f"no conversation {conversation_id!r}")
 
