@@ -289,8 +289,10 @@ class Bus:
             return entries_from_reply(await self.redis.xreadgroup(group, consumer, ids, count=count, block=block))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xreadgroup(group, consumer, ids, count=count, block=block)
+            if pending:  # a read of new entries is replicated itself; one of read entries is not
+                pipe.publish(keys.REPLICATION_MARK, b"")
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            reply, replicas = await pipe.execute()
+            reply, *_, replicas = await pipe.execute()
         entries = entries_from_reply(reply)
         if entries:  # they stay pending for this consumer: read again once the replicas have them
             self._check_replicas(replicas)
