@@ -7,15 +7,18 @@ message causes in one atomic call; reads are plain async methods (`ConversationR
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from bridge import keys
 from bridge.model import (
     Contact,
     Conversation,
     Message,
+    address_hash,
     decode,
     decode_contact,
     decode_conversation,
@@ -64,14 +67,146 @@ class Store:
         return [decode(r) for r in raws]
 
     async def contact(self, contact_id: str) -> Contact | None:
-        raw = await self.redis.get(keys.contact(contact_id))
-        return decode_contact(raw) if raw else None
+        (found,) = await self.contacts_many([contact_id])
+        return found
 
     async def contacts_many(self, contact_ids: builtins.list[str]) -> builtins.list[Contact | None]:
+        """Contacts with what agents keep about their person (fields, links): three round trips."""
         if not contact_ids:
             return []
-        raws = await self.redis.mget([keys.contact(c) for c in contact_ids])
-        return [decode_contact(r) if r else None for r in raws]
+        raws = await self.redis.mget([keys.contact(c) for c in contact_ids]
+                                     + [keys.contact_person(c) for c in contact_ids])
+        found = [decode_contact(r) if r else None for r in raws[:len(contact_ids)]]
+        heads = {c.id: (p.decode() if p else "") for c, p in zip(found, raws[len(contact_ids):], strict=True) if c}
+        people = builtins.list(dict.fromkeys(h or i for i, h in heads.items()))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for person in people:
+                pipe.hgetall(keys.contact_fields(person))
+                pipe.smembers(keys.contact_members(person))
+            replies = await pipe.execute()
+        fields = {p: {k.decode(): v.decode() for k, v in replies[2 * n].items()} for n, p in enumerate(people)}
+        members = {p: sorted(m.decode() for m in replies[2 * n + 1]) for n, p in enumerate(people)}
+        for contact in found:
+            if contact is not None:
+                person = heads[contact.id] or contact.id
+                contact.person = heads[contact.id]
+                contact.fields = fields[person]
+                contact.linked = [c for c in [person, *members[person]] if c != contact.id] \
+                    if members[person] else []
+        return found
+
+    async def contacts_rev(self) -> int:
+        """How many times agents changed a contact (fields, links): a cache of contacts is
+        good while this stays the same."""
+        raw = await self.redis.get(keys.CONTACTS_REV)
+        return int(raw) if raw else 0
+
+    async def person_of(self, contact_id: str) -> str:
+        """The first contact of the person ``contact_id`` belongs to (itself when not linked)."""
+        raw = await self.redis.get(keys.contact_person(contact_id))
+        return raw.decode() if raw else contact_id
+
+    async def contact_events(self, contact_ids: builtins.list[str], limit: int = 50) -> builtins.list[bytes]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for contact_id in contact_ids:
+                pipe.lrange(keys.contact_events(contact_id), 0, limit - 1)
+            return [raw for found in await pipe.execute() for raw in found]
+
+    async def conversations_of(self, addresses: builtins.list[str],
+                               per_address: int = 20) -> builtins.list[Conversation]:
+        """The latest conversations of each ``<channel>:<address>`` (ids are ``<hash>-<n>``)."""
+        hashes = [address_hash(*a.split(":", 1)) for a in addresses if ":" in a]
+        if not hashes:
+            return []
+        counts = await self.redis.mget([keys.conversation_seq(h) for h in hashes])
+        ids = [f"{h}-{n}" for h, count in zip(hashes, counts, strict=True) if count
+               for n in range(int(count), max(0, int(count) - per_address), -1)]
+        return [c for c in await self.get_many(ids) if c is not None]
+
+    # -- what agents change about a person: applied at once, not through the engine -------
+
+    async def set_contact_fields(self, person: str, changes: dict[str, str],
+                                 events: builtins.list[tuple[str, bytes]]) -> None:
+        """Set (or, with "", clear) fields of a person and record ``events`` ((contact id,
+        event) pairs), in one transaction."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for name, value in changes.items():
+                if value:
+                    pipe.hset(keys.contact_fields(person), name, value)
+                else:
+                    pipe.hdel(keys.contact_fields(person), name)
+            self._events(pipe, events)
+            await pipe.execute()
+
+    async def link_contacts(self, contact_id: str, other_id: str, event: Callable[
+            [str, str, dict[str, str]], builtins.list[tuple[str, bytes]]]) -> tuple[str, str]:
+        """Make ``other_id``'s person part of ``contact_id``'s; fields the person lacks are
+        taken from the other's. Returns the two persons' first contacts as they were.
+        ``event(person, other_person, fields_taken)`` gives the events to record."""
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(keys.contact_person(contact_id), keys.contact_person(other_id))
+                    person = await self.person_of(contact_id)
+                    other = await self.person_of(other_id)
+                    if person == other:
+                        return person, other
+                    await pipe.watch(keys.contact_members(person), keys.contact_members(other),
+                                     keys.contact_fields(person), keys.contact_fields(other))
+                    moving = [other, *(m.decode() for m in await self.redis.smembers(keys.contact_members(other)))]
+                    have = await self.redis.hgetall(keys.contact_fields(person))
+                    theirs = await self.redis.hgetall(keys.contact_fields(other))
+                    taken = {k.decode(): v.decode() for k, v in theirs.items() if k not in have}
+                    pipe.multi()
+                    for member in moving:
+                        pipe.set(keys.contact_person(member), person)
+                    pipe.sadd(keys.contact_members(person), *moving)
+                    pipe.delete(keys.contact_members(other))
+                    if taken:
+                        pipe.hset(keys.contact_fields(person), mapping=taken)
+                    self._events(pipe, event(person, other, taken))
+                    await pipe.execute()
+                    return person, other
+                except WatchError:
+                    continue
+
+    async def unlink_contact(self, contact_id: str,
+                             events: Callable[[str], builtins.list[tuple[str, bytes]]]) -> str:
+        """Take ``contact_id`` out of its person (the others stay linked; when it was the
+        person's first contact, the next one takes its place). Returns the person it left,
+        or "" when it was not linked."""
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(keys.contact_person(contact_id), keys.contact_members(contact_id))
+                    person = await self.person_of(contact_id)
+                    await pipe.watch(keys.contact_members(person))
+                    members = sorted(m.decode() for m in await self.redis.smembers(keys.contact_members(person)))
+                    if not members:
+                        return ""
+                    pipe.multi()
+                    if person == contact_id:
+                        head, rest = members[0], members[1:]
+                        pipe.delete(keys.contact_members(contact_id), keys.contact_person(head))
+                        for member in rest:
+                            pipe.set(keys.contact_person(member), head)
+                        if rest:
+                            pipe.sadd(keys.contact_members(head), *rest)
+                    else:
+                        pipe.srem(keys.contact_members(person), contact_id)
+                        pipe.delete(keys.contact_person(contact_id))
+                    self._events(pipe, events(person))
+                    await pipe.execute()
+                    return person
+                except WatchError:
+                    continue
+
+    @staticmethod
+    def _events(pipe: Any, events: builtins.list[tuple[str, bytes]]) -> None:
+        for contact_id, event in events:
+            pipe.lpush(keys.contact_events(contact_id), event)
+            pipe.ltrim(keys.contact_events(contact_id), 0, keys.CONTACT_EVENTS_MAX - 1)
+        pipe.incr(keys.CONTACTS_REV)
 
     async def current_ids(self, addresses: builtins.list[tuple[str, str]]) -> builtins.list[str | None]:
         """Current conversation id of each (channel, address), in one round trip."""
@@ -118,7 +253,7 @@ class Store:
 
     @staticmethod
     def contact_ops(contact: Contact) -> builtins.list[builtins.list[Any]]:
-        ops: builtins.list[builtins.list[Any]] = [["SET", keys.contact(contact.id), encode_record(contact)]]
+        ops: builtins.list[builtins.list[Any]] = [["SET", keys.contact(contact.id), encode_record(contact.record())]]
         for address in contact.addresses:
             channel, _, addr = address.partition(":")
             ops.append(["SET", keys.contact_by_address(channel, addr), contact.id])

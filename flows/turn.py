@@ -130,5 +130,5 @@ def conversation_summary(conversation: Conversation, contact: Contact | None) ->
         "assignee": conversation.assignee,
         "customer": (contact.name if contact and contact.name else ""),
         "email": (contact.email if contact else ""),
-        "tier": (contact.tier if contact else ""),
+        "tier": (contact.current_tier() if contact else ""),
     }
