@@ -117,7 +117,8 @@ async def test_a_link_made_in_another_process_is_seen_by_the_engine_at_once(redi
         assert conversation is not None and conversation.urgency == "routine"
         mine = (await call(web_only, "GET", f"/api/v1/conversations/{shop}/contact"))[1]["contact"]["id"]
         erp = (await call(web_only, "GET", "/api/v1/contacts?q=api:maria-erp"))[1]["contact"]["id"]
-        status, _ = await call(web_only, "PATCH", f"/api/v1/contacts/{erp}", {"agent": "ana", "fields": {"tier": "vip"}})
+        status, _ = await call(web_only, "PATCH", f"/api/v1/contacts/{erp}",
+                               {"agent": "ana", "fields": {"tier": "vip"}})
         assert status == 200
         status, _ = await call(web_only, "POST", f"/api/v1/contacts/{mine}/links",
                                {"agent": "ana", "contact_id": erp, "confirmed": True})
