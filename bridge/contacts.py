@@ -78,6 +78,11 @@ _event_encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(ContactEvent)
 
 
+def event_record(event: ContactEvent) -> bytes:
+    """An event as kept in a contact's history (for changes the engine commits itself)."""
+    return _event_encoder.encode(event)
+
+
 class ContactBook:
     """The one place agent sides read and change contacts."""
 

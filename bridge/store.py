@@ -201,12 +201,10 @@ class Store:
                 except WatchError:
                     continue
 
-    @staticmethod
-    def _events(pipe: Any, events: builtins.list[tuple[str, bytes]]) -> None:
-        for contact_id, event in events:
-            pipe.lpush(keys.contact_events(contact_id), event)
-            pipe.ltrim(keys.contact_events(contact_id), 0, keys.CONTACT_EVENTS_MAX - 1)
-        pipe.incr(keys.CONTACTS_REV)
+    @classmethod
+    def _events(cls, pipe: Any, events: builtins.list[tuple[str, bytes]]) -> None:
+        for command, *args in cls.contact_event_ops(events):
+            pipe.execute_command(command, *args)
 
     async def current_ids(self, addresses: builtins.list[tuple[str, str]]) -> builtins.list[str | None]:
         """Current conversation id of each (channel, address), in one round trip."""
@@ -260,6 +258,16 @@ class Store:
         if contact.email:
             ops.append(["SET", keys.contact_by_email(contact.email), contact.id])
         return ops
+
+    @staticmethod
+    def contact_event_ops(events: builtins.list[tuple[str, bytes]]) -> builtins.list[builtins.list[Any]]:
+        """Record (contact id, event) pairs in the contacts' histories; every engine reads
+        its cached contacts again."""
+        ops: builtins.list[builtins.list[Any]] = []
+        for contact_id, event in events:
+            ops.append(["LPUSH", keys.contact_events(contact_id), event])
+            ops.append(["LTRIM", keys.contact_events(contact_id), 0, keys.CONTACT_EVENTS_MAX - 1])
+        return [*ops, ["INCR", keys.CONTACTS_REV]]
 
     @staticmethod
     def ref_ops(ref: str, conversation_id: str) -> builtins.list[builtins.list[Any]]:

@@ -541,6 +541,8 @@ class Engine:
             ops.extend(self.store.ref_ops(ref, conversation.id))
         if turn.contact is not None and turn.contact_changed:
             ops.extend(self.store.contact_ops(turn.contact))
+        if turn.contact_events:
+            ops.extend(self.store.contact_event_ops(turn.contact_events))
         ops.extend(self.store.save_ops(conversation, turn.previous_status))
         return ops
 

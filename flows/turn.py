@@ -49,6 +49,7 @@ class Turn:
     timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
     refs: list[str] = field(default_factory=list)  # external thread refs for the conversation
     contact_changed: bool = False
+    contact_events: list[tuple[str, bytes]] = field(default_factory=list)  # (contact id, bridge.contacts event)
     record: bool = True  # keep the message in the transcript
     notices: list[Message] = field(default_factory=list)  # agent-side news kept in the transcript
     stopped: bool = False

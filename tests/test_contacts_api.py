@@ -132,3 +132,22 @@ async def test_a_link_made_in_another_process_is_seen_by_the_engine_at_once(redi
         conversation = await b.wait_for(seen, what="the second message handled")
         assert conversation.urgency == "urgent"
         assert "VIP customer (tier vip)" in conversation.urgency_reason
+
+
+async def test_an_email_confirmed_by_an_agent_is_recorded_in_the_contacts_history(
+        redis_url: str, webhook: WebhookReceiver) -> None:
+    async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
+        await customer_writes(b, "erp", "Price list for 2027?", "m1", email="maria@factory.example")
+        shop = await customer_writes(b, "shop", "Where is my order?", "m2")
+        r = await b.post(f"/api/v1/conversations/{shop}/actions", headers=AUTH,
+                         json={"action": "link", "email": "maria@factory.example", "agent": "ana"})
+        assert r.status == 202
+
+        async def linked() -> Any:
+            status, body = await call(b, "GET", f"/api/v1/conversations/{shop}/contact")
+            return body["contact"] if body["contact"]["contacts"][0]["email"] else None
+        contact = await b.wait_for(linked, what="the conversation joined the contact with that email")
+        (event,) = contact["events"]
+        assert (event["agent"], event["action"], event["field"], event["value"]) == (
+            "ana", "link", "email", "maria@factory.example")
+        assert [c["address"] for c in contact["conversations"]] == ["shop", "erp"]

@@ -131,6 +131,7 @@
     events.textContent = "";
     view.events.forEach(function (e) {
       var what = e.action === "set" ? "set " + e.field + (e.value ? " to " + e.value : " (cleared)") :
+        e.field === "email" ? "confirmed the email " + e.value + (e.other ? " (joined " + nameOf(e.other) + ")" : "") :
         (e.action === "link" ? "linked " : "unlinked ") + nameOf(e.contact) + " and " + nameOf(e.other);
       events.appendChild(el("li", "", e.agent + " " + what + " · " + new Date(e.at_ms).toLocaleString() +
         (e.via ? " (" + e.via + ")" : "")));
