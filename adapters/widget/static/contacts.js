@@ -95,7 +95,8 @@
     view.contacts.forEach(function (c, i) {
       var li = el("li");
       li.setAttribute("data-contact", c.id);
-      li.appendChild(el("span", "", describe(c) + " · " + c.addresses.map(shortAddress).join(", ") +
+      var where = c.addresses.map(shortAddress).join(", ");
+      li.appendChild(el("span", "", (c.name || c.email ? describe(c) + " · " + where : where || c.id) +
         (i === 0 ? " (this one)" : "")));
       if (i > 0) {
         var unlink = el("button", "unlink", "Unlink");
