@@ -9,7 +9,7 @@ from typing import Any
 
 from bridge.contacts import ContactEvent, event_record
 from bridge.store import Store
-from flows.turn import FlowConfig, Step, Turn
+from bridge.turn import FlowConfig, Step, Turn
 
 
 def _agent(turn: Turn) -> str:

@@ -144,7 +144,7 @@ async def test_an_email_confirmed_by_an_agent_is_recorded_in_the_contacts_histor
         assert r.status == 202
 
         async def linked() -> Any:
-            status, body = await call(b, "GET", f"/api/v1/conversations/{shop}/contact")
+            _, body = await call(b, "GET", f"/api/v1/conversations/{shop}/contact")
             return body["contact"] if body["contact"]["contacts"][0]["email"] else None
         contact = await b.wait_for(linked, what="the conversation joined the contact with that email")
         (event,) = contact["events"]

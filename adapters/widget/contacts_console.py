@@ -15,6 +15,7 @@ from aiohttp import web
 
 from adapters.widget.console import Console
 from bridge.contacts import ContactBook, ContactError, PersonView
+from bridge.errors import StoreUnavailable
 
 VIA = "console"
 #: (method, path, handler name): the adapter mounts these on `ContactPanel`
@@ -50,6 +51,8 @@ class ContactPanel:
             view = await act(agent, body)
         except ContactError as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
+        except StoreUnavailable:
+            return web.json_response({"error": "the bridge's store is not answering; try again"}, status=503)
         return web.json_response({"contact": view.as_json()})
 
     async def of_conversation(self, request: web.Request) -> web.Response:
