@@ -128,7 +128,8 @@ class ContactBook:
         return PersonView(contact=contact, contacts=everyone, conversations=conversations, events=unique)
 
     async def set_fields(self, contact_id: str, changes: dict[str, Any], *, agent: str, via: str) -> PersonView:
-        """Set the person's fields (the person's first contact keeps them); "" clears one."""
+        """Set the person's fields ("" clears one). They are kept on the person's first
+        contact; what the linked contacts had fills its gaps until it is set there."""
         clean: dict[str, str] = {}
         for name, value in changes.items():
             if name not in FIELDS:
@@ -140,13 +141,13 @@ class ContactBook:
             raise ContactError(f"nothing to change; fields are {', '.join(FIELDS)}")
         contact = await self.get(contact_id)
         who = _agent(agent)
-        person = contact.person or contact.id
-        at = now_ms()
-        events = [_event_encoder.encode(ContactEvent(at_ms=at, agent=who, action="set", via=via, field=name,
-                                                     value=value, contact=contact.id))
-                  for name, value in clean.items() if contact.fields.get(name, "") != value]
-        if events:
-            await self.store.set_contact_fields(person, clean, [(contact.id, e) for e in events])
+        changed = {name: value for name, value in clean.items() if contact.fields.get(name, "") != value}
+        if changed:
+            at = now_ms()
+            events = [(contact.id, _event_encoder.encode(ContactEvent(
+                at_ms=at, agent=who, action="set", via=via, field=name, value=value, contact=contact.id)))
+                for name, value in changed.items()]
+            await self.store.set_contact_fields(contact.person or contact.id, changed, events)
         return await self.view(contact.id)
 
     async def link(self, contact_id: str, other_id: str, *, agent: str, via: str, confirmed: bool) -> PersonView:
@@ -158,16 +159,9 @@ class ContactBook:
         if contact.id == other.id:
             raise ContactError("a contact cannot be linked with itself")
         who = _agent(agent)
-        at = now_ms()
-
-        def events(person: str, other_person: str, taken: dict[str, str]) -> list[tuple[str, bytes]]:
-            event = _event_encoder.encode(ContactEvent(at_ms=at, agent=who, action="link", via=via,
-                                                       contact=contact.id, other=other.id,
-                                                       value=", ".join(f"{k} from {other.id}" for k in sorted(taken))))
-            return [(contact.id, event), (other.id, event)]
-
-        person, other_person = await self.store.link_contacts(contact.id, other.id, events)
-        if person == other_person:
+        event = _event_encoder.encode(ContactEvent(at_ms=now_ms(), agent=who, action="link", via=via,
+                                                   contact=contact.id, other=other.id))
+        if not await self.store.link_contacts(contact.id, other.id, [(contact.id, event), (other.id, event)]):
             raise ContactError(f"{other.id} is already linked with {contact.id}", status=409)
         return await self.view(contact.id)
 
@@ -180,7 +174,7 @@ class ContactBook:
         who = _agent(agent)
         event = _event_encoder.encode(ContactEvent(at_ms=now_ms(), agent=who, action="unlink", via=via,
                                                    contact=contact.id, other=other.id))
-        await self.store.unlink_contact(other.id, lambda _person: [(contact.id, event), (other.id, event)])
+        await self.store.unlink_contact(other.id, [(contact.id, event), (other.id, event)])
         return await self.view(contact.id)
 
 

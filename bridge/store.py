@@ -7,7 +7,6 @@ message causes in one atomic call; reads are plain async methods (`ConversationR
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -79,7 +78,8 @@ class Store:
         return found
 
     async def contacts_many(self, contact_ids: builtins.list[str]) -> builtins.list[Contact | None]:
-        """Contacts with what agents keep about their person (fields, links): three round trips."""
+        """Contacts with what agents keep about their person (fields, links): two round
+        trips, a third when some are linked."""
         if not contact_ids:
             return []
         raws = await self.redis.mget([keys.contact(c) for c in contact_ids]
@@ -92,13 +92,26 @@ class Store:
                 pipe.hgetall(keys.contact_fields(person))
                 pipe.smembers(keys.contact_members(person))
             replies = await pipe.execute()
-        fields = {p: {k.decode(): v.decode() for k, v in replies[2 * n].items()} for n, p in enumerate(people)}
+        own = {p: _fields(replies[2 * n]) for n, p in enumerate(people)}
         members = {p: sorted(m.decode() for m in replies[2 * n + 1]) for n, p in enumerate(people)}
+        others = builtins.list(dict.fromkeys(m for p in people for m in members[p]))
+        if others:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for member in others:
+                    pipe.hgetall(keys.contact_fields(member))
+                own.update(zip(others, (_fields(r) for r in await pipe.execute()), strict=True))
         for contact in found:
             if contact is not None:
                 person = heads[contact.id] or contact.id
                 contact.person = heads[contact.id]
-                contact.fields = fields[person]
+                # the person's first contact's fields, gaps filled by the others' (each keeps
+                # its own, so an unlink leaves every contact as it was); "" set on the first
+                # contact hides the others' value
+                merged: dict[str, str] = {}
+                for member in [person, *members[person]]:
+                    for name, value in own[member].items():
+                        merged.setdefault(name, value)
+                contact.fields = {k: v for k, v in merged.items() if v}
                 contact.linked = [c for c in [person, *members[person]] if c != contact.id] \
                     if members[person] else []
         return found
@@ -135,22 +148,17 @@ class Store:
 
     async def set_contact_fields(self, person: str, changes: dict[str, str],
                                  events: builtins.list[tuple[str, bytes]]) -> None:
-        """Set (or, with "", clear) fields of a person and record ``events`` ((contact id,
-        event) pairs), in one transaction."""
+        """Set fields of a person ("" clears one, and hides the linked contacts' value) and
+        record ``events`` ((contact id, event) pairs), in one transaction."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            for name, value in changes.items():
-                if value:
-                    pipe.hset(keys.contact_fields(person), name, value)
-                else:
-                    pipe.hdel(keys.contact_fields(person), name)
+            pipe.hset(keys.contact_fields(person), mapping=changes)
             self._events(pipe, events)
             await pipe.execute()
 
-    async def link_contacts(self, contact_id: str, other_id: str, event: Callable[
-            [str, str, dict[str, str]], builtins.list[tuple[str, bytes]]]) -> tuple[str, str]:
-        """Make ``other_id``'s person part of ``contact_id``'s; fields the person lacks are
-        taken from the other's. Returns the two persons' first contacts as they were.
-        ``event(person, other_person, fields_taken)`` gives the events to record."""
+    async def link_contacts(self, contact_id: str, other_id: str,
+                            events: builtins.list[tuple[str, bytes]]) -> bool:
+        """Make ``other_id``'s person (every contact linked with it) part of
+        ``contact_id``'s, and record ``events``; False when they already were one."""
         while True:
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
@@ -158,28 +166,21 @@ class Store:
                     person = await self.person_of(contact_id)
                     other = await self.person_of(other_id)
                     if person == other:
-                        return person, other
-                    await pipe.watch(keys.contact_members(person), keys.contact_members(other),
-                                     keys.contact_fields(person), keys.contact_fields(other))
+                        return False
+                    await pipe.watch(keys.contact_members(person), keys.contact_members(other))
                     moving = [other, *(m.decode() for m in await self.redis.smembers(keys.contact_members(other)))]
-                    have = await self.redis.hgetall(keys.contact_fields(person))
-                    theirs = await self.redis.hgetall(keys.contact_fields(other))
-                    taken = {k.decode(): v.decode() for k, v in theirs.items() if k not in have}
                     pipe.multi()
                     for member in moving:
                         pipe.set(keys.contact_person(member), person)
                     pipe.sadd(keys.contact_members(person), *moving)
                     pipe.delete(keys.contact_members(other))
-                    if taken:
-                        pipe.hset(keys.contact_fields(person), mapping=taken)
-                    self._events(pipe, event(person, other, taken))
+                    self._events(pipe, events)
                     await pipe.execute()
-                    return person, other
+                    return True
                 except WatchError:
                     continue
 
-    async def unlink_contact(self, contact_id: str,
-                             events: Callable[[str], builtins.list[tuple[str, bytes]]]) -> str:
+    async def unlink_contact(self, contact_id: str, events: builtins.list[tuple[str, bytes]]) -> str:
         """Take ``contact_id`` out of its person (the others stay linked; when it was the
         person's first contact, the next one takes its place). Returns the person it left,
         or "" when it was not linked."""
@@ -203,7 +204,7 @@ class Store:
                     else:
                         pipe.srem(keys.contact_members(person), contact_id)
                         pipe.delete(keys.contact_person(contact_id))
-                    self._events(pipe, events(person))
+                    self._events(pipe, events)
                     await pipe.execute()
                     return person
                 except WatchError:
@@ -303,3 +304,7 @@ class Store:
     @staticmethod
     def ref_ops(ref: str, conversation_id: str) -> builtins.list[builtins.list[Any]]:
         return [["SET", keys.ref(ref), conversation_id]]
+
+
+def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
