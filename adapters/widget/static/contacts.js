@@ -131,7 +131,8 @@
     var events = $("contact-events");
     events.textContent = "";
     view.events.forEach(function (e) {
-      var what = e.action === "set" ? "set " + e.field + (e.value ? " to " + e.value : " (cleared)") :
+      var value = e.value.length > 120 ? e.value.slice(0, 119) + "…" : e.value;
+      var what = e.action === "set" ? "set " + e.field + (value ? " to " + value : " (cleared)") :
         e.field === "email" ? "confirmed the email " + e.value + (e.other ? " (joined " + nameOf(e.other) + ")" : "") :
         (e.action === "link" ? "linked " : "unlinked ") + nameOf(e.contact) + " and " + nameOf(e.other);
       events.appendChild(el("li", "", e.agent + " " + what + " · " + new Date(e.at_ms).toLocaleString() +
