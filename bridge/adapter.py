@@ -20,6 +20,7 @@ from typing import ClassVar, Literal, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.contacts import ContactBook
 from bridge.model import Contact, Conversation, Message
 
 
@@ -113,6 +114,8 @@ class AdapterContext:
     #: a directory on this host that only the bridge reads (the embedded Redis's data
     #: directory), for generated secrets that must not sit in Redis; None with an external Redis
     private_dir: Path | None = None
+    #: contacts as agents see and change them (fields, links); None where no store is at hand
+    contacts: ContactBook | None = None
 
 
 class Adapter(abc.ABC):

@@ -28,6 +28,7 @@ from bridge import keys, registry
 from bridge.adapter import Adapter, AdapterContext, DeskSettings
 from bridge.bus import Bus, consumer_name
 from bridge.config import Settings
+from bridge.contacts import ContactBook
 from bridge.context import HealthBoard, RedisFanout, RedisState
 from bridge.dispatcher import ChannelDispatcher
 from bridge.embedded import EmbeddedRedis
@@ -153,12 +154,14 @@ class Bridge:
         self.store = Store(self.redis)
         self.health = HealthBoard(self.redis, self.worker_id)
         fanout = RedisFanout(self.redis)
+        contact_book = ContactBook(self.store)
         for name, config in self.channel_configs.items():
             cls = registry.adapter_class(name)
             ctx = AdapterContext(publish=self._publisher(name), state=RedisState(self.redis, name),
                                  conversations=self.store, fanout=fanout, report_health=self.health.reporter(name),
                                  public_url=settings.public_url, receive="ingest" in self.roles,
                                  private_dir=self.embedded.data_dir if self.embedded else None,
+                                 contacts=contact_book,
                                  settings=desk_settings(settings))
             adapter = cls(config, ctx)
             adapter.name = name

@@ -176,10 +176,16 @@
         list.appendChild(li);
       });
       if (atBottom) { list.scrollTop = list.scrollHeight; }
+      document.dispatchEvent(new CustomEvent("console:conversation", { detail: c }));  // contacts.js
     }).catch(function (err) {
-      if (err.status === 404) { state.current = null; $("conversation").hidden = true; $("empty").hidden = false; }
+      if (err.status === 404) {
+        state.current = null; $("conversation").hidden = true; $("empty").hidden = false;
+        document.dispatchEvent(new CustomEvent("console:conversation", { detail: null }));
+      }
     });
   }
+  // another part of the page (the contact panel) asks to open a conversation
+  document.addEventListener("console:open", function (event) { open(event.detail); });
 
   function newClientId() {
     var bytes = new Uint8Array(12);
