@@ -79,6 +79,9 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
         templates=templates_cls(settings.replies, settings.triage.default_language),
         clock_ms=clock_ms, store=store)
     names = registry.REQUIRED_FIRST + [s for s in settings.engine.steps if s not in registry.REQUIRED_FIRST]
+    if settings.translation.enabled and "translation" not in names:
+        # after triage (it reads the language), before routing (it holds a reply to translate)
+        names.insert(names.index("routing") if "routing" in names else len(names), "translation")
     steps, problems = [], []
     for name in names:
         try:
@@ -88,6 +91,13 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
     if problems:
         raise ConfigError(problems)
     return flow_config, steps
+
+
+def translation_view(settings: Settings) -> dict[str, Any]:
+    """What an agent channel needs of ``translation:`` to show translations (never the key)."""
+    section = settings.translation
+    return {"enabled": section.enabled, "agents_language": section.agents_language or settings.triage.default_language,
+            "agent_languages": dict(section.agent_languages)}
 
 
 async def check_partitions(redis: aioredis.Redis, partitions: int) -> None:
@@ -150,7 +160,8 @@ class Bridge:
                                  public_url=settings.public_url, receive="ingest" in self.roles,
                                  private_dir=self.embedded.data_dir if self.embedded else None,
                                  settings={"agents": settings.agents.model_dump(), "queues": {
-                                     k: v.model_dump() for k, v in settings.queues.items()}})
+                                     k: v.model_dump() for k, v in settings.queues.items()},
+                                     "translation": translation_view(settings)})
             adapter = cls(config, ctx)
             adapter.name = name
             self.adapters[name] = adapter
