@@ -520,7 +520,8 @@ class Engine:
             ops.extend(self.store.transcript_ops(conversation.id, notice))
         for out in turn.outbound:
             ops.append(["XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, encode(out)])
-            if out.kind == "reply" and message.kind != "agent":  # an agent's words are kept once, as theirs
+            # an agent's words are kept once, as theirs; a reply sent in other words (translated) too
+            if out.kind == "reply" and (message.kind != "agent" or "translation_of" in out.data):
                 ops.extend(self.store.transcript_ops(conversation.id, out))
         for queue, case in turn.queued:
             ops.append(["XADD", keys.queue(queue), "MAXLEN", "~", keys.QUEUE_MAX_LEN, "*",

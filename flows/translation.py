@@ -124,7 +124,10 @@ class Translation:
     # -- agent -> customer -------------------------------------------------------------
 
     def _translate_out(self, turn: Turn) -> None:
+        """Routing never sends this reply: it goes out from here, translated by a job, or at
+        once as written (already in the customer's language, or no translation to be had)."""
         message = turn.message
+        turn.notes["hold_reply"] = True
         sender = message.sender
         source = str(message.data.get("translate_from") or "") or agent_language(
             self.settings, self.default_language, *((sender.name, sender.id) if sender else ()))
@@ -135,13 +138,14 @@ class Translation:
             "agent_channel": message.channel,
             "sender": msgspec.to_builtins(sender) if sender else None,
             "attachments": msgspec.to_builtins(message.attachments)}
-        if not target or same_language(source, target):
-            return  # routing sends it as written: it is in the customer's language already
         translator, jobs = self.translator, self.config.jobs
-        if translator is None or jobs is None:
-            turn.notify_agents("reply_translation", text="not translated: no translation provider is configured "
-                               "(translation.provider); sent as written", data={**_public(payload), "error": "off"})
+        if not target or same_language(source, target):
+            self._deliver(turn, {**payload, "as_written": True}, "", "")
             return
+        if translator is None or jobs is None:
+            self._deliver(turn, payload, "", "no translation provider is configured (translation.provider)")
+            return
+        conversation_id = turn.conversation.id
 
         async def work() -> Message:
             try:
@@ -149,37 +153,49 @@ class Translation:
                 outcome = {"text": result.text}
             except TranslationUnavailable as exc:
                 outcome = {"error": exc.reason}
-            return Message(kind="command", channel="translation", name=SEND, conversation_id=turn.conversation.id,
+            return Message(kind="command", channel="translation", name=SEND, conversation_id=conversation_id,
                            dedupe_key=f"translated_reply:{message.id}", data={**payload, **outcome})
 
         if not jobs.start(work(), SEND):
-            return  # routing sends the original; nothing is held
-        turn.notes["hold_reply"] = True
-        pending = flow_state(turn, "translation").setdefault("pending", [])
-        pending.append(message.id)
+            self._deliver(turn, payload, "", "too many translations running")
+            return
+        flow_state(turn, "translation").setdefault("pending", []).append(message.id)
         due_ms = turn.now_ms + int((self.settings.timeout_s + FALLBACK_GRACE_S) * 1000)
         turn.schedule(due_ms, SEND, {**payload, "error": "no translation in time"})
 
     def _send(self, turn: Turn) -> None:
-        """The held reply goes out once: translated, or as written with the reason shown."""
+        """A held reply, back from its job or its timer: sent once."""
         data = turn.message.data
         of = str(data.get("of", ""))
-        state = flow_state(turn, "translation")
-        pending = state.get("pending") or []
+        pending = flow_state(turn, "translation").get("pending") or []
         if of not in pending:
             return  # sent already (the job's answer and the timer both come)
         pending.remove(of)
         translated = str(data.get("text") or "")
-        error = "" if translated else str(data.get("error") or "no translation")
+        self._deliver(turn, data, translated, "" if translated else str(data.get("error") or "no translation"))
+
+    def _deliver(self, turn: Turn, data: dict[str, Any], translated: str, error: str) -> None:
+        """The reply to the customer: the translation, else the agent's words as written
+        (the reason shown to the agents). It is kept in the transcript (``translation_of``)
+        beside the agent's own message, which keeps the original."""
+        of = str(data.get("of", ""))
+        original = str(data.get("original", ""))
         sender = msgspec.convert(data["sender"], Sender) if data.get("sender") else None
         attachments = msgspec.convert(data.get("attachments") or [], list[Attachment])
-        info = {**_public(data), "error": error} if error else _public(data)
-        reply = turn.reply(translated or str(data.get("original", "")), sender=sender, attachments=attachments,
+        info: dict[str, Any] = _public(data)
+        if error:
+            info["error"] = error
+        if data.get("as_written"):
+            info["as_written"] = True
+        reply = turn.reply(translated or original, sender=sender, attachments=attachments,
                            data={"notify_delivery": True, "agent_channel": str(data.get("agent_channel", "")),
-                                 "translation_of": of, "original": str(data.get("original", "")), **info})
+                                 "translation_of": of, "original": original, **info})
         reply.reply_to = of  # the customer's view: one item, the agent's message
-        text = f"translation unavailable ({error}); sent as written" if error else translated
-        turn.notify_agents("reply_translation", text=text, data=info, record=False)
+        if translated:
+            turn.notify_agents("reply_translation", text=translated, data=info, record=False)
+        elif error:
+            turn.notify_agents("reply_translation", text=f"translation unavailable ({error}); sent as written",
+                               data=info, record=False)
 
 
 def _public(data: dict[str, Any]) -> dict[str, str]:
