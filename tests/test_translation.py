@@ -115,9 +115,11 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         ({"provider": "deepl"}, "translation.api_key: required for provider deepl"),
         ({"provider": "libretranslate"}, "translation.base_url: required for provider libretranslate"),
         ({"provider": "openai", "base_url": "http://127.0.0.1:1/v1"}, "translation.model: required"),
-        ({"provider": "deepl", "api_key": "literal-key:fx"}, "translation.api_key: secrets must come from the environment"),
+        ({"provider": "deepl", "api_key": "literal-key:fx"},
+         "translation.api_key: secrets must come from the environment"),
         ({"provider": "google"}, "translation.provider"),
-        ({"provider": "libretranslate", "base_url": "ftp://x"}, "translation.base_url: 'ftp://x' is not an http(s) URL"),
+        ({"provider": "libretranslate", "base_url": "ftp://x"},
+         "translation.base_url: 'ftp://x' is not an http(s) URL"),
         ({"providr": "deepl"}, "translation.providr: unknown key"),
         ({"timeout_s": 0}, "translation.timeout_s"),
     ]
@@ -135,3 +137,15 @@ def test_the_key_comes_from_the_environment_and_is_masked(tmp_path: Path) -> Non
     assert DEEPL_KEY not in repr(loaded.translation)
     assert DEEPL_KEY in secrets_in(loaded)  # masked in every log line
     assert agents_languages(loaded.translation, "en") == ["en", "es"]
+
+
+def test_slack_tr_command_is_a_reply_to_translate() -> None:
+    from adapters.slack.commands import parse
+
+    parsed = parse("!tr  It ships *tomorrow* &amp; on time")
+    assert (parsed.kind, parsed.text) == ("reply", "It ships *tomorrow* &amp; on time")
+    assert parsed.data == {"translate": True}
+    assert parse("!translate ok", mode="explicit").data == {"translate": True}  # a reply in explicit mode too
+    empty = parse("!tr")
+    assert empty.kind == "invalid" and "!tr needs the reply" in empty.error
+    assert parse("note: !tr draft").kind == "note"

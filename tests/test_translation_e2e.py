@@ -58,9 +58,11 @@ ENV = {**WIDGET_ENV, "T_DEEPL_KEY": DEEPL_KEY}
 
 async def opened(b: RunningBridge, fake_slack: FakeSlack, customer: str, text: str) -> Post:
     await customer_writes(b, customer, text, f"{customer}-1")
-    return await b.wait_for(lambda: next((p for p in fake_slack.posts if not p.thread_ts and customer in str(p.blocks)
-                                          or (not p.thread_ts and text[:10] in str(p.blocks))), None),
-                            what="the thread opened in Slack")
+
+    def roots() -> list[Post]:
+        return [p for p in fake_slack.posts if not p.thread_ts and text[:10] in str(p.blocks)]
+
+    return (await b.wait_for(roots, what="the thread opened in Slack"))[0]
 
 
 def thread_texts(fake_slack: FakeSlack, root: Post) -> list[str]:
