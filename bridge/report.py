@@ -24,7 +24,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bridge import keys
 from bridge.model import Conversation, Message
 from bridge.store import Store
 
@@ -290,8 +289,7 @@ async def load_conversations(store: Store, since_ms: int | None = None, batch: i
     """Every conversation (any status) created at or after ``since_ms``, oldest first."""
     ids: list[str] = []
     for status in STATUSES:
-        ids.extend(i.decode() if isinstance(i, bytes) else str(i)
-                   for i in await store.redis.zrange(keys.CONVERSATIONS_BY_STATUS + status, 0, -1))
+        ids.extend(await store.ids_with_status(status))
     found: dict[str, Conversation] = {}
     unique = list(dict.fromkeys(ids))
     for start in range(0, len(unique), batch):

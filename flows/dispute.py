@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.model import Message
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import flow_state, render, step_settings
-from flows.turn import FlowConfig, Step, Turn
 
 STEPS = ("identify_claim", "gather_evidence", "propose_resolution", "confirm_in_writing", "follow_up", "closed")
 TITLES = {

@@ -22,9 +22,9 @@ from rapidfuzz import fuzz
 
 from bridge.errors import ConfigError
 from bridge.model import Button
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import BUTTON_CHANNELS, flow_state, is_auto, is_customer_text, render, step_settings
 from flows.phrases import LANGUAGES, PhraseMatcher, builtin, has_cjk, normalize
-from flows.turn import FlowConfig, Step, Turn
 
 HANDOFF_VALUE = "handoff"
 

@@ -18,9 +18,9 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.errors import ConfigError
+from bridge.turn import FlowConfig, Step, Turn
 from flows import hours
 from flows.common import flow_state, is_auto, step_settings
-from flows.turn import FlowConfig, Step, Turn
 
 SLA_EVENTS = Counter("bridge_sla_events_total", "SLA warnings and breaches", ["kind", "level", "urgency"])
 

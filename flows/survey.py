@@ -22,8 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.model import Button
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import BUTTON_CHANNELS, flow_state, is_auto, render, step_settings
-from flows.turn import FlowConfig, Step, Turn
 
 TIMER = "survey"
 BUTTON_PREFIX = "survey:"

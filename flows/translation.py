@@ -32,8 +32,8 @@ from bridge.translation import (
     base,
     same_language,
 )
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import flow_state, is_customer_text
-from flows.turn import FlowConfig, Step, Turn
 
 log = logging.getLogger("bridge.translation")
 

@@ -352,7 +352,7 @@ class Console:
         if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
             client_id = secrets.token_hex(8)
         # "send in <the customer's language>": the translation step sends it translated
-        wanted = body.get("translate") is True and translations.settings_of(self.ctx.settings).get("enabled")
+        wanted = body.get("translate") is True and self.ctx.settings.translation_enabled
         data = {"translate": True} if wanted else {}
         message = Message(kind="agent", channel=CHANNEL, conversation_id=conversation.id, text=text.strip(),
                           dedupe_key=f"{CHANNEL}:{client_id}", data=data,

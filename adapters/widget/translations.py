@@ -10,25 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.adapter import DeskSettings
 from bridge.model import Message
 from bridge.translation import base, language_name
 
 
-def settings_of(ctx_settings: dict[str, Any]) -> dict[str, Any]:
-    section = ctx_settings.get("translation")
-    return section if isinstance(section, dict) else {}
+def agent_language(desk: DeskSettings, agent: str) -> str:
+    return base(desk.agent_languages.get(agent) or desk.agents_language)
 
 
-def agent_language(ctx_settings: dict[str, Any], agent: str) -> str:
-    section = settings_of(ctx_settings)
-    chosen = (section.get("agent_languages") or {}).get(agent) or section.get("agents_language") or ""
-    return base(str(chosen))
-
-
-def me(ctx_settings: dict[str, Any], agent: str) -> dict[str, Any]:
+def me(desk: DeskSettings, agent: str) -> dict[str, Any]:
     """The console's translation switch: on, and the agent's language."""
-    language = agent_language(ctx_settings, agent)
-    return {"enabled": bool(settings_of(ctx_settings).get("enabled")), "language": language,
+    language = agent_language(desk, agent)
+    return {"enabled": desk.translation_enabled, "language": language,
             "language_name": language_name(language) if language else ""}
 
 
