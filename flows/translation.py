@@ -119,7 +119,10 @@ class Translation:
         else:
             text = f"translation unavailable ({failed.get(target, 'no answer')}); the original is above"
             data["error"] = failed.get(target, "no answer")
-        turn.notify_agents(SHOWN, text=text, data=data)
+        channels = list(self.config.settings.agents.channels)
+        if turn.conversation.queue and "email" in self.config.channels and "email" not in channels:
+            channels.append("email")  # the case's ticket went to a team by email: its thread gets it too
+        turn.notify_agents(SHOWN, text=text, data=data, channels=channels)
 
     # -- agent -> customer -------------------------------------------------------------
 

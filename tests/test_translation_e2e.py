@@ -12,6 +12,11 @@ import pytest
 from tests.fakes.slack_api import FakeSlack, Post
 from tests.fakes.translation_api import FakeTranslation
 from tests.harness import Clock, RunningBridge, merged, running_bridge
+from tests.mailservers import Dovecot, RecordingHandler
+from tests.test_email_e2e import AUTH as EMAIL_AUTH
+from tests.test_email_e2e import ENV as EMAIL_ENV
+from tests.test_email_e2e import TEAM, imap_ready, mail_to, smtp  # noqa: F401 - smtp is a fixture
+from tests.test_email_e2e import bridge_config as email_config
 from tests.test_slack_e2e import agent_writes, customer_writes, replies
 from tests.test_slack_e2e import config as slack_config
 from tests.test_slack_e2e import env as slack_env
@@ -231,3 +236,20 @@ async def test_each_agent_reads_their_own_language_and_english_is_not_translated
         await b.wait_for(lambda: b.store.for_address("api", "cust-en"), what="the English conversation")
         await b.wait_for(lambda: len(translator.requests) > before, what="the Spanish translation asked for")
         assert {body["target"] for _, _, body in translator.requests[before:]} == {"es"}
+
+
+async def test_the_email_ticket_thread_gets_the_translation(redis_url: str, dovecot: Dovecot,
+                                                           smtp: RecordingHandler,  # noqa: F811
+                                                           webhook: WebhookReceiver,
+                                                           translator: FakeTranslation) -> None:
+    config = {**email_config(dovecot, smtp, webhook), "translation": libre(translator)}
+    async with running_bridge(redis_url, config, env=EMAIL_ENV) as b:
+        await imap_ready(b)
+        r = await b.post("/api/v1/messages", headers=EMAIL_AUTH, json={"customer_id": "shop-zh", "text": ZH})
+        assert r.status == 202
+        ticket, translation = await b.wait_for(lambda: mail_to(smtp, TEAM)[:2] if len(mail_to(smtp, TEAM)) > 1
+                                               else None, what="the ticket and its translation")
+        assert ZH in ticket.text() and EN not in ticket.text()
+        assert translation.message["In-Reply-To"] == ticket.message["Message-ID"]
+        assert "Machine translation (zh -> en) of the customer's message" in translation.text()
+        assert EN in translation.text()
