@@ -154,7 +154,7 @@ class Translator:
         return Translated(translated, base(found) if isinstance(found, str) else base(source))
 
     async def _deepl(self, text: str, target: str, source: str) -> Translated:
-        url = self.settings.base_url or (DEEPL_FREE_URL if self._key.endswith(":fx") else DEEPL_PRO_URL)
+        url = deepl_url(self.settings.base_url, self._key)
         body: dict[str, Any] = {"text": [text], "target_lang": deepl_target(target)}
         if source:
             body["source_lang"] = base(source).upper()
@@ -188,9 +188,17 @@ class Translator:
         return Translated(content.strip(), base(source))
 
 
+def deepl_url(base_url: str, key: str) -> str:
+    """The configured URL, else DeepL's free API for a free key (``...:fx``), else the pro API."""
+    return base_url or (DEEPL_FREE_URL if key.endswith(":fx") else DEEPL_PRO_URL)
+
+
 def deepl_target(language: str) -> str:
-    """DeepL's target codes: English and Portuguese need a variant; Chinese is ZH-HANS."""
+    """DeepL's target codes: English and Portuguese need a variant (a given one is kept);
+    Chinese is ZH-HANS."""
     code = base(language)
+    if code in ("en", "pt") and "-" in language.replace("_", "-"):
+        return language.replace("_", "-").upper()
     return {"en": "EN-US", "pt": "PT-BR", "zh": "ZH-HANS"}.get(code, code.upper())
 
 

@@ -12,7 +12,14 @@ from pydantic import SecretStr
 
 from bridge.config import secrets_in
 from bridge.errors import ConfigError
-from bridge.translation import TranslationSettings, TranslationUnavailable, Translator, agents_languages
+from bridge.translation import (
+    TranslationSettings,
+    TranslationUnavailable,
+    Translator,
+    agents_languages,
+    deepl_target,
+    deepl_url,
+)
 from tests.fakes.translation_api import FakeTranslation
 from tests.harness import load_config
 
@@ -149,3 +156,11 @@ def test_slack_tr_command_is_a_reply_to_translate() -> None:
     empty = parse("!tr")
     assert empty.kind == "invalid" and "!tr needs the reply" in empty.error
     assert parse("note: !tr draft").kind == "note"
+
+
+def test_deepl_urls_and_language_codes() -> None:
+    assert deepl_url("", "abc:fx") == "https://api-free.deepl.com"
+    assert deepl_url("", "abc") == "https://api.deepl.com"
+    assert deepl_url("http://127.0.0.1:1", "abc:fx") == "http://127.0.0.1:1"
+    assert [deepl_target(c) for c in ("en", "zh", "ru", "pt", "pt-PT", "en_GB", "ms")] == [
+        "EN-US", "ZH-HANS", "RU", "PT-BR", "PT-PT", "EN-GB", "MS"]
