@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from bridge.flowstate import TranslationState, flow_state
 from bridge.model import Attachment, Message, Sender
 from bridge.translation import (
     TranslationUnavailable,
@@ -33,7 +34,7 @@ from bridge.translation import (
     same_language,
 )
 from bridge.turn import FlowConfig, Step, Turn
-from flows.common import flow_state, is_customer_text
+from flows.common import is_customer_text
 
 log = logging.getLogger("bridge.translation")
 
@@ -162,7 +163,7 @@ class Translation:
         if not jobs.start(work(), SEND):
             self._deliver(turn, payload, "", "too many translations running")
             return
-        flow_state(turn, "translation").setdefault("pending", []).append(message.id)
+        flow_state(turn.conversation, "translation", TranslationState).pending.append(message.id)
         due_ms = turn.now_ms + int((self.settings.timeout_s + FALLBACK_GRACE_S) * 1000)
         turn.schedule(due_ms, SEND, {**payload, "error": "no translation in time"})
 
@@ -170,7 +171,7 @@ class Translation:
         """A held reply, back from its job or its timer: sent once."""
         data = turn.message.data
         of = str(data.get("of", ""))
-        pending = flow_state(turn, "translation").get("pending") or []
+        pending = flow_state(turn.conversation, "translation", TranslationState).pending
         if of not in pending:
             return  # sent already (the job's answer and the timer both come)
         pending.remove(of)

@@ -183,15 +183,15 @@ async def test_a_translation_lost_on_the_way_is_covered_by_the_timer(redis_url: 
         await b.wait_for(lambda: any("no translation in time" in t for t in thread_texts(fake_slack, root)),
                          what="the reason in the thread")
         translator.release()  # the late answer changes nothing: the reply went once
-        cid = await conversation_id(b, "cust-zh")
-        await b.wait_for(lambda: _job_done(b, cid), what="the late job's command handled")
+        engine = b.bridge.engine
+        assert engine is not None
+        await b.wait_for(lambda: engine.jobs.running == 0, what="the late job's command published")
+        # the conversation's next message is handled after that command (one partition, in order)
+        await customer_writes(b, "cust-zh", "还有一个问题。", "cust-zh-2")
+        await b.wait_for(lambda: any("[en] 还有一个问题。" in t for t in thread_texts(fake_slack, root)),
+                         what="the next message's translation")
         assert [m["text"] for m in replies(webhook, "cust-zh")].count(REPLY) == 1
         assert REPLY_ZH not in [m["text"] for m in replies(webhook, "cust-zh")]
-
-
-async def _job_done(b: RunningBridge, cid: str) -> bool:
-    conversation = await b.store.get(cid)
-    return conversation is not None and conversation.data.get("translation", {}).get("pending") == []
 
 
 async def test_no_provider_means_no_translation_and_no_errors(redis_url: str, fake_slack: FakeSlack,
