@@ -123,6 +123,8 @@ class Translation:
         channels = list(self.config.settings.agents.channels)
         if turn.conversation.queue and "email" in self.config.channels and "email" not in channels:
             channels.append("email")  # the case's ticket went to a team by email: its thread gets it too
+        if target != default:
+            channels = []  # in the agents' language already: kept for the console's other readers only
         turn.notify_agents(SHOWN, text=text, data=data, channels=channels)
 
     # -- agent -> customer -------------------------------------------------------------

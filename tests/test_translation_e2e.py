@@ -236,6 +236,19 @@ async def test_each_agent_reads_their_own_language_and_english_is_not_translated
         await b.wait_for(lambda: b.store.for_address("api", "cust-en"), what="the English conversation")
         await b.wait_for(lambda: len(translator.requests) > before, what="the Spanish translation asked for")
         assert {body["target"] for _, _, body in translator.requests[before:]} == {"es"}
+        en_id = await conversation_id(b, "cust-en")
+        await b.wait_for(lambda: _translated(b, en_id, lucia), what="Lucia's Spanish translation in the console")
+        ana = await console_login(b, token=WIDGET_ENV["T_CONSOLE_TOKEN"], name="Ana")
+        (english,) = [i for i in (await console_view(b, en_id, ana))["transcript"] if i["who"] == "customer"]
+        assert "translation" not in english  # Ana reads English: nothing to show her
+        en_root = next(p for p in fake_slack.posts if not p.thread_ts and "where is my parcel" in str(p.blocks))
+        assert not any("Translation" in t for t in thread_texts(fake_slack, en_root))  # Slack reads English too
+
+
+async def _translated(b: RunningBridge, conversation: str, cookie: dict[str, str]) -> bool:
+    items = (await console_view(b, conversation, cookie))["transcript"]
+    return any(i.get("translation", {}).get("text") == "[es] Hello, where is my parcel? It was due on Monday."
+               for i in items)
 
 
 async def test_the_email_ticket_thread_gets_the_translation(redis_url: str, dovecot: Dovecot,

@@ -12,7 +12,7 @@ from typing import Any
 
 from bridge.adapter import DeskSettings
 from bridge.model import Message
-from bridge.translation import base, language_name
+from bridge.translation import base, language_name, same_language
 
 
 def agent_language(desk: DeskSettings, agent: str) -> str:
@@ -33,7 +33,9 @@ def attach(messages: list[Message], items: list[dict[str, Any]], language: str) 
     for message in messages:
         data = message.data
         if message.kind == "event" and message.name == "translation" and data.get("of") in by_id:
-            by_id[data["of"]]["translation"] = _shown(message, language)
+            shown = _shown(message, language)
+            if shown is not None:
+                by_id[data["of"]]["translation"] = shown
             folded.add(message.id)
         elif message.kind == "reply" and data.get("translation_of") in by_id and data.get("as_written"):
             folded.add(message.id)  # in the customer's language already: the agent's message says it all
@@ -46,12 +48,18 @@ def attach(messages: list[Message], items: list[dict[str, Any]], language: str) 
     return [item for item in items if item["id"] not in folded]
 
 
-def _shown(event: Message, language: str) -> dict[str, Any]:
+def _shown(event: Message, language: str) -> dict[str, Any] | None:
+    """The translation for a reader of ``language``; None when the message is in it."""
     data = event.data
     texts = data.get("texts") if isinstance(data.get("texts"), dict) else {}
     failed = data.get("failed") if isinstance(data.get("failed"), dict) else {}
     assert isinstance(texts, dict) and isinstance(failed, dict)
-    target = language if language in texts or language in failed else str(data.get("target", ""))
+    if language in texts or language in failed:
+        target = language
+    elif same_language(str(data.get("source", "")), language):
+        return None
+    else:  # a language no one configured when the message came: the agents' default
+        target = str(data.get("target", ""))
     text = texts.get(target, "")
     error = "" if text else str(failed.get(target) or data.get("error") or "no translation")
     return {"text": text, "language": target, "source": str(data.get("source", "")),
