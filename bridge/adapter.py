@@ -90,11 +90,15 @@ HealthState = Literal["ok", "degraded", "broken", "starting", "stopped"]
 
 @dataclass(frozen=True, slots=True)
 class DeskSettings:
-    """The bridge-wide settings an adapter may read (from ``triage``, ``agents`` and ``queues``)."""
+    """The bridge-wide settings an adapter may read (from ``triage``, ``agents``, ``queues``
+    and ``translation``)."""
 
     default_language: str = "en"  # triage.default_language: greetings when the customer's is unknown
     urgent_mention: str = ""  # agents.urgent_mention
     queue_slack_channels: Mapping[str, str] = field(default_factory=dict)  # queues.<name>.slack_channel
+    translation_enabled: bool = False  # translation.provider is set (docs/translation.md)
+    agents_language: str = "en"  # translation.agents_language, else triage.default_language
+    agent_languages: Mapping[str, str] = field(default_factory=dict)  # translation.agent_languages
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,9 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
         templates=Templates(settings.replies, settings.triage.default_language),
         clock_ms=clock_ms, store=store)
     names = registry.REQUIRED_FIRST + [s for s in settings.engine.steps if s not in registry.REQUIRED_FIRST]
+    if settings.translation.enabled and "translation" not in names:
+        # after triage (it reads the language), before routing (it holds a reply to translate)
+        names.insert(names.index("routing") if "routing" in names else len(names), "translation")
     steps: list[Step] = []
     problems: list[str] = []
     for name in names:
@@ -95,10 +98,14 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
 
 
 def desk_settings(settings: Settings) -> DeskSettings:
+    translation = settings.translation  # what agent channels need to show translations (never the key)
     return DeskSettings(default_language=settings.triage.default_language,
                         urgent_mention=settings.agents.urgent_mention,
                         queue_slack_channels={name: queue.slack_channel for name, queue in settings.queues.items()
-                                              if queue.slack_channel})
+                                              if queue.slack_channel},
+                        translation_enabled=translation.enabled,
+                        agents_language=translation.agents_language or settings.triage.default_language,
+                        agent_languages=dict(translation.agent_languages))
 
 
 async def check_partitions(redis: aioredis.Redis, partitions: int) -> None:

@@ -121,8 +121,9 @@ class Turn:
             conversation.messages += 1
             kept.append(payload or message)
         kept.extend(self.notices)
-        if message.kind != "agent":  # an agent's words are kept once, as theirs
-            kept.extend(out for out in self.outbound if out.kind == "reply")
+        # an agent's words are kept once, as theirs; a reply sent in other words (translated) too
+        kept.extend(out for out in self.outbound
+                    if out.kind == "reply" and (message.kind != "agent" or "translation_of" in out.data))
         return Effects(conversation=conversation, previous_status=self.previous_status, partition=partition,
                        kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers, refs=self.refs,
                        contact=self.contact if self.contact_changed else None, contact_events=self.contact_events)

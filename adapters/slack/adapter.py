@@ -312,6 +312,8 @@ class SlackAdapter(Adapter):
             text, body = blocks.delivery(message)
         elif name == "state":
             text, body = blocks.state(message)
+        elif name in ("translation", "reply_translation"):
+            text, body = blocks.translation(message)
         else:  # an SLA breach on an urgent case calls the on-call people again
             urgent_breach = name == "sla_breach" and blocks.summary(message).get("urgency") == "urgent"
             text, body = blocks.generic(message, mention=self.mention(message) if urgent_breach else "")
@@ -582,7 +584,13 @@ class SlackAdapter(Adapter):
             return
         if not text and not attachments:
             return
-        await self.ctx.publish(Message(kind="agent", text=text, attachments=attachments, **common))
+        data = {}
+        if parsed.data.get("translate"):
+            if self.ctx.settings.translation_enabled:
+                data["translate"] = True
+            else:
+                self._notice(channel, thread_ts, "Not translated: translation.provider is not set; sent as written.")
+        await self.ctx.publish(Message(kind="agent", text=text, attachments=attachments, data=data, **common))
 
     async def _take_action(self, body: dict[str, Any], action: dict[str, Any]) -> None:
         """Claim / Resolve / Reopen buttons on the first post."""

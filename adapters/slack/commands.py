@@ -5,10 +5,15 @@ they are tested on recorded payloads without a server.
 
 - A command starts with the command prefix (``!`` by default): ``!claim``,
   ``!assign @user``, ``!resolve``, ``!reopen``, ``!urgency urgent|routine``
+<<<<<<< HEAD
   (``!urgent`` and ``!routine`` for short); ``!contact`` shows the customer's contact,
   ``!contact set <field> <text>`` sets a field, ``!contact link <who>`` shows both
   contacts and ``!contact link <who> confirm`` links them, ``!contact unlink <who>``
   (adapters/slack/contact_commands.py answers these in the thread).
+=======
+  (``!urgent`` and ``!routine`` for short). ``!tr <reply>`` sends the reply translated
+  into the customer's language (``translation:``), the original kept in the thread.
+>>>>>>> translate
 - With ``replies: default_out`` a thread reply goes to the customer unless it starts
   with a note prefix (``note:``); with ``replies: explicit`` only a reply starting with
   a reply marker (``reply:``, ``>>``) goes out and everything else is an internal note.
@@ -30,6 +35,7 @@ ReplyMode = Literal["default_out", "explicit"]
 COMMANDS = ("claim", "assign", "resolve", "reopen", "urgency", "contact")
 CONTACT_USAGE = ("{p}contact, {p}contact set company|tier|notes <text>, {p}contact link <contact id|email|"
                  "channel:address> (then ... confirm), {p}contact unlink <contact>")
+TRANSLATE = ("tr", "translate")  # !tr <reply>: sent to the customer in their language
 URGENCIES = ("urgent", "routine")
 
 
@@ -73,8 +79,13 @@ def parse_command(text: str, prefix: str = "!") -> Parsed | None:
         return None
     word = words[0].lower()
     args = words[1:]
+    if word in TRANSLATE:
+        rest = stripped[len(prefix):].lstrip()[len(word):].strip()
+        if not rest:
+            return Parsed("invalid", error=f"{prefix}{word} needs the reply: {prefix}{word} <text for the customer>")
+        return Parsed("reply", text=rest, data={"translate": True})
     usage = f"commands: {prefix}claim, {prefix}assign @user, {prefix}resolve, {prefix}reopen, " \
-            f"{prefix}urgency urgent|routine, {prefix}contact"
+            f"{prefix}urgency urgent|routine, {prefix}contact, {prefix}tr <reply in the customer's language>"
     if word in URGENCIES and not args:
         return Parsed("command", name="urgency", data={"urgency": word})
     if word not in COMMANDS:
