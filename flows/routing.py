@@ -147,7 +147,8 @@ class Routing:
         if conversation.status != "resolved":
             conversation.status = "pending"
         if not conversation.assignee and message.sender is not None:
-            conversation.assignee = message.sender.name or message.sender.id
+            # the console names its agent's login in data (the sender's name is the display name)
+            conversation.assignee = str(message.data.get("agent") or message.sender.name or message.sender.id)
 
 
 def build(config: FlowConfig) -> Step:

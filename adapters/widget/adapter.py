@@ -32,6 +32,7 @@ from adapters.widget.console import ROUTES as CONSOLE_ROUTES
 from adapters.widget.console import TOPIC_LOGOUT, Console
 from adapters.widget.identity import Signer, VisitorTokens, derive_console_token
 from adapters.widget.peers import RefusedOrigins, client_ip, origin_of, own_origins
+from adapters.widget.presence import TOPIC as TOPIC_PRESENCE
 from adapters.widget.uploads import Uploads
 from adapters.widget.ws import TOPIC_VISITORS, WidgetSockets, visitor_item
 from bridge import logs
@@ -153,6 +154,7 @@ class WidgetAdapter(Adapter):
             asyncio.create_task(self._listen(TOPIC_CONVERSATIONS, self._on_conversation)),
             asyncio.create_task(self._listen(TOPIC_CONSOLE, self._on_conversation)),
             asyncio.create_task(self._listen(TOPIC_LOGOUT, self._on_logout)),
+            asyncio.create_task(self._listen(TOPIC_PRESENCE, self._on_presence)),
         ]
 
     async def _listen(self, topic: str, handle: Callable[[bytes], Awaitable[None]]) -> None:
@@ -181,6 +183,10 @@ class WidgetAdapter(Adapter):
     async def _on_conversation(self, payload: bytes) -> None:
         if self._console is not None:
             await self._console.changed(payload.decode(errors="replace")[:200])
+
+    async def _on_presence(self, payload: bytes) -> None:
+        if self._console is not None:
+            await self._console.presence_changed(payload.decode(errors="replace")[:200])
 
     async def _on_logout(self, payload: bytes) -> None:
         if self._console is not None:
