@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bridge.model import Sender
 from flows.common import render
 from flows.sla import Clock
 from flows.turn import FlowConfig, Step, Turn
@@ -140,7 +141,9 @@ class Routing:
         if not message.text.strip() and not message.attachments:
             return
         conversation = turn.conversation
-        turn.reply(message.text, sender=message.sender, attachments=message.attachments,
+        # the customer sees the agent's display name, never a login or platform user id
+        shown = Sender(name=message.sender.name, is_agent=True) if message.sender else None
+        turn.reply(message.text, sender=shown, attachments=message.attachments,
                    data={"notify_delivery": True, "agent_channel": message.channel})
         if not conversation.first_response_ms:
             conversation.first_response_ms = turn.now_ms
