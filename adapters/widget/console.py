@@ -163,6 +163,7 @@ class Console:
         self.presence = Presence(ctx.state, ctx.fanout, config.presence_ttl_s)
         self.round_robin = RoundRobin(ctx, self.presence, CHANNEL)
         self.viewing: dict[web.WebSocketResponse, tuple[str, str]] = {}  # live console -> (agent, case open)
+        self._last_frame: dict[web.WebSocketResponse, tuple[str, bool, int]] = {}
         for login in config.agents:
             if login not in config.profiles:
                 log.warning("channels.widget.console.profiles.%s is not set: customers see %r on that agent's "
@@ -489,6 +490,7 @@ class Console:
             await self.round_robin.sweep()
 
     async def _went_away(self, ws: web.WebSocketResponse, agent: str) -> None:
+        self._last_frame.pop(ws, None)
         _, case = self.viewing.pop(ws, (agent, ""))
         with contextlib.suppress(Exception):  # the marks expire by themselves
             if case and (agent, case) not in self.viewing.values():
@@ -506,13 +508,18 @@ class Console:
             return
         case = frame.get("conversation_id")
         case = case if isinstance(case, str) and len(case) <= 100 else ""
+        typing = frame.get("typing") is True
+        repeat = (case, typing, int(time.monotonic()))  # the same news twice in a second is said once
+        if self._last_frame.get(ws) == repeat:
+            return
+        self._last_frame[ws] = repeat
         await self.presence.online(agent)
         _, before = self.viewing.get(ws, (agent, ""))
         self.viewing[ws] = (agent, case)
         if before and before != case and (agent, before) not in self.viewing.values():
             await self.presence.leave(agent, before)
         if case:
-            await self.presence.view(agent, case, typing=frame.get("typing") is True)
+            await self.presence.view(agent, case, typing=typing)
 
     async def close_session(self, session_id: str) -> None:
         """Close this process's live sockets of a session that was logged out."""
