@@ -5,6 +5,7 @@ customers receive them, and assignment by agent and by round-robin among online 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,8 @@ import aiohttp
 from adapters.widget import queue
 from adapters.widget.assign import next_agent
 from adapters.widget.console import hash_password
+from adapters.widget.presence import TOPIC as PRESENCE_TOPIC
+from bridge import keys
 from bridge.config import QueueSettings
 from bridge.model import Conversation, Message, Sender
 from tests.harness import RunningBridge, running_bridge
@@ -20,6 +23,7 @@ from tests.test_api_e2e import AUTH
 from tests.test_api_e2e import ENV as API_ENV
 from tests.test_widget_protocol import ENV as WIDGET_ENV
 from tests.test_widget_protocol import URGENT, console_login, open_tab, tabs, widget_config
+from tests.timing import scaled
 from tests.webhook import WebhookReceiver
 from tests.widget_client import Tab
 
@@ -287,3 +291,44 @@ async def _notice(b: RunningBridge, conversation_id: str, text: str) -> bool:
 async def _sla_armed(b: RunningBridge, ids: list[str]) -> bool:
     found = await b.store.get_many(ids)
     return all(c is not None and (c.data.get("sla") or {}).get("first_response_due_ms") for c in found)
+
+
+# -- presence across processes ---------------------------------------------------------------
+
+async def _presence(ws: aiohttp.ClientWebSocketResponse, conversation_id: str) -> list[dict[str, Any]]:
+    """The next presence news about ``conversation_id`` (other frames are skipped)."""
+    while True:
+        msg = await ws.receive(timeout=scaled(10))
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        frame = json.loads(msg.data)
+        if frame["type"] == "presence" and frame["conversation_id"] == conversation_id:
+            viewers: list[dict[str, Any]] = frame["viewers"]
+            return viewers
+
+
+async def test_who_views_and_types_is_shared_by_every_process(redis_url: str, tabs: list[Tab]) -> None:
+    async with running_bridge(redis_url, queue_config(), env=ENV) as b, \
+            running_bridge(redis_url, {**queue_config(), "roles": ["web"]}, env=ENV) as other:
+        tab = await open_tab(tabs, b)
+        await tab.welcome()
+        await tab.say("m1", "Hello")
+        conversation = await b.wait_for(lambda: _conversation_of(b, tab), what="the case")
+        ana = await console_login(b, name="ana", password=ANA_PASSWORD)
+        bob = await console_login(other, token=WIDGET_ENV["T_CONSOLE_TOKEN"], name="Bob")
+        async with online(other, bob) as bob_ws:
+            async with online(b, ana) as ana_ws:
+                async def both_listen() -> bool:
+                    ((_, count),) = await b.redis.pubsub_numsub(keys.FANOUT + PRESENCE_TOPIC)
+                    return int(count) == 2
+                await b.wait_for(both_listen, what="both processes following presence")
+                # Ana, on one process, is online for the other too
+                await other.wait_for(lambda: _online(other, bob, {"ana", "Bob"}), what="both online everywhere")
+                await ana_ws.send_str(json.dumps({"type": "view", "conversation_id": conversation.id}))
+                assert await _presence(bob_ws, conversation.id) == [
+                    {"agent": "ana", "typing": False, "name": "Ana Lima", "initials": "AL"}]
+                await ana_ws.send_str(json.dumps({"type": "view", "conversation_id": conversation.id,
+                                                  "typing": True}))
+                assert [v["typing"] for v in await _presence(bob_ws, conversation.id)] == [True]
+            # Ana closed her console: she left the case, and is offline
+            assert await _presence(bob_ws, conversation.id) == []
+            await other.wait_for(lambda: _online(other, bob, {"Bob"}), what="Ana offline everywhere")

@@ -8,6 +8,12 @@ and reopen are commands. Live updates reach open consoles over a WebSocket whene
 engine announces a changed conversation on the fanout (``conversations`` topic) or sends
 an event to the widget channel; the page also polls as a fallback.
 
+The list is a work queue (`adapters.widget.queue`: the customer's last words, waiting,
+SLA due, order, filters, unread counts) with search (`adapters.widget.search`); the live
+socket also carries who views or types in a case (`adapters.widget.presence`), which
+round-robin assignment uses to know who is online (`adapters.widget.assign`). Customers
+see an agent's display name (``console.profiles``), never the login.
+
 ``python -m adapters.widget.console hash-password`` prints a hash for the config.
 """
 
