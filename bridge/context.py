@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError
 
 from bridge import keys
 from bridge.adapter import HealthState
-from bridge.errors import StorageFull
 from bridge.metrics import ADAPTER_UP
 from bridge.model import now_ms
+from bridge.storeerrors import typed_store_errors
 
 log = logging.getLogger("bridge.context")
 _MARK_KEEP_MS = 300_000  # an expiring set lasts this long after its last mark (members: their own ttl)
 
 
+@typed_store_errors
 class RedisState:
     """Durable key/value state for one channel (offsets, watermarks)."""
 
@@ -35,12 +34,10 @@ class RedisState:
         return value.decode() if value is not None else None
 
     async def set(self, key: str, value: str, ttl_s: int | None = None) -> None:
-        with _full_is_typed():
-            await self.redis.set(self._key(key), value, ex=ttl_s)
+        await self.redis.set(self._key(key), value, ex=ttl_s)
 
     async def set_if_absent(self, key: str, value: str, ttl_s: int | None = None) -> bool:
-        with _full_is_typed():
-            return bool(await self.redis.set(self._key(key), value, ex=ttl_s, nx=True))
+        return bool(await self.redis.set(self._key(key), value, ex=ttl_s, nx=True))
 
     async def delete(self, key: str) -> None:
         await self.redis.delete(self._key(key))
@@ -50,16 +47,14 @@ class RedisState:
         return bytes(value) if value is not None else None
 
     async def set_bytes(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
-        with _full_is_typed():
-            await self.redis.set(self._key(key), value, ex=ttl_s)
+        await self.redis.set(self._key(key), value, ex=ttl_s)
 
     async def incr(self, key: str, amount: int = 1, ttl_s: int | None = None) -> int:
-        with _full_is_typed():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incrby(self._key(key), amount)
-                if ttl_s is not None:
-                    pipe.expire(self._key(key), ttl_s, nx=True)
-                result = await pipe.execute()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incrby(self._key(key), amount)
+            if ttl_s is not None:
+                pipe.expire(self._key(key), ttl_s, nx=True)
+            result = await pipe.execute()
         return int(result[0])
 
     async def counts(self, keys: list[str]) -> list[int]:
@@ -68,15 +63,14 @@ class RedisState:
         return [int(v or 0) for v in await self.redis.mget([self._key(k) for k in keys])]
 
     async def mark(self, key: str, member: str, ttl_s: float) -> None:
-        """A sorted set scored by expiry (ms); the set itself expires with its last member."""
+        """A sorted set scored by expiry (ms): stale members are skipped by score and swept
+        on the next mark; the set itself goes a while after its last mark."""
         until_ms = now_ms() + int(ttl_s * 1000)
-        with _full_is_typed():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(self._key(key), {member: until_ms})
-                pipe.zremrangebyscore(self._key(key), "-inf", now_ms())
-                # the set outlives its longest-lived member; stale members are skipped by score
-                pipe.pexpire(self._key(key), max(int(ttl_s * 1000), _MARK_KEEP_MS) + 1000)
-                await pipe.execute()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._key(key), {member: until_ms})
+            pipe.zremrangebyscore(self._key(key), "-inf", now_ms())
+            pipe.pexpire(self._key(key), max(int(ttl_s * 1000), _MARK_KEEP_MS) + 1000)
+            await pipe.execute()
 
     async def unmark(self, key: str, member: str) -> None:
         await self.redis.zrem(self._key(key), member)
@@ -86,15 +80,7 @@ class RedisState:
         return {m.decode(): int(score) for m, score in found}
 
 
-@contextlib.contextmanager
-def _full_is_typed() -> Iterator[None]:
-    """Redis at its maxmemory (noeviction) refuses writes: say so with our own error."""
-    try:
-        yield
-    except OutOfMemoryError as exc:
-        raise StorageFull(f"Redis is full (maxmemory, redis.max_memory_mb): {exc}") from None
-
-
+@typed_store_errors
 class RedisFanout:
     """Broadcast to every bridge process (Redis pub/sub)."""
 
@@ -115,6 +101,7 @@ class RedisFanout:
             await pubsub.aclose()
 
 
+@typed_store_errors
 class HealthBoard:
     """Each adapter's last health report, kept in Redis so `bridge status` can show it."""
 

@@ -20,9 +20,9 @@ import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.model import Sender
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import render
 from flows.sla import Clock
-from flows.turn import FlowConfig, Step, Turn
 
 WEEKDAYS = {
     "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from adapters.widget.presence import Presence
 from bridge.adapter import AdapterContext
@@ -38,8 +37,7 @@ class RoundRobin:
         self.ctx = ctx
         self.presence = presence
         self.channel = channel
-        queues: dict[str, Any] = ctx.settings.get("queues") or {}
-        self.queues = {name for name, q in queues.items() if isinstance(q, dict) and q.get("auto_assign")}
+        self.queues = ctx.settings.auto_assign_queues
 
     def wants(self, conversation: Conversation) -> bool:
         return (conversation.status == "open" and not conversation.assignee

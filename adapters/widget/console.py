@@ -344,7 +344,7 @@ class Console:
         seen = await self.ctx.state.counts([f"seen:{agent}:{r['id']}" for r in shown])
         return web.json_response({
             "conversations": [queue.public(r, s) for r, s in zip(shown, seen, strict=True)],
-            "facets": queue.facets(rows, list((self.ctx.settings.get("queues") or {}).keys())),
+            "facets": queue.facets(rows, list(self.ctx.settings.queues)),
             "agents": await self.agents(), "now_ms": now_ms()})
 
     async def _rows(self, status: str) -> list[dict[str, Any]]:

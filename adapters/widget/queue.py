@@ -7,7 +7,7 @@ entries: bounded work per row, whatever the conversation's length):
 - since when the customer waits for a person: the first customer message after the last
   human answer (an agent's reply; the bot's does not count); not waiting once a person
   answered or the case is resolved;
-- the SLA due time from the SLA step's state (``data["sla"]``): the first-response due
+- the SLA due time from the SLA step's state (`bridge.flowstate.SlaState`): the first-response due
   time until a person answered since the clock started, then the resolution due time;
 - the times of the recent customer messages, for the per-agent unread count.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bridge.flowstate import SlaState, read_state
 from bridge.model import Contact, Conversation, Message
 
 TAIL = 30  # transcript entries read per row; unread counts stop at what this shows
@@ -55,14 +56,13 @@ def waiting_since_ms(conversation: Conversation, tail: list[Message]) -> int:
 
 def sla_due(conversation: Conversation) -> tuple[int, str]:
     """(due ms, "first_response" or "resolution"), or (0, "") with no SLA clock running."""
-    state = conversation.data.get("sla")
-    if conversation.status == "resolved" or not isinstance(state, dict):
+    state = read_state(conversation, "sla", SlaState)
+    if conversation.status == "resolved" or not state.started_ms:
         return 0, ""
-    started = int(state.get("started_ms", 0))
-    answered = max(conversation.first_response_ms, int(state.get("answered_ms", 0)))
-    if not (answered and answered >= started) and state.get("first_response_due_ms"):
-        return int(state["first_response_due_ms"]), "first_response"
-    return int(state.get("resolution_due_ms", 0)), "resolution" if state.get("resolution_due_ms") else ""
+    answered = max(conversation.first_response_ms, state.answered_ms)
+    if not (answered and answered >= state.started_ms) and state.first_response_due_ms:
+        return state.first_response_due_ms, "first_response"
+    return state.resolution_due_ms, "resolution" if state.resolution_due_ms else ""
 
 
 def row(conversation: Conversation, contact: Contact | None, tail: list[Message]) -> dict[str, Any]:
