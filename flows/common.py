@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from bridge.config import format_validation
 from bridge.errors import ConfigError
-from bridge.model import Message
+from bridge.model import Message, Sender
 from bridge.turn import FlowConfig, Turn
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -61,6 +61,12 @@ def render(turn: Turn, name: str, language: str | None = None, **values: Any) ->
     if text is None:
         raise KeyError(f"no reply template named {name!r}")
     return text.format_map(_Missing(values))
+
+
+def shown_to_customer(sender: Sender | None) -> Sender | None:
+    """What a customer's reply says of the agent: the display name, never a login or a
+    platform user id (docs/console.md)."""
+    return Sender(name=sender.name, is_agent=True) if sender is not None else None
 
 
 def is_auto(message: Message) -> bool:

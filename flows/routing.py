@@ -11,7 +11,8 @@
   is unsure about ("check urgency") gets the short ``check`` target and the agents an
   event ``check_urgency``;
 - a customer's follow-up: shown to the agents;
-- an agent's message: delivered to the customer on the customer's channel.
+- an agent's message: delivered to the customer on the customer's channel (unless the
+  translation step holds it to send it translated: flows/translation.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bridge.model import Sender
 from bridge.turn import FlowConfig, Step, Turn
-from flows.common import render
+from flows.common import render, shown_to_customer
 from flows.sla import Clock
 
 WEEKDAYS = {
@@ -141,10 +141,9 @@ class Routing:
         if not message.text.strip() and not message.attachments:
             return
         conversation = turn.conversation
-        # the customer sees the agent's display name, never a login or platform user id
-        shown = Sender(name=message.sender.name, is_agent=True) if message.sender else None
-        turn.reply(message.text, sender=shown, attachments=message.attachments,
-                   data={"notify_delivery": True, "agent_channel": message.channel})
+        if not turn.notes.get("hold_reply"):  # the translation step sends it once translated
+            turn.reply(message.text, sender=shown_to_customer(message.sender), attachments=message.attachments,
+                       data={"notify_delivery": True, "agent_channel": message.channel})
         if not conversation.first_response_ms:
             conversation.first_response_ms = turn.now_ms
         if conversation.status != "resolved":

@@ -36,7 +36,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from adapters.widget import queue, search
+from adapters.widget import queue, search, translations
 from adapters.widget.assign import RoundRobin
 from adapters.widget.config import ConsoleConfig
 from adapters.widget.identity import Signer
@@ -71,6 +71,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/agent/", "page"),
     ("GET", "/agent/console.js", "asset"),
     ("GET", "/agent/console.css", "asset"),
+    ("GET", "/agent/translation.js", "asset"),
     ("POST", "/agent/login", "login"),
     ("POST", "/agent/logout", "logout"),
     ("GET", "/agent/api/me", "me"),
@@ -320,7 +321,8 @@ class Console:
                 "display_name": self.display_name(agent), "initials": self.initials(agent),
                 "presence_ttl_s": self.config.presence_ttl_s,
                 "canned_replies": {language: [r.model_dump() for r in replies]
-                                   for language, replies in self.config.canned_replies.items()}}
+                                   for language, replies in self.config.canned_replies.items()},
+                "translation": translations.me(self.ctx.settings, agent)}
 
     async def list_conversations(self, request: web.Request) -> web.Response:
         """The work queue: ``status`` (active, open, pending, resolved, all), the filters
@@ -382,6 +384,7 @@ class Console:
         contact = await self.ctx.conversations.contact(conversation.contact_id) if conversation.contact_id else None
         messages = await self.ctx.conversations.transcript(conversation.id, 500)
         items = [i for m in messages if (i := transcript_item(m)) is not None]
+        items = translations.attach(messages, items, translations.agent_language(self.ctx.settings, agent))
         await self.ctx.state.set(f"seen:{agent}:{conversation.id}", str(now_ms()), ttl_s=_SEEN_TTL_S)
         summary = queue.public(queue.row(conversation, contact, messages[-queue.TAIL:]), now_ms())
         claims = [str(m.data["claimed_email"]) for m in messages
@@ -414,8 +417,11 @@ class Console:
             return web.json_response({"error": "text: 1 to 20000 characters"}, status=400)
         if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
             client_id = secrets.token_hex(8)
+        # "send in <the customer's language>": the translation step sends it translated
+        wanted = body.get("translate") is True and self.ctx.settings.translation_enabled
+        data: dict[str, Any] = {"agent": agent, "translate": True} if wanted else {"agent": agent}
         message = Message(kind="agent", channel=CHANNEL, conversation_id=conversation.id, text=text.strip(),
-                          dedupe_key=f"{CHANNEL}:{client_id}", data={"agent": agent}, sender=self._sender(agent))
+                          dedupe_key=f"{CHANNEL}:{client_id}", data=data, sender=self._sender(agent))
         stored = await self.ctx.publish(message)
         return web.json_response({"id": message.id, "stored": stored})
 

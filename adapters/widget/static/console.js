@@ -248,6 +248,7 @@
       $("reopen").hidden = c.status !== "resolved";
       $("claim").hidden = c.assignee === state.me;
       if (state.language !== c.language) { state.language = c.language; fillCanned(); }
+      window.BridgeTranslation.conversation(c);
       var list = $("transcript");
       var atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 20;
       list.textContent = "";
@@ -269,6 +270,7 @@
             m.who === "note" ? "note" + (m.name ? " by " + m.name : "") : (m.name || "agent");
           li.appendChild(el("div", "by", label + " · " + new Date(m.ts).toLocaleTimeString()));
           li.appendChild(el("div", "text", m.text));
+          window.BridgeTranslation.decorate(li, m);
           (m.attachments || []).forEach(function (a) {
             var label = (a.name || "file") + (a.size ? " (" + Math.ceil(a.size / 1024) + " KB)" : "");
             var link = el(a.url ? "a" : "span", "attachment", label);
@@ -283,10 +285,16 @@
         list.appendChild(li);
       });
       if (atBottom) { list.scrollTop = list.scrollHeight; }
+      document.dispatchEvent(new CustomEvent("console:conversation", { detail: c }));  // contacts.js
     }).catch(function (err) {
-      if (err.status === 404) { state.current = null; $("conversation").hidden = true; $("empty").hidden = false; }
+      if (err.status === 404) {
+        state.current = null; $("conversation").hidden = true; $("empty").hidden = false;
+        document.dispatchEvent(new CustomEvent("console:conversation", { detail: null }));
+      }
     });
   }
+  // another part of the page (the contact panel) asks to open a conversation
+  document.addEventListener("console:open", function (event) { open(event.detail); });
 
   function newClientId() {
     var bytes = new Uint8Array(12);
@@ -300,7 +308,7 @@
     if (!text || !state.current) { return; }
     $("reply-send").disabled = true;
     api("POST", "/agent/api/conversations/" + encodeURIComponent(state.current) + "/reply",
-        { text: text, client_id: newClientId() }).then(function () {
+        { text: text, client_id: newClientId(), translate: window.BridgeTranslation.wanted() }).then(function () {
       $("reply-text").value = "";
       $("reply-error").textContent = "";
       sendView(false);
@@ -518,6 +526,7 @@
     state.presenceTtlS = me.presence_ttl_s || 30;
     state.canned = me.canned_replies || {};
     fillCanned();
+    window.BridgeTranslation.setup(me.translation);
     var refused = me.refused_origins || [];
     $("origin-warning").hidden = !refused.length;
     $("origin-warning").textContent = refused.length ? "The chat widget was refused on " + refused.slice(0, 5).join(", ") +
