@@ -115,42 +115,71 @@
     }).catch(function () { /* shown by the live dot; retried */ });
   }
 
+  /** The list, keyed by conversation: a row's element stays while its content is redrawn,
+   *  so a click that started on it is not lost to a refresh. */
   function renderList() {
     var list = $("list");
-    list.textContent = "";
+    var kept = {};
+    Array.prototype.forEach.call(list.querySelectorAll("li[data-id]"), function (li) { kept[li.getAttribute("data-id")] = li; });
+    Array.prototype.forEach.call(list.querySelectorAll("li.empty"), function (li) { li.remove(); });
+    var wanted = {};
     state.rows.forEach(function (c) {
-      var li = el("li");
-      li.setAttribute("data-id", c.id);
-      li.setAttribute("data-urgency", c.urgency);
-      if (c.id === state.current) { li.className = "selected"; }
-      var row1 = el("div", "row1");
-      row1.appendChild(el("span", "who", who(c)));
-      var unread = c.id === state.current ? 0 : c.unread;
-      if (unread) { row1.appendChild(el("span", "unread", unread >= 30 ? "30+" : unread)); }
-      if (c.urgency === "urgent") { row1.appendChild(tag("urgent", "urgent")); }
-      row1.appendChild(tag(c.channel));
-      if (c.language) { row1.appendChild(tag(c.language, "lang")); }
-      row1.appendChild(tag(c.status, c.status));
-      if (c.assignee) {
-        var a = agentOf(c.assignee);
-        var chip = el("span", "initials assignee", a.initials);
-        chip.title = "assigned to " + a.name;
-        row1.appendChild(chip);
+      wanted[c.id] = true;
+      var li = kept[c.id];
+      if (!li) {
+        li = el("li");
+        li.setAttribute("data-id", c.id);
+        li.addEventListener("click", function () { open(li.getAttribute("data-id")); });
       }
-      li.appendChild(row1);
-      li.appendChild(el("div", "preview", c.snippet || c.preview || ""));
-      var row3 = el("div", "times");
-      row3.appendChild(el("span", "waiting", waitingText(c)));
-      var due = el("span", "due", dueText(c));
-      if (c.due_ms && c.due_ms < nowMs()) { due.classList.add("overdue"); }
-      row3.appendChild(due);
-      row3.appendChild(viewersChip(c.id));
-      if (c.queue) { row3.appendChild(el("span", "queue", c.queue)); }
-      li.appendChild(row3);
-      li.addEventListener("click", function () { open(c.id); });
-      list.appendChild(li);
+      fillRow(li, c);
+      list.appendChild(li);  // in the list's order (moves a kept element)
     });
+    Object.keys(kept).forEach(function (id) { if (!wanted[id]) { kept[id].remove(); } });
     if (!state.rows.length) { list.appendChild(el("li", "empty", state.q ? "No conversation matches." : "Nothing here.")); }
+  }
+
+  function fillRow(li, c) {
+    li.setAttribute("data-urgency", c.urgency);
+    li.className = c.id === state.current ? "selected" : "";
+    li.textContent = "";
+    var row1 = el("div", "row1");
+    row1.appendChild(el("span", "who", who(c)));
+    var unread = c.id === state.current ? 0 : c.unread;
+    if (unread) { row1.appendChild(el("span", "unread", unread >= 30 ? "30+" : unread)); }
+    if (c.urgency === "urgent") { row1.appendChild(tag("urgent", "urgent")); }
+    row1.appendChild(tag(c.channel));
+    if (c.language) { row1.appendChild(tag(c.language, "lang")); }
+    row1.appendChild(tag(c.status, c.status));
+    if (c.assignee) {
+      var a = agentOf(c.assignee);
+      var chip = el("span", "initials assignee", a.initials);
+      chip.title = "assigned to " + a.name;
+      row1.appendChild(chip);
+    }
+    li.appendChild(row1);
+    li.appendChild(el("div", "preview", c.snippet || c.preview || ""));
+    var row3 = el("div", "times");
+    row3.appendChild(el("span", "waiting"));
+    row3.appendChild(el("span", "due"));
+    row3.appendChild(viewersChip(c.id));
+    if (c.queue) { row3.appendChild(el("span", "queue", c.queue)); }
+    li.appendChild(row3);
+    fillTimes(li, c);
+  }
+
+  /** Waiting and due as of now: redrawn in place every few seconds. */
+  function fillTimes(li, c) {
+    li.querySelector(".waiting").textContent = waitingText(c);
+    var due = li.querySelector(".due");
+    due.textContent = dueText(c);
+    due.classList.toggle("overdue", !!c.due_ms && c.due_ms < nowMs());
+  }
+
+  function refreshTimes() {
+    state.rows.forEach(function (c) {
+      var li = $("list").querySelector('li[data-id="' + CSS.escape(c.id) + '"]');
+      if (li) { fillTimes(li, c); }
+    });
   }
 
   function fillSelect(select, first, values, labels) {
@@ -369,7 +398,7 @@
     };
     if (!state.pollTimer) { state.pollTimer = setInterval(scheduleRefresh, state.pollS * 1000); }
     if (!state.viewTimer) {  // presence is renewed while the page is open; a closed page's expires
-      state.viewTimer = setInterval(function () { sendView(false); renderList(); }, state.presenceTtlS * 1000 / 3);
+      state.viewTimer = setInterval(function () { sendView(false); refreshTimes(); }, state.presenceTtlS * 1000 / 3);
     }
   }
 
