@@ -2,7 +2,29 @@
 
 Every customer message gets a topic from the configured set (``flows.topics.topics``;
 built in: order_status, shipping, billing, technical, quality, dispute, supply, accounts),
-``general`` when none fits. Two readers: phrase lists of the message's own languages
+``general`` when none fits. The built-in topics, as the shipped labels use them (what the
+customer asks for decides, not every word they use):
+
+- ``dispute``: the customer contests a decision or a charge: a rejected claim or RMA, a
+  fee they refuse to pay, a threatened chargeback, complaint to a bank or legal action.
+- ``quality``: the goods are faulty or not what was ordered: defects, failures, dead on
+  arrival, wrong or mixed parts, counterfeits, out of spec, safety incidents (smoke, fire,
+  swelling), damage a part caused; RMAs, 8D and failure reports for faulty goods.
+- ``technical``: using or designing with a product: datasheets, specifications, pinouts,
+  footprints, compatibility, firmware, software, drivers and tools (an update that breaks
+  devices too).
+- ``shipping``: getting goods to the customer: late, lost or missing deliveries, tracking,
+  couriers, customs, damage in transit, delivery address, method, cost and destinations.
+- ``order_status``: the state of an order with no problem told: confirmed? shipped? when?
+  and changes to an order not yet sent (quantities, lines, cancelling).
+- ``supply``: availability before an order ships: stock, lead times, allocation,
+  shortages, end of life and PCNs, last-time buys, alternatives to a part.
+- ``billing``: money: prices and quotes, invoices, payments and reminders, refunds,
+  credit notes, taxes, payment terms.
+- ``accounts``: access and account data: logins, passwords, two-factor, portal users,
+  the account's contact details.
+- ``general``: none of these: greetings, thanks, status updates asking nothing, questions
+  about the company (opening hours, visits). Two readers: phrase lists of the message's own languages
 (flows/data/phrases, extended by ``flows.topics.phrases``; the topic with the most
 phrases wins, ties go to the earlier topic in ``priority``) and the learned model
 (flows/model.py). A phrase topic stands unless the model is sure of another one
