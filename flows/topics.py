@@ -24,7 +24,9 @@ customer asks for decides, not every word they use):
 - ``accounts``: access and account data: logins, passwords, two-factor, portal users,
   the account's contact details.
 - ``general``: none of these: greetings, thanks, status updates asking nothing, questions
-  about the company (opening hours, visits). Two readers, added up per topic (`TopicChooser`): the learned model's confidence in each
+  about the company (opening hours, visits), samples, minimum quantities, certificates.
+
+Two readers, added up per topic (`TopicChooser`): the learned model's confidence in each
 topic (flows/model.py, summing to 1) and the phrases of the message's own languages
 (flows/data/phrases, extended by ``flows.topics.phrases``): ``phrase_weight`` for the topic
 with the most phrases, in proportion for the others. The best score wins (ties go to the

@@ -27,7 +27,8 @@ def chooser(**settings: object) -> TopicChooser:
 
 
 def test_the_model_alone_decides_when_no_phrase_is_found() -> None:
-    topic, score, why = chooser().choose("the thing from last week again", ["en"], Confidences(quality=0.6, general=0.4))
+    model = Confidences(quality=0.6, general=0.4)
+    topic, score, why = chooser().choose("the thing from last week again", ["en"], model)
     assert (topic, why) == ("quality", "model 0.60")
     assert score == pytest.approx(0.6)
 
