@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from bridge.adapter import Capabilities
 
 # channel name -> (config model, adapter class)
 CHANNELS: dict[str, tuple[str, str]] = {
@@ -78,3 +81,8 @@ def channel_config_model(name: str) -> Any:
 
 def adapter_class(name: str) -> Any:
     return load(CHANNELS[name][1])
+
+
+def capabilities(channels: Iterable[str]) -> dict[str, Capabilities]:
+    """What each configured channel's adapter declares it can do, for the flows."""
+    return {name: adapter_class(name).capabilities for name in channels if name in CHANNELS}

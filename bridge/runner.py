@@ -75,7 +75,7 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
     flow_config_cls = registry.load("flows.turn:FlowConfig")
     templates_cls = registry.load("flows.templates:Templates")
     flow_config = flow_config_cls(
-        settings=settings, channels=frozenset(channels),
+        settings=settings, channels=frozenset(channels), capabilities=registry.capabilities(channels),
         templates=templates_cls(settings.replies, settings.triage.default_language),
         clock_ms=clock_ms, store=store)
     names = registry.REQUIRED_FIRST + [s for s in settings.engine.steps if s not in registry.REQUIRED_FIRST]

@@ -39,7 +39,7 @@ from adapters.slack import blocks, commands
 from adapters.slack.config import SlackConfig
 from adapters.slack.escape import mention_markup, mentioned_users, to_plain
 from bridge import filelinks
-from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
+from bridge.adapter import Adapter, AdapterContext, Capabilities, ChannelConfig, Delivered, HealthState
 from bridge.errors import IntegrationBroken, PermanentError, SendError, TransientError
 from bridge.model import Attachment, Message, Sender
 
@@ -149,6 +149,7 @@ class SlackAdapter(Adapter):
     name: ClassVar[str] = "slack"
     config_model: ClassVar[type[ChannelConfig]] = SlackConfig
     side: ClassVar[Literal["customer", "agent", "both"]] = "agent"
+    capabilities = Capabilities(buttons=True, files=True, edits=True, max_text_length=blocks.MESSAGE_TEXT_MAX)
     default_rate_per_s: ClassVar[float] = 20.0
     default_rate_per_address_per_s: ClassVar[float | None] = 1.0
 
