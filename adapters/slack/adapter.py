@@ -64,6 +64,8 @@ AGENT_SUBTYPES = frozenset({"", "file_share", "thread_broadcast"})
 
 THREAD_KEY = "thread:"  # + conversation id -> "<channel id> <thread ts>"
 REF_KEY = "ref:"  # + "<channel id>:<thread ts>" -> conversation id (until the bridge's own ref is stored)
+PROGRESS_KEY = "progress:"  # + message id -> parts of a long text already posted
+PROGRESS_TTL_S = 2 * 86400
 ROOT_KEY = "root:"  # + conversation id -> JSON of what the first post showed (to re-render it)
 ROOT_TEXT_MAX = 3000
 USER_LOOKUP_TIMEOUT_S = 1.0
@@ -311,8 +313,8 @@ class SlackAdapter(Adapter):
             return await self._open_thread(message, urgent=self._is_urgent(message))
         channel, thread_ts = thread
         if name == "customer_message":
-            text, body = blocks.customer_message(message)
-        elif name == "delivery":
+            return Delivered(platform_id=await self._post_text(message, channel, thread_ts))
+        if name == "delivery":
             text, body = blocks.delivery(message)
         elif name == "state":
             text, body = blocks.state(message)
@@ -362,12 +364,16 @@ class SlackAdapter(Adapter):
                                      or message.data.get("reopened")):
             # the conversation already has a thread: keep it, say what happened; a thread
             # moves only when a case turns urgent (to the urgent channel), never on a reopening
-            text, body = blocks.escalated(message, mention=self.mention(message)) if urgent \
-                else blocks.customer_message(message)
-            ts, _ = await self._post(existing[0], text, body, thread_ts=existing[1])
+            if urgent:
+                text, body = blocks.escalated(message, mention=self.mention(message))
+                ts, _ = await self._post(existing[0], text, body, thread_ts=existing[1])
+            else:
+                ts = await self._post_text(message, existing[0], existing[1])
             await self._refresh_root(message, existing[0], existing[1])  # reopened or now urgent
             return Delivered(platform_id=ts)
-        text, body = blocks.opening(message, urgent=urgent, mention=self.mention(message))
+        parts = blocks.split_text(message.text)
+        first = msgspec.structs.replace(message, text=parts[0]) if len(parts) > 1 else message
+        text, body = blocks.opening(first, urgent=urgent, mention=self.mention(message))
         ts, channel_id = await self._post(channel, text, body)
         if existing is not None:  # moved (escalated to the urgent channel): leave a pointer behind
             note, note_blocks = blocks.notice("escalated: the conversation continues in a new thread")
@@ -383,7 +389,28 @@ class SlackAdapter(Adapter):
             root = {"urgent": urgent, "text": message.text[:ROOT_TEXT_MAX],
                     "attachments": [msgspec.to_builtins(a) for a in message.attachments[:20]]}
             await self.ctx.state.set(ROOT_KEY + message.conversation_id, json.dumps(root), ttl_s=ttl_s)
+        if len(parts) > 1:  # the rest of a long first message follows in the thread
+            await self._post_text(msgspec.structs.replace(message, attachments=[]), channel_id, ts, first=1)
         return Delivered(platform_id=ts, ref=f"slack:{channel_id}:{ts}")
+
+    async def _post_text(self, message: Message, channel: str, thread_ts: str, *, first: int = 0) -> str:
+        """The customer's words in the thread, in posts of at most ``blocks.MESSAGE_TEXT_MAX``
+        characters, in order (from part ``first``), files with the last; a retry resumes
+        after the parts already posted. Returns the last post's ts."""
+        parts = blocks.split_text(message.text)
+        key = PROGRESS_KEY + message.id
+        done = max(first, int(await self.ctx.state.get(key) or 0)) if len(parts) > 1 else first
+        ts = ""
+        for index in range(done, len(parts)):
+            last = index == len(parts) - 1
+            shown = msgspec.structs.replace(message, text=parts[index], attachments=message.attachments if last else [])
+            text, body = blocks.customer_message(shown)
+            ts, _ = await self._post(channel, text, body, thread_ts=thread_ts)
+            if not last:
+                await self.ctx.state.set(key, str(index + 1), ttl_s=PROGRESS_TTL_S)
+        if len(parts) > 1:
+            await self.ctx.state.delete(key)
+        return ts
 
     async def _refresh_root(self, message: Message, channel: str, ts: str) -> None:
         """Show the new state on the thread's first post (status, assignee, buttons).

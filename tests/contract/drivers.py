@@ -1,0 +1,590 @@
+"""One driver per adapter for the contract suite: it runs the real adapter against its fake
+platform on loopback, injects platform events, and reads back what the platform received.
+
+A driver speaks the platform's own language (a Telegram update, a signed Slack event, a
+mail in a Dovecot mailbox, a widget WebSocket frame, an API POST) so the cases in
+``test_*.py`` can be written once. The adapter's context is real: publish through the
+`Bus` to the test's own redis-server (which a case may stop), state in Redis.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import email
+import email.policy
+import html
+import itertools
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any, Literal
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+from pydantic import SecretStr
+
+from bridge import keys
+from bridge.adapter import Adapter, AdapterContext, Capabilities, HealthState
+from bridge.bus import Bus
+from bridge.context import RedisFanout, RedisState
+from bridge.model import Attachment, Message, Sender, decode
+from bridge.store import Store
+from tests.fakes.slack_api import FakeSlack, sign
+from tests.fakes.telegram_api import FakeTelegram
+from tests.harness import wait_for
+from tests.mailservers import Dovecot, RecordingHandler, smtp_server
+from tests.servers import free_port
+from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
+from tests.widget_client import Tab
+
+PARTITIONS = 4
+Failure = Literal["rate_limited", "server_error", "permanent"]
+
+
+@dataclass
+class Received:
+    """What the platform-side recipient got: each part's text as a person reads it, and
+    the files as (name, bytes) or, where the platform shows a link, (name, URL)."""
+
+    parts: list[str] = field(default_factory=list)
+    files: list[tuple[str, bytes | str]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class Driver(abc.ABC):
+    name: str
+    #: why this adapter receives nothing from its platform (None: it does)
+    no_inbound: str | None = None
+    #: why this adapter has no platform answers to map (None: it has)
+    no_platform_errors: str | None = None
+    #: the platform says how long to wait on a rate limit (an HTTP Retry-After / retry_after)
+    retry_after_given = True
+    #: how the platform tells the sender it should never retry (for messages)
+    permanent_example = ""
+    #: the platform delivers an unconfirmed event again by itself (HTTP retries, a resent
+    #: frame); False: the adapter fetches it again (a poll offset, an IMAP watermark)
+    platform_retries = True
+    #: a send returns before the recipient has it (the widget's fanout to its sockets)
+    delivered_later = False
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self.bus = Bus(redis, partitions=PARTITIONS)
+        self.health: list[tuple[HealthState, str]] = []
+        self.adapter: Adapter
+        self._web: web.AppRunner | None = None
+        self.web_url = ""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return type(self.adapter).capabilities
+
+    def context(self, channel: str, **settings: Any) -> AdapterContext:
+        async def report(state: HealthState, detail: str) -> None:
+            self.health.append((state, detail))
+
+        return AdapterContext(publish=self.bus.publish, state=RedisState(self.redis, channel),
+                              conversations=Store(self.redis), fanout=RedisFanout(self.redis),
+                              report_health=report, public_url=self.web_url or "http://127.0.0.1:1",
+                              settings=settings)
+
+    async def serve(self) -> None:
+        """The adapter's routes on a real HTTP server, as the bridge's web server would."""
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.add_routes(list(self.adapter.routes()))
+        self._web = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._web.setup()
+        site = web.TCPSite(self._web, "127.0.0.1", 0)
+        await site.start()
+        port = (getattr(site._server, "sockets", None) or [])[0].getsockname()[1]
+        self.web_url = f"http://127.0.0.1:{port}"
+        self.adapter.ctx.public_url = self.web_url
+
+    async def reserve_port(self) -> None:
+        """The web server's address before the adapter is built (links it signs use it)."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        await self.adapter.stop()
+        if self._web is not None:
+            await self._web.cleanup()
+
+    # -- in ------------------------------------------------------------------------------
+
+    async def inject(self, event_id: str, text: str) -> None:
+        """The platform delivers one event (``event_id``: the platform's own id for it)."""
+        raise NotImplementedError
+
+    async def redeliver(self, event_id: str, text: str) -> None:
+        """The platform delivers the same event again, as it does when unsure it was taken."""
+        await self.inject(event_id, text)
+
+    async def deliver_twice(self, event_id: str, text: str) -> None:
+        """The same event twice in a row, before the adapter has confirmed it."""
+        await self.inject(event_id, text)
+        await self.redeliver(event_id, text)
+
+    async def confirmed(self, event_id: str) -> bool:
+        """The platform was told the event is stored (and will not deliver it again)."""
+        raise NotImplementedError
+
+    async def attempted(self, event_id: str) -> bool:
+        """The adapter has tried to take the event (whatever the outcome)."""
+        raise NotImplementedError
+
+    def inbound_text(self, text: str) -> str:
+        """What the platform hands over when a person writes ``text`` (before the adapter)."""
+        return text
+
+    async def stored(self) -> list[Message]:
+        """Every message in the inbound streams, in order of arrival."""
+        found: list[tuple[bytes, Message]] = []
+        for partition in range(PARTITIONS):
+            for entry_id, fields in await self.redis.xrange(keys.inbound(partition)):
+                found.append((entry_id, decode(fields[keys.PAYLOAD_FIELD.encode()])))
+        found.sort(key=lambda pair: tuple(int(x) for x in pair[0].split(b"-")))
+        return [m for _, m in found]
+
+    # -- out -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def outbound(self, text: str, attachments: list[Attachment] | None = None) -> Message:
+        """A message this adapter sends (to the one recipient the driver watches)."""
+
+    @abc.abstractmethod
+    def records(self) -> list[Any]:
+        """Everything the watched recipient got so far, in order (platform records)."""
+
+    @abc.abstractmethod
+    def read(self, records: list[Any]) -> Received:
+        """Those records as the recipient reads them."""
+
+    def mark(self) -> int:
+        return len(self.records())
+
+    async def received(self, since: int = 0) -> Received:
+        """What the recipient got after ``mark()`` returned ``since``."""
+        if self.delivered_later:
+            await wait_for(lambda: len(self.records()) > since, what=f"{self.name} delivery")
+        return self.read(self.records()[since:])
+
+    def fail_next(self, failure: Failure, retry_after_s: int = 7) -> None:
+        raise NotImplementedError
+
+    async def before_send(self) -> None:
+        """Anything the platform side needs before sends are watched (a thread to post in)."""
+
+
+# -- Telegram ----------------------------------------------------------------------------
+
+CHAT_ID = 4242
+
+
+class TelegramDriver(Driver):
+    name = "telegram"
+    platform_retries = False
+    permanent_example = "400 chat not found"
+
+    async def start(self) -> None:
+        from adapters.telegram.adapter import TelegramAdapter
+        from tests.telegram_poller import make_config
+
+        self.fake = FakeTelegram()
+        await self.fake.start()
+        config = make_config(self.fake.base_url, self.fake.base_file_url, self.fake.token,
+                             rate_per_address_per_s=1000.0)
+        self.adapter = TelegramAdapter(config, self.context("telegram"))
+        self._update_ids: dict[str, int] = {}
+        self._ids = itertools.count(1000)
+        await self.adapter.start()
+        await wait_for(lambda: ("ok", "long polling") in self.health, what="telegram polling")
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.fake.stop()
+
+    def _update(self, event_id: str, text: str) -> dict[str, Any]:
+        update_id = self._update_ids.setdefault(event_id, next(self._ids))
+        return {"update_id": update_id, "message": {
+            "message_id": update_id, "date": int(time.time()), "text": text,
+            "chat": {"id": CHAT_ID, "type": "private", "first_name": "Ann"},
+            "from": {"id": CHAT_ID, "is_bot": False, "first_name": "Ann", "language_code": "en"}}}
+
+    async def inject(self, event_id: str, text: str) -> None:
+        await self.fake.push_update(self._update(event_id, text))
+
+    async def deliver_twice(self, event_id: str, text: str) -> None:
+        # Telegram hands an update out again until an offset confirms it (a getUpdates
+        # answer lost on the way): one batch holding the same update_id twice
+        update = self._update(event_id, text)
+        self.fake.updates.append(update)
+        await self.fake.push_update(update)
+
+    async def confirmed(self, event_id: str) -> bool:
+        return self.fake.confirmed_below > self._update_ids[event_id]
+
+    async def attempted(self, event_id: str) -> bool:
+        update_id = self._update_ids[event_id]
+        return any(update_id in batch for batch in self.fake.served)
+
+    def outbound(self, text: str, attachments: list[Attachment] | None = None) -> Message:
+        return Message(kind="reply", channel="telegram", address=str(CHAT_ID), conversation_id="c-tg",
+                       text=text, attachments=attachments or [])
+
+    def records(self) -> list[Any]:
+        return [m for m in self.fake.sent if m["chat_id"] == str(CHAT_ID)]
+
+    def read(self, records: list[Any]) -> Received:
+        got = Received()
+        for item in records:
+            if "text" in item:
+                got.parts.append(item["text"])
+            elif item.get("uploaded"):
+                got.files.append((item["filename"], item["content"]))
+        return got
+
+    def fail_next(self, failure: Failure, retry_after_s: int = 7) -> None:
+        if failure == "rate_limited":
+            self.fake.fail("sendMessage", 429, retry_after=retry_after_s)
+        elif failure == "server_error":
+            self.fake.fail("sendMessage", 502)
+        else:
+            self.fake.fail("sendMessage", 400, "Bad Request: chat not found")
+
+
+# -- Slack (the agents' side: a customer's words arrive in a conversation's thread) --------
+
+SLACK_SECRET = "contract-signing-secret"
+
+
+class SlackDriver(Driver):
+    name = "slack"
+    permanent_example = "channel_not_found"
+
+    async def start(self) -> None:
+        from adapters.slack.adapter import SlackAdapter
+        from adapters.slack.config import SlackConfig
+
+        self.fake = FakeSlack(channels={"C0AGENTS": "support", "C0URGENT": "support-urgent"})
+        await self.fake.start()
+        self.fake.add_user("U0ALICE", name="alice", display_name="Alice")
+        config = SlackConfig(bot_token=SecretStr(self.fake.bot_token), signing_secret=SecretStr(SLACK_SECRET),
+                             base_url=self.fake.base_url, agents_channel="C0AGENTS", urgent_channel="C0URGENT",
+                             urgent_mention="<!here>", rate_per_address_per_s=1000.0, timeout_s=2.0)
+        self.adapter = SlackAdapter(config, self.context("slack"))
+        await self.serve()
+        self.http = aiohttp.ClientSession()
+        self.statuses: dict[str, list[int]] = {}
+        self.thread_ts = ""
+        await self.adapter.start()
+        await self._open_thread()  # the conversation's thread, where agents answer
+
+    async def stop(self) -> None:
+        await self.http.close()
+        await super().stop()
+        await self.fake.stop()
+
+    async def _open_thread(self) -> str:
+        if not self.thread_ts:
+            await self.adapter.send(self._event("new_conversation", "hello"))
+            (root,) = self.fake.top_level("C0AGENTS")
+            self.thread_ts = root.ts
+        return self.thread_ts
+
+    def inbound_text(self, text: str) -> str:
+        # Slack's wire text escapes these three; everything else arrives as typed
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    async def inject(self, event_id: str, text: str) -> None:
+        await self._post(event_id, text, retry=0)
+
+    async def redeliver(self, event_id: str, text: str) -> None:
+        await self._post(event_id, text, retry=len(self.statuses.get(event_id, [])))
+
+    async def _post(self, event_id: str, text: str, retry: int) -> None:
+        thread_ts = await self._open_thread()
+        ts = f"{time.time():.6f}"
+        payload = {"type": "event_callback", "team_id": "T0001", "api_app_id": "A0001", "event_id": event_id,
+                   "event_time": int(time.time()),
+                   "event": {"type": "message", "text": self.inbound_text(text), "user": "U0ALICE", "ts": ts,
+                             "thread_ts": thread_ts, "parent_user_id": "UBOT", "channel": "C0AGENTS",
+                             "event_ts": ts, "channel_type": "channel"}}
+        body = json.dumps(payload)
+        extra = {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_error"} if retry else None
+        async with self.http.post(self.web_url + "/slack/events", data=body.encode(),
+                                  headers=sign(SLACK_SECRET, body, extra=extra)) as response:
+            self.statuses.setdefault(event_id, []).append(response.status)
+
+    async def confirmed(self, event_id: str) -> bool:
+        return self.statuses.get(event_id, [0])[-1] == 200
+
+    async def attempted(self, event_id: str) -> bool:
+        return bool(self.statuses.get(event_id))
+
+    def _event(self, name: str, text: str, attachments: list[Attachment] | None = None) -> Message:
+        summary = {"id": "abc123abc123-1", "channel": "telegram", "address": "42", "language": "en",
+                   "urgency": "routine", "urgency_reason": "", "queue": "default", "customer": "Maria"}
+        return Message(kind="event", channel="slack", name=name, conversation_id="abc123abc123-1", text=text,
+                       sender=Sender(id="42", name="Maria"), attachments=attachments or [],
+                       data={"conversation": summary})
+
+    def outbound(self, text: str, attachments: list[Attachment] | None = None) -> Message:
+        return self._event("customer_message", text, attachments)
+
+    async def before_send(self) -> None:
+        await self._open_thread()
+
+    def records(self) -> list[Any]:
+        return self.fake.thread("C0AGENTS", self.thread_ts)[1:] if self.thread_ts else []
+
+    def read(self, records: list[Any]) -> Received:
+        # the customer's words are plain_text sections, which Slack shows literally; files
+        # are links in a context block
+        got = Received()
+        for post in records:
+            got.parts.append("".join(b["text"]["text"] for b in post.blocks
+                                     if b.get("type") == "section" and b["text"]["type"] == "plain_text"))
+            for block in post.blocks:
+                for element in block.get("elements", []) if block.get("type") == "context" else []:
+                    for url, name in re.findall(r"<([^|>]+)\|([^>]+)>", element.get("text", "")):
+                        got.files.append((html.unescape(name), html.unescape(url)))
+        return got
+
+    def fail_next(self, failure: Failure, retry_after_s: int = 7) -> None:
+        if failure == "rate_limited":
+            self.fake.fail("chat.postMessage", status=429, retry_after_s=retry_after_s)
+        elif failure == "server_error":
+            self.fake.fail("chat.postMessage", status=503)
+        else:
+            self.fake.fail("chat.postMessage", error="channel_not_found")
+
+
+# -- Email -------------------------------------------------------------------------------
+
+CUSTOMER = "ann@customer.example"
+
+
+class EmailDriver(Driver):
+    name = "email"
+    retry_after_given = False  # SMTP has no Retry-After: a 4xx says "later", not when
+    platform_retries = False
+    permanent_example = "550 mailbox unknown"
+
+    def __init__(self, redis: aioredis.Redis, dovecot: Dovecot) -> None:
+        super().__init__(redis)
+        self.dovecot = dovecot
+
+    async def start(self) -> None:
+        from adapters.email.adapter import EmailAdapter
+        from adapters.email.config import EmailConfig
+
+        self._smtp = smtp_server()
+        self.smtp, smtp_port = self._smtp.__enter__()
+        config = EmailConfig(address="support@example.com", imap_host="127.0.0.1", imap_port=self.dovecot.port,
+                             imap_tls="none", imap_user="agent", imap_password=SecretStr("secret"),
+                             imap_timeout_s=5, reconnect_min_s=0.05, reconnect_max_s=0.3,
+                             smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_tls="none", smtp_timeout_s=5)
+        self.adapter = EmailAdapter(config, self.context("email"))
+        self._ids: dict[str, str] = {}
+        await self.adapter.start()
+        await wait_for(lambda: any(state == "ok" for state, _ in self.health), what="IMAP login")
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._smtp.__exit__(None, None, None)
+
+    def _mail(self, event_id: str, text: str) -> bytes:
+        message = EmailMessage(policy=email.policy.SMTP)
+        message["From"] = f"Ann <{CUSTOMER}>"
+        message["To"] = "support@example.com"
+        message["Subject"] = "a question"
+        message["Message-ID"] = self._ids.setdefault(event_id, f"<{event_id}@customer.example>")
+        message.set_content(text, cte="base64")
+        return message.as_bytes()
+
+    async def inject(self, event_id: str, text: str) -> None:
+        self.dovecot.deliver(self._mail(event_id, text))
+
+    async def confirmed(self, event_id: str) -> bool:
+        return self._flagged(event_id, "S")
+
+    async def attempted(self, event_id: str) -> bool:
+        return any(s == "degraded" for s, _ in self.health)
+
+    def _flagged(self, event_id: str, flag: str) -> bool:
+        wanted = self._ids[event_id].encode()
+        for path in (self.dovecot.maildir() / "cur").iterdir():
+            _, _, flags = path.name.partition(":2,")
+            if flag in flags and wanted in path.read_bytes():
+                return True
+        return False
+
+    def outbound(self, text: str, attachments: list[Attachment] | None = None) -> Message:
+        return Message(kind="reply", channel="email", address=CUSTOMER, conversation_id="abc123abc123-1",
+                       text=text, attachments=attachments or [])
+
+    def records(self) -> list[Any]:
+        return list(self.smtp.received)
+
+    def read(self, records: list[Any]) -> Received:
+        got = Received()
+        for mail in records:
+            parsed = email.message_from_bytes(mail.data, policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            body = parsed.get_body(("plain",))
+            assert body is not None
+            content = str(body.get_content()).replace("\r\n", "\n").removesuffix("\n")  # MIME's line ends
+            got.parts.append(content)
+            got.files += [(name, url) for name, url in re.findall(r"^\[(.+?)\] (\S+)$", content, re.MULTILINE)]
+            got.files += [(str(part.get_filename()), bytes(part.get_content())) for part in parsed.iter_attachments()]
+        return got
+
+    def fail_next(self, failure: Failure, retry_after_s: int = 7) -> None:
+        self.smtp.fail_times = 1
+        self.smtp.fail_with = {"rate_limited": "421 4.7.0 Too many messages, try again later",
+                               "server_error": "451 4.3.0 Local error in processing",
+                               "permanent": "550 5.1.1 <ann@customer.example>: mailbox unknown"}[failure]
+
+
+# -- Widget ------------------------------------------------------------------------------
+
+WIDGET_SECRET = "contract-widget-secret-0123456789"
+
+
+class WidgetDriver(Driver):
+    name = "widget"
+    delivered_later = True
+    no_platform_errors = "the widget's platform is the bridge's own WebSockets: no remote API answers to map"
+
+    async def start(self) -> None:
+        from adapters.widget.adapter import WidgetAdapter
+        from adapters.widget.config import WidgetConfig
+
+        config = WidgetConfig.model_validate({
+            "secret": WIDGET_SECRET, "console": {"enabled": False},
+            "limits": {"max_text_chars": 200_000, "max_frame_bytes": 2_000_000}})
+        self.adapter = WidgetAdapter(config, self.context("widget"))
+        await self.serve()
+        await self.adapter.start()
+        self.tab = await Tab.connect(self.web_url, hello={"language": "en"})
+        self.visitor = str((await self.tab.welcome())["visitor"])
+
+    async def stop(self) -> None:
+        await self.tab.close()
+        await super().stop()
+
+    async def inject(self, event_id: str, text: str) -> None:
+        await self.tab.say(event_id, text)
+
+    def _frames(self, event_id: str) -> list[dict[str, Any]]:
+        return [f for f in self.tab.frames if f.get("cid") == event_id and f["type"] in ("ack", "error")]
+
+    async def confirmed(self, event_id: str) -> bool:
+        return any(f["type"] == "ack" for f in self._frames(event_id))
+
+    async def attempted(self, event_id: str) -> bool:
+        return bool(self._frames(event_id))
+
+    def outbound(self, text: str, attachments: list[Attachment] | None = None) -> Message:
+        return Message(kind="reply", channel="widget", address=self.visitor, conversation_id="c-w",
+                       text=text, attachments=attachments or [], sender=Sender(name="Alice", is_agent=True))
+
+    def records(self) -> list[Any]:
+        return [f["item"] for f in self.tab.frames if f["type"] == "item" and f["item"].get("from") != "visitor"]
+
+    def read(self, records: list[Any]) -> Received:
+        return Received(parts=[i["text"] for i in records],
+                        files=[(a["name"], a["url"]) for i in records for a in i.get("attachments", [])])
+
+
+# -- HTTP API ----------------------------------------------------------------------------
+
+API_TOKEN = "contract-api-token"
+
+
+class ApiDriver(Driver):
+    name = "api"
+    permanent_example = "403 forbidden"
+
+    async def start(self) -> None:
+        from adapters.api.adapter import ApiAdapter
+        from adapters.api.config import ApiConfig
+
+        self.webhook = WebhookReceiver(WEBHOOK_SECRET)
+        await self.webhook.start()
+        config = ApiConfig(token=SecretStr(API_TOKEN), webhook_url=self.webhook.url,
+                           webhook_secret=SecretStr(WEBHOOK_SECRET), max_message_bytes=2_000_000,
+                           webhook_timeout_s=5)
+        self.adapter = ApiAdapter(config, self.context("api"))
+        await self.serve()
+        await self.adapter.start()
+        self.http = aiohttp.ClientSession()
+        self.statuses: dict[str, list[int]] = {}
+
+    async def stop(self) -> None:
+        await self.http.close()
+        await super().stop()
+        await self.webhook.stop()
+
+    async def inject(self, event_id: str, text: str) -> None:
+        async with self.http.post(self.web_url + "/api/v1/messages",
+                                  json={"customer_id": "cust-1", "message_id": event_id, "text": text},
+                                  headers={"Authorization": f"Bearer {API_TOKEN}"}) as response:
+            self.statuses.setdefault(event_id, []).append(response.status)
+
+    async def confirmed(self, event_id: str) -> bool:
+        return self.statuses.get(event_id, [0])[-1] == 202
+
+    async def attempted(self, event_id: str) -> bool:
+        return bool(self.statuses.get(event_id))
+
+    def outbound(self, text: str, attachments: list[Attachment] | None = None) -> Message:
+        return Message(kind="reply", channel="api", address="cust-1", conversation_id="c-api", text=text,
+                       attachments=attachments or [])
+
+    def records(self) -> list[Any]:
+        return self.webhook.messages
+
+    def read(self, records: list[Any]) -> Received:
+        return Received(parts=[m["text"] for m in records],
+                        files=[(a["name"], a["url"]) for m in records for a in m["attachments"]])
+
+    def fail_next(self, failure: Failure, retry_after_s: int = 7) -> None:
+        self.webhook.retry_after = str(retry_after_s)
+        self.webhook.fail_next.append({"rate_limited": 429, "server_error": 503, "permanent": 403}[failure])
+
+
+# -- Null --------------------------------------------------------------------------------
+
+class NullDriver(Driver):
+    name = "null"
+    no_inbound = "the null channel receives nothing"
+    no_platform_errors = "the null channel has no platform"
+
+    async def start(self) -> None:
+        from adapters.null import NullAdapter, NullConfig
+
+        self.adapter = NullAdapter(NullConfig(), self.context("null"))
+        await self.adapter.start()
+
+    def outbound(self, text: str, attachments: list[Attachment] | None = None) -> Message:
+        return Message(kind="reply", channel="null", address="x", text=text)
+
+    def records(self) -> list[Any]:
+        return []
+
+    def read(self, records: list[Any]) -> Received:
+        return Received()
+
+
+DRIVERS: dict[str, type[Driver]] = {"telegram": TelegramDriver, "slack": SlackDriver, "email": EmailDriver,
+                                    "widget": WidgetDriver, "api": ApiDriver, "null": NullDriver}
