@@ -152,7 +152,7 @@ async def test_integration_errors_break_the_integration(fake: FakeSlack, error: 
     with pytest.raises(IntegrationBroken) as caught:
         await adapter.send(event("escalation", "x"))
     assert error in caught.value.reason
-    assert context.health[-1] == ("broken", f"slack: {error}")
+    assert context.health[-1][0] == "broken" and context.health[-1][1].startswith(f"slack: {error}")
     await adapter.send(event("escalation", "x"))  # fixed by the operator: healthy again
     assert context.health[-1][0] == "ok"
 
@@ -184,9 +184,9 @@ async def test_check_and_start_report_the_auth_state(fake: FakeSlack) -> None:
     assert context.health == [("ok", "workspace Acme as bridge")]
     await adapter.stop()
     wrong, context = make(fake, bot_token="xoxb-revoked")
-    assert await wrong.check() == ("broken", "slack: invalid_auth")
+    assert await wrong.check() == ("broken", "slack: invalid_auth (check channels.slack.bot_token)")
     await wrong.start()
-    assert context.health == [("broken", "slack: invalid_auth")]
+    assert context.health == [("broken", "slack: invalid_auth (check channels.slack.bot_token)")]
     await wrong.stop()
 
 

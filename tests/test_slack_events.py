@@ -416,7 +416,7 @@ async def test_socket_mode_does_not_ack_what_it_could_not_store(fake: FakeSlack)
 async def test_socket_mode_with_a_bad_app_token_reports_broken(fake: FakeSlack) -> None:
     s = await serve(fake, mode="socket", app_token="xapp-wrong", signing_secret=None)
     try:
-        assert s.context.health[-1] == ("broken", "socket mode: slack: invalid_auth")
+        assert s.context.health[-1] == ("broken", "socket mode: slack: invalid_auth (check channels.slack.app_token)")
         assert fake.sockets == []
     finally:
         await s.stop()

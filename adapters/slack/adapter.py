@@ -51,6 +51,8 @@ BROKEN_ERRORS = frozenset({
     "not_in_channel", "is_archived", "missing_scope", "no_permission", "team_access_not_granted",
     "ekm_access_denied", "org_login_required", "restricted_action",
 })
+#: the part of BROKEN_ERRORS that says the token itself is refused
+TOKEN_ERRORS = ("account_inactive", "invalid_auth", "not_authed", "token_revoked", "token_expired")
 #: the part of BROKEN_ERRORS that concerns one channel, not the whole integration
 CHANNEL_ERRORS = ("channel_not_found", "not_in_channel", "is_archived")
 #: Slack refused the Block Kit layout; the text alone still goes out
@@ -76,8 +78,9 @@ def _error_code(exc: SlackApiError) -> str:
     return str(data.get("error") or "") if isinstance(data, dict) else ""
 
 
-def classify(exc: Exception) -> SendError:
-    """Map a Slack client failure to the bridge's retry policy."""
+def classify(exc: Exception, token_key: str = "bot_token") -> SendError:
+    """Map a Slack client failure to the bridge's retry policy; a refused token names its
+    setting (``token_key``)."""
     if isinstance(exc, SlackApiError):
         response = exc.response
         status = int(getattr(response, "status_code", 0) or 0)
@@ -91,6 +94,8 @@ def classify(exc: Exception) -> SendError:
             except (TypeError, ValueError):
                 retry_after_s = 1.0
             return TransientError("slack rate limit (429)", retry_after_s=retry_after_s)
+        if error in TOKEN_ERRORS:
+            return IntegrationBroken(f"slack: {error} (check channels.slack.{token_key})")
         if error in BROKEN_ERRORS:
             return IntegrationBroken(f"slack: {error}")
         if status >= 500 or error in TRANSIENT_ERRORS:
@@ -253,7 +258,7 @@ class SlackAdapter(Adapter):
         try:  # the handler retries a bad token forever, silently; ask once so the operator hears of it
             await self.client.apps_connections_open(app_token=token)
         except Exception as exc:
-            error = classify(exc)
+            error = classify(exc, token_key="app_token")
             await self._health_from(error, prefix="socket mode: ")
             if not isinstance(error, TransientError):
                 return  # a wrong or revoked app token: fix the config and restart

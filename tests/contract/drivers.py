@@ -20,6 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from html.parser import HTMLParser
 from typing import Any, Literal
 
 import aiohttp
@@ -42,7 +43,7 @@ from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
 from tests.widget_client import Tab
 
 PARTITIONS = 4
-Failure = Literal["rate_limited", "server_error", "permanent"]
+Failure = Literal["rate_limited", "server_error", "permanent", "gone"]
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Received:
 
     parts: list[str] = field(default_factory=list)
     files: list[tuple[str, bytes | str]] = field(default_factory=list)
+    #: where the platform would read the text as markup: a ping, a tag, a format
+    markup: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -73,6 +76,10 @@ class Driver(abc.ABC):
     platform_retries = True
     #: a send returns before the recipient has it (the widget's fanout to its sockets)
     delivered_later = False
+    #: why no platform answer means "this recipient is gone for good" (None: one does)
+    no_gone: str | None = None
+    #: why there is no credential the platform could refuse (None: there is)
+    no_credentials: str | None = None
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
@@ -180,8 +187,15 @@ class Driver(abc.ABC):
     def fail_next(self, failure: Failure, retry_after_s: int = 7) -> None:
         raise NotImplementedError
 
+    def recover(self) -> None:
+        """The platform answers normally again (after a failure that lasts)."""
+
     async def before_send(self) -> None:
         """Anything the platform side needs before sends are watched (a thread to post in)."""
+
+    def refused(self) -> Adapter:
+        """The same adapter (not started) with a credential the platform refuses."""
+        raise NotImplementedError
 
 
 # -- Telegram ----------------------------------------------------------------------------
@@ -192,7 +206,7 @@ CHAT_ID = 4242
 class TelegramDriver(Driver):
     name = "telegram"
     platform_retries = False
-    permanent_example = "400 chat not found"
+    permanent_example = "400 can't parse entities"
 
     async def start(self) -> None:
         from adapters.telegram.adapter import TelegramAdapter
@@ -203,10 +217,12 @@ class TelegramDriver(Driver):
         config = make_config(self.fake.base_url, self.fake.base_file_url, self.fake.token,
                              rate_per_address_per_s=1000.0)
         self.adapter = TelegramAdapter(config, self.context("telegram"))
+        self._refused = TelegramAdapter(make_config(self.fake.base_url, self.fake.base_file_url, "123456789:AAErevokedrevokedrevokedrevokedrevok"),
+                                        self.context("telegram"))
         self._update_ids: dict[str, int] = {}
         self._ids = itertools.count(1000)
         await self.adapter.start()
-        await wait_for(lambda: ("ok", "long polling") in self.health, what="telegram polling")
+        await wait_for(lambda: self.fake.requests["getUpdates"], what="telegram polling")
 
     async def stop(self) -> None:
         await super().stop()
@@ -257,8 +273,13 @@ class TelegramDriver(Driver):
             self.fake.fail("sendMessage", 429, retry_after=retry_after_s)
         elif failure == "server_error":
             self.fake.fail("sendMessage", 502)
-        else:
-            self.fake.fail("sendMessage", 400, "Bad Request: chat not found")
+        elif failure == "gone":
+            self.fake.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")
+        else:  # about the message, not the chat ("chat not found" is a chat gone: unreachable)
+            self.fake.fail("sendMessage", 400, "Bad Request: can't parse entities: unsupported start tag")
+
+    def refused(self) -> Adapter:
+        return self._refused
 
 
 # -- Slack (the agents' side: a customer's words arrive in a conversation's thread) --------
@@ -268,6 +289,7 @@ SLACK_SECRET = "contract-signing-secret"
 
 class SlackDriver(Driver):
     name = "slack"
+    no_gone = "slack is the agents' side: its recipients are channels, an integration matter (permanent)"
     permanent_example = "channel_not_found"
 
     async def start(self) -> None:
@@ -281,6 +303,8 @@ class SlackDriver(Driver):
                              base_url=self.fake.base_url, agents_channel="C0AGENTS", urgent_channel="C0URGENT",
                              urgent_mention="<!here>", rate_per_address_per_s=1000.0, timeout_s=2.0)
         self.adapter = SlackAdapter(config, self.context("slack"))
+        self._refused = SlackAdapter(config.model_copy(update={"bot_token": SecretStr("xoxb-revoked")}),
+                                     self.context("slack"))
         await self.serve()
         self.http = aiohttp.ClientSession()
         self.statuses: dict[str, list[int]] = {}
@@ -351,6 +375,9 @@ class SlackDriver(Driver):
         # are links in a context block
         got = Received()
         for post in records:
+            # the notification text is mrkdwn: any <...> left in it is a ping or a link
+            got.markup += [f"slack reads {token!r} in the notification text"
+                           for token in re.findall(r"<[^>]*>", post.text) if token != "<!here>"]
             got.parts.append("".join(b["text"]["text"] for b in post.blocks
                                      if b.get("type") == "section" and b["text"]["type"] == "plain_text"))
             for block in post.blocks:
@@ -366,6 +393,9 @@ class SlackDriver(Driver):
             self.fake.fail("chat.postMessage", status=503)
         else:
             self.fake.fail("chat.postMessage", error="channel_not_found")
+
+    def refused(self) -> Adapter:
+        return self._refused
 
 
 # -- Email -------------------------------------------------------------------------------
@@ -394,6 +424,8 @@ class EmailDriver(Driver):
                              imap_timeout_s=5, reconnect_min_s=0.05, reconnect_max_s=0.3,
                              smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_tls="none", smtp_timeout_s=5)
         self.adapter = EmailAdapter(config, self.context("email"))
+        self._refused = EmailAdapter(config.model_copy(update={"imap_password": SecretStr("wrong")}),
+                                     self.context("email"))
         self._ids: dict[str, str] = {}
         await self.adapter.start()
         await wait_for(lambda: any(state == "ok" for state, _ in self.health), what="IMAP login")
@@ -443,16 +475,29 @@ class EmailDriver(Driver):
             body = parsed.get_body(("plain",))
             assert body is not None
             content = str(body.get_content()).replace("\r\n", "\n").removesuffix("\n")  # MIME's line ends
+            html_part = parsed.get_body(("html",))
+            if html_part is not None:
+                got.markup += _html_problems(str(html_part.get_content()), content)
             got.parts.append(content)
             got.files += [(name, url) for name, url in re.findall(r"^\[(.+?)\] (\S+)$", content, re.MULTILINE)]
             got.files += [(str(part.get_filename()), bytes(part.get_content())) for part in parsed.iter_attachments()]
         return got
 
     def fail_next(self, failure: Failure, retry_after_s: int = 7) -> None:
+        if failure == "gone":  # the server refuses the recipient itself
+            self.smtp.reject_rcpt = f"550 5.1.1 <{CUSTOMER}>: mailbox unknown"
+            self._gone = True
+            return
         self.smtp.fail_times = 1
         self.smtp.fail_with = {"rate_limited": "421 4.7.0 Too many messages, try again later",
                                "server_error": "451 4.3.0 Local error in processing",
-                               "permanent": "550 5.1.1 <ann@customer.example>: mailbox unknown"}[failure]
+                               "permanent": "554 5.7.1 Message rejected as spam"}[failure]
+
+    def recover(self) -> None:
+        self.smtp.reject_rcpt = None
+
+    def refused(self) -> Adapter:
+        return self._refused
 
 
 # -- Widget ------------------------------------------------------------------------------
@@ -463,6 +508,8 @@ WIDGET_SECRET = "contract-widget-secret-0123456789"
 class WidgetDriver(Driver):
     name = "widget"
     delivered_later = True
+    no_gone = "the widget's platform is the bridge's own WebSockets"
+    no_credentials = "the widget has no platform credential"
     no_platform_errors = "the widget's platform is the bridge's own WebSockets: no remote API answers to map"
 
     async def start(self) -> None:
@@ -513,6 +560,7 @@ API_TOKEN = "contract-api-token"
 
 class ApiDriver(Driver):
     name = "api"
+    no_credentials = "the API channel holds no credential the integrator's server checks (it signs)"
     permanent_example = "403 forbidden"
 
     async def start(self) -> None:
@@ -560,13 +608,16 @@ class ApiDriver(Driver):
 
     def fail_next(self, failure: Failure, retry_after_s: int = 7) -> None:
         self.webhook.retry_after = str(retry_after_s)
-        self.webhook.fail_next.append({"rate_limited": 429, "server_error": 503, "permanent": 403}[failure])
+        self.webhook.fail_next.append({"rate_limited": 429, "server_error": 503, "permanent": 403,
+                                       "gone": 410}[failure])
 
 
 # -- Null --------------------------------------------------------------------------------
 
 class NullDriver(Driver):
     name = "null"
+    no_gone = "the null channel has no platform"
+    no_credentials = "the null channel has no platform"
     no_inbound = "the null channel receives nothing"
     no_platform_errors = "the null channel has no platform"
 
@@ -588,3 +639,32 @@ class NullDriver(Driver):
 
 DRIVERS: dict[str, type[Driver]] = {"telegram": TelegramDriver, "slack": SlackDriver, "email": EmailDriver,
                                     "widget": WidgetDriver, "api": ApiDriver, "null": NullDriver}
+
+
+_HTML_ALLOWED = {"html", "head", "meta", "body", "p", "br", "a", "div", "span", "blockquote"}
+
+
+class _HtmlText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag in ("p", "br"):
+            self.text.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _html_problems(body: str, plain: str) -> list[str]:
+    """An HTML alternative that shows something else than the text, or holds tags a
+    sender's text put there."""
+    parser = _HtmlText()
+    parser.feed(body)
+    problems = [f"the HTML part holds a <{tag}>" for tag in parser.tags if tag not in _HTML_ALLOWED]
+    if "".join("".join(parser.text).split()) != "".join(plain.split()):
+        problems.append("the HTML part shows other text than the plain part")
+    return problems

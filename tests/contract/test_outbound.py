@@ -29,10 +29,10 @@ async def test_hostile_text_is_shown_as_written(driver: Driver) -> None:
     for name, text in HOSTILE:
         mark = driver.mark()
         await driver.adapter.send(driver.outbound(text))
-        parts = (await driver.received(mark)).parts
-        problem = pieces_of(text, parts)
-        if problem:
-            problems[name] = problem
+        got = await driver.received(mark)
+        problem = pieces_of(text, got.parts)
+        if problem or got.markup:
+            problems[name] = "; ".join(filter(None, [problem, *got.markup]))
     assert problems == {}
 
 
@@ -50,23 +50,29 @@ async def test_long_text_is_split_at_the_platforms_limit_in_order(driver: Driver
     assert pieces_of(text, parts) == ""
 
 
-@pytest.mark.parametrize("failure", ["rate_limited", "server_error", "permanent"])
+@pytest.mark.parametrize("failure", ["rate_limited", "server_error", "permanent", "gone"])
 async def test_platform_answers_map_to_the_same_errors(driver: Driver, failure: str) -> None:
+    """429: retry after what the platform said; 5xx: retry; a refusal: dead letter; a
+    recipient gone for good: dead letter, and the conversation marked unreachable."""
     if driver.no_platform_errors:
         pytest.skip(driver.no_platform_errors)
+    if failure == "gone" and driver.no_gone:
+        pytest.skip(driver.no_gone)
     await driver.before_send()
     driver.fail_next(failure, retry_after_s=7)  # type: ignore[arg-type]
     mark = driver.mark()
     with pytest.raises((TransientError, PermanentError)) as raised:
         await driver.adapter.send(driver.outbound("your parcel left the warehouse"))
     error = raised.value
-    if failure == "permanent":
+    if failure in ("permanent", "gone"):
         assert isinstance(error, PermanentError), f"{driver.permanent_example}: {error!r}"
+        assert error.unreachable == (failure == "gone"), repr(error)
     else:
         assert isinstance(error, TransientError), repr(error)
         if failure == "rate_limited" and driver.retry_after_given:
             assert error.retry_after_s == 7
     assert (await driver.received(mark)).parts == []
+    driver.recover()
     await driver.adapter.send(driver.outbound("your parcel left the warehouse"))  # the platform is back
     assert (await driver.received(mark)).parts == ["your parcel left the warehouse"]
 
@@ -110,3 +116,11 @@ async def test_a_file_reaches_the_platform(driver: Driver, file_url: str) -> Non
 async def test_health_is_reported_and_checked(driver: Driver) -> None:
     state, detail = await driver.adapter.check()
     assert state == "ok", detail
+
+
+async def test_a_refused_credential_shows_as_broken(driver: Driver) -> None:
+    if driver.no_credentials:
+        pytest.skip(driver.no_credentials)
+    state, detail = await driver.refused().check()
+    assert state == "broken", detail
+    assert f"channels.{driver.name}." in detail  # names the setting to fix
