@@ -10,7 +10,6 @@ mail in a Dovecot mailbox, a widget WebSocket frame, an API POST) so the cases i
 from __future__ import annotations
 
 import abc
-import asyncio
 import email
 import email.policy
 import html
@@ -18,6 +17,7 @@ import itertools
 import json
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from html.parser import HTMLParser
@@ -37,8 +37,7 @@ from bridge.store import Store
 from tests.fakes.slack_api import FakeSlack, sign
 from tests.fakes.telegram_api import FakeTelegram
 from tests.harness import wait_for
-from tests.mailservers import Dovecot, RecordingHandler, smtp_server
-from tests.servers import free_port
+from tests.mailservers import Dovecot, smtp_server
 from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
 from tests.widget_client import Tab
 
@@ -88,6 +87,7 @@ class Driver(abc.ABC):
         self.adapter: Adapter
         self._web: web.AppRunner | None = None
         self.web_url = ""
+        self.platform_files: dict[str, tuple[str, bytes]] = {}
 
     @property
     def capabilities(self) -> Capabilities:
@@ -106,6 +106,7 @@ class Driver(abc.ABC):
         """The adapter's routes on a real HTTP server, as the bridge's web server would."""
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.add_routes(list(self.adapter.routes()))
+        app.router.add_get("/_platform/files/{name}", self._platform_file)
         self._web = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._web.setup()
         site = web.TCPSite(self._web, "127.0.0.1", 0)
@@ -114,8 +115,10 @@ class Driver(abc.ABC):
         self.web_url = f"http://127.0.0.1:{port}"
         self.adapter.ctx.public_url = self.web_url
 
-    async def reserve_port(self) -> None:
-        """The web server's address before the adapter is built (links it signs use it)."""
+    async def _platform_file(self, request: web.Request) -> web.Response:
+        """Files on a platform that hands out plain URLs (the API's integrators)."""
+        mime, content = self.platform_files[request.match_info["name"]]
+        return web.Response(body=content, content_type=mime)
 
     @abc.abstractmethod
     async def start(self) -> None: ...
@@ -134,6 +137,10 @@ class Driver(abc.ABC):
     async def redeliver(self, event_id: str, text: str) -> None:
         """The platform delivers the same event again, as it does when unsure it was taken."""
         await self.inject(event_id, text)
+
+    async def inject_file(self, event_id: str, name: str, mime: str, content: bytes) -> None:
+        """A person sends a file (no text) on the platform."""
+        raise NotImplementedError
 
     async def deliver_twice(self, event_id: str, text: str) -> None:
         """The same event twice in a row, before the adapter has confirmed it."""
@@ -187,10 +194,10 @@ class Driver(abc.ABC):
     def fail_next(self, failure: Failure, retry_after_s: int = 7) -> None:
         raise NotImplementedError
 
-    def recover(self) -> None:
+    def recover(self) -> None:  # noqa: B027 - most platforms fail once and recover by themselves
         """The platform answers normally again (after a failure that lasts)."""
 
-    async def before_send(self) -> None:
+    async def before_send(self) -> None:  # noqa: B027 - most platforms need nothing
         """Anything the platform side needs before sends are watched (a thread to post in)."""
 
     def refused(self) -> Adapter:
@@ -217,10 +224,11 @@ class TelegramDriver(Driver):
         config = make_config(self.fake.base_url, self.fake.base_file_url, self.fake.token,
                              rate_per_address_per_s=1000.0)
         self.adapter = TelegramAdapter(config, self.context("telegram"))
-        self._refused = TelegramAdapter(make_config(self.fake.base_url, self.fake.base_file_url, "123456789:AAErevokedrevokedrevokedrevokedrevok"),
-                                        self.context("telegram"))
+        revoked = make_config(self.fake.base_url, self.fake.base_file_url, "123456789:AAErevokedrevokedrevoked")
+        self._refused = TelegramAdapter(revoked, self.context("telegram"))
         self._update_ids: dict[str, int] = {}
         self._ids = itertools.count(1000)
+        await self.serve()  # file links
         await self.adapter.start()
         await wait_for(lambda: self.fake.requests["getUpdates"], what="telegram polling")
 
@@ -237,6 +245,16 @@ class TelegramDriver(Driver):
 
     async def inject(self, event_id: str, text: str) -> None:
         await self.fake.push_update(self._update(event_id, text))
+
+    async def inject_file(self, event_id: str, name: str, mime: str, content: bytes) -> None:
+        update = self._update(event_id, "")
+        file_id = f"BQAD{update['update_id']}"
+        self.fake.add_file(file_id, f"documents/{file_id}.bin", content)
+        message = update["message"]
+        del message["text"]
+        message["document"] = {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": name,
+                               "mime_type": mime, "file_size": len(content)}
+        await self.fake.push_update(update)
 
     async def deliver_twice(self, event_id: str, text: str) -> None:
         # Telegram hands an update out again until an offset confirms it (a getUpdates
@@ -334,14 +352,20 @@ class SlackDriver(Driver):
     async def redeliver(self, event_id: str, text: str) -> None:
         await self._post(event_id, text, retry=len(self.statuses.get(event_id, [])))
 
-    async def _post(self, event_id: str, text: str, retry: int) -> None:
+    async def inject_file(self, event_id: str, name: str, mime: str, content: bytes) -> None:
+        shared = self.fake.add_file(f"F{event_id.upper()}", name, mime, content)
+        await self._post(event_id, "", retry=0, files=[shared])
+
+    async def _post(self, event_id: str, text: str, retry: int, files: list[dict[str, Any]] | None = None) -> None:
         thread_ts = await self._open_thread()
         ts = f"{time.time():.6f}"
+        event: dict[str, Any] = {
+            "type": "message", "text": self.inbound_text(text), "user": "U0ALICE", "ts": ts, "thread_ts": thread_ts,
+            "parent_user_id": "UBOT", "channel": "C0AGENTS", "event_ts": ts, "channel_type": "channel"}
+        if files:
+            event.update(subtype="file_share", files=files)
         payload = {"type": "event_callback", "team_id": "T0001", "api_app_id": "A0001", "event_id": event_id,
-                   "event_time": int(time.time()),
-                   "event": {"type": "message", "text": self.inbound_text(text), "user": "U0ALICE", "ts": ts,
-                             "thread_ts": thread_ts, "parent_user_id": "UBOT", "channel": "C0AGENTS",
-                             "event_ts": ts, "channel_type": "channel"}}
+                   "event_time": int(time.time()), "event": event}
         body = json.dumps(payload)
         extra = {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_error"} if retry else None
         async with self.http.post(self.web_url + "/slack/events", data=body.encode(),
@@ -424,6 +448,7 @@ class EmailDriver(Driver):
                              imap_timeout_s=5, reconnect_min_s=0.05, reconnect_max_s=0.3,
                              smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_tls="none", smtp_timeout_s=5)
         self.adapter = EmailAdapter(config, self.context("email"))
+        await self.serve()  # file links
         self._refused = EmailAdapter(config.model_copy(update={"imap_password": SecretStr("wrong")}),
                                      self.context("email"))
         self._ids: dict[str, str] = {}
@@ -445,6 +470,13 @@ class EmailDriver(Driver):
 
     async def inject(self, event_id: str, text: str) -> None:
         self.dovecot.deliver(self._mail(event_id, text))
+
+    async def inject_file(self, event_id: str, name: str, mime: str, content: bytes) -> None:
+        mail = email.message_from_bytes(self._mail(event_id, ""), policy=email.policy.SMTP)
+        assert isinstance(mail, EmailMessage)
+        maintype, _, subtype = mime.partition("/")
+        mail.add_attachment(content, maintype=maintype, subtype=subtype, filename=name)
+        self.dovecot.deliver(mail.as_bytes())
 
     async def confirmed(self, event_id: str) -> bool:
         return self._flagged(event_id, "S")
@@ -523,7 +555,8 @@ class WidgetDriver(Driver):
         await self.serve()
         await self.adapter.start()
         self.tab = await Tab.connect(self.web_url, hello={"language": "en"})
-        self.visitor = str((await self.tab.welcome())["visitor"])
+        welcome = await self.tab.welcome()
+        self.visitor, self.token = str(welcome["visitor"]), str(welcome["token"])
 
     async def stop(self) -> None:
         await self.tab.close()
@@ -531,6 +564,15 @@ class WidgetDriver(Driver):
 
     async def inject(self, event_id: str, text: str) -> None:
         await self.tab.say(event_id, text)
+
+    async def inject_file(self, event_id: str, name: str, mime: str, content: bytes) -> None:
+        async with self.tab.session.post(self.web_url + "/widget/upload", data=content, headers={
+                "Origin": self.web_url, "Authorization": f"Bearer {self.token}", "Content-Type": mime,
+                "X-File-Name": urllib.parse.quote(name)}) as response:
+            assert response.status == 200, await response.text()
+            uploaded = await response.json()
+        await self.tab.ws.send_str(json.dumps({"type": "message", "cid": event_id, "text": "",
+                                               "files": [uploaded["id"]]}))
 
     def _frames(self, event_id: str) -> list[dict[str, Any]]:
         return [f for f in self.tab.frames if f.get("cid") == event_id and f["type"] in ("ack", "error")]
@@ -583,11 +625,17 @@ class ApiDriver(Driver):
         await super().stop()
         await self.webhook.stop()
 
-    async def inject(self, event_id: str, text: str) -> None:
+    async def inject(self, event_id: str, text: str, **extra: Any) -> None:
         async with self.http.post(self.web_url + "/api/v1/messages",
-                                  json={"customer_id": "cust-1", "message_id": event_id, "text": text},
+                                  json={"customer_id": "cust-1", "message_id": event_id, "text": text, **extra},
                                   headers={"Authorization": f"Bearer {API_TOKEN}"}) as response:
             self.statuses.setdefault(event_id, []).append(response.status)
+
+    async def inject_file(self, event_id: str, name: str, mime: str, content: bytes) -> None:
+        # an integrator's file is a URL on its own server
+        self.platform_files = {event_id: (mime, content)}
+        url = f"{self.web_url}/_platform/files/{event_id}"
+        await self.inject(event_id, "", attachments=[{"name": name, "mime": mime, "size": len(content), "url": url}])
 
     async def confirmed(self, event_id: str) -> bool:
         return self.statuses.get(event_id, [0])[-1] == 202

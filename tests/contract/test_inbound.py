@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+import pytest
+
 from tests.contract.cases import HOSTILE, skip_unless_receives
 from tests.contract.drivers import Driver
 from tests.harness import wait_for
@@ -65,3 +68,20 @@ async def test_hostile_text_arrives_unchanged(driver: Driver) -> None:
     stored = await texts(driver, len(table))
     got = dict(zip([name for name, _ in table], stored, strict=True))
     assert got == dict(table)
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"a photo of the burnt board" * 10
+
+
+async def test_a_file_arrives_with_a_link_that_serves_it(driver: Driver) -> None:
+    skip_unless_receives(driver)
+    if not driver.capabilities.files:
+        pytest.skip(f"{driver.name} carries no files (capabilities.files)")
+    await driver.inject_file("ev-file", "burnt board.png", "image/png", PNG)
+    await wait_for(lambda: driver.confirmed("ev-file"), what="the file's event confirmed")
+    (message,) = await driver.stored()
+    (attachment,) = message.attachments
+    assert (attachment.name, attachment.mime) == ("burnt board.png", "image/png")
+    async with aiohttp.ClientSession() as http, http.get(attachment.url) as response:
+        assert response.status == 200
+        assert await response.read() == PNG
