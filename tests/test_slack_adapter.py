@@ -124,16 +124,6 @@ async def test_an_escalation_in_the_same_channel_stays_in_its_thread(fake: FakeS
     assert update.text.startswith("<!here> :rotating_light: *now urgent*")
 
 
-async def test_rate_limit_is_a_transient_error_with_retry_after(fake: FakeSlack) -> None:
-    adapter, _ = make(fake)
-    fake.fail("chat.postMessage", status=429, retry_after_s=7)
-    with pytest.raises(TransientError) as caught:
-        await adapter.send(event("escalation", "x"))
-    assert caught.value.retry_after_s == 7
-    await adapter.send(event("escalation", "x"))
-    assert len(fake.top_level("C0URGENT")) == 1
-
-
 @pytest.mark.parametrize("failure", [{"status": 500}, {"status": 503}, {"error": "internal_error"},
                                      {"error": "ratelimited"}, {"delay_s": 1.5}])
 async def test_server_errors_and_timeouts_are_transient(fake: FakeSlack, failure: dict[str, Any]) -> None:
