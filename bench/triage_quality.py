@@ -28,9 +28,9 @@ import yaml
 
 from bridge.config import Settings, load_raw
 from bridge.model import Contact, Conversation, Message
+from bridge.templates import Templates
+from bridge.turn import FlowConfig, Step, Turn
 from flows import kb, triage
-from flows.templates import Templates
-from flows.turn import FlowConfig, Step, Turn
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLDOUT = ROOT / "tests" / "data" / "triage_holdout.yaml"

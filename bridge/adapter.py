@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,7 +105,16 @@ class Capabilities:
 NO_CAPABILITIES = Capabilities()
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class DeskSettings:
+    """The bridge-wide settings an adapter may read (from ``triage``, ``agents`` and ``queues``)."""
+
+    default_language: str = "en"  # triage.default_language: greetings when the customer's is unknown
+    urgent_mention: str = ""  # agents.urgent_mention
+    queue_slack_channels: Mapping[str, str] = field(default_factory=dict)  # queues.<name>.slack_channel
+
+
+@dataclass(frozen=True, slots=True)
 class AdapterContext:
     """What the bridge hands an adapter. Everything is plain callables and protocols."""
 
@@ -118,7 +127,7 @@ class AdapterContext:
     #: False in processes without the ``ingest`` role: set up for sending, but do not
     #: poll or register webhooks (two pollers on one bot token conflict).
     receive: bool = True
-    settings: dict[str, Any] = field(default_factory=dict)  # bridge-wide settings an adapter may read
+    settings: DeskSettings = DeskSettings()
     #: a directory on this host that only the bridge reads (the embedded Redis's data
     #: directory), for generated secrets that must not sit in Redis; None with an external Redis
     private_dir: Path | None = None

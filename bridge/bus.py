@@ -17,7 +17,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bridge import keys
+from bridge.lease import Leases
 from bridge.model import Message, decode, encode, new_id, now_ms, partition_of
+from bridge.storeerrors import typed_store_errors
+
+Ops = list[list[Any]]  # Redis commands for one atomic commit (`Bus.commit`)
 
 log = logging.getLogger("bridge.bus")
 
@@ -178,8 +182,10 @@ def decode_entries(entries: list[Entry]) -> tuple[list[tuple[Entry, Message]], l
     return decoded, malformed
 
 
+@typed_store_errors
 class Bus:
-    """The streams every part of the bridge talks through."""
+    """The streams every part of the bridge talks through. A Redis that does not answer
+    raises `StoreUnavailable` from every method (`StorageFull` when it is at maxmemory)."""
 
     def __init__(self, redis: Redis, *, partitions: int, dedupe_ttl_s: int = 7 * 86400,
                  dead_letter_max_len: int = 100_000) -> None:
@@ -279,7 +285,7 @@ class Bus:
                 counts[entry_id] = int(rows[0]["times_delivered"])
         return counts
 
-    async def commit(self, ops: list[list[Any]], *, leases: Sequence[str] = (), owner: str = "") -> None:
+    async def commit(self, ops: Ops, *, leases: Sequence[str] = (), owner: str = "") -> None:
         """Run a batch of Redis commands atomically (one Lua call), fenced by leases:
         nothing is written unless ``owner`` still holds every lease. Applied at most once,
         even when the connection drops after Redis ran it and the client retries."""
@@ -292,10 +298,81 @@ class Bus:
                 raise LeaseLost(str(exc).removeprefix("LEASELOST ")) from None
             raise
 
+    def leases(self, owner: str, streams: Sequence[str], *, ttl_s: float, role: str,
+               fair_share: bool = True) -> Leases:
+        """Leases on ``streams`` for ``owner`` (one consumer side per stream)."""
+        return Leases(self.redis, owner, streams, ttl_s=ttl_s, fair_share=fair_share, role=role)
+
+    @staticmethod
+    def ack_ops(stream: str, group: str, entry_ids: Sequence[str]) -> Ops:
+        return [["XACK", stream, group, *entry_ids]] if entry_ids else []
+
+    @staticmethod
+    def announce_ops(conversation_ids: Sequence[str]) -> Ops:
+        """Tell consoles which conversations changed (pub/sub: best effort, not kept)."""
+        if not conversation_ids:
+            return []
+        return [["PUBLISH", keys.FANOUT + "conversations", " ".join(dict.fromkeys(conversation_ids))]]
+
+    # -- delivery records (the dispatcher's) -----------------------------------------
+
+    @staticmethod
+    def attempt_ops(stream: str, entry_id: str, due_ms: int) -> Ops:
+        """A failed send attempt: counted, and its next try due at ``due_ms``."""
+        return [["HINCRBY", keys.attempts(stream), entry_id, 1], ["ZADD", keys.retry_due(stream), due_ms, entry_id]]
+
+    @staticmethod
+    def attempts_done_ops(stream: str, entry_ids: Sequence[str]) -> Ops:
+        if not entry_ids:
+            return []
+        return [["HDEL", keys.attempts(stream), *entry_ids], ["ZREM", keys.retry_due(stream), *entry_ids]]
+
+    @staticmethod
+    def sent_ops(channel: str, day: int, sent: Sequence[tuple[str, str]], keep_days: int) -> Ops:
+        """Remember (outbound message id, platform id) pairs in the day's bucket."""
+        if not sent:
+            return []
+        bucket = keys.sent_day(channel, day)
+        return [["HSET", bucket, *(x for pair in sent for x in pair)], ["EXPIRE", bucket, keep_days * 86_400]]
+
+    @staticmethod
+    def park_ops(channel: str, lane: str, behind: str) -> Ops:
+        return [["HSET", keys.parked(channel), lane, behind]]
+
+    @staticmethod
+    def unpark_ops(channel: str, lane: str) -> Ops:
+        return [["HDEL", keys.parked(channel), lane]]
+
+    async def parked(self, channel: str) -> dict[str, str]:
+        """Parked lanes of a channel: lane -> the dead letter its later sends wait behind."""
+        return {k.decode(): v.decode() for k, v in (await self.redis.hgetall(keys.parked(channel))).items()}
+
+    async def delivery_history(self, channel: str, stream: str, message_ids: Sequence[str],
+                               entry_ids: Sequence[str], days: Sequence[int]
+                               ) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
+        """For entries read before: which messages were sent (message id -> platform id),
+        failed attempts and the next attempt's due time per entry. One round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.hmget(keys.sent_day(channel, day), message_ids)
+            pipe.hmget(keys.attempts(stream), entry_ids)
+            pipe.zmscore(keys.retry_due(stream), entry_ids)
+            *found, tries, dues = await pipe.execute()
+        recorded: dict[str, str] = {}
+        for values in found:
+            for message_id, platform_id in zip(message_ids, values, strict=True):
+                if platform_id is not None:
+                    recorded[message_id] = platform_id.decode()
+        attempts = {e: int(t) for e, t in zip(entry_ids, tries, strict=True) if t is not None}
+        due = {e: int(d) for e, d in zip(entry_ids, dues or [], strict=False) if d is not None}
+        return recorded, attempts, due
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
     # -- dead letters ----------------------------------------------------------------
 
-    def dead_letter_ops(self, stream: str, group: str, entry: Entry, reason: str,
-                        lane: str = "") -> list[list[Any]]:
+    def dead_letter_ops(self, stream: str, group: str, entry: Entry, reason: str, lane: str = "") -> Ops:
         """Ops that move one entry to the dead-letter stream and ack it at the source.
         ``lane`` names the outbound address whose later sends wait behind it (replayed together)."""
         return [

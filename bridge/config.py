@@ -332,8 +332,8 @@ def load(path: str | Path | None) -> tuple[Settings, dict[str, BaseModel]]:
     channel_configs: dict[str, BaseModel] = {}
     for name, section in channels_raw.items():
         key = f"channels.{name}"
-        if name not in registry.CHANNELS:
-            problems.append(f"{key}: unknown channel; known channels: {', '.join(sorted(registry.CHANNELS))}")
+        if name not in registry.channels():
+            problems.append(f"{key}: unknown channel; known channels: {', '.join(sorted(registry.channels()))}")
             continue
         try:
             model = registry.channel_config_model(name)
@@ -358,8 +358,9 @@ def load(path: str | Path | None) -> tuple[Settings, dict[str, BaseModel]]:
             if "@" not in queue.email:
                 problems.append(f"queues.{name}.email: {queue.email!r} is not an email address")
         for i, step in enumerate(settings.engine.steps):
-            if step not in registry.STEPS:
-                problems.append(f"engine.steps[{i}]: unknown step {step!r}; known: {', '.join(sorted(registry.STEPS))}")
+            if step not in registry.steps():
+                known = ", ".join(sorted(registry.steps()))
+                problems.append(f"engine.steps[{i}]: unknown step {step!r}; known: {known}")
     if problems:
         raise ConfigError(problems)
     assert settings is not None

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError
 
 from bridge import keys
 from bridge.adapter import HealthState
-from bridge.errors import StorageFull
 from bridge.metrics import ADAPTER_UP
 from bridge.model import now_ms
+from bridge.storeerrors import typed_store_errors
 
 log = logging.getLogger("bridge.context")
 
 
+@typed_store_errors
 class RedisState:
     """Durable key/value state for one channel (offsets, watermarks)."""
 
@@ -34,12 +33,10 @@ class RedisState:
         return value.decode() if value is not None else None
 
     async def set(self, key: str, value: str, ttl_s: int | None = None) -> None:
-        with _full_is_typed():
-            await self.redis.set(self._key(key), value, ex=ttl_s)
+        await self.redis.set(self._key(key), value, ex=ttl_s)
 
     async def set_if_absent(self, key: str, value: str, ttl_s: int | None = None) -> bool:
-        with _full_is_typed():
-            return bool(await self.redis.set(self._key(key), value, ex=ttl_s, nx=True))
+        return bool(await self.redis.set(self._key(key), value, ex=ttl_s, nx=True))
 
     async def delete(self, key: str) -> None:
         await self.redis.delete(self._key(key))
@@ -49,16 +46,14 @@ class RedisState:
         return bytes(value) if value is not None else None
 
     async def set_bytes(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
-        with _full_is_typed():
-            await self.redis.set(self._key(key), value, ex=ttl_s)
+        await self.redis.set(self._key(key), value, ex=ttl_s)
 
     async def incr(self, key: str, amount: int = 1, ttl_s: int | None = None) -> int:
-        with _full_is_typed():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incrby(self._key(key), amount)
-                if ttl_s is not None:
-                    pipe.expire(self._key(key), ttl_s, nx=True)
-                result = await pipe.execute()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incrby(self._key(key), amount)
+            if ttl_s is not None:
+                pipe.expire(self._key(key), ttl_s, nx=True)
+            result = await pipe.execute()
         return int(result[0])
 
     async def counts(self, keys: list[str]) -> list[int]:
@@ -67,15 +62,7 @@ class RedisState:
         return [int(v or 0) for v in await self.redis.mget([self._key(k) for k in keys])]
 
 
-@contextlib.contextmanager
-def _full_is_typed() -> Iterator[None]:
-    """Redis at its maxmemory (noeviction) refuses writes: say so with our own error."""
-    try:
-        yield
-    except OutOfMemoryError as exc:
-        raise StorageFull(f"Redis is full (maxmemory, redis.max_memory_mb): {exc}") from None
-
-
+@typed_store_errors
 class RedisFanout:
     """Broadcast to every bridge process (Redis pub/sub)."""
 
@@ -96,6 +83,7 @@ class RedisFanout:
             await pubsub.aclose()
 
 
+@typed_store_errors
 class HealthBoard:
     """Each adapter's last health report, kept in Redis so `bridge status` can show it."""
 

@@ -35,23 +35,19 @@ from typing import Any
 
 from bridge import failpoints, keys
 from bridge.adapter import Adapter, Delivered, HealthState
-from bridge.bus import RELEASE_LANE, Bus, Entry, LeaseLost, decode_entries
+from bridge.bus import RELEASE_LANE, Bus, Entry, LeaseLost, Ops, decode_entries
 from bridge.cursor import GroupCursor
-from bridge.errors import IntegrationBroken, PermanentError, TransientError
-from bridge.lease import Leases
+from bridge.errors import IntegrationBroken, PermanentError, StoreUnavailable, TransientError
 from bridge.metrics import DEAD_LETTERS, SEND_FAILURES, SEND_SECONDS, SENT
 from bridge.model import Message, now_ms
 from bridge.ratelimit import Pacer
 from bridge.retry import backoff_s
+from bridge.store import Store
 
 log = logging.getLogger("bridge.dispatcher")
 
 SENT_RECORD_DAYS = 2  # how long a delivered outbound id is remembered (day buckets)
 OWN_PENDING_CHECK_S = 30.0
-
-
-def sent_key(channel: str, day: int) -> str:
-    return f"{keys.sent(channel)}:{day}"
 
 
 def lane_key(message: Message) -> str:
@@ -120,8 +116,8 @@ class ChannelDispatcher:
         self.max_in_hand = max(batch_size, config.max_in_hand)
         self.pacer = Pacer(config.rate_per_s or adapter.default_rate_per_s)
         self.address_pacer = Pacer(config.rate_per_address_per_s or adapter.default_rate_per_address_per_s)
-        self.leases = Leases(bus.redis, worker_id, [self.stream], ttl_s=lease_ttl_s, fair_share=False,
-                             role=f"dispatch:{self.channel}")
+        self.leases = bus.leases(worker_id, [self.stream], ttl_s=lease_ttl_s, fair_share=False,
+                                 role=f"dispatch:{self.channel}")
         self._stopping = asyncio.Event()
         self.cursor = GroupCursor(bus, self.group, worker_id, count=batch_size, block_ms=block_ms,
                                   min_idle_ms=int(claim_min_idle_s * 1000), sleep=self._sleep)
@@ -181,11 +177,8 @@ class ChannelDispatcher:
                         await self._accept(entries)
                 except LeaseLost as exc:
                     self._lose(exc)
-                except Exception as exc:
-                    if not (isinstance(exc, ConnectionError | OSError | TimeoutError)
-                            or type(exc).__module__.startswith("redis")):
-                        raise
-                    log.warning("redis unavailable, retrying", extra={"channel": self.channel, "error": repr(exc)})
+                except StoreUnavailable as exc:
+                    log.warning("redis unavailable, retrying", extra={"channel": self.channel, "error": str(exc)})
                     self.cursor.reread()
                     await self._sleep(0.5)
         finally:
@@ -221,8 +214,7 @@ class ChannelDispatcher:
         self._room.set()
 
     async def _load_parked(self) -> None:
-        self._parked = {k.decode(): v.decode() for k, v in (await self.bus.redis.hgetall(
-            keys.parked(self.channel))).items()}
+        self._parked = await self.bus.parked(self.channel)
 
     async def _finish_lanes(self) -> None:
         """Stopping: sends in flight finish (up to the adapter's timeout); waiting lanes stop
@@ -268,23 +260,10 @@ class ChannelDispatcher:
         when the next attempt is due. One round trip; none for new entries."""
         if not decoded or not self.cursor.replayed:
             return {}, {}, {}
-        ids = [m.id for _, m in decoded]
-        entry_ids = [e.id for e, _ in decoded]
         today = _today()
-        async with self.bus.redis.pipeline(transaction=False) as pipe:
-            for day in range(today - SENT_RECORD_DAYS + 1, today + 1):
-                pipe.hmget(sent_key(self.channel, day), ids)
-            pipe.hmget(keys.attempts(self.stream), entry_ids)
-            pipe.zmscore(keys.retry_due(self.stream), entry_ids)
-            *days, tries, dues = await pipe.execute()
-        recorded: dict[str, str] = {}
-        for values in days:
-            for message_id, platform_id in zip(ids, values, strict=True):
-                if platform_id is not None:
-                    recorded[message_id] = platform_id.decode()
-        attempts = {e: int(t) for e, t in zip(entry_ids, tries, strict=True) if t is not None}
-        due = {e: int(d) for e, d in zip(entry_ids, dues or [], strict=False) if d is not None}
-        return recorded, attempts, due
+        return await self.bus.delivery_history(self.channel, self.stream, [m.id for _, m in decoded],
+                                               [e.id for e, _ in decoded],
+                                               range(today - SENT_RECORD_DAYS + 1, today + 1))
 
     # -- one lane --------------------------------------------------------------------
 
@@ -418,32 +397,28 @@ class ChannelDispatcher:
     async def _record(self, batch: list[_Done]) -> None:
         """Record deliveries, dead-letter failures and ack, in one fenced commit; then
         report deliveries to the engine."""
-        ops: list[list[Any]] = []
+        bus = self.bus
+        ops: Ops = []
         for d in batch:
             if d.retry_due_ms:
-                ops += [["HINCRBY", keys.attempts(self.stream), d.item.entry.id, 1],
-                        ["ZADD", keys.retry_due(self.stream), d.retry_due_ms, d.item.entry.id]]
+                ops += bus.attempt_ops(self.stream, d.item.entry.id, d.retry_due_ms)
         batch = [d for d in batch if not d.retry_due_ms]
         sent = [d for d in batch if d.delivered is not None and not d.recorded_before and d.item.message.id]
-        if sent:
-            bucket = sent_key(self.channel, _today())
-            ids = [x for d in sent for x in (d.item.message.id, _platform_id(d))]
-            ops += [["HSET", bucket, *ids], ["EXPIRE", bucket, SENT_RECORD_DAYS * 86_400]]
-            ops += [["SET", keys.ref(d.delivered.ref), d.item.message.conversation_id] for d in sent
-                    if d.delivered is not None and d.delivered.ref and d.item.message.conversation_id]
+        ops += bus.sent_ops(self.channel, _today(), [(d.item.message.id, _platform_id(d)) for d in sent],
+                            keep_days=SENT_RECORD_DAYS)
+        for d in sent:
+            if d.delivered is not None and d.delivered.ref and d.item.message.conversation_id:
+                ops += Store.ref_ops(d.delivered.ref, d.item.message.conversation_id)
         for d in batch:
             if d.dead:
-                ops.extend(self.bus.dead_letter_ops(self.stream, self.group, d.item.entry, d.dead, lane=d.lane))
+                ops += bus.dead_letter_ops(self.stream, self.group, d.item.entry, d.dead, lane=d.lane)
                 if d.parks:
-                    ops.append(["HSET", keys.parked(self.channel), d.lane, d.parks])
+                    ops += bus.park_ops(self.channel, d.lane, d.parks)
             if d.unparks:
-                ops.append(["HDEL", keys.parked(self.channel), d.unparks])
+                ops += bus.unpark_ops(self.channel, d.unparks)
         acked = [d.item.entry.id for d in batch if not d.dead]
-        if acked:
-            ops.append(["XACK", self.stream, self.group, *acked])
-        retried = [d.item.entry.id for d in batch if d.item.attempts]
-        if retried:
-            ops += [["HDEL", keys.attempts(self.stream), *retried], ["ZREM", keys.retry_due(self.stream), *retried]]
+        ops += bus.ack_ops(self.stream, self.group, acked)
+        ops += bus.attempts_done_ops(self.stream, [d.item.entry.id for d in batch if d.item.attempts])
         await self.bus.commit(ops, leases=self.leases.keys_held(), owner=self.worker_id)
         failpoints.hit("dispatch.after_record")
         self._release(batch)

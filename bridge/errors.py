@@ -53,3 +53,9 @@ class IntegrationBroken(PermanentError):
 
     Dead-lettered like a permanent error, and the adapter's health turns red.
     """
+
+
+class StoreUnavailable(BridgeError):
+    """Redis did not answer (down, restarting, loading, failing over, a read-only replica):
+    nothing of the call is known to be stored. The caller tries again later; an adapter
+    does not confirm the message to its platform."""

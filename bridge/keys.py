@@ -47,6 +47,11 @@ def sent(channel: str) -> str:
     return f"{PREFIX}sent:{channel}"
 
 
+def sent_day(channel: str, day: int) -> str:
+    """One day's bucket of `sent` (day = days since the epoch), expired after a few days."""
+    return f"{sent(channel)}:{day}"
+
+
 def attempts(stream: str) -> str:
     """Hash: entry id -> failed attempts (transient send errors, step exceptions)."""
     return f"{PREFIX}attempts:{stream}"

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from bridge import keys
 from bridge.model import now_ms
+from bridge.storeerrors import typed_store_errors
 
 log = logging.getLogger("bridge.lease")
 
@@ -33,6 +34,7 @@ return 0
 """
 
 
+@typed_store_errors
 class Leases:
     def __init__(self, redis: Redis, owner: str, streams: Sequence[str], *, ttl_s: float,
                  fair_share: bool = True, role: str = "engine") -> None:

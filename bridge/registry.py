@@ -1,21 +1,38 @@
 """The composition root's list of parts: the only place `bridge` names adapters and flows.
 
 Entries are import paths, imported lazily, so a channel's heavy library is loaded only
-when that channel is configured.
+when that channel is configured. A separate package adds a channel or a step without
+editing the core by declaring an entry point::
+
+    [project.entry-points."bridge.channels"]
+    sms = "bridge_sms.adapter:SmsAdapter"      # an `Adapter` subclass with its `config_model`
+
+    [project.entry-points."bridge.steps"]
+    loyalty = "bridge_loyalty:build"           # a factory: FlowConfig -> step
+
+A plug-in cannot replace a built-in name (it is ignored with a warning).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import logging
 from collections.abc import Iterable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from bridge.adapter import Capabilities
 
-# channel name -> (config model, adapter class)
-CHANNELS: dict[str, tuple[str, str]] = {
+log = logging.getLogger("bridge.registry")
+
+CHANNEL_GROUP = "bridge.channels"
+STEP_GROUP = "bridge.steps"
+
+# channel name -> (config model, adapter class); a plug-in's config model is its adapter's
+BUILTIN_CHANNELS: dict[str, tuple[str, str]] = {
     "api": ("adapters.api.config:ApiConfig", "adapters.api.adapter:ApiAdapter"),
     "widget": ("adapters.widget.config:WidgetConfig", "adapters.widget.adapter:WidgetAdapter"),
     "null": ("adapters.null:NullConfig", "adapters.null:NullAdapter"),
@@ -24,8 +41,8 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "email": ("adapters.email.config:EmailConfig", "adapters.email.adapter:EmailAdapter"),
 }
 
-# step name -> factory building the step from a flows.turn.FlowConfig
-STEPS: dict[str, str] = {
+# step name -> factory building the step from a bridge.turn.FlowConfig
+BUILTIN_STEPS: dict[str, str] = {
     "commands": "flows.commands:build",
     "triage": "flows.triage:build",
     "routing": "flows.routing:build",
@@ -42,8 +59,6 @@ STEPS: dict[str, str] = {
 
 # steps that always run first / last, whatever engine.steps says
 REQUIRED_FIRST = ["commands"]
-
-ENGINE = "flows.engine:Engine"
 
 # `bridge triage train` / `bridge triage eval`
 TRIAGE_TRAIN = "flows.labels:train_command"
@@ -70,19 +85,45 @@ def without_config() -> dict[str, Any]:
     }
 
 
+def _plugins(group: str, builtin: dict[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for point in entry_points(group=group):
+        if point.name in builtin:
+            log.warning("a plug-in's name is taken by a built-in part; ignored",
+                        extra={"group": group, "plugin": point.name, "value": point.value})
+        else:
+            found[point.name] = point.value
+    return found
+
+
+@functools.cache
+def channels() -> dict[str, tuple[str, str]]:
+    """Every channel: built-in ones and those installed packages declare."""
+    plugins = {name: ("", value) for name, value in _plugins(CHANNEL_GROUP, BUILTIN_CHANNELS).items()}
+    return {**BUILTIN_CHANNELS, **plugins}
+
+
+@functools.cache
+def steps() -> dict[str, str]:
+    """Every step factory: built-in ones and those installed packages declare."""
+    return {**BUILTIN_STEPS, **_plugins(STEP_GROUP, BUILTIN_STEPS)}
+
+
 def load(path: str) -> Any:
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
 def channel_config_model(name: str) -> Any:
-    return load(CHANNELS[name][0])
+    config_path, adapter_path = channels()[name]
+    return load(config_path) if config_path else load(adapter_path).config_model
 
 
 def adapter_class(name: str) -> Any:
-    return load(CHANNELS[name][1])
+    return load(channels()[name][1])
 
 
-def capabilities(channels: Iterable[str]) -> dict[str, Capabilities]:
+def capabilities(names: Iterable[str]) -> dict[str, Capabilities]:
     """What each configured channel's adapter declares it can do, for the flows."""
-    return {name: adapter_class(name).capabilities for name in channels if name in CHANNELS}
+    known = channels()
+    return {name: adapter_class(name).capabilities for name in names if name in known}

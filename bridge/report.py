@@ -5,9 +5,9 @@ inline CSS, no scripts, no external assets, so it can be mailed or archived),
 ``conversations.csv`` (one row per conversation) and ``transcripts.csv`` (one row per
 message). Every chart has its numbers in a table beside it.
 
-The flow state read here is plain data written by the support flows into
-``conversation.data``: ``sla.events`` (level ``breach``), ``survey.score`` and
-``survey.comment``, ``dispute.step``, ``kb.answered``.
+The flow state read here is the flows' typed records (bridge/flowstate.py): SLA
+events (level ``breach``), the survey's score and comment, the dispute's step, the FAQ
+entries the bot answered.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bridge import keys
+from bridge.flowstate import DisputeState, KbState, SlaState, SurveyState, read_state
 from bridge.model import Conversation, Message
 from bridge.store import Store
 
@@ -86,17 +86,6 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 86_400:.1f} days"
 
 
-def _breach_events(conversation: Conversation) -> list[dict[str, Any]]:
-    sla = conversation.data.get("sla")
-    events = sla.get("events", []) if isinstance(sla, dict) else []
-    return [e for e in events if isinstance(e, dict)]
-
-
-def _survey(conversation: Conversation) -> dict[str, Any]:
-    survey = conversation.data.get("survey")
-    return survey if isinstance(survey, dict) else {}
-
-
 def compute(conversations: Sequence[Conversation]) -> Stats:
     stats = Stats(conversations=len(conversations))
     channels: Counter[str] = Counter()
@@ -104,22 +93,20 @@ def compute(conversations: Sequence[Conversation]) -> Stats:
         channels[c.channel] += 1
         stats.volume.setdefault(_day(c.created_ms), Counter())[c.channel] += 1
         stats.urgent += c.urgency == "urgent"
-        kb = c.data.get("kb")
-        stats.bot_answered += bool(isinstance(kb, dict) and kb.get("answered") and not c.queue
+        stats.bot_answered += bool(read_state(c, "kb", KbState).answered and not c.queue
                                    and not c.first_response_ms and c.urgency != "urgent")
         if c.first_response_ms and c.first_response_ms >= c.created_ms:
             stats.first_response_s.append((c.first_response_ms - c.created_ms) / 1000)
         if c.status == "resolved" and c.resolved_ms >= c.created_ms:
             stats.resolved += 1
             stats.resolution_s.append((c.resolved_ms - c.created_ms) / 1000)
-        for event in _breach_events(c):
-            if event.get("level") == "breach":
-                kind = str(event.get("kind", "")).replace("_", " ")
-                stats.sla_breaches[f"{event.get('urgency', c.urgency)} {kind}"] += 1
+        for event in read_state(c, "sla", SlaState).events:
+            if event.level == "breach":
+                stats.sla_breaches[f"{event.urgency or c.urgency} {event.kind.replace('_', ' ')}"] += 1
             else:
                 stats.sla_warnings += 1
-        score = _survey(c).get("score")
-        if isinstance(score, int) and 1 <= score <= 5:
+        score = read_state(c, "survey", SurveyState).score
+        if score is not None and 1 <= score <= 5:
             stats.scores[score] += 1
         stats.topics[c.topic or "(none)"] += 1
         stats.languages[c.language or "(unknown)"] += 1
@@ -290,8 +277,7 @@ async def load_conversations(store: Store, since_ms: int | None = None, batch: i
     """Every conversation (any status) created at or after ``since_ms``, oldest first."""
     ids: list[str] = []
     for status in STATUSES:
-        ids.extend(i.decode() if isinstance(i, bytes) else str(i)
-                   for i in await store.redis.zrange(keys.CONVERSATIONS_BY_STATUS + status, 0, -1))
+        ids.extend(await store.ids_with_status(status))
     found: dict[str, Conversation] = {}
     unique = list(dict.fromkeys(ids))
     for start in range(0, len(unique), batch):
@@ -309,16 +295,15 @@ TRANSCRIPT_COLUMNS = ["conversation_id", "time", "kind", "channel", "sender", "i
 
 
 def conversation_row(c: Conversation) -> list[Any]:
-    survey = _survey(c)
-    dispute = c.data.get("dispute")
+    survey = read_state(c, "survey", SurveyState)
     return [
         c.id, c.channel, c.address, c.status, c.language, c.urgency, c.urgency_reason, c.topic, c.queue,
         c.assignee, " ".join(c.tags), _iso(c.created_ms),
         round((c.first_response_ms - c.created_ms) / 1000) if c.first_response_ms else "",
         round((c.resolved_ms - c.created_ms) / 1000) if c.status == "resolved" and c.resolved_ms else "",
-        c.messages, sum(1 for e in _breach_events(c) if e.get("level") == "breach"),
-        survey.get("score", ""), survey.get("comment", ""),
-        dispute.get("step", "") if isinstance(dispute, dict) else "",
+        c.messages, len(read_state(c, "sla", SlaState).breaches()),
+        "" if survey.score is None else survey.score, survey.comment,
+        read_state(c, "dispute", DisputeState).step,
     ]
 
 

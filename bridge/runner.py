@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Iterable
@@ -24,17 +25,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import keys, registry
-from bridge.adapter import Adapter, AdapterContext
+from bridge.adapter import Adapter, AdapterContext, DeskSettings
 from bridge.bus import Bus, consumer_name
 from bridge.config import Settings
 from bridge.context import HealthBoard, RedisFanout, RedisState
 from bridge.dispatcher import ChannelDispatcher
 from bridge.embedded import EmbeddedRedis
+from bridge.engine import Engine
 from bridge.errors import BridgeError, ConfigError
 from bridge.httplimits import GuardedSite
 from bridge.metrics import INBOUND_DUPLICATES, INBOUND_PUBLISHED
 from bridge.model import Message, now_ms
 from bridge.store import Store
+from bridge.templates import Templates
+from bridge.turn import FlowConfig, Step
 from bridge.web import build_app
 
 log = logging.getLogger("bridge.runner")
@@ -69,25 +73,31 @@ def secrets_of(configs: dict[str, BaseModel]) -> list[str]:
 
 
 def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callable[[], int] = now_ms,
-                store: Store | None = None) -> tuple[Any, list[Any]]:
+                store: Store | None = None) -> tuple[FlowConfig, list[Step]]:
     """The flows' config and the pipeline's steps (``commands`` first, then ``engine.steps``).
     A bad ``flows.<step>`` setting or file raises `ConfigError` naming the key."""
-    flow_config_cls = registry.load("flows.turn:FlowConfig")
-    templates_cls = registry.load("flows.templates:Templates")
-    flow_config = flow_config_cls(
+    flow_config = FlowConfig(
         settings=settings, channels=frozenset(channels), capabilities=registry.capabilities(channels),
-        templates=templates_cls(settings.replies, settings.triage.default_language),
+        templates=Templates(settings.replies, settings.triage.default_language),
         clock_ms=clock_ms, store=store)
     names = registry.REQUIRED_FIRST + [s for s in settings.engine.steps if s not in registry.REQUIRED_FIRST]
-    steps, problems = [], []
+    steps: list[Step] = []
+    problems: list[str] = []
     for name in names:
         try:
-            steps.append(registry.load(registry.STEPS[name])(flow_config))
+            steps.append(registry.load(registry.steps()[name])(flow_config))
         except ConfigError as exc:  # go on: every bad setting is named at once
             problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return flow_config, steps
+
+
+def desk_settings(settings: Settings) -> DeskSettings:
+    return DeskSettings(default_language=settings.triage.default_language,
+                        urgent_mention=settings.agents.urgent_mention,
+                        queue_slack_channels={name: queue.slack_channel for name, queue in settings.queues.items()
+                                              if queue.slack_channel})
 
 
 async def check_partitions(redis: aioredis.Redis, partitions: int) -> None:
@@ -110,7 +120,7 @@ class Bridge:
         self.worker_id = worker_id or consumer_name()
         self.embedded: EmbeddedRedis | None = None
         self.adapters: dict[str, Adapter] = {}
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.dispatchers: list[ChannelDispatcher] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._web_runner: web.AppRunner | None = None
@@ -149,8 +159,7 @@ class Bridge:
                                  conversations=self.store, fanout=fanout, report_health=self.health.reporter(name),
                                  public_url=settings.public_url, receive="ingest" in self.roles,
                                  private_dir=self.embedded.data_dir if self.embedded else None,
-                                 settings={"agents": settings.agents.model_dump(), "queues": {
-                                     k: v.model_dump() for k, v in settings.queues.items()}})
+                                 settings=desk_settings(settings))
             adapter = cls(config, ctx)
             adapter.name = name
             self.adapters[name] = adapter
@@ -158,7 +167,7 @@ class Bridge:
             await self._start_web()
             if not settings.http.public_url and settings.http.port == 0:
                 for adapter in self.adapters.values():  # the port is known only now
-                    adapter.ctx.public_url = f"http://127.0.0.1:{self.port}"
+                    adapter.ctx = dataclasses.replace(adapter.ctx, public_url=f"http://127.0.0.1:{self.port}")
         if "ingest" in self.roles or "dispatch" in self.roles:
             for name, adapter in self.adapters.items():
                 await self.health.report(name, "starting", "")
@@ -190,10 +199,10 @@ class Bridge:
 
         return publish
 
-    def _build_engine(self) -> Any:
+    def _build_engine(self) -> Engine:
         flow_config, steps = build_steps(self.settings, self.adapters, clock_ms=self.clock_ms, store=self.store)
-        return registry.load(registry.ENGINE)(bus=self.bus, store=self.store, flow_config=flow_config, steps=steps,
-                                              worker_id=self.worker_id, clock_ms=self.clock_ms)
+        return Engine(bus=self.bus, store=self.store, flow_config=flow_config, steps=steps,
+                      worker_id=self.worker_id, clock_ms=self.clock_ms)
 
     async def _start_web(self) -> None:
         routes = [route for adapter in self.adapters.values() for route in adapter.routes()]

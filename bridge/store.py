@@ -12,6 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge import keys
+from bridge.effects import Effects
 from bridge.model import (
     Contact,
     Conversation,
@@ -22,10 +23,13 @@ from bridge.model import (
     encode,
     encode_record,
 )
+from bridge.storeerrors import typed_store_errors
 
 
+@typed_store_errors
 class Store:
-    """Conversation store on one Redis; also the `ConversationReader` given to adapters."""
+    """Conversation store on one Redis; also the `ConversationReader` given to adapters.
+    A Redis that does not answer raises `StoreUnavailable`."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -58,6 +62,10 @@ class Store:
         found = [c for c in await self.get_many(ids) if c is not None]
         found.sort(key=lambda c: c.updated_ms, reverse=True)
         return found[:limit]
+
+    async def ids_with_status(self, status: str) -> builtins.list[str]:
+        """Every conversation id with ``status``, least recently updated first."""
+        return [i.decode() for i in await self.redis.zrange(keys.CONVERSATIONS_BY_STATUS + status, 0, -1)]
 
     async def transcript(self, conversation_id: str, limit: int = 200) -> builtins.list[Message]:
         raws = await self.redis.lrange(keys.transcript(conversation_id), -limit, -1)
@@ -97,6 +105,27 @@ class Store:
             return [int(n) for n in await pipe.execute()]
 
     # -- writes, as ops for one atomic commit ----------------------------------------
+
+    @classmethod
+    def effect_ops(cls, effects: Effects) -> builtins.list[builtins.list[Any]]:
+        """The commands that write what one message caused (see `Effects`)."""
+        conversation = effects.conversation
+        ops: builtins.list[builtins.list[Any]] = []
+        for kept in effects.kept:
+            ops.extend(cls.transcript_ops(conversation.id, kept))
+        for out in effects.outbound:
+            ops.append(["XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, encode(out)])
+        for queue, case in effects.queued:
+            ops.append(["XADD", keys.queue(queue), "MAXLEN", "~", keys.QUEUE_MAX_LEN, "*",
+                        keys.PAYLOAD_FIELD, encode(case)])
+        for due_ms, command in effects.timers:
+            ops.append(["ZADD", keys.timers(effects.partition), due_ms, encode(command)])
+        for ref in effects.refs:
+            ops.extend(cls.ref_ops(ref, conversation.id))
+        if effects.contact is not None:
+            ops.extend(cls.contact_ops(effects.contact))
+        ops.extend(cls.save_ops(conversation, effects.previous_status))
+        return ops
 
     @staticmethod
     def save_ops(conversation: Conversation, previous_status: str | None) -> builtins.list[builtins.list[Any]]:

@@ -15,7 +15,7 @@ def build_app(routes: Iterable[web.AbstractRouteDef], bridge: Any) -> web.Applic
 
     async def healthz(request: web.Request) -> web.Response:
         try:
-            redis_ok = bool(await bridge.redis.ping())
+            redis_ok = bool(await bridge.bus.ping())
         except Exception as exc:
             return web.json_response({"status": "unavailable", "redis": repr(exc)}, status=503)
         adapters = {name: {"state": state, "detail": detail} for name, (state, detail) in bridge.health.local.items()}

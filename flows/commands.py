@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.store import Store
-from flows.turn import FlowConfig, Step, Turn
+from bridge.turn import FlowConfig, Step, Turn
 
 
 def _agent(turn: Turn) -> str:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from bridge.config import format_validation
 from bridge.errors import ConfigError
 from bridge.model import Message
-from flows.turn import FlowConfig, Turn
+from bridge.turn import FlowConfig, Turn
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -28,8 +28,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from bridge.errors import ConfigError
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import flow_state, is_customer_text, render, step_settings
-from flows.turn import FlowConfig, Step, Turn
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

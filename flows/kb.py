@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rapidfuzz import fuzz
 
 from bridge.errors import ConfigError
+from bridge.flowstate import KbState, flow_state
 from bridge.model import Button
-from flows.common import flow_state, is_auto, is_customer_text, render, step_settings
+from bridge.turn import FlowConfig, Step, Turn
+from flows.common import is_auto, is_customer_text, render, step_settings
 from flows.phrases import LANGUAGES, PhraseMatcher, builtin, has_cjk, normalize
-from flows.turn import FlowConfig, Step, Turn
 
 HANDOFF_VALUE = "handoff"
 
@@ -152,14 +153,14 @@ def build(config: FlowConfig) -> Step:
         if message.kind != "customer" or is_auto(message):
             return
         conversation = turn.conversation
-        state = flow_state(turn, "kb")
+        state = flow_state(conversation, "kb", KbState)
         if wants_person(turn):
-            state["handoff"] = True
+            state.handoff = True
             turn.notes["handoff"] = True
             return
         if not is_customer_text(turn):
             return
-        if state.get("handoff") or conversation.first_response_ms or conversation.assignee:
+        if state.handoff or conversation.first_response_ms or conversation.assignee:
             return
         found = kb.match(turn.message.text)
         if found is None:
@@ -175,7 +176,7 @@ def build(config: FlowConfig) -> Step:
         buttons = [Button(label=render(turn, "kb_button"), value=HANDOFF_VALUE)] if with_buttons else None
         turn.reply(render(turn, "kb_answer", answer=answer, handoff=hint), buttons=buttons,
                    data={"kb": found.entry.id})
-        state.setdefault("answered", []).append(found.entry.id)
+        state.answered.append(found.entry.id)
         turn.stop()
 
     return kb_step

@@ -24,9 +24,9 @@ import yaml
 
 from bridge.model import Message
 from bridge.store import Store
+from bridge.turn import Turn
 from flows import model as learned
 from flows.common import flow_state
-from flows.turn import Turn
 
 LABEL_EVENT = "triage_label"
 TEXT_CHARS = 1000  # what a label keeps of the customer's words

@@ -23,10 +23,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.errors import ConfigError
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import is_customer_text, step_settings
 from flows.model import capped
 from flows.phrases import builtin, has_cjk, normalize
-from flows.turn import FlowConfig, Step, Turn
 
 
 class LanguageSettings(BaseModel):

@@ -33,9 +33,9 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.model import Message
+from bridge.turn import FlowConfig, Turn
 from flows import model as learned
 from flows.common import flow_state, render, step_settings
-from flows.turn import FlowConfig, Turn
 
 log = logging.getLogger("bridge.triage")
 COMMAND = "triage_llm"

@@ -38,8 +38,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.model import Message
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import is_customer_text, render, step_settings
-from flows.turn import FlowConfig, Step, Turn
 
 log = logging.getLogger("bridge.flows.order_status")
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import render
 from flows.sla import Clock
-from flows.turn import FlowConfig, Step, Turn
 
 WEEKDAYS = {
     "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),

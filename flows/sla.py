@@ -12,15 +12,15 @@ agents (events ``sla_warning`` / ``sla_breach``), counted in the Prometheus coun
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.errors import ConfigError
+from bridge.flowstate import SlaEvent, SlaState, flow_state
+from bridge.turn import FlowConfig, Step, Turn
 from flows import hours
-from flows.common import flow_state, is_auto, step_settings
-from flows.turn import FlowConfig, Step, Turn
+from flows.common import is_auto, step_settings
 
 SLA_EVENTS = Counter("bridge_sla_events_total", "SLA warnings and breaches", ["kind", "level", "urgency"])
 
@@ -109,38 +109,37 @@ def build(config: FlowConfig) -> Step:
     clock = Clock(config)
     settings = clock.settings
 
-    def arm(turn: Turn, state: dict[str, Any], urgency: str) -> None:
+    def arm(turn: Turn, state: SlaState, urgency: str) -> None:
         target = settings.targets[urgency]
-        epoch = int(state.get("epoch", 0)) + 1
-        start = turn.now_ms
+        state.epoch += 1
 
         def later(ms: int) -> int:
             return clock.due(turn, urgency, ms)
 
         first_ms, resolve_ms = clock.first_response_ms(turn, urgency), int(target.resolution_h * 3_600_000)
-        state.update({"epoch": epoch, "urgency": urgency, "started_ms": start,
-                      "first_response_due_ms": later(first_ms), "resolution_due_ms": later(resolve_ms)})
-        for kind, duration in (("first_response", first_ms), ("resolution", resolve_ms)):
+        state.urgency, state.started_ms = urgency, turn.now_ms
+        state.first_response_due_ms, state.resolution_due_ms = later(first_ms), later(resolve_ms)
+        for kind, duration, due in (("first_response", first_ms, state.first_response_due_ms),
+                                    ("resolution", resolve_ms, state.resolution_due_ms)):
             turn.schedule(later(int(duration * settings.warn_fraction)), TIMER,
-                          {"kind": kind, "level": "warning", "epoch": epoch})
-            turn.schedule(state[f"{kind}_due_ms"], TIMER, {"kind": kind, "level": "breach", "epoch": epoch})
+                          {"kind": kind, "level": "warning", "epoch": state.epoch})
+            turn.schedule(due, TIMER, {"kind": kind, "level": "breach", "epoch": state.epoch})
 
-    def fire(turn: Turn, state: dict[str, Any]) -> None:
+    def fire(turn: Turn, state: SlaState) -> None:
         data = turn.message.data
         kind, level = str(data.get("kind")), str(data.get("level"))
-        if data.get("epoch") != state.get("epoch"):
+        if data.get("epoch") != state.epoch:
             return  # re-armed since: a newer timer covers it
         conversation = turn.conversation
         if conversation.status == "resolved":
             return
-        started = int(state.get("started_ms", 0))
-        answered_ms = max(conversation.first_response_ms, int(state.get("answered_ms", 0)))
-        if kind == "first_response" and answered_ms and answered_ms >= started:
+        answered_ms = max(conversation.first_response_ms, state.answered_ms)
+        if kind == "first_response" and answered_ms and answered_ms >= state.started_ms:
             return
-        due = int(state.get(f"{kind}_due_ms", 0))
-        urgency = str(state.get("urgency", conversation.urgency))
-        event = {"kind": kind, "level": level, "urgency": urgency, "due_ms": due, "at_ms": turn.now_ms}
-        state.setdefault("events", []).append(event)
+        due = state.first_response_due_ms if kind == "first_response" else state.resolution_due_ms
+        urgency = state.urgency or conversation.urgency
+        event = SlaEvent(kind=kind, level=level, urgency=urgency, due_ms=due, at_ms=turn.now_ms)
+        state.events.append(event)
         SLA_EVENTS.labels(kind, level, urgency).inc()
         if level == "breach":
             late = turn.now_ms - due
@@ -148,22 +147,22 @@ def build(config: FlowConfig) -> Step:
                                                                                else "")
         else:
             text = f"SLA warning: {urgency} {_label(kind)} due in {_span(due - turn.now_ms)}"
-        turn.notify_agents("sla_breach" if level == "breach" else "sla_warning", text=text, data={"sla": event})
+        turn.notify_agents("sla_breach" if level == "breach" else "sla_warning", text=text,
+                           data={"sla": msgspec.to_builtins(event)})
 
     def sla(turn: Turn) -> None:
         message = turn.message
-        state = flow_state(turn, "sla")
+        state = flow_state(turn.conversation, "sla", SlaState)
         if message.kind == "command" and message.name == TIMER:
             fire(turn, state)
             return
         if message.kind == "agent":
-            state["answered_ms"] = turn.now_ms  # a person answered: first response met
+            state.answered_ms = turn.now_ms  # a person answered: first response met
             return
         if message.kind != "customer" or is_auto(message):
             return
         urgency = clock.level(turn)
-        if not state.get("epoch") or turn.is_new or turn.reopened or (
-                urgency == "urgent" and state.get("urgency") != "urgent"):
+        if not state.epoch or turn.is_new or turn.reopened or (urgency == "urgent" and state.urgency != "urgent"):
             arm(turn, state, urgency)
 
     return sla

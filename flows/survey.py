@@ -21,9 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.flowstate import SurveyState, flow_state
 from bridge.model import Button
-from flows.common import flow_state, is_auto, render, step_settings
-from flows.turn import FlowConfig, Step, Turn
+from bridge.turn import FlowConfig, Step, Turn
+from flows.common import is_auto, render, step_settings
 
 TIMER = "survey"
 BUTTON_PREFIX = "survey:"
@@ -65,21 +66,20 @@ def build(config: FlowConfig) -> Step:
     delay_ms = int(settings.delay_min * 60_000)
     probe_ms = max(delay_ms, MIN_PROBE_MS)
 
-    def keep_resolved(turn: Turn, state: dict[str, Any]) -> None:
+    def keep_resolved(turn: Turn, state: SurveyState) -> None:
         """Undo the engine's reopening: a survey answer is not a new problem."""
         if turn.reopened or turn.conversation.status != "resolved":
             turn.conversation.status = "resolved"
-            turn.conversation.resolved_ms = int(state.get("resolved_ms") or turn.conversation.resolved_ms)
+            turn.conversation.resolved_ms = state.resolved_ms or turn.conversation.resolved_ms
 
-    def ask(turn: Turn, state: dict[str, Any]) -> None:
+    def ask(turn: Turn, state: SurveyState) -> None:
         conversation = turn.conversation
         resolved_ms = int(turn.message.data.get("resolved_ms", -1))
         if conversation.status != "resolved" or conversation.resolved_ms != resolved_ms:
             return  # reopened (or resolved again) since: that resolution's survey is void
-        if state.get("asked_for") == resolved_ms or conversation.unreachable:
+        if state.asked_for == resolved_ms or conversation.unreachable:
             return
-        state.update({"state": "asked", "asked_for": resolved_ms, "asked_ms": turn.now_ms,
-                      "resolved_ms": resolved_ms})
+        state.state, state.asked_for, state.asked_ms, state.resolved_ms = "asked", resolved_ms, turn.now_ms, resolved_ms
         reference = conversation.id
         if config.can(conversation.channel).buttons:
             turn.reply(render(turn, "survey_buttons", reference=reference),
@@ -88,20 +88,20 @@ def build(config: FlowConfig) -> Step:
         else:
             turn.reply(render(turn, "survey", reference=reference), data={"survey": True})
 
-    def answer(turn: Turn, state: dict[str, Any]) -> bool:
+    def answer(turn: Turn, state: SurveyState) -> bool:
         """Take the customer's message as a score or a comment; False when it is neither."""
         message = turn.message
         conversation = turn.conversation
-        if state.get("state") == "asked" and turn.now_ms - int(state.get("asked_ms", 0)) <= answer_ms:
+        if state.state == "asked" and turn.now_ms - state.asked_ms <= answer_ms:
             parsed = parse_score(message.text, message.data)
             if parsed is None:
-                state["state"] = "unanswered"
+                state.state = "unanswered"
                 return False
             score, comment = parsed
             low = score <= settings.low_score
-            state.update({"state": "scored", "score": score, "scored_ms": turn.now_ms, "low": low})
+            state.state, state.score, state.scored_ms, state.low = "scored", score, turn.now_ms, low
             if comment:
-                state["comment"] = comment
+                state.comment = comment
             keep_resolved(turn, state)
             if low:
                 if settings.low_tag and settings.low_tag not in conversation.tags:
@@ -116,44 +116,42 @@ def build(config: FlowConfig) -> Step:
             turn.notify_agents("survey_result", text=f"Satisfaction {score}/5{action}" + (
                 f": {comment}" if comment else ""), data={"survey": {"score": score, "comment": comment, "low": low}})
             return True
-        if (state.get("state") == "scored" and not state.get("comment") and not state.get("low")
-                and turn.now_ms - int(state.get("scored_ms", 0)) <= comment_ms and turn.reopened):
-            state["comment"] = message.text.strip()
-            state["state"] = "commented"
+        if (state.state == "scored" and not state.comment and not state.low
+                and turn.now_ms - state.scored_ms <= comment_ms and turn.reopened):
+            state.comment = message.text.strip()
+            state.state = "commented"
             keep_resolved(turn, state)
             turn.reply(render(turn, "survey_comment_thanks"))
-            turn.notify_agents("survey_result", text=f"Comment on satisfaction {state.get('score')}/5: "
-                               f"{state['comment']}", data={"survey": {"score": state.get("score"),
-                                                                       "comment": state["comment"], "low": False}})
+            turn.notify_agents("survey_result", text=f"Comment on satisfaction {state.score}/5: {state.comment}",
+                               data={"survey": {"score": state.score, "comment": state.comment, "low": False}})
             return True
         return False
 
-    def arm(turn: Turn, state: dict[str, Any]) -> None:
+    def arm(turn: Turn, state: SurveyState) -> None:
         """Schedule the survey for the conversation's current resolution, once."""
         conversation = turn.conversation
-        if state.get("armed_for") == conversation.resolved_ms:
+        if state.armed_for == conversation.resolved_ms:
             return
-        state["armed_for"] = conversation.resolved_ms
+        state.armed_for = conversation.resolved_ms
         due = max(turn.now_ms, conversation.resolved_ms + delay_ms)
         turn.schedule(due, TIMER, {"resolved_ms": conversation.resolved_ms})
 
-    def probe(turn: Turn, state: dict[str, Any]) -> None:
+    def probe(turn: Turn, state: SurveyState) -> None:
         """A probe timer: resolved by now? Then arm; else look again later (backing off)."""
         conversation = turn.conversation
         if conversation.status == "resolved" and conversation.resolved_ms:
             arm(turn, state)
             return
         n = int(turn.message.data.get("probe", 1))
-        if n < MAX_PROBES and int(turn.message.data.get("after_ms", 0)) == state.get("probe_after_ms"):
-            turn.schedule(turn.now_ms + probe_ms * 2 ** n, TIMER,
-                          {"probe": n + 1, "after_ms": state["probe_after_ms"]})
+        if n < MAX_PROBES and int(turn.message.data.get("after_ms", 0)) == state.probe_after_ms:
+            turn.schedule(turn.now_ms + probe_ms * 2 ** n, TIMER, {"probe": n + 1, "after_ms": state.probe_after_ms})
 
     def survey(turn: Turn) -> None:
         message = turn.message
         conversation = turn.conversation
         if conversation.channel in settings.skip_channels:
             return
-        state = flow_state(turn, "survey")
+        state = flow_state(conversation, "survey", SurveyState)
         if message.kind == "command" and message.name == TIMER:
             if "probe" in message.data:
                 probe(turn, state)
@@ -167,7 +165,7 @@ def build(config: FlowConfig) -> Step:
         if message.kind == "agent":
             # The engine's commands step ends the pipeline on "resolve", so this step may never
             # see it: each agent answer starts a probe that arms the survey once resolved.
-            state["probe_after_ms"] = turn.now_ms
+            state.probe_after_ms = turn.now_ms
             turn.schedule(turn.now_ms + probe_ms, TIMER, {"probe": 1, "after_ms": turn.now_ms})
             return
         if conversation.status == "resolved" and conversation.resolved_ms:

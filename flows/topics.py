@@ -24,9 +24,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.errors import ConfigError
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import flow_state, is_customer_text, step_settings
 from flows.phrases import LANGUAGES, PhraseMatcher, builtin
-from flows.turn import FlowConfig, Step, Turn
 
 TOPICS = ("dispute", "quality", "order_status", "accounts", "supply", "billing", "shipping", "technical")
 GENERAL = "general"

@@ -17,7 +17,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict
 
 from bridge.model import Message
-from flows.turn import FlowConfig, Step, Turn
+from bridge.turn import FlowConfig, Step, Turn
 
 _UNSPACED = {"zh", "ja", "th"}
 _CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -32,9 +32,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.turn import FlowConfig, Step, Turn
 from flows.common import flow_state, is_customer_text, step_settings
 from flows.phrases import LANGUAGES, Hit, PhraseMatcher, builtin
-from flows.turn import FlowConfig, Step, Turn
 
 COMBO = "combo|"
 COMBO_PARTS: dict[str, int] = {}  # category -> number of parts of its combo (2 unless said)

@@ -377,10 +377,10 @@ class Recorder:
         return self.published
 
 
-def make_context(redis: aioredis.Redis, recorder: Recorder, conversations: Conversations | None = None,
-                 **settings: Any) -> AdapterContext:
+def make_context(redis: aioredis.Redis, recorder: Recorder, conversations: Conversations | None = None
+                 ) -> AdapterContext:
     return AdapterContext(publish=recorder.publish, state=RedisState(redis, "email"), conversations=conversations or
-                          Conversations(), fanout=NoFanout(), report_health=recorder.report_health, settings=settings)
+                          Conversations(), fanout=NoFanout(), report_health=recorder.report_health)
 
 
 @contextlib.asynccontextmanager

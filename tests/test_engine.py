@@ -12,13 +12,13 @@ import redis.asyncio as aioredis
 from bridge import keys
 from bridge.bus import Bus, LeaseLost
 from bridge.config import Settings
+from bridge.engine import Engine
 from bridge.model import Message, decode, partition_of
 from bridge.store import Store
-from flows.engine import Engine
+from bridge.templates import Templates
+from bridge.turn import FlowConfig, Turn
 from flows.routing import Routing
-from flows.templates import Templates
 from flows.triage import KeywordTriage
-from flows.turn import FlowConfig, Turn
 from tests.harness import Clock, wait_for
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bridge.flowstate import DisputeState, read_state
 from bridge.model import Contact
 from flows import dispute, language, topics
 from tests.test_flows_helpers import Chat, Clock, events, make_config, replies
@@ -29,11 +30,11 @@ async def test_dispute_walks_through_its_steps_visible_to_agents() -> None:
     assert events(turn, "dispute_step")[0].text == "Dispute step 2/5: gather evidence"
     turn = await c.say("here are the photos", attachments=["box.jpg", "label.jpg"])
     assert events(turn, "dispute_step")[0].text == "Dispute step 2/5: gather evidence - customer sent 2 file(s)"
-    assert conv.data["dispute"]["evidence"] == ["customer file: box.jpg", "customer file: label.jpg"]
+    assert read_state(conv, "dispute", DisputeState).evidence == ["customer file: box.jpg", "customer file: label.jpg"]
 
     turn = await c.command("dispute", step="confirm_in_writing")
     assert "record the agreed resolution first" in events(turn, "dispute_step")[0].text
-    assert conv.data["dispute"]["step"] == "gather_evidence"
+    assert read_state(conv, "dispute", DisputeState).step == "gather_evidence"
 
     await c.command("dispute", step="propose_resolution", resolution="5% credit note on the next order")
     turn = await c.command("dispute", step="next")
@@ -55,7 +56,7 @@ async def test_dispute_walks_through_its_steps_visible_to_agents() -> None:
     assert replies(fired)[0].channel == "telegram"
     turn = await c.command("dispute", step="closed", note="customer confirmed the credit note")
     assert events(turn, "dispute_step")[0].text == "Dispute closed"
-    history = [h["step"] for h in conv.data["dispute"]["history"]]
+    history = [h.step for h in read_state(conv, "dispute", DisputeState).history]
     assert history == ["identify_claim", "gather_evidence", "propose_resolution", "confirm_in_writing",
                        "follow_up", "closed"]
 

@@ -10,8 +10,8 @@ from typing import Any
 from bridge import registry
 from bridge.config import Settings
 from bridge.model import Attachment, Contact, Conversation, Message, Sender
-from flows.templates import Templates
-from flows.turn import FlowConfig, Step, Turn
+from bridge.templates import Templates
+from bridge.turn import FlowConfig, Step, Turn
 from tests import harness
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from bridge.errors import ConfigError
+from bridge.flowstate import SlaState, read_state
 from flows import sla, urgency
 from tests.test_flows_helpers import Chat, Clock, events, make_config
 
@@ -44,8 +45,8 @@ async def test_urgent_first_response_warning_then_breach_posted_and_counted() ->
     assert breached.text == "SLA breach: urgent first response target missed by 2 min"
     assert breached.data["sla"]["kind"] == "first_response"
     assert counted("first_response", "breach", "urgent") == before + 1
-    state = c.conversation.data["sla"]  # type: ignore[union-attr]
-    assert [(e["kind"], e["level"]) for e in state["events"]] == [("first_response", "warning"),
+    state = read_state(c.conversation, "sla", SlaState)  # type: ignore[arg-type]
+    assert [(e.kind, e.level) for e in state.events] == [("first_response", "warning"),
                                                                   ("first_response", "breach")]
 
 
@@ -71,7 +72,7 @@ async def test_turning_urgent_rearms_with_the_tighter_target_and_old_timers_are_
     await c.say("a question about an invoice")
     clock.advance(minutes=1)
     turn = await c.say("now our line is down because of your parts!")
-    assert c.conversation.data["sla"]["urgency"] == "urgent"  # type: ignore[union-attr]
+    assert read_state(c.conversation, "sla", SlaState).urgency == "urgent"  # type: ignore[arg-type]
     assert len(turn.timers) == 4
     clock.advance(hours=4)
     fired = await c.fire_due()
@@ -104,8 +105,8 @@ async def test_routine_clocks_run_only_in_business_hours_urgent_ones_always() ->
     config = make_config(flows, clock=clock)
     c = Chat(config, [urgency.build(config), sla.build(config)])
     await c.say("Could you send the datasheet for the LM317?")
-    state = c.conversation.data["sla"]  # type: ignore[union-attr]
-    assert state["first_response_due_ms"] == utc(23, 10)  # 1 h on Friday, 1 h on Monday
+    state = read_state(c.conversation, "sla", SlaState)  # type: ignore[arg-type]
+    assert state.first_response_due_ms == utc(23, 10)  # 1 h on Friday, 1 h on Monday
     clock.now_ms = utc(21, 12)  # Saturday noon: only the warning (at Friday 18:00) has fired
     assert [e.text for e in events(await c.fire_due())] == ["SLA warning: routine first response due in 46 h"]
     clock.now_ms = utc(23, 9, 59)
@@ -117,7 +118,7 @@ async def test_routine_clocks_run_only_in_business_hours_urgent_ones_always() ->
     urgent = Chat(config, [urgency.build(config), sla.build(config)])
     clock.now_ms = utc(21, 12)  # Saturday: urgent cases keep the calendar clock
     await urgent.say("URGENT: our production line is down")
-    assert urgent.conversation.data["sla"]["first_response_due_ms"] == utc(21, 12, 10)  # type: ignore[union-attr]
+    assert read_state(urgent.conversation, "sla", SlaState).first_response_due_ms == utc(21, 12, 10)  # type: ignore[arg-type]
 
 
 def test_business_hours_must_name_a_target() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.flowstate import SurveyState, read_state
 from flows import language, sla, survey, urgency
 from flows.survey import parse_score
 from tests.test_flows_helpers import Chat, Clock, events, make_config, replies
@@ -42,7 +43,7 @@ async def test_survey_is_asked_after_the_delay_with_buttons_and_a_good_score_is_
     assert result.text == "Satisfaction 5/5"
     turn = await c.say("Very fast, thank you Bo")
     assert c.conversation.status == "resolved"  # type: ignore[union-attr]
-    assert c.conversation.data["survey"]["comment"] == "Very fast, thank you Bo"  # type: ignore[union-attr]
+    assert read_state(c.conversation, "survey", SurveyState).comment == "Very fast, thank you Bo"  # type: ignore[arg-type]
     assert events(turn, "survey_result")[0].text == "Comment on satisfaction 5/5: Very fast, thank you Bo"
     assert turn.timers == []  # no SLA armed by a survey answer
 
@@ -57,8 +58,8 @@ async def test_email_gets_a_number_question_and_a_low_score_reopens() -> None:
     turn = await c.say("2 - took three days to get an answer")
     conv = c.conversation
     assert conv is not None and conv.status == "open" and "low_satisfaction" in conv.tags
-    assert conv.data["survey"]["score"] == 2
-    assert conv.data["survey"]["comment"] == "took three days to get an answer"
+    survey = read_state(conv, "survey", SurveyState)
+    assert survey.score == 2 and survey.comment == "took three days to get an answer"
     assert events(turn, "survey_result")[0].text.startswith("Satisfaction 2/5 - case reopened")
     assert replies(turn)[0].text.startswith("We are sorry we let you down.")
 
@@ -93,7 +94,7 @@ async def test_auto_replies_do_not_answer_a_survey() -> None:
     clock.advance(hours=1)
     await c.fire_due()
     turn = await c.say("5 days out of office", auto=True)
-    assert "score" not in c.conversation.data["survey"]  # type: ignore[union-attr]
+    assert read_state(c.conversation, "survey", SurveyState).score is None  # type: ignore[arg-type]
     assert replies(turn) == []
 
 

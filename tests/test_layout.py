@@ -42,4 +42,15 @@ def test_bridge_names_adapters_and_flows_only_in_the_registry() -> None:
         imports = imported_packages(path)
         assert "adapters" not in imports and "flows" not in imports, f"{path}: the core imports a plug-in"
     registry = (ROOT / "bridge" / "registry.py").read_text()
-    assert "adapters.api" in registry and "flows.engine" in registry
+    assert "adapters.api" in registry and "flows.triage" in registry
+
+
+def test_the_core_owns_the_pipeline() -> None:
+    """The engine, the turn and the step contract are the core's; flows/ holds steps only."""
+    from bridge import engine, turn
+
+    assert engine.Engine and turn.Turn and turn.FlowConfig
+    for path in (ROOT / "flows").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        classes = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+        assert not classes & {"Engine", "Turn", "FlowConfig"}, f"{path}: the pipeline belongs in bridge/"

@@ -10,6 +10,7 @@ import pytest
 
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.config import SlackConfig
+from bridge.adapter import DeskSettings
 from bridge.errors import IntegrationBroken, PermanentError, TransientError
 from bridge.model import Message, Sender
 from tests.fakes.slack_api import FakeSlack, MemoryContext
@@ -23,7 +24,7 @@ async def fake() -> AsyncIterator[FakeSlack]:
         yield server
 
 
-def make(fake: FakeSlack, settings: dict[str, Any] | None = None,
+def make(fake: FakeSlack, settings: DeskSettings | None = None,
          **overrides: Any) -> tuple[SlackAdapter, MemoryContext]:
     values: dict[str, Any] = {"bot_token": fake.bot_token, "signing_secret": "secret", "base_url": fake.base_url,
                               "agents_channel": "C0AGENTS", "urgent_channel": "C0URGENT",
@@ -78,8 +79,8 @@ async def test_queues_and_urgency_name_their_channels(fake: FakeSlack) -> None:
     adapter, _ = make(fake, queue_channels={"billing": "C0BILLING"})
     await adapter.send(event("new_conversation", "refund?", "c-1", conversation={"queue": "billing"}))
     assert len(fake.top_level("C0BILLING")) == 1
-    settings = {"queues": {"billing": {"email": "b@example.com", "slack_channel": "C0BILLING"}}}
-    adapter, _ = make(fake, settings=settings, urgency_channels={"urgent": "C0AGENTS"})
+    adapter, _ = make(fake, settings=DeskSettings(queue_slack_channels={"billing": "C0BILLING"}),
+                      urgency_channels={"urgent": "C0AGENTS"})
     await adapter.send(event("new_conversation", "invoice?", "c-2", conversation={"queue": "billing"}))
     await adapter.send(event("escalation", "fire!", "c-3"))
     assert len(fake.top_level("C0BILLING")) == 2
@@ -87,7 +88,7 @@ async def test_queues_and_urgency_name_their_channels(fake: FakeSlack) -> None:
 
 
 async def test_the_mention_comes_from_the_bridge_settings_when_not_configured(fake: FakeSlack) -> None:
-    adapter, _ = make(fake, settings={"agents": {"urgent_mention": "<!subteam^S0ONCALL>"}}, urgent_mention=None)
+    adapter, _ = make(fake, settings=DeskSettings(urgent_mention="<!subteam^S0ONCALL>"), urgent_mention=None)
     await adapter.send(event("escalation", "line stopped"))
     (root,) = fake.top_level("C0URGENT")
     assert root.text.startswith("<!subteam^S0ONCALL> ")

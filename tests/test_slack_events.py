@@ -6,6 +6,7 @@ Slack signs them; bolt and slack-sdk are the real libraries.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.parse
@@ -55,7 +56,7 @@ class Served:
         await site.start()
         port = (getattr(site._server, "sockets", None) or [])[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/slack/events"
-        self.context.ctx.public_url = f"http://127.0.0.1:{port}"
+        self.adapter.ctx = dataclasses.replace(self.adapter.ctx, public_url=f"http://127.0.0.1:{port}")
         self.http = aiohttp.ClientSession()
         await self.adapter.start()
         return self

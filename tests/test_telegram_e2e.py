@@ -82,3 +82,15 @@ async def test_a_blocked_bot_marks_the_conversation_unreachable(redis_url: str, 
         reason = await b.wait_for(unreachable, what="the conversation marked unreachable")
         assert "blocked by the user" in reason
         assert [r.status for r in fake_telegram.requests["sendMessage"]] == [403]
+
+
+async def test_start_without_a_language_is_greeted_in_the_desks_default_language(
+        redis_url: str, fake_telegram: FakeTelegram) -> None:
+    """``triage.default_language`` reaches the adapter through its typed context."""
+    cfg = {**config(fake_telegram), "triage": {"default_language": "ru"}}
+    start = {"message": {"message_id": 1, "from": {"id": 55509, "is_bot": False, "first_name": "Ana"},
+                         "chat": {"id": 55509, "type": "private"}, "date": 1763900000, "text": "/start"}}
+    async with running_bridge(redis_url, cfg, env=ENV) as b:
+        await fake_telegram.push_update(start)
+        (greeting,) = await b.wait_for(lambda: fake_telegram.texts(55509), what="the /start greeting")
+        assert greeting.startswith("Здравствуйте!")

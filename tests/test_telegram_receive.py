@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import os
@@ -203,7 +204,7 @@ async def test_an_update_nobody_can_parse_does_not_stall_the_others(fake_telegra
 async def test_webhook_checks_the_secret_and_publishes_once(fake_telegram: FakeTelegram, redis: aioredis.Redis) -> None:
     port = free_port()
     ctx, _ = make_context(redis)
-    ctx.public_url = f"http://127.0.0.1:{port}"
+    ctx = dataclasses.replace(ctx, public_url=f"http://127.0.0.1:{port}")
     adapter = TelegramAdapter(make_config(fake_telegram.base_url, fake_telegram.base_file_url, TOKEN, mode="webhook",
                                           webhook_secret="Wh-secret_123"), ctx)
     app = web.Application()
@@ -282,7 +283,7 @@ async def test_a_webhook_url_telegram_refuses_marks_the_adapter_broken(fake_tele
     fake_telegram.require_https_webhook = True
     health: list[tuple[str, str]] = []
     ctx, _ = make_context(redis, health=health)
-    ctx.public_url = "http://localhost:8080"
+    ctx = dataclasses.replace(ctx, public_url="http://localhost:8080")
     adapter = TelegramAdapter(make_config(fake_telegram.base_url, fake_telegram.base_file_url, TOKEN, mode="webhook",
                                           webhook_secret="abc"), ctx)
     await adapter.start()

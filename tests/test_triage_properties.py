@@ -10,9 +10,9 @@ from functools import cache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.turn import FlowConfig, Step
 from flows import triage
 from flows.phrases import PhraseMatcher, builtin
-from flows.turn import FlowConfig, Step
 from tests.test_flows_helpers import Chat, make_config
 
 FAST = settings(max_examples=60, deadline=None, database=None,

@@ -24,7 +24,7 @@ from aiohttp import web
 from adapters.api.config import ApiConfig
 from adapters.api.signing import MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from bridge.adapter import Adapter, AdapterContext, Capabilities, Delivered
-from bridge.errors import PermanentError, TransientError
+from bridge.errors import PermanentError, StorageFull, StoreUnavailable, TransientError
 from bridge.model import Attachment, Message, Sender
 from bridge.untrusted import TooLarge, read_capped
 
@@ -142,12 +142,10 @@ class ApiAdapter(Adapter):
     async def _publish(self, message: Message) -> web.Response:
         try:
             stored = await self.ctx.publish(message)
-        except Exception as exc:
-            if isinstance(exc, ConnectionError | OSError | TimeoutError) or type(exc).__module__.startswith("redis"):
-                log.warning("publish failed", extra={"error": repr(exc)})
-                return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
-                                         headers={"Retry-After": "1"})
-            raise
+        except (StoreUnavailable, StorageFull) as exc:  # not stored: the caller sends it again
+            log.warning("publish failed", extra={"error": str(exc)})
+            return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
+                                     headers={"Retry-After": "1"})
         return web.json_response({"id": message.id, "duplicate": not stored,
                                   "conversation_id": message.conversation_id or None}, status=202)
 

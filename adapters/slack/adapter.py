@@ -140,7 +140,7 @@ class _KnownBot(AsyncAuthorize):
     """Authorize every verified request as our one bot, from what `start` learned."""
 
     def __init__(self, adapter: SlackAdapter) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # bolt does not type it
         self.adapter = adapter
 
     async def __call__(self, *, context: Any, enterprise_id: str | None, team_id: str | None,
@@ -221,10 +221,7 @@ class SlackAdapter(Adapter):
     def configured_channels(self) -> list[str]:
         cfg = self.config
         named = [cfg.agents_channel, cfg.urgent_channel, *cfg.queue_channels.values(), *cfg.urgency_channels.values()]
-        queues = self._settings("queues") or {}
-        if isinstance(queues, dict):
-            named += [str(q.get("slack_channel")) for q in queues.values() if isinstance(q, dict)
-                      and q.get("slack_channel")]
+        named += self.ctx.settings.queue_slack_channels.values()
         return list(dict.fromkeys(c for c in named if c))
 
     async def _channel_problem(self) -> str:
@@ -334,21 +331,13 @@ class SlackAdapter(Adapter):
     def _is_urgent(self, message: Message) -> bool:
         return message.name == "escalation" or blocks.summary(message).get("urgency") == "urgent"
 
-    def _settings(self, *path: str) -> Any:
-        node: Any = self.ctx.settings
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else getattr(node, key, None)
-            if node is None:
-                return None
-        return node
-
     def mention(self, event: Message | None = None) -> str:
         """The operator's configured mention for urgent threads, in Slack syntax (it must ping)."""
         if self.config.urgent_mention is not None:
             return mention_markup(self.config.urgent_mention)
         if event is not None and event.data.get("mention"):
             return mention_markup(str(event.data["mention"]))
-        return mention_markup(str(self._settings("agents", "urgent_mention") or ""))
+        return mention_markup(self.ctx.settings.urgent_mention)
 
     def channel_for(self, message: Message, *, urgent: bool) -> str:
         """Where a conversation's thread opens: urgency, then queue, then the agents' channel."""
@@ -357,7 +346,7 @@ class SlackAdapter(Adapter):
             return cfg.urgency_channels.get("urgent") or cfg.urgent_channel or cfg.agents_channel
         queue = str(blocks.summary(message).get("queue") or message.data.get("queue") or "")
         if queue:
-            channel = cfg.queue_channels.get(queue) or self._settings("queues", queue, "slack_channel")
+            channel = cfg.queue_channels.get(queue) or self.ctx.settings.queue_slack_channels.get(queue)
             if channel:
                 return str(channel)
         return cfg.urgency_channels.get("routine") or cfg.agents_channel

@@ -321,8 +321,7 @@ class TelegramAdapter(Adapter):
 
     async def _greet(self, message: Message) -> None:
         language = message.sender.language if message.sender else ""
-        default_language = str(self.ctx.settings.get("default_language", "en"))
-        text = translate.greeting_for(language, self.cfg.greeting, default_language)
+        text = translate.greeting_for(language, self.cfg.greeting, self.ctx.settings.default_language)
         try:
             await self.bot.send_message(chat_id=message.address, text=text)
         except TelegramError as exc:  # a greeting is a courtesy: never hold up the offset for it

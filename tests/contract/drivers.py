@@ -38,6 +38,7 @@ from tests.fakes.slack_api import FakeSlack, sign
 from tests.fakes.telegram_api import FakeTelegram
 from tests.harness import wait_for
 from tests.mailservers import Dovecot, smtp_server
+from tests.servers import free_port
 from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
 from tests.widget_client import Tab
 
@@ -86,21 +87,21 @@ class Driver(abc.ABC):
         self.health: list[tuple[HealthState, str]] = []
         self.adapter: Adapter
         self._web: web.AppRunner | None = None
-        self.web_url = ""
+        self.web_port = free_port()  # reserved first: the adapter's context names its public URL
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
         self.platform_files: dict[str, tuple[str, bytes]] = {}
 
     @property
     def capabilities(self) -> Capabilities:
         return type(self.adapter).capabilities
 
-    def context(self, channel: str, **settings: Any) -> AdapterContext:
+    def context(self, channel: str) -> AdapterContext:
         async def report(state: HealthState, detail: str) -> None:
             self.health.append((state, detail))
 
         return AdapterContext(publish=self.bus.publish, state=RedisState(self.redis, channel),
                               conversations=Store(self.redis), fanout=RedisFanout(self.redis),
-                              report_health=report, public_url=self.web_url or "http://127.0.0.1:1",
-                              settings=settings)
+                              report_health=report, public_url=self.web_url)
 
     async def serve(self) -> None:
         """The adapter's routes on a real HTTP server, as the bridge's web server would."""
@@ -109,11 +110,7 @@ class Driver(abc.ABC):
         app.router.add_get("/_platform/files/{name}", self._platform_file)
         self._web = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._web.setup()
-        site = web.TCPSite(self._web, "127.0.0.1", 0)
-        await site.start()
-        port = (getattr(site._server, "sockets", None) or [])[0].getsockname()[1]
-        self.web_url = f"http://127.0.0.1:{port}"
-        self.adapter.ctx.public_url = self.web_url
+        await web.TCPSite(self._web, "127.0.0.1", self.web_port).start()
 
     async def _platform_file(self, request: web.Request) -> web.Response:
         """Files on a platform that hands out plain URLs (the API's integrators)."""

@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
-from bridge.adapter import AdapterContext, HealthState
+from bridge.adapter import AdapterContext, DeskSettings, HealthState
 from bridge.model import Contact, Conversation, Message
 
 
@@ -387,7 +387,7 @@ class MemoryContext:
     """Collects what an adapter publishes (dropping repeated dedupe keys, like the bus)
     and the health it reports."""
 
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: DeskSettings | None = None) -> None:
         self.published: list[Message] = []
         self.seen: set[str] = set()
         self.health: list[tuple[str, str]] = []
@@ -397,7 +397,7 @@ class MemoryContext:
         self.publish_delay_s = 0.0
         self.ctx = AdapterContext(publish=self.publish, state=self.state, conversations=self.conversations,
                                   fanout=_NoFanout(), report_health=self.report_health,  # type: ignore[arg-type]
-                                  settings=settings or {})
+                                  settings=settings or DeskSettings())
 
     async def publish(self, message: Message) -> bool:
         if self.publish_delay_s:

@@ -33,8 +33,8 @@ from typing import Any
 from bridge import failpoints, keys
 from bridge.bus import Bus, Entry, LeaseLost, decode_entries
 from bridge.cursor import GroupCursor
+from bridge.errors import StorageFull, StoreUnavailable
 from bridge.jobs import Jobs
-from bridge.lease import Leases
 from bridge.metrics import ENGINE_BATCH_SECONDS, ENGINE_MESSAGES
 from bridge.model import (
     Contact,
@@ -42,14 +42,13 @@ from bridge.model import (
     Message,
     address_hash,
     conversation_hash,
-    encode,
     new_id,
     now_ms,
     partition_of,
 )
 from bridge.retry import backoff_s
 from bridge.store import Store
-from flows.turn import FlowConfig, Step, Turn
+from bridge.turn import FlowConfig, Step, Turn
 
 log = logging.getLogger("bridge.engine")
 
@@ -137,8 +136,8 @@ class Engine:
         self.partitions = settings.engine.partitions
         self.group = keys.ENGINE_GROUP
         self.reopen_within_ms = int(settings.engine.reopen_within_h * 3600_000)
-        self.leases = Leases(bus.redis, worker_id, [keys.inbound(p) for p in range(self.partitions)],
-                             ttl_s=settings.engine.lease_ttl_s, role="engine")
+        self.leases = bus.leases(worker_id, [keys.inbound(p) for p in range(self.partitions)],
+                                 ttl_s=settings.engine.lease_ttl_s, role="engine")
         self._cache_size = max(16, settings.engine.conversation_cache // self.partitions)
         self._held: dict[str, _Partition] = {}  # stream -> its state, while we hold its lease
         # partitions lost while a task was working on them: not read again (should the lease
@@ -193,11 +192,8 @@ class Engine:
                         await self.handle(entries)
                 except LeaseLost as exc:
                     self._lose(exc)
-                except Exception as exc:
-                    if not (isinstance(exc, ConnectionError | OSError | TimeoutError)
-                            or type(exc).__module__.startswith("redis")):
-                        raise
-                    log.warning("redis unavailable, retrying", extra={"error": repr(exc)})
+                except StoreUnavailable as exc:
+                    log.warning("redis unavailable, retrying", extra={"error": str(exc)})
                     self._forget_all()
                     await self._sleep(0.5)
         finally:
@@ -314,8 +310,8 @@ class Engine:
         except Exception as exc:
             partition.forget()
             self.cursor.reread()
-            if isinstance(exc, ConnectionError | OSError | TimeoutError) or type(exc).__module__.startswith("redis"):
-                log.warning("redis unavailable, retrying", extra={"stream": stream, "error": repr(exc)})
+            if isinstance(exc, StoreUnavailable):
+                log.warning("redis unavailable, retrying", extra={"stream": stream, "error": str(exc)})
                 await self._sleep(0.5)
             else:
                 log.exception("partition batch failed", extra={"stream": stream})
@@ -356,21 +352,20 @@ class Engine:
                         await result
                     if turn.stopped:
                         break
-                ops.extend(self._effects(turn, entry.payload))
+                conversation_partition = partition_of(conversation_hash(turn.conversation.id), self.partitions)
+                ops.extend(self.store.effect_ops(turn.effects(entry.payload, conversation_partition)))
                 touched.append(turn.conversation.id)
                 acked.append(entry.id)
                 if partition.failures.pop(key, None) is not None:
                     partition.reread = True
             except Exception as exc:
-                if type(exc).__module__.startswith("redis"):
+                if isinstance(exc, StoreUnavailable | StorageFull):
                     raise
                 blocked.add(key)
                 self._evict(partition, message)
                 ops.extend(self._failed(partition, entry, message, exc))
-        if acked:
-            ops.append(["XACK", stream, self.group, *acked])
-        if touched:  # consoles listen for changed conversations (pub/sub, best effort)
-            ops.append(["PUBLISH", keys.FANOUT + "conversations", " ".join(dict.fromkeys(touched))])
+        ops.extend(self.bus.ack_ops(stream, self.group, acked))
+        ops.extend(self.bus.announce_ops(touched))
         failpoints.hit("engine.before_commit")
         try:
             await self.bus.commit(ops, leases=[keys.lease(stream)], owner=self.worker_id)
@@ -502,40 +497,6 @@ class Engine:
         p.current.put((message.channel, message.address), conversation.id)
         p.contacts.put(contact.id, (contact, self.clock_ms()))
         return conversation, contact
-
-    # -- effects ---------------------------------------------------------------------
-
-    def _effects(self, turn: Turn, payload: bytes | None) -> list[list[Any]]:
-        """The commands that write what ``turn`` caused; ``payload`` is the message as read
-        from the stream, kept in the transcript as it arrived."""
-        conversation = turn.conversation
-        conversation.updated_ms = turn.now_ms
-        ops: list[list[Any]] = []
-        message = turn.message
-        is_note = message.kind == "command" and message.name == "note"
-        if turn.record and (message.kind in ("customer", "agent") or is_note):
-            conversation.messages += 1
-            ops.extend(self.store.transcript_ops(conversation.id, payload or message))
-        for notice in turn.notices:
-            ops.extend(self.store.transcript_ops(conversation.id, notice))
-        for out in turn.outbound:
-            ops.append(["XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, encode(out)])
-            if out.kind == "reply" and message.kind != "agent":  # an agent's words are kept once, as theirs
-                ops.extend(self.store.transcript_ops(conversation.id, out))
-        for queue, case in turn.queued:
-            ops.append(["XADD", keys.queue(queue), "MAXLEN", "~", keys.QUEUE_MAX_LEN, "*",
-                        keys.PAYLOAD_FIELD, encode(case)])
-        if turn.timers:
-            zset = keys.timers(partition_of(conversation_hash(conversation.id), self.partitions))
-            for due_ms, command in turn.timers:
-                ops.append(["ZADD", zset, due_ms, encode(command)])
-        for ref in turn.refs:
-            ops.extend(self.store.ref_ops(ref, conversation.id))
-        if turn.contact is not None and turn.contact_changed:
-            ops.extend(self.store.contact_ops(turn.contact))
-        ops.extend(self.store.save_ops(conversation, turn.previous_status))
-        return ops
-
 
 def _is_async(step: Step) -> bool:
     """True for async functions and for objects whose __call__ is async."""

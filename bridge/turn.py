@@ -14,10 +14,11 @@ from typing import Any
 
 from bridge.adapter import NO_CAPABILITIES, Capabilities
 from bridge.config import Settings
+from bridge.effects import Effects
 from bridge.jobs import Jobs
 from bridge.model import Attachment, Button, Contact, Conversation, Message, Sender
 from bridge.store import Store
-from flows.templates import Templates
+from bridge.templates import Templates
 
 Step = Callable[["Turn"], Awaitable[None] | None]
 StepFactory = Callable[["FlowConfig"], Step]
@@ -119,6 +120,23 @@ class Turn:
         self.queued.append((queue, case))
         if mail is not None:
             self.outbound.append(case)
+
+    def effects(self, payload: bytes | None, partition: int) -> Effects:
+        """What this turn wrote, for the store; ``payload`` is the message as read from the
+        stream, kept in the transcript as it arrived."""
+        conversation, message = self.conversation, self.message
+        conversation.updated_ms = self.now_ms
+        kept: list[Message | bytes] = []
+        is_note = message.kind == "command" and message.name == "note"
+        if self.record and (message.kind in ("customer", "agent") or is_note):
+            conversation.messages += 1
+            kept.append(payload or message)
+        kept.extend(self.notices)
+        if message.kind != "agent":  # an agent's words are kept once, as theirs
+            kept.extend(out for out in self.outbound if out.kind == "reply")
+        return Effects(conversation=conversation, previous_status=self.previous_status, partition=partition,
+                       kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers, refs=self.refs,
+                       contact=self.contact if self.contact_changed else None)
 
     def schedule(self, due_ms: int, name: str, data: dict[str, Any] | None = None) -> None:
         """Fire command ``name`` for this conversation at ``due_ms`` (SLA, follow-ups)."""

@@ -1,0 +1,22 @@
+"""What one message causes, as data: the store turns it into the partition's commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridge.model import Contact, Conversation, Message
+
+
+@dataclass(slots=True)
+class Effects:
+    """Everything a turn changed, written in one atomic commit with the message's ack."""
+
+    conversation: Conversation  # saved as it is now
+    previous_status: str | None  # None: a new conversation (its address now points to it)
+    partition: int  # the conversation's partition (its timers fire there)
+    kept: list[Message | bytes] = field(default_factory=list)  # appended to the transcript, in order
+    outbound: list[Message] = field(default_factory=list)  # to outbound:<channel>
+    queued: list[tuple[str, Message]] = field(default_factory=list)  # (email queue, case)
+    timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
+    refs: list[str] = field(default_factory=list)  # external thread refs naming the conversation
+    contact: Contact | None = None  # a new or changed contact, saved with its indexes

@@ -1,0 +1,63 @@
+"""Redis' own errors, turned into the bridge's at the edge of the store.
+
+Only `bus`, `store`, `lease` and `context` talk to Redis; each wraps its public async
+methods with `typed_store_errors`, so the rest of the bridge catches `StoreUnavailable`
+(try again later) and `StorageFull` (refuse, do not lose) instead of a client library's
+exception classes.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bridge.errors import StorageFull, StoreUnavailable
+
+# a replica promoted or demoted mid-call (Sentinel failover), a cluster slot moving
+_UNAVAILABLE_REPLIES = ("READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING")
+
+T = TypeVar("T")
+
+
+def as_store_error(exc: BaseException) -> BaseException | None:
+    """The bridge's error for a Redis client error, or None when it is not one."""
+    if isinstance(exc, OutOfMemoryError):
+        return StorageFull(f"Redis is full (maxmemory, redis.max_memory_mb): {exc}")
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError | ReadOnlyError | OSError):
+        return StoreUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}")
+    if str(exc).startswith(_UNAVAILABLE_REPLIES) and type(exc).__module__.startswith("redis"):
+        return StoreUnavailable(f"Redis unavailable: {exc}")
+    return None
+
+
+def _wrap(method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (StoreUnavailable, StorageFull):
+            raise
+        except Exception as exc:
+            typed = as_store_error(exc)
+            if typed is None:
+                raise
+            raise typed from exc
+
+    return call
+
+
+C = TypeVar("C", bound=type)
+
+
+def typed_store_errors(cls: C) -> C:
+    """Class decorator: every public coroutine method raises the bridge's errors."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, _wrap(member))
+    return cls

@@ -1,0 +1,58 @@
+"""Redis' failures reach the bridge as its own errors: `StoreUnavailable` (try again) and
+`StorageFull` (refuse, lose nothing), from the bus, the store and adapters' state alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from bridge.bus import Bus
+from bridge.context import RedisState
+from bridge.errors import BridgeError, StorageFull, StoreUnavailable
+from bridge.model import Message
+from bridge.store import Store
+from tests.servers import RedisServer, free_port
+
+
+def _client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+
+
+async def test_a_stopped_redis_is_store_unavailable_everywhere(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, port=free_port(), aof=True)
+    server.start()
+    client = _client(server.url)
+    bus, store = Bus(client, partitions=4), Store(client)
+    message = Message(kind="customer", channel="api", address="c1", text="hello", dedupe_key="k1")
+    assert await bus.publish(message) is True
+    server.stop()
+    try:
+        for call in (lambda: bus.publish(message), lambda: bus.commit([["SET", "x", "1"]]),
+                     lambda: store.get("abc-1"), lambda: RedisState(client, "api").get("offset")):
+            with pytest.raises(StoreUnavailable) as caught:
+                await call()
+            assert isinstance(caught.value, BridgeError) and "Redis unavailable" in str(caught.value)
+        server.start()  # back: the same objects work again, and the first publish was kept
+        assert await bus.publish(message) is False
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def test_a_full_redis_refuses_with_storage_full(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, port=free_port())
+    server.start()
+    client = _client(server.url)
+    try:
+        await client.set("ballast", b"x" * 2_000_000)
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", "1mb")  # below what is held: further writes are refused
+        with pytest.raises(StorageFull):
+            await Bus(client, partitions=4).publish(Message(kind="customer", channel="api", address="c", text="hi"))
+        with pytest.raises(StorageFull):
+            await RedisState(client, "api").set("offset", "1")
+    finally:
+        await client.aclose()
+        server.stop()
