@@ -20,6 +20,7 @@ from typing import ClassVar, Literal, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.contacts import ContactBook
 from bridge.model import Contact, Conversation, Message
 
 
@@ -107,11 +108,15 @@ NO_CAPABILITIES = Capabilities()
 
 @dataclass(frozen=True, slots=True)
 class DeskSettings:
-    """The bridge-wide settings an adapter may read (from ``triage``, ``agents`` and ``queues``)."""
+    """The bridge-wide settings an adapter may read (from ``triage``, ``agents``, ``queues``
+    and ``translation``)."""
 
     default_language: str = "en"  # triage.default_language: greetings when the customer's is unknown
     urgent_mention: str = ""  # agents.urgent_mention
     queue_slack_channels: Mapping[str, str] = field(default_factory=dict)  # queues.<name>.slack_channel
+    translation_enabled: bool = False  # translation.provider is set (docs/translation.md)
+    agents_language: str = "en"  # translation.agents_language, else triage.default_language
+    agent_languages: Mapping[str, str] = field(default_factory=dict)  # translation.agent_languages
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +136,8 @@ class AdapterContext:
     #: a directory on this host that only the bridge reads (the embedded Redis's data
     #: directory), for generated secrets that must not sit in Redis; None with an external Redis
     private_dir: Path | None = None
+    #: contacts as agents see and change them (fields, links); None where no store is at hand
+    contacts: ContactBook | None = None
 
 
 class Adapter(abc.ABC):

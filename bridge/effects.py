@@ -20,3 +20,4 @@ class Effects:
     timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
     refs: list[str] = field(default_factory=list)  # external thread refs naming the conversation
     contact: Contact | None = None  # a new or changed contact, saved with its indexes
+    contact_events: list[tuple[str, bytes]] = field(default_factory=list)  # (contact id, its history's new entry)

@@ -55,6 +55,7 @@ BUILTIN_STEPS: dict[str, str] = {
     "sla": "flows.sla:build",
     "survey": "flows.survey:build",
     "dispute": "flows.dispute:build",
+    "translation": "flows.translation:build",  # added before routing when translation.provider is set
 }
 
 # steps that always run first / last, whatever engine.steps says

@@ -61,6 +61,7 @@ class Turn:
     timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
     refs: list[str] = field(default_factory=list)  # external thread refs for the conversation
     contact_changed: bool = False
+    contact_events: list[tuple[str, bytes]] = field(default_factory=list)  # (contact id, bridge.contacts event)
     record: bool = True  # keep the message in the transcript
     notices: list[Message] = field(default_factory=list)  # agent-side news kept in the transcript
     stopped: bool = False
@@ -132,11 +133,12 @@ class Turn:
             conversation.messages += 1
             kept.append(payload or message)
         kept.extend(self.notices)
-        if message.kind != "agent":  # an agent's words are kept once, as theirs
-            kept.extend(out for out in self.outbound if out.kind == "reply")
+        # an agent's words are kept once, as theirs; a reply sent in other words (translated) too
+        kept.extend(out for out in self.outbound
+                    if out.kind == "reply" and (message.kind != "agent" or "translation_of" in out.data))
         return Effects(conversation=conversation, previous_status=self.previous_status, partition=partition,
                        kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers, refs=self.refs,
-                       contact=self.contact if self.contact_changed else None)
+                       contact=self.contact if self.contact_changed else None, contact_events=self.contact_events)
 
     def schedule(self, due_ms: int, name: str, data: dict[str, Any] | None = None) -> None:
         """Fire command ``name`` for this conversation at ``due_ms`` (SLA, follow-ups)."""
@@ -160,5 +162,5 @@ def conversation_summary(conversation: Conversation, contact: Contact | None) ->
         "assignee": conversation.assignee,
         "customer": (contact.name if contact and contact.name else ""),
         "email": (contact.email if contact else ""),
-        "tier": (contact.tier if contact else ""),
+        "tier": (contact.current_tier() if contact else ""),
     }

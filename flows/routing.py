@@ -11,7 +11,8 @@
   is unsure about ("check urgency") gets the short ``check`` target and the agents an
   event ``check_urgency``;
 - a customer's follow-up: shown to the agents;
-- an agent's message: delivered to the customer on the customer's channel.
+- an agent's message: delivered to the customer on the customer's channel (unless the
+  translation step holds it to send it translated: flows/translation.py).
 """
 
 from __future__ import annotations
@@ -140,8 +141,9 @@ class Routing:
         if not message.text.strip() and not message.attachments:
             return
         conversation = turn.conversation
-        turn.reply(message.text, sender=message.sender, attachments=message.attachments,
-                   data={"notify_delivery": True, "agent_channel": message.channel})
+        if not turn.notes.get("hold_reply"):  # the translation step sends it once translated
+            turn.reply(message.text, sender=message.sender, attachments=message.attachments,
+                       data={"notify_delivery": True, "agent_channel": message.channel})
         if not conversation.first_response_ms:
             conversation.first_response_ms = turn.now_ms
         if conversation.status != "resolved":

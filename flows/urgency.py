@@ -232,8 +232,9 @@ def build(config: FlowConfig) -> Step:
         if verdict.level == "urgent":
             reasons.append(verdict.reason)
         contact = turn.contact
-        if contact is not None and contact.tier and contact.tier.lower() in vip_tiers:
-            reasons.append(f"VIP customer (tier {contact.tier})")
+        tier = contact.current_tier() if contact is not None else ""
+        if tier and tier.lower() in vip_tiers:
+            reasons.append(f"VIP customer (tier {tier})")
         elif contact is not None and ({contact.id.lower(), contact.email.lower()} & vip_contacts):
             reasons.append("VIP customer (listed)")
         state = flow_state(turn, "urgency")

@@ -2,8 +2,8 @@
 
 In:  ``POST /api/v1/messages`` (a customer message), ``POST /api/v1/conversations/{id}/messages``
      (an agent's reply from another system), ``POST /api/v1/conversations/{id}/actions``
-     (resolve, reopen, claim, ...), ``GET /api/v1/conversations/{id}``. All need
-     ``Authorization: Bearer <token>``.
+     (resolve, reopen, claim, ...), ``GET /api/v1/conversations/{id}``, and the contact
+     endpoints (adapters/api/contacts.py). All need ``Authorization: Bearer <token>``.
 Out: replies POSTed as JSON to ``webhook_url``, signed (see signing.py), with the message
      id in ``X-Bridge-Message-Id`` so a receiver can drop a redelivered reply.
 """
@@ -22,6 +22,7 @@ import msgspec
 from aiohttp import web
 
 from adapters.api.config import ApiConfig
+from adapters.api.contacts import ContactRoutes
 from adapters.api.signing import MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from bridge.adapter import Adapter, AdapterContext, Capabilities, Delivered
 from bridge.errors import PermanentError, StorageFull, StoreUnavailable, TransientError
@@ -109,6 +110,7 @@ class ApiAdapter(Adapter):
             web.post("/api/v1/conversations/{conversation_id}/messages", self._post_reply),
             web.post("/api/v1/conversations/{conversation_id}/actions", self._post_action),
             web.get("/api/v1/conversations/{conversation_id}", self._get_conversation),
+            *ContactRoutes(self.ctx.contacts, self._body, self._authorized, _HttpError).routes(),
         ]
 
     # -- in ----------------------------------------------------------------------------

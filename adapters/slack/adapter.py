@@ -35,7 +35,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack import blocks, commands
+from adapters.slack import blocks, commands, contact_commands
 from adapters.slack.config import SlackConfig
 from adapters.slack.escape import mention_markup, mentioned_users, to_plain
 from bridge import filelinks
@@ -320,6 +320,8 @@ class SlackAdapter(Adapter):
             text, body = blocks.delivery(message)
         elif name == "state":
             text, body = blocks.state(message)
+        elif name in ("translation", "reply_translation"):
+            text, body = blocks.translation(message)
         else:  # an SLA breach on an urgent case calls the on-call people again
             urgent_breach = name == "sla_breach" and blocks.summary(message).get("urgency") == "urgent"
             text, body = blocks.generic(message, mention=self.mention(message) if urgent_breach else "")
@@ -595,6 +597,11 @@ class SlackAdapter(Adapter):
         if parsed.kind == "invalid":
             self._notice(channel, thread_ts, parsed.error)
             return
+        if parsed.kind == "command" and parsed.name == "contact":
+            # answered here, in the thread: a contact is the person's, not the conversation's
+            if await self.ctx.state.set_if_absent(f"contact-command:{event_id}", "1", ttl_s=3600):
+                self._spawn(self._contact_command(channel, thread_ts, conversation_id, parsed.data, sender.name))
+            return
         if parsed.kind == "command":
             data = await self._command_data(parsed)
             await self.ctx.publish(Message(kind="command", name=parsed.name, data=data, **common))
@@ -610,7 +617,13 @@ class SlackAdapter(Adapter):
             return
         if not text and not attachments:
             return
-        await self.ctx.publish(Message(kind="agent", text=text, attachments=attachments, **common))
+        data = {}
+        if parsed.data.get("translate"):
+            if self.ctx.settings.translation_enabled:
+                data["translate"] = True
+            else:
+                self._notice(channel, thread_ts, "Not translated: translation.provider is not set; sent as written.")
+        await self.ctx.publish(Message(kind="agent", text=text, attachments=attachments, data=data, **common))
 
     async def _take_action(self, body: dict[str, Any], action: dict[str, Any]) -> None:
         """Claim / Resolve / Reopen buttons on the first post."""
@@ -668,6 +681,19 @@ class SlackAdapter(Adapter):
             self._users.clear()
         self._users[user_id] = sender
         return sender
+
+    async def _contact_command(self, channel: str, thread_ts: str, conversation_id: str, data: dict[str, Any],
+                               agent: str) -> None:
+        try:
+            text, body = await contact_commands.run(self.ctx.contacts, conversation_id, data, agent,
+                                                    self.config.command_prefix)
+        except Exception:  # Redis away: say so in the thread rather than stay silent
+            log.exception("contact command failed", extra={"conversation": conversation_id})
+            text, body = blocks.notice("the contact command failed; try again in a moment")
+        try:
+            await self._post(channel, text, body, thread_ts=thread_ts)
+        except SendError as exc:
+            log.info("could not answer a contact command", extra={"error": exc.reason})
 
     def _notice(self, channel: str, thread_ts: str, text: str) -> None:
         """Tell the agents something in the thread, after the event was acknowledged."""

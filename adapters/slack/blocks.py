@@ -191,6 +191,23 @@ def state(event: Message) -> tuple[str, list[Block]]:
     return line, [{"type": "context", "elements": [{"type": "mrkdwn", "text": clip(line, PLAIN_TEXT_MAX)}]}]
 
 
+def translation(event: Message) -> tuple[str, list[Block]]:
+    """A customer message's translation (``translation``) or an agent's reply as sent
+    (``reply_translation``), posted under the original in the thread; a failure says so."""
+    data = event.data
+    source, target = str(data.get("source") or "?"), str(data.get("target") or "?")
+    if data.get("error"):
+        title = f":warning: *translation unavailable* ({escape(str(data['error']))})"
+        tail = "the original is above" if event.name == "translation" else "sent to the customer as written"
+        line = f"{title}: {tail}"
+        return line, [{"type": "context", "elements": [{"type": "mrkdwn", "text": clip(line, PLAIN_TEXT_MAX)}]}]
+    what = "Translation" if event.name == "translation" else "Sent to the customer"
+    title = f":globe_with_meridians: *{what}* ({literal(source)} → {literal(target)})"
+    blocks: list[Block] = [{"type": "context", "elements": [{"type": "mrkdwn", "text": title}]},
+                           *plain_sections(event.text)]
+    return f"{title}: {_fallback(event.text)}", blocks
+
+
 ICONS = {"sla_warning": ":hourglass_flowing_sand: ", "sla_breach": ":alarm_clock: ", "survey_result": ":star: ",
          "dispute_step": ":scales: "}
 

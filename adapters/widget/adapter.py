@@ -30,6 +30,8 @@ from aiohttp import web
 from adapters.widget.config import WidgetConfig
 from adapters.widget.console import ROUTES as CONSOLE_ROUTES
 from adapters.widget.console import TOPIC_LOGOUT, Console
+from adapters.widget.contacts_console import ROUTES as CONTACT_ROUTES
+from adapters.widget.contacts_console import ContactPanel
 from adapters.widget.identity import Signer, VisitorTokens, derive_console_token
 from adapters.widget.peers import RefusedOrigins, client_ip, origin_of, own_origins
 from adapters.widget.uploads import Uploads
@@ -62,6 +64,7 @@ class WidgetAdapter(Adapter):
         self._lock = asyncio.Lock()
         self._sockets: WidgetSockets | None = None
         self._console: Console | None = None
+        self._contact_panel: ContactPanel | None = None
         self._listeners: list[asyncio.Task[None]] = []
         self.generated_console_token: str | None = None
         self._uploads: Uploads | None = None
@@ -121,6 +124,7 @@ class WidgetAdapter(Adapter):
                                         ensure_listening=self._ensure_listening,
                                         ip_of=lambda r: client_ip(r, self.cfg.trust_forwarded_for),
                                         refused_origins=self._refused.recent)
+                self._contact_panel = ContactPanel(self._console)
         return self._sockets, self._console
 
     async def _shared_secret(self, key: str, configured: str | None) -> str:
@@ -215,6 +219,8 @@ class WidgetAdapter(Adapter):
         if self.cfg.console.enabled:
             for method, path, handler in CONSOLE_ROUTES:
                 routes.append(web.route(method, path, self._delegate("_console", handler)))
+            for method, path, handler in CONTACT_ROUTES:
+                routes.append(web.route(method, path, self._delegate("_contact_panel", handler)))
         return routes
 
     def _delegate(self, part: str, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

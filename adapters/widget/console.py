@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from adapters.widget import translations
 from adapters.widget.config import ConsoleConfig
 from adapters.widget.identity import Signer
 from adapters.widget.metrics import CONSOLES
@@ -60,6 +61,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/agent/", "page"),
     ("GET", "/agent/console.js", "asset"),
     ("GET", "/agent/console.css", "asset"),
+    ("GET", "/agent/translation.js", "asset"),
     ("POST", "/agent/login", "login"),
     ("POST", "/agent/logout", "logout"),
     ("GET", "/agent/api/me", "me"),
@@ -275,7 +277,8 @@ class Console:
 
     def _me(self, agent: str) -> dict[str, Any]:
         return {"agent": agent, "poll_interval_s": self.config.poll_interval_s,
-                "refused_origins": self.refused_origins()}
+                "refused_origins": self.refused_origins(),
+                "translation": translations.me(self.ctx.settings, agent)}
 
     async def list_conversations(self, request: web.Request) -> web.Response:
         await self._require(request)
@@ -309,13 +312,14 @@ class Console:
         return rows
 
     async def conversation(self, request: web.Request) -> web.Response:
-        await self._require(request)
+        agent = await self._require(request)
         conversation = await self.ctx.conversations.get(request.match_info["id"])
         if conversation is None:
             return web.json_response({"error": "no such conversation"}, status=404)
         contact = await self.ctx.conversations.contact(conversation.contact_id) if conversation.contact_id else None
         messages = await self.ctx.conversations.transcript(conversation.id, 500)
         items = [i for m in messages if (i := transcript_item(m)) is not None]
+        items = translations.attach(messages, items, translations.agent_language(self.ctx.settings, agent))
         summary = _summary(conversation)
         claims = [str(m.data["claimed_email"]) for m in messages
                   if m.kind == "customer" and m.data.get("claimed_email")]
@@ -347,8 +351,11 @@ class Console:
             return web.json_response({"error": "text: 1 to 20000 characters"}, status=400)
         if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
             client_id = secrets.token_hex(8)
+        # "send in <the customer's language>": the translation step sends it translated
+        wanted = body.get("translate") is True and self.ctx.settings.translation_enabled
+        data = {"translate": True} if wanted else {}
         message = Message(kind="agent", channel=CHANNEL, conversation_id=conversation.id, text=text.strip(),
-                          dedupe_key=f"{CHANNEL}:{client_id}",
+                          dedupe_key=f"{CHANNEL}:{client_id}", data=data,
                           sender=Sender(id=f"{CHANNEL}:{agent}", name=agent, is_agent=True))
         stored = await self.ctx.publish(message)
         return web.json_response({"id": message.id, "stored": stored})

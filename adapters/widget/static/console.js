@@ -141,6 +141,7 @@
       $("resolve").hidden = c.status === "resolved";
       $("reopen").hidden = c.status !== "resolved";
       $("claim").hidden = c.assignee === $("me").textContent;
+      window.BridgeTranslation.conversation(c);
       var list = $("transcript");
       var atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 20;
       list.textContent = "";
@@ -162,6 +163,7 @@
             m.who === "note" ? "note" + (m.name ? " by " + m.name : "") : (m.name || "agent");
           li.appendChild(el("div", "by", label + " · " + new Date(m.ts).toLocaleTimeString()));
           li.appendChild(el("div", "text", m.text));
+          window.BridgeTranslation.decorate(li, m);
           (m.attachments || []).forEach(function (a) {
             var label = (a.name || "file") + (a.size ? " (" + Math.ceil(a.size / 1024) + " KB)" : "");
             var link = el(a.url ? "a" : "span", "attachment", label);
@@ -176,10 +178,16 @@
         list.appendChild(li);
       });
       if (atBottom) { list.scrollTop = list.scrollHeight; }
+      document.dispatchEvent(new CustomEvent("console:conversation", { detail: c }));  // contacts.js
     }).catch(function (err) {
-      if (err.status === 404) { state.current = null; $("conversation").hidden = true; $("empty").hidden = false; }
+      if (err.status === 404) {
+        state.current = null; $("conversation").hidden = true; $("empty").hidden = false;
+        document.dispatchEvent(new CustomEvent("console:conversation", { detail: null }));
+      }
     });
   }
+  // another part of the page (the contact panel) asks to open a conversation
+  document.addEventListener("console:open", function (event) { open(event.detail); });
 
   function newClientId() {
     var bytes = new Uint8Array(12);
@@ -193,7 +201,7 @@
     if (!text || !state.current) { return; }
     $("reply-send").disabled = true;
     api("POST", "/agent/api/conversations/" + encodeURIComponent(state.current) + "/reply",
-        { text: text, client_id: newClientId() }).then(function () {
+        { text: text, client_id: newClientId(), translate: window.BridgeTranslation.wanted() }).then(function () {
       $("reply-text").value = "";
       $("reply-error").textContent = "";
     }).catch(function (err) { $("reply-error").textContent = err.message; })
@@ -256,6 +264,7 @@
     $("app").hidden = false;
     $("me").textContent = me.agent;
     state.pollS = me.poll_interval_s || 10;
+    window.BridgeTranslation.setup(me.translation);
     var refused = me.refused_origins || [];
     $("origin-warning").hidden = !refused.length;
     $("origin-warning").textContent = refused.length ? "The chat widget was refused on " + refused.slice(0, 5).join(", ") +
