@@ -241,7 +241,10 @@ class TelegramDriver(Driver):
             "from": {"id": CHAT_ID, "is_bot": False, "first_name": "Ann", "language_code": "en"}}}
 
     async def inject(self, event_id: str, text: str) -> None:
-        await self.fake.push_update(self._update(event_id, text))
+        await self._deliver(event_id, self._update(event_id, text))
+
+    async def _deliver(self, event_id: str, update: dict[str, Any]) -> None:
+        await self.fake.push_update(update)  # for the next getUpdates
 
     async def inject_file(self, event_id: str, name: str, mime: str, content: bytes) -> None:
         update = self._update(event_id, "")
@@ -251,7 +254,7 @@ class TelegramDriver(Driver):
         del message["text"]
         message["document"] = {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": name,
                                "mime_type": mime, "file_size": len(content)}
-        await self.fake.push_update(update)
+        await self._deliver(event_id, update)
 
     async def deliver_twice(self, event_id: str, text: str) -> None:
         # Telegram hands an update out again until an offset confirms it (a getUpdates
@@ -295,6 +298,52 @@ class TelegramDriver(Driver):
 
     def refused(self) -> Adapter:
         return self._refused
+
+
+class TelegramWebhookDriver(TelegramDriver):
+    """Telegram in webhook mode: Telegram POSTs each update and delivers it again until
+    it gets a 200."""
+
+    platform_retries = True
+    SECRET = "contract-webhook-secret"
+
+    async def start(self) -> None:
+        from adapters.telegram.adapter import TelegramAdapter
+        from tests.telegram_poller import make_config
+
+        self.fake = FakeTelegram()
+        await self.fake.start()
+        config = make_config(self.fake.base_url, self.fake.base_file_url, self.fake.token, mode="webhook",
+                             webhook_secret=self.SECRET, rate_per_address_per_s=1000.0)
+        self.adapter = TelegramAdapter(config, self.context("telegram"))
+        revoked = make_config(self.fake.base_url, self.fake.base_file_url, "123456789:AAErevokedrevokedrevoked")
+        self._refused = TelegramAdapter(revoked, self.context("telegram"))
+        self._update_ids: dict[str, int] = {}
+        self._ids = itertools.count(1000)
+        self.statuses: dict[str, list[int]] = {}
+        self.http = aiohttp.ClientSession()
+        await self.serve()
+        await self.adapter.start()
+        await wait_for(lambda: self.fake.webhook.get("url"), what="the webhook registered")
+
+    async def stop(self) -> None:
+        await self.http.close()
+        await super().stop()
+
+    async def _deliver(self, event_id: str, update: dict[str, Any]) -> None:  # Telegram POSTs it
+        async with self.http.post(self.fake.webhook["url"], json=update,
+                                  headers={"X-Telegram-Bot-Api-Secret-Token": self.SECRET}) as response:
+            self.statuses.setdefault(event_id, []).append(response.status)
+
+    async def deliver_twice(self, event_id: str, text: str) -> None:
+        await self.inject(event_id, text)
+        await self.inject(event_id, text)
+
+    async def confirmed(self, event_id: str) -> bool:
+        return self.statuses.get(event_id, [0])[-1] == 200
+
+    async def attempted(self, event_id: str) -> bool:
+        return bool(self.statuses.get(event_id))
 
 
 # -- Slack (the agents' side: a customer's words arrive in a conversation's thread) --------
@@ -682,7 +731,8 @@ class NullDriver(Driver):
         return Received()
 
 
-DRIVERS: dict[str, type[Driver]] = {"telegram": TelegramDriver, "slack": SlackDriver, "email": EmailDriver,
+DRIVERS: dict[str, type[Driver]] = {"telegram": TelegramDriver, "telegram-webhook": TelegramWebhookDriver,
+                                    "slack": SlackDriver, "email": EmailDriver,
                                     "widget": WidgetDriver, "api": ApiDriver, "null": NullDriver}
 
 
