@@ -4,16 +4,21 @@ mapped to the same errors, files delivered, health reported."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from bridge import keys
+from bridge.adapter import HealthState
+from bridge.dispatcher import ChannelDispatcher
 from bridge.errors import PermanentError, TransientError
-from bridge.model import Attachment
+from bridge.model import Attachment, Message, decode, encode, now_ms
 from tests.contract.cases import HOSTILE, pieces_of
 from tests.contract.drivers import Driver
+from tests.harness import wait_for
 
 
 def units(text: str, driver: Driver) -> int:
@@ -124,3 +129,46 @@ async def test_a_refused_credential_shows_as_broken(driver: Driver) -> None:
     state, detail = await driver.refused().check()
     assert state == "broken", detail
     assert f"channels.{driver.name}." in detail  # names the setting to fix
+
+
+async def dispatched(driver: Driver, *messages: Message) -> tuple[ChannelDispatcher, asyncio.Task[None]]:
+    """The channel's dispatcher, running, with ``messages`` in its outbound stream."""
+    for message in messages:
+        await driver.redis.xadd(keys.outbound(driver.name), {keys.PAYLOAD_FIELD: encode(message)})
+
+    async def report(state: HealthState, detail: str) -> None:
+        driver.health.append((state, detail))
+
+    dispatcher = ChannelDispatcher(bus=driver.bus, adapter=driver.adapter, worker_id="contract", lease_ttl_s=2.0,
+                                   block_ms=100, batch_size=10, claim_min_idle_s=1.0, report_health=report)
+    return dispatcher, asyncio.create_task(dispatcher.run())
+
+
+async def test_through_the_dispatcher_a_429_waits_and_a_refusal_is_dead_lettered(driver: Driver) -> None:
+    """The dispatcher's policy, the same for every channel: a rate-limited send is sent
+    once the platform allows it; a refused one goes to the dead letters with the reason."""
+    if driver.no_platform_errors:
+        pytest.skip(driver.no_platform_errors)
+    await driver.before_send()
+    mark = driver.mark()
+    driver.fail_next("rate_limited", retry_after_s=2)
+    before_ms = now_ms()
+    dispatcher, running = await dispatched(driver, driver.outbound("your parcel left the warehouse"))
+    try:
+        retry_due = keys.retry_due(keys.outbound(driver.name))
+        ((_, due_ms),) = await wait_for(lambda: driver.redis.zrange(retry_due, 0, -1, withscores=True),
+                                        what="the retry scheduled")
+        if driver.retry_after_given:  # the platform's Retry-After, not the dispatcher's own backoff
+            assert due_ms >= before_ms + 2000
+        await wait_for(lambda: driver.mark() > mark, what="the rate-limited message sent after its wait")
+        assert (await driver.received(mark)).parts == ["your parcel left the warehouse"]
+        driver.fail_next("permanent")
+        refused = driver.outbound("this one the platform refuses")
+        await driver.redis.xadd(keys.outbound(driver.name), {keys.PAYLOAD_FIELD: encode(refused)})
+        (letter,) = await wait_for(driver.bus.dead_letters, what="the refused message dead-lettered")
+        assert decode(letter["payload"]).id == refused.id and letter["reason"]
+        assert (await driver.received(mark)).parts == ["your parcel left the warehouse"]
+    finally:
+        dispatcher.stop()
+        await running
+        driver.recover()
