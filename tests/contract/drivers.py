@@ -16,6 +16,7 @@ import html
 import itertools
 import json
 import re
+import socket
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -38,7 +39,6 @@ from tests.fakes.slack_api import FakeSlack, sign
 from tests.fakes.telegram_api import FakeTelegram
 from tests.harness import wait_for
 from tests.mailservers import Dovecot, smtp_server
-from tests.servers import free_port
 from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
 from tests.widget_client import Tab
 
@@ -87,8 +87,10 @@ class Driver(abc.ABC):
         self.health: list[tuple[HealthState, str]] = []
         self.adapter: Adapter
         self._web: web.AppRunner | None = None
-        self.web_port = free_port()  # reserved first: the adapter's context names its public URL
-        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        # bound first (and held): the adapter's context names its public URL
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.web_url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
         self.platform_files: dict[str, tuple[str, bytes]] = {}
 
     @property
@@ -110,7 +112,7 @@ class Driver(abc.ABC):
         app.router.add_get("/_platform/files/{name}", self._platform_file)
         self._web = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._web.setup()
-        await web.TCPSite(self._web, "127.0.0.1", self.web_port).start()
+        await web.SockSite(self._web, self._socket).start()
 
     async def _platform_file(self, request: web.Request) -> web.Response:
         """Files on a platform that hands out plain URLs (the API's integrators)."""
@@ -124,6 +126,7 @@ class Driver(abc.ABC):
         await self.adapter.stop()
         if self._web is not None:
             await self._web.cleanup()
+        self._socket.close()
 
     # -- in ------------------------------------------------------------------------------
 
