@@ -97,6 +97,24 @@ HealthState = Literal["ok", "degraded", "broken", "starting", "stopped"]
 
 
 @dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a channel can show and carry, declared by its adapter, so flows decide by
+    capability and never by channel name (the runner hands flows a map of these)."""
+
+    buttons: bool = False  # renders a message's buttons; otherwise flows offer a numbered text
+    files: bool = False  # carries attachments both ways
+    edits: bool = False  # changes a message it sent before (Slack's thread header)
+    #: one platform message's longest text (in the platform's own units); the adapter
+    #: splits longer text into parts in order. None: no limit the bridge needs to mind
+    max_text_length: int | None = None
+    #: addresses are email addresses: queue tickets and written confirmations go here
+    email_addresses: bool = False
+
+
+NO_CAPABILITIES = Capabilities()
+
+
+@dataclass(frozen=True, slots=True)
 class DeskSettings:
     """The bridge-wide settings an adapter may read (from ``triage``, ``agents``, ``queues``
     and ``translation``)."""
@@ -143,6 +161,7 @@ class Adapter(abc.ABC):
     default_rate_per_s: ClassVar[float | None] = 50.0
     default_rate_per_address_per_s: ClassVar[float | None] = None
     default_max_in_flight: ClassVar[int] = 32  # sends at once; a hung send holds one until its timeout
+    capabilities: ClassVar[Capabilities] = NO_CAPABILITIES
 
     def __init__(self, config: ChannelConfig, ctx: AdapterContext) -> None:
         self.config = config

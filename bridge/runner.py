@@ -78,7 +78,7 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
     """The flows' config and the pipeline's steps (``commands`` first, then ``engine.steps``).
     A bad ``flows.<step>`` setting or file raises `ConfigError` naming the key."""
     flow_config = FlowConfig(
-        settings=settings, channels=frozenset(channels),
+        settings=settings, channels=frozenset(channels), capabilities=registry.capabilities(channels),
         templates=Templates(settings.replies, settings.triage.default_language),
         clock_ms=clock_ms, store=store)
     names = registry.REQUIRED_FIRST + [s for s in settings.engine.steps if s not in registry.REQUIRED_FIRST]

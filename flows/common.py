@@ -16,9 +16,6 @@ from bridge.turn import FlowConfig, Turn
 
 DATA_DIR = Path(__file__).parent / "data"
 
-# Customer channels that render inline buttons; others get a numbered text fallback.
-BUTTON_CHANNELS = ["telegram", "widget", "api"]
-
 
 M = TypeVar("M", bound=BaseModel)
 

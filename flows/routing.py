@@ -123,9 +123,9 @@ class Routing:
     def _follow_ticket(self, turn: Turn, team: dict[str, str]) -> None:
         """A customer's follow-up on a case filed by email joins the ticket's thread, also
         when email is not an agents' channel."""
-        if (turn.conversation.queue and "email" in turn.config.channels
-                and "email" not in self.settings.agents.channels):
-            turn.notify_agents("customer_message", text=turn.message.text, data=team, channels=["email"],
+        mail = turn.config.email_channel()
+        if turn.conversation.queue and mail is not None and mail not in self.settings.agents.channels:
+            turn.notify_agents("customer_message", text=turn.message.text, data=team, channels=[mail],
                                record=False)
 
     @staticmethod

@@ -121,8 +121,9 @@ class Translation:
             text = f"translation unavailable ({failed.get(target, 'no answer')}); the original is above"
             data["error"] = failed.get(target, "no answer")
         channels = list(self.config.settings.agents.channels)
-        if turn.conversation.queue and "email" in self.config.channels and "email" not in channels:
-            channels.append("email")  # the case's ticket went to a team by email: its thread gets it too
+        mail = self.config.email_channel()
+        if turn.conversation.queue and mail is not None and mail not in channels:
+            channels.append(mail)  # the case's ticket went to a team by email: its thread gets it too
         if target != default:
             channels = []  # in the agents' language already: kept for the console's other readers only
         turn.notify_agents(SHOWN, text=text, data=data, channels=channels)

@@ -38,7 +38,7 @@ from adapters.widget.presence import TOPIC as TOPIC_PRESENCE
 from adapters.widget.uploads import Uploads
 from adapters.widget.ws import TOPIC_VISITORS, WidgetSockets, visitor_item
 from bridge import logs
-from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
+from bridge.adapter import Adapter, AdapterContext, Capabilities, ChannelConfig, Delivered, HealthState
 from bridge.embedded import local_secret
 from bridge.errors import PermanentError, TransientError
 from bridge.model import Message
@@ -54,6 +54,7 @@ class WidgetAdapter(Adapter):
     name: ClassVar[str] = "widget"
     config_model: ClassVar[type[ChannelConfig]] = WidgetConfig
     side: ClassVar[Any] = "both"
+    capabilities = Capabilities(buttons=True, files=True)
     default_rate_per_s: ClassVar[float] = 1000.0
     default_max_in_flight: ClassVar[int] = 256  # sends are writes to local sockets
 
