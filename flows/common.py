@@ -77,8 +77,10 @@ def is_customer_text(turn: Turn) -> bool:
     return message.kind == "customer" and not is_auto(message) and bool(message.text.strip())
 
 
-def flow_state(turn: Turn, key: str) -> dict[str, Any]:
-    """The conversation's state dict for one flow (``conversation.data[key]``), created empty."""
+def state_dict(turn: Turn, key: str) -> dict[str, Any]:
+    """The triage steps' reasons for one flow (``conversation.data[key]``), a plain dict
+    created empty. Flows with state that others read keep a typed record instead
+    (bridge/flowstate.py)."""
     state = turn.conversation.data.get(key)
     if not isinstance(state, dict):
         state = {}

@@ -26,7 +26,7 @@ from bridge.model import Message
 from bridge.store import Store
 from bridge.turn import Turn
 from flows import model as learned
-from flows.common import flow_state
+from flows.common import state_dict
 from flows.topics import TopicChooser, TopicSettings
 
 LABEL_EVENT = "triage_label"
@@ -36,7 +36,7 @@ HOLDOUT = learned.TRAIN_DIR / "holdout.yaml"
 
 def remember_text(turn: Turn) -> None:
     """Keep the customer's words triage read (a label needs them later)."""
-    state = flow_state(turn, "triage")
+    state = state_dict(turn, "triage")
     text = str(state.get("text", ""))
     if len(text) < TEXT_CHARS:
         state["text"] = (text + "\n" + learned.capped(turn.message.text) if text else
@@ -60,7 +60,7 @@ def record_correction(turn: Turn) -> None:
             conversation.queue = queue
     elif message.name != "urgency" or conversation.urgency not in ("urgent", "routine"):
         return
-    text = str(flow_state(turn, "triage").get("text", ""))
+    text = str(state_dict(turn, "triage").get("text", ""))
     if not text:
         return
     turn.notices.append(Message(kind="event", channel=conversation.channel, name=LABEL_EVENT,

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.errors import ConfigError
 from bridge.turn import FlowConfig, Step, Turn
-from flows.common import flow_state, is_customer_text, step_settings
+from flows.common import is_customer_text, state_dict, step_settings
 from flows.phrases import LANGUAGES, PhraseMatcher, builtin
 
 TOPICS = ("dispute", "quality", "order_status", "accounts", "supply", "billing", "shipping", "technical")
@@ -100,7 +100,7 @@ def build(config: FlowConfig) -> Step:
         topic, strength, why = chooser.choose(learned.capped(turn.message.text), message_languages(turn), model)
         turn.notes["topic"] = topic
         turn.notes["topic_reason"] = why
-        state = flow_state(turn, "topic")
+        state = state_dict(turn, "topic")
         clearer = not conversation.topic or conversation.topic == GENERAL or strength > float(state.get("strength", 0))
         if clearer and (topic != GENERAL or not conversation.topic):
             conversation.topic = topic

@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.turn import FlowConfig, Step, Turn
-from flows.common import flow_state, is_customer_text, step_settings
+from flows.common import is_customer_text, state_dict, step_settings
 from flows.phrases import LANGUAGES, Hit, PhraseMatcher, builtin
 
 COMBO = "combo|"
@@ -240,7 +240,7 @@ def build(config: FlowConfig) -> Step:
             reasons.append(f"VIP customer (tier {tier})")
         elif contact is not None and ({contact.id.lower(), contact.email.lower()} & vip_contacts):
             reasons.append("VIP customer (listed)")
-        state = flow_state(turn, "urgency")
+        state = state_dict(turn, "urgency")
         recent = [t for t in state.get("recent_ms", []) if turn.now_ms - t < window_ms] + [turn.now_ms]
         state["recent_ms"] = recent[-settings.repeat_count:]
         if len(recent) >= settings.repeat_count:
