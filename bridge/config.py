@@ -81,6 +81,8 @@ class QueueSettings(_Section):
     reply_within_h: float = Field(24.0, gt=0)  # the promise made in the acknowledgement
     slack_channel: str | None = None
     topics: list[str] = []  # topic names routed to this queue
+    #: give each new unassigned case to the next agent online in the console, in turn
+    auto_assign: bool = False
 
 
 class TriageSettings(_Section):

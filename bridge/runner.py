@@ -63,7 +63,7 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
     """The flows' config and the pipeline's steps (``commands`` first, then ``engine.steps``).
     A bad ``flows.<step>`` setting or file raises `ConfigError` naming the key."""
     flow_config = FlowConfig(
-        settings=settings, channels=frozenset(channels),
+        settings=settings, channels=frozenset(channels), capabilities=registry.capabilities(channels),
         templates=Templates(settings.replies, settings.triage.default_language),
         clock_ms=clock_ms, store=store)
     names = registry.REQUIRED_FIRST + [s for s in settings.engine.steps if s not in registry.REQUIRED_FIRST]
@@ -88,6 +88,9 @@ def desk_settings(settings: Settings) -> DeskSettings:
                         urgent_mention=settings.agents.urgent_mention,
                         queue_slack_channels={name: queue.slack_channel for name, queue in settings.queues.items()
                                               if queue.slack_channel},
+                        queues=tuple(settings.queues),
+                        auto_assign_queues=frozenset(name for name, queue in settings.queues.items()
+                                                     if queue.auto_assign),
                         translation_enabled=translation.enabled,
                         agents_language=translation.agents_language or settings.triage.default_language,
                         agent_languages=dict(translation.agent_languages))

@@ -18,8 +18,13 @@ def _agent(turn: Turn) -> str:
 
 
 def _claim(turn: Turn, data: dict[str, Any]) -> str:
-    turn.conversation.assignee = str(data.get("assignee") or _agent(turn))
-    return f"assigned to {turn.conversation.assignee}"
+    """claim (to me), assign (to ``assignee``); ``if_unassigned`` (automatic round-robin)
+    never takes a case someone has meanwhile claimed."""
+    if data.get("if_unassigned") and turn.conversation.assignee:
+        return ""
+    by = _agent(turn)
+    turn.conversation.assignee = str(data.get("assignee") or by)
+    return f"assigned to {turn.conversation.assignee}" + (f" by {by}" if by != turn.conversation.assignee else "")
 
 
 def _resolve(turn: Turn, data: dict[str, Any]) -> str:

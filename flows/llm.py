@@ -35,7 +35,7 @@ from bridge.model import Message
 from bridge.ratelimit import Budget
 from bridge.turn import FlowConfig, Turn
 from flows import model as learned
-from flows.common import flow_state, render, step_settings
+from flows.common import render, state_dict, step_settings
 
 log = logging.getLogger("bridge.triage")
 COMMAND = "triage_llm"
@@ -138,7 +138,7 @@ def apply(turn: Turn, data: dict[str, Any]) -> None:
     except ValidationError:
         return
     conversation = turn.conversation
-    flow_state(turn, "triage")["llm"] = verdict.model_dump()
+    state_dict(turn, "triage")["llm"] = verdict.model_dump()
     if verdict.topic and conversation.topic in ("", "general"):
         conversation.topic = verdict.topic
     if verdict.urgent and conversation.urgency != "urgent":

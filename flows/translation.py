@@ -34,7 +34,7 @@ from bridge.translation import (
     same_language,
 )
 from bridge.turn import FlowConfig, Step, Turn
-from flows.common import is_customer_text
+from flows.common import is_customer_text, shown_to_customer
 
 log = logging.getLogger("bridge.translation")
 
@@ -121,8 +121,9 @@ class Translation:
             text = f"translation unavailable ({failed.get(target, 'no answer')}); the original is above"
             data["error"] = failed.get(target, "no answer")
         channels = list(self.config.settings.agents.channels)
-        if turn.conversation.queue and "email" in self.config.channels and "email" not in channels:
-            channels.append("email")  # the case's ticket went to a team by email: its thread gets it too
+        mail = self.config.email_channel()
+        if turn.conversation.queue and mail is not None and mail not in channels:
+            channels.append(mail)  # the case's ticket went to a team by email: its thread gets it too
         if target != default:
             channels = []  # in the agents' language already: kept for the console's other readers only
         turn.notify_agents(SHOWN, text=text, data=data, channels=channels)
@@ -135,8 +136,9 @@ class Translation:
         message = turn.message
         turn.notes["hold_reply"] = True
         sender = message.sender
+        login = str(message.data.get("agent") or "")  # the console's login (its sender's name is the display name)
         source = str(message.data.get("translate_from") or "") or agent_language(
-            self.settings, self.default_language, *((sender.name, sender.id) if sender else ()))
+            self.settings, self.default_language, login, *((sender.name, sender.id) if sender else ()))
         target = str(message.data.get("translate_to") or "") or turn.conversation.language or (
             turn.contact.language if turn.contact else "")
         payload: dict[str, Any] = {
@@ -193,7 +195,7 @@ class Translation:
             info["error"] = error
         if data.get("as_written"):
             info["as_written"] = True
-        reply = turn.reply(translated or original, sender=sender, attachments=attachments,
+        reply = turn.reply(translated or original, sender=shown_to_customer(sender), attachments=attachments,
                            data={"notify_delivery": True, "agent_channel": str(data.get("agent_channel", "")),
                                  "translation_of": of, "original": original, **info})
         reply.reply_to = of  # the customer's view: one item, the agent's message

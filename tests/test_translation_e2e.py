@@ -241,8 +241,15 @@ async def test_each_agent_reads_their_own_language_and_english_is_not_translated
         ana = await console_login(b, token=WIDGET_ENV["T_CONSOLE_TOKEN"], name="Ana")
         (english,) = [i for i in (await console_view(b, en_id, ana))["transcript"] if i["who"] == "customer"]
         assert "translation" not in english  # Ana reads English: nothing to show her
-        en_root = next(p for p in fake_slack.posts if not p.thread_ts and "where is my parcel" in str(p.blocks))
-        assert not any("Translation" in t for t in thread_texts(fake_slack, en_root))  # Slack reads English too
+        roots = await b.wait_for(lambda: [p for p in fake_slack.posts
+                                          if not p.thread_ts and "where is my parcel" in str(p.blocks)],
+                                 what="the English case's thread")
+        # the case's agent-side posts keep their order: once this later message is in the
+        # thread, a translation of the first one would be there before it
+        await customer_writes(b, "cust-en", "Thanks, tracking number would help.", "cust-en-2")
+        await b.wait_for(lambda: any("tracking number" in t for t in thread_texts(fake_slack, roots[0])),
+                         what="the customer's second message in the thread")
+        assert not any("Translation" in t for t in thread_texts(fake_slack, roots[0]))  # Slack reads English too
 
 
 async def _translated(b: RunningBridge, conversation: str, cookie: dict[str, str]) -> bool:

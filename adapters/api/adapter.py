@@ -24,7 +24,7 @@ from aiohttp import web
 from adapters.api.config import ApiConfig
 from adapters.api.contacts import ContactRoutes
 from adapters.api.signing import MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from bridge.adapter import Adapter, AdapterContext, Delivered
+from bridge.adapter import Adapter, AdapterContext, Capabilities, Delivered
 from bridge.errors import PermanentError, StorageFull, StoreUnavailable, TransientError
 from bridge.model import Attachment, Message, Sender
 from bridge.untrusted import TooLarge, read_capped
@@ -91,6 +91,7 @@ class ApiAdapter(Adapter):
     name = "api"
     config_model = ApiConfig
     side = "both"
+    capabilities = Capabilities(buttons=True, files=True)  # both go to the webhook as JSON
     config: ApiConfig
     # webhook receivers answer in parallel; a hung one holds a send until webhook_timeout_s
     default_max_in_flight: ClassVar[int] = 128

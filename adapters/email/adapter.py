@@ -40,7 +40,7 @@ from adapters.email.parse import ParsedMail
 from adapters.email.reading import Reader
 from adapters.email.threading import CONVERSATION_ID, match, reply_subject, with_token
 from bridge import filelinks
-from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
+from bridge.adapter import Adapter, AdapterContext, Capabilities, ChannelConfig, Delivered, HealthState
 from bridge.errors import PermanentError
 from bridge.model import Attachment, Conversation, Message, Sender, now_ms
 
@@ -54,6 +54,7 @@ class EmailAdapter(Adapter):
     name: ClassVar[str] = "email"
     config_model: ClassVar[type[ChannelConfig]] = EmailConfig
     side = "both"
+    capabilities = Capabilities(files=True, email_addresses=True)
     default_rate_per_s: ClassVar[float] = 5.0  # SMTP relays throttle bursts
 
     def __init__(self, config: ChannelConfig, ctx: AdapterContext) -> None:

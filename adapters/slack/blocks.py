@@ -36,6 +36,23 @@ def customer_name(event: Message) -> str:
     return name or str(conv.get("address") or "") or "customer"
 
 
+def split_text(text: str, limit: int = MESSAGE_TEXT_MAX) -> list[str]:
+    """``text`` in parts of at most ``limit`` characters, in order, each cut at the last
+    line break or space that fits (that one character is dropped), else hard."""
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit + 1]  # a space just past the limit is a clean cut too
+        cut = max(window.rfind("\n"), window.rfind(" "))
+        if cut > 0:
+            parts.append(rest[:cut])
+            rest = rest[cut + 1:]
+        else:
+            parts.append(rest[:limit])
+            rest = rest[limit:]
+    return [*parts, rest]
+
+
 def _chunks(text: str, size: int) -> list[str]:
     text = text[:MESSAGE_TEXT_MAX]
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]

@@ -5,15 +5,12 @@ they are tested on recorded payloads without a server.
 
 - A command starts with the command prefix (``!`` by default): ``!claim``,
   ``!assign @user``, ``!resolve``, ``!reopen``, ``!urgency urgent|routine``
-<<<<<<< HEAD
   (``!urgent`` and ``!routine`` for short); ``!contact`` shows the customer's contact,
   ``!contact set <field> <text>`` sets a field, ``!contact link <who>`` shows both
   contacts and ``!contact link <who> confirm`` links them, ``!contact unlink <who>``
-  (adapters/slack/contact_commands.py answers these in the thread).
-=======
-  (``!urgent`` and ``!routine`` for short). ``!tr <reply>`` sends the reply translated
-  into the customer's language (``translation:``), the original kept in the thread.
->>>>>>> translate
+  (adapters/slack/contact_commands.py answers these in the thread). ``!tr <reply>``
+  sends the reply translated into the customer's language (``translation:``), the
+  original kept in the thread.
 - With ``replies: default_out`` a thread reply goes to the customer unless it starts
   with a note prefix (``note:``); with ``replies: explicit`` only a reply starting with
   a reply marker (``reply:``, ``>>``) goes out and everything else is an internal note.
