@@ -258,6 +258,8 @@ class Store:
             ops.extend(cls.ref_ops(ref, conversation.id))
         if effects.contact is not None:
             ops.extend(cls.contact_ops(effects.contact))
+            if effects.contact_shared:
+                ops.append(["INCR", keys.CONTACTS_REV])
         if effects.contact_events:
             ops.extend(cls.contact_event_ops(effects.contact_events))
         ops.extend(cls.save_ops(conversation, effects.previous_status))
