@@ -196,7 +196,8 @@ class Bridge:
             # a frozen Redis is not waited out: the platform hears "retry later" in time; if
             # the write lands after all, the platform's retry is deduplicated
             try:
-                stored = await asyncio.wait_for(self.bus.publish(message), timeout_s)
+                async with asyncio.timeout(timeout_s):  # no task of its own, unlike wait_for
+                    stored = await self.bus.publish(message)
             except TimeoutError:
                 raise StoreUnavailable(f"Redis did not store the message within {timeout_s} s "
                                        "(redis.publish_timeout_s)") from None
