@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from adapters.email.imap import UIDVALIDITY_KEY
 from bridge import keys
 from bridge.model import decode
 from tests.harness import RunningBridge, running_bridge
@@ -65,11 +66,11 @@ def customer_mail(text: str, subject: str, sender: str = "ann.lee@customer.examp
 
 
 async def imap_ready(b: RunningBridge) -> None:
-    async def ok() -> bool:
-        health = await b.bridge.health.read()
-        return health.get("email", {}).get("state") == "ok"
-
-    await b.wait_for(ok, what="the email channel logged in to IMAP")
+    """The mailbox watcher is logged in and knows where new mail starts. (Health "ok" is not
+    enough: the start-up credentials check reports it too, before the watcher's first login
+    has set the line below which mail counts as old, and mail delivered before that is skipped.)"""
+    await b.wait_for(lambda: b.redis.exists(keys.adapter_state("email", UIDVALIDITY_KEY)),
+                     what="the email channel logged in to IMAP")
 
 
 def mail_to(smtp: RecordingHandler, address: str) -> list[Received]:
