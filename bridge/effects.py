@@ -20,3 +20,4 @@ class Effects:
     timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
     refs: list[str] = field(default_factory=list)  # external thread refs naming the conversation
     contact: Contact | None = None  # a new or changed contact, saved with its indexes
+    cause: Message | None = None  # the message that caused the turn (for the history's events)

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from bridge import keys
 from bridge.effects import Effects
+from bridge.history.record import RECORD_VERSION, TurnRecord, encode_turn, raw
 from bridge.model import (
     Contact,
     Conversation,
@@ -22,6 +23,7 @@ from bridge.model import (
     decode_conversation,
     encode,
     encode_record,
+    new_id,
 )
 from bridge.storeerrors import typed_store_errors
 
@@ -31,8 +33,9 @@ class Store:
     """Conversation store on one Redis; also the `ConversationReader` given to adapters.
     A Redis that does not answer raises `StoreUnavailable`."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, outbox: bool = False) -> None:
         self.redis = redis
+        self.outbox = outbox  # history is on: each turn also appends its record to the partition's outbox
 
     # -- reads -----------------------------------------------------------------------
 
@@ -106,13 +109,14 @@ class Store:
 
     # -- writes, as ops for one atomic commit ----------------------------------------
 
-    @classmethod
-    def effect_ops(cls, effects: Effects) -> builtins.list[builtins.list[Any]]:
-        """The commands that write what one message caused (see `Effects`)."""
+    def effect_ops(self, effects: Effects) -> builtins.list[builtins.list[Any]]:
+        """The commands that write what one message caused (see `Effects`); with history
+        on, one XADD more: the turn's record for the projector."""
         conversation = effects.conversation
         ops: builtins.list[builtins.list[Any]] = []
-        for kept in effects.kept:
-            ops.extend(cls.transcript_ops(conversation.id, kept))
+        kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
+        for payload in kept:
+            ops.append(["RPUSH", keys.transcript(conversation.id), payload])
         for out in effects.outbound:
             ops.append(["XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, encode(out)])
         for queue, case in effects.queued:
@@ -121,16 +125,34 @@ class Store:
         for due_ms, command in effects.timers:
             ops.append(["ZADD", keys.timers(effects.partition), due_ms, encode(command)])
         for ref in effects.refs:
-            ops.extend(cls.ref_ops(ref, conversation.id))
-        if effects.contact is not None:
-            ops.extend(cls.contact_ops(effects.contact))
-        ops.extend(cls.save_ops(conversation, effects.previous_status))
+            ops.extend(self.ref_ops(ref, conversation.id))
+        contact = encode_record(effects.contact) if effects.contact is not None else None
+        if effects.contact is not None and contact is not None:
+            ops.extend(self.contact_ops(effects.contact, contact))
+        record = encode_record(conversation)
+        ops.extend(self.save_ops(conversation, effects.previous_status, record))
+        if self.outbox:
+            ops.append(self.outbox_op(effects, record, kept, contact))
         return ops
 
     @staticmethod
-    def save_ops(conversation: Conversation, previous_status: str | None) -> builtins.list[builtins.list[Any]]:
+    def outbox_op(effects: Effects, conversation: bytes, kept: builtins.list[bytes],
+                  contact: bytes | None) -> builtins.list[Any]:
+        cause, by = effects.cause, ""
+        if cause is not None and cause.sender is not None:
+            by = cause.sender.name or cause.sender.username or cause.sender.id
+        turn = TurnRecord(v=RECORD_VERSION, id=new_id(), at_ms=effects.conversation.updated_ms,
+                          conversation=raw(conversation), kept=[raw(k) for k in kept],
+                          contacts=[raw(contact)] if contact is not None else [],
+                          previous_status=effects.previous_status,
+                          cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by)
+        return ["XADD", keys.outbox(effects.partition), "*", keys.PAYLOAD_FIELD, encode_turn(turn)]
+
+    @staticmethod
+    def save_ops(conversation: Conversation, previous_status: str | None,
+                 record: bytes | None = None) -> builtins.list[builtins.list[Any]]:
         ops: builtins.list[builtins.list[Any]] = [
-            ["SET", keys.conversation(conversation.id), encode_record(conversation)],
+            ["SET", keys.conversation(conversation.id), record or encode_record(conversation)],
             ["ZADD", keys.CONVERSATIONS_BY_STATUS + conversation.status, conversation.updated_ms, conversation.id],
         ]
         if previous_status is None:
@@ -146,8 +168,8 @@ class Store:
         return [["RPUSH", keys.transcript(conversation_id), payload]]
 
     @staticmethod
-    def contact_ops(contact: Contact) -> builtins.list[builtins.list[Any]]:
-        ops: builtins.list[builtins.list[Any]] = [["SET", keys.contact(contact.id), encode_record(contact)]]
+    def contact_ops(contact: Contact, record: bytes | None = None) -> builtins.list[builtins.list[Any]]:
+        ops: builtins.list[builtins.list[Any]] = [["SET", keys.contact(contact.id), record or encode_record(contact)]]
         for address in contact.addresses:
             channel, _, addr = address.partition(":")
             ops.append(["SET", keys.contact_by_address(channel, addr), contact.id])

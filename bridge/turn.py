@@ -124,7 +124,7 @@ class Turn:
             kept.extend(out for out in self.outbound if out.kind == "reply")
         return Effects(conversation=conversation, previous_status=self.previous_status, partition=partition,
                        kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers, refs=self.refs,
-                       contact=self.contact if self.contact_changed else None)
+                       contact=self.contact if self.contact_changed else None, cause=message)
 
     def schedule(self, due_ms: int, name: str, data: dict[str, Any] | None = None) -> None:
         """Fire command ``name`` for this conversation at ``due_ms`` (SLA, follow-ups)."""
