@@ -15,12 +15,16 @@ import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.model import Contact, Conversation, Message
+
+if TYPE_CHECKING:
+    from bridge.history.privacy import Privacy
+    from bridge.history.reader import Reader
 
 
 class ChannelConfig(BaseModel):
@@ -113,6 +117,10 @@ class AdapterContext:
     #: a directory on this host that only the bridge reads (the embedded Redis's data
     #: directory), for generated secrets that must not sit in Redis; None with an external Redis
     private_dir: Path | None = None
+    #: the SQL record (search, a contact's conversations) and data-protection requests;
+    #: None when history is off (history.enabled)
+    history: Reader | None = None
+    privacy: Privacy | None = None
 
 
 class Adapter(abc.ABC):

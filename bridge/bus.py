@@ -485,6 +485,25 @@ class Bus:
         """
         return int(await self._trim(keys=[stream], args=[max_len]))
 
+    async def scrub(self, needles: Sequence[str], chunk: int = 1000) -> int:
+        """Delete every entry of every bridge stream that holds one of ``needles`` as a whole
+        string (conversation ids, addresses, an email: a data-protection erasure). Returns
+        how many entries were deleted."""
+        packed = [_ops_encoder.encode(n) for n in needles if n]
+        deleted = 0
+        async for key in self.redis.scan_iter(match=keys.PREFIX + "*", count=1000, _type="stream"):
+            start = "-"
+            while True:
+                rows = await self.redis.xrange(key, min=start, count=chunk)
+                doomed = [eid for eid, fields in rows
+                          if any(p in value for value in fields.values() for p in packed)]
+                if doomed:
+                    deleted += int(await self.redis.xdel(key, *doomed))
+                if len(rows) < chunk:
+                    break
+                start = "(" + _text(rows[-1][0])
+        return deleted
+
     async def fire_timers(self, partition: int, now: int, limit: int = 500) -> int:
         return int(await self._fire_timers(keys=[keys.timers(partition), keys.inbound(partition)],
                                            args=[now, limit]))

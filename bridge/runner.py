@@ -36,7 +36,9 @@ from bridge.embedded import EmbeddedRedis
 from bridge.engine import Engine
 from bridge.errors import BridgeError, ConfigError
 from bridge.history.db import open_engine
+from bridge.history.privacy import Privacy
 from bridge.history.projector import Projector
+from bridge.history.reader import Reader
 from bridge.httplimits import GuardedSite
 from bridge.metrics import INBOUND_DUPLICATES, INBOUND_PUBLISHED
 from bridge.model import Message, now_ms
@@ -159,13 +161,20 @@ class Bridge:
         self.store = Store(self.redis, outbox=settings.history.enabled)
         self.health = HealthBoard(self.redis, self.worker_id)
         fanout = RedisFanout(self.redis)
+        reader: Reader | None = None
+        privacy: Privacy | None = None
+        if settings.history.enabled and self.roles & {"web", "projector"}:
+            self.history = open_engine(settings.history_url)
+            reader = Reader(self.history)
+            privacy = Privacy(store=self.store, bus=self.bus, history=self.history,
+                              partitions=settings.engine.partitions)
         for name, config in self.channel_configs.items():
             cls = registry.adapter_class(name)
             ctx = AdapterContext(publish=self._publisher(name), state=RedisState(self.redis, name),
                                  conversations=self.store, fanout=fanout, report_health=self.health.reporter(name),
                                  public_url=settings.public_url, receive="ingest" in self.roles,
                                  private_dir=self.embedded.data_dir if self.embedded else None,
-                                 settings=desk_settings(settings))
+                                 settings=desk_settings(settings), history=reader, privacy=privacy)
             adapter = cls(config, ctx)
             adapter.name = name
             self.adapters[name] = adapter
@@ -214,7 +223,7 @@ class Bridge:
                       worker_id=self.worker_id, clock_ms=self.clock_ms)
 
     def _build_projector(self) -> Projector:
-        self.history = open_engine(self.settings.history_url)
+        assert self.history is not None
         history, engine = self.settings.history, self.settings.engine
         return Projector(bus=self.bus, engine=self.history, worker_id=self.worker_id, partitions=engine.partitions,
                          lease_ttl_s=engine.lease_ttl_s, batch_size=history.batch_size, block_ms=engine.block_ms,

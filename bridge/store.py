@@ -18,6 +18,7 @@ from bridge.model import (
     Contact,
     Conversation,
     Message,
+    address_hash,
     decode,
     decode_contact,
     decode_conversation,
@@ -180,3 +181,54 @@ class Store:
     @staticmethod
     def ref_ops(ref: str, conversation_id: str) -> builtins.list[builtins.list[Any]]:
         return [["SET", keys.ref(ref), conversation_id]]
+
+    # -- data-protection requests (bridge/history/privacy.py) --------------------------
+
+    async def conversation_ids_of(self, addresses: builtins.list[str]) -> builtins.list[str]:
+        """Every conversation id ever given to these "<channel>:<address>"es (ids are
+        ``<address hash>-<n>``, n up to the address's counter) that Redis still holds."""
+        hashes = [address_hash(*a.split(":", 1)) for a in addresses if ":" in a]
+        counts = await self.redis.mget([keys.conversation_seq(h) for h in hashes]) if hashes else []
+        ids = [f"{h}-{n}" for h, c in zip(hashes, counts, strict=True) for n in range(1, int(c or 0) + 1)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.exists(keys.conversation(i), keys.transcript(i))
+            found = await pipe.execute()
+        return [i for i, n in zip(ids, found, strict=True) if n]
+
+    async def erase_contact(self, contact: Contact, conversation_ids: builtins.list[str], partitions: int) -> int:
+        """Delete the contact, its indexes, its conversations (state, transcript, status
+        entries, thread refs, timers) and its addresses' counters; returns the keys deleted."""
+        doomed = [keys.contact(contact.id)]
+        if contact.email:
+            doomed.append(keys.contact_by_email(contact.email))
+        for address in contact.addresses:
+            channel, _, addr = address.partition(":")
+            doomed += [keys.contact_by_address(channel, addr), keys.current_conversation(channel, addr),
+                       keys.conversation_seq(address_hash(channel, addr))]
+        for conversation_id in conversation_ids:
+            doomed += [keys.conversation(conversation_id), keys.transcript(conversation_id)]
+        wanted = set(conversation_ids)
+        bare = [f":{a.partition(':')[2]}:".encode() for a in contact.addresses]
+        async for key in self.redis.scan_iter(match=keys.dedupe("*", "*"), count=1000):
+            if any(b in key + b":" for b in bare):  # a dedupe key naming the address (the API's)
+                doomed.append(key.decode())
+        async for key in self.redis.scan_iter(match=keys.ref("*"), count=1000):
+            if (await self.redis.get(key) or b"").decode() in wanted:
+                doomed.append(key.decode())
+        timers: builtins.list[tuple[str, bytes]] = []
+        for p in range(partitions):
+            for member in await self.redis.zrange(keys.timers(p), 0, -1):
+                if decode(member).conversation_id in wanted:
+                    timers.append((keys.timers(p), member))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*doomed)
+            for status in ("open", "pending", "resolved"):
+                if conversation_ids:
+                    pipe.zrem(keys.CONVERSATIONS_BY_STATUS + status, *conversation_ids)
+            for key, member in timers:
+                pipe.zrem(key, member)
+            deleted = await pipe.execute()
+        return int(deleted[0])

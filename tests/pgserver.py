@@ -51,7 +51,7 @@ class PostgresServer:
 
     def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "bridge", "--no-sync", "-E", "UTF8",
-                  "--locale=C")
+                  "--locale=C.UTF-8")  # lower() knows Cyrillic
 
     def start(self) -> None:
         options = f"-k {self.dir} -p {self.port} -c listen_addresses='' -c fsync=off -c full_page_writes=off"

@@ -122,8 +122,8 @@ def events_of(record: TurnRecord, before: dict[str, Any] | None, after: Conversa
     out: list[dict[str, Any]] = []
 
     def add(name: str, value: str, previous: str = "", reason: str = "", by: str = record.by,
-            data: dict[str, Any] | None = None) -> None:
-        out.append({"id": f"{record.id}:{len(out)}", "conversation_id": after.id, "at_ms": record.at_ms,
+            data: dict[str, Any] | None = None, event_id: str = "") -> None:
+        out.append({"id": event_id or f"{record.id}:{len(out)}", "conversation_id": after.id, "at_ms": record.at_ms,
                     "name": name, "value": value, "previous": previous, "reason": reason, "by": by,
                     "data": {"cause": record.cause, **(data or {})}})
 
@@ -137,5 +137,6 @@ def events_of(record: TurnRecord, before: dict[str, Any] | None, after: Conversa
     for message in messages_of(record):
         if message.kind == "event":
             by = message.sender.name if message.sender else record.by
-            add(message.name, message.text, by=by, data=message.data)
+            # named by the kept message: a backfill of the same transcript adds it once
+            add(message.name, message.text, by=by, data=message.data, event_id=f"message:{message.id}")
     return out
