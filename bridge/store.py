@@ -7,6 +7,7 @@ message causes in one atomic call; reads are plain async methods (`ConversationR
 from __future__ import annotations
 
 import builtins
+import collections.abc
 from typing import Any
 
 from redis.asyncio import Redis
@@ -181,6 +182,13 @@ class Store:
     @staticmethod
     def ref_ops(ref: str, conversation_id: str) -> builtins.list[builtins.list[Any]]:
         return [["SET", keys.ref(ref), conversation_id]]
+
+    async def scan_ids(self, kind: str) -> collections.abc.AsyncIterator[str]:
+        """Every conversation (``kind="conversation"``) or contact id Redis holds, in no order."""
+        pattern = keys.conversation("*") if kind == "conversation" else keys.contact("*")
+        prefix = len(pattern) - 1
+        async for key in self.redis.scan_iter(match=pattern, count=1000):
+            yield key.decode()[prefix:]
 
     # -- data-protection requests (bridge/history/privacy.py) --------------------------
 

@@ -122,13 +122,13 @@ def events_of(record: TurnRecord, before: dict[str, Any] | None, after: Conversa
     out: list[dict[str, Any]] = []
 
     def add(name: str, value: str, previous: str = "", reason: str = "", by: str = record.by,
-            data: dict[str, Any] | None = None, event_id: str = "") -> None:
-        out.append({"id": event_id or f"{record.id}:{len(out)}", "conversation_id": after.id, "at_ms": record.at_ms,
+            data: dict[str, Any] | None = None, event_id: str = "", at_ms: int = record.at_ms) -> None:
+        out.append({"id": event_id or f"{record.id}:{len(out)}", "conversation_id": after.id, "at_ms": at_ms,
                     "name": name, "value": value, "previous": previous, "reason": reason, "by": by,
                     "data": {"cause": record.cause, **(data or {})}})
 
     if before is None and record.previous_status is None:
-        add("opened", after.status)
+        add("opened", after.status, at_ms=after.created_ms or record.at_ms)
     for field, reason_field in TRACKED:
         value = str(getattr(after, field))
         previous = str(before[field]) if before is not None else ""
@@ -138,5 +138,6 @@ def events_of(record: TurnRecord, before: dict[str, Any] | None, after: Conversa
         if message.kind == "event":
             by = message.sender.name if message.sender else record.by
             # named by the kept message: a backfill of the same transcript adds it once
-            add(message.name, message.text, by=by, data=message.data, event_id=f"message:{message.id}")
+            add(message.name, message.text, by=by, data=message.data, event_id=f"message:{message.id}",
+                at_ms=message.created_ms or record.at_ms)
     return out
