@@ -291,7 +291,8 @@ class Bus:
         waiting = pending + (int(lag) if lag is not None else 0)
         if pending:
             summary = await self.redis.xpending(stream, group)
-            return waiting, _entry_ms(summary["min"])
+            if summary and summary.get("min"):  # (acknowledged meanwhile: read on)
+                return waiting, _entry_ms(summary["min"])
         after = await self.redis.xrange(stream, min="(" + _text(info["last-delivered-id"]), count=1)
         return waiting, _entry_ms(after[0][0]) if after else None
 

@@ -333,6 +333,7 @@ class Engine:
         await self._load(partition, [m for _, m in messages])
         acked: list[str] = []
         touched: list[str] = []
+        resolved: list[str] = []  # left out of the cache after the commit (retention may drop them from Redis)
         blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
         now_s = time.monotonic()
         for entry, message in messages:
@@ -355,6 +356,8 @@ class Engine:
                 conversation_partition = partition_of(conversation_hash(turn.conversation.id), self.partitions)
                 ops.extend(self.store.effect_ops(turn.effects(entry.payload, conversation_partition)))
                 touched.append(turn.conversation.id)
+                if turn.conversation.status == "resolved":
+                    resolved.append(turn.conversation.id)
                 acked.append(entry.id)
                 if partition.failures.pop(key, None) is not None:
                     partition.reread = True
@@ -372,6 +375,9 @@ class Engine:
         except BaseException:
             partition.forget()
             raise
+        for conversation_id in resolved:
+            if (cached := partition.conversations.get(conversation_id)) is not None and cached.status == "resolved":
+                partition.conversations.drop(conversation_id)
         self.processed += len(acked)
         ENGINE_MESSAGES.inc(len(acked))
         ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)

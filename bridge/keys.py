@@ -41,7 +41,7 @@ def outbox(partition: int) -> str:
     return f"{PREFIX}outbox:{partition}"
 
 
-OUTBOX_KEEP = 1_000  # acknowledged outbox entries kept before a trim
+OUTBOX_KEEP = 0  # acknowledged outbox entries are of no further use: each trim removes them all
 
 
 def dedupe(stream: str, dedupe_key: str) -> str:

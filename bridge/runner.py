@@ -158,16 +158,17 @@ class Bridge:
         await check_partitions(self.redis, settings.engine.partitions)
         self.bus = Bus(self.redis, partitions=settings.engine.partitions, dedupe_ttl_s=settings.streams.dedupe_ttl_s,
                        dead_letter_max_len=settings.streams.dead_letter_max_len)
-        self.store = Store(self.redis, outbox=settings.history.enabled)
-        self.health = HealthBoard(self.redis, self.worker_id)
-        fanout = RedisFanout(self.redis)
         reader: Reader | None = None
         privacy: Privacy | None = None
-        if settings.history.enabled and self.roles & {"web", "projector"}:
+        if settings.history.enabled:
             self.history = open_engine(settings.history_url)
             reader = Reader(self.history)
+        self.store = Store(self.redis, outbox=settings.history.enabled, archive=reader)
+        if self.history is not None:
             privacy = Privacy(store=self.store, bus=self.bus, history=self.history,
                               partitions=settings.engine.partitions)
+        self.health = HealthBoard(self.redis, self.worker_id)
+        fanout = RedisFanout(self.redis)
         for name, config in self.channel_configs.items():
             cls = registry.adapter_class(name)
             ctx = AdapterContext(publish=self._publisher(name), state=RedisState(self.redis, name),
@@ -226,8 +227,10 @@ class Bridge:
         assert self.history is not None
         history, engine = self.settings.history, self.settings.engine
         return Projector(bus=self.bus, engine=self.history, worker_id=self.worker_id, partitions=engine.partitions,
-                         lease_ttl_s=engine.lease_ttl_s, batch_size=history.batch_size, block_ms=engine.block_ms,
-                         retry_cap_s=history.retry_cap_s)
+                         lease_ttl_s=engine.lease_ttl_s, store=self.store, batch_size=history.batch_size,
+                         block_ms=engine.block_ms, retry_cap_s=history.retry_cap_s,
+                         keep_in_redis_days=history.keep_in_redis_days,
+                         retention_interval_s=history.retention_interval_s, clock_ms=self.clock_ms)
 
     async def _start_web(self) -> None:
         routes = [route for adapter in self.adapters.values() for route in adapter.routes()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import collections.abc
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -29,27 +29,78 @@ from bridge.model import (
 )
 from bridge.storeerrors import typed_store_errors
 
+_DROP_ARCHIVED = """
+-- KEYS: conversation, transcript, resolved zset. ARGV: the state checked against SQL, id.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+"""
+
+_RESTORE = """
+-- KEYS: conversation, transcript, its status zset. ARGV: state, updated ms, id, messages...
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+  if redis.call('EXISTS', KEYS[2]) == 0 and #ARGV > 3 then
+    redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
+  end
+end
+return 1
+"""
+
+
+class Archive(Protocol):
+    """Where conversations dropped from Redis are found (bridge.history.reader.Reader)."""
+
+    async def conversation(self, conversation_id: str) -> Conversation | None: ...
+
+    async def transcript(self, conversation_id: str, limit: int = 10_000) -> builtins.list[Message]: ...
+
 
 @typed_store_errors
 class Store:
     """Conversation store on one Redis; also the `ConversationReader` given to adapters.
     A Redis that does not answer raises `StoreUnavailable`."""
 
-    def __init__(self, redis: Redis, *, outbox: bool = False) -> None:
+    def __init__(self, redis: Redis, *, outbox: bool = False, archive: Archive | None = None) -> None:
         self.redis = redis
         self.outbox = outbox  # history is on: each turn also appends its record to the partition's outbox
+        # the SQL record, where conversations closed long ago are found (and loaded back) once
+        # retention dropped them from Redis; asked only when Redis has no such conversation
+        self.archive = archive
+        self._drop = redis.register_script(_DROP_ARCHIVED)
+        self._restore = redis.register_script(_RESTORE)
 
     # -- reads -----------------------------------------------------------------------
 
     async def get(self, conversation_id: str) -> Conversation | None:
-        raw = await self.redis.get(keys.conversation(conversation_id))
-        return decode_conversation(raw) if raw else None
+        return (await self.get_many([conversation_id]))[0]
 
     async def get_many(self, conversation_ids: builtins.list[str]) -> builtins.list[Conversation | None]:
         if not conversation_ids:
             return []
         raws = await self.redis.mget([keys.conversation(c) for c in conversation_ids])
-        return [decode_conversation(r) if r else None for r in raws]
+        found = [decode_conversation(r) if r else None for r in raws]
+        if self.archive is not None:
+            for i, conversation in enumerate(found):
+                if conversation is None:
+                    found[i] = await self._load_back(conversation_ids[i])
+        return found
+
+    async def _load_back(self, conversation_id: str) -> Conversation | None:
+        """A conversation retention dropped from Redis: read from the SQL record and put
+        back (state and transcript), unless someone put it back first."""
+        assert self.archive is not None
+        conversation = await self.archive.conversation(conversation_id)
+        if conversation is None:
+            return None
+        transcript = await self.archive.transcript(conversation_id)
+        record = encode_record(conversation)
+        await self._restore(keys=[keys.conversation(conversation_id), keys.transcript(conversation_id),
+                                  keys.CONVERSATIONS_BY_STATUS + conversation.status],
+                            args=[record, conversation.updated_ms, conversation_id, *(encode(m) for m in transcript)])
+        raw = await self.redis.get(keys.conversation(conversation_id))
+        return decode_conversation(raw) if raw else conversation
 
     async def for_address(self, channel: str, address: str) -> Conversation | None:
         conversation_id = await self.redis.get(keys.current_conversation(channel, address))
@@ -74,7 +125,33 @@ class Store:
 
     async def transcript(self, conversation_id: str, limit: int = 200) -> builtins.list[Message]:
         raws = await self.redis.lrange(keys.transcript(conversation_id), -limit, -1)
+        if not raws and self.archive is not None:  # dropped from Redis: the record has it
+            return (await self.archive.transcript(conversation_id))[-limit:]
         return [decode(r) for r in raws]
+
+    # -- retention: closed conversations leave Redis once they are in SQL -------------
+
+    async def resolved_before(self, cutoff_ms: int, limit: int) -> builtins.list[tuple[str, bytes, int]]:
+        """Resolved conversations last updated before ``cutoff_ms``: (id, state as stored,
+        transcript length), oldest first."""
+        ids = [i.decode() for i in await self.redis.zrangebyscore(keys.CONVERSATIONS_BY_STATUS + "resolved",
+                                                                  "-inf", cutoff_ms, start=0, num=limit)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.get(keys.conversation(i))
+                pipe.llen(keys.transcript(i))
+            replies = await pipe.execute()
+        return [(i, replies[2 * n], int(replies[2 * n + 1])) for n, i in enumerate(ids) if replies[2 * n]]
+
+    async def drop_archived(self, conversation_id: str, stored: bytes) -> bool:
+        """Drop a conversation's state and transcript from Redis if its state is still
+        ``stored`` (not written since it was checked against SQL). Its address still
+        points to it and its contact stays: a later lookup loads it back from SQL."""
+        return bool(await self._drop(keys=[keys.conversation(conversation_id), keys.transcript(conversation_id),
+                                           keys.CONVERSATIONS_BY_STATUS + "resolved"],
+                                     args=[stored, conversation_id]))
 
     async def contact(self, contact_id: str) -> Contact | None:
         raw = await self.redis.get(keys.contact(contact_id))

@@ -58,7 +58,7 @@ async def test_a_conversation_is_recorded_in_sql(history_url: str, redis_url: st
         await b.post("/api/v1/messages", headers=AUTH, json={
             "customer_id": "c-1", "text": "Order 4411, please hurry", "message_id": "h2",
             "attachments": [{"name": "photo.jpg", "mime": "image/jpeg", "size": 2048, "url": "http://x/p.jpg"}]})
-        await b.wait_for(lambda: len(webhook.texts_for("c-1")) >= 1, what="the reply")
+        await b.wait_for(lambda: _messages(b, "c-1", 2), what="the engine kept the second message")
         conversation = await b.store.for_address("api", "c-1")
         assert conversation is not None
         await b.wait_for(lambda: projected(b.redis), what="the outbox projected")
@@ -138,6 +138,11 @@ async def _customer_texts(url: str) -> list[str]:
         return sorted(m["text"] for m in await rows(url, "messages") if m["kind"] == "customer")
     except ProgrammingError:  # the projector has not created the tables yet
         return []
+
+
+async def _messages(b: Any, customer: str, count: int) -> bool:
+    conversation = await b.store.for_address("api", customer)
+    return conversation is not None and conversation.messages >= count
 
 
 async def _metric(b: Any, name: str, at_least: float) -> bool:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -25,12 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bridge import failpoints, keys
 from bridge.bus import Bus, Entry, LeaseLost
 from bridge.errors import StoreUnavailable
-from bridge.history import db
+from bridge.history import db, retention
 from bridge.history.record import TurnRecord, decode_turn
 from bridge.history.writer import Writer
 from bridge.metrics import HISTORY_ERRORS, HISTORY_LAG, HISTORY_OLDEST_AGE, HISTORY_PROJECTED
 from bridge.model import now_ms
 from bridge.retry import backoff_s
+from bridge.store import Store
 
 log = logging.getLogger("bridge.history")
 
@@ -39,7 +41,9 @@ BACKLOG_EVERY_S = 2.0
 
 class Projector:
     def __init__(self, *, bus: Bus, engine: AsyncEngine, worker_id: str, partitions: int, lease_ttl_s: float,
-                 batch_size: int = 500, block_ms: int = 500, retry_cap_s: float = 30.0) -> None:
+                 store: Store | None = None, batch_size: int = 500, block_ms: int = 500, retry_cap_s: float = 30.0,
+                 keep_in_redis_days: float | None = None, retention_interval_s: float = 300.0,
+                 clock_ms: Callable[[], int] = now_ms) -> None:
         self.bus = bus
         self.engine = engine
         self.writer = Writer(engine)
@@ -49,6 +53,10 @@ class Projector:
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.retry_cap_s = retry_cap_s
+        self.store = store
+        self.keep_in_redis_days = keep_in_redis_days
+        self.retention_interval_s = retention_interval_s
+        self.clock_ms = clock_ms
         self.projected = 0
         self._own_pending: set[str] = set()  # streams whose pending entries are read first
         self._stopping = asyncio.Event()
@@ -65,6 +73,7 @@ class Projector:
         await self._until_ready()
         keeper = asyncio.create_task(self.leases.keep(), name="projector-leases")
         next_backlog = 0.0
+        next_sweep = time.monotonic() + self.retention_interval_s
         try:
             while not self._stopping.is_set():
                 gained, lost = self.leases.changes()
@@ -77,6 +86,9 @@ class Projector:
                     await self._sleep(0.05)
                     continue
                 try:
+                    if time.monotonic() >= next_sweep:
+                        next_sweep = time.monotonic() + self.retention_interval_s
+                        await self._sweep()
                     await self._step()
                     self._failures = 0
                 except LeaseLost as exc:
@@ -154,6 +166,14 @@ class Projector:
         await self.bus.commit(ops, leases=[keys.lease(s) for s in by_stream], owner=self.worker_id)
         self.projected += applied
         HISTORY_PROJECTED.inc(applied)
+
+    async def _sweep(self) -> None:
+        """Retention, by the holder of the first outbox's lease only (one sweeper at a time)."""
+        if self.store is None or self.keep_in_redis_days is None or self.streams[0] not in self.leases.held:
+            return
+        while await retention.sweep(self.store, self.engine, now_ms=self.clock_ms(),
+                                    keep_days=self.keep_in_redis_days) and not self._stopping.is_set():
+            pass
 
     async def _report_backlog(self) -> None:
         waiting, oldest = await backlog(self.bus, len(self.streams), now_ms())  # entry ids carry Redis' clock
