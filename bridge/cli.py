@@ -256,20 +256,42 @@ def cmd_dlq_drop(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import time
 
-    from bridge.report import write_report
+    from bridge.report import SqlSource, write_report
 
     since_ms = int((time.time() - args.days * 86_400) * 1000) if args.days else None
+    try:
+        if args.since:
+            since_ms = _date_ms(args.since)
+        until_ms = _date_ms(args.until) if args.until else None
+    except ValueError as exc:
+        return _fail(f"--since/--until: {exc} (write a date as YYYY-MM-DD)")
 
-    async def action(redis: aioredis.Redis, settings: Settings) -> Path:
+    async def write(source: Any) -> Path:
         try:
-            return await write_report(redis, Path(args.out), since_ms=since_ms)
+            return await write_report(source, Path(args.out), since_ms=since_ms, until_ms=until_ms)
         except OSError as exc:  # the directory, not Redis
             raise BridgeError(f"--out {args.out}: cannot write the report there: "
                               f"{exc.strerror or exc} ({exc.filename or args.out})") from None
 
-    path = asyncio.run(_with_redis(args, action))
+    if args.source == "sql":
+        from bridge.history.reader import Reader
+
+        try:
+            settings, _ = load(_config_path(args.config))
+        except ConfigError as exc:
+            return _fail(str(exc))
+        path = asyncio.run(_with_history(settings, lambda engine: write(SqlSource(Reader(engine)))))
+    else:
+        path = asyncio.run(_with_redis(args, lambda redis, settings: write(redis)))
     print(f"report written: {path} (and conversations.csv, transcripts.csv in {path.parent})")
     return 0
+
+
+def _date_ms(text: str) -> int:
+    import datetime as dt
+
+    day = dt.date.fromisoformat(text)
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
 
 
 def _history_name(settings: Settings) -> str:
@@ -420,6 +442,10 @@ def parser() -> argparse.ArgumentParser:
     report = command("report", "Write an HTML report with charts and CSV exports of conversations.")
     report.add_argument("--out", default="report", help="output directory (default: ./report)")
     report.add_argument("--days", type=float, default=None, help="only conversations of the last N days")
+    report.add_argument("--since", help="only conversations created on or after this date (YYYY-MM-DD, UTC)")
+    report.add_argument("--until", help="only conversations created before this date (YYYY-MM-DD, UTC)")
+    report.add_argument("--source", choices=["redis", "sql"], default="redis",
+                        help="redis: the working set (default); sql: the history, every conversation however old")
     report.set_defaults(func=cmd_report)
     dlq = sub.add_parser("dlq", help="Dead letters: list, replay and drop.")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)

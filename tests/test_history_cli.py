@@ -43,6 +43,20 @@ async def test_backfill_an_existing_redis_then_export_and_erase(redis_url: str, 
     assert len(await rows(url, "conversations")) == 2
     assert sum(1 for e in await rows(url, "events") if e["name"] == "opened") == 2
 
+    reports = {}
+    for source in ("redis", "sql"):
+        made = await asyncio.to_thread(bridge_cli, "report", "--source", source, "--out", str(tmp_path / source),
+                                       "--since", "2000-01-01", "-c", str(config), cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        reports[source] = (tmp_path / source / "conversations.csv").read_text()
+    assert reports["sql"] == reports["redis"]  # the same report from the record as from Redis
+    assert len(reports["sql"].splitlines()) == 3
+    transcripts = (tmp_path / "sql" / "transcripts.csv").read_text()
+    assert "Where is my order 12?" in transcripts and "Invoice 99 please" in transcripts
+    none = await asyncio.to_thread(bridge_cli, "report", "--source", "sql", "--out", str(tmp_path / "none"),
+                                   "--until", "2000-01-01", "-c", str(config), cwd=tmp_path)
+    assert none.returncode == 0 and len((tmp_path / "none" / "conversations.csv").read_text().splitlines()) == 1
+
     status = await asyncio.to_thread(bridge_cli, "status", "-c", str(config), cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "history: 0 record(s) not yet in SQL" in status.stdout
