@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from bridge.adapter import Adapter, ChannelConfig, Delivered
+from bridge.adapter import Adapter, Capabilities, ChannelConfig, Delivered
 from bridge.model import Message
 
 
@@ -16,6 +16,7 @@ class NullAdapter(Adapter):
     name = "null"
     config_model = NullConfig
     side = "both"
+    capabilities = Capabilities()  # keeps nothing, shows nothing
     default_rate_per_s: ClassVar[float | None] = None
     default_max_in_flight: ClassVar[int] = 1024  # nothing leaves the process: no platform to spare
 

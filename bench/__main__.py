@@ -15,7 +15,9 @@ socket unless --redis-url is given):
 
 Throughput is N messages pushed as fast as the producer can; latency is measured at a
 paced rate (inbound append -> outbound append, from the stream entry ids, so it is
-millisecond-grained). The last line reads ``bridge/raw throughput ratio: X.XX``.
+millisecond-grained). Redis cost per message is the redis-server's CPU time (INFO cpu)
+and the requests the client sent (a pipeline or a Lua call is one round trip), both over
+the throughput run. The last line reads ``bridge/raw throughput ratio: X.XX``.
 """
 
 from __future__ import annotations
@@ -211,6 +213,29 @@ async def bridge_latencies(redis: aioredis.Redis, partitions: int, since_ms: int
 # -- main --------------------------------------------------------------------------------
 
 
+class RoundTrips:
+    """Counts the requests a client sends (a pipeline or a Lua call is one): new
+    connections of the pool are made of a subclass that counts before each send."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.count = 0
+        pool = client.connection_pool
+        base = pool.connection_class
+        counter = self
+
+        class Counting(base):  # type: ignore[misc, valid-type]
+            async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                counter.count += 1
+                await super().send_packed_command(command, check_health)
+
+        pool.connection_class = Counting
+        self.pool = pool
+
+    async def start(self) -> None:
+        await self.pool.disconnect()  # connections made from now on count
+        self.count = 0
+
+
 async def redis_cpu_s(redis: aioredis.Redis) -> float:
     info = await redis.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
@@ -249,9 +274,12 @@ async def main(args: argparse.Namespace) -> None:
             print(f"bench: N={args.n:,} messages, {args.conversations:,} conversations, latency at {args.rate:,}/s, "
                   f"redis {(await redis.info('server'))['redis_version']}, "
                   f"{'uvloop' if args.uvloop else 'asyncio'} event loop", flush=True)
+            raw_trips_counter = RoundTrips(redis)
+            await raw_trips_counter.start()
             cpu_before = await redis_cpu_s(redis)
             process_before = time.process_time()
             raw_tput, _ = await raw_run(redis, args.n, None, "t")
+            raw_trips = (raw_trips_counter.count - 1) / args.n  # less the INFO before
             raw_redis_us = (await redis_cpu_s(redis) - cpu_before) / args.n * 1e6
             raw_python_us = (time.process_time() - process_before) / args.n * 1e6
             _, raw_lat = await raw_run(redis, args.latency_n, args.rate, "l")
@@ -260,15 +288,18 @@ async def main(args: argparse.Namespace) -> None:
             settings = bridge_settings(url, args.conversations, history=args.history)
             bridge = Bridge(settings, {"null": NullConfig()})
             await bridge.start()
+            trips = RoundTrips(bridge.redis)
             try:
                 await bridge_run(bridge, args.conversations, None, args.conversations, "t", outbound_each=2)
                 rss_samples: list[float] = []
                 rss_start = current_rss_mb()
+                await trips.start()
                 cpu_before = await redis_cpu_s(redis)
                 process_before = time.process_time()
                 bridge_tput = await bridge_run(bridge, args.n, None, args.conversations, "t", rss_samples)
                 redis_us = (await redis_cpu_s(redis) - cpu_before) / args.n * 1e6
                 python_us = (time.process_time() - process_before) / args.n * 1e6
+                bridge_trips = trips.count / args.n
                 print(f"  bridge done: {bridge_tput:,.0f} msg/s", flush=True)
                 await bridge_run(bridge, args.conversations, None, args.conversations, "l", outbound_each=2)
                 since = int(time.time() * 1000)
@@ -302,6 +333,7 @@ async def main(args: argparse.Namespace) -> None:
         ("latency mean (ms)", f"{statistics.fmean(raw_lat):.2f}", f"{statistics.fmean(bridge_lat):.2f}"),
         ("python CPU per message (us)", f"{raw_python_us:.1f}", f"{python_us:.1f}"),
         ("redis-server CPU per message (us)", f"{raw_redis_us:.1f}", f"{redis_us:.1f}"),
+        ("redis round trips per message", f"{raw_trips:.2f}", f"{bridge_trips:.2f}"),
     ]
     print()
     print(f"{'':<32} {'raw redis-py':>14} {'bridge':>14}")

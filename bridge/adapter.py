@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.contacts import ContactBook
 from bridge.model import Contact, Conversation, Message
 
 if TYPE_CHECKING:
@@ -67,6 +68,14 @@ class StateStore(Protocol):
         """Add to a counter shared by every process; a new counter expires after ``ttl_s``."""
         ...
     async def counts(self, keys: list[str]) -> list[int]: ...
+    async def mark(self, key: str, member: str, ttl_s: float) -> None:
+        """Put ``member`` in the expiring set ``key`` for ``ttl_s`` (again: renewed). For
+        short-lived facts every process shares: who is online, who views a conversation."""
+        ...
+    async def unmark(self, key: str, member: str) -> None: ...
+    async def marked(self, key: str) -> dict[str, int]:
+        """The unexpired members of ``key`` and when each expires (ms)."""
+        ...
 
 
 class ConversationReader(Protocol):
@@ -92,12 +101,36 @@ HealthState = Literal["ok", "degraded", "broken", "starting", "stopped"]
 
 
 @dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a channel can show and carry, declared by its adapter, so flows decide by
+    capability and never by channel name (the runner hands flows a map of these)."""
+
+    buttons: bool = False  # renders a message's buttons; otherwise flows offer a numbered text
+    files: bool = False  # carries attachments both ways
+    edits: bool = False  # changes a message it sent before (Slack's thread header)
+    #: one platform message's longest text (in the platform's own units); the adapter
+    #: splits longer text into parts in order. None: no limit the bridge needs to mind
+    max_text_length: int | None = None
+    #: addresses are email addresses: queue tickets and written confirmations go here
+    email_addresses: bool = False
+
+
+NO_CAPABILITIES = Capabilities()
+
+
+@dataclass(frozen=True, slots=True)
 class DeskSettings:
-    """The bridge-wide settings an adapter may read (from ``triage``, ``agents`` and ``queues``)."""
+    """The bridge-wide settings an adapter may read (from ``triage``, ``agents``, ``queues``
+    and ``translation``)."""
 
     default_language: str = "en"  # triage.default_language: greetings when the customer's is unknown
     urgent_mention: str = ""  # agents.urgent_mention
     queue_slack_channels: Mapping[str, str] = field(default_factory=dict)  # queues.<name>.slack_channel
+    queues: tuple[str, ...] = ()  # the queue names (the console's filter)
+    auto_assign_queues: frozenset[str] = frozenset()  # queues.<name>.auto_assign: round-robin in the console
+    translation_enabled: bool = False  # translation.provider is set (docs/translation.md)
+    agents_language: str = "en"  # translation.agents_language, else triage.default_language
+    agent_languages: Mapping[str, str] = field(default_factory=dict)  # translation.agent_languages
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +154,8 @@ class AdapterContext:
     #: None when history is off (history.enabled)
     history: Reader | None = None
     privacy: Privacy | None = None
+    #: contacts as agents see and change them (fields, links); None where no store is at hand
+    contacts: ContactBook | None = None
 
 
 class Adapter(abc.ABC):
@@ -134,6 +169,7 @@ class Adapter(abc.ABC):
     default_rate_per_s: ClassVar[float | None] = 50.0
     default_rate_per_address_per_s: ClassVar[float | None] = None
     default_max_in_flight: ClassVar[int] = 32  # sends at once; a hung send holds one until its timeout
+    capabilities: ClassVar[Capabilities] = NO_CAPABILITIES
 
     def __init__(self, config: ChannelConfig, ctx: AdapterContext) -> None:
         self.config = config

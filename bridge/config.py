@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from bridge.errors import ConfigError
+from bridge.translation import TranslationSettings
+from bridge.translation import problems as translation_problems
 
 
 class _Section(BaseModel):
@@ -81,6 +83,8 @@ class QueueSettings(_Section):
     reply_within_h: float = Field(24.0, gt=0)  # the promise made in the acknowledgement
     slack_channel: str | None = None
     topics: list[str] = []  # topic names routed to this queue
+    #: give each new unassigned case to the next agent online in the console, in turn
+    auto_assign: bool = False
 
 
 class TriageSettings(_Section):
@@ -119,6 +123,7 @@ class Settings(_Section):
     replies: dict[str, dict[str, str]] = {}  # template name -> language -> text
     agents: AgentsSettings = AgentsSettings()
     flows: dict[str, Any] = {}  # settings of flow steps beyond the core, by step name
+    translation: TranslationSettings = TranslationSettings()  # machine translation for agents; off by default
     channels: dict[str, dict[str, Any]] = {}  # validated by each adapter's config model
     log: LogSettings = LogSettings()
     # relative file paths in flow settings (flows.kb.path) are taken from here: the config
@@ -300,6 +305,8 @@ def secrets_in(settings: Settings) -> list[str]:
                     walk(value)
 
     walk(settings.flows)
+    if settings.translation.api_key is not None:
+        found.append(settings.translation.api_key.get_secret_value())
     return found
 
 
@@ -385,6 +392,8 @@ def load(path: str | Path | None) -> tuple[Settings, dict[str, BaseModel]]:
         for name, queue in settings.queues.items():
             if "@" not in queue.email:
                 problems.append(f"queues.{name}.email: {queue.email!r} is not an email address")
+        problems.extend(_literal_secrets(settings.translation, "translation", from_env))
+        problems.extend(translation_problems(settings.translation))
         for i, step in enumerate(settings.engine.steps):
             if step not in registry.steps():
                 known = ", ".join(sorted(registry.steps()))

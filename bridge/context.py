@@ -15,6 +15,7 @@ from bridge.model import now_ms
 from bridge.storeerrors import typed_store_errors
 
 log = logging.getLogger("bridge.context")
+_MARK_KEEP_MS = 300_000  # an expiring set lasts this long after its last mark (members: their own ttl)
 
 
 @typed_store_errors
@@ -60,6 +61,23 @@ class RedisState:
         if not keys:
             return []
         return [int(v or 0) for v in await self.redis.mget([self._key(k) for k in keys])]
+
+    async def mark(self, key: str, member: str, ttl_s: float) -> None:
+        """A sorted set scored by expiry (ms): stale members are skipped by score and swept
+        on the next mark; the set itself goes a while after its last mark."""
+        until_ms = now_ms() + int(ttl_s * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._key(key), {member: until_ms})
+            pipe.zremrangebyscore(self._key(key), "-inf", now_ms())
+            pipe.pexpire(self._key(key), max(int(ttl_s * 1000), _MARK_KEEP_MS) + 1000)
+            await pipe.execute()
+
+    async def unmark(self, key: str, member: str) -> None:
+        await self.redis.zrem(self._key(key), member)
+
+    async def marked(self, key: str) -> dict[str, int]:
+        found = await self.redis.zrangebyscore(self._key(key), now_ms(), "+inf", withscores=True)
+        return {m.decode(): int(score) for m, score in found}
 
 
 @typed_store_errors

@@ -104,6 +104,7 @@ class _Partition:
     conversations: _Cache = field(init=False)  # conversation id -> Conversation
     current: _Cache = field(init=False)  # (channel, address) -> conversation id
     contacts: _Cache = field(init=False)  # contact id -> (Contact, loaded at clock_ms)
+    contacts_rev: int = -1  # agents' changes to contacts (bridge.contacts) the cache has seen
     failures: dict[str, _Failure] = field(default_factory=dict)  # partition key -> its failed message
     # a failed message was handled or dead-lettered: the ones that waited behind it are
     # among our pending entries, to be read again once the partition is idle
@@ -405,8 +406,9 @@ class Engine:
     # -- conversations ---------------------------------------------------------------
 
     async def _load(self, p: _Partition, messages: list[Message]) -> None:
-        """Fill the caches for a batch: at most three round trips, none when warm (contacts
-        are read again once older than CONTACT_FRESH_MS)."""
+        """Fill the caches for a batch: one round trip when warm (has an agent changed a
+        contact?), a few more for what is missing; contacts are read again once older than
+        CONTACT_FRESH_MS, or at once after an agent changed any contact."""
         addresses = list(dict.fromkeys((m.channel, m.address) for m in messages
                                        if m.kind == "customer" and not m.conversation_id
                                        and p.current.get((m.channel, m.address)) is None))
@@ -422,6 +424,12 @@ class Engine:
                 if conversation is not None:
                     p.conversations.put(conversation.id, conversation)
         contact_ids = {c.contact_id for c in (p.conversations.get(i) for i in wanted if i) if c and c.contact_id}
+        if contact_ids:
+            # an agent linked contacts or set a field, in any process: the next turn sees it
+            rev = await self.store.contacts_rev()
+            if rev != p.contacts_rev:
+                p.contacts.data.clear()
+                p.contacts_rev = rev
         now = self.clock_ms()
         stale = [c for c in contact_ids
                  if (cached := p.contacts.get(c)) is None or now - cached[1] > CONTACT_FRESH_MS]

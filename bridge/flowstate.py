@@ -88,6 +88,10 @@ class KbState(msgspec.Struct, kw_only=True, omit_defaults=True):
     answered: list[str] = msgspec.field(default_factory=list)  # FAQ entry ids answered, in order
 
 
+class TranslationState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    pending: list[str] = msgspec.field(default_factory=list)  # agent replies held for their translation
+
+
 S = TypeVar("S", bound=msgspec.Struct)
 
 

@@ -123,3 +123,29 @@ def contact_by_email(email: str) -> str:
 
 def adapter_state(channel: str, key: str) -> str:
     return f"{PREFIX}state:{channel}:{key}"
+
+
+# -- what agents keep about a person (bridge/contacts.py); never written by the engine --
+
+CONTACTS_REV = PREFIX + "contacts-rev"  # counter: bumped by every agent change to a contact
+CONTACT_EVENTS_MAX = 200  # changes kept per contact (newest first)
+
+
+def contact_fields(contact_id: str) -> str:
+    """Hash: company, tier, notes as agents set them on this contact."""
+    return f"{PREFIX}contact-fields:{contact_id}"
+
+
+def contact_person(contact_id: str) -> str:
+    """The contact this one was linked with as the same person (the person's first contact)."""
+    return f"{PREFIX}contact-person:{contact_id}"
+
+
+def contact_members(contact_id: str) -> str:
+    """Set: the contacts linked with this one, when it is the person's first contact."""
+    return f"{PREFIX}contact-members:{contact_id}"
+
+
+def contact_events(contact_id: str) -> str:
+    """List: who changed what on this contact, and when (newest first, capped)."""
+    return f"{PREFIX}contact-events:{contact_id}"

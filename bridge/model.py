@@ -173,6 +173,21 @@ class Contact(msgspec.Struct, kw_only=True):
     addresses: list[str] = msgspec.field(default_factory=list)  # "<channel>:<address>"
     created_ms: int = 0
     data: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Read with the contact, kept in keys of their own (bridge/contacts.py), never in this
+    # record: what agents set about the person (company, tier, notes; the person's first
+    # contact's values win), the person's first contact ("" when this is it) and the
+    # other contacts linked with it as the same person.
+    fields: dict[str, str] = msgspec.field(default_factory=dict)
+    person: str = ""
+    linked: list[str] = msgspec.field(default_factory=list)
+
+    def current_tier(self) -> str:
+        """The tier an agent set for the person, else the one this contact came with."""
+        return self.fields.get("tier") or self.tier
+
+    def record(self) -> Contact:
+        """This contact without what is kept elsewhere: what the engine writes."""
+        return msgspec.structs.replace(self, fields={}, person="", linked=[])
 
 
 _conv_encoder = msgspec.msgpack.Encoder()

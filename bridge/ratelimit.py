@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Callable
 
 
 class Pacer:
@@ -28,3 +30,21 @@ class Pacer:
     def _prune(self, now: float) -> None:
         for key in [k for k, t in self._next.items() if t < now]:
             del self._next[key]
+
+
+class Budget:
+    """At most ``per_minute`` calls in any 60 seconds (an optional service's spending cap)."""
+
+    def __init__(self, per_minute: int, clock_s: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock_s = clock_s
+        self.calls: deque[float] = deque()
+
+    def take(self) -> bool:
+        now = self.clock_s()
+        while self.calls and now - self.calls[0] >= 60:
+            self.calls.popleft()
+        if len(self.calls) >= self.per_minute:
+            return False
+        self.calls.append(now)
+        return True

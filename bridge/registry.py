@@ -19,9 +19,12 @@ import functools
 import importlib
 import importlib.util
 import logging
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+
+from bridge.adapter import Capabilities
 
 log = logging.getLogger("bridge.registry")
 
@@ -52,6 +55,7 @@ BUILTIN_STEPS: dict[str, str] = {
     "sla": "flows.sla:build",
     "survey": "flows.survey:build",
     "dispute": "flows.dispute:build",
+    "translation": "flows.translation:build",  # added before routing when translation.provider is set
 }
 
 # steps that always run first / last, whatever engine.steps says
@@ -118,3 +122,9 @@ def channel_config_model(name: str) -> Any:
 
 def adapter_class(name: str) -> Any:
     return load(channels()[name][1])
+
+
+def capabilities(names: Iterable[str]) -> dict[str, Capabilities]:
+    """What each configured channel's adapter declares it can do, for the flows."""
+    known = channels()
+    return {name: adapter_class(name).capabilities for name in names if name in known}

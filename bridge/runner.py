@@ -30,6 +30,7 @@ from bridge import keys, registry
 from bridge.adapter import Adapter, AdapterContext, DeskSettings
 from bridge.bus import Bus, consumer_name
 from bridge.config import Settings
+from bridge.contacts import ContactBook
 from bridge.context import HealthBoard, RedisFanout, RedisState
 from bridge.dispatcher import ChannelDispatcher
 from bridge.embedded import EmbeddedRedis
@@ -83,10 +84,13 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
     """The flows' config and the pipeline's steps (``commands`` first, then ``engine.steps``).
     A bad ``flows.<step>`` setting or file raises `ConfigError` naming the key."""
     flow_config = FlowConfig(
-        settings=settings, channels=frozenset(channels),
+        settings=settings, channels=frozenset(channels), capabilities=registry.capabilities(channels),
         templates=Templates(settings.replies, settings.triage.default_language),
         clock_ms=clock_ms, store=store)
     names = registry.REQUIRED_FIRST + [s for s in settings.engine.steps if s not in registry.REQUIRED_FIRST]
+    if settings.translation.enabled and "translation" not in names:
+        # after triage (it reads the language), before routing (it holds a reply to translate)
+        names.insert(names.index("routing") if "routing" in names else len(names), "translation")
     steps: list[Step] = []
     problems: list[str] = []
     for name in names:
@@ -100,10 +104,17 @@ def build_steps(settings: Settings, channels: Iterable[str], *, clock_ms: Callab
 
 
 def desk_settings(settings: Settings) -> DeskSettings:
+    translation = settings.translation  # what agent channels need to show translations (never the key)
     return DeskSettings(default_language=settings.triage.default_language,
                         urgent_mention=settings.agents.urgent_mention,
                         queue_slack_channels={name: queue.slack_channel for name, queue in settings.queues.items()
-                                              if queue.slack_channel})
+                                              if queue.slack_channel},
+                        queues=tuple(settings.queues),
+                        auto_assign_queues=frozenset(name for name, queue in settings.queues.items()
+                                                     if queue.auto_assign),
+                        translation_enabled=translation.enabled,
+                        agents_language=translation.agents_language or settings.triage.default_language,
+                        agent_languages=dict(translation.agent_languages))
 
 
 async def check_partitions(redis: aioredis.Redis, partitions: int) -> None:
@@ -169,13 +180,15 @@ class Bridge:
                               partitions=settings.engine.partitions)
         self.health = HealthBoard(self.redis, self.worker_id)
         fanout = RedisFanout(self.redis)
+        contact_book = ContactBook(self.store)
         for name, config in self.channel_configs.items():
             cls = registry.adapter_class(name)
             ctx = AdapterContext(publish=self._publisher(name), state=RedisState(self.redis, name),
                                  conversations=self.store, fanout=fanout, report_health=self.health.reporter(name),
                                  public_url=settings.public_url, receive="ingest" in self.roles,
                                  private_dir=self.embedded.data_dir if self.embedded else None,
-                                 settings=desk_settings(settings), history=reader, privacy=privacy)
+                                 contacts=contact_book, settings=desk_settings(settings), history=reader,
+                                 privacy=privacy)
             adapter = cls(config, ctx)
             adapter.name = name
             self.adapters[name] = adapter

@@ -11,6 +11,7 @@ import collections.abc
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from bridge import keys
 from bridge.effects import Effects
@@ -154,14 +155,146 @@ class Store:
                                      args=[stored, conversation_id]))
 
     async def contact(self, contact_id: str) -> Contact | None:
-        raw = await self.redis.get(keys.contact(contact_id))
-        return decode_contact(raw) if raw else None
+        (found,) = await self.contacts_many([contact_id])
+        return found
 
     async def contacts_many(self, contact_ids: builtins.list[str]) -> builtins.list[Contact | None]:
+        """Contacts with what agents keep about their person (fields, links): two round
+        trips, a third when some are linked."""
         if not contact_ids:
             return []
-        raws = await self.redis.mget([keys.contact(c) for c in contact_ids])
-        return [decode_contact(r) if r else None for r in raws]
+        raws = await self.redis.mget([keys.contact(c) for c in contact_ids]
+                                     + [keys.contact_person(c) for c in contact_ids])
+        found = [decode_contact(r) if r else None for r in raws[:len(contact_ids)]]
+        heads = {c.id: (p.decode() if p else "") for c, p in zip(found, raws[len(contact_ids):], strict=True) if c}
+        people = builtins.list(dict.fromkeys(h or i for i, h in heads.items()))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for person in people:
+                pipe.hgetall(keys.contact_fields(person))
+                pipe.smembers(keys.contact_members(person))
+            replies = await pipe.execute()
+        own = {p: _fields(replies[2 * n]) for n, p in enumerate(people)}
+        members = {p: sorted(m.decode() for m in replies[2 * n + 1]) for n, p in enumerate(people)}
+        others = builtins.list(dict.fromkeys(m for p in people for m in members[p]))
+        if others:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for member in others:
+                    pipe.hgetall(keys.contact_fields(member))
+                own.update(zip(others, (_fields(r) for r in await pipe.execute()), strict=True))
+        for contact in found:
+            if contact is not None:
+                person = heads[contact.id] or contact.id
+                contact.person = heads[contact.id]
+                # the person's first contact's fields, gaps filled by the others' (each keeps
+                # its own, so an unlink leaves every contact as it was); "" set on the first
+                # contact hides the others' value
+                merged: dict[str, str] = {}
+                for member in [person, *members[person]]:
+                    for name, value in own[member].items():
+                        merged.setdefault(name, value)
+                contact.fields = {k: v for k, v in merged.items() if v}
+                contact.linked = [c for c in [person, *members[person]] if c != contact.id] \
+                    if members[person] else []
+        return found
+
+    async def contacts_rev(self) -> int:
+        """How many times agents changed a contact (fields, links): a cache of contacts is
+        good while this stays the same."""
+        raw = await self.redis.get(keys.CONTACTS_REV)
+        return int(raw) if raw else 0
+
+    async def person_of(self, contact_id: str) -> str:
+        """The first contact of the person ``contact_id`` belongs to (itself when not linked)."""
+        raw = await self.redis.get(keys.contact_person(contact_id))
+        return raw.decode() if raw else contact_id
+
+    async def contact_events(self, contact_ids: builtins.list[str], limit: int = 50) -> builtins.list[bytes]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for contact_id in contact_ids:
+                pipe.lrange(keys.contact_events(contact_id), 0, limit - 1)
+            return [raw for found in await pipe.execute() for raw in found]
+
+    async def conversations_of(self, addresses: builtins.list[str],
+                               per_address: int = 20) -> builtins.list[Conversation]:
+        """The latest conversations of each ``<channel>:<address>`` (ids are ``<hash>-<n>``)."""
+        hashes = [address_hash(*a.split(":", 1)) for a in addresses if ":" in a]
+        if not hashes:
+            return []
+        counts = await self.redis.mget([keys.conversation_seq(h) for h in hashes])
+        ids = [f"{h}-{n}" for h, count in zip(hashes, counts, strict=True) if count
+               for n in range(int(count), max(0, int(count) - per_address), -1)]
+        return [c for c in await self.get_many(ids) if c is not None]
+
+    # -- what agents change about a person: applied at once, not through the engine -------
+
+    async def set_contact_fields(self, person: str, changes: dict[str, str],
+                                 events: builtins.list[tuple[str, bytes]]) -> None:
+        """Set fields of a person ("" clears one, and hides the linked contacts' value) and
+        record ``events`` ((contact id, event) pairs), in one transaction."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.contact_fields(person), mapping=changes)
+            self._events(pipe, events)
+            await pipe.execute()
+
+    async def link_contacts(self, contact_id: str, other_id: str,
+                            events: builtins.list[tuple[str, bytes]]) -> bool:
+        """Make ``other_id``'s person (every contact linked with it) part of
+        ``contact_id``'s, and record ``events``; False when they already were one."""
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(keys.contact_person(contact_id), keys.contact_person(other_id))
+                    person = await self.person_of(contact_id)
+                    other = await self.person_of(other_id)
+                    if person == other:
+                        return False
+                    await pipe.watch(keys.contact_members(person), keys.contact_members(other))
+                    moving = [other, *(m.decode() for m in await self.redis.smembers(keys.contact_members(other)))]
+                    pipe.multi()
+                    for member in moving:
+                        pipe.set(keys.contact_person(member), person)
+                    pipe.sadd(keys.contact_members(person), *moving)
+                    pipe.delete(keys.contact_members(other))
+                    self._events(pipe, events)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
+    async def unlink_contact(self, contact_id: str, events: builtins.list[tuple[str, bytes]]) -> str:
+        """Take ``contact_id`` out of its person (the others stay linked; when it was the
+        person's first contact, the next one takes its place). Returns the person it left,
+        or "" when it was not linked."""
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(keys.contact_person(contact_id), keys.contact_members(contact_id))
+                    person = await self.person_of(contact_id)
+                    await pipe.watch(keys.contact_members(person))
+                    members = sorted(m.decode() for m in await self.redis.smembers(keys.contact_members(person)))
+                    if not members:
+                        return ""
+                    pipe.multi()
+                    if person == contact_id:
+                        head, rest = members[0], members[1:]
+                        pipe.delete(keys.contact_members(contact_id), keys.contact_person(head))
+                        for member in rest:
+                            pipe.set(keys.contact_person(member), head)
+                        if rest:
+                            pipe.sadd(keys.contact_members(head), *rest)
+                    else:
+                        pipe.srem(keys.contact_members(person), contact_id)
+                        pipe.delete(keys.contact_person(contact_id))
+                    self._events(pipe, events)
+                    await pipe.execute()
+                    return person
+                except WatchError:
+                    continue
+
+    @classmethod
+    def _events(cls, pipe: Any, events: builtins.list[tuple[str, bytes]]) -> None:
+        for command, *args in cls.contact_event_ops(events):
+            pipe.execute_command(command, *args)
 
     async def current_ids(self, addresses: builtins.list[tuple[str, str]]) -> builtins.list[str | None]:
         """Current conversation id of each (channel, address), in one round trip."""
@@ -205,9 +338,11 @@ class Store:
             ops.append(["ZADD", keys.timers(effects.partition), due_ms, encode(command)])
         for ref in effects.refs:
             ops.extend(self.ref_ops(ref, conversation.id))
-        contact = encode_record(effects.contact) if effects.contact is not None else None
+        contact = encode_record(effects.contact.record()) if effects.contact is not None else None
         if effects.contact is not None and contact is not None:
             ops.extend(self.contact_ops(effects.contact, contact))
+        if effects.contact_events:
+            ops.extend(self.contact_event_ops(effects.contact_events))
         record = encode_record(conversation)
         ops.extend(self.save_ops(conversation, effects.previous_status, record))
         if self.outbox:
@@ -248,13 +383,24 @@ class Store:
 
     @staticmethod
     def contact_ops(contact: Contact, record: bytes | None = None) -> builtins.list[builtins.list[Any]]:
-        ops: builtins.list[builtins.list[Any]] = [["SET", keys.contact(contact.id), record or encode_record(contact)]]
+        ops: builtins.list[builtins.list[Any]] = [["SET", keys.contact(contact.id),
+                                                    record or encode_record(contact.record())]]
         for address in contact.addresses:
             channel, _, addr = address.partition(":")
             ops.append(["SET", keys.contact_by_address(channel, addr), contact.id])
         if contact.email:
             ops.append(["SET", keys.contact_by_email(contact.email), contact.id])
         return ops
+
+    @staticmethod
+    def contact_event_ops(events: builtins.list[tuple[str, bytes]]) -> builtins.list[builtins.list[Any]]:
+        """Record (contact id, event) pairs in the contacts' histories; every engine reads
+        its cached contacts again."""
+        ops: builtins.list[builtins.list[Any]] = []
+        for contact_id, event in events:
+            ops.append(["LPUSH", keys.contact_events(contact_id), event])
+            ops.append(["LTRIM", keys.contact_events(contact_id), 0, keys.CONTACT_EVENTS_MAX - 1])
+        return [*ops, ["INCR", keys.CONTACTS_REV]]
 
     @staticmethod
     def ref_ops(ref: str, conversation_id: str) -> builtins.list[builtins.list[Any]]:
@@ -286,7 +432,8 @@ class Store:
     async def erase_contact(self, contact: Contact, conversation_ids: builtins.list[str], partitions: int) -> int:
         """Delete the contact, its indexes, its conversations (state, transcript, status
         entries, thread refs, timers) and its addresses' counters; returns the keys deleted."""
-        doomed = [keys.contact(contact.id)]
+        doomed = [keys.contact(contact.id), keys.contact_fields(contact.id), keys.contact_person(contact.id),
+                  keys.contact_members(contact.id), keys.contact_events(contact.id)]
         if contact.email:
             doomed.append(keys.contact_by_email(contact.email))
         for address in contact.addresses:
@@ -310,6 +457,8 @@ class Store:
                     timers.append((keys.timers(p), member))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*doomed)
+            if contact.person:  # linked to another contact as one person: no longer
+                pipe.srem(keys.contact_members(contact.person), contact.id)
             for status in ("open", "pending", "resolved"):
                 if conversation_ids:
                     pipe.zrem(keys.CONVERSATIONS_BY_STATUS + status, *conversation_ids)
@@ -317,3 +466,6 @@ class Store:
                 pipe.zrem(key, member)
             deleted = await pipe.execute()
         return int(deleted[0])
+
+def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}

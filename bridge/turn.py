@@ -8,10 +8,11 @@ None or an awaitable; ``turn.stop()`` ends the pipeline for this message.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.adapter import NO_CAPABILITIES, Capabilities
 from bridge.config import Settings
 from bridge.effects import Effects
 from bridge.jobs import Jobs
@@ -33,6 +34,16 @@ class FlowConfig:
     clock_ms: Callable[[], int]
     store: Store | None = None  # read access for steps that look things up (contacts)
     jobs: Jobs | None = None  # slow calls that go on without holding the partition (set by the engine)
+    #: what each configured channel can do (buttons, files, ...), as its adapter declares
+    capabilities: Mapping[str, Capabilities] = field(default_factory=dict)
+
+    def can(self, channel: str) -> Capabilities:
+        return self.capabilities.get(channel, NO_CAPABILITIES)
+
+    def email_channel(self) -> str | None:
+        """The configured channel whose addresses are email addresses (tickets, written
+        confirmations go there), if any."""
+        return next((name for name, caps in self.capabilities.items() if caps.email_addresses), None)
 
 
 @dataclass
@@ -50,6 +61,7 @@ class Turn:
     timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
     refs: list[str] = field(default_factory=list)  # external thread refs for the conversation
     contact_changed: bool = False
+    contact_events: list[tuple[str, bytes]] = field(default_factory=list)  # (contact id, bridge.contacts event)
     record: bool = True  # keep the message in the transcript
     notices: list[Message] = field(default_factory=list)  # agent-side news kept in the transcript
     stopped: bool = False
@@ -100,13 +112,14 @@ class Turn:
         """File the conversation as a case in an email queue (and send the ticket when
         an email channel is configured)."""
         self.conversation.queue = queue
-        case = Message(kind="event", channel="email", name="ticket", conversation_id=self.conversation.id,
+        mail = self.config.email_channel()
+        case = Message(kind="event", channel=mail or "", name="ticket", conversation_id=self.conversation.id,
                        address=self.config.settings.queues[queue].email, text=self.message.text,
                        sender=self.message.sender, attachments=self.message.attachments,
                        reply_to=self.message.id, created_ms=self.now_ms,
                        data={"queue": queue, "conversation": conversation_summary(self.conversation, self.contact)})
         self.queued.append((queue, case))
-        if "email" in self.config.channels:
+        if mail is not None:
             self.outbound.append(case)
 
     def effects(self, payload: bytes | None, partition: int) -> Effects:
@@ -120,11 +133,13 @@ class Turn:
             conversation.messages += 1
             kept.append(payload or message)
         kept.extend(self.notices)
-        if message.kind != "agent":  # an agent's words are kept once, as theirs
-            kept.extend(out for out in self.outbound if out.kind == "reply")
+        # an agent's words are kept once, as theirs; a reply sent in other words (translated) too
+        kept.extend(out for out in self.outbound
+                    if out.kind == "reply" and (message.kind != "agent" or "translation_of" in out.data))
         return Effects(conversation=conversation, previous_status=self.previous_status, partition=partition,
                        kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers, refs=self.refs,
-                       contact=self.contact if self.contact_changed else None, cause=message)
+                       contact=self.contact if self.contact_changed else None, contact_events=self.contact_events,
+                       cause=message)
 
     def schedule(self, due_ms: int, name: str, data: dict[str, Any] | None = None) -> None:
         """Fire command ``name`` for this conversation at ``due_ms`` (SLA, follow-ups)."""
@@ -148,5 +163,5 @@ def conversation_summary(conversation: Conversation, contact: Contact | None) ->
         "assignee": conversation.assignee,
         "customer": (contact.name if contact and contact.name else ""),
         "email": (contact.email if contact else ""),
-        "tier": (contact.tier if contact else ""),
+        "tier": (contact.current_tier() if contact else ""),
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.contacts import ContactEvent, event_record
 from bridge.store import Store
 from bridge.turn import FlowConfig, Step, Turn
 
@@ -17,8 +18,13 @@ def _agent(turn: Turn) -> str:
 
 
 def _claim(turn: Turn, data: dict[str, Any]) -> str:
-    turn.conversation.assignee = str(data.get("assignee") or _agent(turn))
-    return f"assigned to {turn.conversation.assignee}"
+    """claim (to me), assign (to ``assignee``); ``if_unassigned`` (automatic round-robin)
+    never takes a case someone has meanwhile claimed."""
+    if data.get("if_unassigned") and turn.conversation.assignee:
+        return ""
+    by = _agent(turn)
+    turn.conversation.assignee = str(data.get("assignee") or by)
+    return f"assigned to {turn.conversation.assignee}" + (f" by {by}" if by != turn.conversation.assignee else "")
 
 
 def _resolve(turn: Turn, data: dict[str, Any]) -> str:
@@ -100,13 +106,18 @@ class Commands:
         existing_id = await self.store.contact_id_by_email(email) if self.store else None
         existing = await self.store.contact(existing_id) if self.store and existing_id else None
         address = f"{turn.conversation.channel}:{turn.conversation.address}"
+        event = ContactEvent(at_ms=turn.now_ms, agent=_agent(turn), action="link", via=turn.message.channel,
+                             field="email", value=email, contact=contact.id)
         if existing is not None and existing.id != contact.id:
             if address not in existing.addresses:
                 existing.addresses.append(address)
             turn.contact = existing
             turn.conversation.contact_id = existing.id
+            event.other = existing.id
+            turn.contact_events.append((existing.id, event_record(event)))
         else:
             contact.email = email
+        turn.contact_events.append((contact.id, event_record(event)))
         turn.contact_changed = True
         turn.notify_agents("state", text=f"linked to {email}", data={"change": "link"})
 

@@ -11,13 +11,10 @@ from pydantic import BaseModel, ValidationError
 
 from bridge.config import format_validation
 from bridge.errors import ConfigError
-from bridge.model import Message
+from bridge.model import Message, Sender
 from bridge.turn import FlowConfig, Turn
 
 DATA_DIR = Path(__file__).parent / "data"
-
-# Customer channels that render inline buttons; others get a numbered text fallback.
-BUTTON_CHANNELS = ["telegram", "widget", "api"]
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -63,6 +60,12 @@ def render(turn: Turn, name: str, language: str | None = None, **values: Any) ->
     return text.format_map(_Missing(values))
 
 
+def shown_to_customer(sender: Sender | None) -> Sender | None:
+    """What a customer's reply says of the agent: the display name, never a login or a
+    platform user id (docs/console.md)."""
+    return Sender(name=sender.name, is_agent=True) if sender is not None else None
+
+
 def is_auto(message: Message) -> bool:
     """An auto-reply (out-of-office, bounce): never answered, never counted as a score."""
     return bool(message.data.get("auto"))
@@ -74,8 +77,10 @@ def is_customer_text(turn: Turn) -> bool:
     return message.kind == "customer" and not is_auto(message) and bool(message.text.strip())
 
 
-def flow_state(turn: Turn, key: str) -> dict[str, Any]:
-    """The conversation's state dict for one flow (``conversation.data[key]``), created empty."""
+def state_dict(turn: Turn, key: str) -> dict[str, Any]:
+    """The triage steps' reasons for one flow (``conversation.data[key]``), a plain dict
+    created empty. Flows with state that others read keep a typed record instead
+    (bridge/flowstate.py)."""
     state = turn.conversation.data.get(key)
     if not isinstance(state, dict):
         state = {}

@@ -44,7 +44,6 @@ class DisputeSettings(BaseModel):
 
     tag: str = "dispute"
     follow_up_days: float = Field(7.0, ge=0)
-    email_channel: str = "email"
 
 
 def build(config: FlowConfig) -> Step:
@@ -77,11 +76,12 @@ def build(config: FlowConfig) -> Step:
         text = render(turn, "dispute_confirmation", reference=conversation.id, resolution=resolution)
         subject = render(turn, "dispute_confirmation_subject", reference=conversation.id)
         email = turn.contact.email if turn.contact else ""
-        if conversation.channel == settings.email_channel:
+        mail = turn.config.email_channel()
+        if conversation.channel == mail:
             turn.reply(text, data={"subject": subject, "dispute": "confirmation"})
             via = f"email to {conversation.address}"
-        elif email and settings.email_channel in turn.config.channels:
-            turn.outbound.append(Message(kind="reply", channel=settings.email_channel, address=email,
+        elif email and mail is not None:
+            turn.outbound.append(Message(kind="reply", channel=mail, address=email,
                                          conversation_id=conversation.id, text=text, reply_to=turn.message.id,
                                          data={"subject": subject, "dispute": "confirmation"},
                                          created_ms=turn.now_ms))

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from bridge.errors import ConfigError
 from bridge.turn import FlowConfig, Step, Turn
-from flows.common import flow_state, is_customer_text, render, step_settings
+from flows.common import is_customer_text, render, state_dict, step_settings
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -187,7 +187,7 @@ def build(config: FlowConfig) -> Step:
         opens = schedule.next_open(turn.now_ms)
         opens_ms = int(opens.timestamp() * 1000) if opens else turn.now_ms + 86_400_000
         turn.notes["out_of_hours"] = {"team": team_name, "opens_ms": opens_ms}
-        state = flow_state(turn, "hours")
+        state = state_dict(turn, "hours")
         urgent = conversation.urgency == "urgent"
         kind = "urgent" if urgent else "routine"
         if state.get(f"{kind}_until_ms", 0) > turn.now_ms:

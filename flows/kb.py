@@ -24,7 +24,7 @@ from bridge.errors import ConfigError
 from bridge.flowstate import KbState, flow_state
 from bridge.model import Button
 from bridge.turn import FlowConfig, Step, Turn
-from flows.common import BUTTON_CHANNELS, is_auto, is_customer_text, render, step_settings
+from flows.common import is_auto, is_customer_text, render, step_settings
 from flows.phrases import LANGUAGES, PhraseMatcher, builtin, has_cjk, normalize
 
 HANDOFF_VALUE = "handoff"
@@ -37,7 +37,6 @@ class KbSettings(BaseModel):
     min_score: float = Field(80.0, ge=0, le=100)
     min_margin: float = Field(5.0, ge=0, le=100)
     max_words: int = Field(30, ge=1)  # longer messages are cases, not questions
-    button_channels: list[str] = list(BUTTON_CHANNELS)
     handoff_phrases: dict[str, list[str]] = {}  # language -> extra "talk to a person" phrases
 
 
@@ -141,7 +140,6 @@ def build(config: FlowConfig) -> Step:
     handoff_phrases = [("handoff", w, lang) for lang in LANGUAGES for w in builtin(lang).get("handoff") or []]
     handoff_phrases += [("handoff", w, lang) for lang, words in settings.handoff_phrases.items() for w in words]
     handoff = PhraseMatcher(handoff_phrases, fuzzy_min_len=100)
-    buttons_on = set(settings.button_channels)
 
     def wants_person(turn: Turn) -> bool:
         message = turn.message
@@ -173,7 +171,7 @@ def build(config: FlowConfig) -> Step:
         language = turn.language
         answer = found.entry.answer.get(language) or found.entry.answer.get(
             config.templates.default_language) or next(iter(found.entry.answer.values()))
-        with_buttons = conversation.channel in buttons_on
+        with_buttons = config.can(conversation.channel).buttons
         hint = render(turn, "kb_handoff_button" if with_buttons else "kb_handoff_text")
         buttons = [Button(label=render(turn, "kb_button"), value=HANDOFF_VALUE)] if with_buttons else None
         turn.reply(render(turn, "kb_answer", answer=answer, handoff=hint), buttons=buttons,

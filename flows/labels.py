@@ -26,7 +26,8 @@ from bridge.model import Message
 from bridge.store import Store
 from bridge.turn import Turn
 from flows import model as learned
-from flows.common import flow_state
+from flows.common import state_dict
+from flows.topics import TopicChooser, TopicSettings
 
 LABEL_EVENT = "triage_label"
 TEXT_CHARS = 1000  # what a label keeps of the customer's words
@@ -35,7 +36,7 @@ HOLDOUT = learned.TRAIN_DIR / "holdout.yaml"
 
 def remember_text(turn: Turn) -> None:
     """Keep the customer's words triage read (a label needs them later)."""
-    state = flow_state(turn, "triage")
+    state = state_dict(turn, "triage")
     text = str(state.get("text", ""))
     if len(text) < TEXT_CHARS:
         state["text"] = (text + "\n" + learned.capped(turn.message.text) if text else
@@ -59,7 +60,7 @@ def record_correction(turn: Turn) -> None:
             conversation.queue = queue
     elif message.name != "urgency" or conversation.urgency not in ("urgent", "routine"):
         return
-    text = str(flow_state(turn, "triage").get("text", ""))
+    text = str(state_dict(turn, "triage").get("text", ""))
     if not text:
         return
     turn.notices.append(Message(kind="event", channel=conversation.channel, name=LABEL_EVENT,
@@ -147,24 +148,31 @@ class Evaluation:
         return [self.total.line("all")] + [s.line(k) for k, s in sorted(self.by_language.items())]
 
 
-def cross_validate(examples: list[learned.Example], folds: int = 5, threshold: float = 0.5) -> Evaluation:
-    """The model alone (no phrases), each example predicted by a model that never saw it."""
+def _topic(fitted: learned.TriageModel, example: learned.Example, chooser: TopicChooser | None) -> str:
+    if chooser is None:
+        return fitted.predict(example.text)[1]
+    return chooser.choose(example.text, [example.lang] if example.lang else [], fitted)[0]
+
+
+def cross_validate(examples: list[learned.Example], folds: int = 5, threshold: float = 0.5,
+                   chooser: TopicChooser | None = None) -> Evaluation:
+    """Each example predicted by a model that never saw it: urgency by the model alone, the
+    topic by the model alone or, with a ``chooser``, by the topics step's phrases and model."""
     result = Evaluation()
     ordered = sorted(examples, key=lambda e: hashlib.sha256(e.text.encode()).hexdigest())
     for k in range(folds):
         test = ordered[k::folds]
         fitted = learned.train([e for i, e in enumerate(ordered) if i % folds != k])
         for example in test:
-            p, topic, _ = fitted.predict(example.text)
-            result.add(example, p, topic, threshold)
+            result.add(example, fitted.predict(example.text)[0], _topic(fitted, example, chooser), threshold)
     return result
 
 
-def evaluate_on(fitted: learned.TriageModel, examples: list[learned.Example], threshold: float = 0.5) -> Evaluation:
+def evaluate_on(fitted: learned.TriageModel, examples: list[learned.Example], threshold: float = 0.5,
+                chooser: TopicChooser | None = None) -> Evaluation:
     result = Evaluation()
     for example in examples:
-        p, topic, _ = fitted.predict(example.text)
-        result.add(example, p, topic, threshold)
+        result.add(example, fitted.predict(example.text)[0], _topic(fitted, example, chooser), threshold)
     return result
 
 
@@ -175,11 +183,13 @@ def evaluation_report(labels: list[learned.Example], extra_holdout: list[learned
     held = [*shipped_holdout(), *(e for e in labels if held_out(e)), *(extra_holdout or [])]
     out = [f"training set: {len(train)} examples ({sum(e.source == 'agent' for e in train)} agent labels); "
            f"held out: {len(held)}"]
-    out.append(f"== cross-validated ({folds} folds) on the training set, model alone")
-    out.extend(cross_validate(train, folds).lines())
+    chooser = TopicChooser(TopicSettings())
+    out.append(f"== cross-validated ({folds} folds) on the training set: urgency by the model alone, "
+               "topic by the built-in phrases and the model")
+    out.extend(cross_validate(train, folds, chooser=chooser).lines())
     if held:
         out.append("== held out (never trained or tuned on), model trained on the whole training set")
-        out.extend(evaluate_on(learned.train(train), held).lines())
+        out.extend(evaluate_on(learned.train(train), held, chooser=chooser).lines())
     return out
 
 

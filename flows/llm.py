@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,9 +32,10 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.model import Message
+from bridge.ratelimit import Budget
 from bridge.turn import FlowConfig, Turn
 from flows import model as learned
-from flows.common import flow_state, render, step_settings
+from flows.common import render, state_dict, step_settings
 
 log = logging.getLogger("bridge.triage")
 COMMAND = "triage_llm"
@@ -81,24 +81,6 @@ def schema(topics: list[str], languages: list[str]) -> dict[str, Any]:
             "reason": {"type": "string", "maxLength": 200},
         },
     }
-
-
-class Budget:
-    """At most ``per_minute`` calls in any 60 seconds."""
-
-    def __init__(self, per_minute: int, clock_s: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self.clock_s = clock_s
-        self.calls: deque[float] = deque()
-
-    def take(self) -> bool:
-        now = self.clock_s()
-        while self.calls and now - self.calls[0] >= 60:
-            self.calls.popleft()
-        if len(self.calls) >= self.per_minute:
-            return False
-        self.calls.append(now)
-        return True
 
 
 class LlmClient:
@@ -156,7 +138,7 @@ def apply(turn: Turn, data: dict[str, Any]) -> None:
     except ValidationError:
         return
     conversation = turn.conversation
-    flow_state(turn, "triage")["llm"] = verdict.model_dump()
+    state_dict(turn, "triage")["llm"] = verdict.model_dump()
     if verdict.topic and conversation.topic in ("", "general"):
         conversation.topic = verdict.topic
     if verdict.urgent and conversation.urgency != "urgent":

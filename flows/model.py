@@ -112,6 +112,16 @@ class TriageModel:
         best = int(scores.argmax())
         return float(p_urgent), str(fast.topics[best]), float(weights[best] / weights.sum())
 
+    def topic_probabilities(self, text: str) -> dict[str, float]:
+        """Every topic's confidence for one message (the softmax of `predict`), summing to 1."""
+        import numpy as np
+
+        fast = _fast_parts(self)
+        columns, values = fast.features(prepare(text))
+        scores = fast.topic_coef[:, columns] @ values + fast.topic_intercept
+        weights = np.exp(5.0 * (scores - scores.max()))
+        return dict(zip(fast.topics, (weights / weights.sum()).tolist(), strict=True))
+
     def predict_slow(self, text: str) -> tuple[float, str, float]:
         """`predict` through scikit-learn's own calls (for checking the fast path)."""
         import numpy as np

@@ -11,7 +11,8 @@
   is unsure about ("check urgency") gets the short ``check`` target and the agents an
   event ``check_urgency``;
 - a customer's follow-up: shown to the agents;
-- an agent's message: delivered to the customer on the customer's channel.
+- an agent's message: delivered to the customer on the customer's channel (unless the
+  translation step holds it to send it translated: flows/translation.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.turn import FlowConfig, Step, Turn
-from flows.common import render
+from flows.common import render, shown_to_customer
 from flows.sla import Clock
 
 WEEKDAYS = {
@@ -122,9 +123,9 @@ class Routing:
     def _follow_ticket(self, turn: Turn, team: dict[str, str]) -> None:
         """A customer's follow-up on a case filed by email joins the ticket's thread, also
         when email is not an agents' channel."""
-        if (turn.conversation.queue and "email" in turn.config.channels
-                and "email" not in self.settings.agents.channels):
-            turn.notify_agents("customer_message", text=turn.message.text, data=team, channels=["email"],
+        mail = turn.config.email_channel()
+        if turn.conversation.queue and mail is not None and mail not in self.settings.agents.channels:
+            turn.notify_agents("customer_message", text=turn.message.text, data=team, channels=[mail],
                                record=False)
 
     @staticmethod
@@ -140,14 +141,16 @@ class Routing:
         if not message.text.strip() and not message.attachments:
             return
         conversation = turn.conversation
-        turn.reply(message.text, sender=message.sender, attachments=message.attachments,
-                   data={"notify_delivery": True, "agent_channel": message.channel})
+        if not turn.notes.get("hold_reply"):  # the translation step sends it once translated
+            turn.reply(message.text, sender=shown_to_customer(message.sender), attachments=message.attachments,
+                       data={"notify_delivery": True, "agent_channel": message.channel})
         if not conversation.first_response_ms:
             conversation.first_response_ms = turn.now_ms
         if conversation.status != "resolved":
             conversation.status = "pending"
         if not conversation.assignee and message.sender is not None:
-            conversation.assignee = message.sender.name or message.sender.id
+            # the console names its agent's login in data (the sender's name is the display name)
+            conversation.assignee = str(message.data.get("agent") or message.sender.name or message.sender.id)
 
 
 def build(config: FlowConfig) -> Step:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridge.flowstate import SurveyState, flow_state
 from bridge.model import Button
 from bridge.turn import FlowConfig, Step, Turn
-from flows.common import BUTTON_CHANNELS, is_auto, render, step_settings
+from flows.common import is_auto, render, step_settings
 
 TIMER = "survey"
 BUTTON_PREFIX = "survey:"
@@ -43,7 +43,6 @@ class SurveySettings(BaseModel):
     low_score: int = Field(2, ge=1, le=5)
     low_action: Literal["reopen", "flag"] = "reopen"
     low_tag: str = "low_satisfaction"
-    button_channels: list[str] = list(BUTTON_CHANNELS)
     skip_channels: list[str] = []  # channels never surveyed
 
 
@@ -62,7 +61,6 @@ def parse_score(message_text: str, data: dict[str, Any]) -> tuple[int, str] | No
 
 def build(config: FlowConfig) -> Step:
     settings = step_settings(config, "survey", SurveySettings)
-    buttons_on = set(settings.button_channels)
     answer_ms = int(settings.answer_within_h * 3_600_000)
     comment_ms = int(settings.comment_within_min * 60_000)
     delay_ms = int(settings.delay_min * 60_000)
@@ -83,7 +81,7 @@ def build(config: FlowConfig) -> Step:
             return
         state.state, state.asked_for, state.asked_ms, state.resolved_ms = "asked", resolved_ms, turn.now_ms, resolved_ms
         reference = conversation.id
-        if conversation.channel in buttons_on:
+        if config.can(conversation.channel).buttons:
             turn.reply(render(turn, "survey_buttons", reference=reference),
                        buttons=[Button(label=str(n), value=f"{BUTTON_PREFIX}{n}") for n in range(1, 6)],
                        data={"survey": True})

@@ -15,7 +15,8 @@ Two readers decide together, and the reason an agent sees names both
 
 Missing an urgent case costs more than a false alarm, so the thresholds favour recall:
 urgent when the model says so (``model_urgent``), or a phrase agrees with a model that
-does not rule it out (``phrase_floor``); a middle band (``model_check``) goes to agents as
+does not rule it out (``phrase_floor``, less so the more urgent categories the phrases
+found); a middle band (``model_check``) goes to agents as
 "check urgency" (``turn.notes["check_urgency"]``) with a short first-response target.
 
 Other signals: the contact's tier (``vip_tiers``) or identity (``vip_contacts``), repeated
@@ -33,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.turn import FlowConfig, Step, Turn
-from flows.common import flow_state, is_customer_text, step_settings
+from flows.common import is_customer_text, state_dict, step_settings
 from flows.phrases import LANGUAGES, Hit, PhraseMatcher, builtin
 
 COMBO = "combo|"
@@ -52,7 +53,9 @@ class UrgencySettings(BaseModel):
     model: bool = True  # the learned model beside the rules (needs scikit-learn)
     model_urgent: float = Field(0.5, ge=0, le=1)  # model alone: urgent from this probability
     model_check: float = Field(0.3, ge=0, le=1)  # model alone: "check urgency" from this probability
-    phrase_floor: float = Field(0.15, ge=0, le=1)  # a phrase makes it urgent unless the model is below this
+    # a phrase makes it urgent unless the model is below this (divided by the number of
+    # urgent categories found: "URGENT, line down" needs less agreement than "line down")
+    phrase_floor: float = Field(0.15, ge=0, le=1)
     calm_urgent: float = Field(0.95, ge=0, le=1)  # after a hedge or resolved status: urgent only from this
     vip_tiers: list[str] = ["vip"]
     vip_contacts: list[str] = []  # contact ids or emails
@@ -181,7 +184,7 @@ def decide(settings: UrgencySettings, read: Reading, probability: float | None) 
                  "check" if p is not None and p >= settings.model_urgent else "routine")
     elif p is None:
         level = "urgent" if read.hits else "routine"
-    elif p >= settings.model_urgent or (read.hits and p >= settings.phrase_floor):
+    elif p >= settings.model_urgent or (read.hits and p >= settings.phrase_floor / len({h.group for h in read.hits})):
         level = "urgent"
     elif read.hits or p >= settings.model_check:
         level = "check"
@@ -232,11 +235,12 @@ def build(config: FlowConfig) -> Step:
         if verdict.level == "urgent":
             reasons.append(verdict.reason)
         contact = turn.contact
-        if contact is not None and contact.tier and contact.tier.lower() in vip_tiers:
-            reasons.append(f"VIP customer (tier {contact.tier})")
+        tier = contact.current_tier() if contact is not None else ""
+        if tier and tier.lower() in vip_tiers:
+            reasons.append(f"VIP customer (tier {tier})")
         elif contact is not None and ({contact.id.lower(), contact.email.lower()} & vip_contacts):
             reasons.append("VIP customer (listed)")
-        state = flow_state(turn, "urgency")
+        state = state_dict(turn, "urgency")
         recent = [t for t in state.get("recent_ms", []) if turn.now_ms - t < window_ms] + [turn.now_ms]
         state["recent_ms"] = recent[-settings.repeat_count:]
         if len(recent) >= settings.repeat_count:

@@ -225,10 +225,9 @@ async def test_other_agent_events_send_nothing(adapter: EmailAdapter, smtp: Any)
     assert handler.received == []
 
 
+# 451 and 554 (and 550 at RCPT): the contract suite, tests/contract/test_outbound.py
 @pytest.mark.parametrize(("code", "error", "unreachable"), [
-    ("451 4.3.0 Temporary failure, try later", TransientError, False),
     ("452 4.2.2 Mailbox full", TransientError, False),
-    ("554 5.7.1 Message rejected as spam", PermanentError, False),
 ])
 async def test_smtp_answers_map_to_send_errors(adapter: EmailAdapter, smtp: Any, code: str, error: type,
                                                unreachable: bool) -> None:
@@ -240,20 +239,8 @@ async def test_smtp_answers_map_to_send_errors(adapter: EmailAdapter, smtp: Any,
     assert getattr(raised.value, "unreachable", False) == unreachable
 
 
-async def test_an_unknown_mailbox_marks_the_customer_unreachable(adapter: EmailAdapter, smtp: Any) -> None:
-    handler, _ = smtp
-    handler.reject_rcpt = "550 5.1.1 <gone@customer.example> No such user"
-    with pytest.raises(PermanentError) as raised:
-        await adapter.send(Message(kind="reply", channel="email", address="gone@customer.example", text="Hi"))
-    assert raised.value.unreachable and "550" in raised.value.reason
-
-
 async def test_an_unreachable_server_is_a_transient_error(redis: aioredis.Redis) -> None:
     adapter = EmailAdapter(email_config(free_port()), make_context(redis, Recorder()))
     with pytest.raises(TransientError):
         await adapter.send(Message(kind="reply", channel="email", address="ann@customer.example", text="Hi"))
     assert (await adapter.check())[0] == "degraded"
-
-
-async def test_check_passes_against_a_live_server(adapter: EmailAdapter) -> None:
-    assert await adapter.check() == ("ok", "")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge import registry
 from bridge.config import Settings
 from bridge.model import Attachment, Contact, Conversation, Message, Sender
 from bridge.templates import Templates
@@ -27,7 +28,7 @@ def make_config(flows: dict[str, Any] | None = None, *, channels: tuple[str, ...
                 clock: Clock | None = None, **settings: Any) -> FlowConfig:
     settings.setdefault("agents", {"channels": ["slack"]})
     parsed = Settings.model_validate({"flows": flows or {}, **settings})
-    return FlowConfig(settings=parsed, channels=frozenset(channels),
+    return FlowConfig(settings=parsed, channels=frozenset(channels), capabilities=registry.capabilities(channels),
                       templates=Templates(parsed.replies, parsed.triage.default_language),
                       clock_ms=clock or Clock())
 

@@ -11,7 +11,7 @@ from tests.test_flows_helpers import Chat, Clock, events, make_config, replies
 
 
 def chat(clock: Clock, channel: str = "telegram", **settings: object) -> Chat:
-    config = make_config({"survey": {"delay_min": 30, **settings}}, clock=clock)
+    config = make_config({"survey": {"delay_min": 30, **settings}}, clock=clock, channels=(channel,))
     return Chat(config, [survey.build(config), language.build(config), urgency.build(config), sla.build(config)],
                 channel=channel)
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from bridge.flowstate import SlaState, read_state
 from bridge.model import Contact, Message, Sender
 from bridge.store import Store
 from flows import labels, order_status, routing, sla, triage
 from flows import model as learned
 from flows.phrases import PhraseMatcher
-from flows.urgency import Rules, UrgencySettings
+from flows.urgency import Rules, UrgencySettings, decide
 from tests.test_cli import bridge_cli as _bridge_cli
 from tests.test_cli import write
 from tests.test_flows_helpers import Chat, Clock, events, make_config, replies
@@ -166,7 +167,7 @@ async def test_the_acknowledgement_states_the_sla_clock_time() -> None:
     (ack,) = replies(turn)
     # 24 business hours: 1 h 13 min on Wednesday, 9 h Thursday, 9 h Friday, 4 h 47 min on Monday
     assert "by Monday 2026-11-23 13:47 (UTC)" in ack.text
-    assert turn.conversation.data["sla"]["first_response_due_ms"] == at(2026, 11, 23, 13, 47)
+    assert read_state(turn.conversation, "sla", SlaState).first_response_due_ms == at(2026, 11, 23, 13, 47)
 
 
 async def test_the_promise_is_in_the_customer_language_and_time_zone() -> None:
@@ -246,3 +247,15 @@ def test_check_config_warns_when_no_person_sees_escalations(tmp_path: Path) -> N
                         env={"BRIDGE_API_TOKEN": "t0ken-value", "BRIDGE_WEBHOOK_SECRET": "s3cret-value"})
     assert result.returncode == 0, result.stderr
     assert "urgent escalations -> widget" in result.stdout and "warning" not in result.stdout
+
+
+def test_more_urgent_categories_need_less_agreement_from_the_model() -> None:
+    settings = UrgencySettings()
+    rules = Rules(settings, {})
+    one = rules.read("our line is down", ["en"])
+    two = rules.read("URGENT our line is down", ["en"])
+    assert len({h.group for h in two.hits}) == 2
+    # a model that reads the rest of the message as routine (a question about returns)
+    assert decide(settings, one, 0.1).level == "check"
+    assert decide(settings, two, 0.1).level == "urgent"
+    assert decide(settings, two, 0.05).level == "check"

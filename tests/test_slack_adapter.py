@@ -125,16 +125,6 @@ async def test_an_escalation_in_the_same_channel_stays_in_its_thread(fake: FakeS
     assert update.text.startswith("<!here> :rotating_light: *now urgent*")
 
 
-async def test_rate_limit_is_a_transient_error_with_retry_after(fake: FakeSlack) -> None:
-    adapter, _ = make(fake)
-    fake.fail("chat.postMessage", status=429, retry_after_s=7)
-    with pytest.raises(TransientError) as caught:
-        await adapter.send(event("escalation", "x"))
-    assert caught.value.retry_after_s == 7
-    await adapter.send(event("escalation", "x"))
-    assert len(fake.top_level("C0URGENT")) == 1
-
-
 @pytest.mark.parametrize("failure", [{"status": 500}, {"status": 503}, {"error": "internal_error"},
                                      {"error": "ratelimited"}, {"delay_s": 1.5}])
 async def test_server_errors_and_timeouts_are_transient(fake: FakeSlack, failure: dict[str, Any]) -> None:
@@ -153,7 +143,7 @@ async def test_integration_errors_break_the_integration(fake: FakeSlack, error: 
     with pytest.raises(IntegrationBroken) as caught:
         await adapter.send(event("escalation", "x"))
     assert error in caught.value.reason
-    assert context.health[-1] == ("broken", f"slack: {error}")
+    assert context.health[-1][0] == "broken" and context.health[-1][1].startswith(f"slack: {error}")
     await adapter.send(event("escalation", "x"))  # fixed by the operator: healthy again
     assert context.health[-1][0] == "ok"
 
@@ -185,9 +175,9 @@ async def test_check_and_start_report_the_auth_state(fake: FakeSlack) -> None:
     assert context.health == [("ok", "workspace Acme as bridge")]
     await adapter.stop()
     wrong, context = make(fake, bot_token="xoxb-revoked")
-    assert await wrong.check() == ("broken", "slack: invalid_auth")
+    assert await wrong.check() == ("broken", "slack: invalid_auth (check channels.slack.bot_token)")
     await wrong.start()
-    assert context.health == [("broken", "slack: invalid_auth")]
+    assert context.health == [("broken", "slack: invalid_auth (check channels.slack.bot_token)")]
     await wrong.stop()
 
 

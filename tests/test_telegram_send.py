@@ -141,15 +141,6 @@ async def test_files_are_uploaded_never_passed_as_url(fake_telegram: FakeTelegra
         ("document", "invoice.pdf", pdf, True), ("photo", "label.png", png, True)]
 
 
-async def test_429_is_transient_with_retry_after(fake_telegram: FakeTelegram, adapter: TelegramAdapter) -> None:
-    fake_telegram.fail("sendMessage", 429, retry_after=7)
-    with pytest.raises(TransientError) as caught:
-        await adapter.send(reply("hello"))
-    assert caught.value.retry_after_s == 7
-    await adapter.send(reply("hello"))
-    assert fake_telegram.texts(CHAT) == ["hello"]
-
-
 async def test_500_and_timeouts_are_transient(fake_telegram: FakeTelegram, adapter: TelegramAdapter) -> None:
     fake_telegram.fail("sendMessage", 500)
     with pytest.raises(TransientError) as caught:
@@ -158,15 +149,6 @@ async def test_500_and_timeouts_are_transient(fake_telegram: FakeTelegram, adapt
     fake_telegram.slow("sendMessage", 5.0)  # the adapter's read timeout is 2 s
     with pytest.raises(TransientError, match="timed out"):
         await adapter.send(reply("hello"))
-
-
-async def test_blocked_by_the_user_is_permanent_and_unreachable(fake_telegram: FakeTelegram,
-                                                                adapter: TelegramAdapter) -> None:
-    fake_telegram.block(CHAT)
-    with pytest.raises(PermanentError) as caught:
-        await adapter.send(reply("hello"))
-    assert caught.value.unreachable
-    assert "blocked by the user" in caught.value.reason
 
 
 async def test_other_400_is_permanent_but_not_unreachable(fake_telegram: FakeTelegram,

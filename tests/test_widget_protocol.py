@@ -115,7 +115,7 @@ async def test_an_agent_reply_from_the_console_reaches_the_visitor_live(redis_ur
         assert r.status == 200
         await wait_for(lambda: "Hi, it ships today." in tab.texts("agent"), what="the agent's reply, live")
         (item,) = [i for i in tab.items() if i["from"] == "agent"]
-        assert item["name"] == "agent"
+        assert item["name"] == "Support"  # a token login with no name: the default display name
         # after a reload the agent's words are there once, under the same id
         again = await open_tab(tabs, b, hello={"token": (await tab.welcome())["token"]})
         history = (await again.welcome())["history"]
@@ -151,7 +151,7 @@ async def test_sla_warnings_and_state_changes_show_in_the_console_not_to_the_vis
         assert notices[-1]["event"] == "state" and notices[-1]["text"] == "resolved by agent"
         listed = await b.get("/agent/api/conversations?status=all", headers=cookie)
         (row,) = (await listed.json())["conversations"]
-        assert row["preview"] == tab.texts("bot")[0][:140]  # the last words, not a notice
+        assert row["preview"] == URGENT  # the customer's last words, not the bot's reply or a notice
         # the visitor's history has none of it
         again = await open_tab(tabs, b, hello={"token": welcome["token"]})
         assert [i["from"] for i in (await again.welcome())["history"]] == ["visitor", "bot"]

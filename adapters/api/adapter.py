@@ -2,8 +2,8 @@
 
 In:  ``POST /api/v1/messages`` (a customer message), ``POST /api/v1/conversations/{id}/messages``
      (an agent's reply from another system), ``POST /api/v1/conversations/{id}/actions``
-     (resolve, reopen, claim, ...), ``GET /api/v1/conversations/{id}``. All need
-     ``Authorization: Bearer <token>``.
+     (resolve, reopen, claim, ...), ``GET /api/v1/conversations/{id}``, and the contact
+     endpoints (adapters/api/contacts.py). All need ``Authorization: Bearer <token>``.
 Out: replies POSTed as JSON to ``webhook_url``, signed (see signing.py), with the message
      id in ``X-Bridge-Message-Id`` so a receiver can drop a redelivered reply.
 """
@@ -22,8 +22,9 @@ import msgspec
 from aiohttp import web
 
 from adapters.api.config import ApiConfig
+from adapters.api.contacts import ContactRoutes
 from adapters.api.signing import MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from bridge.adapter import Adapter, AdapterContext, Delivered
+from bridge.adapter import Adapter, AdapterContext, Capabilities, Delivered
 from bridge.errors import PermanentError, StorageFull, StoreUnavailable, TransientError
 from bridge.model import Attachment, Message, Sender
 from bridge.untrusted import TooLarge, read_capped
@@ -81,6 +82,7 @@ class ApiAdapter(Adapter):
     name = "api"
     config_model = ApiConfig
     side = "both"
+    capabilities = Capabilities(buttons=True, files=True)  # both go to the webhook as JSON
     config: ApiConfig
     # webhook receivers answer in parallel; a hung one holds a send until webhook_timeout_s
     default_max_in_flight: ClassVar[int] = 128
@@ -111,6 +113,7 @@ class ApiAdapter(Adapter):
             web.get("/api/v1/conversations", self._find_conversations),
             web.get("/api/v1/contacts/{contact_id}/export", self._export_contact),
             web.post("/api/v1/contacts/{contact_id}/erase", self._erase_contact),
+            *ContactRoutes(self.ctx.contacts, self._body, self._authorized, _HttpError).routes(),
         ]
 
     # -- in ----------------------------------------------------------------------------

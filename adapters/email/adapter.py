@@ -40,7 +40,7 @@ from adapters.email.parse import ParsedMail
 from adapters.email.reading import Reader
 from adapters.email.threading import CONVERSATION_ID, match, reply_subject, with_token
 from bridge import filelinks
-from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
+from bridge.adapter import Adapter, AdapterContext, Capabilities, ChannelConfig, Delivered, HealthState
 from bridge.errors import PermanentError
 from bridge.model import Attachment, Conversation, Message, Sender, now_ms
 
@@ -54,6 +54,7 @@ class EmailAdapter(Adapter):
     name: ClassVar[str] = "email"
     config_model: ClassVar[type[ChannelConfig]] = EmailConfig
     side = "both"
+    capabilities = Capabilities(files=True, email_addresses=True)
     default_rate_per_s: ClassVar[float] = 5.0  # SMTP relays throttle bursts
 
     def __init__(self, config: ChannelConfig, ctx: AdapterContext) -> None:
@@ -289,6 +290,8 @@ class EmailAdapter(Adapter):
             return await self._send_ticket(message)
         if message.kind == "event" and message.name == "customer_message":
             return await self._send_ticket_followup(message)
+        if message.kind == "event" and message.name == "translation":
+            return await self._send_ticket_translation(message)
         return Delivered()  # other agent-side news has no email form
 
     def _reply_address(self, conversation_id: str) -> str:
@@ -442,10 +445,27 @@ class EmailAdapter(Adapter):
                 return Delivered()
             return await self._send_ticket(msgspec.structs.replace(message, address=team))
         sender = message.sender or Sender()
+        who = sender.name or sender.email or sender.id
+        return await self._ticket_thread(message, ticket, f"The customer ({who}) wrote again:\n\n{message.text}")
+
+    async def _send_ticket_translation(self, message: Message) -> Delivered:
+        """A customer message's translation (docs/translation.md), in its ticket's thread."""
+        ticket = await self._get_json(f"ticket:{message.conversation_id}") if message.conversation_id else {}
+        if not ticket:
+            return Delivered()  # no ticket by email for this case: nothing to add to
+        source, target = message.data.get("source") or "?", message.data.get("target") or "?"
+        if message.data.get("error"):
+            text = f"Translation unavailable ({message.data['error']}): the customer's original is above."
+        else:
+            text = f"Machine translation ({source} -> {target}) of the customer's message:\n\n{message.text}"
+        return await self._ticket_thread(message, ticket, text)
+
+    async def _ticket_thread(self, message: Message, ticket: dict[str, Any], text: str) -> Delivered:
+        """Mail ``text`` to the team in the ticket's thread."""
         out = compose.Outgoing(
             from_addr=self.cfg.address, from_name=self.cfg.from_name, to_addr=ticket["team"],
             subject="Re: " + str(ticket.get("subject", "")),
-            text=f"The customer ({sender.name or sender.email or sender.id}) wrote again:\n\n{message.text}",
+            text=text,
             reply_to=self._reply_address(message.conversation_id),
             in_reply_to=ticket["message_id"], references=[ticket["message_id"]], auto_submitted="auto-generated",
             message_id=self._message_id(message),

@@ -35,11 +35,11 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack import blocks, commands
+from adapters.slack import blocks, commands, contact_commands
 from adapters.slack.config import SlackConfig
 from adapters.slack.escape import mention_markup, mentioned_users, to_plain
 from bridge import filelinks
-from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
+from bridge.adapter import Adapter, AdapterContext, Capabilities, ChannelConfig, Delivered, HealthState
 from bridge.errors import IntegrationBroken, PermanentError, SendError, TransientError
 from bridge.model import Attachment, Message, Sender
 
@@ -51,6 +51,8 @@ BROKEN_ERRORS = frozenset({
     "not_in_channel", "is_archived", "missing_scope", "no_permission", "team_access_not_granted",
     "ekm_access_denied", "org_login_required", "restricted_action",
 })
+#: the part of BROKEN_ERRORS that says the token itself is refused
+TOKEN_ERRORS = ("account_inactive", "invalid_auth", "not_authed", "token_revoked", "token_expired")
 #: the part of BROKEN_ERRORS that concerns one channel, not the whole integration
 CHANNEL_ERRORS = ("channel_not_found", "not_in_channel", "is_archived")
 #: Slack refused the Block Kit layout; the text alone still goes out
@@ -64,6 +66,8 @@ AGENT_SUBTYPES = frozenset({"", "file_share", "thread_broadcast"})
 
 THREAD_KEY = "thread:"  # + conversation id -> "<channel id> <thread ts>"
 REF_KEY = "ref:"  # + "<channel id>:<thread ts>" -> conversation id (until the bridge's own ref is stored)
+PROGRESS_KEY = "progress:"  # + message id -> parts of a long text already posted
+PROGRESS_TTL_S = 2 * 86400
 ROOT_KEY = "root:"  # + conversation id -> JSON of what the first post showed (to re-render it)
 ROOT_TEXT_MAX = 3000
 USER_LOOKUP_TIMEOUT_S = 1.0
@@ -74,8 +78,9 @@ def _error_code(exc: SlackApiError) -> str:
     return str(data.get("error") or "") if isinstance(data, dict) else ""
 
 
-def classify(exc: Exception) -> SendError:
-    """Map a Slack client failure to the bridge's retry policy."""
+def classify(exc: Exception, token_key: str = "bot_token") -> SendError:
+    """Map a Slack client failure to the bridge's retry policy; a refused token names its
+    setting (``token_key``)."""
     if isinstance(exc, SlackApiError):
         response = exc.response
         status = int(getattr(response, "status_code", 0) or 0)
@@ -89,6 +94,8 @@ def classify(exc: Exception) -> SendError:
             except (TypeError, ValueError):
                 retry_after_s = 1.0
             return TransientError("slack rate limit (429)", retry_after_s=retry_after_s)
+        if error in TOKEN_ERRORS:
+            return IntegrationBroken(f"slack: {error} (check channels.slack.{token_key})")
         if error in BROKEN_ERRORS:
             return IntegrationBroken(f"slack: {error}")
         if status >= 500 or error in TRANSIENT_ERRORS:
@@ -149,6 +156,7 @@ class SlackAdapter(Adapter):
     name: ClassVar[str] = "slack"
     config_model: ClassVar[type[ChannelConfig]] = SlackConfig
     side: ClassVar[Literal["customer", "agent", "both"]] = "agent"
+    capabilities = Capabilities(buttons=True, files=True, edits=True, max_text_length=blocks.MESSAGE_TEXT_MAX)
     default_rate_per_s: ClassVar[float] = 20.0
     default_rate_per_address_per_s: ClassVar[float | None] = 1.0
 
@@ -247,7 +255,7 @@ class SlackAdapter(Adapter):
         try:  # the handler retries a bad token forever, silently; ask once so the operator hears of it
             await self.client.apps_connections_open(app_token=token)
         except Exception as exc:
-            error = classify(exc)
+            error = classify(exc, token_key="app_token")
             await self._health_from(error, prefix="socket mode: ")
             if not isinstance(error, TransientError):
                 return  # a wrong or revoked app token: fix the config and restart
@@ -307,11 +315,13 @@ class SlackAdapter(Adapter):
             return await self._open_thread(message, urgent=self._is_urgent(message))
         channel, thread_ts = thread
         if name == "customer_message":
-            text, body = blocks.customer_message(message)
-        elif name == "delivery":
+            return Delivered(platform_id=await self._post_text(message, channel, thread_ts))
+        if name == "delivery":
             text, body = blocks.delivery(message)
         elif name == "state":
             text, body = blocks.state(message)
+        elif name in ("translation", "reply_translation"):
+            text, body = blocks.translation(message)
         else:  # an SLA breach on an urgent case calls the on-call people again
             urgent_breach = name == "sla_breach" and blocks.summary(message).get("urgency") == "urgent"
             text, body = blocks.generic(message, mention=self.mention(message) if urgent_breach else "")
@@ -350,12 +360,16 @@ class SlackAdapter(Adapter):
                                      or message.data.get("reopened")):
             # the conversation already has a thread: keep it, say what happened; a thread
             # moves only when a case turns urgent (to the urgent channel), never on a reopening
-            text, body = blocks.escalated(message, mention=self.mention(message)) if urgent \
-                else blocks.customer_message(message)
-            ts, _ = await self._post(existing[0], text, body, thread_ts=existing[1])
+            if urgent:
+                text, body = blocks.escalated(message, mention=self.mention(message))
+                ts, _ = await self._post(existing[0], text, body, thread_ts=existing[1])
+            else:
+                ts = await self._post_text(message, existing[0], existing[1])
             await self._refresh_root(message, existing[0], existing[1])  # reopened or now urgent
             return Delivered(platform_id=ts)
-        text, body = blocks.opening(message, urgent=urgent, mention=self.mention(message))
+        parts = blocks.split_text(message.text)
+        first = msgspec.structs.replace(message, text=parts[0]) if len(parts) > 1 else message
+        text, body = blocks.opening(first, urgent=urgent, mention=self.mention(message))
         ts, channel_id = await self._post(channel, text, body)
         if existing is not None:  # moved (escalated to the urgent channel): leave a pointer behind
             note, note_blocks = blocks.notice("escalated: the conversation continues in a new thread")
@@ -371,7 +385,28 @@ class SlackAdapter(Adapter):
             root = {"urgent": urgent, "text": message.text[:ROOT_TEXT_MAX],
                     "attachments": [msgspec.to_builtins(a) for a in message.attachments[:20]]}
             await self.ctx.state.set(ROOT_KEY + message.conversation_id, json.dumps(root), ttl_s=ttl_s)
+        if len(parts) > 1:  # the rest of a long first message follows in the thread
+            await self._post_text(msgspec.structs.replace(message, attachments=[]), channel_id, ts, first=1)
         return Delivered(platform_id=ts, ref=f"slack:{channel_id}:{ts}")
+
+    async def _post_text(self, message: Message, channel: str, thread_ts: str, *, first: int = 0) -> str:
+        """The customer's words in the thread, in posts of at most ``blocks.MESSAGE_TEXT_MAX``
+        characters, in order (from part ``first``), files with the last; a retry resumes
+        after the parts already posted. Returns the last post's ts."""
+        parts = blocks.split_text(message.text)
+        key = PROGRESS_KEY + message.id
+        done = max(first, int(await self.ctx.state.get(key) or 0)) if len(parts) > 1 else first
+        ts = ""
+        for index in range(done, len(parts)):
+            last = index == len(parts) - 1
+            shown = msgspec.structs.replace(message, text=parts[index], attachments=message.attachments if last else [])
+            text, body = blocks.customer_message(shown)
+            ts, _ = await self._post(channel, text, body, thread_ts=thread_ts)
+            if not last:
+                await self.ctx.state.set(key, str(index + 1), ttl_s=PROGRESS_TTL_S)
+        if len(parts) > 1:
+            await self.ctx.state.delete(key)
+        return ts
 
     async def _refresh_root(self, message: Message, channel: str, ts: str) -> None:
         """Show the new state on the thread's first post (status, assignee, buttons).
@@ -562,6 +597,11 @@ class SlackAdapter(Adapter):
         if parsed.kind == "invalid":
             self._notice(channel, thread_ts, parsed.error)
             return
+        if parsed.kind == "command" and parsed.name == "contact":
+            # answered here, in the thread: a contact is the person's, not the conversation's
+            if await self.ctx.state.set_if_absent(f"contact-command:{event_id}", "1", ttl_s=3600):
+                self._spawn(self._contact_command(channel, thread_ts, conversation_id, parsed.data, sender.name))
+            return
         if parsed.kind == "command":
             data = await self._command_data(parsed)
             await self.ctx.publish(Message(kind="command", name=parsed.name, data=data, **common))
@@ -577,7 +617,13 @@ class SlackAdapter(Adapter):
             return
         if not text and not attachments:
             return
-        await self.ctx.publish(Message(kind="agent", text=text, attachments=attachments, **common))
+        data = {}
+        if parsed.data.get("translate"):
+            if self.ctx.settings.translation_enabled:
+                data["translate"] = True
+            else:
+                self._notice(channel, thread_ts, "Not translated: translation.provider is not set; sent as written.")
+        await self.ctx.publish(Message(kind="agent", text=text, attachments=attachments, data=data, **common))
 
     async def _take_action(self, body: dict[str, Any], action: dict[str, Any]) -> None:
         """Claim / Resolve / Reopen buttons on the first post."""
@@ -635,6 +681,19 @@ class SlackAdapter(Adapter):
             self._users.clear()
         self._users[user_id] = sender
         return sender
+
+    async def _contact_command(self, channel: str, thread_ts: str, conversation_id: str, data: dict[str, Any],
+                               agent: str) -> None:
+        try:
+            text, body = await contact_commands.run(self.ctx.contacts, conversation_id, data, agent,
+                                                    self.config.command_prefix)
+        except Exception:  # Redis away: say so in the thread rather than stay silent
+            log.exception("contact command failed", extra={"conversation": conversation_id})
+            text, body = blocks.notice("the contact command failed; try again in a moment")
+        try:
+            await self._post(channel, text, body, thread_ts=thread_ts)
+        except SendError as exc:
+            log.info("could not answer a contact command", extra={"error": exc.reason})
 
     def _notice(self, channel: str, thread_ts: str, text: str) -> None:
         """Tell the agents something in the thread, after the event was acknowledged."""

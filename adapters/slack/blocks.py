@@ -36,6 +36,23 @@ def customer_name(event: Message) -> str:
     return name or str(conv.get("address") or "") or "customer"
 
 
+def split_text(text: str, limit: int = MESSAGE_TEXT_MAX) -> list[str]:
+    """``text`` in parts of at most ``limit`` characters, in order, each cut at the last
+    line break or space that fits (that one character is dropped), else hard."""
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit + 1]  # a space just past the limit is a clean cut too
+        cut = max(window.rfind("\n"), window.rfind(" "))
+        if cut > 0:
+            parts.append(rest[:cut])
+            rest = rest[cut + 1:]
+        else:
+            parts.append(rest[:limit])
+            rest = rest[limit:]
+    return [*parts, rest]
+
+
 def _chunks(text: str, size: int) -> list[str]:
     text = text[:MESSAGE_TEXT_MAX]
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
@@ -172,6 +189,23 @@ def state(event: Message) -> tuple[str, list[Block]]:
         line += f" (by {escape(by)})"
     line = f":arrows_counterclockwise: {line}"
     return line, [{"type": "context", "elements": [{"type": "mrkdwn", "text": clip(line, PLAIN_TEXT_MAX)}]}]
+
+
+def translation(event: Message) -> tuple[str, list[Block]]:
+    """A customer message's translation (``translation``) or an agent's reply as sent
+    (``reply_translation``), posted under the original in the thread; a failure says so."""
+    data = event.data
+    source, target = str(data.get("source") or "?"), str(data.get("target") or "?")
+    if data.get("error"):
+        title = f":warning: *translation unavailable* ({escape(str(data['error']))})"
+        tail = "the original is above" if event.name == "translation" else "sent to the customer as written"
+        line = f"{title}: {tail}"
+        return line, [{"type": "context", "elements": [{"type": "mrkdwn", "text": clip(line, PLAIN_TEXT_MAX)}]}]
+    what = "Translation" if event.name == "translation" else "Sent to the customer"
+    title = f":globe_with_meridians: *{what}* ({literal(source)} → {literal(target)})"
+    blocks: list[Block] = [{"type": "context", "elements": [{"type": "mrkdwn", "text": title}]},
+                           *plain_sections(event.text)]
+    return f"{title}: {_fallback(event.text)}", blocks
 
 
 ICONS = {"sla_warning": ":hourglass_flowing_sand: ", "sla_breach": ":alarm_clock: ", "survey_result": ":star: ",

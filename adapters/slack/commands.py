@@ -5,7 +5,12 @@ they are tested on recorded payloads without a server.
 
 - A command starts with the command prefix (``!`` by default): ``!claim``,
   ``!assign @user``, ``!resolve``, ``!reopen``, ``!urgency urgent|routine``
-  (``!urgent`` and ``!routine`` for short).
+  (``!urgent`` and ``!routine`` for short); ``!contact`` shows the customer's contact,
+  ``!contact set <field> <text>`` sets a field, ``!contact link <who>`` shows both
+  contacts and ``!contact link <who> confirm`` links them, ``!contact unlink <who>``
+  (adapters/slack/contact_commands.py answers these in the thread). ``!tr <reply>``
+  sends the reply translated into the customer's language (``translation:``), the
+  original kept in the thread.
 - With ``replies: default_out`` a thread reply goes to the customer unless it starts
   with a note prefix (``note:``); with ``replies: explicit`` only a reply starting with
   a reply marker (``reply:``, ``>>``) goes out and everything else is an internal note.
@@ -20,11 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from adapters.slack.escape import escape, mentioned_users, unescape
+from adapters.slack.escape import escape, mentioned_users, to_plain, unescape
 
 ReplyMode = Literal["default_out", "explicit"]
 
-COMMANDS = ("claim", "assign", "resolve", "reopen", "urgency")
+COMMANDS = ("claim", "assign", "resolve", "reopen", "urgency", "contact")
+CONTACT_USAGE = ("{p}contact, {p}contact set company|tier|notes <text>, {p}contact link <contact id|email|"
+                 "channel:address> (then ... confirm), {p}contact unlink <contact>")
+TRANSLATE = ("tr", "translate")  # !tr <reply>: sent to the customer in their language
 URGENCIES = ("urgent", "routine")
 
 
@@ -68,8 +76,13 @@ def parse_command(text: str, prefix: str = "!") -> Parsed | None:
         return None
     word = words[0].lower()
     args = words[1:]
+    if word in TRANSLATE:
+        rest = stripped[len(prefix):].lstrip()[len(word):].strip()
+        if not rest:
+            return Parsed("invalid", error=f"{prefix}{word} needs the reply: {prefix}{word} <text for the customer>")
+        return Parsed("reply", text=rest, data={"translate": True})
     usage = f"commands: {prefix}claim, {prefix}assign @user, {prefix}resolve, {prefix}reopen, " \
-            f"{prefix}urgency urgent|routine"
+            f"{prefix}urgency urgent|routine, {prefix}contact, {prefix}tr <reply in the customer's language>"
     if word in URGENCIES and not args:
         return Parsed("command", name="urgency", data={"urgency": word})
     if word not in COMMANDS:
@@ -81,6 +94,8 @@ def parse_command(text: str, prefix: str = "!") -> Parsed | None:
         if len(args) == 1:
             return Parsed("command", name="assign", data={"assignee": unescape(args[0]).lstrip("@")})
         return Parsed("invalid", error=f"{prefix}assign needs one person: {prefix}assign @user")
+    if word == "contact":
+        return _contact(stripped[len(prefix):].strip()[len(words[0]):].strip(), prefix)
     if word == "urgency":
         if len(args) == 1 and args[0].lower() in URGENCIES:
             return Parsed("command", name="urgency", data={"urgency": args[0].lower()})
@@ -88,6 +103,26 @@ def parse_command(text: str, prefix: str = "!") -> Parsed | None:
     if args:
         return Parsed("invalid", error=f"{prefix}{word} takes no arguments; {usage}")
     return Parsed("command", name=word)
+
+
+def _contact(rest: str, prefix: str) -> Parsed:
+    """``contact`` (show), ``contact set <field> <text>``, ``contact link <who> [confirm]``,
+    ``contact unlink <who>``; ``rest`` is wire text (an email arrives as ``<mailto:…|…>``)."""
+    words = rest.split(None, 2)
+    action = words[0].lower() if words else "show"
+    usage = CONTACT_USAGE.format(p=prefix)
+    if action == "show" and len(words) <= 1:
+        return Parsed("command", name="contact", data={"action": "show"})
+    if action == "set" and len(words) >= 2:
+        value = to_plain(words[2]).strip() if len(words) == 3 else ""
+        return Parsed("command", name="contact", data={"action": "set", "field": words[1].lower(), "value": value})
+    args = to_plain(rest).split()[1:]
+    if action == "link" and len(args) in (1, 2) and args[1:] in ([], ["confirm"]):
+        return Parsed("command", name="contact",
+                      data={"action": "link", "query": args[0], "confirmed": args[1:] == ["confirm"]})
+    if action == "unlink" and len(args) == 1:
+        return Parsed("command", name="contact", data={"action": "unlink", "query": args[0]})
+    return Parsed("invalid", error=f"contact commands: {usage}")
 
 
 def parse(text: str, *, mode: ReplyMode = "default_out", note_prefixes: Sequence[str] = ("note:",),

@@ -44,7 +44,7 @@ from telegram.request import HTTPXRequest
 from adapters.telegram import translate
 from adapters.telegram.config import TelegramConfig
 from bridge import failpoints, filelinks
-from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
+from bridge.adapter import Adapter, AdapterContext, Capabilities, ChannelConfig, Delivered, HealthState
 from bridge.errors import IntegrationBroken, PermanentError, TransientError
 from bridge.model import Attachment, Message
 from bridge.ratelimit import Pacer
@@ -107,6 +107,8 @@ class TelegramAdapter(Adapter):
     name: ClassVar[str] = "telegram"
     config_model: ClassVar[type[ChannelConfig]] = TelegramConfig
     side = "customer"
+    #: text is split into parts of 4096 UTF-16 units (translate.MAX_TEXT_UNITS)
+    capabilities = Capabilities(buttons=True, files=True, max_text_length=translate.MAX_TEXT_UNITS)
     #: Telegram's documented limits: ~30 messages/s per bot, 1 message/s per chat
     default_rate_per_s: ClassVar[float] = 30.0
     default_rate_per_address_per_s: ClassVar[float | None] = 1.0

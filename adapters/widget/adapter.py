@@ -30,12 +30,15 @@ from aiohttp import web
 from adapters.widget.config import WidgetConfig
 from adapters.widget.console import ROUTES as CONSOLE_ROUTES
 from adapters.widget.console import TOPIC_LOGOUT, Console
+from adapters.widget.contacts_console import ROUTES as CONTACT_ROUTES
+from adapters.widget.contacts_console import ContactPanel
 from adapters.widget.identity import Signer, VisitorTokens, derive_console_token
 from adapters.widget.peers import RefusedOrigins, client_ip, origin_of, own_origins
+from adapters.widget.presence import TOPIC as TOPIC_PRESENCE
 from adapters.widget.uploads import Uploads
 from adapters.widget.ws import TOPIC_VISITORS, WidgetSockets, visitor_item
 from bridge import logs
-from bridge.adapter import Adapter, AdapterContext, ChannelConfig, Delivered, HealthState
+from bridge.adapter import Adapter, AdapterContext, Capabilities, ChannelConfig, Delivered, HealthState
 from bridge.embedded import local_secret
 from bridge.errors import PermanentError, TransientError
 from bridge.model import Message
@@ -51,6 +54,7 @@ class WidgetAdapter(Adapter):
     name: ClassVar[str] = "widget"
     config_model: ClassVar[type[ChannelConfig]] = WidgetConfig
     side: ClassVar[Any] = "both"
+    capabilities = Capabilities(buttons=True, files=True)
     default_rate_per_s: ClassVar[float] = 1000.0
     default_max_in_flight: ClassVar[int] = 256  # sends are writes to local sockets
 
@@ -61,6 +65,7 @@ class WidgetAdapter(Adapter):
         self._lock = asyncio.Lock()
         self._sockets: WidgetSockets | None = None
         self._console: Console | None = None
+        self._contact_panel: ContactPanel | None = None
         self._listeners: list[asyncio.Task[None]] = []
         self.generated_console_token: str | None = None
         self._uploads: Uploads | None = None
@@ -120,6 +125,7 @@ class WidgetAdapter(Adapter):
                                         ensure_listening=self._ensure_listening,
                                         ip_of=lambda r: client_ip(r, self.cfg.trust_forwarded_for),
                                         refused_origins=self._refused.recent)
+                self._contact_panel = ContactPanel(self._console)
         return self._sockets, self._console
 
     async def _shared_secret(self, key: str, configured: str | None) -> str:
@@ -153,6 +159,7 @@ class WidgetAdapter(Adapter):
             asyncio.create_task(self._listen(TOPIC_CONVERSATIONS, self._on_conversation)),
             asyncio.create_task(self._listen(TOPIC_CONSOLE, self._on_conversation)),
             asyncio.create_task(self._listen(TOPIC_LOGOUT, self._on_logout)),
+            asyncio.create_task(self._listen(TOPIC_PRESENCE, self._on_presence)),
         ]
 
     async def _listen(self, topic: str, handle: Callable[[bytes], Awaitable[None]]) -> None:
@@ -181,6 +188,10 @@ class WidgetAdapter(Adapter):
     async def _on_conversation(self, payload: bytes) -> None:
         if self._console is not None:
             await self._console.changed(payload.decode(errors="replace")[:200])
+
+    async def _on_presence(self, payload: bytes) -> None:
+        if self._console is not None:
+            await self._console.presence_changed(payload.decode(errors="replace")[:200])
 
     async def _on_logout(self, payload: bytes) -> None:
         if self._console is not None:
@@ -214,6 +225,8 @@ class WidgetAdapter(Adapter):
         if self.cfg.console.enabled:
             for method, path, handler in CONSOLE_ROUTES:
                 routes.append(web.route(method, path, self._delegate("_console", handler)))
+            for method, path, handler in CONTACT_ROUTES:
+                routes.append(web.route(method, path, self._delegate("_contact_panel", handler)))
         return routes
 
     def _delegate(self, part: str, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -48,6 +48,24 @@ class UploadsConfig(BaseModel):
     max_stored_mb: float = Field(default=512.0, gt=0)  # all files kept (keep_days) together
 
 
+class AgentProfile(BaseModel):
+    """How an agent appears: to customers (display name) and to other agents (initials)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str = Field(min_length=1, max_length=60)
+    initials: str = Field(default="", max_length=3)  # default: from the display name
+
+
+class CannedReply(BaseModel):
+    """A short named text an agent inserts into the reply box."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=60)
+    text: str = Field(min_length=1, max_length=4000)
+
+
 class ConsoleConfig(BaseModel):
     """The agent console at /agent."""
 
@@ -67,6 +85,15 @@ class ConsoleConfig(BaseModel):
     login_failures_per_ip_and_name: int = Field(default=10, ge=1)
     login_failures_per_ip: int = Field(default=30, ge=1)
     login_failures_total: int = Field(default=300, ge=1)
+    #: login -> display name and initials; customers see the display name on replies
+    profiles: dict[str, AgentProfile] = Field(default_factory=dict)
+    #: what customers see for an agent who logged in with a password and has no profile
+    #: (never the login id); a token login's typed name is already a display name
+    default_display_name: str = Field(default="Support", min_length=1, max_length=60)
+    #: language code -> short named texts; the console offers the conversation's language first
+    canned_replies: dict[str, list[CannedReply]] = Field(default_factory=dict)
+    #: how long an agent counts as viewing a case / online without a sign of life from the page
+    presence_ttl_s: float = Field(default=30.0, ge=5)
 
     @field_validator("agents")
     @classmethod

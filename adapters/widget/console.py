@@ -8,6 +8,12 @@ and reopen are commands. Live updates reach open consoles over a WebSocket whene
 engine announces a changed conversation on the fanout (``conversations`` topic) or sends
 an event to the widget channel; the page also polls as a fallback.
 
+The list is a work queue (`adapters.widget.queue`: the customer's last words, waiting,
+SLA due, order, filters, unread counts) with search (`adapters.widget.search`); the live
+socket also carries who views or types in a case (`adapters.widget.presence`), which
+round-robin assignment uses to know who is online (`adapters.widget.assign`). Customers
+see an agent's display name (``console.profiles``), never the login.
+
 ``python -m adapters.widget.console hash-password`` prints a hash for the config.
 """
 
@@ -30,14 +36,17 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from adapters.widget import queue, search, translations
+from adapters.widget.assign import RoundRobin
 from adapters.widget.config import ConsoleConfig
 from adapters.widget.identity import Signer
 from adapters.widget.metrics import CONSOLES
 from adapters.widget.peers import origin_of, own_origins
+from adapters.widget.presence import Presence
 from adapters.widget.quotas import Quota
 from bridge.adapter import AdapterContext
 from bridge.filelinks import web_url
-from bridge.model import Conversation, Message, Sender
+from bridge.model import Message, Sender, now_ms
 from bridge.untrusted import BadJson, TooLarge, decode_json, read_capped
 
 log = logging.getLogger("adapters.widget.console")
@@ -48,7 +57,9 @@ TOPIC_LOGOUT = "console_logout"  # fanout: a session id whose live sockets every
 _MAX_BODY_BYTES = 256 * 1024  # a reply is at most 20,000 characters, up to 6 bytes each in JSON
 CHANNEL = "console"
 STATIC = Path(__file__).parent / "static"
-_STATUSES = ("open", "pending", "resolved")
+_STATUSES = queue.STATUSES
+_TOKEN_AGENT = "agent"  # who a token login is when the agent gives no name
+_SEEN_TTL_S = 30 * 86400  # how long an agent's "last opened" mark of a case is kept (unread counts)
 _AGENT_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,40}$")
 _EMAIL = re.compile(r"^[^@\s<>\"]{1,64}@[^@\s<>\"]{1,190}\.[A-Za-z]{2,24}$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -60,13 +71,14 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/agent/", "page"),
     ("GET", "/agent/console.js", "asset"),
     ("GET", "/agent/console.css", "asset"),
+    ("GET", "/agent/translation.js", "asset"),
     ("POST", "/agent/login", "login"),
     ("POST", "/agent/logout", "logout"),
     ("GET", "/agent/api/me", "me"),
     ("GET", "/agent/api/conversations", "list_conversations"),
     ("GET", "/agent/api/conversations/{id}", "conversation"),
     ("POST", "/agent/api/conversations/{id}/reply", "reply"),
-    ("POST", "/agent/api/conversations/{id}/{command:resolve|reopen|claim|note|link}", "command"),
+    ("POST", "/agent/api/conversations/{id}/{command:resolve|reopen|claim|assign|note|link}", "command"),
     ("GET", "/agent/ws", "live"),
 ]
 _LIST_CACHE_S = 3.0  # longest a list is reused when no change was announced
@@ -108,13 +120,6 @@ def verify_password(password: str, hashed: str) -> bool:
 
 
 _DUMMY_HASH = hash_password(secrets.token_hex(8))  # unknown names cost as much as known ones
-
-
-def _sort_key(conversation: Conversation) -> tuple[int, int, int]:
-    """Open before pending before resolved; urgent first; most recent customer first."""
-    return (_STATUSES.index(conversation.status) if conversation.status in _STATUSES else 3,
-            0 if conversation.urgency == "urgent" else 1,
-            -(conversation.last_customer_ms or conversation.updated_ms))
 
 
 def transcript_item(message: Message) -> dict[str, Any] | None:
@@ -162,6 +167,43 @@ class Console:
         self.failures_ip = Quota(ctx.state, "login-ip", config.login_failures_per_ip, window_s)
         self.failures_all = Quota(ctx.state, "login", config.login_failures_total, window_s)
         self._lists: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # status -> (at monotonic s, rows)
+        self.presence = Presence(ctx.state, ctx.fanout, config.presence_ttl_s)
+        self.round_robin = RoundRobin(ctx, self.presence, CHANNEL)
+        self.viewing: dict[web.WebSocketResponse, tuple[str, str]] = {}  # live console -> (agent, case open)
+        self._last_frame: dict[web.WebSocketResponse, tuple[str, bool, int]] = {}
+        for login in config.agents:
+            if login not in config.profiles:
+                log.warning("channels.widget.console.profiles.%s is not set: customers see %r on that agent's "
+                            "replies", login, config.default_display_name)
+
+    # -- who agents are ------------------------------------------------------------------
+
+    def display_name(self, login: str) -> str:
+        """What customers see: the profile's display name; never a password login's id (a
+        token login's typed name is the name the agent chose to show)."""
+        profile = self.config.profiles.get(login)
+        if profile is not None:
+            return profile.display_name
+        if login in self.config.agents or login == _TOKEN_AGENT:
+            return self.config.default_display_name
+        return login
+
+    def initials(self, login: str) -> str:
+        profile = self.config.profiles.get(login)
+        if profile is not None and profile.initials:
+            return profile.initials
+        parts = (profile.display_name if profile else login).split()
+        return "".join(p[0] for p in parts[:2]).upper() or "?"
+
+    def _sender(self, login: str) -> Sender:
+        return Sender(id=f"{CHANNEL}:{login}", name=self.display_name(login), is_agent=True)
+
+    async def agents(self) -> list[dict[str, Any]]:
+        """Every agent one can assign a case to: configured ones and whoever is online."""
+        online = set(await self.presence.online_agents())
+        logins = sorted({*self.config.agents, *self.config.profiles, *online})
+        return [{"login": a, "name": self.display_name(a), "initials": self.initials(a), "online": a in online}
+                for a in logins]
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -275,48 +317,76 @@ class Console:
 
     def _me(self, agent: str) -> dict[str, Any]:
         return {"agent": agent, "poll_interval_s": self.config.poll_interval_s,
-                "refused_origins": self.refused_origins()}
+                "refused_origins": self.refused_origins(),
+                "display_name": self.display_name(agent), "initials": self.initials(agent),
+                "presence_ttl_s": self.config.presence_ttl_s,
+                "canned_replies": {language: [r.model_dump() for r in replies]
+                                   for language, replies in self.config.canned_replies.items()},
+                "translation": translations.me(self.ctx.settings, agent)}
 
     async def list_conversations(self, request: web.Request) -> web.Response:
-        await self._require(request)
+        """The work queue: ``status`` (active, open, pending, resolved, all), the filters
+        ``queue``, ``channel``, ``agent`` (a login, or ``-`` for unassigned) and
+        ``language``, and ``q``: full-text search (`adapters.widget.search`)."""
+        agent = await self._require(request)
         status = request.query.get("status", "active")
         if status not in (*_STATUSES, "active", "all"):
             return web.json_response({"error": "status is one of active, open, pending, resolved, all"}, status=400)
-        cached = self._lists.get(status)
-        if cached is None or time.monotonic() - cached[0] > _LIST_CACHE_S:
-            cached = (time.monotonic(), await self._rows(status))
-            self._lists[status] = cached
-        return web.json_response({"conversations": cached[1]})
+        filters = {name: request.query.get(name, "")[:100] for name in queue.FILTERS}
+        query = request.query.get("q", "").strip()
+        if query:
+            rows = await self._search_rows(query, status)
+        else:
+            cached = self._lists.get(status)
+            if cached is None or time.monotonic() - cached[0] > _LIST_CACHE_S:
+                cached = (time.monotonic(), await self._rows(status))
+                self._lists[status] = cached
+            rows = cached[1]
+        shown = [r for r in rows if queue.matches(r, filters)]
+        seen = await self.ctx.state.counts([f"seen:{agent}:{r['id']}" for r in shown])
+        return web.json_response({
+            "conversations": [queue.public(r, s) for r, s in zip(shown, seen, strict=True)],
+            "facets": queue.facets(rows, list(self.ctx.settings.queues)),
+            "agents": await self.agents(), "now_ms": now_ms()})
 
     async def _rows(self, status: str) -> list[dict[str, Any]]:
-        """The list one filter shows. Every open console asks after each change; the rows
+        """The list one status shows. Every open console asks after each change; the rows
         are kept until the next change (or a few seconds), so a busy desk costs one read."""
         if status == "active":  # everything not resolved: waiting for us, or for the customer
             conversations = [c for s in ("open", "pending") for c in await self.ctx.conversations.list(s, limit=200)]
         else:
             conversations = await self.ctx.conversations.list(None if status == "all" else status, limit=200)
-        conversations.sort(key=_sort_key)
+        return await self._build(conversations)
+
+    async def _build(self, conversations: list[Any]) -> list[dict[str, Any]]:
         contacts = await asyncio.gather(*(self.ctx.conversations.contact(c.contact_id) if c.contact_id
                                           else _none() for c in conversations))
-        # the preview is the last thing someone wrote, not a notice (an SLA warning, "resolved by")
-        lasts = await asyncio.gather(*(self.ctx.conversations.transcript(c.id, 8) for c in conversations))
-        rows = []
-        for conversation, contact, last in zip(conversations, contacts, lasts, strict=True):
-            row = _summary(conversation)
-            row["customer"] = contact.name if contact else ""
-            row["preview"] = next((m.text[:140] for m in reversed(last) if m.kind != "event"), "")
-            rows.append(row)
+        tails = await asyncio.gather(*(self.ctx.conversations.transcript(c.id, queue.TAIL) for c in conversations))
+        rows = [queue.row(c, contact, tail) for c, contact, tail in zip(conversations, contacts, tails, strict=True)]
+        rows.sort(key=queue.sort_key)
+        return rows
+
+    async def _search_rows(self, query: str, status: str) -> list[dict[str, Any]]:
+        wanted = {"active": ("open", "pending"), "all": _STATUSES}.get(status, (status,))
+        hits = [h for h in await search.find(self.ctx.conversations, query) if h.conversation.status in wanted]
+        rows = await self._build([h.conversation for h in hits])
+        snippets = {h.conversation.id: h.snippet for h in hits}
+        for r in rows:
+            r["snippet"] = snippets.get(r["id"], "")
         return rows
 
     async def conversation(self, request: web.Request) -> web.Response:
-        await self._require(request)
+        """One case and its transcript; opening it marks it read for this agent."""
+        agent = await self._require(request)
         conversation = await self.ctx.conversations.get(request.match_info["id"])
         if conversation is None:
             return web.json_response({"error": "no such conversation"}, status=404)
         contact = await self.ctx.conversations.contact(conversation.contact_id) if conversation.contact_id else None
         messages = await self.ctx.conversations.transcript(conversation.id, 500)
         items = [i for m in messages if (i := transcript_item(m)) is not None]
-        summary = _summary(conversation)
+        items = translations.attach(messages, items, translations.agent_language(self.ctx.settings, agent))
+        await self.ctx.state.set(f"seen:{agent}:{conversation.id}", str(now_ms()), ttl_s=_SEEN_TTL_S)
+        summary = queue.public(queue.row(conversation, contact, messages[-queue.TAIL:]), now_ms())
         claims = [str(m.data["claimed_email"]) for m in messages
                   if m.kind == "customer" and m.data.get("claimed_email")]
         summary["claimed_email"] = claims[-1] if claims else ""
@@ -347,15 +417,18 @@ class Console:
             return web.json_response({"error": "text: 1 to 20000 characters"}, status=400)
         if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
             client_id = secrets.token_hex(8)
+        # "send in <the customer's language>": the translation step sends it translated
+        wanted = body.get("translate") is True and self.ctx.settings.translation_enabled
+        data: dict[str, Any] = {"agent": agent, "translate": True} if wanted else {"agent": agent}
         message = Message(kind="agent", channel=CHANNEL, conversation_id=conversation.id, text=text.strip(),
-                          dedupe_key=f"{CHANNEL}:{client_id}",
-                          sender=Sender(id=f"{CHANNEL}:{agent}", name=agent, is_agent=True))
+                          dedupe_key=f"{CHANNEL}:{client_id}", data=data, sender=self._sender(agent))
         stored = await self.ctx.publish(message)
         return web.json_response({"id": message.id, "stored": stored})
 
     async def command(self, request: web.Request) -> web.Response:
-        """resolve, reopen, claim (assign to me), note (internal: never sent to the customer),
-        link (the agent confirmed the customer's email: join the contact that has it)."""
+        """resolve, reopen, claim (assign to me), assign (to ``assignee``, an agent's login),
+        note (internal: never sent to the customer), link (the agent confirmed the
+        customer's email: join the contact that has it)."""
         agent = await self._require(request, write=True)
         body = await self._body(request)
         conversation = await self.ctx.conversations.get(request.match_info["id"])
@@ -374,16 +447,24 @@ class Console:
             if not isinstance(email, str) or not _EMAIL.match(email.strip()):
                 return web.json_response({"error": "email: an address like ann@example.com"}, status=400)
             data["email"] = email.strip().lower()
+        if name == "assign":
+            assignee = body.get("assignee")
+            known = {a["login"] for a in await self.agents()}
+            if not isinstance(assignee, str) or assignee not in known:
+                return web.json_response({"error": "assignee: the login of a configured or online agent"},
+                                         status=400)
+            data["assignee"] = assignee
         message = Message(kind="command", channel=CHANNEL, conversation_id=conversation.id, name=name,
-                          text=text.strip(), data=data,
-                          sender=Sender(id=f"{CHANNEL}:{agent}", name=agent, is_agent=True))
+                          text=text.strip(), data=data, sender=self._sender(agent))
         await self.ctx.publish(message)
         return web.json_response({"id": message.id})
 
     # -- live updates ------------------------------------------------------------------
 
     async def live(self, request: web.Request) -> web.StreamResponse:
-        await self._require(request)
+        """Nudges out (``changed``, ``presence``); the page's presence in (``view`` a case,
+        with ``typing``; renewed while the page is open, so a closed one expires)."""
+        agent = await self._require(request)
         if not self._own_origin(request):
             return web.Response(status=403, text="origin not allowed\n")
         await self.ensure_listening()
@@ -392,22 +473,65 @@ class Console:
         session = self._session(request)
         sid = session[1] if session else ""
         self.sockets[ws] = sid
+        self.viewing[ws] = (agent, "")
         CONSOLES.inc()
+        renew_s = min(self.config.poll_interval_s, self.config.presence_ttl_s / 3)
         try:
+            await self._came_online(agent)
             while not ws.closed:
                 try:
-                    msg = await ws.receive(timeout=self.config.poll_interval_s)
+                    msg = await ws.receive(timeout=renew_s)
                 except TimeoutError:
                     # the logout's fanout is at-most-once: the revocation in Redis is the record
                     if await self.ctx.state.get(REVOKED + sid) is not None:
                         await ws.close()
+                    await self.presence.online(agent)
                     continue
                 if msg.type != WSMsgType.TEXT:
                     break
+                await self._frame(ws, agent, msg.data)
         finally:
             self.sockets.pop(ws, None)
             CONSOLES.dec()
+            await self._went_away(ws, agent)
         return ws
+
+    async def _came_online(self, agent: str) -> None:
+        await self.presence.online(agent)
+        with contextlib.suppress(Exception):  # best effort: the next change offers the cases again
+            await self.round_robin.sweep()
+
+    async def _went_away(self, ws: web.WebSocketResponse, agent: str) -> None:
+        self._last_frame.pop(ws, None)
+        _, case = self.viewing.pop(ws, (agent, ""))
+        with contextlib.suppress(Exception):  # the marks expire by themselves
+            if case and (agent, case) not in self.viewing.values():
+                await self.presence.leave(agent, case)
+            if all(a != agent for a, _ in self.viewing.values()):
+                await self.presence.offline(agent)
+
+    async def _frame(self, ws: web.WebSocketResponse, agent: str, raw: str) -> None:
+        """``{"type": "view", "conversation_id": id | "", "typing": bool}``."""
+        try:
+            frame = decode_json(raw)
+        except BadJson:
+            return
+        if not isinstance(frame, dict) or frame.get("type") != "view":
+            return
+        case = frame.get("conversation_id")
+        case = case if isinstance(case, str) and len(case) <= 100 else ""
+        typing = frame.get("typing") is True
+        repeat = (case, typing, int(time.monotonic()))  # the same news twice in a second is said once
+        if self._last_frame.get(ws) == repeat:
+            return
+        self._last_frame[ws] = repeat
+        await self.presence.online(agent)
+        _, before = self.viewing.get(ws, (agent, ""))
+        self.viewing[ws] = (agent, case)
+        if before and before != case and (agent, before) not in self.viewing.values():
+            await self.presence.leave(agent, before)
+        if case:
+            await self.presence.view(agent, case, typing=typing)
 
     async def close_session(self, session_id: str) -> None:
         """Close this process's live sockets of a session that was logged out."""
@@ -417,9 +541,22 @@ class Console:
                     await ws.close()
 
     async def changed(self, conversation_id: str) -> None:
-        """Tell every open console of this process that a conversation changed."""
+        """Tell every open console of this process that a conversation changed (the engine
+        names several at once, separated by spaces); offer new cases to round-robin."""
         self._lists.clear()
-        frame = json.dumps({"type": "changed", "conversation_id": conversation_id})
+        await self._send_all({"type": "changed", "conversation_id": conversation_id})
+        with contextlib.suppress(Exception):  # best effort: the next change offers the case again
+            await self.round_robin.consider(conversation_id.split())
+
+    async def presence_changed(self, conversation_id: str) -> None:
+        """Tell every open console of this process who views the case now."""
+        if self.sockets:
+            viewers = [{**v, "name": self.display_name(v["agent"]), "initials": self.initials(v["agent"])}
+                       for v in await self.presence.of(conversation_id)]
+            await self._send_all({"type": "presence", "conversation_id": conversation_id, "viewers": viewers})
+
+    async def _send_all(self, data: dict[str, Any]) -> None:
+        frame = json.dumps(data)
         for ws in list(self.sockets):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await ws.send_str(frame)
@@ -432,17 +569,6 @@ class Console:
 
 async def _none() -> None:
     return None
-
-
-def _summary(conversation: Conversation) -> dict[str, Any]:
-    return {
-        "id": conversation.id, "channel": conversation.channel, "address": conversation.address,
-        "status": conversation.status, "urgency": conversation.urgency,
-        "urgency_reason": conversation.urgency_reason, "language": conversation.language,
-        "topic": conversation.topic, "queue": conversation.queue, "assignee": conversation.assignee,
-        "unreachable": conversation.unreachable, "updated_ms": conversation.updated_ms,
-        "last_customer_ms": conversation.last_customer_ms, "messages": conversation.messages,
-    }
 
 
 def main(argv: list[str]) -> int:

@@ -76,6 +76,8 @@ def visitor_item(message: Message, visitor: str) -> dict[str, Any] | None:
         cid = message.dedupe_key[len(prefix):] if message.dedupe_key.startswith(prefix) else ""
         return {"id": message.id, "cid": cid, "from": "visitor", "name": "", "text": message.text,
                 "ts": message.created_ms, "attachments": _links(message)}
+    if message.kind == "agent" and message.data.get("translate"):
+        return None  # sent by the reply that answers it, in the words the visitor got (translated)
     if message.kind == "agent" or (message.kind == "reply" and message.sender and message.sender.is_agent):
         if not message.text.strip() and not message.attachments:
             return None

@@ -1,0 +1,65 @@
+"""Full-text search over conversations, for the console.
+
+A linear scan, bounded: the newest ``MAX_CONVERSATIONS`` conversations and the last
+``MAX_MESSAGES`` entries of each transcript, read from Redis. Every word of the query
+must appear (case-insensitive) in one message, or in the customer's name, address or
+the conversation id. This is the one place the console searches: when history moves to
+SQL, only `find` changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from bridge.adapter import ConversationReader
+from bridge.model import Conversation
+
+MAX_CONVERSATIONS = 500
+MAX_MESSAGES = 500
+MAX_HITS = 50
+MAX_QUERY_CHARS = 200
+_BATCH = 25  # transcripts read at once
+_SEARCHED_KINDS = ("customer", "agent", "reply", "command")  # words people wrote (notes are commands)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    conversation: Conversation
+    snippet: str  # the matching message's text, around the first word found ("" for a name match)
+
+
+def words(query: str) -> list[str]:
+    return query[:MAX_QUERY_CHARS].casefold().split()
+
+
+def _snippet(text: str, word: str, width: int = 140) -> str:
+    at = max(0, text.casefold().find(word) - width // 3)
+    return ("…" if at else "") + text[at:at + width]
+
+
+async def find(reader: ConversationReader, query: str, status: str | None = None) -> list[Hit]:
+    """The conversations matching every word of ``query``, newest first."""
+    terms = words(query)
+    if not terms:
+        return []
+    conversations = await reader.list(status, limit=MAX_CONVERSATIONS)
+    hits: list[Hit] = []
+    for start in range(0, len(conversations), _BATCH):
+        batch = conversations[start:start + _BATCH]
+        contacts = await asyncio.gather(*(reader.contact(c.contact_id) for c in batch if c.contact_id))
+        names = {c.id: f"{c.name} {c.email}" for c in contacts if c is not None}
+        transcripts = await asyncio.gather(*(reader.transcript(c.id, MAX_MESSAGES) for c in batch))
+        for conversation, transcript in zip(batch, transcripts, strict=True):
+            meta = f"{conversation.id} {conversation.address} {names.get(conversation.contact_id, '')}".casefold()
+            if all(t in meta for t in terms):
+                hits.append(Hit(conversation, ""))
+            else:
+                for message in reversed(transcript):
+                    text = message.text.casefold()
+                    if message.kind in _SEARCHED_KINDS and all(t in text for t in terms):
+                        hits.append(Hit(conversation, _snippet(message.text, terms[0])))
+                        break
+            if len(hits) >= MAX_HITS:
+                return hits
+    return hits
