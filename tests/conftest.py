@@ -123,3 +123,11 @@ async def postgres_url(postgres_server: PostgresServer) -> str:
     finally:
         await connection.close()
     return postgres_server.url(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The SQL history's URL, once an SQLite file, once a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    return str(request.getfixturevalue("postgres_url"))

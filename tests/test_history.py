@@ -21,13 +21,6 @@ from tests.test_api_e2e import AUTH, ENV, api_config
 from tests.webhook import WebhookReceiver
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'history.sqlite3'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
 def with_history(url: str, webhook_url: str, **extra: Any) -> dict[str, Any]:
     return {**api_config(webhook_url), "history": {"enabled": True, "url": url, **extra}}
 

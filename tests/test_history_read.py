@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from tests.harness import running_bridge
 from tests.history_db import every_table_text, rows
 from tests.test_api_e2e import AUTH, ENV
-from tests.test_history import history_url, projected, with_history  # noqa: F401 (a fixture)
+from tests.test_history import projected, with_history
 from tests.webhook import WebhookReceiver
 
 SAID = {
@@ -26,7 +26,7 @@ SAID = {
 }
 
 
-async def test_search_in_five_languages_and_by_contact(history_url: str, redis_url: str,  # noqa: F811
+async def test_search_in_five_languages_and_by_contact(history_url: str, redis_url: str,
                                                        webhook: WebhookReceiver) -> None:
     async with running_bridge(redis_url, with_history(history_url, webhook.url), env=ENV) as b:
         for key, (customer, said, _) in SAID.items():
@@ -58,7 +58,7 @@ async def find(b: Any, **params: str) -> list[dict[str, Any]]:
 PERSONAL = ["Erika Mustermann", "erika@example.org", "cust-erase", "Mein Paket 7781 ist beschädigt"]
 
 
-async def test_export_then_erase_leaves_nothing_behind(history_url: str, redis_url: str,  # noqa: F811
+async def test_export_then_erase_leaves_nothing_behind(history_url: str, redis_url: str,
                                                        webhook: WebhookReceiver, tmp_path: Path) -> None:
     async with running_bridge(redis_url, with_history(history_url, webhook.url), env=ENV) as b:
         await b.post("/api/v1/messages", headers=AUTH, json={
