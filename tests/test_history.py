@@ -43,7 +43,9 @@ async def projected(redis: aioredis.Redis) -> bool:
 
 async def test_a_conversation_is_recorded_in_sql(history_url: str, redis_url: str,
                                                  webhook: WebhookReceiver) -> None:
-    async with running_bridge(redis_url, with_history(history_url, webhook.url), env=ENV) as b:
+    config = with_history(history_url, webhook.url)
+    config["engine"] = {"steps": ["triage", "routing", "dispute"]}
+    async with running_bridge(redis_url, config, env=ENV) as b:
         await b.post("/api/v1/messages", headers=AUTH, json={
             "customer_id": "c-1", "name": "Maria Santos", "email": "maria@example.com", "message_id": "h1",
             "text": "URGENT: production line stopped, the boards fail"})
@@ -54,10 +56,17 @@ async def test_a_conversation_is_recorded_in_sql(history_url: str, redis_url: st
         await b.wait_for(lambda: _messages(b, "c-1", 2), what="the engine kept the second message")
         conversation = await b.store.for_address("api", "c-1")
         assert conversation is not None
+        actions = f"/api/v1/conversations/{conversation.id}/actions"
+        await b.post(actions, headers=AUTH, json={"action": "urgency", "urgency": "routine", "agent": "Ana",
+                                                  "message_id": "a1"})
+        await b.post(actions, headers=AUTH, json={"action": "dispute", "step": "start", "agent": "Ana",
+                                                  "claim": "boards fail", "message_id": "a2"})
+        await b.wait_for(lambda: _dispute_started(b, "c-1"), what="the dispute started")
         await b.wait_for(lambda: projected(b.redis), what="the outbox projected")
 
     (row,) = [r for r in await rows(history_url, "conversations") if r["id"] == conversation.id]
-    assert row["urgency"] == "urgent" and row["status"] == "open" and row["contact_id"] == conversation.contact_id
+    assert row["urgency"] == "routine" and row["status"] == "open" and row["contact_id"] == conversation.contact_id
+    assert row["data"]["dispute"]["claim"] == "boards fail"
     messages = sorted((m for m in await rows(history_url, "messages") if m["conversation_id"] == conversation.id),
                       key=lambda m: m["seq"])
     customer = [m for m in messages if m["kind"] == "customer"]
@@ -66,8 +75,11 @@ async def test_a_conversation_is_recorded_in_sql(history_url: str, redis_url: st
     assert customer[1]["attachments"][0]["name"] == "photo.jpg"
     assert any(m["kind"] == "reply" for m in messages)  # the bridge's answer is in the record too
     events = [e for e in await rows(history_url, "events") if e["conversation_id"] == conversation.id]
-    urgency = [e for e in events if e["name"] == "urgency"]
-    assert urgency and urgency[0]["value"] == "urgent" and "urgent" in urgency[0]["reason"].lower()
+    urgency = sorted((e for e in events if e["name"] == "urgency"), key=lambda e: e["at_ms"])
+    assert [(e["value"], e["previous"]) for e in urgency] == [("urgent", ""), ("routine", "urgent")]
+    assert "urgent" in urgency[0]["reason"].lower()
+    assert urgency[1]["by"] == "Ana"  # the agent's correction, and who made it
+    assert any(e["name"] == "dispute_step" and e["by"] == "Ana" for e in events)
     assert any(e["name"] == "opened" for e in events)
     (contact,) = await rows(history_url, "contacts")
     assert contact["name"] == "Maria Santos" and contact["email"] == "maria@example.com"
@@ -131,6 +143,11 @@ async def _customer_texts(url: str) -> list[str]:
         return sorted(m["text"] for m in await rows(url, "messages") if m["kind"] == "customer")
     except ProgrammingError:  # the projector has not created the tables yet
         return []
+
+
+async def _dispute_started(b: Any, customer: str) -> bool:
+    conversation = await b.store.for_address("api", customer)
+    return conversation is not None and bool(conversation.data.get("dispute", {}).get("step"))
 
 
 async def _messages(b: Any, customer: str, count: int) -> bool:
