@@ -79,13 +79,13 @@ class Projector:
                 gained, lost = self.leases.changes()
                 self._own_pending |= gained
                 self._own_pending -= lost
-                if time.monotonic() >= next_backlog:
-                    await self._report_backlog()
-                    next_backlog = time.monotonic() + BACKLOG_EVERY_S
-                if not self.leases.held:
-                    await self._sleep(0.05)
-                    continue
                 try:
+                    if time.monotonic() >= next_backlog:
+                        await self._report_backlog()
+                        next_backlog = time.monotonic() + BACKLOG_EVERY_S
+                    if not self.leases.held:
+                        await self._sleep(0.05)
+                        continue
                     if time.monotonic() >= next_sweep:
                         next_sweep = time.monotonic() + self.retention_interval_s
                         await self._sweep()

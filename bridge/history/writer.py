@@ -51,8 +51,8 @@ class Writer:
                 contact = contact_of(record)
                 if contact is not None:
                     contacts[contact.id] = contact
-            await self._upsert(conn, schema.conversations, list(before_rows(before, {c.id for _, c in states})),
-                               newer="updated_ms")
+            latest = [before[i] for i in sorted({c.id for _, c in states})]  # each conversation's newest state
+            await self._upsert(conn, schema.conversations, latest, newer="updated_ms")
             await self._ignore(conn, schema.messages, message_rows)
             await self._ignore(conn, schema.events, event_rows)
             await self.save_contacts(conn, list(contacts.values()))
@@ -85,10 +85,6 @@ class Writer:
 def _chunks(rows: list[dict[str, Any]], size: int = 200) -> Any:
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
-
-
-def before_rows(rows: dict[str, dict[str, Any]], ids: set[str]) -> Any:
-    return (rows[i] for i in sorted(ids))
 
 
 def conversation_row(c: Conversation) -> dict[str, Any]:
