@@ -4,6 +4,7 @@ file), written by the projector from the engine's outbox, exactly once."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.exc import ProgrammingError
 
-from bridge import keys
+from bridge import keys, status
 from tests.harness import running_bridge
 from tests.history_db import rows
 from tests.pgserver import PostgresServer
@@ -104,6 +105,8 @@ async def test_projection_is_exactly_once_through_a_killed_projector(
         await projector.start(failpoints="projector.after_sql")
         assert await projector.wait_exit(20) == -signal.SIGKILL, projector.log()
         assert await backlog(b.redis) > 0  # written to SQL, not acknowledged
+        shown = status.render(await status.gather(b.redis))  # what `bridge status` prints
+        assert re.search(r"history: [1-9]\d* record\(s\) not yet in SQL, the oldest \d+ s old", shown), shown
         await projector.start()
         try:
             await b.wait_for(lambda: projected(b.redis), 20, "the outbox projected after the restart")
