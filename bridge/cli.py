@@ -360,7 +360,8 @@ def _privacy(args: argparse.Namespace, act: Any) -> Any:
 
     async def action(redis: aioredis.Redis, settings: Settings) -> Any:
         async def run(engine: Any) -> Any:
-            await db.upgrade(engine)
+            if engine is not None:
+                await db.upgrade(engine)
             privacy = Privacy(store=Store(redis), bus=Bus(redis, partitions=settings.engine.partitions),
                               history=engine, partitions=settings.engine.partitions)
             try:
@@ -368,6 +369,8 @@ def _privacy(args: argparse.Namespace, act: Any) -> Any:
             except LookupError as exc:
                 raise BridgeError(str(exc)) from None
 
+        if not settings.history.enabled:  # Redis is all there is
+            return await run(None)
         return await _with_history(settings, run)
 
     return asyncio.run(_with_redis(args, action))

@@ -14,6 +14,7 @@ from tests.harness import running_bridge
 from tests.history_db import every_table_text, rows
 from tests.test_api_e2e import AUTH, ENV, api_config
 from tests.test_cli import bridge_cli, write
+from tests.test_history_read import keyspace_text
 from tests.webhook import WebhookReceiver
 
 
@@ -88,3 +89,21 @@ async def test_db_upgrade_names_the_setting_when_the_database_is_unreachable(tmp
     assert result.returncode == 2
     assert "cannot use the history database (history.url postgresql:///bridge" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_erase_without_history_works_on_redis_alone(redis_url: str, redis: aioredis.Redis,
+                                                          webhook: WebhookReceiver, tmp_path: Path) -> None:
+    async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "solo-1", "text": "Please forget me, Jan Kowalski", "message_id": "f1",
+            "name": "Jan Kowalski"})
+        await b.wait_for(lambda: webhook.received, what="answered")
+        conversation = await b.store.for_address("api", "solo-1")
+        assert conversation is not None
+    config = write(tmp_path / "bridge.yaml", {"redis": {"url": redis_url}, "history": {"enabled": False}})
+    erased = await asyncio.to_thread(bridge_cli, "contact", "erase", conversation.contact_id, "-c", str(config),
+                                     cwd=tmp_path)
+    assert erased.returncode == 0, erased.stderr
+    left = await keyspace_text(redis)
+    for item in ("Jan Kowalski", "solo-1", conversation.id):
+        assert item not in left, item
