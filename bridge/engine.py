@@ -420,7 +420,7 @@ class Engine:
                   else m.conversation_id for m in messages}
         missing = [c for c in wanted if c and p.conversations.get(c) is None]
         if missing:
-            for conversation in await self.store.get_many(missing):
+            for conversation in await self.store.get_many(missing, load_back=True):
                 if conversation is not None:
                     p.conversations.put(conversation.id, conversation)
         contact_ids = {c.contact_id for c in (p.conversations.get(i) for i in wanted if i) if c and c.contact_id}
@@ -450,7 +450,7 @@ class Engine:
         if message.conversation_id:
             conversation = p.conversations.get(message.conversation_id)
             if conversation is None:
-                conversation = await self.store.get(message.conversation_id)
+                conversation = await self.store.get(message.conversation_id, load_back=True)
                 if conversation is not None:
                     p.conversations.put(conversation.id, conversation)
         if message.kind != "customer":

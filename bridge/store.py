@@ -74,10 +74,13 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------
 
-    async def get(self, conversation_id: str) -> Conversation | None:
-        return (await self.get_many([conversation_id]))[0]
+    async def get(self, conversation_id: str, *, load_back: bool = False) -> Conversation | None:
+        return (await self.get_many([conversation_id], load_back=load_back))[0]
 
-    async def get_many(self, conversation_ids: builtins.list[str]) -> builtins.list[Conversation | None]:
+    async def get_many(self, conversation_ids: builtins.list[str], *,
+                       load_back: bool = False) -> builtins.list[Conversation | None]:
+        """Conversations by id; one retention dropped from Redis is read from the SQL record,
+        and with ``load_back`` (the engine, about to write to it) put back into Redis."""
         if not conversation_ids:
             return []
         raws = await self.redis.mget([keys.conversation(c) for c in conversation_ids])
@@ -85,16 +88,16 @@ class Store:
         if self.archive is not None:
             for i, conversation in enumerate(found):
                 if conversation is None:
-                    found[i] = await self._load_back(conversation_ids[i])
+                    found[i] = await self._from_archive(conversation_ids[i], load_back)
         return found
 
-    async def _load_back(self, conversation_id: str) -> Conversation | None:
-        """A conversation retention dropped from Redis: read from the SQL record and put
-        back (state and transcript), unless someone put it back first."""
+    async def _from_archive(self, conversation_id: str, load_back: bool) -> Conversation | None:
+        """A conversation retention dropped from Redis, from the SQL record; with ``load_back``
+        put back (state and transcript), unless someone put it back first."""
         assert self.archive is not None
         conversation = await self.archive.conversation(conversation_id)
-        if conversation is None:
-            return None
+        if conversation is None or not load_back:
+            return conversation
         transcript = await self.archive.transcript(conversation_id)
         record = encode_record(conversation)
         await self._restore(keys=[keys.conversation(conversation_id), keys.transcript(conversation_id),

@@ -40,6 +40,12 @@ async def test_a_closed_conversation_leaves_redis_and_comes_back(redis_url: str,
         other = await b.store.for_address("api", "ret-2")
         assert other is not None and other.status == "open"  # an open one stays, however old
 
+        response = await b.http.get(f"{b.url}/api/v1/conversations/{conversation.id}", headers=AUTH)
+        body = await response.json()  # read from the record, and not put back for a look
+        assert body["conversation"]["status"] == "resolved"
+        assert [m["text"] for m in body["transcript"] if m["kind"] == "customer"] == ["Is order 31 on its way?"]
+        assert await _gone(b.redis, conversation.id)
+
         await b.post("/api/v1/messages", headers=AUTH,
                      json={"customer_id": "ret-1", "text": "It has not arrived yet", "message_id": "r3"})
         await b.wait_for(lambda: _status(b.redis, conversation.id, "open"), what="reopened from the record")
