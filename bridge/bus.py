@@ -129,8 +129,9 @@ def frame_ops(ops: list[list[Any]]) -> bytes:
     """Commands as one msgpack string for the Lua scripts: one argument instead of dozens
     per message (redis-py spends microseconds packing each argument). Numbers travel as
     text: Lua would turn a large integer into a float."""
-    return _ops_encoder.encode([[_as_msgpack_str(a) if isinstance(a, bytes) else a if isinstance(a, str) else str(a)
-                                 for a in op] for op in ops])
+    raw = _as_msgpack_str
+    return _ops_encoder.encode([[a if type(a) is str else raw(a) if type(a) is bytes else str(a) for a in op]
+                                for op in ops])
 
 
 RELEASE_LANE = "release_lane"  # an outbound command: the lane named in data["lane"] goes on

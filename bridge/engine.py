@@ -53,9 +53,11 @@ from bridge.turn import FlowConfig, Step, Turn
 log = logging.getLogger("bridge.engine")
 
 OWN_PENDING_CHECK_S = 30.0
-# contacts span partitions, so another worker may change one (a link by email): a cached
-# contact is read again when it is older than this at the start of a batch
-CONTACT_FRESH_MS = 5_000
+# contacts span partitions, so another worker may change one: every change to a contact
+# that existed before (a link by email, an agent's edit) bumps keys.CONTACTS_REV, which
+# drops the cached ones; as a safety net a cached contact is also read again when older
+# than this at the start of a batch
+CONTACT_FRESH_MS = 60_000
 # while some partition is busy, the read of the others blocks this long at most, so a
 # partition that finishes is read again soon
 BUSY_BLOCK_MS = 20
@@ -468,8 +470,9 @@ class Engine:
             else:
                 reopened = True
         contact = self._contact(p, conversation) if conversation else None
+        created = False
         if conversation is None:
-            conversation, contact = await self._open(p, message, now)
+            conversation, contact, created = await self._open(p, message, now)
             is_new = True
         previous = None if is_new else conversation.status
         if reopened:
@@ -481,14 +484,15 @@ class Engine:
             contact.name = message.sender.name
         return Turn(message=message, conversation=conversation, contact=contact, config=self.flow_config,
                     now_ms=now, is_new=is_new, reopened=reopened, contact_changed=is_new or renamed,
-                    previous_status=previous)
+                    contact_created=created, previous_status=previous)
 
     def _contact(self, p: _Partition, conversation: Conversation) -> Contact | None:
         cached = p.contacts.get(conversation.contact_id) if conversation.contact_id else None
         return cached[0] if cached else None
 
-    async def _open(self, p: _Partition, message: Message, now: int) -> tuple[Conversation, Contact]:
-        """A new conversation for a customer address (and a contact, unless one is linked)."""
+    async def _open(self, p: _Partition, message: Message, now: int) -> tuple[Conversation, Contact, bool]:
+        """A new conversation for a customer address, and its contact: a known one (the
+        address or the email is linked to it) or a new one (True)."""
         h = address_hash(message.channel, message.address)
         (number,) = await self.store.next_conversation_numbers([h])
         address = f"{message.channel}:{message.address}"
@@ -501,6 +505,7 @@ class Engine:
         contact = (await self.store.contact(contact_id)) if contact_id else None
         if contact is not None and address not in contact.addresses:
             contact.addresses.append(address)
+        created = contact is None
         if contact is None:
             contact = Contact(id=new_id(), name=sender.name if sender else "", email=sender.email if sender else "",
                               language=sender.language if sender else "",
@@ -510,7 +515,7 @@ class Engine:
         p.conversations.put(conversation.id, conversation)
         p.current.put((message.channel, message.address), conversation.id)
         p.contacts.put(contact.id, (contact, self.clock_ms()))
-        return conversation, contact
+        return conversation, contact, created
 
 def _is_async(step: Step) -> bool:
     """True for async functions and for objects whose __call__ is async."""

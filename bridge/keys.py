@@ -127,7 +127,7 @@ def adapter_state(channel: str, key: str) -> str:
 
 # -- what agents keep about a person (bridge/contacts.py); never written by the engine --
 
-CONTACTS_REV = PREFIX + "contacts-rev"  # counter: bumped by every agent change to a contact
+CONTACTS_REV = PREFIX + "contacts-rev"  # counter: bumped by every change to a contact others may hold
 CONTACT_EVENTS_MAX = 200  # changes kept per contact (newest first)
 
 

@@ -344,6 +344,8 @@ class Store:
         contact = encode_record(effects.contact.record()) if effects.contact is not None else None
         if effects.contact is not None and contact is not None:
             ops.extend(self.contact_ops(effects.contact, contact))
+            if effects.contact_shared:
+                ops.append(["INCR", keys.CONTACTS_REV])
         if effects.contact_events:
             ops.extend(self.contact_event_ops(effects.contact_events))
         record = encode_record(conversation)

@@ -61,6 +61,7 @@ class Turn:
     timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
     refs: list[str] = field(default_factory=list)  # external thread refs for the conversation
     contact_changed: bool = False
+    contact_created: bool = False  # the contact is new with this conversation: no other worker has it
     contact_events: list[tuple[str, bytes]] = field(default_factory=list)  # (contact id, bridge.contacts event)
     record: bool = True  # keep the message in the transcript
     notices: list[Message] = field(default_factory=list)  # agent-side news kept in the transcript
@@ -138,8 +139,9 @@ class Turn:
                     if out.kind == "reply" and (message.kind != "agent" or "translation_of" in out.data))
         return Effects(conversation=conversation, previous_status=self.previous_status, partition=partition,
                        kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers, refs=self.refs,
-                       contact=self.contact if self.contact_changed else None, contact_events=self.contact_events,
-                       cause=message)
+                       contact=self.contact if self.contact_changed else None,
+                       contact_shared=self.contact_changed and not self.contact_created,
+                       contact_events=self.contact_events, cause=message)
 
     def schedule(self, due_ms: int, name: str, data: dict[str, Any] | None = None) -> None:
         """Fire command ``name`` for this conversation at ``due_ms`` (SLA, follow-ups)."""

@@ -12,8 +12,9 @@ import redis.asyncio as aioredis
 from bridge import keys
 from bridge.bus import Bus, LeaseLost
 from bridge.config import Settings
+from bridge.effects import Effects
 from bridge.engine import Engine
-from bridge.model import Message, decode, partition_of
+from bridge.model import Conversation, Message, decode, partition_of
 from bridge.store import Store
 from bridge.templates import Templates
 from bridge.turn import FlowConfig, Turn
@@ -202,19 +203,49 @@ async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Re
 
     engine = make_engine([record], clock=clock)
     store = Store(redis)
-    await engine.bus.publish(Message(kind="customer", channel="api", address="k1", text="one"))
-    await wait_for(lambda: len(seen) == 1, 10, "the first message")
+    for n, text in enumerate(("one", "two"), start=1):  # the contact cached, the change counter read
+        await engine.bus.publish(Message(kind="customer", channel="api", address="k1", text=text))
+        await wait_for(lambda: len(seen) == n, 10, f"message {text}")  # noqa: B023
     conversation = await store.for_address("api", "k1")
     assert conversation is not None
     contact = await store.contact(conversation.contact_id)
     assert contact is not None
     contact.email = "buyer@factory.example"  # linked by another worker, in another partition
+    for op in Store.effect_ops(Effects(conversation=Conversation(id="other-1", channel="email", address="b@f"),
+                                       previous_status="open", partition=1, contact=contact, contact_shared=True)):
+        await redis.execute_command(*op)
+    await engine.bus.publish(Message(kind="customer", channel="api", address="k1", text="three"))
+    await wait_for(lambda: len(seen) == 3, 10, "the third message")
+    assert seen == ["", "", "buyer@factory.example"]  # at once: the other worker's commit said so
+
+
+async def test_a_cached_contact_is_read_again_after_a_while(redis: aioredis.Redis, make_engine: Any) -> None:
+    """A safety net for a change that did not say so (written by an older version)."""
+    clock = Clock()
+    seen: list[str] = []
+
+    def record(turn: Turn) -> None:
+        if turn.message.kind == "customer":
+            seen.append(turn.contact.email if turn.contact else "?")
+
+    engine = make_engine([record], clock=clock)
+    store = Store(redis)
+    for n, text in enumerate(("one", "two"), start=1):  # the contact cached, the change counter read
+        await engine.bus.publish(Message(kind="customer", channel="api", address="k2", text=text))
+        await wait_for(lambda: len(seen) == n, 10, f"message {text}")  # noqa: B023
+    conversation = await store.for_address("api", "k2")
+    assert conversation is not None
+    contact = await store.contact(conversation.contact_id)
+    assert contact is not None
+    contact.email = "quiet@factory.example"
     for op in Store.contact_ops(contact):
         await redis.execute_command(*op)
-    clock.advance(minutes=0.1)
-    await engine.bus.publish(Message(kind="customer", channel="api", address="k1", text="two"))
-    await wait_for(lambda: len(seen) == 2, 10, "the second message")
-    assert seen == ["", "buyer@factory.example"]
+    await engine.bus.publish(Message(kind="customer", channel="api", address="k2", text="three"))
+    await wait_for(lambda: len(seen) == 3, 10, "the third message")
+    clock.advance(minutes=1.1)
+    await engine.bus.publish(Message(kind="customer", channel="api", address="k2", text="four"))
+    await wait_for(lambda: len(seen) == 4, 10, "the fourth message")
+    assert seen == ["", "", "", "quiet@factory.example"]
 
 
 async def test_a_partition_waiting_on_a_lookup_does_not_hold_up_the_others(redis: aioredis.Redis,
