@@ -2,6 +2,14 @@
 
 Hot-path rule: one Redis round trip per batch. Publishing a batch is one Lua call;
 the engine commits a batch's effects (and its acks) in one Lua call (`commit`).
+
+With ``wait_replicas`` (``redis.wait_replicas``) a publish, a commit and a read that
+returned entries are followed, in the same round trip, by Redis ``WAIT``: a write counts
+only once that many replicas have it, so a failover to one of them loses nothing that was
+confirmed; and a consumer acts only on entries (and effects of commits) a replica holds,
+so nothing is sent on the strength of a write a failover could take back. Fewer replicas
+in time raise `NotReplicated`: the write may still be on the primary, and a retry is
+deduplicated (dedupe keys, commit-once keys, the sent record).
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
 
 from bridge import keys
+from bridge.errors import NotReplicated
 from bridge.lease import Leases
 from bridge.model import Message, decode, encode, new_id, now_ms, partition_of
 from bridge.storeerrors import typed_store_errors
@@ -189,11 +199,13 @@ class Bus:
     raises `StoreUnavailable` from every method (`StorageFull` when it is at maxmemory)."""
 
     def __init__(self, redis: Redis, *, partitions: int, dedupe_ttl_s: int = 7 * 86400,
-                 dead_letter_max_len: int = 100_000) -> None:
+                 dead_letter_max_len: int = 100_000, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
         self.redis = redis
         self.partitions = partitions
         self.dedupe_ttl_s = dedupe_ttl_s
         self.dead_letter_max_len = dead_letter_max_len
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._publish = redis.register_script(_PUBLISH)
         self._commit = redis.register_script(_COMMIT)
         self._trim = redis.register_script(_TRIM)
@@ -218,8 +230,35 @@ class Bus:
             stream = self.inbound_stream(message)
             seen = keys.dedupe(stream, message.dedupe_key) if message.dedupe_key else ""
             triples.append([stream, seen, encode(message)])
-        ids = await self._publish(args=[self.dedupe_ttl_s, frame_ops(triples)])
+        ids = await self._replicated_script(self._publish, [self.dedupe_ttl_s, frame_ops(triples)])
         return [bool(i) for i in ids]
+
+    # -- replication (redis.wait_replicas) -------------------------------------------
+
+    async def _replicated_script(self, script: AsyncScript, args: list[Any]) -> Any:
+        """Run ``script``; with ``wait_replicas``, WAIT after it in the same round trip."""
+        if not self.wait_replicas:
+            return await script(args=args)
+        for _ in range(2):  # the second time after loading a script the server did not have
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, 0, *args)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                result, replicas = await pipe.execute(raise_on_error=False)
+            if isinstance(result, NoScriptError):  # a new primary after a failover, or a restart
+                await self.redis.script_load(script.script)
+                continue
+            if isinstance(result, Exception):
+                raise result
+            self._check_replicas(replicas)
+            return result
+        raise NoScriptError("the script was loaded and is still unknown to Redis")
+
+    def _check_replicas(self, replicas: Any) -> None:
+        if isinstance(replicas, Exception):
+            raise replicas
+        if int(replicas) < self.wait_replicas:
+            raise NotReplicated(f"{replicas} of {self.wait_replicas} replica(s) (redis.wait_replicas) confirmed "
+                                f"the write within {self.wait_timeout_ms} ms (redis.wait_timeout_ms)")
 
     async def _resolve_refs(self, messages: Sequence[Message]) -> None:
         """Give messages that name a thread (``ref``) their conversation id, so they land
@@ -246,8 +285,19 @@ class Bus:
         """New entries (``>``) of the streams, or with ``pending=True`` this consumer's own
         unacked ones (those after ``after[stream]``, to page through them); one round trip."""
         ids = {s: (after or {}).get(s, "0") if pending else ">" for s in streams}
-        reply = await self.redis.xreadgroup(group, consumer, ids, count=count, block=None if pending else block_ms)
-        return entries_from_reply(reply)
+        block = None if pending else block_ms
+        if not self.wait_replicas:
+            return entries_from_reply(await self.redis.xreadgroup(group, consumer, ids, count=count, block=block))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xreadgroup(group, consumer, ids, count=count, block=block)
+            if pending:  # a read of new entries is replicated itself; one of read entries is not
+                pipe.publish(keys.REPLICATION_MARK, b"")
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            reply, *_, replicas = await pipe.execute()
+        entries = entries_from_reply(reply)
+        if entries:  # they stay pending for this consumer: read again once the replicas have them
+            self._check_replicas(replicas)
+        return entries
 
     async def reclaim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int,
                       count: int) -> list[Entry]:
@@ -255,7 +305,15 @@ class Bus:
         entries: list[Entry] = []
         start = "0-0"
         while True:
-            reply = await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
+            if not self.wait_replicas:
+                reply = await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
+                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                    reply, replicas = await pipe.execute()
+                if reply[1]:
+                    self._check_replicas(replicas)
             # Redis 7 answers [next, entries, deleted]; Redis 6.2 answers [next, entries].
             next_start, claimed = reply[0], reply[1]
             for entry_id, fields in claimed:
@@ -313,7 +371,8 @@ class Bus:
         if not ops:
             return
         try:
-            await self._commit(args=[owner, keys.commit_once(new_id()), len(leases), *leases, frame_ops(ops)])
+            await self._replicated_script(self._commit, [owner, keys.commit_once(new_id()), len(leases), *leases,
+                                                         frame_ops(ops)])
         except ResponseError as exc:
             if str(exc).startswith("LEASELOST"):
                 raise LeaseLost(str(exc).removeprefix("LEASELOST ")) from None

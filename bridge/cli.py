@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from bridge import __version__
 from bridge.config import Settings, load, secrets_in
+from bridge.connection import connect, where, without_password
 from bridge.embedded import socket_path, socket_url
 from bridge.errors import BridgeError, ConfigError
 
@@ -50,9 +51,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
-    redis = settings.redis.url or f"embedded redis-server in {settings.redis.data_dir}"
     print(f"{path or '(built-in defaults)'}: OK")
-    print(f"  redis: {redis.split('@')[-1]}")
+    print(f"  redis: {where(settings.redis)}"
+          + (f", writes wait for {settings.redis.wait_replicas} replica(s)" if settings.redis.wait_replicas else ""))
     print(f"  channels: {', '.join(sorted(channels)) or '(none)'}")
     print(f"  agents' side: {', '.join(settings.agents.channels) or '(none)'}")
     print(f"  queues: {', '.join(sorted(settings.queues))}")
@@ -71,9 +72,9 @@ def _where_cases_go(settings: Settings, channels: Any) -> tuple[list[str], list[
     emailed = "email" in channels
     routes = [f"urgent escalations -> {', '.join(agents) or 'nobody (no agents channel)'}"]
     for name, queue in sorted(settings.queues.items()):
-        where = [f"email to {queue.email}"] if emailed else []
-        where += [f"{c} (agents told)" for c in agents if c != "email"]
-        routes.append(f"routine queue {name} -> {', '.join(where) or 'nobody (kept in Redis only)'}")
+        targets = [f"email to {queue.email}"] if emailed else []
+        targets += [f"{c} (agents told)" for c in agents if c != "email"]
+        routes.append(f"routine queue {name} -> {', '.join(targets) or 'nobody (kept in Redis only)'}")
     warnings = []
     if not agents:
         warnings.append("urgent escalations reach no person: agents.channels is empty, yet customers are told "
@@ -119,9 +120,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(settings, channels, on_started=started))
     except OSError as exc:
-        where = f"{settings.http.host}:{settings.http.port}"
+        address = f"{settings.http.host}:{settings.http.port}"
         if exc.errno == errno.EADDRINUSE:
-            return _fail(f"http.port {settings.http.port}: {where} is already in use (another bridge or program "
+            return _fail(f"http.port {settings.http.port}: {address} is already in use (another bridge or program "
                          "listens there); stop it, or choose another port (http.port in the config, or --port)")
         if exc.errno == errno.EADDRNOTAVAIL:
             return _fail(f"http.host {settings.http.host!r}: not an address of this machine ({exc.strerror})")
@@ -130,25 +131,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redis_name(settings: Settings) -> str:
-    """Where the command looked for Redis, by its config key, without a password."""
-    if settings.redis.url:
-        return f"redis.url {_without_password(settings.redis.url)}"
-    return f"the embedded Redis in redis.data_dir {settings.redis.data_dir}"
-
-
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if "@" in rest else url
-
-
 def _redis_for(settings: Settings) -> aioredis.Redis:
-    if settings.redis.url:
-        return aioredis.Redis.from_url(settings.redis.url, socket_connect_timeout=3)
+    if settings.redis.url or settings.redis.sentinels:
+        return connect(settings.redis, retries=0, connect_timeout_s=3)
     if not socket_path(settings.redis.data_dir).exists():
         raise BridgeError(f"no Redis URL is configured and no embedded Redis runs in {settings.redis.data_dir}; "
                           "is `bridge run` running (with the same --config and working directory)?")
-    return aioredis.Redis.from_url(socket_url(settings.redis.data_dir), socket_connect_timeout=3)
+    return connect(settings.redis, socket_url(settings.redis.data_dir), retries=0, connect_timeout_s=3)
 
 
 async def _with_redis(args: argparse.Namespace, action: Any) -> Any:
@@ -161,12 +150,12 @@ async def _with_redis(args: argparse.Namespace, action: Any) -> Any:
         try:
             await redis.ping()
         except (OSError, RedisError) as exc:
-            raise BridgeError(f"cannot reach Redis at {_redis_name(settings)}: {exc}; check that setting "
+            raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {exc}; check that setting "
                               "and that Redis runs") from None
         try:
             return await action(redis, settings)
         except RedisError as exc:
-            raise BridgeError(f"Redis at {_redis_name(settings)} failed: {exc}") from None
+            raise BridgeError(f"Redis at {where(settings.redis)} failed: {exc}") from None
     finally:
         await redis.aclose()
 
@@ -174,7 +163,7 @@ async def _with_redis(args: argparse.Namespace, action: Any) -> Any:
 def cmd_status(args: argparse.Namespace) -> int:
     from bridge import status
 
-    result = asyncio.run(_with_redis(args, lambda redis, settings: status.gather(redis)))
+    result = asyncio.run(_with_redis(args, status.gather))
     print(json.dumps(result, indent=2) if args.json else status.render(result))
     broken = [n for n, r in result["adapters"].items() if r.get("state") == "broken"]
     return 3 if broken else 0
@@ -296,7 +285,7 @@ def _date_ms(text: str) -> int:
 
 def _history_name(settings: Settings) -> str:
     if settings.history.url:
-        return f"history.url {_without_password(settings.history.url)}"
+        return f"history.url {without_password(settings.history.url)}"
     return f"the SQLite file in redis.data_dir {settings.redis.data_dir}"
 
 

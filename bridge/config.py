@@ -26,7 +26,18 @@ class _Section(BaseModel):
 
 
 class RedisSettings(_Section):
-    url: str | None = None  # empty: run an embedded redis-server in data_dir
+    url: str | None = None  # empty (and no sentinels): run an embedded redis-server in data_dir
+    # Sentinel instead of url: the sentinels (host:port) and the master name they monitor
+    sentinels: list[str] = []
+    service: str | None = None
+    password: SecretStr | None = None  # the primary's (and replicas') password, with sentinels
+    sentinel_password: SecretStr | None = None  # the sentinels' own password (requirepass), if any
+    # publish and commit succeed only once this many replicas have the write (Redis WAIT)
+    wait_replicas: int = Field(0, ge=0)
+    wait_timeout_ms: int = Field(1000, ge=1)
+    # how long an adapter waits for Redis to store a message before it tells the platform
+    # "retry later" (the API answers 503): a frozen or unreachable Redis is not waited out
+    publish_timeout_s: float = Field(5.0, gt=0)
     data_dir: Path = Path("./bridge-data")
     server_binary: str | None = None  # redis-server to embed; found on PATH when unset
     max_memory_mb: int = Field(1024, ge=0)  # the embedded redis-server's maxmemory (noeviction); 0: no limit
@@ -212,6 +223,43 @@ def _interpolate(node: Any, path: str, problems: list[str], from_env: set[str], 
     return None if result == "" else result
 
 
+def sentinel_address(text: str) -> tuple[str, int] | None:
+    """``host:port`` (``[::1]:26379`` for IPv6) as a pair; None when it is not one."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def _redis_problems(redis: RedisSettings) -> list[str]:
+    """The redis section's keys that only make sense together."""
+    problems = []
+    if redis.sentinels and redis.url:
+        problems.append("redis.sentinels: set either redis.url (one Redis) or redis.sentinels with redis.service "
+                        "(Sentinel), not both")
+    for i, entry in enumerate(redis.sentinels):
+        if sentinel_address(entry) is None:
+            problems.append(f"redis.sentinels[{i}]: {entry!r} is not host:port (e.g. 10.0.0.5:26379)")
+    if redis.sentinels and not redis.service:
+        problems.append("redis.service: required with redis.sentinels: the master name the sentinels monitor "
+                        "(the name in 'sentinel monitor <name> <host> <port> <quorum>')")
+    if redis.service and not redis.sentinels:
+        problems.append("redis.service: only used with redis.sentinels (list them as host:port)")
+    for key in ("password", "sentinel_password"):
+        if getattr(redis, key) is not None and not redis.sentinels:
+            problems.append(f"redis.{key}: only used with redis.sentinels; with redis.url, put the password in "
+                            "the URL: redis://:${REDIS_PASSWORD}@host:6379")
+    if redis.wait_replicas:
+        if not redis.url and not redis.sentinels:
+            problems.append("redis.wait_replicas: the embedded Redis has no replicas; set redis.url or "
+                            "redis.sentinels, or leave wait_replicas at 0")
+        if redis.publish_timeout_s * 1000 <= redis.wait_timeout_ms:
+            problems.append(f"redis.publish_timeout_s: {redis.publish_timeout_s} s leaves no time for "
+                            f"redis.wait_timeout_ms ({redis.wait_timeout_ms} ms); make it longer")
+    return problems
+
+
 def format_validation(error: ValidationError, prefix: str = "", unset: set[str] | None = None) -> list[str]:
     lines = []
     for item in error.errors():
@@ -294,6 +342,7 @@ def secrets_in(settings: Settings) -> list[str]:
     """Values to mask in logs beyond the channels' `SecretStr` fields: the Redis password
     and sensitive header values of flow settings."""
     found = [p for p in [_url_password(settings.redis.url)] if p]
+    found += [s.get_secret_value() for s in (settings.redis.password, settings.redis.sentinel_password) if s]
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
@@ -385,6 +434,8 @@ def load(path: str | Path | None) -> tuple[Settings, dict[str, BaseModel]]:
         if getattr(config, "enabled", True):
             channel_configs[name] = config
     if settings is not None:
+        problems.extend(_redis_problems(settings.redis))
+        problems.extend(_literal_secrets(settings.redis, "redis", from_env))
         settings = settings.model_copy(update={"channels": {k: dict(v or {}) for k, v in channels_raw.items()}})
         for i, name in enumerate(settings.agents.channels):
             if name not in channel_configs:

@@ -158,6 +158,7 @@ class ChannelDispatcher:
                     gained, lost = self.leases.changes()
                     if lost:
                         self._drop_all()
+                        self.cursor.reread()  # what we had in hand goes first again, in order
                     if gained:
                         self.cursor.gained(gained)
                         await self._load_parked()

@@ -245,8 +245,8 @@ class Engine:
                 partition = self._held.pop(stream, None)
                 if partition is not None and partition.task is not None:
                     self._draining[stream] = partition
-            self.cursor.gained(gained)
             self.cursor.lost(lost)
+            self.cursor.gained(gained)  # after lost: a stream lost and taken again recovers too
             self.cursor.reread()
 
     async def _give_back_excess(self) -> None:

@@ -59,3 +59,9 @@ class StoreUnavailable(BridgeError):
     """Redis did not answer (down, restarting, loading, failing over, a read-only replica):
     nothing of the call is known to be stored. The caller tries again later; an adapter
     does not confirm the message to its platform."""
+
+
+class NotReplicated(StoreUnavailable):
+    """Fewer replicas than ``redis.wait_replicas`` confirmed a write within
+    ``redis.wait_timeout_ms``: the primary has it, but a failover now could lose it, so the
+    write counts as failed (nothing is confirmed to the sender; a retry is deduplicated)."""

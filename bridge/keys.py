@@ -17,6 +17,9 @@ WORKERS = PREFIX + "workers"  # zset: worker id -> heartbeat expiry (ms)
 HEALTH = PREFIX + "health"  # hash: channel -> encoded health record
 CONVERSATIONS_BY_STATUS = PREFIX + "convs:"  # + status: zset conversation id -> updated ms
 FANOUT = PREFIX + "fanout:"  # + topic: pub/sub channel
+# pub/sub channel nobody listens to: an empty PUBLISH there is replicated, so a WAIT after it
+# covers every write made before it on any connection (bus.read of entries read before)
+REPLICATION_MARK = PREFIX + "replication-mark"
 
 
 def inbound(partition: int) -> str:

@@ -44,7 +44,11 @@ class Leases:
         self.ttl_ms = int(ttl_s * 1000)
         self.fair_share = fair_share
         self.role = role
+        # what the consumer reads: it changes only through `changes()` (and `drop`), so a
+        # stream is never read before the consumer is told it gained it (and must first
+        # read again what it had pending there)
         self.held: set[str] = set()
+        self._owned: set[str] = set()  # what Redis says is ours: renewed by the keeper
         self._gained: set[str] = set()
         self._lost: set[str] = set()
         self._renew = redis.register_script(_RENEW)
@@ -68,26 +72,28 @@ class Leases:
     async def tick(self) -> tuple[list[str], list[str]]:
         """Renew, take and give back leases; returns (streams gained, streams lost)."""
         lost: list[str] = []
-        for stream in sorted(self.held):
+        for stream in sorted(self._owned):
             if not await self._renew(keys=[keys.lease(stream)], args=[self.owner, self.ttl_ms]):
                 lost.append(stream)
-        self.held.difference_update(lost)
+        self._owned.difference_update(lost)
         share = await self._share()
         gained: list[str] = []
         for stream in self.streams:
-            if len(self.held) >= share:
+            if len(self._owned) >= share:
                 break
-            if stream in self.held:
+            if stream in self._owned:
                 continue
             if await self.redis.set(keys.lease(stream), self.owner, nx=True, px=self.ttl_ms):
-                self.held.add(stream)
+                self._owned.add(stream)
                 gained.append(stream)
         return gained, lost
 
     async def give_back(self, streams: Sequence[str]) -> None:
         for stream in streams:
             await self._release(keys=[keys.lease(stream)], args=[self.owner])
+            self._owned.discard(stream)
             self.held.discard(stream)
+            self._gained.discard(stream)
 
     async def keep(self) -> None:
         """Renew and take leases every third of the TTL, independent of the work loop
@@ -95,9 +101,13 @@ class Leases:
         while True:
             try:
                 gained, lost = await self.tick()
-                self._gained.update(gained)
+                if lost:  # expired while Redis was away or frozen, or taken by another worker
+                    log.warning("leases lost", extra={"role": self.role, "streams": sorted(lost)})
                 self._gained.difference_update(lost)
                 self._lost.update(lost)
+                # lost and taken again in one tick (it lapsed while Redis was frozen): reported
+                # as both, so the consumer drops what it held and starts the stream afresh
+                self._gained.update(gained)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: the leases may lapse; fencing keeps commits safe
@@ -108,17 +118,20 @@ class Leases:
         """A fenced commit found ``lease_key`` owned by another worker: stop consuming its
         stream at once (the keeper would notice only at its next renewal). Returns the
         stream when it was held, None when it was dropped already."""
-        stream = next((s for s in self.held if keys.lease(s) == lease_key), None)
+        stream = next((s for s in self.held | self._owned if keys.lease(s) == lease_key), None)
         if stream is not None:
             self.held.discard(stream)
+            self._owned.discard(stream)
             self._gained.discard(stream)
             self._lost.add(stream)
         return stream
 
     def changes(self) -> tuple[set[str], set[str]]:
-        """Streams gained and lost since the last call."""
+        """Streams gained and lost since the last call; ``held`` follows them. A stream in
+        both was lost and taken again: the consumer drops what it had and starts afresh."""
         gained, lost = self._gained, self._lost
         self._gained, self._lost = set(), set()
+        self.held = (self.held - lost) | gained
         return gained, lost
 
     async def excess(self) -> list[str]:
@@ -127,5 +140,5 @@ class Leases:
         return sorted(self.held)[share:] if len(self.held) > share else []
 
     async def release_all(self) -> None:
-        await self.give_back(sorted(self.held))
+        await self.give_back(sorted(self._owned | self.held))
         await self.redis.zrem(f"{keys.WORKERS}:{self.role}", self.owner)

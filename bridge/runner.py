@@ -20,22 +20,19 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, SecretStr
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge import keys, registry
 from bridge.adapter import Adapter, AdapterContext, DeskSettings
 from bridge.bus import Bus, consumer_name
 from bridge.config import Settings
+from bridge.connection import connect, where
 from bridge.contacts import ContactBook
 from bridge.context import HealthBoard, RedisFanout, RedisState
 from bridge.dispatcher import ChannelDispatcher
 from bridge.embedded import EmbeddedRedis
 from bridge.engine import Engine
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, ConfigError, StoreUnavailable
 from bridge.history.db import open_engine
 from bridge.history.privacy import Privacy
 from bridge.history.projector import Projector
@@ -49,18 +46,6 @@ from bridge.turn import FlowConfig, Step
 from bridge.web import build_app
 
 log = logging.getLogger("bridge.runner")
-
-
-def connect(url: str) -> aioredis.Redis:
-    """A client that retries a command across a short Redis restart."""
-    return aioredis.Redis.from_url(
-        url,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
-        socket_connect_timeout=2,
-        health_check_interval=15,
-        max_connections=1000,  # blocking reads, pub/sub and bursts of web publishes share the pool
-    )
 
 
 def secrets_of(configs: dict[str, BaseModel]) -> list[str]:
@@ -157,18 +142,19 @@ class Bridge:
     async def start(self) -> None:
         settings = self.settings
         url = settings.redis.url
-        if not url:
+        if not url and not settings.redis.sentinels:
             self.embedded = EmbeddedRedis(settings.redis.data_dir, settings.redis.server_binary,
                                           settings.redis.max_memory_mb)
             url = await self.embedded.start()
-        self.redis = connect(url)
+        self.redis = connect(settings.redis, url)
         try:
             await self.redis.ping()
         except Exception as exc:
-            raise BridgeError(f"redis.url: cannot reach Redis at {url.split('@')[-1]}: {exc}") from None
+            raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {exc}") from None
         await check_partitions(self.redis, settings.engine.partitions)
         self.bus = Bus(self.redis, partitions=settings.engine.partitions, dedupe_ttl_s=settings.streams.dedupe_ttl_s,
-                       dead_letter_max_len=settings.streams.dead_letter_max_len)
+                       dead_letter_max_len=settings.streams.dead_letter_max_len,
+                       wait_replicas=settings.redis.wait_replicas, wait_timeout_ms=settings.redis.wait_timeout_ms)
         reader: Reader | None = None
         privacy: Privacy | None = None
         if settings.history.enabled:
@@ -223,9 +209,17 @@ class Bridge:
 
     def _publisher(self, channel: str) -> Callable[[Message], Any]:
         published, duplicates = INBOUND_PUBLISHED.labels(channel), INBOUND_DUPLICATES.labels(channel)
+        timeout_s = self.settings.redis.publish_timeout_s
 
         async def publish(message: Message) -> bool:
-            stored = await self.bus.publish(message)
+            # a frozen Redis is not waited out: the platform hears "retry later" in time; if
+            # the write lands after all, the platform's retry is deduplicated
+            try:
+                async with asyncio.timeout(timeout_s):  # no task of its own, unlike wait_for
+                    stored = await self.bus.publish(message)
+            except TimeoutError:
+                raise StoreUnavailable(f"Redis did not store the message within {timeout_s} s "
+                                       "(redis.publish_timeout_s)") from None
             (published if stored else duplicates).inc()
             return stored
 

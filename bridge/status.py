@@ -10,6 +10,8 @@ from redis.asyncio import Redis
 
 from bridge import keys
 from bridge.bus import Bus
+from bridge.config import Settings
+from bridge.connection import describe
 from bridge.history.projector import backlog
 from bridge.model import now_ms
 
@@ -18,7 +20,7 @@ def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def gather(redis: Redis) -> dict[str, Any]:
+async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
     streams: list[str] = []
     async for key in redis.scan_iter(match=keys.PREFIX + "*", count=1000, _type="stream"):
         streams.append(_text(key))
@@ -36,6 +38,7 @@ async def gather(redis: Redis) -> dict[str, Any]:
     waiting, oldest_s = await backlog(Bus(redis, partitions=int(partitions or 1)), int(partitions or 0), now_ms())
     return {
         "history": {"waiting": waiting, "oldest_age_s": round(oldest_s, 1)},
+        "redis": await describe(redis, settings.redis),
         "streams": rows,
         "dead_letters": int(await redis.xlen(keys.DEAD_LETTERS)),
         "adapters": health,
@@ -53,7 +56,8 @@ def _stream_order(name: str) -> tuple[int, str, int]:
 
 
 def render(status: dict[str, Any]) -> str:
-    lines = [f"{'STREAM':<34} {'LENGTH':>8} {'GROUP':<10} {'PENDING':>8} {'LAG':>8}"]
+    lines = [_redis_line(status["redis"]), ""]
+    lines.append(f"{'STREAM':<34} {'LENGTH':>8} {'GROUP':<10} {'PENDING':>8} {'LAG':>8}")
     for row in status["streams"]:
         name = row["stream"][len(keys.PREFIX):]
         if not row["groups"]:
@@ -75,3 +79,17 @@ def render(status: dict[str, Any]) -> str:
     for name, record in sorted(status["adapters"].items()):
         lines.append(f"{name:<12} {record.get('state', '?'):<10} {record.get('detail', '')}")
     return "\n".join(lines)
+
+
+def _redis_line(redis: dict[str, Any]) -> str:
+    where = f"primary {redis['primary']}"
+    if redis["mode"] == "sentinel":
+        where += f" (named by Sentinel for service {redis['service']})"
+    line = f"redis: {where}, {redis['replicas']} replica(s) connected"
+    if redis["role"] != "master":
+        line += f"; it answers as a {redis['role']}, not the primary"
+    if redis["wait_replicas"]:
+        line += f"; writes wait for {redis['wait_replicas']}"
+        if redis["replicas"] < redis["wait_replicas"]:
+            line += " (too few replicas: publish and commit fail until one is back)"
+    return line

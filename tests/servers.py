@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.timing import scaled
@@ -28,13 +29,22 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
 
 
-class RedisServer:
-    """A private redis-server. ``aof=True`` keeps an append-only file (fsync always)."""
+def _binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
+    return binary
 
-    def __init__(self, directory: Path, port: int, *, aof: bool = False) -> None:
+
+class RedisServer:
+    """A private redis-server. ``aof=True`` keeps an append-only file (fsync always);
+    ``replica_of`` (a port on 127.0.0.1) makes it a replica of that server."""
+
+    def __init__(self, directory: Path, port: int, *, aof: bool = False, replica_of: int | None = None) -> None:
         self.directory = directory
         self.port = port
         self.aof = aof
+        self.replica_of = replica_of
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -42,12 +52,12 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.directory),
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.directory),
                 "--daemonize", "no", "--logfile", str(self.directory / "redis.log")]
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
 
@@ -65,3 +75,138 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: the host is gone, nothing flushed."""
+        self.stop(signal.SIGKILL)
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and nothing is answered (a stalled host)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def info(self, section: str) -> dict[str, str]:
+        return _info(self.port, section)
+
+
+def _command(port: int, *args: str) -> str:
+    """One command through redis-cli (the tests' own view, independent of the bridge's client)."""
+    result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10,
+                            check=True)
+    return result.stdout.strip()
+
+
+def _info(port: int, section: str) -> dict[str, str]:
+    lines = _command(port, "INFO", section).splitlines()
+    return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
+
+
+class SentinelServer:
+    """redis-server in Sentinel mode watching ``service`` (the primary on ``primary_port``).
+    Sentinel rewrites its config file, so it gets a writable one of its own."""
+
+    def __init__(self, directory: Path, port: int, primary_port: int, service: str, *, quorum: int = 2,
+                 down_after_ms: int = 1000, failover_timeout_ms: int = 4000) -> None:
+        self.directory = directory
+        self.port = port
+        self.primary_port = primary_port
+        self.service = service
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "sentinel.conf"
+        config.write_text("\n".join([
+            f"port {self.port}", "bind 127.0.0.1", "daemonize no", f"dir {self.directory}",
+            f"logfile {self.directory / 'sentinel.log'}",
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary_port} {self.quorum}",
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
+            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
+            f"sentinel parallel-syncs {self.service} 1", ""]))
+        self.process = subprocess.Popen([_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def master(self) -> dict[str, str]:
+        """What this sentinel knows of the service (SENTINEL MASTER): ip, port, flags, num-slaves, ..."""
+        values = _command(self.port, "SENTINEL", "MASTER", self.service).splitlines()
+        return dict(zip(values[::2], values[1::2], strict=False))
+
+
+class SentinelGroup:
+    """A primary, one replica and three sentinels (quorum 2) on free ports, as a small
+    production set-up has them; ``down_after_ms`` is short so a failover takes seconds."""
+
+    def __init__(self, directory: Path, service: str = "bridge-primary") -> None:
+        self.directory = directory
+        self.service = service
+        self.primary = RedisServer(directory / "primary", free_port())
+        self.replicas = [RedisServer(directory / "replica-0", free_port(), replica_of=self.primary.port)]
+        self.sentinels = [SentinelServer(directory / f"sentinel-{i}", free_port(), self.primary.port, service)
+                          for i in range(3)]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{s.port}" for s in self.sentinels]
+
+    def start(self) -> None:
+        self.primary.start()
+        for replica in self.replicas:
+            replica.start()
+        for sentinel in self.sentinels:
+            sentinel.start()
+        # ready: the replica in sync, and every sentinel knowing the replica and the two others
+        # (a failover needs the quorum to agree and a majority to elect a leader)
+        self.wait(lambda: all(r.info("replication").get("master_link_status") == "up" for r in self.replicas),
+                  "the replica in sync")
+        self.wait(lambda: all(int(m.get("num-other-sentinels", 0)) == 2 and int(m.get("num-slaves", 0)) >= 1
+                              for m in (s.master() for s in self.sentinels)), "the sentinels to know each other")
+
+    def primary_port(self) -> int:
+        """The primary's port as the sentinels name it (all agreeing)."""
+        ports = {int(s.master()["port"]) for s in self.sentinels if s.process is not None}
+        return ports.pop() if len(ports) == 1 else 0
+
+    def server(self, port: int) -> RedisServer:
+        return next(s for s in [self.primary, *self.replicas] if s.port == port)
+
+    def add_replica(self, of_port: int) -> RedisServer:
+        """A new replica of the server on ``of_port`` (a replacement for a dead host)."""
+        replica = RedisServer(self.directory / f"replica-{len(self.replicas)}", free_port(), replica_of=of_port)
+        replica.start()
+        self.replicas.append(replica)
+        return replica
+
+    @staticmethod
+    def wait(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + scaled(timeout_s)
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {scaled(timeout_s)}s waiting for {what}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        for server in [self.primary, *self.replicas]:
+            if server.process is not None:
+                server.thaw()
+            server.stop()

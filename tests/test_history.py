@@ -105,7 +105,7 @@ async def test_projection_is_exactly_once_through_a_killed_projector(
         await projector.start(failpoints="projector.after_sql")
         assert await projector.wait_exit(20) == -signal.SIGKILL, projector.log()
         assert await backlog(b.redis) > 0  # written to SQL, not acknowledged
-        shown = status.render(await status.gather(b.redis))  # what `bridge status` prints
+        shown = status.render(await status.gather(b.redis, b.bridge.settings))  # what `bridge status` prints
         assert re.search(r"history: [1-9]\d* record\(s\) not yet in SQL, the oldest \d+ s old", shown), shown
         await projector.start()
         try:

@@ -1,14 +1,18 @@
-"""Redis restarting under load, and two engine workers keeping each conversation in order."""
+"""Redis restarted and frozen under load, and two engine workers keeping each conversation in order."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.harness import running_bridge, wait_for
+from tests.harness import merged, running_bridge, wait_for
+from tests.load import ConversationLoad
+from tests.proc import BridgeProcess
 from tests.servers import RedisServer, free_port
 from tests.test_api_e2e import AUTH, ENV, api_config
 from tests.webhook import WebhookReceiver
@@ -17,37 +21,74 @@ pytestmark = pytest.mark.slow
 
 
 
-async def test_redis_restart_loses_nothing_acknowledged(tmp_path: Path, webhook: WebhookReceiver) -> None:
-    server = RedisServer(tmp_path, free_port(), aof=True)
+def log_events(path: Path) -> list[dict[str, Any]]:
+    """The bridge's JSON log lines, as an operator reads them."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def recoveries(events: list[dict[str, Any]]) -> set[str]:
+    """Which recovery branches the log shows."""
+    ran = set()
+    for e in events:
+        msg = e["msg"]
+        if msg in ("publish failed", "conversation lookup failed"):
+            ran.add("api: 503")
+        elif msg == "redis unavailable, retrying":
+            ran.add("dispatcher: read retried" if e.get("channel") else "engine: retried")
+        elif msg == "the sent record waits":
+            ran.add("dispatcher: record retried")
+        elif (msg == "leases lost" and e.get("role") == "engine") or msg == "lease lost, dropping partition state":
+            ran.add("engine: lease lost")
+        elif (msg == "leases lost" and e.get("role") == "dispatch:api") or msg == "lease lost":
+            ran.add("dispatcher: lease lost")
+    return ran
+
+
+FAULT_S = 3.0  # longer than the client's retries (~1.5 s), the publish timeout (1 s) and the leases (1 s)
+
+
+@pytest.mark.parametrize("fault", ["restart", "freeze"])
+async def test_redis_fault_under_load_loses_nothing_acknowledged(fault: str, tmp_path: Path,
+                                                                  webhook: WebhookReceiver) -> None:
+    """Redis stopped and started again (its append-only file kept), or frozen (SIGSTOP, then
+    SIGCONT), while customers and agents write in six conversations through the HTTP API.
+    The API answers 503 with Retry-After meanwhile, and what it accepted arrives once and
+    in order: in the transcript (the engine) and at the customer's webhook (the dispatcher)."""
+    server = RedisServer(tmp_path / "redis", free_port(), aof=True)
     server.start()
-    accepted: list[str] = []
+    config = merged(api_config(webhook.url), {"redis": {"publish_timeout_s": 1.0},
+                                              "log": {"format": "json", "level": "WARNING"}})
+    bridge = BridgeProcess(tmp_path, server.url, config, env=ENV)
+    load = ConversationLoad(bridge.url, webhook, customers=6, prefix=fault)
+
+    async def outage() -> None:
+        await wait_for(lambda: load.sent >= 30, 20, "messages flowing")
+        if fault == "restart":
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(FAULT_S)  # the outage itself
+            await asyncio.to_thread(server.start)
+        else:
+            server.freeze()
+            await asyncio.sleep(FAULT_S)
+            server.thaw()
+
     try:
-        async with running_bridge(server.url, api_config(webhook.url), env=ENV) as b, aiohttp.ClientSession() as http:
-
-            async def send(i: int) -> None:
-                body = {"customer_id": f"r-{i}", "text": "hello", "message_id": f"r-{i}"}
-                for _ in range(200):  # a client retries until the bridge says it stored the message
-                    try:
-                        async with http.post(b.url + "/api/v1/messages", json=body, headers=AUTH) as response:
-                            if response.status == 202:
-                                accepted.append(body["customer_id"])
-                                return
-                            assert response.status == 503, await response.text()
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.05)
-                raise AssertionError(f"message {i} never accepted")
-
-            for i in range(20):
-                await send(i)
-            await asyncio.to_thread(server.restart)  # SIGTERM, then the same port and AOF directory
-            for i in range(20, 40):
-                await send(i)
-            await wait_for(lambda: len(webhook.messages) == 40, 30, "a reply to every accepted message")
+        await bridge.start()
+        await load.open()
+        await load.run_until(outage)
+        tally = await load.tally()
     finally:
+        await load.close()
+        stopped = await bridge.stop()
         server.stop()
-    assert sorted(m["customer_id"] for m in webhook.messages) == sorted(accepted)
-    assert len(accepted) == 40
+    assert not tally, tally
+    assert stopped == 0, bridge.log()
+    assert load.statuses[503] > 0 and load.retry_after == {"1"}, load.statuses
+    ran = recoveries(log_events(tmp_path / "bridge.log"))
+    expected = {"api: 503", "engine: lease lost", "dispatcher: lease lost"}
+    if fault == "restart":
+        expected |= {"engine: retried", "dispatcher: read retried"}
+    assert expected <= ran, ran
 
 
 async def test_two_engine_workers_keep_each_conversation_in_order(redis_url: str, redis: object,

@@ -78,6 +78,15 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+def _unavailable(exc: StoreUnavailable | StorageFull, what: str) -> web.Response:
+    """Not stored, or not known to be (Redis down, frozen past redis.publish_timeout_s, short
+    of redis.wait_replicas, full): the caller retries; a retry with the same message_id is
+    not doubled."""
+    log.warning(what, extra={"error": str(exc)})
+    return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
+                             headers={"Retry-After": "1"})
+
+
 class ApiAdapter(Adapter):
     name = "api"
     config_model = ApiConfig
@@ -148,11 +157,17 @@ class ApiAdapter(Adapter):
         try:
             stored = await self.ctx.publish(message)
         except (StoreUnavailable, StorageFull) as exc:  # not stored: the caller sends it again
-            log.warning("publish failed", extra={"error": str(exc)})
-            return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
-                                     headers={"Retry-After": "1"})
+            return _unavailable(exc, "publish failed")
         return web.json_response({"id": message.id, "duplicate": not stored,
                                   "conversation_id": message.conversation_id or None}, status=202)
+
+    async def _missing(self, conversation_id: str) -> web.Response | None:
+        """404 for an unknown conversation, 503 when Redis cannot tell; None when it exists."""
+        try:
+            found = await self.ctx.conversations.get(conversation_id)
+        except (StoreUnavailable, StorageFull) as exc:
+            return _unavailable(exc, "conversation lookup failed")
+        return None if found is not None else _error(404, f"no conversation {conversation_id!r}")
 
     async def _post_message(self, request: web.Request) -> web.Response:
         try:
@@ -176,8 +191,8 @@ class ApiAdapter(Adapter):
         except _HttpError as exc:
             return exc.response
         conversation_id = request.match_info["conversation_id"]
-        if await self.ctx.conversations.get(conversation_id) is None:
-            return _error(404, f"no conversation {conversation_id!r}")
+        if (missing := await self._missing(conversation_id)) is not None:
+            return missing
         key = dedupe_key(conversation_id, body.message_id, "api-agent") if body.message_id else ""
         message = Message(kind="agent", channel=self.name, conversation_id=conversation_id, text=body.text,
                           sender=Sender(name=body.agent or "agent", is_agent=True), dedupe_key=key)
@@ -191,8 +206,8 @@ class ApiAdapter(Adapter):
         if body.action not in ACTIONS:
             return _error(400, f"unknown action {body.action!r}; use one of {', '.join(sorted(ACTIONS))}")
         conversation_id = request.match_info["conversation_id"]
-        if await self.ctx.conversations.get(conversation_id) is None:
-            return _error(404, f"no conversation {conversation_id!r}")
+        if (missing := await self._missing(conversation_id)) is not None:
+            return missing
         data = {k: v for k, v in msgspec.structs.asdict(body).items() if v and k not in ("action", "message_id")}
         key = dedupe_key(conversation_id, body.message_id, "api-action") if body.message_id else ""
         message = Message(kind="command", channel=self.name, name=body.action, conversation_id=conversation_id,

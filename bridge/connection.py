@@ -1,0 +1,89 @@
+"""The Redis client every part of the bridge shares: one Redis (``redis.url``) or the
+primary that Sentinel names (``redis.sentinels`` + ``redis.service``).
+
+With Sentinel, each new connection asks the sentinels where the primary is, so the bridge
+follows a failover without a restart: connections to the old primary fail (it died) or
+answer READONLY (it was demoted), redis-py drops them, and the retry below reconnects to
+the new one. What fails past those retries reaches the callers' own loops (the engine and
+the dispatchers retry; an adapter tells its platform "retry later").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bridge.config import RedisSettings, sentinel_address
+
+SENTINEL_TIMEOUT_S = 2.0  # a sentinel that does not answer in this time is skipped for the next
+
+
+class SentinelRedis(aioredis.Redis):  # type: ignore[misc]
+    """The primary's client; closing it closes the clients of the sentinels too."""
+
+    sentinel: Sentinel
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        await self.sentinel.aclose()
+
+
+def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5,
+            connect_timeout_s: float = 2.0) -> aioredis.Redis:
+    """A client that retries a command across a short restart or a failover (``retries``
+    times, backoff up to 1 s). ``url`` overrides ``settings.url`` (the embedded Redis)."""
+    common: dict[str, Any] = {
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=retries),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+        "socket_connect_timeout": connect_timeout_s,
+        "health_check_interval": 15,
+        "max_connections": 1000,  # blocking reads, pub/sub and bursts of web publishes share the pool
+    }
+    if not settings.sentinels:
+        return aioredis.Redis.from_url(url or settings.url or "", **common)
+    addresses = [a for a in (sentinel_address(s) for s in settings.sentinels) if a is not None]
+    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": SENTINEL_TIMEOUT_S,
+                                       "socket_timeout": SENTINEL_TIMEOUT_S}
+    if settings.sentinel_password is not None:
+        sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
+    sentinel = Sentinel(addresses, sentinel_kwargs=sentinel_kwargs)
+    password = settings.password.get_secret_value() if settings.password is not None else None
+    client = sentinel.master_for(settings.service or "", redis_class=SentinelRedis, password=password, **common)
+    assert isinstance(client, SentinelRedis)
+    client.sentinel = sentinel
+    return client
+
+
+def where(settings: RedisSettings) -> str:
+    """Where the config says Redis is, by its keys, without a password."""
+    if settings.sentinels:
+        return f"redis.sentinels {', '.join(settings.sentinels)} (redis.service {settings.service})"
+    if settings.url:
+        return f"redis.url {without_password(settings.url)}"
+    return f"the embedded Redis in redis.data_dir {settings.data_dir}"
+
+
+def without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if "@" in rest else url
+
+
+async def describe(redis: aioredis.Redis, settings: RedisSettings) -> dict[str, Any]:
+    """Which Redis this client writes to now (for `bridge status`): with Sentinel, the
+    primary the sentinels name; and how many replicas are connected to it."""
+    info = await redis.info("replication")
+    out: dict[str, Any] = {"role": info.get("role"), "replicas": int(info.get("connected_slaves", 0)),
+                           "wait_replicas": settings.wait_replicas}
+    if isinstance(redis, SentinelRedis):
+        host, port = await redis.connection_pool.get_master_address()
+        out.update(mode="sentinel", service=settings.service, primary=f"{host}:{port}",
+                   sentinels=list(settings.sentinels))
+    else:
+        out.update(mode="single", primary=without_password(settings.url) if settings.url else "embedded")
+    return out

@@ -1,0 +1,131 @@
+"""Redis Sentinel: the bridge follows a failover without a restart, and with
+``redis.wait_replicas: 1`` a primary killed under load loses no acknowledged message.
+
+Real servers: a primary, a replica and three sentinels (quorum 2) on loopback; the bridge
+as a real process; customers and agents writing through the HTTP API channel."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.harness import RunningBridge, merged, running_bridge, wait_for
+from tests.load import ConversationLoad
+from tests.proc import BridgeProcess
+from tests.servers import RedisServer, SentinelGroup, free_port
+from tests.test_api_e2e import AUTH, ENV, api_config
+from tests.test_cli import bridge_cli, write
+from tests.test_resilience import log_events, recoveries
+from tests.webhook import WebhookReceiver
+
+pytestmark = pytest.mark.slow
+
+
+def test_check_config_names_the_sentinel_keys(tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.yaml", {"redis": {
+        "url": "redis://127.0.0.1:6379/0", "sentinels": ["10.0.0.5:26379", "sentinel-b", "10.0.0.7:99999"],
+        "sentinel_password": "written-in-the-file", "wait_replicas": 1, "wait_timeout_ms": 5000,
+        "publish_timeout_s": 2}})
+    result = bridge_cli("check-config", "--config", str(bad), cwd=tmp_path)
+    assert result.returncode == 1
+    err = result.stderr
+    assert "redis.sentinels: set either redis.url (one Redis) or redis.sentinels" in err
+    assert "redis.sentinels[1]: 'sentinel-b' is not host:port" in err
+    assert "redis.sentinels[2]: '10.0.0.7:99999' is not host:port" in err
+    assert "redis.service: required with redis.sentinels" in err
+    assert "redis.sentinel_password: secrets must come from the environment" in err
+    assert "redis.publish_timeout_s: 2.0 s leaves no time for redis.wait_timeout_ms (5000 ms)" in err
+
+    embedded = write(tmp_path / "embedded.yaml", {"redis": {"wait_replicas": 1, "service": "m"}})
+    err = bridge_cli("check-config", "--config", str(embedded), cwd=tmp_path).stderr
+    assert "redis.wait_replicas: the embedded Redis has no replicas" in err
+    assert "redis.service: only used with redis.sentinels" in err
+
+    good = write(tmp_path / "good.yaml", {"redis": {
+        "sentinels": ["10.0.0.5:26379", "[::1]:26380"], "service": "desk", "password": "${T_REDIS_PASSWORD}",
+        "wait_replicas": 1}})
+    result = bridge_cli("check-config", "--config", str(good), cwd=tmp_path, env={"T_REDIS_PASSWORD": "pw"})
+    assert result.returncode == 0, result.stderr
+    assert ("redis: redis.sentinels 10.0.0.5:26379, [::1]:26380 (redis.service desk), "
+            "writes wait for 1 replica(s)") in result.stdout
+
+
+async def test_primary_killed_under_load_loses_nothing_acknowledged(tmp_path: Path,
+                                                                    webhook: WebhookReceiver) -> None:
+    group = SentinelGroup(tmp_path / "redis")
+    await asyncio.to_thread(group.start)
+    old = group.primary
+    config = merged(api_config(webhook.url), {
+        "redis": {"url": None, "sentinels": group.addresses, "service": group.service,
+                  "wait_replicas": 1, "wait_timeout_ms": 500, "publish_timeout_s": 2.0},
+        "log": {"format": "json", "level": "WARNING"}})
+    bridge = BridgeProcess(tmp_path, "", config, env=ENV)
+    load = ConversationLoad(bridge.url, webhook, customers=6, prefix="failover")
+    promoted: list[int] = []
+
+    async def failover() -> None:
+        await wait_for(lambda: load.sent >= 30, 20, "messages flowing")
+        await asyncio.to_thread(old.kill)
+
+        async def new_primary() -> int:
+            port = await asyncio.to_thread(group.primary_port)
+            return port if port not in (0, old.port) else 0
+
+        promoted.append(await wait_for(new_primary, 30, "the sentinels to promote the replica"))
+        # the dead host's replacement joins the new primary: writes can wait for a replica again
+        await asyncio.to_thread(group.add_replica, promoted[0])
+
+    try:
+        await bridge.start()
+        await load.open()
+        await load.run_until(failover)
+        tally = await load.tally()
+        status = await asyncio.to_thread(bridge_cli, "status", "-c", str(bridge.path), cwd=tmp_path, env=ENV)
+    finally:
+        await load.close()
+        stopped = await bridge.stop()
+        await asyncio.to_thread(group.stop)
+    assert not tally, tally  # lost, doubled, out of order: all empty
+    assert stopped == 0, bridge.log()
+    assert load.statuses[503] > 0 and load.retry_after == {"1"}, load.statuses
+    assert f"redis: primary 127.0.0.1:{promoted[0]} (named by Sentinel for service {group.service}), " \
+           "1 replica(s) connected; writes wait for 1" in status.stdout, status.stdout + status.stderr
+    ran = recoveries(log_events(tmp_path / "bridge.log"))
+    assert {"api: 503", "engine: retried", "dispatcher: read retried"} <= ran, ran
+
+
+async def test_a_write_no_replica_confirmed_is_refused_and_its_retry_is_not_doubled(
+        tmp_path: Path, webhook: WebhookReceiver) -> None:
+    """With wait_replicas: 1 and no replica, the API answers 503 (the primary may hold the
+    message, a failover would lose it); once a replica is back, the client's retry with the
+    same message_id is accepted, and the customer gets one answer."""
+    primary = RedisServer(tmp_path / "primary", free_port())
+    primary.start()
+    replica = RedisServer(tmp_path / "replica", free_port(), replica_of=primary.port)
+    config = merged(api_config(webhook.url), {"redis": {"wait_replicas": 1, "wait_timeout_ms": 200}})
+    body = {"customer_id": "w-1", "text": "Where is my parcel?", "message_id": "w-1"}
+    try:
+        async with running_bridge(primary.url, config, env=ENV) as b:
+            refused = await b.post("/api/v1/messages", json=body, headers=AUTH)
+            assert refused.status == 503 and refused.headers["Retry-After"] == "1"
+            assert "temporarily unavailable" in (await refused.json())["error"]
+            await asyncio.to_thread(replica.start)
+            accepted = await wait_for(lambda: _accepted(b, body), 20, "the retry accepted")
+            assert (await accepted.json())["duplicate"] is True  # the primary had it: not stored twice
+            await b.wait_for(lambda: webhook.texts_for("w-1"), 20, "the answer")
+            conversation = await b.store.for_address("api", "w-1")
+            assert conversation is not None
+            assert [m.text for m in await b.store.transcript(conversation.id) if m.kind == "customer"] == [
+                "Where is my parcel?"]
+    finally:
+        replica.stop()
+        primary.stop()
+    assert len(webhook.texts_for("w-1")) == 1
+
+
+async def _accepted(b: RunningBridge, body: dict[str, str]) -> aiohttp.ClientResponse | None:
+    response = await b.post("/api/v1/messages", json=body, headers=AUTH)
+    return response if response.status == 202 else None
