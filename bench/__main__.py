@@ -143,8 +143,11 @@ async def _chunks(redis: aioredis.Redis, stream: str, size: int = 10_000) -> Any
 # -- the bridge --------------------------------------------------------------------------
 
 
-def bridge_settings(url: str, conversations: int, multilingual: bool = False) -> Settings:
+def bridge_settings(url: str, conversations: int, multilingual: bool = False, history: bool = True) -> Settings:
     return Settings.model_validate({
+        # history on (the default): each turn's record also goes to the outbox; no projector
+        # runs here, so the cost measured is the hot path's alone
+        "history": {"enabled": history},
         "redis": {"url": url},
         "roles": ["ingest", "engine", "dispatch"],
         "engine": {"partitions": 8, "block_ms": 100, "conversation_cache": conversations * 2},
@@ -282,7 +285,7 @@ async def main(args: argparse.Namespace) -> None:
             _, raw_lat = await raw_run(redis, args.latency_n, args.rate, "l")
             print(f"  raw loop done: {raw_tput:,.0f} msg/s", flush=True)
 
-            settings = bridge_settings(url, args.conversations)
+            settings = bridge_settings(url, args.conversations, history=args.history)
             bridge = Bridge(settings, {"null": NullConfig()})
             await bridge.start()
             trips = RoundTrips(bridge.redis)
@@ -358,6 +361,8 @@ def cli() -> None:
     parser.add_argument("--triage-n", type=int, default=2_000, help="messages for the multilingual triage run")
     parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server (it is flushed!)")
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
+    parser.add_argument("--no-history", dest="history", action="store_false",
+                        help="history off: no outbox record per turn (to measure what history costs)")
     parser.add_argument("--no-isolation", dest="isolation", action="store_false",
                         help="skip the isolation figures (bench/isolation.py)")
     args = parser.parse_args()

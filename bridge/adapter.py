@@ -15,13 +15,17 @@ import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.contacts import ContactBook
 from bridge.model import Contact, Conversation, Message
+
+if TYPE_CHECKING:
+    from bridge.history.privacy import Privacy
+    from bridge.history.reader import Reader
 
 
 class ChannelConfig(BaseModel):
@@ -146,6 +150,10 @@ class AdapterContext:
     #: a directory on this host that only the bridge reads (the embedded Redis's data
     #: directory), for generated secrets that must not sit in Redis; None with an external Redis
     private_dir: Path | None = None
+    #: the SQL record (search, a contact's conversations) and data-protection requests;
+    #: None when history is off (history.enabled)
+    history: Reader | None = None
+    privacy: Privacy | None = None
     #: contacts as agents see and change them (fields, links); None where no store is at hand
     contacts: ContactBook | None = None
 

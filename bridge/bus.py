@@ -335,6 +335,26 @@ class Bus:
         return sum(int(c["pending"]) for c in info["consumers"]
                    if (c["name"].decode() if isinstance(c["name"], bytes) else c["name"]) != besides)
 
+    async def backlog(self, stream: str, group: str) -> tuple[int, int | None]:
+        """Entries of ``stream`` the group has not acknowledged (pending plus not yet read),
+        and the time (ms) of the oldest of them, None when there is none."""
+        if not await self.redis.exists(stream):
+            return 0, None
+        groups = {_text(g["name"]): g for g in await self.redis.xinfo_groups(stream)}
+        info = groups.get(group)
+        if info is None:  # nobody reads it yet: everything in it waits
+            first = await self.redis.xrange(stream, count=1)
+            return int(await self.redis.xlen(stream)), _entry_ms(first[0][0]) if first else None
+        pending = int(info.get("pending") or 0)
+        lag = info.get("lag")
+        waiting = pending + (int(lag) if lag is not None else 0)
+        if pending:
+            summary = await self.redis.xpending(stream, group)
+            if summary and summary.get("min"):  # (acknowledged meanwhile: read on)
+                return waiting, _entry_ms(summary["min"])
+        after = await self.redis.xrange(stream, min="(" + _text(info["last-delivered-id"]), count=1)
+        return waiting, _entry_ms(after[0][0]) if after else None
+
     async def delivery_counts(self, stream: str, group: str, ids: Iterable[str]) -> dict[str, int]:
         """How often each pending entry was delivered (poison-pill detection)."""
         counts: dict[str, int] = {}
@@ -526,9 +546,36 @@ class Bus:
         """
         return int(await self._trim(keys=[stream], args=[max_len]))
 
+    async def scrub(self, needles: Sequence[str], chunk: int = 1000) -> int:
+        """Delete every entry of every bridge stream that holds one of ``needles`` as a whole
+        string (conversation ids, addresses, an email: a data-protection erasure). Returns
+        how many entries were deleted."""
+        packed = [_ops_encoder.encode(n) for n in needles if n]
+        deleted = 0
+        async for key in self.redis.scan_iter(match=keys.PREFIX + "*", count=1000, _type="stream"):
+            start = "-"
+            while True:
+                rows = await self.redis.xrange(key, min=start, count=chunk)
+                doomed = [eid for eid, fields in rows
+                          if any(p in value for value in fields.values() for p in packed)]
+                if doomed:
+                    deleted += int(await self.redis.xdel(key, *doomed))
+                if len(rows) < chunk:
+                    break
+                start = "(" + _text(rows[-1][0])
+        return deleted
+
     async def fire_timers(self, partition: int, now: int, limit: int = 500) -> int:
         return int(await self._fire_timers(keys=[keys.timers(partition), keys.inbound(partition)],
                                            args=[now, limit]))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_ms(entry_id: Any) -> int:
+    return int(_text(entry_id).split("-", 1)[0])
 
 
 def consumer_name() -> str:

@@ -1,4 +1,5 @@
-"""The `bridge` command: run, check-config, status, report, dlq list / replay / drop, triage train / eval."""
+"""The `bridge` command: run, check-config, status, report, dlq list / replay / drop, db upgrade /
+backfill, contact export / erase, triage train / eval."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from redis.exceptions import RedisError
 
 from bridge import __version__
 from bridge.config import Settings, load, secrets_in
-from bridge.connection import connect, where
+from bridge.connection import connect, where, without_password
 from bridge.embedded import socket_path, socket_url
 from bridge.errors import BridgeError, ConfigError
 
@@ -244,19 +245,141 @@ def cmd_dlq_drop(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import time
 
-    from bridge.report import write_report
+    from bridge.report import SqlSource, write_report
 
     since_ms = int((time.time() - args.days * 86_400) * 1000) if args.days else None
+    try:
+        if args.since:
+            since_ms = _date_ms(args.since)
+        until_ms = _date_ms(args.until) if args.until else None
+    except ValueError as exc:
+        return _fail(f"--since/--until: {exc} (write a date as YYYY-MM-DD)")
 
-    async def action(redis: aioredis.Redis, settings: Settings) -> Path:
+    async def write(source: Any) -> Path:
         try:
-            return await write_report(redis, Path(args.out), since_ms=since_ms)
+            return await write_report(source, Path(args.out), since_ms=since_ms, until_ms=until_ms)
         except OSError as exc:  # the directory, not Redis
             raise BridgeError(f"--out {args.out}: cannot write the report there: "
                               f"{exc.strerror or exc} ({exc.filename or args.out})") from None
 
-    path = asyncio.run(_with_redis(args, action))
+    if args.source == "sql":
+        from bridge.history.reader import Reader
+
+        try:
+            settings, _ = load(_config_path(args.config))
+        except ConfigError as exc:
+            return _fail(str(exc))
+        path = asyncio.run(_with_history(settings, lambda engine: write(SqlSource(Reader(engine)))))
+    else:
+        path = asyncio.run(_with_redis(args, lambda redis, settings: write(redis)))
     print(f"report written: {path} (and conversations.csv, transcripts.csv in {path.parent})")
+    return 0
+
+
+def _date_ms(text: str) -> int:
+    import datetime as dt
+
+    day = dt.date.fromisoformat(text)
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def _history_name(settings: Settings) -> str:
+    if settings.history.url:
+        return f"history.url {without_password(settings.history.url)}"
+    return f"the SQLite file in redis.data_dir {settings.redis.data_dir}"
+
+
+async def _with_history(settings: Settings, action: Any) -> Any:
+    """Run ``action(engine)`` on the history database; a database that does not answer is
+    one line naming the setting."""
+    from bridge.history import db
+
+    if not settings.history.enabled:
+        raise BridgeError("history.enabled is false: there is no SQL history to work on")
+    engine = db.open_engine(settings.history_url)
+    try:
+        return await action(engine)
+    except db.UNAVAILABLE as exc:
+        raise BridgeError(f"cannot use the history database ({_history_name(settings)}): "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    finally:
+        await engine.dispose()
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from bridge.history import db
+
+    try:
+        settings, _ = load(_config_path(args.config))
+    except ConfigError as exc:
+        return _fail(str(exc))
+
+    async def action(engine: Any) -> str | None:
+        await db.upgrade(engine)
+        return await db.revision(engine)
+
+    revision = asyncio.run(_with_history(settings, action))
+    print(f"history schema at revision {revision} ({_history_name(settings)})")
+    return 0
+
+
+def cmd_db_backfill(args: argparse.Namespace) -> int:
+    from bridge.history import db
+    from bridge.history.backfill import backfill
+    from bridge.history.writer import Writer
+    from bridge.store import Store
+
+    async def action(redis: aioredis.Redis, settings: Settings) -> tuple[int, int]:
+        async def run(engine: Any) -> tuple[int, int]:
+            await db.upgrade(engine)
+            return await backfill(Store(redis), Writer(engine))
+
+        return await _with_history(settings, run)  # type: ignore[no-any-return]
+
+    conversations, contacts = asyncio.run(_with_redis(args, action))
+    print(f"backfilled {conversations} conversation(s) and {contacts} contact(s) into the history")
+    return 0
+
+
+def _privacy(args: argparse.Namespace, act: Any) -> Any:
+    from bridge.bus import Bus
+    from bridge.history import db
+    from bridge.history.privacy import Privacy
+    from bridge.store import Store
+
+    async def action(redis: aioredis.Redis, settings: Settings) -> Any:
+        async def run(engine: Any) -> Any:
+            if engine is not None:
+                await db.upgrade(engine)
+            privacy = Privacy(store=Store(redis), bus=Bus(redis, partitions=settings.engine.partitions),
+                              history=engine, partitions=settings.engine.partitions)
+            try:
+                return await act(privacy)
+            except LookupError as exc:
+                raise BridgeError(str(exc)) from None
+
+        if not settings.history.enabled:  # Redis is all there is
+            return await run(None)
+        return await _with_history(settings, run)
+
+    return asyncio.run(_with_redis(args, action))
+
+
+def cmd_contact_export(args: argparse.Namespace) -> int:
+    data = _privacy(args, lambda privacy: privacy.export(args.id))
+    out = Path(args.out or f"contact-{args.id}.json")
+    try:
+        out.write_text(json.dumps(data, ensure_ascii=False, indent=2,
+                                  default=lambda v: v.decode(errors="replace") if isinstance(v, bytes) else str(v)))
+    except OSError as exc:
+        return _fail(f"--out {out}: cannot write there: {exc.strerror or exc}")
+    print(f"exported contact {args.id}: {out}")
+    return 0
+
+
+def cmd_contact_erase(args: argparse.Namespace) -> int:
+    counts = _privacy(args, lambda privacy: privacy.erase(args.id, by=args.by))
+    print(f"erased contact {args.id}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(counts.items())))
     return 0
 
 
@@ -311,6 +434,10 @@ def parser() -> argparse.ArgumentParser:
     report = command("report", "Write an HTML report with charts and CSV exports of conversations.")
     report.add_argument("--out", default="report", help="output directory (default: ./report)")
     report.add_argument("--days", type=float, default=None, help="only conversations of the last N days")
+    report.add_argument("--since", help="only conversations created on or after this date (YYYY-MM-DD, UTC)")
+    report.add_argument("--until", help="only conversations created before this date (YYYY-MM-DD, UTC)")
+    report.add_argument("--source", choices=["redis", "sql"], default="redis",
+                        help="redis: the working set (default); sql: the history, every conversation however old")
     report.set_defaults(func=cmd_report)
     dlq = sub.add_parser("dlq", help="Dead letters: list, replay and drop.")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -328,6 +455,27 @@ def parser() -> argparse.ArgumentParser:
     drop.add_argument("--config", "-c")
     drop.add_argument("ids", nargs="+", help="dead-letter ids from `bridge dlq list`")
     drop.set_defaults(func=cmd_dlq_drop)
+    database = sub.add_parser("db", help="The SQL history: schema upgrade, backfill from Redis.")
+    db_sub = database.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="Create or upgrade the history's schema (Alembic migrations).")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+    fill = db_sub.add_parser("backfill", help="Write every conversation, transcript and contact Redis holds "
+                                              "into the history (safe to repeat).")
+    fill.set_defaults(func=cmd_db_backfill)
+    contact = sub.add_parser("contact", help="Data-protection requests: export or erase what is held about a contact.")
+    contact_sub = contact.add_subparsers(dest="contact_command", required=True)
+    export = contact_sub.add_parser("export", help="Write a JSON file with everything held about the contact "
+                                                   "(Redis and the SQL history).")
+    export.add_argument("id", help="the contact id")
+    export.add_argument("--out", help="the JSON file (default: ./contact-<id>.json)")
+    export.set_defaults(func=cmd_contact_export)
+    erase = contact_sub.add_parser("erase", help="Remove the contact, its conversations and messages from Redis and "
+                                                 "the SQL history; the erasure is recorded without personal data.")
+    erase.add_argument("id", help="the contact id")
+    erase.add_argument("--by", default="cli", help="who asked (kept with the erasure record)")
+    erase.set_defaults(func=cmd_contact_erase)
+    for p in (upgrade, fill, export, erase):
+        p.add_argument("--config", "-c")
     triage = sub.add_parser("triage", help="The triage model: train it on agent corrections, evaluate it.")
     triage_sub = triage.add_subparsers(dest="triage_command", required=True)
     train = triage_sub.add_parser("train", help="Train on the shipped set plus agent corrections; write the "

@@ -76,6 +76,19 @@ class StreamSettings(_Section):
     dead_letter_max_len: int = Field(100_000, ge=1)
 
 
+class HistorySettings(_Section):
+    """The SQL record (bridge/history): every conversation, message, contact and event."""
+
+    enabled: bool = True  # the engine appends each turn's record to an outbox; the projector writes it to SQL
+    # a SQLAlchemy URL: postgresql://user:pass@host/db (asyncpg) or sqlite:///path; empty: an SQLite
+    # file history.sqlite3 in redis.data_dir
+    url: str | None = None
+    keep_in_redis_days: float | None = Field(30.0, ge=0)  # resolved conversations leave Redis after; null: never
+    retention_interval_s: float = Field(300.0, gt=0)  # how often the projector looks for them
+    batch_size: int = Field(500, ge=1, le=10_000)  # outbox entries projected per SQL transaction
+    retry_cap_s: float = Field(30.0, gt=0)  # the longest wait between attempts while the database is down
+
+
 class QueueSettings(_Section):
     email: str  # the team address tickets go to
     reply_within_h: float = Field(24.0, gt=0)  # the promise made in the acknowledgement
@@ -114,7 +127,8 @@ class Settings(_Section):
     http: HttpSettings = HttpSettings()
     engine: EngineSettings = EngineSettings()
     streams: StreamSettings = StreamSettings()
-    roles: list[str] = ["ingest", "engine", "dispatch", "web"]
+    history: HistorySettings = HistorySettings()
+    roles: list[str] = ["ingest", "engine", "dispatch", "web", "projector"]
     queues: dict[str, QueueSettings] = {"default": QueueSettings(email="support@example.com")}
     triage: TriageSettings = TriageSettings()
     replies: dict[str, dict[str, str]] = {}  # template name -> language -> text
@@ -134,9 +148,9 @@ class Settings(_Section):
     @field_validator("roles")
     @classmethod
     def _known_roles(cls, value: list[str]) -> list[str]:
-        unknown = set(value) - {"ingest", "engine", "dispatch", "web"}
+        unknown = set(value) - {"ingest", "engine", "dispatch", "web", "projector"}
         if unknown:
-            raise ValueError(f"unknown roles {sorted(unknown)}; use ingest, engine, dispatch, web")
+            raise ValueError(f"unknown roles {sorted(unknown)}; use ingest, engine, dispatch, web, projector")
         return value
 
     @field_validator("queues")
@@ -145,6 +159,17 @@ class Settings(_Section):
         if "default" not in value:
             raise ValueError("a queue named 'default' is required (routine cases no rule matches go there)")
         return value
+
+    @property
+    def history_url(self) -> str:
+        """The history database's SQLAlchemy async URL (history.url, or the SQLite file)."""
+        url = self.history.url
+        if not url:
+            return f"sqlite+aiosqlite:///{(self.redis.data_dir / 'history.sqlite3').resolve()}"
+        scheme, sep, rest = url.partition("://")
+        scheme = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
+                  "sqlite": "sqlite+aiosqlite"}.get(scheme, scheme)
+        return f"{scheme}{sep}{rest}"
 
     @property
     def public_url(self) -> str:
@@ -275,16 +300,19 @@ def _literal_credentials(raw: dict[str, Any]) -> list[str]:
     """Credentials written in the file outside `SecretStr` fields: the password of
     ``redis.url``, and the value of a sensitive header under ``flows`` (``headers:``)."""
     problems = []
-    redis_section = raw.get("redis")
-    url = redis_section.get("url") if isinstance(redis_section, dict) else None
-    if isinstance(url, str):
-        try:
-            password = urllib.parse.urlsplit(_ENV.sub(_MARK, url)).password
-        except ValueError:
-            password = None
-        if password and password.replace(_MARK, ""):
-            problems.append("redis.url: the password is written in the file; write "
-                            "redis://:${REDIS_PASSWORD}@host:6379 and export REDIS_PASSWORD")
+    for section, example, variable in (("redis", "redis://:${REDIS_PASSWORD}@host:6379", "REDIS_PASSWORD"),
+                                       ("history", "postgresql://bridge:${DB_PASSWORD}@host/bridge",
+                                        "DB_PASSWORD")):
+        settings = raw.get(section)
+        url = settings.get("url") if isinstance(settings, dict) else None
+        if isinstance(url, str):
+            try:
+                password = urllib.parse.urlsplit(_ENV.sub(_MARK, url)).password
+            except ValueError:
+                password = None
+            if password and password.replace(_MARK, ""):
+                problems.append(f"{section}.url: the password is written in the file; write "
+                                f"{example} and export {variable}")
 
     def walk(node: Any, path: str) -> None:
         if not isinstance(node, dict):

@@ -20,6 +20,7 @@ class Effects:
     timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
     refs: list[str] = field(default_factory=list)  # external thread refs naming the conversation
     contact: Contact | None = None  # a new or changed contact, saved with its indexes
+    cause: Message | None = None  # the message that caused the turn (for the history's events)
     # the contact existed before: other workers may hold it, so their caches are told (CONTACTS_REV)
     contact_shared: bool = False
     contact_events: list[tuple[str, bytes]] = field(default_factory=list)  # (contact id, its history's new entry)

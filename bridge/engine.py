@@ -336,6 +336,7 @@ class Engine:
         await self._load(partition, [m for _, m in messages])
         acked: list[str] = []
         touched: list[str] = []
+        resolved: list[str] = []  # left out of the cache after the commit (retention may drop them from Redis)
         blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
         now_s = time.monotonic()
         for entry, message in messages:
@@ -358,6 +359,8 @@ class Engine:
                 conversation_partition = partition_of(conversation_hash(turn.conversation.id), self.partitions)
                 ops.extend(self.store.effect_ops(turn.effects(entry.payload, conversation_partition)))
                 touched.append(turn.conversation.id)
+                if turn.conversation.status == "resolved":
+                    resolved.append(turn.conversation.id)
                 acked.append(entry.id)
                 if partition.failures.pop(key, None) is not None:
                     partition.reread = True
@@ -375,6 +378,9 @@ class Engine:
         except BaseException:
             partition.forget()
             raise
+        for conversation_id in resolved:
+            if (cached := partition.conversations.get(conversation_id)) is not None and cached.status == "resolved":
+                partition.conversations.drop(conversation_id)
         self.processed += len(acked)
         ENGINE_MESSAGES.inc(len(acked))
         ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -416,7 +422,7 @@ class Engine:
                   else m.conversation_id for m in messages}
         missing = [c for c in wanted if c and p.conversations.get(c) is None]
         if missing:
-            for conversation in await self.store.get_many(missing):
+            for conversation in await self.store.get_many(missing, load_back=True):
                 if conversation is not None:
                     p.conversations.put(conversation.id, conversation)
         contact_ids = {c.contact_id for c in (p.conversations.get(i) for i in wanted if i) if c and c.contact_id}
@@ -446,7 +452,7 @@ class Engine:
         if message.conversation_id:
             conversation = p.conversations.get(message.conversation_id)
             if conversation is None:
-                conversation = await self.store.get(message.conversation_id)
+                conversation = await self.store.get(message.conversation_id, load_back=True)
                 if conversation is not None:
                     p.conversations.put(conversation.id, conversation)
         if message.kind != "customer":

@@ -6,6 +6,8 @@ PREFIX = "bridge:"
 
 ENGINE_GROUP = "engine"
 DISPATCH_GROUP = "dispatch"
+PROJECTOR_GROUP = "projector"  # reads the outboxes into the SQL record
+PROJECTOR_CONSUMER = "projector"  # one name: the lease holder reads a dead holder's pending entries as its own
 PAYLOAD_FIELD = "m"  # the one field of a stream entry: the encoded Message
 REPLAY_FIELD = "r"  # set on entries an operator put back from the dead letters
 
@@ -34,6 +36,15 @@ QUEUE_MAX_LEN = 100_000  # routine cases kept per queue stream (roughly; older o
 def queue(name: str) -> str:
     """Stream of routine cases filed in an email queue (the team's list; capped)."""
     return f"{PREFIX}queue:{name}"
+
+
+def outbox(partition: int) -> str:
+    """Stream of turn records for the SQL history (bridge/history), one per partition;
+    trimmed only below what the projector acknowledged."""
+    return f"{PREFIX}outbox:{partition}"
+
+
+OUTBOX_KEEP = 0  # acknowledged outbox entries are of no further use: each trim removes them all
 
 
 def dedupe(stream: str, dedupe_key: str) -> str:

@@ -20,11 +20,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
 from bridge.flowstate import DisputeState, KbState, SlaState, SurveyState, read_state
+from bridge.history.reader import Reader
 from bridge.model import Conversation, Message
 from bridge.store import Store
 
@@ -205,7 +206,7 @@ padding:2px 8px;text-align:left}section{display:flex;flex-wrap:wrap;gap:2em;alig
 """
 
 
-def render_html(stats: Stats, *, generated_ms: int, since_ms: int | None) -> str:
+def render_html(stats: Stats, *, generated_ms: int, since_ms: int | None, until_ms: int | None = None) -> str:
     days = sorted(stats.volume)
     if days:  # every day in the range, quiet days included
         first, last = dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1])
@@ -235,6 +236,8 @@ def render_html(stats: Stats, *, generated_ms: int, since_ms: int | None) -> str
     breach_bars = sorted(stats.sla_breaches.items(), key=lambda kv: (-kv[1], kv[0]))
     channel_totals = [(ch, sum(stats.volume[d].get(ch, 0) for d in days)) for ch in stats.channels]
     period = f"since {_iso(since_ms)}" if since_ms else "all time"
+    if until_ms:
+        period = (f"{_iso(since_ms)} to {_iso(until_ms)}" if since_ms else f"until {_iso(until_ms)}")
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>Support report</title>',
@@ -313,13 +316,48 @@ def transcript_row(conversation_id: str, m: Message) -> list[Any]:
             bool(m.sender and m.sender.is_agent), m.name, m.text, " ".join(a.name or a.ref for a in m.attachments)]
 
 
-async def write_report(redis: Redis, out_dir: Path, *, since_ms: int | None = None,
-                       now_ms: int | None = None) -> Path:
-    """Write report.html, conversations.csv and transcripts.csv; returns the HTML path."""
-    store = Store(redis)
+class Source(Protocol):
+    """Where a report reads conversations: Redis (the working set) or the SQL record."""
+
+    async def conversations(self, since_ms: int | None, until_ms: int | None) -> list[Conversation]: ...
+
+    async def transcript(self, conversation_id: str) -> list[Message]: ...
+
+
+class RedisSource:
+    def __init__(self, redis: Redis) -> None:
+        self.store = Store(redis)
+
+    async def conversations(self, since_ms: int | None, until_ms: int | None) -> list[Conversation]:
+        found = await load_conversations(self.store, since_ms)
+        return [c for c in found if not until_ms or c.created_ms < until_ms]
+
+    async def transcript(self, conversation_id: str) -> list[Message]:
+        return await self.store.transcript(conversation_id, limit=100_000)
+
+
+class SqlSource:
+    """The SQL record (bridge/history): every conversation, however old, queried by date."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+
+    async def conversations(self, since_ms: int | None, until_ms: int | None) -> list[Conversation]:
+        return await self.reader.created_between(since_ms or 0, until_ms or 0)
+
+    async def transcript(self, conversation_id: str) -> list[Message]:
+        return await self.reader.transcript(conversation_id)
+
+
+async def write_report(source: Redis | Source, out_dir: Path, *, since_ms: int | None = None,
+                       until_ms: int | None = None, now_ms: int | None = None) -> Path:
+    """Write report.html, conversations.csv and transcripts.csv of the conversations created
+    in [since_ms, until_ms); returns the HTML path."""
+    if isinstance(source, Redis):
+        source = RedisSource(source)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    conversations = await load_conversations(store, since_ms)
+    conversations = await source.conversations(since_ms, until_ms)
     with (out_dir / "conversations.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(CONVERSATION_COLUMNS)
@@ -328,10 +366,11 @@ async def write_report(redis: Redis, out_dir: Path, *, since_ms: int | None = No
         writer = csv.writer(f)
         writer.writerow(TRANSCRIPT_COLUMNS)
         for c in conversations:
-            for message in await store.transcript(c.id, limit=100_000):
+            for message in await source.transcript(c.id):
                 writer.writerow(transcript_row(c.id, message))
     generated = now_ms if now_ms is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     page = out_dir / "report.html"
-    page.write_text(render_html(compute(conversations), generated_ms=generated, since_ms=since_ms),
+    page.write_text(render_html(compute(conversations), generated_ms=generated, since_ms=since_ms,
+                                until_ms=until_ms),
                     encoding="utf-8")
     return page

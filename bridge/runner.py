@@ -1,9 +1,10 @@
 """The composition root: builds the bridge from config and runs every configured part in
 one process (or the roles this process was given).
 
-Start order: Redis (embedded when no URL) -> adapters -> web server -> engine and
-dispatchers. Stop order: web server (no new ingest) -> adapters' receiving -> engine
-(the batch in hand is committed) -> dispatchers (sends in flight finish) -> Redis.
+Start order: Redis (embedded when no URL) -> adapters -> web server -> engine, projector
+and dispatchers. Stop order: web server (no new ingest) -> adapters' receiving -> engine
+(the batch in hand is committed) -> projector and dispatchers (work in flight finishes)
+-> the history database -> Redis.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge import keys, registry
 from bridge.adapter import Adapter, AdapterContext, DeskSettings
@@ -31,6 +33,10 @@ from bridge.dispatcher import ChannelDispatcher
 from bridge.embedded import EmbeddedRedis
 from bridge.engine import Engine
 from bridge.errors import BridgeError, ConfigError, StoreUnavailable
+from bridge.history.db import open_engine
+from bridge.history.privacy import Privacy
+from bridge.history.projector import Projector
+from bridge.history.reader import Reader
 from bridge.httplimits import GuardedSite
 from bridge.metrics import INBOUND_DUPLICATES, INBOUND_PUBLISHED
 from bridge.model import Message, now_ms
@@ -117,6 +123,8 @@ class Bridge:
         self.embedded: EmbeddedRedis | None = None
         self.adapters: dict[str, Adapter] = {}
         self.engine: Engine | None = None
+        self.projector: Projector | None = None
+        self.history: AsyncEngine | None = None
         self.dispatchers: list[ChannelDispatcher] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._web_runner: web.AppRunner | None = None
@@ -147,7 +155,15 @@ class Bridge:
         self.bus = Bus(self.redis, partitions=settings.engine.partitions, dedupe_ttl_s=settings.streams.dedupe_ttl_s,
                        dead_letter_max_len=settings.streams.dead_letter_max_len,
                        wait_replicas=settings.redis.wait_replicas, wait_timeout_ms=settings.redis.wait_timeout_ms)
-        self.store = Store(self.redis)
+        reader: Reader | None = None
+        privacy: Privacy | None = None
+        if settings.history.enabled:
+            self.history = open_engine(settings.history_url)
+            reader = Reader(self.history)
+        self.store = Store(self.redis, outbox=settings.history.enabled, archive=reader)
+        if self.history is not None:
+            privacy = Privacy(store=self.store, bus=self.bus, history=self.history,
+                              partitions=settings.engine.partitions)
         self.health = HealthBoard(self.redis, self.worker_id)
         fanout = RedisFanout(self.redis)
         contact_book = ContactBook(self.store)
@@ -157,8 +173,8 @@ class Bridge:
                                  conversations=self.store, fanout=fanout, report_health=self.health.reporter(name),
                                  public_url=settings.public_url, receive="ingest" in self.roles,
                                  private_dir=self.embedded.data_dir if self.embedded else None,
-                                 contacts=contact_book,
-                                 settings=desk_settings(settings))
+                                 contacts=contact_book, settings=desk_settings(settings), history=reader,
+                                 privacy=privacy)
             adapter = cls(config, ctx)
             adapter.name = name
             self.adapters[name] = adapter
@@ -174,6 +190,9 @@ class Bridge:
         if "engine" in self.roles:
             self.engine = self._build_engine()
             self._spawn(self.engine.run(), "engine")
+        if "projector" in self.roles and settings.history.enabled:
+            self.projector = self._build_projector()
+            self._spawn(self.projector.run(), "projector")
         if "dispatch" in self.roles:
             for adapter in self.adapters.values():
                 dispatcher = ChannelDispatcher(
@@ -211,6 +230,15 @@ class Bridge:
         return Engine(bus=self.bus, store=self.store, flow_config=flow_config, steps=steps,
                       worker_id=self.worker_id, clock_ms=self.clock_ms)
 
+    def _build_projector(self) -> Projector:
+        assert self.history is not None
+        history, engine = self.settings.history, self.settings.engine
+        return Projector(bus=self.bus, engine=self.history, worker_id=self.worker_id, partitions=engine.partitions,
+                         lease_ttl_s=engine.lease_ttl_s, store=self.store, batch_size=history.batch_size,
+                         block_ms=engine.block_ms, retry_cap_s=history.retry_cap_s,
+                         keep_in_redis_days=history.keep_in_redis_days,
+                         retention_interval_s=history.retention_interval_s, clock_ms=self.clock_ms)
+
     async def _start_web(self) -> None:
         routes = [route for adapter in self.adapters.values() for route in adapter.routes()]
         app = build_app(routes, self)
@@ -237,12 +265,16 @@ class Bridge:
         """Trim acknowledged stream entries now and then (never pending ones)."""
         streams = [keys.inbound(p) for p in range(self.settings.engine.partitions)]
         streams += [keys.outbound(name) for name in self.adapters]
+        outboxes = [keys.outbox(p) for p in range(self.settings.engine.partitions)] if self.settings.history.enabled \
+            else []
         while not self._stop_requested.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), self.settings.streams.trim_interval_s)
             try:
                 for stream in streams:
                     await self.bus.trim(stream, self.settings.streams.max_len)
+                for stream in outboxes:  # only what the projector acknowledged
+                    await self.bus.trim(stream, keys.OUTBOX_KEEP)
             except Exception as exc:
                 log.warning("trim failed", extra={"error": repr(exc)})
 
@@ -274,6 +306,8 @@ class Bridge:
             self.engine.stop()
         for dispatcher in self.dispatchers:
             dispatcher.stop()
+        if self.projector is not None:
+            self.projector.stop()
         for task in self._tasks:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), 30)
@@ -288,6 +322,8 @@ class Bridge:
                 await self.health.report(name, "stopped", "")
             except Exception:
                 log.exception("adapter did not stop cleanly", extra={"channel": name})
+        if self.history is not None:
+            await self.history.dispose()
         if hasattr(self, "redis"):
             await self.redis.aclose()
         if self.embedded is not None:

@@ -1,5 +1,5 @@
 """What `bridge status` shows: streams, lengths, pending, lag per group, dead letters,
-and each adapter's health."""
+the history's backlog (records not yet in SQL) and each adapter's health."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge import keys
+from bridge.bus import Bus
 from bridge.config import Settings
 from bridge.connection import describe
+from bridge.history.projector import backlog
+from bridge.model import now_ms
 
 
 def _text(value: Any) -> Any:
@@ -32,7 +35,9 @@ async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
         rows.append({"stream": stream, "length": length, "groups": groups})
     health = {_text(k): json.loads(v) for k, v in (await redis.hgetall(keys.HEALTH)).items()}
     partitions = await redis.hget(keys.META, "partitions")
+    waiting, oldest_s = await backlog(Bus(redis, partitions=int(partitions or 1)), int(partitions or 0), now_ms())
     return {
+        "history": {"waiting": waiting, "oldest_age_s": round(oldest_s, 1)},
         "redis": await describe(redis, settings.redis),
         "streams": rows,
         "dead_letters": int(await redis.xlen(keys.DEAD_LETTERS)),
@@ -45,7 +50,7 @@ async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
 
 def _stream_order(name: str) -> tuple[int, str, int]:
     kind = name[len(keys.PREFIX):].split(":", 1)[0]
-    order = {"in": 0, "out": 1, "queue": 2, "dlq": 3}.get(kind, 4)
+    order = {"in": 0, "out": 1, "outbox": 2, "queue": 3, "dlq": 4}.get(kind, 5)
     tail = name.rsplit(":", 1)[-1]
     return (order, kind if not tail.isdigit() else "", int(tail) if tail.isdigit() else 0)
 
@@ -62,6 +67,9 @@ def render(status: dict[str, Any]) -> str:
             lines.append(f"{name:<34} {row['length']:>8} {group['group']:<10} {group['pending']:>8} {lag:>8}")
     lines.append("")
     lines.append(f"dead letters: {status['dead_letters']}" + ("  (bridge dlq list)" if status["dead_letters"] else ""))
+    history = status["history"]
+    lines.append(f"history: {history['waiting']} record(s) not yet in SQL"
+                 + (f", the oldest {history['oldest_age_s']:.0f} s old" if history["waiting"] else ""))
     conv = status["conversations"]
     lines.append(f"conversations: {conv['open']} open, {conv['pending']} pending, {conv['resolved']} resolved")
     lines.append("")

@@ -7,13 +7,15 @@ message causes in one atomic call; reads are plain async methods (`ConversationR
 from __future__ import annotations
 
 import builtins
-from typing import Any
+import collections.abc
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from bridge import keys
 from bridge.effects import Effects
+from bridge.history.record import RECORD_VERSION, TurnRecord, encode_turn, raw
 from bridge.model import (
     Contact,
     Conversation,
@@ -24,8 +26,36 @@ from bridge.model import (
     decode_conversation,
     encode,
     encode_record,
+    new_id,
 )
 from bridge.storeerrors import typed_store_errors
+
+_DROP_ARCHIVED = """
+-- KEYS: conversation, transcript, resolved zset. ARGV: the state checked against SQL, id.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
+"""
+
+_RESTORE = """
+-- KEYS: conversation, transcript, its status zset. ARGV: state, updated ms, id, messages...
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+  if redis.call('EXISTS', KEYS[2]) == 0 and #ARGV > 3 then
+    redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
+  end
+end
+return 1
+"""
+
+
+class Archive(Protocol):
+    """Where conversations dropped from Redis are found (bridge.history.reader.Reader)."""
+
+    async def conversation(self, conversation_id: str) -> Conversation | None: ...
+
+    async def transcript(self, conversation_id: str, limit: int = 10_000) -> builtins.list[Message]: ...
 
 
 @typed_store_errors
@@ -33,20 +63,48 @@ class Store:
     """Conversation store on one Redis; also the `ConversationReader` given to adapters.
     A Redis that does not answer raises `StoreUnavailable`."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, outbox: bool = False, archive: Archive | None = None) -> None:
         self.redis = redis
+        self.outbox = outbox  # history is on: each turn also appends its record to the partition's outbox
+        # the SQL record, where conversations closed long ago are found (and loaded back) once
+        # retention dropped them from Redis; asked only when Redis has no such conversation
+        self.archive = archive
+        self._drop = redis.register_script(_DROP_ARCHIVED)
+        self._restore = redis.register_script(_RESTORE)
 
     # -- reads -----------------------------------------------------------------------
 
-    async def get(self, conversation_id: str) -> Conversation | None:
-        raw = await self.redis.get(keys.conversation(conversation_id))
-        return decode_conversation(raw) if raw else None
+    async def get(self, conversation_id: str, *, load_back: bool = False) -> Conversation | None:
+        return (await self.get_many([conversation_id], load_back=load_back))[0]
 
-    async def get_many(self, conversation_ids: builtins.list[str]) -> builtins.list[Conversation | None]:
+    async def get_many(self, conversation_ids: builtins.list[str], *,
+                       load_back: bool = False) -> builtins.list[Conversation | None]:
+        """Conversations by id; one retention dropped from Redis is read from the SQL record,
+        and with ``load_back`` (the engine, about to write to it) put back into Redis."""
         if not conversation_ids:
             return []
         raws = await self.redis.mget([keys.conversation(c) for c in conversation_ids])
-        return [decode_conversation(r) if r else None for r in raws]
+        found = [decode_conversation(r) if r else None for r in raws]
+        if self.archive is not None:
+            for i, conversation in enumerate(found):
+                if conversation is None:
+                    found[i] = await self._from_archive(conversation_ids[i], load_back)
+        return found
+
+    async def _from_archive(self, conversation_id: str, load_back: bool) -> Conversation | None:
+        """A conversation retention dropped from Redis, from the SQL record; with ``load_back``
+        put back (state and transcript), unless someone put it back first."""
+        assert self.archive is not None
+        conversation = await self.archive.conversation(conversation_id)
+        if conversation is None or not load_back:
+            return conversation
+        transcript = await self.archive.transcript(conversation_id)
+        record = encode_record(conversation)
+        await self._restore(keys=[keys.conversation(conversation_id), keys.transcript(conversation_id),
+                                  keys.CONVERSATIONS_BY_STATUS + conversation.status],
+                            args=[record, conversation.updated_ms, conversation_id, *(encode(m) for m in transcript)])
+        raw = await self.redis.get(keys.conversation(conversation_id))
+        return decode_conversation(raw) if raw else conversation
 
     async def for_address(self, channel: str, address: str) -> Conversation | None:
         conversation_id = await self.redis.get(keys.current_conversation(channel, address))
@@ -71,7 +129,33 @@ class Store:
 
     async def transcript(self, conversation_id: str, limit: int = 200) -> builtins.list[Message]:
         raws = await self.redis.lrange(keys.transcript(conversation_id), -limit, -1)
+        if not raws and self.archive is not None:  # dropped from Redis: the record has it
+            return (await self.archive.transcript(conversation_id))[-limit:]
         return [decode(r) for r in raws]
+
+    # -- retention: closed conversations leave Redis once they are in SQL -------------
+
+    async def resolved_before(self, cutoff_ms: int, limit: int) -> builtins.list[tuple[str, bytes, int]]:
+        """Resolved conversations last updated before ``cutoff_ms``: (id, state as stored,
+        transcript length), oldest first."""
+        ids = [i.decode() for i in await self.redis.zrangebyscore(keys.CONVERSATIONS_BY_STATUS + "resolved",
+                                                                  "-inf", cutoff_ms, start=0, num=limit)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.get(keys.conversation(i))
+                pipe.llen(keys.transcript(i))
+            replies = await pipe.execute()
+        return [(i, replies[2 * n], int(replies[2 * n + 1])) for n, i in enumerate(ids) if replies[2 * n]]
+
+    async def drop_archived(self, conversation_id: str, stored: bytes) -> bool:
+        """Drop a conversation's state and transcript from Redis if its state is still
+        ``stored`` (not written since it was checked against SQL). Its address still
+        points to it and its contact stays: a later lookup loads it back from SQL."""
+        return bool(await self._drop(keys=[keys.conversation(conversation_id), keys.transcript(conversation_id),
+                                           keys.CONVERSATIONS_BY_STATUS + "resolved"],
+                                     args=[stored, conversation_id]))
 
     async def contact(self, contact_id: str) -> Contact | None:
         (found,) = await self.contacts_many([contact_id])
@@ -240,13 +324,14 @@ class Store:
 
     # -- writes, as ops for one atomic commit ----------------------------------------
 
-    @classmethod
-    def effect_ops(cls, effects: Effects) -> builtins.list[builtins.list[Any]]:
-        """The commands that write what one message caused (see `Effects`)."""
+    def effect_ops(self, effects: Effects) -> builtins.list[builtins.list[Any]]:
+        """The commands that write what one message caused (see `Effects`); with history
+        on, one XADD more: the turn's record for the projector."""
         conversation = effects.conversation
         ops: builtins.list[builtins.list[Any]] = []
-        for kept in effects.kept:
-            ops.extend(cls.transcript_ops(conversation.id, kept))
+        kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
+        for payload in kept:
+            ops.append(["RPUSH", keys.transcript(conversation.id), payload])
         for out in effects.outbound:
             ops.append(["XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, encode(out)])
         for queue, case in effects.queued:
@@ -255,20 +340,38 @@ class Store:
         for due_ms, command in effects.timers:
             ops.append(["ZADD", keys.timers(effects.partition), due_ms, encode(command)])
         for ref in effects.refs:
-            ops.extend(cls.ref_ops(ref, conversation.id))
-        if effects.contact is not None:
-            ops.extend(cls.contact_ops(effects.contact))
+            ops.extend(self.ref_ops(ref, conversation.id))
+        contact = encode_record(effects.contact.record()) if effects.contact is not None else None
+        if effects.contact is not None and contact is not None:
+            ops.extend(self.contact_ops(effects.contact, contact))
             if effects.contact_shared:
                 ops.append(["INCR", keys.CONTACTS_REV])
         if effects.contact_events:
-            ops.extend(cls.contact_event_ops(effects.contact_events))
-        ops.extend(cls.save_ops(conversation, effects.previous_status))
+            ops.extend(self.contact_event_ops(effects.contact_events))
+        record = encode_record(conversation)
+        ops.extend(self.save_ops(conversation, effects.previous_status, record))
+        if self.outbox:
+            ops.append(self.outbox_op(effects, record, kept, contact))
         return ops
 
     @staticmethod
-    def save_ops(conversation: Conversation, previous_status: str | None) -> builtins.list[builtins.list[Any]]:
+    def outbox_op(effects: Effects, conversation: bytes, kept: builtins.list[bytes],
+                  contact: bytes | None) -> builtins.list[Any]:
+        cause, by = effects.cause, ""
+        if cause is not None and cause.sender is not None:
+            by = cause.sender.name or cause.sender.username or cause.sender.id
+        turn = TurnRecord(v=RECORD_VERSION, id=new_id(), at_ms=effects.conversation.updated_ms,
+                          conversation=raw(conversation), kept=[raw(k) for k in kept],
+                          contacts=[raw(contact)] if contact is not None else [],
+                          previous_status=effects.previous_status,
+                          cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by)
+        return ["XADD", keys.outbox(effects.partition), "*", keys.PAYLOAD_FIELD, encode_turn(turn)]
+
+    @staticmethod
+    def save_ops(conversation: Conversation, previous_status: str | None,
+                 record: bytes | None = None) -> builtins.list[builtins.list[Any]]:
         ops: builtins.list[builtins.list[Any]] = [
-            ["SET", keys.conversation(conversation.id), encode_record(conversation)],
+            ["SET", keys.conversation(conversation.id), record or encode_record(conversation)],
             ["ZADD", keys.CONVERSATIONS_BY_STATUS + conversation.status, conversation.updated_ms, conversation.id],
         ]
         if previous_status is None:
@@ -284,8 +387,9 @@ class Store:
         return [["RPUSH", keys.transcript(conversation_id), payload]]
 
     @staticmethod
-    def contact_ops(contact: Contact) -> builtins.list[builtins.list[Any]]:
-        ops: builtins.list[builtins.list[Any]] = [["SET", keys.contact(contact.id), encode_record(contact.record())]]
+    def contact_ops(contact: Contact, record: bytes | None = None) -> builtins.list[builtins.list[Any]]:
+        ops: builtins.list[builtins.list[Any]] = [["SET", keys.contact(contact.id),
+                                                    record or encode_record(contact.record())]]
         for address in contact.addresses:
             channel, _, addr = address.partition(":")
             ops.append(["SET", keys.contact_by_address(channel, addr), contact.id])
@@ -307,6 +411,66 @@ class Store:
     def ref_ops(ref: str, conversation_id: str) -> builtins.list[builtins.list[Any]]:
         return [["SET", keys.ref(ref), conversation_id]]
 
+    async def scan_ids(self, kind: str) -> collections.abc.AsyncIterator[str]:
+        """Every conversation (``kind="conversation"``) or contact id Redis holds, in no order."""
+        pattern = keys.conversation("*") if kind == "conversation" else keys.contact("*")
+        prefix = len(pattern) - 1
+        async for key in self.redis.scan_iter(match=pattern, count=1000):
+            yield key.decode()[prefix:]
+
+    # -- data-protection requests (bridge/history/privacy.py) --------------------------
+
+    async def conversation_ids_of(self, addresses: builtins.list[str]) -> builtins.list[str]:
+        """Every conversation id ever given to these "<channel>:<address>"es (ids are
+        ``<address hash>-<n>``, n up to the address's counter) that Redis still holds."""
+        hashes = [address_hash(*a.split(":", 1)) for a in addresses if ":" in a]
+        counts = await self.redis.mget([keys.conversation_seq(h) for h in hashes]) if hashes else []
+        ids = [f"{h}-{n}" for h, c in zip(hashes, counts, strict=True) for n in range(1, int(c or 0) + 1)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.exists(keys.conversation(i), keys.transcript(i))
+            found = await pipe.execute()
+        return [i for i, n in zip(ids, found, strict=True) if n]
+
+    async def erase_contact(self, contact: Contact, conversation_ids: builtins.list[str], partitions: int) -> int:
+        """Delete the contact, its indexes, its conversations (state, transcript, status
+        entries, thread refs, timers) and its addresses' counters; returns the keys deleted."""
+        doomed = [keys.contact(contact.id), keys.contact_fields(contact.id), keys.contact_person(contact.id),
+                  keys.contact_members(contact.id), keys.contact_events(contact.id)]
+        if contact.email:
+            doomed.append(keys.contact_by_email(contact.email))
+        for address in contact.addresses:
+            channel, _, addr = address.partition(":")
+            doomed += [keys.contact_by_address(channel, addr), keys.current_conversation(channel, addr),
+                       keys.conversation_seq(address_hash(channel, addr))]
+        for conversation_id in conversation_ids:
+            doomed += [keys.conversation(conversation_id), keys.transcript(conversation_id)]
+        wanted = set(conversation_ids)
+        bare = [f":{a.partition(':')[2]}:".encode() for a in contact.addresses]
+        async for key in self.redis.scan_iter(match=keys.dedupe("*", "*"), count=1000):
+            if any(b in key + b":" for b in bare):  # a dedupe key naming the address (the API's)
+                doomed.append(key.decode())
+        async for key in self.redis.scan_iter(match=keys.ref("*"), count=1000):
+            if (await self.redis.get(key) or b"").decode() in wanted:
+                doomed.append(key.decode())
+        timers: builtins.list[tuple[str, bytes]] = []
+        for p in range(partitions):
+            for member in await self.redis.zrange(keys.timers(p), 0, -1):
+                if decode(member).conversation_id in wanted:
+                    timers.append((keys.timers(p), member))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*doomed)
+            if contact.person:  # linked to another contact as one person: no longer
+                pipe.srem(keys.contact_members(contact.person), contact.id)
+            for status in ("open", "pending", "resolved"):
+                if conversation_ids:
+                    pipe.zrem(keys.CONVERSATIONS_BY_STATUS + status, *conversation_ids)
+            for key, member in timers:
+                pipe.zrem(key, member)
+            deleted = await pipe.execute()
+        return int(deleted[0])
 
 def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}

@@ -141,7 +141,7 @@ class Turn:
                        kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers, refs=self.refs,
                        contact=self.contact if self.contact_changed else None,
                        contact_shared=self.contact_changed and not self.contact_created,
-                       contact_events=self.contact_events)
+                       contact_events=self.contact_events, cause=message)
 
     def schedule(self, due_ms: int, name: str, data: dict[str, Any] | None = None) -> None:
         """Fire command ``name`` for this conversation at ``due_ms`` (SLA, follow-ups)."""

@@ -7,6 +7,7 @@ private redis-server is started on a free port in a temp directory.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import redis.asyncio as aioredis
 
 from tests.fakes.telegram_api import FakeTelegram
 from tests.mailservers import Dovecot
+from tests.pgserver import PostgresServer, find_binaries
 from tests.servers import RedisServer, free_port
 from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
 
@@ -90,3 +92,42 @@ def dovecot() -> Iterator[Dovecot]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL on a Unix socket in a temp dir (skipped, saying why, without one)."""
+    binaries = find_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin; "
+                    "apt-get install -y postgresql")
+    server = PostgresServer(binaries)
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+async def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the test PostgreSQL server."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(host=str(postgres_server.dir), port=postgres_server.port, user="bridge",
+                                       database="postgres")
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return postgres_server.url(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The SQL history's URL, once an SQLite file, once a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -92,8 +92,9 @@ def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_config(redis_url: str, config: dict[str, Any]) -> dict[str, Any]:
+    # the SQL history is off unless a test turns it on (history.url: a database of its own)
     base = {"redis": {"url": redis_url}, "http": {"host": "127.0.0.1", "port": 0}, "engine": dict(FAST_ENGINE),
-            "log": {"format": "text", "level": "WARNING"}}
+            "history": {"enabled": False}, "log": {"format": "text", "level": "WARNING"}}
     return merged(base, config)
 
 

@@ -211,7 +211,7 @@ async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Re
     contact = await store.contact(conversation.contact_id)
     assert contact is not None
     contact.email = "buyer@factory.example"  # linked by another worker, in another partition
-    for op in Store.effect_ops(Effects(conversation=Conversation(id="other-1", channel="email", address="b@f"),
+    for op in store.effect_ops(Effects(conversation=Conversation(id="other-1", channel="email", address="b@f"),
                                        previous_status="open", partition=1, contact=contact, contact_shared=True)):
         await redis.execute_command(*op)
     await engine.bus.publish(Message(kind="customer", channel="api", address="k1", text="three"))

@@ -119,6 +119,9 @@ class ApiAdapter(Adapter):
             web.post("/api/v1/conversations/{conversation_id}/messages", self._post_reply),
             web.post("/api/v1/conversations/{conversation_id}/actions", self._post_action),
             web.get("/api/v1/conversations/{conversation_id}", self._get_conversation),
+            web.get("/api/v1/conversations", self._find_conversations),
+            web.get("/api/v1/contacts/{contact_id}/export", self._export_contact),
+            web.post("/api/v1/contacts/{contact_id}/erase", self._erase_contact),
             *ContactRoutes(self.ctx.contacts, self._body, self._authorized, _HttpError).routes(),
         ]
 
@@ -223,6 +226,50 @@ class ApiAdapter(Adapter):
                 "transcript": [msgspec.to_builtins(m) for m in transcript]}
         return web.json_response(body)
 
+    # -- the SQL record ------------------------------------------------------------------
+
+    async def _find_conversations(self, request: web.Request) -> web.Response:
+        """Conversations from the SQL record: ``contact`` (id, email or channel:address),
+        ``q`` (full-text), ``since_ms``/``until_ms`` (created), ``limit``."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+        if self.ctx.history is None:
+            return _error(503, "the SQL history is off (history.enabled)")
+        query = request.query
+        try:
+            since_ms, until_ms = int(query.get("since_ms", 0)), int(query.get("until_ms", 0))
+            limit = min(200, max(1, int(query.get("limit", 50))))
+        except ValueError:
+            return _error(400, "since_ms, until_ms and limit must be integers")
+        hits = await self.ctx.history.conversations(contact=query.get("contact", ""), q=query.get("q", ""),
+                                                    since_ms=since_ms, until_ms=until_ms, limit=limit)
+        return web.json_response({"conversations": [
+            {"conversation": msgspec.to_builtins(hit.conversation),
+             "matches": [{"id": m.id, "kind": m.kind, "text": m.text, "created_ms": m.created_ms}
+                         for m in hit.matches]} for hit in hits]})
+
+    async def _export_contact(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+        if self.ctx.privacy is None:
+            return _error(503, "the SQL history is off (history.enabled)")
+        try:
+            return web.json_response(await self.ctx.privacy.export(request.match_info["contact_id"]),
+                                     dumps=lambda data: json.dumps(data, ensure_ascii=False, default=_plain))
+        except LookupError as exc:
+            return _error(404, str(exc))
+
+    async def _erase_contact(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+        if self.ctx.privacy is None:
+            return _error(503, "the SQL history is off (history.enabled)")
+        try:
+            counts = await self.ctx.privacy.erase(request.match_info["contact_id"], by="api")
+        except LookupError as exc:
+            return _error(404, str(exc))
+        return web.json_response({"erased": counts})
+
     # -- out ---------------------------------------------------------------------------
 
     async def send(self, message: Message) -> Delivered:
@@ -273,3 +320,7 @@ def _seconds(value: str | None) -> float | None:
 class _HttpError(Exception):
     def __init__(self, response: web.Response) -> None:
         self.response = response
+
+
+def _plain(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

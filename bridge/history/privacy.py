@@ -1,0 +1,113 @@
+"""Data-protection requests: everything held about a contact (export), and its erasure.
+
+Both look in Redis (the working set) and in the SQL record. An erasure deletes the contact,
+its addresses' indexes, its conversations and their messages and events in both, scrubs
+the stream entries that still hold them (inbound, outbound, outbox, queues, dead letters),
+and records that it was done (when, by whom, how much) without any personal data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from sqlalchemy import delete, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bridge.bus import Bus
+from bridge.history import schema
+from bridge.history.reader import Reader
+from bridge.model import Contact, new_id, now_ms
+from bridge.store import Store
+
+
+class UnknownContact(LookupError):
+    pass
+
+
+class Privacy:
+    def __init__(self, *, store: Store, bus: Bus, history: AsyncEngine | None, partitions: int) -> None:
+        self.store = store
+        self.bus = bus
+        self.history = history
+        self.reader = Reader(history) if history is not None else None
+        self.partitions = partitions
+
+    async def _contact(self, contact_id: str) -> tuple[Contact, Contact | None, Contact | None]:
+        in_redis = await self.store.contact(contact_id)
+        in_sql = await self.reader.contact(contact_id) if self.reader is not None else None
+        if in_redis is None and in_sql is None:
+            raise UnknownContact(f"no contact {contact_id!r} in Redis or in the history")
+        merged = in_redis or in_sql
+        assert merged is not None
+        addresses = list(dict.fromkeys([*(in_redis.addresses if in_redis else []),
+                                        *(in_sql.addresses if in_sql else [])]))
+        return msgspec.structs.replace(merged, addresses=addresses), in_redis, in_sql
+
+    async def _sql_conversation_ids(self, contact: Contact) -> list[str]:
+        if self.history is None:
+            return []
+        c = schema.conversations
+        async with self.history.connect() as conn:
+            found = [r[0] for r in await conn.execute(select(c.c.id).where(c.c.contact_id == contact.id))]
+            for address in contact.addresses:
+                channel, _, addr = address.partition(":")
+                found += [r[0] for r in await conn.execute(
+                    select(c.c.id).where(c.c.channel == channel, c.c.address == addr))]
+        return list(dict.fromkeys(found))
+
+    async def export(self, contact_id: str) -> dict[str, Any]:
+        """Everything held about the contact, as plain JSON-ready data."""
+        contact, in_redis, in_sql = await self._contact(contact_id)
+        redis_ids = await self.store.conversation_ids_of(contact.addresses)
+        sql_ids = await self._sql_conversation_ids(contact)
+        redis_part = {
+            "contact": msgspec.to_builtins(in_redis) if in_redis else None,
+            "conversations": [msgspec.to_builtins(c) for c in await self.store.get_many(redis_ids) if c],
+            "transcripts": {i: [msgspec.to_builtins(m) for m in await self.store.transcript(i, limit=1_000_000)]
+                            for i in redis_ids},
+        }
+        sql_part: dict[str, Any] | None = None
+        if self.reader is not None:
+            conversations = [await self.reader.conversation(i) for i in sql_ids]
+            sql_part = {
+                "contact": msgspec.to_builtins(in_sql) if in_sql else None,
+                "conversations": [msgspec.to_builtins(c) for c in conversations if c],
+                "transcripts": {i: [msgspec.to_builtins(m) for m in await self.reader.transcript(i)]
+                                for i in sql_ids},
+                "events": await self.reader.events(sql_ids),
+            }
+        return {"contact_id": contact.id, "exported_ms": now_ms(), "addresses": contact.addresses,
+                "redis": redis_part, "history": sql_part}
+
+    async def erase(self, contact_id: str, by: str = "") -> dict[str, int]:
+        """Erase the contact everywhere; returns what was removed (counts only)."""
+        contact, _, _ = await self._contact(contact_id)
+        redis_ids = await self.store.conversation_ids_of(contact.addresses)
+        sql_ids = await self._sql_conversation_ids(contact)
+        ids = list(dict.fromkeys(redis_ids + sql_ids))
+        needles = [*ids, contact.id, contact.email, *(a.partition(":")[2] for a in contact.addresses)]
+        counts = {"conversations": len(ids), "stream_entries": await self.bus.scrub(needles)}
+        counts["redis_keys"] = await self.store.erase_contact(contact, ids, self.partitions)
+        if self.history is not None:
+            counts.update(await self._erase_sql(contact, ids, by))
+        return counts
+
+    async def _erase_sql(self, contact: Contact, ids: list[str], by: str) -> dict[str, int]:
+        assert self.history is not None
+        m, e, c = schema.messages, schema.events, schema.conversations
+        ct, links = schema.contacts, schema.contact_links
+        async with self.history.begin() as conn:
+            counts = {
+                "messages": (await conn.execute(delete(m).where(m.c.conversation_id.in_(ids)))).rowcount,
+                "events": (await conn.execute(delete(e).where(e.c.conversation_id.in_(ids)))).rowcount,
+            }
+            await conn.execute(delete(c).where(c.c.id.in_(ids)))
+            await conn.execute(delete(links).where((links.c.contact_id == contact.id)
+                                                   | links.c.address.in_(contact.addresses)))
+            await conn.execute(delete(ct).where(ct.c.id == contact.id))
+            await conn.execute(schema.erasures.insert().values(id=new_id(), at_ms=now_ms(), by=by,
+                                                               counts=dict(counts, conversations=len(ids))))
+            if conn.dialect.name == "sqlite":  # the full-text index keeps no trace of the text
+                await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')"))
+        return counts

@@ -1,0 +1,124 @@
+"""Reading the SQL record: search in the five languages through the API, a contact's
+conversations, and data-protection requests (export, erase) that leave nothing behind
+in Redis or in any table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tests.harness import running_bridge
+from tests.history_db import every_table_text, rows
+from tests.test_api_e2e import AUTH, ENV
+from tests.test_history import projected, with_history
+from tests.webhook import WebhookReceiver
+
+SAID = {
+    "en": ("cust-en", "My invoice for the blue widgets is missing", "invoice"),
+    "zh": ("cust-zh", "我的订单还没有到，请帮忙查一下", "订单"),
+    "zh3": ("cust-zh3", "发票上的金额不对，需要重新开", "重新开"),
+    "ru": ("cust-ru", "где мой заказ? доставка задерживается", "заказ"),
+    "tl": ("cust-tl", "Nasaan na po ang padala ko, tatlong araw na", "padala"),
+    "ms": ("cust-ms", "Bila pesanan saya akan sampai ke Kuala Lumpur", "pesanan"),
+}
+
+
+async def test_search_in_five_languages_and_by_contact(history_url: str, redis_url: str,
+                                                       webhook: WebhookReceiver) -> None:
+    async with running_bridge(redis_url, with_history(history_url, webhook.url), env=ENV) as b:
+        for key, (customer, said, _) in SAID.items():
+            await b.post("/api/v1/messages", headers=AUTH, json={
+                "customer_id": customer, "text": said, "message_id": f"s-{key}",
+                "email": f"{customer}@example.com"})
+        await b.wait_for(lambda: len(webhook.received) >= len(SAID), what="every customer answered")
+        await b.wait_for(lambda: projected(b.redis), what="the outbox projected")
+
+        for key, (customer, said, query) in SAID.items():
+            found = await find(b, q=query)
+            assert [c["conversation"]["address"] for c in found] == [customer], (key, query)
+            assert found[0]["matches"][0]["text"] == said
+        by_email = await find(b, contact="cust-ru@example.com")
+        by_address = await find(b, contact="api:cust-ru")
+        assert [c["conversation"]["address"] for c in by_email] == ["cust-ru"]
+        assert by_email == by_address
+        assert await find(b, q="nothing like this was said") == []
+        unauthorized = await b.get("/api/v1/conversations", params={"q": "invoice"})
+        assert unauthorized.status == 401
+
+
+async def find(b: Any, **params: str) -> list[dict[str, Any]]:
+    response = await b.http.get(b.url + "/api/v1/conversations", params=params, headers=AUTH)
+    assert response.status == 200, await response.text()
+    return list((await response.json())["conversations"])
+
+
+PERSONAL = ["Erika Mustermann", "erika@example.org", "cust-erase", "Mein Paket 7781 ist beschädigt"]
+
+
+async def test_export_then_erase_leaves_nothing_behind(history_url: str, redis_url: str,
+                                                       webhook: WebhookReceiver, tmp_path: Path) -> None:
+    async with running_bridge(redis_url, with_history(history_url, webhook.url), env=ENV) as b:
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "cust-erase", "name": "Erika Mustermann", "email": "erika@example.org",
+            "text": "Mein Paket 7781 ist beschädigt", "message_id": "e-1"})
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "cust-keep", "text": "Where is order 5?", "message_id": "k-1"})
+        await b.wait_for(lambda: len(webhook.received) >= 2, what="both answered")
+        await b.wait_for(lambda: projected(b.redis), what="the outbox projected")
+        conversation = await b.store.for_address("api", "cust-erase")
+        assert conversation is not None
+        personal = [*PERSONAL, conversation.id]
+
+        response = await b.http.get(f"{b.url}/api/v1/contacts/{conversation.contact_id}/export", headers=AUTH)
+        assert response.status == 200
+        exported = json.dumps(await response.json(), ensure_ascii=False)
+        for item in personal:
+            assert item in exported
+        export = await response.json()
+        assert export["redis"]["contact"]["email"] == "erika@example.org"
+        assert [m["text"] for m in export["history"]["transcripts"][conversation.id] if m["kind"] == "customer"] \
+            == ["Mein Paket 7781 ist beschädigt"]
+
+        assert (await b.http.post(f"{b.url}/api/v1/contacts/{conversation.contact_id}/erase")).status == 401
+        response = await b.http.post(f"{b.url}/api/v1/contacts/{conversation.contact_id}/erase", headers=AUTH)
+        assert response.status == 200, await response.text()
+        erased = (await response.json())["erased"]
+        assert erased["conversations"] == 1 and erased["messages"] >= 1
+
+        redis_text = await keyspace_text(b.redis)
+        tables_text = await every_table_text(history_url)
+        for item in personal:
+            assert item not in redis_text, item
+            assert item not in tables_text, item
+        assert "Where is order 5?" in tables_text  # the other customer's record stays
+        (erasure,) = await rows(history_url, "erasures")
+        assert erasure["counts"]["conversations"] == 1
+        gone = await b.http.get(f"{b.url}/api/v1/contacts/{conversation.contact_id}/export", headers=AUTH)
+        assert gone.status == 404
+
+
+async def keyspace_text(redis: aioredis.Redis) -> str:
+    """Every key and value in Redis, as one text to grep."""
+    out: list[str] = []
+    async for raw_key in redis.scan_iter(count=1000):
+        key = raw_key.decode()
+        kind = (await redis.type(key)).decode()
+        values: list[Any] = []
+        if kind == "string":
+            values = [await redis.get(key)]
+        elif kind == "list":
+            values = await redis.lrange(key, 0, -1)
+        elif kind == "hash":
+            values = [x for pair in (await redis.hgetall(key)).items() for x in pair]
+        elif kind == "zset":
+            values = await redis.zrange(key, 0, -1)
+        elif kind == "set":
+            values = list(await redis.smembers(key))
+        elif kind == "stream":
+            values = [v for _, fields in await redis.xrange(key) for v in fields.values()]
+        out.append(key)
+        out.extend(v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in values)
+    return "\n".join(out)
