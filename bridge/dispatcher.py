@@ -46,8 +46,16 @@ from bridge.store import Store
 
 log = logging.getLogger("bridge.dispatcher")
 
+# an emptied lane's task waits for its address's next message until a sweep finds it idle
+# this long: a busy address keeps one task instead of starting one per message
+LANE_LINGER_S = 1.0
 SENT_RECORD_DAYS = 2  # how long a delivered outbound id is remembered (day buckets)
 OWN_PENDING_CHECK_S = 30.0
+
+
+def _wake(lane: _Lane, *, go_on: bool = True) -> None:
+    if lane.wake is not None and not lane.wake.done():
+        lane.wake.set_result(go_on)
 
 
 def lane_key(message: Message) -> str:
@@ -95,6 +103,8 @@ class _Lane:
     key: str
     items: deque[_Item] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
+    wake: asyncio.Future[bool] | None = None  # while the emptied lane lingers: True, go on; False, end
+    idle_since: float = 0.0  # monotonic time the lane emptied
 
 
 class ChannelDispatcher:
@@ -136,6 +146,8 @@ class ChannelDispatcher:
 
     def stop(self) -> None:
         self._stopping.set()
+        for lane in self._lanes.values():
+            _wake(lane, go_on=False)
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopping; True when woken by stop."""
@@ -152,6 +164,7 @@ class ChannelDispatcher:
         keeper = asyncio.create_task(self.leases.keep(), name=f"dispatch-lease:{self.channel}")
         recorder = asyncio.create_task(self._recorder(), name=f"dispatch-record:{self.channel}")
         next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
+        next_sweep = 0.0
         try:
             while not self._stopping.is_set():
                 try:
@@ -173,6 +186,9 @@ class ChannelDispatcher:
                     if time.monotonic() >= next_own_check:  # entries of a lost read reply
                         self.cursor.reread()
                         next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
+                    if time.monotonic() >= next_sweep:
+                        self._sweep_lanes()
+                        next_sweep = time.monotonic() + LANE_LINGER_S
                     entries = await self.cursor.next(self.leases.held)
                     if entries:
                         await self._accept(entries)
@@ -254,6 +270,8 @@ class ChannelDispatcher:
             lane.items.append(item)
             if lane.task is None:
                 lane.task = asyncio.create_task(self._run_lane(lane), name=f"lane:{self.channel}")
+            else:
+                _wake(lane)
 
     async def _history(self, decoded: list[tuple[Entry, Message]]
                        ) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
@@ -271,7 +289,11 @@ class ChannelDispatcher:
     async def _run_lane(self, lane: _Lane) -> None:
         """Send the lane's messages one after another, each after the previous one is done."""
         try:
-            while lane.items and not self._stopping.is_set():
+            while not self._stopping.is_set():
+                if not lane.items:
+                    if await self._linger(lane):
+                        continue
+                    return
                 item = lane.items[0]
                 try:
                     done = await self._next_outcome(lane, item)
@@ -288,6 +310,24 @@ class ChannelDispatcher:
             lane.task = None
             if not lane.items and self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
+
+    @staticmethod
+    async def _linger(lane: _Lane) -> bool:
+        """Wait for the lane's next message; False when the sweep ended the wait (no timer
+        per wait: a sweep of idle lanes once a second is cheaper)."""
+        lane.wake = asyncio.get_running_loop().create_future()
+        lane.idle_since = time.monotonic()
+        try:
+            return await lane.wake or bool(lane.items)
+        finally:
+            lane.wake = None
+
+    def _sweep_lanes(self) -> None:
+        """End the lanes that lingered LANE_LINGER_S without a message."""
+        cutoff = time.monotonic() - LANE_LINGER_S
+        for lane in self._lanes.values():
+            if lane.wake is not None and lane.idle_since < cutoff:
+                _wake(lane, go_on=False)
 
     async def _next_outcome(self, lane: _Lane, item: _Item) -> _Done:
         message = item.message
