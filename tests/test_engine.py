@@ -14,7 +14,7 @@ from bridge.bus import Bus, LeaseLost
 from bridge.config import Settings
 from bridge.effects import Effects
 from bridge.engine import Engine
-from bridge.model import Conversation, Message, decode, partition_of
+from bridge.model import Contact, Conversation, Message, decode, partition_of
 from bridge.store import Store
 from bridge.templates import Templates
 from bridge.turn import FlowConfig, Turn
@@ -193,59 +193,56 @@ async def test_timers_fire_through_the_engine_on_the_given_clock(redis: aioredis
     assert fired == [conversation.id]
 
 
-async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Redis, make_engine: Any) -> None:
-    clock = Clock()
-    seen: list[str] = []
+class ContactEmails:
+    """An engine whose one step notes the contact's email at each of the customer's messages."""
 
-    def record(turn: Turn) -> None:
+    def __init__(self, make_engine: Any, clock: Clock, address: str) -> None:
+        self.address = address
+        self.seen: list[str] = []
+        self.engine = make_engine([self._record], clock=clock)
+
+    def _record(self, turn: Turn) -> None:
         if turn.message.kind == "customer":
-            seen.append(turn.contact.email if turn.contact else "?")
+            self.seen.append(turn.contact.email if turn.contact else "?")
 
-    engine = make_engine([record], clock=clock)
-    store = Store(redis)
-    for n, text in enumerate(("one", "two"), start=1):  # the contact cached, the change counter read
-        await engine.bus.publish(Message(kind="customer", channel="api", address="k1", text=text))
-        await wait_for(lambda: len(seen) == n, 10, f"message {text}")  # noqa: B023
-    conversation = await store.for_address("api", "k1")
-    assert conversation is not None
-    contact = await store.contact(conversation.contact_id)
-    assert contact is not None
+    async def say(self, text: str) -> str:
+        """The customer writes; the email the engine's turn saw."""
+        count = len(self.seen) + 1
+        await self.engine.bus.publish(Message(kind="customer", channel="api", address=self.address, text=text))
+        await wait_for(lambda: len(self.seen) == count, 10, f"message {text!r}")
+        return self.seen[-1]
+
+    async def contact(self, store: Store) -> Contact:
+        conversation = await store.for_address("api", self.address)
+        assert conversation is not None
+        contact = await store.contact(conversation.contact_id)
+        assert contact is not None
+        return contact
+
+
+async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Redis, make_engine: Any) -> None:
+    customer, store = ContactEmails(make_engine, Clock(), "k1"), Store(redis)
+    assert [await customer.say("one"), await customer.say("two")] == ["", ""]  # cached, change counter read
+    contact = await customer.contact(store)
     contact.email = "buyer@factory.example"  # linked by another worker, in another partition
     for op in store.effect_ops(Effects(conversation=Conversation(id="other-1", channel="email", address="b@f"),
                                        previous_status="open", partition=1, contact=contact, contact_shared=True)):
         await redis.execute_command(*op)
-    await engine.bus.publish(Message(kind="customer", channel="api", address="k1", text="three"))
-    await wait_for(lambda: len(seen) == 3, 10, "the third message")
-    assert seen == ["", "", "buyer@factory.example"]  # at once: the other worker's commit said so
+    assert await customer.say("three") == "buyer@factory.example"  # at once: the other worker's commit said so
 
 
 async def test_a_cached_contact_is_read_again_after_a_while(redis: aioredis.Redis, make_engine: Any) -> None:
     """A safety net for a change that did not say so (written by an older version)."""
     clock = Clock()
-    seen: list[str] = []
-
-    def record(turn: Turn) -> None:
-        if turn.message.kind == "customer":
-            seen.append(turn.contact.email if turn.contact else "?")
-
-    engine = make_engine([record], clock=clock)
-    store = Store(redis)
-    for n, text in enumerate(("one", "two"), start=1):  # the contact cached, the change counter read
-        await engine.bus.publish(Message(kind="customer", channel="api", address="k2", text=text))
-        await wait_for(lambda: len(seen) == n, 10, f"message {text}")  # noqa: B023
-    conversation = await store.for_address("api", "k2")
-    assert conversation is not None
-    contact = await store.contact(conversation.contact_id)
-    assert contact is not None
+    customer, store = ContactEmails(make_engine, clock, "k2"), Store(redis)
+    assert [await customer.say("one"), await customer.say("two")] == ["", ""]
+    contact = await customer.contact(store)
     contact.email = "quiet@factory.example"
     for op in Store.contact_ops(contact):
         await redis.execute_command(*op)
-    await engine.bus.publish(Message(kind="customer", channel="api", address="k2", text="three"))
-    await wait_for(lambda: len(seen) == 3, 10, "the third message")
+    assert await customer.say("three") == ""
     clock.advance(minutes=1.1)
-    await engine.bus.publish(Message(kind="customer", channel="api", address="k2", text="four"))
-    await wait_for(lambda: len(seen) == 4, 10, "the fourth message")
-    assert seen == ["", "", "", "quiet@factory.example"]
+    assert await customer.say("four") == "quiet@factory.example"
 
 
 async def test_a_partition_waiting_on_a_lookup_does_not_hold_up_the_others(redis: aioredis.Redis,
