@@ -10,7 +10,10 @@ import redis.asyncio as aioredis
 from bridge import keys
 from tests.harness import Clock, running_bridge
 from tests.test_api_e2e import AUTH, ENV
+from tests.test_console_queue import rows
 from tests.test_history import projected, with_history
+from tests.test_widget_protocol import ENV as WIDGET_ENV
+from tests.test_widget_protocol import console_login
 from tests.webhook import WebhookReceiver
 
 
@@ -66,3 +69,34 @@ async def _gone(redis: aioredis.Redis, conversation_id: str) -> bool:
 
 async def _keys(redis: aioredis.Redis) -> int:
     return int(await redis.dbsize())
+
+
+async def test_the_console_finds_and_opens_a_case_only_the_record_holds(redis_url: str, webhook: WebhookReceiver,
+                                                                        tmp_path: Path) -> None:
+    clock = Clock()
+    config = with_history(f"sqlite:///{tmp_path / 'history.sqlite3'}", webhook.url, keep_in_redis_days=1,
+                          retention_interval_s=0.1)
+    config["channels"]["widget"] = {"secret": "${T_WIDGET_SECRET}", "console": {"token": "${T_CONSOLE_TOKEN}"}}
+    async with running_bridge(redis_url, config, env={**ENV, **WIDGET_ENV}, clock_ms=clock) as b:
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "ret-9", "text": "The capacitors from lot 7731 are leaking", "message_id": "r9"})
+        await b.wait_for(lambda: webhook.received, what="answered")
+        conversation = await b.store.for_address("api", "ret-9")
+        assert conversation is not None
+        r = await b.post(f"/api/v1/conversations/{conversation.id}/actions", headers=AUTH,
+                         json={"action": "resolve", "agent": "ana", "message_id": "a9"})
+        assert r.status == 202
+        await b.wait_for(lambda: _status(b.redis, conversation.id, "resolved"), what="resolved")
+        await b.wait_for(lambda: projected(b.redis), what="projected")
+        clock.advance(days=2)
+        await b.wait_for(lambda: _gone(b.redis, conversation.id), what="dropped from Redis")
+
+        agent = await console_login(b)
+        found = await rows(b, agent, status="all", q="lot 7731")
+        assert [x["id"] for x in found] == [conversation.id]  # found in the record alone
+        assert found[0]["status"] == "resolved" and "lot 7731" in found[0]["snippet"]
+        r = await b.get(f"/agent/api/conversations/{conversation.id}", headers=agent)
+        assert r.status == 200
+        said = [i["text"] for i in (await r.json())["transcript"] if i["who"] == "customer"]
+        assert said == ["The capacitors from lot 7731 are leaking"]
+        assert await _gone(b.redis, conversation.id)  # a look does not put it back

@@ -368,8 +368,11 @@ class Console:
 
     async def _search_rows(self, query: str, status: str) -> list[dict[str, Any]]:
         wanted = {"active": ("open", "pending"), "all": _STATUSES}.get(status, (status,))
-        hits = [h for h in await search.find(self.ctx.conversations, query) if h.conversation.status in wanted]
-        rows = await self._build([h.conversation for h in hits])
+        hits = [h for h in await search.find(self.ctx.conversations, query, history=self.ctx.history)
+                if h.conversation.status in wanted]
+        # the live state where Redis has it; a case only the record holds (closed long ago) as recorded
+        current = await asyncio.gather(*(self.ctx.conversations.get(h.conversation.id) for h in hits))
+        rows = await self._build([now or h.conversation for h, now in zip(hits, current, strict=True)])
         snippets = {h.conversation.id: h.snippet for h in hits}
         for r in rows:
             r["snippet"] = snippets.get(r["id"], "")
@@ -379,10 +382,16 @@ class Console:
         """One case and its transcript; opening it marks it read for this agent."""
         agent = await self._require(request)
         conversation = await self.ctx.conversations.get(request.match_info["id"])
+        recorded = conversation is None and self.ctx.history is not None
+        if recorded and self.ctx.history is not None:  # closed long ago: only the record holds it
+            conversation = await self.ctx.history.conversation(request.match_info["id"])
         if conversation is None:
             return web.json_response({"error": "no such conversation"}, status=404)
         contact = await self.ctx.conversations.contact(conversation.contact_id) if conversation.contact_id else None
-        messages = await self.ctx.conversations.transcript(conversation.id, 500)
+        if recorded and self.ctx.history is not None:
+            messages = (await self.ctx.history.transcript(conversation.id))[-500:]
+        else:
+            messages = await self.ctx.conversations.transcript(conversation.id, 500)
         items = [i for m in messages if (i := transcript_item(m)) is not None]
         items = translations.attach(messages, items, translations.agent_language(self.ctx.settings, agent))
         await self.ctx.state.set(f"seen:{agent}:{conversation.id}", str(now_ms()), ttl_s=_SEEN_TTL_S)

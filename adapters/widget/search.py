@@ -1,19 +1,25 @@
 """Full-text search over conversations, for the console.
 
-A linear scan, bounded: the newest ``MAX_CONVERSATIONS`` conversations and the last
-``MAX_MESSAGES`` entries of each transcript, read from Redis. Every word of the query
-must appear (case-insensitive) in one message, or in the customer's name, address or
-the conversation id. This is the one place the console searches: when history moves to
-SQL, only `find` changes.
+With the SQL history on, the record is searched first (every conversation ever kept, in
+the five languages: bridge/history/reader.py). Then, and alone when history is off, a
+linear scan, bounded: the newest ``MAX_CONVERSATIONS`` conversations and the last
+``MAX_MESSAGES`` entries of each transcript, read from Redis (it also finds what the
+projector has not written yet, and customers by name, address or conversation id). Every
+word of the query must appear (case-insensitive) in one message, or in the customer's
+name, address or the conversation id. This is the one place the console searches.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bridge.adapter import ConversationReader
 from bridge.model import Conversation
+
+if TYPE_CHECKING:  # SQLAlchemy is imported only when history is on
+    from bridge.history.reader import Reader
 
 MAX_CONVERSATIONS = 500
 MAX_MESSAGES = 500
@@ -38,11 +44,34 @@ def _snippet(text: str, word: str, width: int = 140) -> str:
     return ("…" if at else "") + text[at:at + width]
 
 
-async def find(reader: ConversationReader, query: str, status: str | None = None) -> list[Hit]:
-    """The conversations matching every word of ``query``, newest first."""
+async def find(reader: ConversationReader, query: str, status: str | None = None,
+               history: Reader | None = None) -> list[Hit]:
+    """The conversations matching every word of ``query``: the record's first (newest
+    first), then the Redis scan's."""
     terms = words(query)
     if not terms:
         return []
+    hits = await _recorded(history, query, terms, status) if history is not None else []
+    found = {h.conversation.id for h in hits}
+    for hit in await _scan(reader, terms, status):
+        if len(hits) >= MAX_HITS:
+            break
+        if hit.conversation.id not in found:
+            hits.append(hit)
+    return hits
+
+
+async def _recorded(history: Reader, query: str, terms: list[str], status: str | None) -> list[Hit]:
+    hits = []
+    for found in await history.conversations(q=query[:MAX_QUERY_CHARS], limit=MAX_HITS):
+        if status is not None and found.conversation.status != status:
+            continue
+        texts = [m.text for m in found.matches if all(t in m.text.casefold() for t in terms)]
+        hits.append(Hit(found.conversation, _snippet(texts[0], terms[0]) if texts else ""))
+    return hits
+
+
+async def _scan(reader: ConversationReader, terms: list[str], status: str | None) -> list[Hit]:
     conversations = await reader.list(status, limit=MAX_CONVERSATIONS)
     hits: list[Hit] = []
     for start in range(0, len(conversations), _BATCH):
