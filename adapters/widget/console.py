@@ -370,7 +370,7 @@ class Console:
         wanted = {"active": ("open", "pending"), "all": _STATUSES}.get(status, (status,))
         hits = [h for h in await search.find(self.ctx.conversations, query, history=self.ctx.history)
                 if h.conversation.status in wanted]
-        # the live state where Redis has it; a case only the record holds (closed long ago) as recorded
+        # the live state (the store reads a case only the record holds, closed long ago, from it)
         current = await asyncio.gather(*(self.ctx.conversations.get(h.conversation.id) for h in hits))
         rows = await self._build([now or h.conversation for h, now in zip(hits, current, strict=True)])
         snippets = {h.conversation.id: h.snippet for h in hits}
@@ -382,16 +382,10 @@ class Console:
         """One case and its transcript; opening it marks it read for this agent."""
         agent = await self._require(request)
         conversation = await self.ctx.conversations.get(request.match_info["id"])
-        recorded = conversation is None and self.ctx.history is not None
-        if recorded and self.ctx.history is not None:  # closed long ago: only the record holds it
-            conversation = await self.ctx.history.conversation(request.match_info["id"])
         if conversation is None:
             return web.json_response({"error": "no such conversation"}, status=404)
         contact = await self.ctx.conversations.contact(conversation.contact_id) if conversation.contact_id else None
-        if recorded and self.ctx.history is not None:
-            messages = (await self.ctx.history.transcript(conversation.id))[-500:]
-        else:
-            messages = await self.ctx.conversations.transcript(conversation.id, 500)
+        messages = await self.ctx.conversations.transcript(conversation.id, 500)
         items = [i for m in messages if (i := transcript_item(m)) is not None]
         items = translations.attach(messages, items, translations.agent_language(self.ctx.settings, agent))
         await self.ctx.state.set(f"seen:{agent}:{conversation.id}", str(now_ms()), ttl_s=_SEEN_TTL_S)
