@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -31,7 +31,7 @@ def as_store_error(exc: BaseException) -> BaseException | None:
         return StorageFull(f"Redis is full (maxmemory, redis.max_memory_mb): {exc}")
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError | ReadOnlyError | OSError):
         return StoreUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}")
-    if str(exc).startswith(_UNAVAILABLE_REPLIES) and type(exc).__module__.startswith("redis"):
+    if isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES):
         return StoreUnavailable(f"Redis unavailable: {exc}")
     return None
 

@@ -4,11 +4,13 @@ leaves Redis once it is in SQL, and comes back whole when its customer writes ag
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from bridge import keys
-from tests.harness import Clock, running_bridge
+from bridge.model import Conversation
+from tests.harness import Clock, RunningBridge, running_bridge
 from tests.test_api_e2e import AUTH, ENV
 from tests.test_console_queue import rows
 from tests.test_history import projected, with_history
@@ -20,21 +22,13 @@ from tests.webhook import WebhookReceiver
 async def test_a_closed_conversation_leaves_redis_and_comes_back(redis_url: str, webhook: WebhookReceiver,
                                                                  tmp_path: Path) -> None:
     clock = Clock()
-    config = with_history(f"sqlite:///{tmp_path / 'history.sqlite3'}", webhook.url, keep_in_redis_days=1,
-                          retention_interval_s=0.1)
-    async with running_bridge(redis_url, config, env=ENV, clock_ms=clock) as b:
+    async with running_bridge(redis_url, retention_config(tmp_path, webhook), env=ENV, clock_ms=clock) as b:
         await b.post("/api/v1/messages", headers=AUTH,
                      json={"customer_id": "ret-1", "text": "Is order 31 on its way?", "message_id": "r1"})
         await b.post("/api/v1/messages", headers=AUTH,
                      json={"customer_id": "ret-2", "text": "Still open, please", "message_id": "r2"})
         await b.wait_for(lambda: len(webhook.received) >= 2, what="both answered")
-        conversation = await b.store.for_address("api", "ret-1")
-        assert conversation is not None
-        r = await b.post(f"/api/v1/conversations/{conversation.id}/actions", headers=AUTH,
-                         json={"action": "resolve", "agent": "ana", "message_id": "a1"})
-        assert r.status == 202
-        await b.wait_for(lambda: _status(b.redis, conversation.id, "resolved"), what="resolved")
-        await b.wait_for(lambda: projected(b.redis), what="projected")
+        conversation = await resolved_and_recorded(b, "ret-1")
         memory_before = await _keys(b.redis)
 
         clock.advance(days=2)
@@ -59,6 +53,24 @@ async def test_a_closed_conversation_leaves_redis_and_comes_back(redis_url: str,
         assert body["conversation"]["status"] == "open"
 
 
+def retention_config(tmp_path: Path, webhook: WebhookReceiver) -> dict[str, Any]:
+    """History on a private SQLite file; resolved conversations leave Redis after a day."""
+    return with_history(f"sqlite:///{tmp_path / 'history.sqlite3'}", webhook.url, keep_in_redis_days=1,
+                        retention_interval_s=0.1)
+
+
+async def resolved_and_recorded(b: RunningBridge, customer: str) -> Conversation:
+    """An agent resolves the customer's conversation, and the projector records it in SQL."""
+    conversation = await b.store.for_address("api", customer)
+    assert conversation is not None
+    r = await b.post(f"/api/v1/conversations/{conversation.id}/actions", headers=AUTH,
+                     json={"action": "resolve", "agent": "ana", "message_id": f"resolve-{customer}"})
+    assert r.status == 202
+    await b.wait_for(lambda: _status(b.redis, conversation.id, "resolved"), what="resolved")
+    await b.wait_for(lambda: projected(b.redis), what="projected")
+    return conversation
+
+
 async def _status(redis: aioredis.Redis, conversation_id: str, status: str) -> bool:
     return await redis.zscore(keys.CONVERSATIONS_BY_STATUS + status, conversation_id) is not None
 
@@ -74,20 +86,13 @@ async def _keys(redis: aioredis.Redis) -> int:
 async def test_the_console_finds_and_opens_a_case_only_the_record_holds(redis_url: str, webhook: WebhookReceiver,
                                                                         tmp_path: Path) -> None:
     clock = Clock()
-    config = with_history(f"sqlite:///{tmp_path / 'history.sqlite3'}", webhook.url, keep_in_redis_days=1,
-                          retention_interval_s=0.1)
+    config = retention_config(tmp_path, webhook)
     config["channels"]["widget"] = {"secret": "${T_WIDGET_SECRET}", "console": {"token": "${T_CONSOLE_TOKEN}"}}
     async with running_bridge(redis_url, config, env={**ENV, **WIDGET_ENV}, clock_ms=clock) as b:
         await b.post("/api/v1/messages", headers=AUTH, json={
             "customer_id": "ret-9", "text": "The capacitors from lot 7731 are leaking", "message_id": "r9"})
         await b.wait_for(lambda: webhook.received, what="answered")
-        conversation = await b.store.for_address("api", "ret-9")
-        assert conversation is not None
-        r = await b.post(f"/api/v1/conversations/{conversation.id}/actions", headers=AUTH,
-                         json={"action": "resolve", "agent": "ana", "message_id": "a9"})
-        assert r.status == 202
-        await b.wait_for(lambda: _status(b.redis, conversation.id, "resolved"), what="resolved")
-        await b.wait_for(lambda: projected(b.redis), what="projected")
+        conversation = await resolved_and_recorded(b, "ret-9")
         clock.advance(days=2)
         await b.wait_for(lambda: _gone(b.redis, conversation.id), what="dropped from Redis")
 
