@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from bridge import __version__
 from bridge.config import Settings, load, secrets_in
-from bridge.connection import connect, where, without_password
+from bridge.connection import close, connect, where, without_password
 from bridge.embedded import socket_path, socket_url
 from bridge.errors import BridgeError, ConfigError
 
@@ -157,7 +157,7 @@ async def _with_redis(args: argparse.Namespace, action: Any) -> Any:
         except RedisError as exc:
             raise BridgeError(f"Redis at {where(settings.redis)} failed: {exc}") from None
     finally:
-        await redis.aclose()
+        await close(redis)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ the dispatchers retry; an adapter tells its platform "retry later").
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -20,6 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.config import RedisSettings, sentinel_address
+
+log = logging.getLogger(__name__)
 
 SENTINEL_TIMEOUT_S = 2.0  # a sentinel that does not answer in this time is skipped for the next
 
@@ -58,6 +62,21 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
     assert isinstance(client, SentinelRedis)
     client.sentinel = sentinel
     return client
+
+
+CLOSE_TIMEOUT_S = 5.0
+
+
+async def close(client: aioredis.Redis) -> None:
+    """Close ``client``'s connections, waiting at most CLOSE_TIMEOUT_S: redis-py's
+    ``aclose`` waits for every socket's ``wait_closed``, which can hang for ever
+    (redis/redis-py#3941) and would stall a shutdown. Past the wait the sockets are
+    closed already; only the confirmation is not awaited."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await client.aclose()
+    except TimeoutError:
+        log.warning("redis client did not close in %.0f s; going on", CLOSE_TIMEOUT_S)
 
 
 def where(settings: RedisSettings) -> str:

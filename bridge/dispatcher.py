@@ -161,7 +161,7 @@ class ChannelDispatcher:
 
     async def run(self) -> None:
         await self.bus.ensure_group(self.stream, self.group)
-        keeper = asyncio.create_task(self.leases.keep(), name=f"dispatch-lease:{self.channel}")
+        self.leases.start(f"dispatch-lease:{self.channel}")
         recorder = asyncio.create_task(self._recorder(), name=f"dispatch-record:{self.channel}")
         next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
         next_sweep = 0.0
@@ -206,11 +206,7 @@ class ChannelDispatcher:
                 await asyncio.wait_for(recorder, 10)
             except Exception as exc:  # Redis away: the next owner sends what was not recorded
                 log.warning("could not record the last sends", extra={"channel": self.channel, "error": repr(exc)})
-            keeper.cancel()
-            try:
-                await self.leases.release_all()
-            except Exception as exc:
-                log.info("could not release lease", extra={"error": repr(exc)})
+            await self.leases.stop()
 
     def _lose(self, exc: LeaseLost) -> None:
         if self.leases.drop(exc.lease_key) is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bridge.connection import close
 from bridge.errors import BridgeError
 
 log = logging.getLogger("bridge.embedded")
@@ -161,4 +162,4 @@ async def _answers(url: str) -> bool:
     except Exception:
         return False
     finally:
-        await client.aclose()
+        await close(client)

@@ -164,7 +164,7 @@ class Engine:
         next_tick = 0.0
         next_timers = 0.0
         next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
-        keeper = asyncio.create_task(self.leases.keep(), name="engine-leases")
+        self.leases.start("engine-leases")
         try:
             while not self._stopping.is_set():
                 try:
@@ -204,11 +204,7 @@ class Engine:
             if tasks:
                 await asyncio.wait(tasks, timeout=30)
             await self.jobs.close()
-            keeper.cancel()
-            try:
-                await self.leases.release_all()
-            except Exception as exc:  # Redis gone at shutdown: the leases expire by themselves
-                log.info("could not release leases", extra={"error": repr(exc)})
+            await self.leases.stop()
 
     def stop(self) -> None:
         self._stopping.set()

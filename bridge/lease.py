@@ -9,6 +9,7 @@ by the lease (bus.commit), so a worker that lost a lease while paused writes not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ class Leases:
         self._lost: set[str] = set()
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+        self._keeper: asyncio.Task[None] | None = None
 
     def keys_held(self) -> list[str]:
         return [keys.lease(s) for s in self.held]
@@ -142,3 +144,20 @@ class Leases:
     async def release_all(self) -> None:
         await self.give_back(sorted(self._owned | self.held))
         await self.redis.zrem(f"{keys.WORKERS}:{self.role}", self.owner)
+
+    def start(self, name: str) -> None:
+        """Keep the leases (`keep`) in a task of its own until `stop`."""
+        self._keeper = asyncio.create_task(self.keep(), name=name)
+
+    async def stop(self) -> None:
+        """Stop renewing, wait until the keeper is over (it may be mid-command on a pooled
+        connection), then give every lease back; with Redis away they expire by themselves."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+        try:
+            await self.release_all()
+        except Exception as exc:
+            log.info("could not release leases", extra={"role": self.role, "error": repr(exc)})

@@ -26,7 +26,7 @@ from bridge import keys, registry
 from bridge.adapter import Adapter, AdapterContext, DeskSettings
 from bridge.bus import Bus, consumer_name
 from bridge.config import Settings
-from bridge.connection import connect, where
+from bridge.connection import close, connect, where
 from bridge.contacts import ContactBook
 from bridge.context import HealthBoard, RedisFanout, RedisState
 from bridge.dispatcher import ChannelDispatcher
@@ -325,7 +325,7 @@ class Bridge:
         if self.history is not None:
             await self.history.dispose()
         if hasattr(self, "redis"):
-            await self.redis.aclose()
+            await close(self.redis)
         if self.embedded is not None:
             await self.embedded.stop()
         log.info("bridge stopped", extra={"worker": self.worker_id})

@@ -15,6 +15,7 @@ import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
 
+from bridge.connection import close
 from tests.fakes.telegram_api import FakeTelegram
 from tests.mailservers import Dovecot
 from tests.pgserver import PostgresServer, find_binaries
@@ -55,7 +56,7 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     try:
         yield client
     finally:
-        await client.aclose()
+        await close(client)
 
 
 @pytest.fixture

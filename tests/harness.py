@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import io
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,21 @@ class RunningBridge:
     async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
         """Poll ``predicate`` (sync or async) until it returns something truthy."""
         return await wait_for(predicate, timeout_s, what)
+
+
+async def finished(task: asyncio.Task[Any], timeout_s: float = 10.0) -> None:
+    """Wait for ``task`` to end (it was told to stop). Should it not, the failure shows
+    where every task of the loop is waiting, instead of a bare pytest-timeout later."""
+    done, _ = await asyncio.wait({task}, timeout=scaled(timeout_s))
+    if done:
+        task.result()
+        return
+    stacks = io.StringIO()
+    for other in asyncio.all_tasks():
+        other.print_stack(limit=8, file=stacks)
+    task.cancel()
+    raise AssertionError(f"{task.get_name()} did not stop in {scaled(timeout_s)} s; the loop's tasks:\n"
+                         f"{stacks.getvalue()}")
 
 
 async def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:

@@ -22,6 +22,7 @@ from adapters.telegram.adapter import TelegramAdapter
 from adapters.telegram.config import TelegramConfig
 from bridge.adapter import AdapterContext, HealthState
 from bridge.bus import Bus
+from bridge.connection import close
 from bridge.context import RedisFanout, RedisState
 from bridge.store import Store
 
@@ -59,7 +60,7 @@ async def main(redis_url: str, base_url: str, base_file_url: str, token: str) ->
     print("started", flush=True)
     await stop.wait()
     await adapter.stop()
-    await redis.aclose()
+    await close(redis)
 
 
 if __name__ == "__main__":

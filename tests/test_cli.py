@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 import yaml
 
 from bridge.bus import Bus
+from bridge.connection import close
 from bridge.model import Message
 from tests.harness import wait_for
 from tests.proc import BridgeProcess
@@ -141,7 +142,7 @@ async def test_embedded_redis_runs_with_no_url_and_stops_on_exit(tmp_path: Path)
         assert "in:0" in status.stdout
         client = aioredis.Redis.from_url(f"unix://{tmp_path / 'data' / 'redis.sock'}")
         assert await client.config_get("appendonly") == {"appendonly": "yes"}
-        await client.aclose()
+        await close(client)
     finally:
         assert await bridge.stop(signal.SIGTERM) == 0
     await wait_for(lambda: not (tmp_path / "data" / "redis.sock").exists(), 10, "the embedded Redis to stop")

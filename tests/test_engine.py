@@ -20,7 +20,7 @@ from bridge.templates import Templates
 from bridge.turn import FlowConfig, Turn
 from flows.routing import Routing
 from flows.triage import KeywordTriage
-from tests.harness import Clock, wait_for
+from tests.harness import Clock, finished, wait_for
 
 
 def settings(**engine: Any) -> Settings:
@@ -49,7 +49,7 @@ async def make_engine(redis: aioredis.Redis) -> AsyncIterator[Any]:
     yield make
     for engine_, task in tasks:
         engine_.stop()
-        await asyncio.wait_for(task, 10)
+        await finished(task)
 
 
 async def test_a_commit_is_refused_once_the_lease_is_lost(redis: aioredis.Redis) -> None:

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.bus import Bus
+from bridge.connection import close
 from bridge.context import RedisState
 from bridge.errors import BridgeError, StorageFull, StoreUnavailable
 from bridge.model import Message
@@ -37,7 +38,7 @@ async def test_a_stopped_redis_is_store_unavailable_everywhere(tmp_path: Path) -
         server.start()  # back: the same objects work again, and the first publish was kept
         assert await bus.publish(message) is False
     finally:
-        await client.aclose()
+        await close(client)
         server.stop()
 
 
@@ -54,5 +55,5 @@ async def test_a_full_redis_refuses_with_storage_full(tmp_path: Path) -> None:
         with pytest.raises(StorageFull):
             await RedisState(client, "api").set("offset", "1")
     finally:
-        await client.aclose()
+        await close(client)
         server.stop()

@@ -71,7 +71,7 @@ class Projector:
 
     async def run(self) -> None:
         await self._until_ready()
-        keeper = asyncio.create_task(self.leases.keep(), name="projector-leases")
+        self.leases.start("projector-leases")
         next_backlog = 0.0
         next_sweep = time.monotonic() + self.retention_interval_s
         try:
@@ -100,9 +100,7 @@ class Projector:
                 except db.UNAVAILABLE as exc:
                     await self._database_down(exc)
         finally:
-            keeper.cancel()
-            with contextlib.suppress(Exception):
-                await self.leases.release_all()
+            await self.leases.stop()
 
     async def _until_ready(self) -> None:
         """The consumer groups, and the schema at its newest (retried while the database is away)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from bridge.connection import close
 from tests.contract.drivers import DRIVERS, Driver, EmailDriver
 from tests.servers import RedisServer, free_port
 
@@ -33,7 +34,7 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     try:
         yield client
     finally:
-        await client.aclose()
+        await close(client)
 
 
 @pytest.fixture(params=list(DRIVERS))
