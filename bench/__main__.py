@@ -42,7 +42,7 @@ from bench.isolation import isolation_rows, print_rows
 from bridge import keys
 from bridge.config import Settings
 from bridge.model import Message, decode
-from bridge.runner import Bridge
+from bridge.runner import Bridge, settle_heap
 
 BATCH = 100
 
@@ -288,6 +288,7 @@ async def main(args: argparse.Namespace) -> None:
             settings = bridge_settings(url, args.conversations, history=args.history)
             bridge = Bridge(settings, {"null": NullConfig()})
             await bridge.start()
+            settle_heap()  # as `bridge run` does
             trips = RoundTrips(bridge.redis)
             try:
                 await bridge_run(bridge, args.conversations, None, args.conversations, "t", outbound_each=2)
@@ -312,6 +313,7 @@ async def main(args: argparse.Namespace) -> None:
             await redis.flushdb()
             full = Bridge(bridge_settings(url, args.conversations, multilingual=True), {"null": NullConfig()})
             await full.start()
+            settle_heap()
             try:
                 await bridge_run(full, 50, None, 50, "m", outbound_each=2)  # the model ready
                 full_tput = await bridge_run(full, args.triage_n, None, args.conversations, "m")

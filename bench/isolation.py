@@ -43,7 +43,7 @@ from pydantic import SecretStr
 from adapters.api.config import ApiConfig
 from bridge.config import Settings
 from bridge.model import Message
-from bridge.runner import Bridge
+from bridge.runner import Bridge, settle_heap
 
 FAULTS = ("ok", "stuck", "flaky")  # how the webhook answers; see ``fault``
 
@@ -144,6 +144,7 @@ async def _bridge(redis_url: str, webhook: Webhook) -> Bridge:
                     rate_per_s=10_000)
     bridge = Bridge(settings, {"api": api})
     await bridge.start()
+    settle_heap()  # as `bridge run` does
     return bridge
 
 

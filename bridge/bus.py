@@ -38,16 +38,21 @@ log = logging.getLogger("bridge.bus")
 _PUBLISH = """
 -- ARGV[1]: dedupe TTL in seconds; ARGV[2]: msgpack array of [stream, dedupe key (empty:
 -- never deduplicated), payload], one per message (frame_ops).
--- Returns the new entry ids, false for duplicates.
+-- Returns the new entry ids, false for duplicates. The dedupe key is taken first (one
+-- command instead of EXISTS + SET) and given back should the XADD be refused (Redis full),
+-- so the platform's retry is not taken for a duplicate.
 local ttl, out = ARGV[1], {}
 local messages = cmsgpack.unpack(ARGV[2])
 for i = 1, #messages do
   local stream, seen, payload = messages[i][1], messages[i][2], messages[i][3]
-  if seen ~= '' and redis.call('EXISTS', seen) == 1 then
+  if seen ~= '' and not redis.call('SET', seen, '1', 'NX', 'EX', ttl) then
     out[#out + 1] = false
   else
-    local id = redis.call('XADD', stream, '*', 'm', payload)
-    if seen ~= '' then redis.call('SET', seen, id, 'EX', ttl) end
+    local id = redis.pcall('XADD', stream, '*', 'm', payload)
+    if type(id) == 'table' and id.err then
+      if seen ~= '' then redis.call('DEL', seen) end
+      return id
+    end
     out[#out + 1] = id
   end
 end

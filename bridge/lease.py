@@ -9,7 +9,6 @@ by the lease (bus.commit), so a worker that lost a lease while paused writes not
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -22,6 +21,8 @@ from bridge.storeerrors import typed_store_errors
 
 log = logging.getLogger("bridge.lease")
 
+STOP_WAIT_S = 5.0  # at most this for the keeper to end, and again for the leases to be given back
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -30,8 +31,11 @@ return 0
 """
 
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then n = n + redis.call('DEL', key) end
+end
+return n
 """
 
 
@@ -55,6 +59,7 @@ class Leases:
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self._keeper: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def keys_held(self) -> list[str]:
         return [keys.lease(s) for s in self.held]
@@ -91,8 +96,9 @@ class Leases:
         return gained, lost
 
     async def give_back(self, streams: Sequence[str]) -> None:
+        if streams:
+            await self._release(keys=[keys.lease(s) for s in streams], args=[self.owner])
         for stream in streams:
-            await self._release(keys=[keys.lease(stream)], args=[self.owner])
             self._owned.discard(stream)
             self.held.discard(stream)
             self._gained.discard(stream)
@@ -100,7 +106,7 @@ class Leases:
     async def keep(self) -> None:
         """Renew and take leases every third of the TTL, independent of the work loop
         (a long send or a slow step must not cost the lease). Runs until cancelled."""
-        while True:
+        while not self._stopping:
             try:
                 gained, lost = await self.tick()
                 if lost:  # expired while Redis was away or frozen, or taken by another worker
@@ -142,22 +148,27 @@ class Leases:
         return sorted(self.held)[share:] if len(self.held) > share else []
 
     async def release_all(self) -> None:
-        await self.give_back(sorted(self._owned | self.held))
+        # every stream, not only those we know we own: a lease taken by a command whose reply
+        # was lost (cancelled mid-call at shutdown) is ours too
+        await self.give_back(self.streams)
         await self.redis.zrem(f"{keys.WORKERS}:{self.role}", self.owner)
 
     def start(self, name: str) -> None:
         """Keep the leases (`keep`) in a task of its own until `stop`."""
+        self._stopping = False
         self._keeper = asyncio.create_task(self.keep(), name=name)
 
     async def stop(self) -> None:
         """Stop renewing, wait until the keeper is over (it may be mid-command on a pooled
-        connection), then give every lease back; with Redis away they expire by themselves."""
+        connection), then give every lease back. Bounded: with Redis away (or a client that
+        lost the cancellation) the leases expire by themselves."""
+        self._stopping = True  # the keeper ends even should a client library swallow the cancel
         if self._keeper is not None:
             self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            await asyncio.wait({self._keeper}, timeout=STOP_WAIT_S)
             self._keeper = None
         try:
-            await self.release_all()
+            async with asyncio.timeout(STOP_WAIT_S):
+                await self.release_all()
         except Exception as exc:
             log.info("could not release leases", extra={"role": self.role, "error": repr(exc)})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 from collections.abc import Callable, Iterable
@@ -331,6 +332,22 @@ class Bridge:
         log.info("bridge stopped", extra={"worker": self.worker_id})
 
 
+# the cyclic collector's thresholds once a bridge runs: a message's objects die by reference
+# counting, so young collections are only needed as caches grow
+GC_THRESHOLDS = (10_000, 50, 100)
+
+
+def settle_heap() -> None:
+    """Call once the bridge has started. What start-up loaded (modules, config, models) lives
+    as long as the process: it is moved out of the cyclic collector's sight (`gc.freeze`),
+    and young collections run less often. Before, the collector took 24 of 81 µs per message
+    in `python -m bench` (py-spy --native; timed with gc.callbacks), mostly full collections
+    walking every module's objects."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(settings: Settings, channel_configs: dict[str, BaseModel],
                 on_started: Callable[[Bridge], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT, then stop cleanly."""
@@ -340,6 +357,7 @@ async def serve(settings: Settings, channel_configs: dict[str, BaseModel],
         loop.add_signal_handler(sig, bridge.request_stop)
     try:
         await bridge.start()
+        settle_heap()
         if on_started is not None:
             on_started(bridge)
         await bridge.wait()

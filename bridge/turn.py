@@ -46,7 +46,7 @@ class FlowConfig:
         return next((name for name, caps in self.capabilities.items() if caps.email_addresses), None)
 
 
-@dataclass
+@dataclass(slots=True)
 class Turn:
     message: Message
     conversation: Conversation

@@ -79,7 +79,15 @@ async def finished(task: asyncio.Task[Any], timeout_s: float = 10.0) -> None:
         return
     stacks = io.StringIO()
     for other in asyncio.all_tasks():
-        other.print_stack(limit=8, file=stacks)
+        print(f"{other!r}, awaiting:", file=stacks)
+        awaited: Any = other.get_coro()
+        while awaited is not None:  # the whole await chain (a task's own stack shows one frame)
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                print(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=stacks)
+            else:
+                print(f"  {awaited!r}", file=stacks)
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
     task.cancel()
     raise AssertionError(f"{task.get_name()} did not stop in {scaled(timeout_s)} s; the loop's tasks:\n"
                          f"{stacks.getvalue()}")

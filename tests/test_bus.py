@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import redis.asyncio as aioredis
 
@@ -149,3 +150,17 @@ async def test_a_cursor_reads_its_own_unacked_then_the_previous_owners_then_new(
     # no other consumer holds any: the take-over is done, and new entries follow at once
     assert (await texts(), cursor.replayed) == (["m2", "m3"], False)
     assert await bus.pending_count(stream, "g") == 0
+
+
+async def test_stopped_lease_keepers_end_and_give_their_leases_back(redis: aioredis.Redis) -> None:
+    """Shutdown never waits on a keeper that goes on renewing: stopped at any moment (often
+    mid-command), each keeper ends at once and its leases are free for the next worker."""
+    bus = Bus(redis, partitions=8)
+    streams = [keys.inbound(p) for p in range(8)]
+    for i in range(60):
+        leases = bus.leases(f"worker-{i}", streams, ttl_s=0.05, role="engine")
+        leases.start(f"keeper-{i}")
+        await asyncio.sleep(random.random() * 0.03)
+        await asyncio.wait_for(leases.stop(), 2)
+        assert [k for k in await redis.keys("bridge:lease:*") if await redis.get(k) == f"worker-{i}".encode()] == []
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("keeper-")] == []

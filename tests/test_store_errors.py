@@ -50,10 +50,16 @@ async def test_a_full_redis_refuses_with_storage_full(tmp_path: Path) -> None:
         await client.set("ballast", b"x" * 2_000_000)
         await client.config_set("maxmemory-policy", "noeviction")
         await client.config_set("maxmemory", "1mb")  # below what is held: further writes are refused
+        bus = Bus(client, partitions=4)
+        message = Message(kind="customer", channel="api", address="c", text="hi", dedupe_key="api:m-1")
         with pytest.raises(StorageFull):
-            await Bus(client, partitions=4).publish(Message(kind="customer", channel="api", address="c", text="hi"))
+            await bus.publish(message)
         with pytest.raises(StorageFull):
             await RedisState(client, "api").set("offset", "1")
+        await client.config_set("maxmemory", "0")  # room again: the platform's retry is stored, once
+        assert await bus.publish(message) is True
+        assert await bus.publish(message) is False
+        assert await client.xlen(bus.inbound_stream(message)) == 1
     finally:
         await close(client)
         server.stop()
