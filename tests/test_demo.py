@@ -17,6 +17,7 @@ import pytest
 
 from tests.harness import wait_for
 from tests.servers import free_port
+from tests.timing import scaled
 from tests.widget_client import Tab
 
 pytestmark = pytest.mark.slow
@@ -58,7 +59,10 @@ class Desk:
     def ctrl_c(self) -> int:
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGINT)
-        return self.process.wait(30)
+        try:
+            return self.process.wait(scaled(30))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the desk did not stop on Ctrl-C; it printed:\n{self.text()[-3000:]}") from None
 
     def kill(self) -> None:
         assert self.process is not None
