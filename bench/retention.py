@@ -1,14 +1,18 @@
 """Redis memory after N closed conversations, with and without retention.
 
-    python -m bench.retention [--n 2000 5000] [--keep-days 30]
+    python -m bench.retention [--n 500 2000 5000] [--keep-days 30]
 
 For each N, a fresh private redis-server and SQLite history: N customers write once, each
 conversation is resolved, the projector writes it all to SQL and the acknowledged stream entries are trimmed;
-then Redis' used_memory is read (without retention: what stays forever today). The clock then moves past
-``history.keep_in_redis_days`` and the projector's retention drops the conversations from
-Redis; used_memory is read again. What stays per conversation: its address pointer, its
-contact and the address's counter, so a returning customer is found and the conversation
-loaded back from SQL.
+then Redis' used_memory is read (without retention: what stays forever). The clock then moves past
+``history.keep_in_redis_days``; the projector's retention drops the conversations, their
+addresses (pointer, counter), their contacts and the queued cases from Redis, and once no key
+naming a customer is left, used_memory is read again. Flat means: what is left after retention
+does not grow with N (a returning customer is found in SQL and loaded back).
+
+Keys that expire by themselves (dedupe keys, the dispatcher's daily sent records, commit marks:
+their TTLs run on Redis' clock, which the bench does not move) are counted apart (``of which
+TTL``); the per-conversation figure after retention leaves them out.
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ async def used_mb(redis: aioredis.Redis) -> float:
     return int((await redis.info("memory"))["used_memory"]) / 1e6
 
 
-async def run(n: int, keep_days: float) -> tuple[float, float, float]:
-    """Redis MB before any conversation, after N closed ones, and after retention."""
+async def run(n: int, keep_days: float) -> tuple[float, float, float, float]:
+    """Redis MB before any conversation, after N closed ones, after retention, and the MB
+    of keys with a TTL after retention."""
     with tempfile.TemporaryDirectory() as scratch:
         process, url = await start_redis(Path(scratch))
         redis = aioredis.Redis.from_url(url)
@@ -85,8 +90,9 @@ async def run(n: int, keep_days: float) -> tuple[float, float, float]:
             closed = await used_mb(redis)
             clock.offset_ms += int((keep_days + 1) * DAY_MS)
             await wait(lambda: _count(redis, "resolved", 0), "retention")
+            await wait(lambda: _no_customer_left(redis), "every customer's keys dropped")
             retained = await used_mb(redis)
-            return empty, closed, retained
+            return empty, closed, retained, await _expiring_mb(redis)
         finally:
             await bridge.stop()
             await redis.aclose()
@@ -96,6 +102,26 @@ async def run(n: int, keep_days: float) -> tuple[float, float, float]:
 
 async def _count(redis: aioredis.Redis, status: str, n: int) -> bool:
     return int(await redis.zcard(keys.CONVERSATIONS_BY_STATUS + status)) == n
+
+
+CUSTOMER_KEYS = [keys.conversation("*"), keys.transcript("*"), keys.current_conversation("*", "*"),
+                 keys.conversation_seq("*"), keys.contact("*"), keys.contact_by_address("*", "*")]
+
+
+async def _no_customer_left(redis: aioredis.Redis) -> bool:
+    for pattern in CUSTOMER_KEYS:
+        async for _ in redis.scan_iter(match=pattern, count=1000):
+            return False
+    return int(await redis.xlen(keys.queue("default"))) == 0
+
+
+async def _expiring_mb(redis: aioredis.Redis) -> float:
+    """MB held by keys that expire by themselves."""
+    total = 0
+    async for key in redis.scan_iter(count=1000):
+        if int(await redis.ttl(key)) > 0:
+            total += int(await redis.memory_usage(key) or 0)
+    return total / 1e6
 
 
 async def _trimmed(redis: aioredis.Redis) -> bool:
@@ -115,17 +141,21 @@ async def _projected(bridge: Bridge) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[1_000, 4_000])
+    parser.add_argument("--n", type=int, nargs="+", default=[500, 2_000, 5_000])
     parser.add_argument("--keep-days", type=float, default=30.0)
     args = parser.parse_args()
-    print(f"{'closed conversations':>21} {'Redis MB, no retention':>23} {'Redis MB, retention':>20}"
-          f" {'per conversation (bytes)':>25}")
+    print(f"{'closed':>7} {'no retention':>13} {'retention':>10} {'of which TTL':>13} {'without TTL':>12}"
+          f" {'bytes per conversation':>23} {'growth from the N before':>25}")
+    previous: tuple[int, float] | None = None
     for n in args.n:
-        empty, closed, retained = asyncio.run(run(n, args.keep_days))
-        print(f"{n:>21,} {closed - empty:>23.2f} {retained - empty:>20.2f} "
-              f"{(closed - empty) * 1e6 / n:>12,.0f} -> {(retained - empty) * 1e6 / n:,.0f}")
-    print("(used_memory above an empty bridge; retention keeps each address pointer, contact and counter)")
-
+        empty, closed, retained, expiring = asyncio.run(run(n, args.keep_days))
+        kept = retained - empty - expiring
+        growth = f"{(kept - previous[1]) * 1e6 / (n - previous[0]):,.0f} B each" if previous else ""
+        print(f"{n:>7,} {closed - empty:>10.2f} MB {retained - empty:>7.2f} MB {expiring:>10.2f} MB {kept:>9.2f} MB"
+              f" {(closed - empty) * 1e6 / n:>13,.0f} -> {kept * 1e6 / n:<6,.0f} {growth:>25}")
+        previous = (n, kept)
+    print("(used_memory above an empty bridge; after retention no key names a customer. TTL: keys that expire by"
+          " themselves, on Redis' clock, left out of 'without TTL'. Flat: no growth from one N to the next)")
 
 if __name__ == "__main__":
     main()

@@ -100,10 +100,11 @@ class ContactBook:
         query = query.strip()
         contact_id: str | None = None
         if _EMAIL.match(query):
-            contact_id = await self.store.contact_id_by_email(query)
+            contact_id = await self.store.contact_id_by_email(query, archive=True)
         elif ":" in query:
             channel, _, address = query.partition(":")
-            (contact_id,) = await self.store.contact_ids_for([(channel.strip().lower(), address.strip())])
+            (contact_id,) = await self.store.contact_ids_for([(channel.strip().lower(), address.strip())],
+                                                             archive=True)
         found = await self.store.contact(contact_id or query) if (contact_id or query) else None
         if found is None:
             raise ContactError(f"no contact is {query!r} (give a contact id, an email or channel:address)",

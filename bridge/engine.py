@@ -33,7 +33,7 @@ from typing import Any
 from bridge import failpoints, keys
 from bridge.bus import Bus, Entry, LeaseLost, decode_entries
 from bridge.cursor import GroupCursor
-from bridge.errors import StorageFull, StoreUnavailable
+from bridge.errors import RecordUnavailable, StorageFull, StoreUnavailable
 from bridge.jobs import Jobs
 from bridge.metrics import ENGINE_BATCH_SECONDS, ENGINE_MESSAGES
 from bridge.model import (
@@ -411,14 +411,21 @@ class Engine:
                                        if m.kind == "customer" and not m.conversation_id
                                        and p.current.get((m.channel, m.address)) is None))
         if addresses:
-            for address, conversation_id in zip(addresses, await self.store.current_ids(addresses), strict=True):
+            ids = await self.store.current_ids(addresses)
+            if None in ids:
+                ids = await self._returning(messages, addresses, ids)
+            for address, conversation_id in zip(addresses, ids, strict=True):
                 if conversation_id:
                     p.current.put(address, conversation_id)
         wanted = {p.current.get((m.channel, m.address)) if m.kind == "customer" and not m.conversation_id
                   else m.conversation_id for m in messages}
         missing = [c for c in wanted if c and p.conversations.get(c) is None]
         if missing:
-            for conversation in await self.store.get_many(missing, load_back=True):
+            try:
+                loaded = await self.store.get_many(missing, load_back=True)
+            except RecordUnavailable:  # each message's turn asks again (and waits while it is away)
+                loaded = []
+            for conversation in loaded:
                 if conversation is not None:
                     p.conversations.put(conversation.id, conversation)
         contact_ids = {c.contact_id for c in (p.conversations.get(i) for i in wanted if i) if c and c.contact_id}
@@ -435,6 +442,18 @@ class Engine:
             for contact in await self.store.contacts_many(stale):
                 if contact is not None:
                     p.contacts.put(contact.id, (contact, now))
+
+    async def _returning(self, messages: list[Message], addresses: list[tuple[str, str]],
+                         ids: list[str | None]) -> list[str | None]:
+        """Addresses Redis has no conversation for: new customers, or ones writing again
+        after retention dropped them (the SQL record gives their latest conversation back,
+        with its contact and counter, before anything is opened; history on only)."""
+        missed = [a for a, i in zip(addresses, ids, strict=True) if not i]
+        unknown = set(missed)
+        emails = sorted({m.sender.email for m in messages
+                         if m.sender is not None and m.sender.email and (m.channel, m.address) in unknown})
+        found = iter(await self.store.returning(missed, emails))
+        return [i or next(found) for i in ids]
 
     def _evict(self, p: _Partition, message: Message) -> None:
         conversation_id = message.conversation_id or p.current.get((message.channel, message.address))

@@ -65,3 +65,7 @@ class NotReplicated(StoreUnavailable):
     """Fewer replicas than ``redis.wait_replicas`` confirmed a write within
     ``redis.wait_timeout_ms``: the primary has it, but a failover now could lose it, so the
     write counts as failed (nothing is confirmed to the sender; a retry is deduplicated)."""
+
+
+class RecordUnavailable(BridgeError):
+    """The SQL record (history) did not answer in time: what only it holds cannot be read now."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "bridge:"
 
 ENGINE_GROUP = "engine"
@@ -34,7 +36,8 @@ QUEUE_MAX_LEN = 100_000  # routine cases kept per queue stream (roughly; older o
 
 
 def queue(name: str) -> str:
-    """Stream of routine cases filed in an email queue (the team's list; capped)."""
+    """Stream of routine cases filed in an email queue (the team's list; capped, and with
+    history on, cases older than ``history.keep_in_redis_days`` go: SQL has them)."""
     return f"{PREFIX}queue:{name}"
 
 
@@ -122,6 +125,15 @@ def contact_by_address(channel: str, address: str) -> str:
 
 def contact_by_email(email: str) -> str:
     return f"{PREFIX}contact-email:{email.strip().lower()}"
+
+
+ERASED_MARK_S = 3600  # how long an erasure keeps what the record still held from coming back
+
+
+def erased(contact_id: str) -> str:
+    """Set for a while by a contact's erasure: nothing of it is loaded back from SQL. Named
+    by a digest: the keyspace keeps no name of the contact."""
+    return f"{PREFIX}erased:{hashlib.blake2b(contact_id.encode(), digest_size=8).hexdigest()}"
 
 
 def adapter_state(channel: str, key: str) -> str:

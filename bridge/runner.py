@@ -34,6 +34,7 @@ from bridge.dispatcher import ChannelDispatcher
 from bridge.embedded import EmbeddedRedis
 from bridge.engine import Engine
 from bridge.errors import BridgeError, ConfigError, StoreUnavailable
+from bridge.history.archive import Archive
 from bridge.history.db import open_engine
 from bridge.history.privacy import Privacy
 from bridge.history.projector import Projector
@@ -161,7 +162,8 @@ class Bridge:
         if settings.history.enabled:
             self.history = open_engine(settings.history_url)
             reader = Reader(self.history)
-        self.store = Store(self.redis, outbox=settings.history.enabled, archive=reader)
+        self.store = Store(self.redis, outbox=settings.history.enabled,
+                           archive=Archive(self.history) if self.history is not None else None)
         if self.history is not None:
             privacy = Privacy(store=self.store, bus=self.bus, history=self.history,
                               partitions=settings.engine.partitions)
@@ -238,7 +240,8 @@ class Bridge:
                          lease_ttl_s=engine.lease_ttl_s, store=self.store, batch_size=history.batch_size,
                          block_ms=engine.block_ms, retry_cap_s=history.retry_cap_s,
                          keep_in_redis_days=history.keep_in_redis_days,
-                         retention_interval_s=history.retention_interval_s, clock_ms=self.clock_ms)
+                         retention_interval_s=history.retention_interval_s, queues=list(self.settings.queues),
+                         clock_ms=self.clock_ms)
 
     async def _start_web(self) -> None:
         routes = [route for adapter in self.adapters.values() for route in adapter.routes()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import collections.abc
-from typing import Any, Protocol
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -28,6 +28,7 @@ from bridge.model import (
     encode_record,
     new_id,
 )
+from bridge.storearchive import Archive, Retained
 from bridge.storeerrors import typed_store_errors
 
 _DROP_ARCHIVED = """
@@ -38,25 +39,6 @@ redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
 """
 
-_RESTORE = """
--- KEYS: conversation, transcript, its status zset. ARGV: state, updated ms, id, messages...
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
-  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
-  if redis.call('EXISTS', KEYS[2]) == 0 and #ARGV > 3 then
-    redis.call('RPUSH', KEYS[2], unpack(ARGV, 4))
-  end
-end
-return 1
-"""
-
-
-class Archive(Protocol):
-    """Where conversations dropped from Redis are found (bridge.history.reader.Reader)."""
-
-    async def conversation(self, conversation_id: str) -> Conversation | None: ...
-
-    async def transcript(self, conversation_id: str, limit: int = 10_000) -> builtins.list[Message]: ...
-
 
 @typed_store_errors
 class Store:
@@ -66,11 +48,11 @@ class Store:
     def __init__(self, redis: Redis, *, outbox: bool = False, archive: Archive | None = None) -> None:
         self.redis = redis
         self.outbox = outbox  # history is on: each turn also appends its record to the partition's outbox
-        # the SQL record, where conversations closed long ago are found (and loaded back) once
-        # retention dropped them from Redis; asked only when Redis has no such conversation
+        # the SQL record, where conversations closed long ago and their customers are found
+        # (and loaded back) once retention dropped them from Redis; asked only on a Redis miss
         self.archive = archive
+        self.retained = Retained(redis, archive) if archive is not None else None
         self._drop = redis.register_script(_DROP_ARCHIVED)
-        self._restore = redis.register_script(_RESTORE)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -85,30 +67,42 @@ class Store:
             return []
         raws = await self.redis.mget([keys.conversation(c) for c in conversation_ids])
         found = [decode_conversation(r) if r else None for r in raws]
-        if self.archive is not None:
-            for i, conversation in enumerate(found):
-                if conversation is None:
-                    found[i] = await self._from_archive(conversation_ids[i], load_back)
+        missing = [i for i, conversation in zip(conversation_ids, found, strict=True) if conversation is None]
+        if missing and self.archive is not None:
+            return await self._from_archive(conversation_ids, found, missing, load_back)
         return found
 
-    async def _from_archive(self, conversation_id: str, load_back: bool) -> Conversation | None:
-        """A conversation retention dropped from Redis, from the SQL record; with ``load_back``
-        put back (state and transcript), unless someone put it back first."""
-        assert self.archive is not None
-        conversation = await self.archive.conversation(conversation_id)
-        if conversation is None or not load_back:
-            return conversation
-        transcript = await self.archive.transcript(conversation_id)
-        record = encode_record(conversation)
-        await self._restore(keys=[keys.conversation(conversation_id), keys.transcript(conversation_id),
-                                  keys.CONVERSATIONS_BY_STATUS + conversation.status],
-                            args=[record, conversation.updated_ms, conversation_id, *(encode(m) for m in transcript)])
-        raw = await self.redis.get(keys.conversation(conversation_id))
-        return decode_conversation(raw) if raw else conversation
+    async def _from_archive(self, conversation_ids: builtins.list[str], found: builtins.list[Conversation | None],
+                            missing: builtins.list[str], load_back: bool) -> builtins.list[Conversation | None]:
+        """Conversations retention dropped from Redis, from the SQL record (one query for
+        all); with ``load_back`` put back (unless someone put them back first) and read again."""
+        assert self.archive is not None and self.retained is not None
+        archived = await self.archive.conversations(missing)
+        if not archived:
+            return found
+        if load_back:
+            await self.retained.load_back(builtins.list(archived.values()))
+            raws = await self.redis.mget([keys.conversation(c) for c in archived])
+            archived.update({c: decode_conversation(r) for c, r in zip(archived, raws, strict=True) if r})
+        return [c if c is not None else archived.get(i) for i, c in zip(conversation_ids, found, strict=True)]
+
+    async def returning(self, addresses: builtins.list[tuple[str, str]],
+                        emails: builtins.list[str]) -> builtins.list[str | None]:
+        """For addresses Redis has no conversation pointer for: the latest conversation
+        the record holds, loaded back with its contact and counter, and the contacts of
+        ``emails`` (the engine, before it opens conversations for new addresses)."""
+        if self.retained is None or not addresses:
+            return [None] * len(addresses)
+        return await self.retained.returning(addresses, emails)
 
     async def for_address(self, channel: str, address: str) -> Conversation | None:
         conversation_id = await self.redis.get(keys.current_conversation(channel, address))
-        return await self.get(conversation_id.decode()) if conversation_id else None
+        if conversation_id:
+            return await self.get(conversation_id.decode())
+        if self.archive is not None:  # its customer has not written since retention: a look at the record
+            found = (await self.archive.by_address([(channel, address)]))[(channel, address)]
+            return found[-1] if found else None
+        return None
 
     async def by_ref(self, ref: str) -> str | None:
         value = await self.redis.get(keys.ref(ref))
@@ -130,7 +124,7 @@ class Store:
     async def transcript(self, conversation_id: str, limit: int = 200) -> builtins.list[Message]:
         raws = await self.redis.lrange(keys.transcript(conversation_id), -limit, -1)
         if not raws and self.archive is not None:  # dropped from Redis: the record has it
-            return (await self.archive.transcript(conversation_id))[-limit:]
+            return (await self.archive.transcripts([conversation_id]))[conversation_id][-limit:]
         return [decode(r) for r in raws]
 
     # -- retention: closed conversations leave Redis once they are in SQL -------------
@@ -151,24 +145,43 @@ class Store:
 
     async def drop_archived(self, conversation_id: str, stored: bytes) -> bool:
         """Drop a conversation's state and transcript from Redis if its state is still
-        ``stored`` (not written since it was checked against SQL). Its address still
-        points to it and its contact stays: a later lookup loads it back from SQL."""
+        ``stored`` (not written since it was checked against SQL); a later lookup loads it
+        back from SQL. Its address and contact go separately (`retained`)."""
         return bool(await self._drop(keys=[keys.conversation(conversation_id), keys.transcript(conversation_id),
                                            keys.CONVERSATIONS_BY_STATUS + "resolved"],
                                      args=[stored, conversation_id]))
 
-    async def contact(self, contact_id: str) -> Contact | None:
-        (found,) = await self.contacts_many([contact_id])
+    async def trim_queues(self, queues: builtins.list[str], before_ms: int) -> int:
+        """Drop the email queues' cases filed before ``before_ms`` (entry ids carry the time
+        they were filed); returns how many."""
+        if not queues:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in queues:
+                pipe.xtrim(keys.queue(name), minid=max(0, before_ms))
+            return sum(int(n) for n in await pipe.execute())
+
+    async def contact_records(self, contact_ids: builtins.list[str]) -> builtins.list[bytes | None]:
+        """Contacts as stored (retention compares them with SQL before dropping them)."""
+        return builtins.list(await self.redis.mget([keys.contact(c) for c in contact_ids]))
+
+    async def contact(self, contact_id: str, *, archive: bool = True) -> Contact | None:
+        (found,) = await self.contacts_many([contact_id], archive=archive)
         return found
 
-    async def contacts_many(self, contact_ids: builtins.list[str]) -> builtins.list[Contact | None]:
+    async def contacts_many(self, contact_ids: builtins.list[str], *,
+                            archive: bool = True) -> builtins.list[Contact | None]:
         """Contacts with what agents keep about their person (fields, links): two round
-        trips, a third when some are linked."""
+        trips, a third when some are linked. One retention dropped from Redis is read from
+        the record (``archive``), not put back: agents kept nothing about it."""
         if not contact_ids:
             return []
         raws = await self.redis.mget([keys.contact(c) for c in contact_ids]
                                      + [keys.contact_person(c) for c in contact_ids])
         found = [decode_contact(r) if r else None for r in raws[:len(contact_ids)]]
+        if archive and self.archive is not None and None in found:
+            archived = await self.archive.contacts([c for c, f in zip(contact_ids, found, strict=True) if f is None])
+            found = [f or archived.get(c) for c, f in zip(contact_ids, found, strict=True)]
         heads = {c.id: (p.decode() if p else "") for c, p in zip(found, raws[len(contact_ids):], strict=True) if c}
         people = builtins.list(dict.fromkeys(h or i for i, h in heads.items()))
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -220,13 +233,19 @@ class Store:
     async def conversations_of(self, addresses: builtins.list[str],
                                per_address: int = 20) -> builtins.list[Conversation]:
         """The latest conversations of each ``<channel>:<address>`` (ids are ``<hash>-<n>``)."""
-        hashes = [address_hash(*a.split(":", 1)) for a in addresses if ":" in a]
+        pairs = [(a.split(":", 1)[0], a.split(":", 1)[1]) for a in addresses if ":" in a]
+        hashes = [address_hash(c, a) for c, a in pairs]
         if not hashes:
             return []
         counts = await self.redis.mget([keys.conversation_seq(h) for h in hashes])
         ids = [f"{h}-{n}" for h, count in zip(hashes, counts, strict=True) if count
                for n in range(int(count), max(0, int(count) - per_address), -1)]
-        return [c for c in await self.get_many(ids) if c is not None]
+        found = [c for c in await self.get_many(ids) if c is not None]
+        forgotten = [p for p, count in zip(pairs, counts, strict=True) if not count]
+        if forgotten and self.archive is not None:  # retention dropped the address: the record has it
+            for conversations in (await self.archive.by_address(forgotten)).values():
+                found.extend(conversations[-per_address:])
+        return found
 
     # -- what agents change about a person: applied at once, not through the engine -------
 
@@ -306,17 +325,32 @@ class Store:
         raws = await self.redis.mget([keys.current_conversation(c, a) for c, a in addresses])
         return [r.decode() if r else None for r in raws]
 
-    async def contact_ids_for(self, addresses: builtins.list[tuple[str, str]]) -> builtins.list[str | None]:
+    async def contact_ids_for(self, addresses: builtins.list[tuple[str, str]], *,
+                              archive: bool = False) -> builtins.list[str | None]:
+        """The contact of each (channel, address); with ``archive`` the record is asked for
+        those Redis has none for (retention may have dropped them)."""
         if not addresses:
             return []
         raws = await self.redis.mget([keys.contact_by_address(c, a) for c, a in addresses])
-        return [r.decode() if r else None for r in raws]
+        found = [r.decode() if r else None for r in raws]
+        if archive and self.archive is not None and None in found:
+            names = [f"{c}:{a}" for c, a in addresses]
+            archived = await self.archive.contact_ids(addresses=[n for n, f in zip(names, found, strict=True) if not f])
+            found = [f or archived.get(n) for n, f in zip(names, found, strict=True)]
+        return found
 
-    async def contact_id_by_email(self, email: str) -> str | None:
+    async def contact_id_by_email(self, email: str, *, archive: bool = False) -> str | None:
+        """The contact of an email; with ``archive`` the record is asked when Redis has none."""
         raw = await self.redis.get(keys.contact_by_email(email))
-        return raw.decode() if raw else None
+        if raw:
+            return str(raw, "utf-8")
+        if archive and self.archive is not None:
+            return (await self.archive.contact_ids(emails=[email])).get(email.strip().lower())
+        return None
 
     async def next_conversation_numbers(self, address_hashes: builtins.list[str]) -> builtins.list[int]:
+        if self.retained is not None:  # a counter retention dropped goes on from the record's
+            return await self.retained.next_numbers(address_hashes)
         async with self.redis.pipeline(transaction=False) as pipe:
             for h in address_hashes:
                 pipe.incr(keys.conversation_seq(h))
@@ -462,6 +496,7 @@ class Store:
                     timers.append((keys.timers(p), member))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*doomed)
+            pipe.set(keys.erased(contact.id), "1", ex=keys.ERASED_MARK_S)  # what SQL still holds stays out
             if contact.person:  # linked to another contact as one person: no longer
                 pipe.srem(keys.contact_members(contact.person), contact.id)
             for status in ("open", "pending", "resolved"):

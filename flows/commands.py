@@ -103,7 +103,7 @@ class Commands:
         contact = turn.contact
         if not email or "@" not in email or contact is None:
             return
-        existing_id = await self.store.contact_id_by_email(email) if self.store else None
+        existing_id = await self.store.contact_id_by_email(email, archive=True) if self.store else None
         existing = await self.store.contact(existing_id) if self.store and existing_id else None
         address = f"{turn.conversation.channel}:{turn.conversation.address}"
         event = ContactEvent(at_ms=turn.now_ms, agent=_agent(turn), action="link", via=turn.message.channel,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from sqlalchemy import event
 
 from bridge import keys
 from bridge.model import Conversation
@@ -105,3 +106,115 @@ async def test_the_console_finds_and_opens_a_case_only_the_record_holds(redis_ur
         said = [i["text"] for i in (await r.json())["transcript"] if i["who"] == "customer"]
         assert said == ["The capacitors from lot 7731 are leaking"]
         assert await _gone(b.redis, conversation.id)  # a look does not put it back
+
+
+async def customer_keys(redis: aioredis.Redis, *names: str) -> list[str]:
+    """Keys that name the customer (in their name, or as a string value: a pointer or an
+    index) and do not expire by themselves (a dedupe key goes after its TTL)."""
+    found: list[str] = []
+    async for raw in redis.scan_iter(count=1000):
+        key = raw.decode()
+        value = (await redis.get(key) or b"").decode(errors="replace") if await redis.type(key) == b"string" else ""
+        if any(n in key or n in value for n in names) and await redis.ttl(key) < 0:
+            found.append(key)
+    return found
+
+
+async def dropped(b: RunningBridge, clock: Clock, customer: str, days: float = 2) -> Conversation:
+    """The customer's conversation resolved, recorded, and everything of them gone from Redis."""
+    conversation = await resolved_and_recorded(b, customer)
+    clock.advance(days=days)
+    await b.wait_for(lambda: _no_keys(b.redis, customer, conversation.id, conversation.contact_id),
+                     what="the customer dropped from Redis")
+    return conversation
+
+
+async def _no_keys(redis: aioredis.Redis, *names: str) -> bool:
+    return not await customer_keys(redis, *names)
+
+
+async def test_redis_keeps_nothing_of_a_closed_customer_who_comes_back_whole(
+        redis_url: str, webhook: WebhookReceiver, tmp_path: Path) -> None:
+    clock = Clock()
+    async with running_bridge(redis_url, retention_config(tmp_path, webhook), env=ENV, clock_ms=clock) as b:
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "ret-20", "name": "Lena Park", "email": "lena@example.com",
+            "text": "Order 77 arrived broken", "message_id": "r20"})
+        await b.wait_for(lambda: webhook.texts_for("ret-20"), what="answered")
+        first = await dropped(b, clock, "ret-20", days=5)  # beyond engine.reopen_within_h: a new case
+        assert await b.store.contact(first.contact_id, archive=False) is None
+
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "ret-20", "name": "Lena Park", "email": "lena@example.com",
+            "text": "And order 78 too", "message_id": "r21"})
+        await b.wait_for(lambda: len(webhook.texts_for("ret-20")) >= 2, what="answered again")
+        second = await b.store.for_address("api", "ret-20")
+        assert second is not None and second.id != first.id
+        assert second.id.rsplit("-", 1)[1] == "2"  # numbered after the one the record holds
+        assert second.contact_id == first.contact_id  # the same customer, found in the record
+        contact = await b.store.contact(first.contact_id, archive=False)
+        assert contact is not None and contact.name == "Lena Park" and contact.addresses == ["api:ret-20"]
+        await b.wait_for(lambda: projected(b.redis), what="projected")
+        response = await b.get(f"/api/v1/conversations?contact={first.contact_id}", headers=AUTH)
+        listed = [c["conversation"]["id"] for c in (await response.json())["conversations"]]
+        assert sorted(listed) == sorted([first.id, second.id])
+        old = await b.get(f"/api/v1/conversations/{first.id}", headers=AUTH)
+        said = [m["text"] for m in (await old.json())["transcript"] if m["kind"] == "customer"]
+        assert said == ["Order 77 arrived broken"]
+
+
+async def test_a_customer_linked_by_email_stays_linked_after_retention(
+        redis_url: str, webhook: WebhookReceiver, tmp_path: Path) -> None:
+    clock = Clock()
+    async with running_bridge(redis_url, retention_config(tmp_path, webhook), env=ENV, clock_ms=clock) as b:
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "ret-30", "email": "omar@example.com", "text": "Invoice 12 is wrong", "message_id": "r30"})
+        await b.wait_for(lambda: webhook.texts_for("ret-30"), what="answered")
+        first = await dropped(b, clock, "ret-30")
+
+        await b.post("/api/v1/messages", headers=AUTH, json={  # the same person, from another address
+            "customer_id": "ret-31", "email": "omar@example.com", "text": "About invoice 12", "message_id": "r31"})
+        await b.wait_for(lambda: webhook.texts_for("ret-31"), what="answered")
+        other = await b.store.for_address("api", "ret-31")
+        assert other is not None and other.contact_id == first.contact_id
+        contact = await b.store.contact(first.contact_id, archive=False)
+        assert contact is not None and sorted(contact.addresses) == ["api:ret-30", "api:ret-31"]
+
+
+async def test_an_erased_customer_does_not_come_back_from_the_record(
+        redis_url: str, webhook: WebhookReceiver, tmp_path: Path) -> None:
+    clock = Clock()
+    async with running_bridge(redis_url, retention_config(tmp_path, webhook), env=ENV, clock_ms=clock) as b:
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "ret-40", "name": "Ivo Horvat", "text": "My parcel 55 is lost", "message_id": "r40"})
+        await b.wait_for(lambda: webhook.texts_for("ret-40"), what="answered")
+        first = await dropped(b, clock, "ret-40")
+        response = await b.post(f"/api/v1/contacts/{first.contact_id}/erase", headers=AUTH)
+        assert response.status == 200, await response.text()
+
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "ret-40", "text": "Hello again", "message_id": "r41"})
+        await b.wait_for(lambda: len(webhook.texts_for("ret-40")) >= 2, what="answered")
+        again = await b.store.for_address("api", "ret-40")
+        assert again is not None and again.contact_id != first.contact_id
+        said = [m.text for m in await b.store.transcript(again.id) if m.kind == "customer"]
+        assert said == ["Hello again"]
+        assert await b.store.contact(first.contact_id) is None
+
+
+async def test_conversations_only_the_record_holds_are_read_in_one_query(
+        redis_url: str, webhook: WebhookReceiver, tmp_path: Path) -> None:
+    clock = Clock()
+    async with running_bridge(redis_url, retention_config(tmp_path, webhook), env=ENV, clock_ms=clock) as b:
+        for n in range(3):
+            await b.post("/api/v1/messages", headers=AUTH, json={
+                "customer_id": f"ret-5{n}", "text": f"Question {n}", "message_id": f"r5{n}"})
+        await b.wait_for(lambda: len(webhook.received) >= 3, what="answered")
+        ids = [(await dropped(b, clock, f"ret-5{n}")).id for n in range(3)]
+        assert b.bridge.history is not None
+        statements: list[str] = []
+        event.listen(b.bridge.history.sync_engine, "before_cursor_execute",
+                     lambda *args: statements.append(args[2]))
+        found = await b.store.get_many([*ids, "nowhere-1"])
+        assert [c.id if c else None for c in found] == [*ids, None]
+        assert len(statements) == 1

@@ -34,7 +34,7 @@ class Privacy:
         self.partitions = partitions
 
     async def _contact(self, contact_id: str) -> tuple[Contact, Contact | None, Contact | None]:
-        in_redis = await self.store.contact(contact_id)
+        in_redis = await self.store.contact(contact_id, archive=False)
         in_sql = await self.reader.contact(contact_id) if self.reader is not None else None
         if in_redis is None and in_sql is None:
             raise UnknownContact(f"no contact {contact_id!r} in Redis or in the history")

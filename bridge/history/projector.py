@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -43,7 +43,7 @@ class Projector:
     def __init__(self, *, bus: Bus, engine: AsyncEngine, worker_id: str, partitions: int, lease_ttl_s: float,
                  store: Store | None = None, batch_size: int = 500, block_ms: int = 500, retry_cap_s: float = 30.0,
                  keep_in_redis_days: float | None = None, retention_interval_s: float = 300.0,
-                 clock_ms: Callable[[], int] = now_ms) -> None:
+                 queues: Sequence[str] = (), clock_ms: Callable[[], int] = now_ms) -> None:
         self.bus = bus
         self.engine = engine
         self.writer = Writer(engine)
@@ -56,6 +56,7 @@ class Projector:
         self.store = store
         self.keep_in_redis_days = keep_in_redis_days
         self.retention_interval_s = retention_interval_s
+        self.queues = list(queues)  # email queue streams: cases older than the retention go too
         self.clock_ms = clock_ms
         self.projected = 0
         self._own_pending: set[str] = set()  # streams whose pending entries are read first
@@ -172,6 +173,7 @@ class Projector:
         while await retention.sweep(self.store, self.engine, now_ms=self.clock_ms(),
                                     keep_days=self.keep_in_redis_days) and not self._stopping.is_set():
             pass
+        await self.store.trim_queues(self.queues, self.clock_ms() - int(self.keep_in_redis_days * retention.DAY_MS))
 
     async def _report_backlog(self) -> None:
         waiting, oldest = await backlog(self.bus, len(self.streams), now_ms())  # entry ids carry Redis' clock

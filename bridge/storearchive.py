@@ -1,0 +1,241 @@
+"""Retention's Redis side: what a customer leaves in Redis once every conversation of
+theirs is in the SQL record, and how it comes back.
+
+Dropped (bridge/history/retention.py decides when): a conversation's state and transcript,
+then its address's pointer and conversation counter once no conversation of the address is
+left in Redis, then its contact and the contact's indexes once none of its addresses has a
+pointer left and agents keep nothing about it (fields, links, change history: those live
+in Redis only). Each drop is one script that checks, atomically, that nothing was written
+since the check against SQL.
+
+Loaded back (the engine, about to write to them) in one script per batch: conversations
+with their transcripts, the address pointer (for an address's latest conversation), the
+counter (never lowered, so no conversation id is given twice) and the contacts with their
+indexes; nothing that exists is overwritten, and nothing of a contact erased in the meantime
+(`keys.erased`) comes back. While the record does not answer the engine goes on with what
+Redis has: a customer writing again gets a new conversation, numbered from the clock
+(above any number the record may hold).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+from bridge import keys
+from bridge.bus import frame_ops
+from bridge.errors import RecordUnavailable
+from bridge.model import (
+    Contact,
+    Conversation,
+    Message,
+    address_hash,
+    conversation_hash,
+    encode,
+    encode_record,
+    now_ms,
+)
+
+log = logging.getLogger("bridge.store")
+
+# an address counter above this is never dropped (its check would look at too many ids)
+MAX_NUMBER_DROPPED = 10_000
+
+_RESTORE = """
+-- ARGV[1]: msgpack array of items [how, erasure mark ('' for none), key, value, ...];
+-- an item whose erasure mark exists is skipped. how: 'nx' sets key unless it exists,
+-- 'max' sets key unless it holds as much, 'conv' restores a conversation:
+-- [.., state key, state, transcript key, status zset, updated ms, id, messages...].
+local items = cmsgpack.unpack(ARGV[1])
+for _, it in ipairs(items) do
+  local how, mark, key = it[1], it[2], it[3]
+  if mark == '' or redis.call('EXISTS', mark) == 0 then
+    if how == 'nx' then
+      redis.call('SET', key, it[4], 'NX')
+    elseif how == 'max' then
+      local held = redis.call('GET', key)
+      if not held or tonumber(held) < tonumber(it[4]) then redis.call('SET', key, it[4]) end
+    elseif redis.call('SET', key, it[4], 'NX') then
+      redis.call('ZADD', it[6], it[7], it[8])
+      if redis.call('EXISTS', it[5]) == 0 then
+        for first = 9, #it, 1000 do
+          redis.call('RPUSH', it[5], unpack(it, first, math.min(#it, first + 999)))
+        end
+      end
+    end
+  end
+end
+return #items
+"""
+
+_NEXT_NUMBERS = """
+-- KEYS: address counters. Each one incremented, or 0 where it does not exist (retention
+-- dropped it: the record knows how far it went).
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then out[i] = redis.call('INCR', key) else out[i] = 0 end
+end
+return out
+"""
+
+_DROP_ADDRESS = """
+-- KEYS: address pointer, counter. ARGV: the conversation id it points to, its number,
+-- the state key prefix of the address's conversations, the highest number dropped. Dropped only when the pointer and
+-- the counter are as checked and no conversation of the address is left in Redis.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+if tonumber(ARGV[2]) > tonumber(ARGV[4]) then return 0 end
+for n = 1, tonumber(ARGV[2]) do
+  if redis.call('EXISTS', ARGV[3] .. n) == 1 then return 0 end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+
+_DROP_CONTACT = """
+-- KEYS: contact, its fields, person, members, events, then per address its pointer and
+-- contact index, then (optional) the email index. ARGV: the record as checked against
+-- SQL, contact id, address count. Dropped only when the record is as checked, agents keep
+-- nothing about it and no address of it points to a conversation.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) > 0 then return 0 end
+local n = tonumber(ARGV[3])
+for i = 0, n - 1 do
+  if redis.call('EXISTS', KEYS[6 + 2 * i]) == 1 then return 0 end
+end
+local doomed = {KEYS[1]}
+for i = 0, n - 1 do
+  if redis.call('GET', KEYS[7 + 2 * i]) == ARGV[2] then doomed[#doomed + 1] = KEYS[7 + 2 * i] end
+end
+if #KEYS > 5 + 2 * n and redis.call('GET', KEYS[#KEYS]) == ARGV[2] then doomed[#doomed + 1] = KEYS[#KEYS] end
+redis.call('DEL', unpack(doomed))
+return 1
+"""
+
+
+class Archive(Protocol):
+    """Where what retention dropped is found (bridge.history.archive.Archive)."""
+
+    async def conversations(self, ids: list[str]) -> dict[str, Conversation]: ...
+
+    async def transcripts(self, ids: list[str]) -> dict[str, list[Message]]: ...
+
+    async def by_address(self, addresses: list[tuple[str, str]]) -> dict[tuple[str, str], list[Conversation]]: ...
+
+    async def highest_numbers(self, address_hashes: list[str]) -> dict[str, int]: ...
+
+    async def contacts(self, ids: list[str]) -> dict[str, Contact]: ...
+
+    async def contact_ids(self, *, addresses: Sequence[str] = (), emails: Sequence[str] = ()) -> dict[str, str]: ...
+
+
+class Retained:
+    """Dropping from Redis what the record holds, and loading it back."""
+
+    def __init__(self, redis: Redis, archive: Archive) -> None:
+        self.redis = redis
+        self.archive = archive
+        self._restore = redis.register_script(_RESTORE)
+        self._next_numbers = redis.register_script(_NEXT_NUMBERS)
+        self._drop_address = redis.register_script(_DROP_ADDRESS)
+        self._drop_contact = redis.register_script(_DROP_CONTACT)
+
+    # -- loading back -----------------------------------------------------------------
+
+    async def load_back(self, conversations: list[Conversation], contacts: Sequence[Contact] = (),
+                        counters: Sequence[str] = ()) -> None:
+        """Put conversations back with their transcripts, counters, pointers and contacts;
+        also ``contacts`` and the ``counters`` of these address hashes (0 when the record
+        has none). Raises `RecordUnavailable` (nothing written) when the record does not answer."""
+        ids = [c.id for c in conversations]
+        transcripts = await self.archive.transcripts(ids) if ids else {}
+        wanted = {c.contact_id for c in conversations if c.contact_id} - {c.id for c in contacts}
+        found = [*contacts, *(await self.archive.contacts(sorted(wanted))).values()] if wanted else list(contacts)
+        hashes = list(dict.fromkeys([*(conversation_hash(i) for i in ids), *counters]))
+        highest = await self.archive.highest_numbers(hashes) if hashes else {}
+        items: list[list[Any]] = []
+        for c in conversations:
+            mark = keys.erased(c.contact_id) if c.contact_id else ""
+            h = conversation_hash(c.id)
+            items.append(["conv", mark, keys.conversation(c.id), encode_record(c), keys.transcript(c.id),
+                          keys.CONVERSATIONS_BY_STATUS + c.status, c.updated_ms, c.id,
+                          *(encode(m) for m in transcripts.get(c.id, []))])
+            if c.id == f"{h}-{highest.get(h, 0)}":  # the address's latest: its pointer
+                items.append(["nx", mark, keys.current_conversation(c.channel, c.address), c.id])
+        for contact in found:
+            items.extend(contact_items(contact))
+        items.extend(["max", "", keys.conversation_seq(h), n] for h, n in highest.items())
+        if items:
+            await self._restore(args=[frame_ops(items)])
+
+    async def returning(self, addresses: list[tuple[str, str]], emails: Sequence[str] = ()) -> list[str | None]:
+        """Addresses Redis has no conversation pointer for (customers writing again, or new
+        ones): their latest conversation, its contact and the address counters loaded back,
+        and the contacts of ``emails``. Returns each address's conversation id, if any."""
+        try:
+            by_address = await self.archive.by_address(addresses)
+            latest = {a: found[-1] for a, found in by_address.items() if found}
+            contacts: list[Contact] = []
+            if emails:
+                by_email = await self.archive.contact_ids(emails=emails)
+                contacts = list((await self.archive.contacts(sorted(set(by_email.values())))).values())
+            await self.load_back(list(latest.values()), contacts, [address_hash(c, a) for c, a in addresses])
+        except RecordUnavailable as exc:
+            log.warning("history unavailable: new addresses not looked up in the record", extra={"error": str(exc)})
+            return [None] * len(addresses)
+        return [latest[a].id if a in latest else None for a in addresses]
+
+    async def next_numbers(self, address_hashes: list[str]) -> list[int]:
+        """Each address's next conversation number; a counter retention dropped goes on
+        from the highest number the record holds."""
+        counters = [keys.conversation_seq(h) for h in address_hashes]
+        numbers = [int(n) for n in await self._next_numbers(keys=counters)]
+        missing = [h for h, n in zip(address_hashes, numbers, strict=True) if not n]
+        if missing:
+            try:
+                await self.load_back([], counters=missing)
+            except RecordUnavailable as exc:
+                log.warning("history unavailable: conversations numbered from the clock", extra={"error": str(exc)})
+                floor = now_ms()
+                await self._restore(args=[frame_ops([["max", "", keys.conversation_seq(h), floor] for h in missing])])
+            again = iter(int(n) for n in await self._next_numbers(keys=[keys.conversation_seq(h) for h in missing]))
+            numbers = [n or next(again) for n in numbers]
+        return numbers
+
+    # -- dropping ---------------------------------------------------------------------
+
+    async def drop_address(self, conversation: Conversation) -> bool:
+        """Drop the pointer and counter of the conversation's address, if it is the
+        address's latest and no conversation of the address is left in Redis."""
+        h = conversation_hash(conversation.id)
+        return bool(await self._drop_address(
+            keys=[keys.current_conversation(conversation.channel, conversation.address), keys.conversation_seq(h)],
+            args=[conversation.id, conversation.id.rpartition("-")[2], keys.conversation(f"{h}-"),
+                  MAX_NUMBER_DROPPED]))
+
+    async def drop_contact(self, contact: Contact, stored: bytes) -> bool:
+        """Drop a contact and its indexes if its record is still ``stored``, agents keep
+        nothing about it and none of its addresses points to a conversation."""
+        per_address: list[str] = []
+        for address in contact.addresses:
+            channel, _, addr = address.partition(":")
+            per_address += [keys.current_conversation(channel, addr), keys.contact_by_address(channel, addr)]
+        email = [keys.contact_by_email(contact.email)] if contact.email else []
+        return bool(await self._drop_contact(
+            keys=[keys.contact(contact.id), keys.contact_fields(contact.id), keys.contact_person(contact.id),
+                  keys.contact_members(contact.id), keys.contact_events(contact.id), *per_address, *email],
+            args=[stored, contact.id, len(contact.addresses)]))
+
+
+def contact_items(contact: Contact) -> list[list[Any]]:
+    """Restore items for a contact and its indexes (none overwrites what exists)."""
+    mark = keys.erased(contact.id)
+    items: list[list[Any]] = [["nx", mark, keys.contact(contact.id), encode_record(contact.record())]]
+    for address in contact.addresses:
+        channel, _, addr = address.partition(":")
+        items.append(["nx", mark, keys.contact_by_address(channel, addr), contact.id])
+    if contact.email:
+        items.append(["nx", mark, keys.contact_by_email(contact.email), contact.id])
+    return items
