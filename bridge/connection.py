@@ -35,7 +35,8 @@ class SentinelRedis(aioredis.Redis):  # type: ignore[misc]
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
-        await self.sentinel.aclose()
+        for client in self.sentinel.sentinels:
+            await client.aclose()
 
 
 def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5,

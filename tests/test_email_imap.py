@@ -53,7 +53,7 @@ async def test_mail_delivered_while_the_adapter_is_down_is_read_on_return(redis:
     async with running(EmailAdapter(config, make_context(redis, recorder))):  # the bridge comes back
         await recorder.wait_for(3)
     assert [m.text for m in recorder.published] == ["one", "two", "three"]
-    assert len(recorder.attempts) == 3  # nothing read twice
+    assert len(recorder.attempts) == 3, [m.text for m in recorder.attempts]  # nothing read twice
     first = recorder.published[0]
     assert first.kind == "customer" and first.channel == "email" and first.address == "ann@customer.example"
     assert first.dedupe_key == f"email:{first.data['message_id']}" and first.data["match"] == "new"

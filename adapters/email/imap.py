@@ -36,6 +36,7 @@ UIDVALIDITY_KEY = "imap:uidvalidity"
 WATERMARK_KEY = "imap:uid"
 RESYNC_KEY = "imap:resync_until"  # during a UIDVALIDITY resync: the last UID to check by Message-ID
 SEEN_KEY = "imap:seen:"  # + Message-ID, with a TTL: what a UIDVALIDITY resync skips
+STOP_GRACE_S = 5.0  # a mail being stored when the bridge stops is finished (its watermark moved)
 
 # handle(uid, raw bytes, full size in bytes) -> the Message-ID it stored the mail under;
 # raw is cut at max_message_bytes when the mail is larger
@@ -75,6 +76,7 @@ class ImapWatcher:
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()  # wakes the reconnect backoff at once
         self.connections = 0  # how many times we logged in (for status and tests)
         self.idle_cycles = 0  # IDLE commands issued
         self.uidvalidity = ""  # of the selected mailbox, once connected
@@ -85,15 +87,20 @@ class ImapWatcher:
         self._task = asyncio.create_task(self.run(), name="email-imap")
 
     async def stop(self) -> None:
-        """Stop reading. A flag and a closed connection end the loop even where a library
-        swallowed the cancellation (redis-py can, in the middle of a command)."""
+        """Stop reading: the IMAP connection is closed, so the loop ends at its next command;
+        a mail being stored is finished first (published, then its watermark written: were it
+        cancelled in between, the next start would read it again). Cancelled past
+        STOP_GRACE_S."""
         self._stopping = True
+        self._stopped.set()
         self._lost.set()
         self._close()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 10)
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_GRACE_S)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(self._task, 10)
             self._task = None
 
     async def run(self) -> None:
@@ -122,8 +129,9 @@ class ImapWatcher:
             if self._stopping:
                 return
             # jittered exponential backoff (the bridge's one policy), reset by every successful login
-            await asyncio.sleep(backoff_s(failures, base_s=self.config.reconnect_min_s,
-                                          cap_s=self.config.reconnect_max_s))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), backoff_s(failures, base_s=self.config.reconnect_min_s,
+                                                                       cap_s=self.config.reconnect_max_s))
 
     def _close(self) -> None:
         client, self.client = self.client, None
