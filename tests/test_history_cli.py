@@ -33,7 +33,7 @@ async def test_backfill_an_existing_redis_then_export_and_erase(redis_url: str, 
 
     upgraded = await asyncio.to_thread(bridge_cli, "db", "upgrade", "-c", str(config), cwd=tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "revision 0001" in upgraded.stdout
+    assert "revision 0002" in upgraded.stdout
     for _ in range(2):  # a second run adds nothing
         filled = await asyncio.to_thread(bridge_cli, "db", "backfill", "-c", str(config), cwd=tmp_path)
         assert filled.returncode == 0, filled.stderr

@@ -27,7 +27,7 @@ from bridge import failpoints, keys
 from bridge.bus import Bus, Entry, LeaseLost
 from bridge.errors import StoreUnavailable
 from bridge.history import db, retention
-from bridge.history.record import TurnRecord, decode_turn
+from bridge.history.record import RefsRecord, TurnRecord, decode_record
 from bridge.history.writer import Writer
 from bridge.metrics import HISTORY_ERRORS, HISTORY_LAG, HISTORY_OLDEST_AGE, HISTORY_PROJECTED
 from bridge.model import now_ms
@@ -143,13 +143,13 @@ class Projector:
 
     async def project(self, entries: list[Entry]) -> None:
         """Write a batch to SQL, then acknowledge it (fenced by each stream's lease)."""
-        records: list[TurnRecord] = []
+        records: list[TurnRecord | RefsRecord] = []
         ops: list[list[Any]] = []
         for entry in entries:
             try:
                 if entry.payload is None:
                     raise ValueError("no payload field")
-                records.append(decode_turn(entry.payload))
+                records.append(decode_record(entry.payload))
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                 log.error("unreadable outbox entry dead-lettered",
                           extra={"stream": entry.stream, "entry": entry.id, "error": str(exc)})

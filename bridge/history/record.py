@@ -1,8 +1,13 @@
-"""One turn as the projector reads it from an outbox stream.
+"""The records the projector reads from an outbox stream: one turn, or thread refs.
 
-Compact by design (it rides in the engine's commit): a msgpack array whose conversation,
-contact and transcript messages are the very bytes the store writes to Redis, embedded
-as they are (no second encoding of a message already encoded).
+A turn is compact by design (it rides in the engine's commit): a msgpack array whose
+conversation, contact and transcript messages are the very bytes the store writes to
+Redis, embedded as they are (no second encoding of a message already encoded). Fields are
+only ever added at the end with a default, so older entries still decode.
+
+The dispatcher's refs (a sent Slack message's thread, a sent email's Message-ID) are
+known only after a send: they come as a `RefsRecord`, whose first element is the string
+``"refs"`` where a turn has its version number.
 """
 
 from __future__ import annotations
@@ -24,10 +29,29 @@ class TurnRecord(msgspec.Struct, array_like=True):
     previous_status: str | None = None  # None: the turn opened the conversation
     cause: str = ""  # "<kind>:<name>" of the message that caused the turn
     by: str = ""  # who caused it (agent or sender name), for the events' "by"
+    refs: list[str] = []  # thread refs the turn gave the conversation (bridge:ref:<ref>)
+
+
+REFS_KIND = "refs"
+
+
+class RefsRecord(msgspec.Struct, array_like=True):
+    """Thread refs a send returned, each with its conversation id."""
+
+    kind: str  # REFS_KIND
+    id: str  # unique: the projector applies each record once
+    at_ms: int
+    refs: list[tuple[str, str]]  # (ref, conversation id)
+
+
+class _Head(msgspec.Struct, array_like=True):
+    kind: int | str  # a turn's version number, or REFS_KIND
 
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(TurnRecord)
+_refs_decoder = msgspec.msgpack.Decoder(RefsRecord)
+_head_decoder = msgspec.msgpack.Decoder(_Head)
 
 
 def encode_turn(record: TurnRecord) -> bytes:
@@ -35,6 +59,17 @@ def encode_turn(record: TurnRecord) -> bytes:
 
 
 def decode_turn(payload: bytes) -> TurnRecord:
+    return _decoder.decode(payload)
+
+
+def encode_refs(record: RefsRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_record(payload: bytes) -> TurnRecord | RefsRecord:
+    """A turn or a refs record, told apart by the first element."""
+    if _head_decoder.decode(payload).kind == REFS_KIND:
+        return _refs_decoder.decode(payload)
     return _decoder.decode(payload)
 
 

@@ -91,6 +91,13 @@ events = Table(
     Index("ix_events_name_at", "name", "at_ms"),
 )
 
+refs = Table(  # thread references (a Slack thread, an email Message-ID) -> their conversation
+    "refs", metadata,
+    Column("ref", String(600), primary_key=True),
+    Column("conversation_id", String(64), nullable=False),
+    Index("ix_refs_conversation", "conversation_id"),
+)
+
 projected = Table(  # outbox records already applied: a record read twice is applied once
     "projected", metadata,
     Column("id", String(64), primary_key=True),

@@ -1,7 +1,8 @@
-"""Applies turn records to the SQL record, each exactly once (by its id), in one
+"""Applies outbox records to the SQL record, each exactly once (by its id), in one
 transaction per batch: the conversation's state (newer wins), its contact and links, the
-transcript messages, and its events (state changes with their reasons and who made them,
-and the notices the flows kept: SLA warnings and breaches, survey answers, dispute steps).
+transcript messages, its events (state changes with their reasons and who made them,
+and the notices the flows kept: SLA warnings and breaches, survey answers, dispute steps)
+and its thread refs (from turns and from the dispatcher's refs records).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge.history import schema
-from bridge.history.record import TurnRecord, contact_of, conversation_of, messages_of
+from bridge.history.record import RefsRecord, TurnRecord, contact_of, conversation_of, messages_of
 from bridge.model import Contact, Conversation, Message
 
 # conversation fields whose change is an event of its own (name, the field giving its reason)
@@ -26,7 +27,7 @@ class Writer:
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
-    async def apply(self, records: Sequence[TurnRecord]) -> int:
+    async def apply(self, records: Sequence[TurnRecord | RefsRecord]) -> int:
         """Apply the records not applied before; returns how many were new."""
         if not records:
             return 0
@@ -38,7 +39,8 @@ class Writer:
             if not fresh:
                 return 0
             await self._ignore(conn, schema.projected, [{"id": r.id, "at_ms": r.at_ms} for r in fresh])
-            states = [(r, conversation_of(r)) for r in fresh]
+            await self._upsert(conn, schema.refs, list({row["ref"]: row for row in refs_rows(fresh)}.values()))
+            states = [(r, conversation_of(r)) for r in fresh if isinstance(r, TurnRecord)]
             before = await self._current(conn, {c.id for _, c in states})
             message_rows: list[dict[str, Any]] = []
             event_rows: list[dict[str, Any]] = []
@@ -85,6 +87,18 @@ class Writer:
 def _chunks(rows: list[dict[str, Any]], size: int = 200) -> Any:
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
+
+
+def refs_rows(records: Sequence[TurnRecord | RefsRecord]) -> list[dict[str, Any]]:
+    """Each thread ref with its conversation, in record order (a later one wins, as in Redis)."""
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        if isinstance(record, RefsRecord):
+            rows.extend({"ref": ref, "conversation_id": c} for ref, c in record.refs)
+        elif record.refs:
+            conversation_id = conversation_of(record).id
+            rows.extend({"ref": ref, "conversation_id": conversation_id} for ref in record.refs)
+    return rows
 
 
 def conversation_row(c: Conversation) -> dict[str, Any]:
