@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,8 @@ from bridge.model import Message, decode, encode, new_id, now_ms, partition_of
 from bridge.storeerrors import typed_store_errors
 
 Ops = list[list[Any]]  # Redis commands for one atomic commit (`Bus.commit`)
+# thread refs Redis has no key for -> their conversation ids (Store.archived_refs: the SQL record)
+RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
 
 log = logging.getLogger("bridge.bus")
 
@@ -204,8 +206,10 @@ class Bus:
     raises `StoreUnavailable` from every method (`StorageFull` when it is at maxmemory)."""
 
     def __init__(self, redis: Redis, *, partitions: int, dedupe_ttl_s: int = 7 * 86400,
-                 dead_letter_max_len: int = 100_000, wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:
+                 dead_letter_max_len: int = 100_000, wait_replicas: int = 0, wait_timeout_ms: int = 1000,
+                 ref_resolver: RefResolver | None = None) -> None:
         self.redis = redis
+        self.ref_resolver = ref_resolver  # asked for the refs Redis misses (retention dropped them)
         self.partitions = partitions
         self.dedupe_ttl_s = dedupe_ttl_s
         self.dead_letter_max_len = dead_letter_max_len
@@ -226,7 +230,8 @@ class Bus:
         return (await self.publish_many([message]))[0]
 
     async def publish_many(self, messages: Sequence[Message]) -> list[bool]:
-        """Append a batch in one round trip (two when thread refs must be resolved)."""
+        """Append a batch in one round trip (two when thread refs must be resolved, and a
+        look in the SQL record for refs retention dropped)."""
         if not messages:
             return []
         await self._resolve_refs(messages)
@@ -275,6 +280,11 @@ class Bus:
         for message, conversation_id in zip(pending, found, strict=True):
             if conversation_id:
                 message.conversation_id = conversation_id.decode()
+        missed = [m for m in pending if not m.conversation_id]
+        if missed and self.ref_resolver is not None:  # one lookup for the whole batch
+            archived = await self.ref_resolver(list(dict.fromkeys(m.ref for m in missed)))
+            for message in missed:
+                message.conversation_id = archived.get(message.ref, "")
 
     # -- consuming -------------------------------------------------------------------
 

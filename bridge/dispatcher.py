@@ -112,8 +112,9 @@ class ChannelDispatcher:
 
     def __init__(self, *, bus: Bus, adapter: Adapter, worker_id: str, lease_ttl_s: float, block_ms: int,
                  batch_size: int, claim_min_idle_s: float,
-                 report_health: Callable[[HealthState, str], Awaitable[None]]) -> None:
+                 report_health: Callable[[HealthState, str], Awaitable[None]], history: bool = False) -> None:
         self.bus = bus
+        self.history = history  # refs a send returns also go to the outbox, for the SQL record
         self.adapter = adapter
         self.channel = adapter.name
         self.stream = keys.outbound(self.channel)
@@ -443,9 +444,12 @@ class ChannelDispatcher:
         sent = [d for d in batch if d.delivered is not None and not d.recorded_before and d.item.message.id]
         ops += bus.sent_ops(self.channel, _today(), [(d.item.message.id, _platform_id(d)) for d in sent],
                             keep_days=SENT_RECORD_DAYS)
-        for d in sent:
-            if d.delivered is not None and d.delivered.ref and d.item.message.conversation_id:
-                ops += Store.ref_ops(d.delivered.ref, d.item.message.conversation_id)
+        refs = [(d.delivered.ref, d.item.message.conversation_id) for d in sent
+                if d.delivered is not None and d.delivered.ref and d.item.message.conversation_id]
+        for ref, conversation_id in refs:
+            ops += Store.ref_ops(ref, conversation_id)
+        if refs and self.history:
+            ops += Store.refs_record_ops(refs, bus.partitions, now_ms())
         for d in batch:
             if d.dead:
                 ops += bus.dead_letter_ops(self.stream, self.group, d.item.entry, d.dead, lane=d.lane)

@@ -115,6 +115,14 @@ def ref(ref_name: str) -> str:
     return f"{PREFIX}ref:{ref_name}"
 
 
+def conversation_refs(conversation_id: str) -> str:
+    """Set: the thread refs written for a conversation, so retention can drop them with it."""
+    return f"{PREFIX}refs:{conversation_id}"
+
+
+REF_CACHE_S = 86_400  # a ref loaded back from the SQL record is a cache: it goes after a day
+
+
 def contact(contact_id: str) -> str:
     return f"{PREFIX}contact:{contact_id}"
 

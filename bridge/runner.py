@@ -154,9 +154,6 @@ class Bridge:
         except Exception as exc:
             raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {exc}") from None
         await check_partitions(self.redis, settings.engine.partitions)
-        self.bus = Bus(self.redis, partitions=settings.engine.partitions, dedupe_ttl_s=settings.streams.dedupe_ttl_s,
-                       dead_letter_max_len=settings.streams.dead_letter_max_len,
-                       wait_replicas=settings.redis.wait_replicas, wait_timeout_ms=settings.redis.wait_timeout_ms)
         reader: Reader | None = None
         privacy: Privacy | None = None
         if settings.history.enabled:
@@ -164,6 +161,10 @@ class Bridge:
             reader = Reader(self.history)
         self.store = Store(self.redis, outbox=settings.history.enabled,
                            archive=Archive(self.history) if self.history is not None else None)
+        self.bus = Bus(self.redis, partitions=settings.engine.partitions, dedupe_ttl_s=settings.streams.dedupe_ttl_s,
+                       dead_letter_max_len=settings.streams.dead_letter_max_len,
+                       wait_replicas=settings.redis.wait_replicas, wait_timeout_ms=settings.redis.wait_timeout_ms,
+                       ref_resolver=self.store.archived_refs if self.history is not None else None)
         if self.history is not None:
             privacy = Privacy(store=self.store, bus=self.bus, history=self.history,
                               partitions=settings.engine.partitions)
@@ -202,7 +203,7 @@ class Bridge:
                     bus=self.bus, adapter=adapter, worker_id=self.worker_id,
                     lease_ttl_s=settings.engine.lease_ttl_s, block_ms=settings.engine.block_ms,
                     batch_size=settings.engine.batch_size, claim_min_idle_s=settings.engine.claim_min_idle_s,
-                    report_health=self.health.reporter(adapter.name))
+                    report_health=self.health.reporter(adapter.name), history=settings.history.enabled)
                 self.dispatchers.append(dispatcher)
                 self._spawn(dispatcher.run(), f"dispatch:{adapter.name}")
         self._spawn(self._janitor(), "janitor")

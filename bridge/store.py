@@ -15,26 +15,47 @@ from redis.exceptions import WatchError
 
 from bridge import keys
 from bridge.effects import Effects
-from bridge.history.record import RECORD_VERSION, TurnRecord, encode_turn, raw
+from bridge.history.record import (
+    RECORD_VERSION,
+    REFS_KIND,
+    RefsRecord,
+    TurnRecord,
+    encode_refs,
+    encode_turn,
+    raw,
+)
 from bridge.model import (
     Contact,
     Conversation,
     Message,
     address_hash,
+    conversation_hash,
     decode,
     decode_contact,
     decode_conversation,
     encode,
     encode_record,
     new_id,
+    partition_of,
 )
 from bridge.storearchive import Archive, Retained
 from bridge.storeerrors import typed_store_errors
 
 _DROP_ARCHIVED = """
--- KEYS: conversation, transcript, resolved zset. ARGV: the state checked against SQL, id.
+-- KEYS: conversation, transcript, resolved zset, the conversation's ref set. ARGV: the state
+-- checked against SQL, id, then the thread refs SQL holds for it. Dropped only when the
+-- state is as checked and SQL holds every ref written for it; then those refs go too.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+local in_sql = {}
+for i = 3, #ARGV do in_sql[ARGV[i]] = true end
+for _, ref in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  if not in_sql[ref] then return 0 end
+end
+for i = 3, #ARGV do
+  local key = '""" + keys.ref("") + """' .. ARGV[i]
+  if redis.call('GET', key) == ARGV[2] then redis.call('DEL', key) end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
 """
@@ -105,8 +126,18 @@ class Store:
         return None
 
     async def by_ref(self, ref: str) -> str | None:
+        """The conversation a thread ref names; one retention dropped is found in the record."""
         value = await self.redis.get(keys.ref(ref))
-        return value.decode() if value else None
+        if value:
+            return str(value, "utf-8")
+        return (await self.archived_refs([ref])).get(ref)
+
+    async def archived_refs(self, refs: builtins.list[str]) -> dict[str, str]:
+        """Refs Redis has no key for, looked up in the record (one query) and loaded back
+        for a while; {} without a record or while it does not answer (`Bus` resolver)."""
+        if self.retained is None or not refs:
+            return {}
+        return await self.retained.refs_back(refs)
 
     async def list(self, status: str | None = None, limit: int = 100) -> builtins.list[Conversation]:
         statuses = [status] if status else ["open", "pending", "resolved"]
@@ -143,13 +174,16 @@ class Store:
             replies = await pipe.execute()
         return [(i, replies[2 * n], int(replies[2 * n + 1])) for n, i in enumerate(ids) if replies[2 * n]]
 
-    async def drop_archived(self, conversation_id: str, stored: bytes) -> bool:
-        """Drop a conversation's state and transcript from Redis if its state is still
-        ``stored`` (not written since it was checked against SQL); a later lookup loads it
-        back from SQL. Its address and contact go separately (`retained`)."""
+    async def drop_archived(self, conversation_id: str, stored: bytes,
+                            refs: collections.abc.Sequence[str] = ()) -> bool:
+        """Drop a conversation's state, transcript and thread refs from Redis if its state
+        is still ``stored`` (not written since it was checked against SQL) and every ref
+        written for it is among ``refs`` (those SQL holds); a later lookup loads it back
+        from SQL. Its address and contact go separately (`retained`)."""
         return bool(await self._drop(keys=[keys.conversation(conversation_id), keys.transcript(conversation_id),
-                                           keys.CONVERSATIONS_BY_STATUS + "resolved"],
-                                     args=[stored, conversation_id]))
+                                           keys.CONVERSATIONS_BY_STATUS + "resolved",
+                                           keys.conversation_refs(conversation_id)],
+                                     args=[stored, conversation_id, *refs]))
 
     async def trim_queues(self, queues: builtins.list[str], before_ms: int) -> int:
         """Drop the email queues' cases filed before ``before_ms`` (entry ids carry the time
@@ -398,7 +432,8 @@ class Store:
                           conversation=raw(conversation), kept=[raw(k) for k in kept],
                           contacts=[raw(contact)] if contact is not None else [],
                           previous_status=effects.previous_status,
-                          cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by)
+                          cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by,
+                          refs=list(effects.refs))
         return ["XADD", keys.outbox(effects.partition), "*", keys.PAYLOAD_FIELD, encode_turn(turn)]
 
     @staticmethod
@@ -443,7 +478,21 @@ class Store:
 
     @staticmethod
     def ref_ops(ref: str, conversation_id: str) -> builtins.list[builtins.list[Any]]:
-        return [["SET", keys.ref(ref), conversation_id]]
+        """The ref, and its place in the conversation's ref set (retention drops them together)."""
+        return [["SET", keys.ref(ref), conversation_id], ["SADD", keys.conversation_refs(conversation_id), ref]]
+
+    @staticmethod
+    def refs_record_ops(refs: builtins.list[tuple[str, str]], partitions: int,
+                        at_ms: int) -> builtins.list[builtins.list[Any]]:
+        """With history on: refs (ref, conversation id) a send returned, as one record per
+        partition's outbox, for the projector (the engine's refs ride in its turn records)."""
+        by_partition: dict[int, builtins.list[tuple[str, str]]] = {}
+        for ref, conversation_id in refs:
+            by_partition.setdefault(partition_of(conversation_hash(conversation_id), partitions), []).append(
+                (ref, conversation_id))
+        return [["XADD", keys.outbox(p), "*", keys.PAYLOAD_FIELD,
+                 encode_refs(RefsRecord(kind=REFS_KIND, id=new_id(), at_ms=at_ms, refs=found))]
+                for p, found in sorted(by_partition.items())]
 
     async def scan_ids(self, kind: str) -> collections.abc.AsyncIterator[str]:
         """Every conversation (``kind="conversation"``) or contact id Redis holds, in no order."""
@@ -468,6 +517,16 @@ class Store:
             found = await pipe.execute()
         return [i for i, n in zip(ids, found, strict=True) if n]
 
+    async def refs_of(self, conversation_ids: builtins.list[str]) -> dict[str, builtins.list[str]]:
+        """The thread refs written for each conversation that has any in Redis."""
+        if not conversation_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in conversation_ids:
+                pipe.smembers(keys.conversation_refs(i))
+            found = await pipe.execute()
+        return {i: sorted(r.decode() for r in refs) for i, refs in zip(conversation_ids, found, strict=True) if refs}
+
     async def erase_contact(self, contact: Contact, conversation_ids: builtins.list[str], partitions: int) -> int:
         """Delete the contact, its indexes, its conversations (state, transcript, status
         entries, thread refs, timers) and its addresses' counters; returns the keys deleted."""
@@ -480,7 +539,8 @@ class Store:
             doomed += [keys.contact_by_address(channel, addr), keys.current_conversation(channel, addr),
                        keys.conversation_seq(address_hash(channel, addr))]
         for conversation_id in conversation_ids:
-            doomed += [keys.conversation(conversation_id), keys.transcript(conversation_id)]
+            doomed += [keys.conversation(conversation_id), keys.transcript(conversation_id),
+                       keys.conversation_refs(conversation_id)]
         wanted = set(conversation_ids)
         bare = [f":{a.partition(':')[2]}:".encode() for a in contact.addresses]
         async for key in self.redis.scan_iter(match=keys.dedupe("*", "*"), count=1000):

@@ -130,6 +130,8 @@ class Archive(Protocol):
 
     async def contact_ids(self, *, addresses: Sequence[str] = (), emails: Sequence[str] = ()) -> dict[str, str]: ...
 
+    async def ref_targets(self, refs: list[str]) -> dict[str, str]: ...
+
 
 class Retained:
     """Dropping from Redis what the record holds, and loading it back."""
@@ -203,6 +205,22 @@ class Retained:
             again = iter(int(n) for n in await self._next_numbers(keys=[keys.conversation_seq(h) for h in missing]))
             numbers = [n or next(again) for n in numbers]
         return numbers
+
+    async def refs_back(self, refs: list[str]) -> dict[str, str]:
+        """Thread refs retention dropped: their conversations from the record (one query),
+        each ref loaded back unless it exists (for a while: the record keeps it anyway);
+        {} while the record does not answer (the message stays unresolved, as before)."""
+        try:
+            found = await self.archive.ref_targets(refs)
+        except RecordUnavailable as exc:
+            log.warning("history unavailable: thread refs not looked up in the record", extra={"error": str(exc)})
+            return {}
+        if found:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for ref, conversation_id in found.items():
+                    pipe.set(keys.ref(ref), conversation_id, nx=True, ex=keys.REF_CACHE_S)
+                await pipe.execute()
+        return found
 
     # -- dropping ---------------------------------------------------------------------
 

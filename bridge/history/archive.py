@@ -2,7 +2,8 @@
 
 Every lookup is batched (one query for all the misses of a batch) and asked only on a
 Redis miss: a conversation, its transcript, its contact, an address's latest
-conversation and its conversation counter (ids are ``<address hash>-<n>``).
+conversation and its conversation counter (ids are ``<address hash>-<n>``), the
+conversation a thread ref names.
 
 A database that does not answer within ``timeout_s`` raises `RecordUnavailable` (the
 engine then goes on with what Redis has); one whose schema is not created yet holds
@@ -103,6 +104,16 @@ class Archive:
                 select(func.lower(ct.c.email), ct.c.id).where(func.lower(ct.c.email).in_(lowered))
                 .order_by(ct.c.created_ms.desc()))})
         return found
+
+
+    async def ref_targets(self, refs: list[str]) -> dict[str, str]:
+        """The conversation each thread ref names (those the record holds)."""
+        r = schema.refs
+        wanted = sorted(set(refs))
+        if not wanted:
+            return {}
+        return {row[0]: row[1] for row in await self._rows(select(r.c.ref, r.c.conversation_id)
+                                                           .where(r.c.ref.in_(wanted)))}
 
 
 def _no_schema(exc: BaseException) -> bool:

@@ -1,7 +1,7 @@
 """Data-protection requests: everything held about a contact (export), and its erasure.
 
 Both look in Redis (the working set) and in the SQL record. An erasure deletes the contact,
-its addresses' indexes, its conversations and their messages and events in both, scrubs
+its addresses' indexes, its conversations and their messages, events and thread refs in both, scrubs
 the stream entries that still hold them (inbound, outbound, outbox, queues, dead letters),
 and records that it was done (when, by whom, how much) without any personal data.
 """
@@ -56,6 +56,17 @@ class Privacy:
                     select(c.c.id).where(c.c.channel == channel, c.c.address == addr))]
         return list(dict.fromkeys(found))
 
+    async def _sql_refs(self, ids: list[str]) -> dict[str, list[str]]:
+        """The thread refs (Slack threads, email Message-IDs) the record holds per conversation."""
+        assert self.history is not None
+        r = schema.refs
+        found: dict[str, list[str]] = {}
+        async with self.history.connect() as conn:
+            for ref, conversation_id in await conn.execute(select(r.c.ref, r.c.conversation_id)
+                                                           .where(r.c.conversation_id.in_(ids)).order_by(r.c.ref)):
+                found.setdefault(conversation_id, []).append(ref)
+        return found
+
     async def export(self, contact_id: str) -> dict[str, Any]:
         """Everything held about the contact, as plain JSON-ready data."""
         contact, in_redis, in_sql = await self._contact(contact_id)
@@ -66,6 +77,7 @@ class Privacy:
             "conversations": [msgspec.to_builtins(c) for c in await self.store.get_many(redis_ids) if c],
             "transcripts": {i: [msgspec.to_builtins(m) for m in await self.store.transcript(i, limit=1_000_000)]
                             for i in redis_ids},
+            "refs": await self.store.refs_of(redis_ids),
         }
         sql_part: dict[str, Any] | None = None
         if self.reader is not None:
@@ -76,6 +88,7 @@ class Privacy:
                 "transcripts": {i: [msgspec.to_builtins(m) for m in await self.reader.transcript(i)]
                                 for i in sql_ids},
                 "events": await self.reader.events(sql_ids),
+                "refs": await self._sql_refs(sql_ids),
             }
         return {"contact_id": contact.id, "exported_ms": now_ms(), "addresses": contact.addresses,
                 "redis": redis_part, "history": sql_part}
@@ -101,6 +114,8 @@ class Privacy:
             counts = {
                 "messages": (await conn.execute(delete(m).where(m.c.conversation_id.in_(ids)))).rowcount,
                 "events": (await conn.execute(delete(e).where(e.c.conversation_id.in_(ids)))).rowcount,
+                "refs": (await conn.execute(delete(schema.refs).where(schema.refs.c.conversation_id.in_(ids))))
+                .rowcount,
             }
             await conn.execute(delete(c).where(c.c.id.in_(ids)))
             await conn.execute(delete(links).where((links.c.contact_id == contact.id)

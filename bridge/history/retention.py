@@ -1,10 +1,11 @@
 """Redis kept small: conversations resolved longer ago than ``history.keep_in_redis_days``
 leave Redis once the SQL record holds them as Redis does (same last update, every
-transcript message); then their address's pointer and counter once no conversation of the
-address is left, and their contact once none of its addresses is left and the record
-holds it as Redis does. What stays of such a customer: nothing (agents' notes, fields and
-links on a contact live in Redis only and keep it there). A customer who writes again,
-or an agent who acts on one of them, loads them back from SQL (bridge/storearchive.py)."""
+transcript message, every thread ref), their thread refs with them; then their address's
+pointer and counter once no conversation of the address is left, and their contact once
+none of its addresses is left and the record holds it as Redis does. What stays of such a
+customer: nothing (agents' notes, fields and links on a contact live in Redis only and
+keep it there). A customer who writes again, an agent who acts on one of them, or a reply
+in one of their threads loads them back from SQL (bridge/storearchive.py)."""
 
 from __future__ import annotations
 
@@ -37,12 +38,16 @@ async def sweep(store: Store, engine: AsyncEngine, *, now_ms: int, keep_days: fl
         kept_in_sql = await conn.execute(select(m.c.conversation_id, func.count())
                                          .where(m.c.conversation_id.in_(ids)).group_by(m.c.conversation_id))
         counts: dict[str, int] = {row[0]: row[1] for row in kept_in_sql}
+        refs: dict[str, list[str]] = {}
+        for ref, conversation_id in await conn.execute(select(schema.refs.c.ref, schema.refs.c.conversation_id)
+                                                       .where(schema.refs.c.conversation_id.in_(ids))):
+            refs.setdefault(conversation_id, []).append(ref)
     dropped: list[Conversation] = []
     for conversation_id, stored, kept in candidates:
         in_redis = decode_conversation(stored)
         if updated.get(conversation_id, -1) < in_redis.updated_ms or counts.get(conversation_id, 0) < kept:
             continue  # not projected yet (or projected from an older state): kept for now
-        if await store.drop_archived(conversation_id, stored):
+        if await store.drop_archived(conversation_id, stored, refs.get(conversation_id, [])):
             dropped.append(in_redis)
     addresses = await _forget_addresses(store, dropped)
     contacts = await _forget_contacts(store, Archive(engine), {d.contact_id for d in dropped if d.contact_id})
