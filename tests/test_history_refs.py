@@ -68,6 +68,14 @@ async def unknown_replies(b: RunningBridge) -> list[dict[str, Any]]:
     return [d for d in await b.bridge.bus.dead_letters() if "no conversation for agent message" in d["reason"]]
 
 
+async def forget_threads(redis: aioredis.Redis) -> None:
+    """What the Slack channel remembers of its threads by itself expires (slack.thread_ttl_days);
+    a test cannot wait that long, so it goes now."""
+    async for key in redis.scan_iter(match=keys.adapter_state("slack", "*"), count=1000):
+        if await redis.ttl(key) > 0:
+            await redis.delete(key)
+
+
 async def ref_keys(redis: aioredis.Redis) -> list[str]:
     """Thread refs and ref sets that stay in Redis (a ref loaded back from SQL expires)."""
     found = []
@@ -89,11 +97,13 @@ async def test_an_agent_reply_in_the_thread_of_a_dropped_case_reaches_the_custom
         assert await ref_keys(b.redis) == []
         assert await rows(history_url, "refs") == [{"ref": ref, "conversation_id": conversation.id}]
 
+        await forget_threads(b.redis)  # 180 days on (slack.thread_ttl_days): the channel's own memory is gone
         await agent_replies(b, root, "Found it: order 4411 ships again today")
         await b.wait_for(lambda: said(webhook, "ref-1", "Found it: order 4411 ships again today"),
                          what="the agent's reply delivered")
         (delivered,) = [m for m in replies(webhook, "ref-1") if "4411" in m["text"]]
         assert delivered["conversation_id"] == conversation.id  # the same case, loaded back from the record
+        assert 0 < await b.redis.ttl(keys.ref(ref)) <= keys.REF_CACHE_S  # found in the record, kept for a while
 
 
 async def test_refs_of_a_publish_batch_are_looked_up_in_one_query(
@@ -110,6 +120,7 @@ async def test_refs_of_a_publish_batch_are_looked_up_in_one_query(
         for customer in refs:
             await dropped(b, clock, customer)
         assert await ref_keys(b.redis) == []
+        await forget_threads(b.redis)
 
         assert b.bridge.history is not None
         statements: list[str] = []
@@ -170,6 +181,7 @@ async def test_export_lists_the_refs_and_erase_removes_them_from_the_record(
         assert response.status == 200, await response.text()
         assert await rows(url, "refs") == []
 
+        await forget_threads(b.redis)
         await agent_replies(b, root, "Anything else?")  # the thread no longer leads to anyone
         await b.wait_for(lambda: unknown_replies(b), what="the reply dead-lettered, as to an unknown thread")
         assert not said(webhook, "ref-4", "Anything else?")
