@@ -21,4 +21,5 @@ class NullAdapter(Adapter):
     default_max_in_flight: ClassVar[int] = 1024  # nothing leaves the process: no platform to spare
 
     async def send(self, message: Message) -> Delivered:
-        return Delivered(platform_id=message.id)
+        # a ref per send, as Slack's thread ts or an email's Message-ID: the bench sees refs grow or not
+        return Delivered(platform_id=message.id, ref=f"null:{message.id}")

@@ -7,7 +7,8 @@ conversation is resolved, the projector writes it all to SQL and the acknowledge
 then Redis' used_memory is read (without retention: what stays forever). The clock then moves past
 ``history.keep_in_redis_days``; the projector's retention drops the conversations, their
 addresses (pointer, counter), their contacts and the queued cases from Redis, and once no key
-naming a customer is left, used_memory is read again. Flat means: what is left after retention
+naming a customer is left (their thread refs included: the null channel returns one per
+send, as Slack and email do), used_memory is read again. Flat means: what is left after retention
 does not grow with N (a returning customer is found in SQL and loaded back).
 
 Keys that expire by themselves (dedupe keys, the dispatcher's daily sent records, commit marks:
@@ -105,7 +106,8 @@ async def _count(redis: aioredis.Redis, status: str, n: int) -> bool:
 
 
 CUSTOMER_KEYS = [keys.conversation("*"), keys.transcript("*"), keys.current_conversation("*", "*"),
-                 keys.conversation_seq("*"), keys.contact("*"), keys.contact_by_address("*", "*")]
+                 keys.conversation_seq("*"), keys.contact("*"), keys.contact_by_address("*", "*"),
+                 keys.ref("*"), keys.conversation_refs("*")]  # the null channel gives a thread ref per send
 
 
 async def _no_customer_left(redis: aioredis.Redis) -> bool:
