@@ -8,7 +8,7 @@ then Redis' used_memory is read (without retention: what stays forever). The clo
 ``history.keep_in_redis_days``; the projector's retention drops the conversations, their
 addresses (pointer, counter), their contacts and the queued cases from Redis, and once no key
 naming a customer is left (their thread refs included: the null channel returns one per
-send, as Slack and email do), used_memory is read again. Flat means: what is left after retention
+send here, as Slack and email do), used_memory is read again. Flat means: what is left after retention
 does not grow with N (a returning customer is found in SQL and loaded back).
 
 Keys that expire by themselves (dedupe keys, the dispatcher's daily sent records, commit marks:
@@ -71,7 +71,7 @@ async def run(n: int, keep_days: float) -> tuple[float, float, float, float]:
             "streams": {"max_len": 0, "trim_interval_s": 0.5},  # acknowledged entries go at once
             "log": {"level": "WARNING"},
         })
-        bridge = Bridge(settings, {"null": NullConfig()}, clock_ms=clock)
+        bridge = Bridge(settings, {"null": NullConfig(refs=True)}, clock_ms=clock)
         try:
             await bridge.start()
             empty = await used_mb(redis)
@@ -107,7 +107,7 @@ async def _count(redis: aioredis.Redis, status: str, n: int) -> bool:
 
 CUSTOMER_KEYS = [keys.conversation("*"), keys.transcript("*"), keys.current_conversation("*", "*"),
                  keys.conversation_seq("*"), keys.contact("*"), keys.contact_by_address("*", "*"),
-                 keys.ref("*"), keys.conversation_refs("*")]  # the null channel gives a thread ref per send
+                 keys.ref("*"), keys.conversation_refs("*")]  # NullConfig(refs=True): a thread ref per send
 
 
 async def _no_customer_left(redis: aioredis.Redis) -> bool:
