@@ -329,15 +329,16 @@ def cmd_db_backfill(args: argparse.Namespace) -> int:
     from bridge.history.writer import Writer
     from bridge.store import Store
 
-    async def action(redis: aioredis.Redis, settings: Settings) -> tuple[int, int]:
-        async def run(engine: Any) -> tuple[int, int]:
+    async def action(redis: aioredis.Redis, settings: Settings) -> tuple[int, int, int]:
+        async def run(engine: Any) -> tuple[int, int, int]:
             await db.upgrade(engine)
             return await backfill(Store(redis), Writer(engine))
 
         return await _with_history(settings, run)  # type: ignore[no-any-return]
 
-    conversations, contacts = asyncio.run(_with_redis(args, action))
-    print(f"backfilled {conversations} conversation(s) and {contacts} contact(s) into the history")
+    conversations, contacts, refs = asyncio.run(_with_redis(args, action))
+    print(f"backfilled {conversations} conversation(s), {contacts} contact(s) and {refs} thread ref(s) "
+          "into the history")
     return 0
 
 

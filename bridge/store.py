@@ -494,6 +494,37 @@ class Store:
                  encode_refs(RefsRecord(kind=REFS_KIND, id=new_id(), at_ms=at_ms, refs=found))]
                 for p, found in sorted(by_partition.items())]
 
+    async def ref_batches(self, count: int = 500) -> collections.abc.AsyncIterator[builtins.list[tuple[str, str]]]:
+        """Every thread ref Redis holds, with its conversation id, a batch at a time."""
+        prefix = len(keys.ref(""))
+        batch: builtins.list[str] = []
+        async for key in self.redis.scan_iter(match=keys.ref("*"), count=1000):
+            batch.append(key.decode())
+            if len(batch) >= count:
+                yield await self._with_targets(batch, prefix)
+                batch = []
+        if batch:
+            yield await self._with_targets(batch, prefix)
+
+    async def _with_targets(self, ref_keys: builtins.list[str], prefix: int) -> builtins.list[tuple[str, str]]:
+        values = await self.redis.mget(ref_keys)
+        return [(k[prefix:], v.decode()) for k, v in zip(ref_keys, values, strict=True) if v]
+
+    async def adopt_refs(self, refs: builtins.list[tuple[str, str]]) -> None:
+        """Refs written before conversations had ref sets, now in SQL: put in their
+        conversation's set (retention drops them with it), or dropped at once when
+        retention already dropped the conversation (a lookup finds them in SQL)."""
+        if not refs:
+            return
+        held = await self.redis.mget([keys.conversation(c) for _, c in refs])
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (ref, conversation_id), state in zip(refs, held, strict=True):
+                if state:
+                    pipe.sadd(keys.conversation_refs(conversation_id), ref)
+                else:
+                    pipe.delete(keys.ref(ref))
+            await pipe.execute()
+
     async def scan_ids(self, kind: str) -> collections.abc.AsyncIterator[str]:
         """Every conversation (``kind="conversation"``) or contact id Redis holds, in no order."""
         pattern = keys.conversation("*") if kind == "conversation" else keys.contact("*")

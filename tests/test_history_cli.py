@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bridge import keys
 from tests.harness import running_bridge
 from tests.history_db import every_table_text, rows
 from tests.test_api_e2e import AUTH, ENV, api_config
@@ -34,11 +35,18 @@ async def test_backfill_an_existing_redis_then_export_and_erase(redis_url: str, 
     upgraded = await asyncio.to_thread(bridge_cli, "db", "upgrade", "-c", str(config), cwd=tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
     assert "revision 0002" in upgraded.stdout
-    for _ in range(2):  # a second run adds nothing
+    # thread refs an older bridge wrote: one of a conversation Redis holds, one of a conversation it dropped
+    await redis.set(keys.ref("slack:C0AGENTS:1700000000.000100"), conversation.id)
+    await redis.set(keys.ref("email:<gone@example.com>"), "dropped-1")
+    for run in range(2):  # a second run adds nothing
         filled = await asyncio.to_thread(bridge_cli, "db", "backfill", "-c", str(config), cwd=tmp_path)
         assert filled.returncode == 0, filled.stderr
-        assert "backfilled 2 conversation(s) and 2 contact(s)" in filled.stdout
+        assert f"backfilled 2 conversation(s), 2 contact(s) and {2 - run} thread ref(s)" in filled.stdout
     url = f"sqlite:///{database}"
+    assert sorted((r["ref"], r["conversation_id"]) for r in await rows(url, "refs")) == [
+        ("email:<gone@example.com>", "dropped-1"), ("slack:C0AGENTS:1700000000.000100", conversation.id)]
+    assert not await redis.exists(keys.ref("email:<gone@example.com>"))  # its conversation is gone: SQL has it
+    assert await redis.smembers(keys.conversation_refs(conversation.id)) == {b"slack:C0AGENTS:1700000000.000100"}
     customer = sorted(m["text"] for m in await rows(url, "messages") if m["kind"] == "customer")
     assert customer == ["Invoice 99 please", "Where is my order 12?"]
     assert len(await rows(url, "conversations")) == 2

@@ -1,5 +1,7 @@
 """`bridge db backfill`: project what Redis holds (conversations with their transcripts,
-contacts) into the SQL record, for a bridge that ran before history existed.
+contacts, thread refs) into the SQL record, for a bridge that ran before history existed
+(or before the record kept thread refs: those refs then join their conversation's ref set,
+so retention drops them with it, or leave Redis at once if it dropped the conversation).
 
 Each conversation becomes one record named by its id and last update, so running the
 backfill again, or alongside the projector, adds nothing twice (messages are keyed by
@@ -18,8 +20,10 @@ from bridge.store import Store
 BATCH = 100
 
 
-async def backfill(store: Store, writer: Writer, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-    """Project every conversation and contact in Redis; returns (conversations, contacts)."""
+async def backfill(store: Store, writer: Writer,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int]:
+    """Project every conversation, contact and thread ref in Redis; returns (conversations,
+    contacts, refs)."""
     conversations = contacts = 0
     batch: list[str] = []
 
@@ -53,4 +57,14 @@ async def backfill(store: Store, writer: Writer, progress: Callable[[int, int], 
     async with writer.engine.begin() as conn:
         await writer.save_contacts(conn, found)
     contacts = len(found)
-    return conversations, contacts
+    return conversations, contacts, await _refs(store, writer)
+
+
+async def _refs(store: Store, writer: Writer) -> int:
+    """Thread refs into SQL first, then into their conversations' ref sets."""
+    count = 0
+    async for refs in store.ref_batches():
+        await writer.save_refs(refs)
+        await store.adopt_refs(refs)
+        count += len(refs)
+    return count

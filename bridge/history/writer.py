@@ -65,6 +65,11 @@ class Writer:
         await self._upsert(conn, schema.contact_links, [{"address": a, "contact_id": c.id}
                                                         for c in contacts for a in c.addresses])
 
+    async def save_refs(self, refs: list[tuple[str, str]]) -> None:
+        """Thread refs (ref, conversation id) straight into the record (`bridge db backfill`)."""
+        async with self.engine.begin() as conn:
+            await self._upsert(conn, schema.refs, list({r: {"ref": r, "conversation_id": c} for r, c in refs}.values()))
+
     async def _current(self, conn: AsyncConnection, ids: set[str]) -> dict[str, dict[str, Any]]:
         table = schema.conversations
         rows = await conn.execute(select(table).where(table.c.id.in_(sorted(ids))))
