@@ -4,6 +4,7 @@ thread still reaches the customer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -21,6 +22,7 @@ from bridge.model import Conversation, Message, Sender, encode_record
 from tests.fakes.slack_api import FakeSlack, Post, sign
 from tests.harness import Clock, RunningBridge, running_bridge
 from tests.history_db import rows
+from tests.pgserver import PostgresServer
 from tests.proc import BridgeProcess
 from tests.test_history import backlog, projected, with_history
 from tests.test_history_retention import dropped
@@ -138,6 +140,32 @@ async def test_refs_of_a_publish_batch_are_looked_up_in_one_query(
                              what=f"the reply to {customer}")
         (lost,) = await b.wait_for(lambda: unknown_replies(b), what="the stray reply dead-lettered")
         assert "slack:C0AGENTS:1.000001" in lost["reason"]
+
+
+@pytest.mark.slow
+async def test_a_database_that_does_not_answer_leaves_the_reply_unresolved(
+        postgres_server: PostgresServer, postgres_url: str, redis_url: str, fake: FakeSlack,
+        webhook: WebhookReceiver) -> None:
+    clock = Clock()
+    async with running_bridge(redis_url, desk(fake, webhook, postgres_url), env=env(fake), clock_ms=clock) as b:
+        _, ref = await thread_of(b, fake, "ref-5", "The shipment 808 is late")
+        await b.wait_for(lambda: replies(webhook, "ref-5"), what="the first answer")
+        await dropped(b, clock, "ref-5")
+        agent = Sender(id="U0ALICE", name="Alice", is_agent=True)
+        await asyncio.to_thread(postgres_server.stop)
+        try:
+            early = Message(kind="agent", channel="slack", ref=ref, text="Shipment 808 left today", sender=agent,
+                            dedupe_key="ref-down:1")
+            started = time.monotonic()
+            assert await b.bridge.bus.publish_many([early]) == [True]
+            assert early.conversation_id == "" and time.monotonic() - started < 10  # as an unknown thread
+            await b.wait_for(lambda: unknown_replies(b), what="the reply dead-lettered")
+        finally:
+            await asyncio.to_thread(postgres_server.start)
+        again = Message(kind="agent", channel="slack", ref=ref, text="Shipment 808 left today", sender=agent,
+                        dedupe_key="ref-down:2")
+        assert await b.bridge.bus.publish_many([again]) == [True]
+        await b.wait_for(lambda: said(webhook, "ref-5", "Shipment 808 left today"), what="the reply once it answers")
 
 
 @pytest.mark.slow
