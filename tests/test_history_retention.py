@@ -133,21 +133,24 @@ async def _no_keys(redis: aioredis.Redis, *names: str) -> bool:
     return not await customer_keys(redis, *names)
 
 
+async def writes(b: RunningBridge, webhook: WebhookReceiver, customer: str, text: str, message_id: str,
+                 answers: int = 1, **fields: str) -> None:
+    """The customer writes over the API and has had ``answers`` replies."""
+    await b.post("/api/v1/messages", headers=AUTH, json={
+        "customer_id": customer, "text": text, "message_id": message_id, **fields})
+    await b.wait_for(lambda: len(webhook.texts_for(customer)) >= answers, what=f"{customer} answered")
+
+
 async def test_redis_keeps_nothing_of_a_closed_customer_who_comes_back_whole(
         redis_url: str, webhook: WebhookReceiver, tmp_path: Path) -> None:
     clock = Clock()
     async with running_bridge(redis_url, retention_config(tmp_path, webhook), env=ENV, clock_ms=clock) as b:
-        await b.post("/api/v1/messages", headers=AUTH, json={
-            "customer_id": "ret-20", "name": "Lena Park", "email": "lena@example.com",
-            "text": "Order 77 arrived broken", "message_id": "r20"})
-        await b.wait_for(lambda: webhook.texts_for("ret-20"), what="answered")
+        await writes(b, webhook, "ret-20", "Order 77 arrived broken", "r20", name="Lena Park", email="lena@example.com")
         first = await dropped(b, clock, "ret-20", days=5)  # beyond engine.reopen_within_h: a new case
         assert await b.store.contact(first.contact_id, archive=False) is None
 
-        await b.post("/api/v1/messages", headers=AUTH, json={
-            "customer_id": "ret-20", "name": "Lena Park", "email": "lena@example.com",
-            "text": "And order 78 too", "message_id": "r21"})
-        await b.wait_for(lambda: len(webhook.texts_for("ret-20")) >= 2, what="answered again")
+        await writes(b, webhook, "ret-20", "And order 78 too", "r21", answers=2, name="Lena Park",
+                     email="lena@example.com")
         second = await b.store.for_address("api", "ret-20")
         assert second is not None and second.id != first.id
         assert second.id.rsplit("-", 1)[1] == "2"  # numbered after the one the record holds
@@ -167,14 +170,11 @@ async def test_a_customer_linked_by_email_stays_linked_after_retention(
         redis_url: str, webhook: WebhookReceiver, tmp_path: Path) -> None:
     clock = Clock()
     async with running_bridge(redis_url, retention_config(tmp_path, webhook), env=ENV, clock_ms=clock) as b:
-        await b.post("/api/v1/messages", headers=AUTH, json={
-            "customer_id": "ret-30", "email": "omar@example.com", "text": "Invoice 12 is wrong", "message_id": "r30"})
-        await b.wait_for(lambda: webhook.texts_for("ret-30"), what="answered")
+        await writes(b, webhook, "ret-30", "Invoice 12 is wrong", "r30", email="omar@example.com")
         first = await dropped(b, clock, "ret-30")
 
-        await b.post("/api/v1/messages", headers=AUTH, json={  # the same person, from another address
-            "customer_id": "ret-31", "email": "omar@example.com", "text": "About invoice 12", "message_id": "r31"})
-        await b.wait_for(lambda: webhook.texts_for("ret-31"), what="answered")
+        # the same person, from another address
+        await writes(b, webhook, "ret-31", "About invoice 12", "r31", email="omar@example.com")
         other = await b.store.for_address("api", "ret-31")
         assert other is not None and other.contact_id == first.contact_id
         contact = await b.store.contact(first.contact_id, archive=False)
@@ -185,16 +185,12 @@ async def test_an_erased_customer_does_not_come_back_from_the_record(
         redis_url: str, webhook: WebhookReceiver, tmp_path: Path) -> None:
     clock = Clock()
     async with running_bridge(redis_url, retention_config(tmp_path, webhook), env=ENV, clock_ms=clock) as b:
-        await b.post("/api/v1/messages", headers=AUTH, json={
-            "customer_id": "ret-40", "name": "Ivo Horvat", "text": "My parcel 55 is lost", "message_id": "r40"})
-        await b.wait_for(lambda: webhook.texts_for("ret-40"), what="answered")
+        await writes(b, webhook, "ret-40", "My parcel 55 is lost", "r40", name="Ivo Horvat")
         first = await dropped(b, clock, "ret-40")
         response = await b.post(f"/api/v1/contacts/{first.contact_id}/erase", headers=AUTH)
         assert response.status == 200, await response.text()
 
-        await b.post("/api/v1/messages", headers=AUTH, json={
-            "customer_id": "ret-40", "text": "Hello again", "message_id": "r41"})
-        await b.wait_for(lambda: len(webhook.texts_for("ret-40")) >= 2, what="answered")
+        await writes(b, webhook, "ret-40", "Hello again", "r41", answers=2)
         again = await b.store.for_address("api", "ret-40")
         assert again is not None and again.contact_id != first.contact_id
         said = [m.text for m in await b.store.transcript(again.id) if m.kind == "customer"]

@@ -32,6 +32,8 @@ from bridge.untrusted import TooLarge, read_capped
 log = logging.getLogger("bridge.api")
 
 ACTIONS = {"claim", "assign", "resolve", "reopen", "urgency", "link", "note", "dispute"}
+NO_TOKEN = "missing or wrong token: send 'Authorization: Bearer <token>'"
+HISTORY_OFF = "the SQL history is off (history.enabled)"
 
 
 class IncomingMessage(msgspec.Struct, forbid_unknown_fields=True):
@@ -136,7 +138,7 @@ class ApiAdapter(Adapter):
     async def _body(self, request: web.Request, model: type[Any]) -> Any:
         """Authenticate, bound the size, and decode; raise an HTTP error response otherwise."""
         if not self._authorized(request):
-            raise _HttpError(_error(401, "missing or wrong token: send 'Authorization: Bearer <token>'"))
+            raise _HttpError(_error(401, NO_TOKEN))
         limit = self.config.max_message_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _HttpError(_error(413, f"message too large: {request.content_length} bytes, limit {limit}"))
@@ -216,7 +218,7 @@ class ApiAdapter(Adapter):
 
     async def _get_conversation(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
-            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+            return _error(401, NO_TOKEN)
         conversation_id = request.match_info["conversation_id"]
         conversation = await self.ctx.conversations.get(conversation_id)
         if conversation is None:
@@ -232,9 +234,9 @@ class ApiAdapter(Adapter):
         """Conversations from the SQL record: ``contact`` (id, email or channel:address),
         ``q`` (full-text), ``since_ms``/``until_ms`` (created), ``limit``."""
         if not self._authorized(request):
-            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+            return _error(401, NO_TOKEN)
         if self.ctx.history is None:
-            return _error(503, "the SQL history is off (history.enabled)")
+            return _error(503, HISTORY_OFF)
         query = request.query
         try:
             since_ms, until_ms = int(query.get("since_ms", 0)), int(query.get("until_ms", 0))
@@ -250,9 +252,9 @@ class ApiAdapter(Adapter):
 
     async def _export_contact(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
-            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+            return _error(401, NO_TOKEN)
         if self.ctx.privacy is None:
-            return _error(503, "the SQL history is off (history.enabled)")
+            return _error(503, HISTORY_OFF)
         try:
             return web.json_response(await self.ctx.privacy.export(request.match_info["contact_id"]),
                                      dumps=lambda data: json.dumps(data, ensure_ascii=False, default=_plain))
@@ -261,9 +263,9 @@ class ApiAdapter(Adapter):
 
     async def _erase_contact(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
-            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+            return _error(401, NO_TOKEN)
         if self.ctx.privacy is None:
-            return _error(503, "the SQL history is off (history.enabled)")
+            return _error(503, HISTORY_OFF)
         try:
             counts = await self.ctx.privacy.erase(request.match_info["contact_id"], by="api")
         except LookupError as exc:

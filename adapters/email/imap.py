@@ -75,8 +75,7 @@ class ImapWatcher:
         self.client: aioimaplib.IMAP4 | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._stopped = asyncio.Event()  # wakes the reconnect backoff at once
+        self._stopped = asyncio.Event()  # set by stop(); also wakes the reconnect backoff at once
         self.connections = 0  # how many times we logged in (for status and tests)
         self.idle_cycles = 0  # IDLE commands issued
         self.uidvalidity = ""  # of the selected mailbox, once connected
@@ -91,7 +90,6 @@ class ImapWatcher:
         a mail being stored is finished first (published, then its watermark written: were it
         cancelled in between, the next start would read it again). Cancelled past
         STOP_GRACE_S."""
-        self._stopping = True
         self._stopped.set()
         self._lost.set()
         self._close()
@@ -105,7 +103,7 @@ class ImapWatcher:
 
     async def run(self) -> None:
         failures = 0
-        while not self._stopping:
+        while not self._stopped.is_set():
             before = self.connections
             try:
                 await self._session()
@@ -116,7 +114,7 @@ class ImapWatcher:
                 await self.report_health("broken", str(exc))
                 log.error("email: %s", exc)
             except Exception as exc:
-                if self._stopping:
+                if self._stopped.is_set():
                     return
                 failures = 1 if self.connections > before else failures + 1
                 reason = f"IMAP {self.config.imap_host}:{self.config.imap_port}: {type(exc).__name__}: {exc}"
@@ -126,7 +124,7 @@ class ImapWatcher:
                 failures = 0
             finally:
                 self._close()
-            if self._stopping:
+            if self._stopped.is_set():
                 return
             # jittered exponential backoff (the bridge's one policy), reset by every successful login
             with contextlib.suppress(TimeoutError):
@@ -142,7 +140,7 @@ class ImapWatcher:
 
     async def _cmd(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         """Run an IMAP command, failing fast when the connection drops under it."""
-        if self._stopping:
+        if self._stopped.is_set():
             coro.close()
             raise ConnectionDropped("stopping")
         task = asyncio.ensure_future(coro)
@@ -160,7 +158,7 @@ class ImapWatcher:
         raise ConnectionDropped("connection lost" if self._lost.is_set() else "IMAP command timed out")
 
     async def _connect(self) -> aioimaplib.IMAP4:
-        if self._stopping:
+        if self._stopped.is_set():
             raise ConnectionDropped("stopping")
         self._lost = asyncio.Event()
         lost = self._lost
