@@ -15,7 +15,6 @@ deduplicated (dedupe keys, commit-once keys, the sent record).
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +28,9 @@ from bridge import keys
 from bridge.errors import NotReplicated
 from bridge.lease import Leases
 from bridge.model import Message, decode, encode, new_id, now_ms, partition_of
+from bridge.ops import Ops, frame_ops, pack, text
 from bridge.storeerrors import typed_store_errors
 
-Ops = list[list[Any]]  # Redis commands for one atomic commit (`Bus.commit`)
 # thread refs Redis has no key for -> their conversation ids (Store.archived_refs: the SQL record)
 RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
 
@@ -123,34 +122,6 @@ end
 return #due
 """
 
-_ops_encoder = msgspec.msgpack.Encoder()
-_pack_u8, _pack_u16, _pack_u32 = struct.Struct(">B").pack, struct.Struct(">H").pack, struct.Struct(">I").pack
-
-
-def _as_msgpack_str(data: bytes) -> msgspec.Raw:
-    """Bytes as a msgpack *str* (Redis' Lua cmsgpack reads str, not bin; both are
-    byte-exact, and str carries any bytes)."""
-    n = len(data)
-    if n < 32:
-        header = _pack_u8(0xA0 | n)
-    elif n < 256:
-        header = b"\xd9" + _pack_u8(n)
-    elif n < 65536:
-        header = b"\xda" + _pack_u16(n)
-    else:
-        header = b"\xdb" + _pack_u32(n)
-    return msgspec.Raw(header + data)
-
-
-def frame_ops(ops: list[list[Any]]) -> bytes:
-    """Commands as one msgpack string for the Lua scripts: one argument instead of dozens
-    per message (redis-py spends microseconds packing each argument). Numbers travel as
-    text: Lua would turn a large integer into a float."""
-    raw = _as_msgpack_str
-    return _ops_encoder.encode([[a if type(a) is str else raw(a) if type(a) is bytes else str(a) for a in op]
-                                for op in ops])
-
-
 RELEASE_LANE = "release_lane"  # an outbound command: the lane named in data["lane"] goes on
 
 
@@ -235,11 +206,11 @@ class Bus:
         if not messages:
             return []
         await self._resolve_refs(messages)
-        triples: list[list[Any]] = []
+        triples: Ops = []
         for message in messages:
             stream = self.inbound_stream(message)
             seen = keys.dedupe(stream, message.dedupe_key) if message.dedupe_key else ""
-            triples.append([stream, seen, encode(message)])
+            triples.append((stream, seen, text(encode(message))))
         ids = await self._replicated_script(self._publish, [self.dedupe_ttl_s, frame_ops(triples)])
         return [bool(i) for i in ids]
 
@@ -400,14 +371,14 @@ class Bus:
 
     @staticmethod
     def ack_ops(stream: str, group: str, entry_ids: Sequence[str]) -> Ops:
-        return [["XACK", stream, group, *entry_ids]] if entry_ids else []
+        return [("XACK", stream, group, *entry_ids)] if entry_ids else []
 
     @staticmethod
     def announce_ops(conversation_ids: Sequence[str]) -> Ops:
         """Tell consoles which conversations changed (pub/sub: best effort, not kept)."""
         if not conversation_ids:
             return []
-        return [["PUBLISH", keys.FANOUT + "conversations", " ".join(dict.fromkeys(conversation_ids))]]
+        return [("PUBLISH", keys.FANOUT + "conversations", " ".join(dict.fromkeys(conversation_ids)))]
 
     # -- delivery records (the dispatcher's) -----------------------------------------
 
@@ -428,7 +399,7 @@ class Bus:
         if not sent:
             return []
         bucket = keys.sent_day(channel, day)
-        return [["HSET", bucket, *(x for pair in sent for x in pair)], ["EXPIRE", bucket, keep_days * 86_400]]
+        return [("HSET", bucket, *(x for pair in sent for x in pair)), ("EXPIRE", bucket, str(keep_days * 86_400))]
 
     @staticmethod
     def park_ops(channel: str, lane: str, behind: str) -> Ops:
@@ -565,7 +536,7 @@ class Bus:
         """Delete every entry of every bridge stream that holds one of ``needles`` as a whole
         string (conversation ids, addresses, an email: a data-protection erasure). Returns
         how many entries were deleted."""
-        packed = [_ops_encoder.encode(n) for n in needles if n]
+        packed = [pack(n) for n in needles if n]
         deleted = 0
         async for key in self.redis.scan_iter(match=keys.PREFIX + "*", count=1000, _type="stream"):
             start = "-"

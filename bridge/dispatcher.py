@@ -35,11 +35,12 @@ from typing import Any
 
 from bridge import failpoints, keys
 from bridge.adapter import Adapter, Delivered, HealthState
-from bridge.bus import RELEASE_LANE, Bus, Entry, LeaseLost, Ops, decode_entries
+from bridge.bus import RELEASE_LANE, Bus, Entry, LeaseLost, decode_entries
 from bridge.cursor import GroupCursor
 from bridge.errors import IntegrationBroken, PermanentError, StoreUnavailable, TransientError
 from bridge.metrics import DEAD_LETTERS, SEND_FAILURES, SEND_SECONDS, SENT
 from bridge.model import Message, now_ms
+from bridge.ops import Ops
 from bridge.ratelimit import Pacer
 from bridge.retry import backoff_s
 from bridge.store import Store

@@ -46,6 +46,7 @@ from bridge.model import (
     now_ms,
     partition_of,
 )
+from bridge.ops import Ops
 from bridge.retry import backoff_s
 from bridge.store import Store
 from bridge.turn import FlowConfig, Step, Turn
@@ -292,18 +293,21 @@ class Engine:
     # -- one batch -------------------------------------------------------------------
 
     async def handle(self, entries: list[Entry]) -> None:
-        """Start one task per partition in the batch; each commits on its own."""
+        """Start one task per partition in the batch; each commits on its own. Agents'
+        changes to contacts are asked for once per read, after it (so its turns see them)."""
         by_stream: dict[str, list[Entry]] = defaultdict(list)
         for entry in entries:
             by_stream[entry.stream].append(entry)
+        contacts_rev = await self.store.contacts_rev()
         for stream, items in by_stream.items():
             partition = self._partition(stream)
-            partition.task = asyncio.create_task(self._run_partition(stream, partition, items),
+            partition.task = asyncio.create_task(self._run_partition(stream, partition, items, contacts_rev),
                                                  name=f"engine:{stream}")
 
-    async def _run_partition(self, stream: str, partition: _Partition, entries: list[Entry]) -> None:
+    async def _run_partition(self, stream: str, partition: _Partition, entries: list[Entry],
+                             contacts_rev: int) -> None:
         try:
-            await self._handle_partition(stream, partition, entries)
+            await self._handle_partition(stream, partition, entries, contacts_rev)
         except LeaseLost as exc:
             self._lose(exc)
         except Exception as exc:
@@ -320,16 +324,17 @@ class Engine:
                 del self._draining[stream]
             self._finished.set()
 
-    async def _handle_partition(self, stream: str, partition: _Partition, entries: list[Entry]) -> None:
+    async def _handle_partition(self, stream: str, partition: _Partition, entries: list[Entry],
+                                contacts_rev: int) -> None:
         """One partition's entries in stream order, then its one fenced commit."""
         started = time.perf_counter()
-        ops: list[list[Any]] = []
+        ops: Ops = []
         messages, malformed = decode_entries(entries)
         for entry, reason in malformed:
             log.error("malformed entry dead-lettered", extra={"stream": entry.stream, "entry": entry.id,
                                                               "reason": reason})
             ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, reason))
-        await self._load(partition, [m for _, m in messages])
+        await self._load(partition, [m for _, m in messages], contacts_rev)
         acked: list[str] = []
         touched: list[str] = []
         resolved: list[str] = []  # left out of the cache after the commit (retention may drop them from Redis)
@@ -381,7 +386,7 @@ class Engine:
         ENGINE_MESSAGES.inc(len(acked))
         ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    def _failed(self, partition: _Partition, entry: Entry, message: Message, exc: Exception) -> list[list[Any]]:
+    def _failed(self, partition: _Partition, entry: Entry, message: Message, exc: Exception) -> Ops:
         """A step raised: try again after a backoff, or dead-letter once the retry window is over."""
         now_s = time.monotonic()
         key = message.partition_key
@@ -403,10 +408,10 @@ class Engine:
 
     # -- conversations ---------------------------------------------------------------
 
-    async def _load(self, p: _Partition, messages: list[Message]) -> None:
-        """Fill the caches for a batch: one round trip when warm (has an agent changed a
-        contact?), a few more for what is missing; contacts are read again once older than
-        CONTACT_FRESH_MS, or at once after an agent changed any contact."""
+    async def _load(self, p: _Partition, messages: list[Message], contacts_rev: int) -> None:
+        """Fill the caches for a batch: no round trip when warm, a few for what is missing;
+        contacts are read again once older than CONTACT_FRESH_MS, or at once after an agent
+        changed any contact (``contacts_rev``, read with the batch)."""
         addresses = list(dict.fromkeys((m.channel, m.address) for m in messages
                                        if m.kind == "customer" and not m.conversation_id
                                        and p.current.get((m.channel, m.address)) is None))
@@ -429,12 +434,9 @@ class Engine:
                 if conversation is not None:
                     p.conversations.put(conversation.id, conversation)
         contact_ids = {c.contact_id for c in (p.conversations.get(i) for i in wanted if i) if c and c.contact_id}
-        if contact_ids:
-            # an agent linked contacts or set a field, in any process: the next turn sees it
-            rev = await self.store.contacts_rev()
-            if rev != p.contacts_rev:
-                p.contacts.data.clear()
-                p.contacts_rev = rev
+        if contacts_rev != p.contacts_rev:  # an agent linked contacts or set a field, in any process
+            p.contacts.data.clear()
+            p.contacts_rev = contacts_rev
         now = self.clock_ms()
         stale = [c for c in contact_ids
                  if (cached := p.contacts.get(c)) is None or now - cached[1] > CONTACT_FRESH_MS]

@@ -33,6 +33,20 @@ MODEL_VERSION = 1
 Kind = Literal["customer", "agent", "command", "reply", "event"]
 
 
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+_PROCESS = os.urandom(4).hex()  # ids from different processes never collide
+_sequence = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+def new_id() -> str:
+    """A 28-character, time-sortable, unique id: 12 hex digits of milliseconds, 8 of this
+    process, 8 of a counter. Not secret: never use it as a credential."""
+    return f"{time.time_ns() // 1_000_000:012x}{_PROCESS}{next(_sequence) & 0xFFFFFFFF:08x}"
+
+
 class Sender(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Who wrote: a platform user id, display name and what the platform says of them."""
 
@@ -65,7 +79,7 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     kind: Kind
     channel: str
     address: str = ""
-    id: str = msgspec.field(default_factory=lambda: new_id())
+    id: str = msgspec.field(default_factory=new_id)
     v: int = MODEL_VERSION
     conversation_id: str = ""
     ref: str = ""  # an external thread reference the engine resolves to a conversation
@@ -79,7 +93,7 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     reply_to: str = ""  # id of the message this one answers
     edited: bool = False
     platform_ms: int = 0  # when the platform says it was written
-    created_ms: int = msgspec.field(default_factory=lambda: now_ms())
+    created_ms: int = msgspec.field(default_factory=now_ms)
 
     @property
     def partition_key(self) -> str:
@@ -100,20 +114,6 @@ def encode(message: Message) -> bytes:
 def decode(payload: bytes) -> Message:
     """Decode one message; raises `msgspec.DecodeError` (a ValueError) on bad input."""
     return _decoder.decode(payload)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-_PROCESS = os.urandom(4).hex()  # ids from different processes never collide
-_sequence = itertools.count(int.from_bytes(os.urandom(3), "big"))
-
-
-def new_id() -> str:
-    """A 28-character, time-sortable, unique id: 12 hex digits of milliseconds, 8 of this
-    process, 8 of a counter. Not secret: never use it as a credential."""
-    return f"{time.time_ns() // 1_000_000:012x}{_PROCESS}{next(_sequence) & 0xFFFFFFFF:08x}"
 
 
 def address_hash(channel: str, address: str) -> str:

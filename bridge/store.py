@@ -38,6 +38,7 @@ from bridge.model import (
     new_id,
     partition_of,
 )
+from bridge.ops import Op, Ops, text
 from bridge.storearchive import Archive, Retained
 from bridge.storeerrors import typed_store_errors
 
@@ -392,16 +393,16 @@ class Store:
 
     # -- writes, as ops for one atomic commit ----------------------------------------
 
-    def effect_ops(self, effects: Effects) -> builtins.list[builtins.list[Any]]:
+    def effect_ops(self, effects: Effects) -> Ops:
         """The commands that write what one message caused (see `Effects`); with history
         on, one XADD more: the turn's record for the projector."""
         conversation = effects.conversation
-        ops: builtins.list[builtins.list[Any]] = []
+        ops: Ops = []
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
         for payload in kept:
-            ops.append(["RPUSH", keys.transcript(conversation.id), payload])
+            ops.append(("RPUSH", keys.transcript(conversation.id), text(payload)))
         for out in effects.outbound:
-            ops.append(["XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, encode(out)])
+            ops.append(("XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, text(encode(out))))
         for queue, case in effects.queued:
             ops.append(["XADD", keys.queue(queue), "MAXLEN", "~", keys.QUEUE_MAX_LEN, "*",
                         keys.PAYLOAD_FIELD, encode(case)])
@@ -424,7 +425,7 @@ class Store:
 
     @staticmethod
     def outbox_op(effects: Effects, conversation: bytes, kept: builtins.list[bytes],
-                  contact: bytes | None) -> builtins.list[Any]:
+                  contact: bytes | None) -> Op:
         cause, by = effects.cause, ""
         if cause is not None and cause.sender is not None:
             by = cause.sender.name or cause.sender.username or cause.sender.id
@@ -434,30 +435,30 @@ class Store:
                           previous_status=effects.previous_status,
                           cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by,
                           refs=list(effects.refs))
-        return ["XADD", keys.outbox(effects.partition), "*", keys.PAYLOAD_FIELD, encode_turn(turn)]
+        return ("XADD", keys.outbox(effects.partition), "*", keys.PAYLOAD_FIELD, text(encode_turn(turn)))
 
     @staticmethod
     def save_ops(conversation: Conversation, previous_status: str | None,
-                 record: bytes | None = None) -> builtins.list[builtins.list[Any]]:
-        ops: builtins.list[builtins.list[Any]] = [
-            ["SET", keys.conversation(conversation.id), record or encode_record(conversation)],
-            ["ZADD", keys.CONVERSATIONS_BY_STATUS + conversation.status, conversation.updated_ms, conversation.id],
+                 record: bytes | None = None) -> Ops:
+        ops: Ops = [
+            ("SET", keys.conversation(conversation.id), text(record or encode_record(conversation))),
+            ("ZADD", keys.CONVERSATIONS_BY_STATUS + conversation.status, str(conversation.updated_ms), conversation.id),
         ]
         if previous_status is None:
-            ops.append(["SET", keys.current_conversation(conversation.channel, conversation.address), conversation.id])
+            ops.append(("SET", keys.current_conversation(conversation.channel, conversation.address), conversation.id))
         elif previous_status != conversation.status:
-            ops.append(["ZREM", keys.CONVERSATIONS_BY_STATUS + previous_status, conversation.id])
+            ops.append(("ZREM", keys.CONVERSATIONS_BY_STATUS + previous_status, conversation.id))
         return ops
 
     @staticmethod
-    def transcript_ops(conversation_id: str, message: Message | bytes) -> builtins.list[builtins.list[Any]]:
+    def transcript_ops(conversation_id: str, message: Message | bytes) -> Ops:
         """Append to the transcript; bytes are a message already encoded (as read from a stream)."""
         payload = message if isinstance(message, bytes) else encode(message)
         return [["RPUSH", keys.transcript(conversation_id), payload]]
 
     @staticmethod
-    def contact_ops(contact: Contact, record: bytes | None = None) -> builtins.list[builtins.list[Any]]:
-        ops: builtins.list[builtins.list[Any]] = [["SET", keys.contact(contact.id),
+    def contact_ops(contact: Contact, record: bytes | None = None) -> Ops:
+        ops: Ops = [["SET", keys.contact(contact.id),
                                                     record or encode_record(contact.record())]]
         for address in contact.addresses:
             channel, _, addr = address.partition(":")
@@ -467,23 +468,23 @@ class Store:
         return ops
 
     @staticmethod
-    def contact_event_ops(events: builtins.list[tuple[str, bytes]]) -> builtins.list[builtins.list[Any]]:
+    def contact_event_ops(events: builtins.list[tuple[str, bytes]]) -> Ops:
         """Record (contact id, event) pairs in the contacts' histories; every engine reads
         its cached contacts again."""
-        ops: builtins.list[builtins.list[Any]] = []
+        ops: Ops = []
         for contact_id, event in events:
             ops.append(["LPUSH", keys.contact_events(contact_id), event])
             ops.append(["LTRIM", keys.contact_events(contact_id), 0, keys.CONTACT_EVENTS_MAX - 1])
         return [*ops, ["INCR", keys.CONTACTS_REV]]
 
     @staticmethod
-    def ref_ops(ref: str, conversation_id: str) -> builtins.list[builtins.list[Any]]:
+    def ref_ops(ref: str, conversation_id: str) -> Ops:
         """The ref, and its place in the conversation's ref set (retention drops them together)."""
-        return [["SET", keys.ref(ref), conversation_id], ["SADD", keys.conversation_refs(conversation_id), ref]]
+        return [("SET", keys.ref(ref), conversation_id), ("SADD", keys.conversation_refs(conversation_id), ref)]
 
     @staticmethod
     def refs_record_ops(refs: builtins.list[tuple[str, str]], partitions: int,
-                        at_ms: int) -> builtins.list[builtins.list[Any]]:
+                        at_ms: int) -> Ops:
         """With history on: refs (ref, conversation id) a send returned, as one record per
         partition's outbox, for the projector (the engine's refs ride in its turn records)."""
         by_partition: dict[int, builtins.list[tuple[str, str]]] = {}

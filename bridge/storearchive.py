@@ -26,7 +26,6 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from bridge import keys
-from bridge.bus import frame_ops
 from bridge.errors import RecordUnavailable
 from bridge.model import (
     Contact,
@@ -38,6 +37,7 @@ from bridge.model import (
     encode_record,
     now_ms,
 )
+from bridge.ops import frame_ops
 
 log = logging.getLogger("bridge.store")
 

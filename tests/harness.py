@@ -25,7 +25,9 @@ import aiohttp
 import yaml
 
 from bridge import config as config_module
+from bridge.bus import Bus
 from bridge.model import now_ms
+from bridge.ops import Ops
 from bridge.runner import Bridge
 from tests.timing import scaled
 
@@ -158,3 +160,7 @@ async def running_bridge(redis_url: str, config: dict[str, Any], *, env: dict[st
             await running.http.close()
             await bridge.stop()
 
+
+async def commit(redis: Any, ops: Ops) -> None:
+    """Write ``ops`` (from the store's op builders) the way the engine does: one commit."""
+    await Bus(redis, partitions=1).commit(ops)

@@ -119,7 +119,7 @@ async def test_a_retried_commit_is_applied_once(redis: aioredis.Redis) -> None:
     redis-py then sends it again. The second run must change nothing."""
     bus = Bus(redis, partitions=1)
     script = bus._commit
-    from bridge.bus import frame_ops
+    from bridge.ops import frame_ops
 
     args = ["me", keys.commit_once("batch-1"), 0, frame_ops([["RPUSH", "t:list", "x"]])]
     assert await script(args=args) == 1

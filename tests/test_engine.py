@@ -20,7 +20,7 @@ from bridge.templates import Templates
 from bridge.turn import FlowConfig, Turn
 from flows.routing import Routing
 from flows.triage import KeywordTriage
-from tests.harness import Clock, finished, wait_for
+from tests.harness import Clock, commit, finished, wait_for
 
 
 def settings(**engine: Any) -> Settings:
@@ -225,9 +225,9 @@ async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Re
     assert [await customer.say("one"), await customer.say("two")] == ["", ""]  # cached, change counter read
     contact = await customer.contact(store)
     contact.email = "buyer@factory.example"  # linked by another worker, in another partition
-    for op in store.effect_ops(Effects(conversation=Conversation(id="other-1", channel="email", address="b@f"),
-                                       previous_status="open", partition=1, contact=contact, contact_shared=True)):
-        await redis.execute_command(*op)
+    other = Conversation(id="other-1", channel="email", address="b@f")
+    await commit(redis, store.effect_ops(Effects(conversation=other, previous_status="open", partition=1,
+                                                 contact=contact, contact_shared=True)))
     assert await customer.say("three") == "buyer@factory.example"  # at once: the other worker's commit said so
 
 

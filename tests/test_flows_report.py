@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from bridge.model import Conversation, Message, Sender
 from bridge.report import write_report
 from bridge.store import Store
+from tests.harness import commit
 
 DAY0 = int(dt.datetime(2026, 11, 2, tzinfo=dt.UTC).timestamp() * 1000)
 MIN = 60_000
@@ -117,10 +118,7 @@ async def seed(redis: aioredis.Redis) -> None:
         ops.extend(Store.transcript_ops(c.id, Message(kind="reply", channel=c.channel, address=c.address,
                                                       text="On it", sender=Sender(id="U1", name="Bo", is_agent=True),
                                                       created_ms=c.created_ms + MIN)))
-    async with redis.pipeline(transaction=True) as pipe:
-        for op in ops:
-            pipe.execute_command(*op)
-        await pipe.execute()
+    await commit(redis, ops)
 
 
 async def test_report_has_charts_and_the_right_numbers(redis: aioredis.Redis, tmp_path: Path) -> None:
@@ -193,10 +191,7 @@ async def test_first_responses_under_a_minute_read_in_seconds(redis: aioredis.Re
         ops: list[list[Any]] = []
         for c in cases:
             ops.extend(Store.save_ops(c, None))
-        async with redis.pipeline(transaction=True) as pipe:
-            for op in ops:
-                pipe.execute_command(*op)
-            await pipe.execute()
+        await commit(redis, ops)
         page = Page()
         page.feed((await write_report(redis, tmp_path / pages, now_ms=DAY0 + 24 * HOUR)).read_text(encoding="utf-8"))
         assert page.kpis["median first response"] == ("7 s" if pages == "one" else "19 s")

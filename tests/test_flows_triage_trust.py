@@ -16,6 +16,7 @@ from flows import labels, order_status, routing, sla, triage
 from flows import model as learned
 from flows.phrases import PhraseMatcher
 from flows.urgency import Rules, UrgencySettings, decide
+from tests.harness import commit
 from tests.test_cli import bridge_cli as _bridge_cli
 from tests.test_cli import write
 from tests.test_flows_helpers import Chat, Clock, events, make_config, replies
@@ -201,10 +202,7 @@ async def test_agent_corrections_become_labels_the_model_trains_on(redis: aiored
     conv = chat.conversation
     assert conv is not None
     ops = store.save_ops(conv, None) + store.transcript_ops(conv.id, label)
-    async with redis.pipeline(transaction=True) as pipe:
-        for op in ops:
-            pipe.execute_command(*op)
-        await pipe.execute()
+    await commit(redis, ops)
     (example,) = await labels.collect(store)
     assert (example.urgent, example.topic, example.source) == (True, "shipping", "agent")
 

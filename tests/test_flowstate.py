@@ -7,6 +7,7 @@ import redis.asyncio as aioredis
 from bridge.flowstate import SlaEvent, SlaState, SurveyState, flow_state, read_state
 from bridge.model import Conversation
 from bridge.store import Store
+from tests.harness import commit
 
 
 async def test_typed_state_is_stored_as_a_map_and_read_back(redis: aioredis.Redis) -> None:
@@ -15,7 +16,7 @@ async def test_typed_state_is_stored_as_a_map_and_read_back(redis: aioredis.Redi
     sla.epoch = 2
     sla.events.append(SlaEvent(kind="first_response", level="breach", urgency="urgent", due_ms=5, at_ms=9))
     store = Store(redis)
-    await store.redis.execute_command(*Store.save_ops(conversation, None)[0])
+    await commit(redis, Store.save_ops(conversation, None))
     loaded = await store.get("abc-1")
     assert loaded is not None and isinstance(loaded.data["sla"], dict)  # plain data in Redis
     again = read_state(loaded, "sla", SlaState)

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,6 +30,7 @@ from bridge.history.record import RefsRecord, TurnRecord, decode_record
 from bridge.history.writer import Writer
 from bridge.metrics import HISTORY_ERRORS, HISTORY_LAG, HISTORY_OLDEST_AGE, HISTORY_PROJECTED
 from bridge.model import now_ms
+from bridge.ops import Ops
 from bridge.retry import backoff_s
 from bridge.store import Store
 
@@ -144,7 +144,7 @@ class Projector:
     async def project(self, entries: list[Entry]) -> None:
         """Write a batch to SQL, then acknowledge it (fenced by each stream's lease)."""
         records: list[TurnRecord | RefsRecord] = []
-        ops: list[list[Any]] = []
+        ops: Ops = []
         for entry in entries:
             try:
                 if entry.payload is None:
