@@ -143,17 +143,25 @@ class Entry:
 
 
 def entries_from_reply(reply: Any) -> list[Entry]:
-    """Flatten an XREADGROUP reply (any stream count) into entries, in stream order."""
+    """Flatten a raw XREADGROUP reply (any stream count; `Bus` reads it without redis-py's
+    per-entry dicts) into entries, in stream order."""
     out: list[Entry] = []
     if not reply:
         return out
+    payload_field, replay_field = keys.PAYLOAD_FIELD.encode(), keys.REPLAY_FIELD.encode()
     for stream_name, items in reply:
-        stream = stream_name.decode() if isinstance(stream_name, bytes) else stream_name
+        stream = stream_name.decode()
         for entry_id, fields in items:
-            eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            payload = fields.get(b"m") if fields else None
-            out.append(Entry(stream, eid, payload, replay=bool(fields and fields.get(keys.REPLAY_FIELD.encode()))))
+            if fields and len(fields) == 2 and fields[0] == payload_field:  # what the bridge writes
+                out.append(Entry(stream, entry_id.decode(), fields[1]))
+                continue
+            named = dict(zip(fields[::2], fields[1::2], strict=True)) if fields else {}
+            out.append(Entry(stream, entry_id.decode(), named.get(payload_field), replay=replay_field in named))
     return out
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response
 
 
 def decode_entries(entries: list[Entry]) -> tuple[list[tuple[Entry, Message]], list[tuple[Entry, str]]]:
@@ -190,6 +198,7 @@ class Bus:
         self._commit = redis.register_script(_COMMIT)
         self._trim = redis.register_script(_TRIM)
         self._fire_timers = redis.register_script(_FIRE_TIMERS)
+        redis.set_response_callback("XREADGROUP", _raw_reply)  # entries_from_reply reads it as it came
 
     # -- publishing ------------------------------------------------------------------
 
