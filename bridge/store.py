@@ -200,6 +200,13 @@ class Store:
         """Contacts as stored (retention compares them with SQL before dropping them)."""
         return builtins.list(await self.redis.mget([keys.contact(c) for c in contact_ids]))
 
+    async def erased(self, contact_ids: builtins.list[str]) -> set[str]:
+        """Those of the contacts an erasure marked in the last ``keys.ERASED_MARK_S`` (one MGET)."""
+        if not contact_ids:
+            return set()
+        marks = await self.redis.mget([keys.erased(c) for c in contact_ids])
+        return {c for c, mark in zip(contact_ids, marks, strict=True) if mark}
+
     async def contact(self, contact_id: str, *, archive: bool = True) -> Contact | None:
         (found,) = await self.contacts_many([contact_id], archive=archive)
         return found

@@ -10,6 +10,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bridge import keys
+from bridge.history import db
+from bridge.history.projector import Projector
+from bridge.history.record import TurnRecord, conversation_of, decode_record
 from tests.harness import running_bridge
 from tests.history_db import every_table_text, rows
 from tests.test_api_e2e import AUTH, ENV
@@ -98,6 +102,55 @@ async def test_export_then_erase_leaves_nothing_behind(history_url: str, redis_u
         assert erasure["counts"]["conversations"] == 1
         gone = await b.http.get(f"{b.url}/api/v1/contacts/{conversation.contact_id}/export", headers=AUTH)
         assert gone.status == 404
+
+
+RACED = ["Jonas Weber", "jonas@example.org", "cust-raced", "Bitte löschen Sie meine Bestellung 9120"]
+
+
+async def test_an_erasure_between_a_projector_read_and_its_write_is_not_undone(
+        history_url: str, redis_url: str, webhook: WebhookReceiver) -> None:
+    """The projector reads a batch naming the customer, the customer is erased, then the
+    projector writes the batch: what it wrote of them is deleted again, the rest stays."""
+    config = with_history(history_url, webhook.url)
+    config["roles"] = ["ingest", "engine", "dispatch", "web"]  # the projector is this test's own
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        assert b.bridge.history is not None
+        await db.upgrade(b.bridge.history)
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "cust-raced", "name": "Jonas Weber", "email": "jonas@example.org",
+            "text": "Bitte löschen Sie meine Bestellung 9120", "message_id": "race-1"})
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "cust-stays", "text": "Where is order 6?", "message_id": "race-2"})
+        await b.wait_for(lambda: len(webhook.received) >= 2, what="both answered")
+        gone, stays = await b.store.for_address("api", "cust-raced"), await b.store.for_address("api", "cust-stays")
+        assert gone is not None and stays is not None
+
+        projector = Projector(bus=b.bus, engine=b.bridge.history, worker_id="race-projector",
+                              partitions=b.bridge.settings.engine.partitions, lease_ttl_s=30, store=b.store)
+        for stream in projector.streams:
+            await b.bus.ensure_group(stream, keys.PROJECTOR_GROUP)
+        entries = await b.bus.read(projector.streams, keys.PROJECTOR_GROUP, keys.PROJECTOR_CONSUMER,
+                                   count=1000, block_ms=None)
+        batch = {conversation_of(r).id for r in (decode_record(e.payload or b"") for e in entries)
+                 if isinstance(r, TurnRecord)}
+        assert {gone.id, stays.id} <= batch
+
+        response = await b.post(f"/api/v1/contacts/{gone.contact_id}/erase", headers=AUTH)  # in between
+        assert response.status == 200, await response.text()
+        await projector.leases.tick()
+        try:
+            await projector.project(entries)
+        finally:
+            await projector.leases.release_all()
+
+        conversations = {r["id"] for r in await rows(history_url, "conversations")}
+        assert gone.id not in conversations and stays.id in conversations
+        assert {r["id"] for r in await rows(history_url, "contacts")} == {stays.contact_id}
+        assert {r["address"] for r in await rows(history_url, "contact_links")} == {"api:cust-stays"}
+        tables_text = await every_table_text(history_url)
+        for item in [*RACED, gone.id, gone.contact_id]:
+            assert item not in tables_text, item
+        assert "Where is order 6?" in tables_text
 
 
 async def keyspace_text(redis: aioredis.Redis) -> str:

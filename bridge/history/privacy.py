@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.bus import Bus
 from bridge.history import schema
 from bridge.history.reader import Reader
+from bridge.history.writer import erase_rows
 from bridge.model import Contact, new_id, now_ms
 from bridge.store import Store
 
@@ -108,21 +109,8 @@ class Privacy:
 
     async def _erase_sql(self, contact: Contact, ids: list[str], by: str) -> dict[str, int]:
         assert self.history is not None
-        m, e, c = schema.messages, schema.events, schema.conversations
-        ct, links = schema.contacts, schema.contact_links
         async with self.history.begin() as conn:
-            counts = {
-                "messages": (await conn.execute(delete(m).where(m.c.conversation_id.in_(ids)))).rowcount,
-                "events": (await conn.execute(delete(e).where(e.c.conversation_id.in_(ids)))).rowcount,
-                "refs": (await conn.execute(delete(schema.refs).where(schema.refs.c.conversation_id.in_(ids))))
-                .rowcount,
-            }
-            await conn.execute(delete(c).where(c.c.id.in_(ids)))
-            await conn.execute(delete(links).where((links.c.contact_id == contact.id)
-                                                   | links.c.address.in_(contact.addresses)))
-            await conn.execute(delete(ct).where(ct.c.id == contact.id))
+            counts = await erase_rows(conn, ids, [contact.id], contact.addresses)
             await conn.execute(schema.erasures.insert().values(id=new_id(), at_ms=now_ms(), by=by,
                                                                counts=dict(counts, conversations=len(ids))))
-            if conn.dialect.name == "sqlite":  # the full-text index keeps no trace of the text
-                await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')"))
         return counts

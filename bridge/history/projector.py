@@ -26,7 +26,7 @@ from bridge import failpoints, keys
 from bridge.bus import Bus, Entry, LeaseLost
 from bridge.errors import StoreUnavailable
 from bridge.history import db, retention
-from bridge.history.record import RefsRecord, TurnRecord, decode_record
+from bridge.history.record import RefsRecord, TurnRecord, contacts_named, decode_record
 from bridge.history.writer import Writer
 from bridge.metrics import HISTORY_ERRORS, HISTORY_LAG, HISTORY_OLDEST_AGE, HISTORY_PROJECTED
 from bridge.model import now_ms
@@ -41,7 +41,7 @@ BACKLOG_EVERY_S = 2.0
 
 class Projector:
     def __init__(self, *, bus: Bus, engine: AsyncEngine, worker_id: str, partitions: int, lease_ttl_s: float,
-                 store: Store | None = None, batch_size: int = 500, block_ms: int = 500, retry_cap_s: float = 30.0,
+                 store: Store, batch_size: int = 500, block_ms: int = 500, retry_cap_s: float = 30.0,
                  keep_in_redis_days: float | None = None, retention_interval_s: float = 300.0,
                  queues: Sequence[str] = (), clock_ms: Callable[[], int] = now_ms) -> None:
         self.bus = bus
@@ -97,6 +97,7 @@ class Projector:
                     log.warning("projector lease lost", extra={"stream": stream})
                 except StoreUnavailable as exc:
                     log.warning("redis unavailable, retrying", extra={"error": str(exc)})
+                    self._own_pending |= self.leases.held  # a batch written, not acknowledged: read again
                     await self._sleep(0.5)
                 except db.UNAVAILABLE as exc:
                     await self._database_down(exc)
@@ -156,6 +157,7 @@ class Projector:
                 ops.extend(self.bus.dead_letter_ops(entry.stream, keys.PROJECTOR_GROUP, entry,
                                                     f"unreadable outbox record: {exc}"))
         applied = await self.writer.apply(records)
+        await self._take_back_erased(records)
         failpoints.hit("projector.after_sql")
         by_stream: dict[str, list[str]] = {}
         for entry in entries:
@@ -166,9 +168,23 @@ class Projector:
         self.projected += applied
         HISTORY_PROJECTED.inc(applied)
 
+    async def _take_back_erased(self, records: Sequence[TurnRecord | RefsRecord]) -> None:
+        """Delete again what the batch wrote of a contact erased meanwhile. An erasure that
+        ran between the batch's read and its SQL write has deleted the rows before the
+        write put them back; it marks the contact in Redis before it deletes from SQL, so
+        the mark, read after the write, tells. One MGET per batch."""
+        named = contacts_named(records)
+        erased = await self.store.erased(sorted(named)) if named else set()
+        if not erased:
+            return
+        conversation_ids = [i for c in erased for i in named[c].conversations]
+        await self.writer.forget(conversation_ids, list(erased), [a for c in erased for a in named[c].addresses])
+        log.warning("records of an erased contact deleted from SQL again",
+                    extra={"contacts": len(erased), "conversations": len(conversation_ids)})
+
     async def _sweep(self) -> None:
         """Retention, by the holder of the first outbox's lease only (one sweeper at a time)."""
-        if self.store is None or self.keep_in_redis_days is None or self.streams[0] not in self.leases.held:
+        if self.keep_in_redis_days is None or self.streams[0] not in self.leases.held:
             return
         while await retention.sweep(self.store, self.engine, now_ms=self.clock_ms(),
                                     keep_days=self.keep_in_redis_days) and not self._stopping.is_set():

@@ -12,6 +12,8 @@ known only after a send: they come as a `RefsRecord`, whose first element is the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from bridge.model import Contact, Conversation, Message, decode, decode_contact, decode_conversation
@@ -87,3 +89,26 @@ def contact_of(record: TurnRecord) -> Contact | None:
 
 def messages_of(record: TurnRecord) -> list[Message]:
     return [decode(bytes(m)) for m in record.kept]
+
+
+class Named(msgspec.Struct):
+    """What a batch of records wrote about one contact."""
+
+    conversations: set[str] = msgspec.field(default_factory=set)
+    addresses: set[str] = msgspec.field(default_factory=set)  # "<channel>:<address>"
+
+
+def contacts_named(records: Sequence[TurnRecord | RefsRecord]) -> dict[str, Named]:
+    """The contacts the turns name (their conversation's, and the contact they carry), each
+    with its conversations and addresses; a refs record names conversations only."""
+    named: dict[str, Named] = {}
+    for record in records:
+        if isinstance(record, RefsRecord):
+            continue
+        conversation = conversation_of(record)
+        if conversation.contact_id:
+            named.setdefault(conversation.contact_id, Named()).conversations.add(conversation.id)
+        contact = contact_of(record)
+        if contact is not None:
+            named.setdefault(contact.id, Named()).addresses.update(contact.addresses)
+    return named

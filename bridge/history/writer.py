@@ -3,6 +3,9 @@ transaction per batch: the conversation's state (newer wins), its contact and li
 transcript messages, its events (state changes with their reasons and who made them,
 and the notices the flows kept: SLA warnings and breaches, survey answers, dispute steps)
 and its thread refs (from turns and from the dispatcher's refs records).
+
+`erase_rows` is the other way: what an erasure deletes (bridge/history/privacy.py), and
+what the projector takes back when an erasure ran while it held a batch naming the contact.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -70,6 +73,12 @@ class Writer:
         async with self.engine.begin() as conn:
             await self._upsert(conn, schema.refs, list({r: {"ref": r, "conversation_id": c} for r, c in refs}.values()))
 
+    async def forget(self, conversation_ids: Sequence[str], contact_ids: Sequence[str],
+                     addresses: Sequence[str]) -> dict[str, int]:
+        """`erase_rows` in a transaction of its own."""
+        async with self.engine.begin() as conn:
+            return await erase_rows(conn, conversation_ids, contact_ids, addresses)
+
     async def _current(self, conn: AsyncConnection, ids: set[str]) -> dict[str, dict[str, Any]]:
         table = schema.conversations
         rows = await conn.execute(select(table).where(table.c.id.in_(sorted(ids))))
@@ -87,6 +96,27 @@ class Writer:
             changes = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in key}
             where = (table.c[newer] <= statement.excluded[newer]) if newer else None
             await conn.execute(statement.on_conflict_do_update(index_elements=key, set_=changes, where=where))
+
+
+async def erase_rows(conn: AsyncConnection, conversation_ids: Sequence[str], contact_ids: Sequence[str],
+                     addresses: Sequence[str]) -> dict[str, int]:
+    """Delete the conversations with their messages, events and thread refs, the contacts,
+    and their links and those of the addresses ("<channel>:<address>"); returns how many
+    messages, events and refs went."""
+    m, e, r, c = schema.messages, schema.events, schema.refs, schema.conversations
+    ct, links = schema.contacts, schema.contact_links
+    ids, contacts, linked = sorted(set(conversation_ids)), sorted(set(contact_ids)), sorted(set(addresses))
+    counts = {
+        "messages": (await conn.execute(delete(m).where(m.c.conversation_id.in_(ids)))).rowcount,
+        "events": (await conn.execute(delete(e).where(e.c.conversation_id.in_(ids)))).rowcount,
+        "refs": (await conn.execute(delete(r).where(r.c.conversation_id.in_(ids)))).rowcount,
+    }
+    await conn.execute(delete(c).where(c.c.id.in_(ids)))
+    await conn.execute(delete(links).where(links.c.contact_id.in_(contacts) | links.c.address.in_(linked)))
+    await conn.execute(delete(ct).where(ct.c.id.in_(contacts)))
+    if conn.dialect.name == "sqlite":  # the full-text index keeps no trace of the text
+        await conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')"))
+    return counts
 
 
 def _chunks(rows: list[dict[str, Any]], size: int = 200) -> Any:
