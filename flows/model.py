@@ -21,6 +21,7 @@ import pickle
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -28,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from flows.common import DATA_DIR
+from bridge.turn import Turn
+from flows.common import DATA_DIR, is_customer_text
 
 log = logging.getLogger("bridge.triage")
 
@@ -342,3 +344,21 @@ def forget_holders() -> None:
     """Drop the cached holders (after `bridge triage train` in the same process, in tests)."""
     with _holders_lock:
         _holders.clear()
+
+
+class AfterModel:
+    """A step that waits (without blocking the loop) for the learned model once, then
+    decides. `ready` and `decide` apart let `flows.triage.Triage` decide a long text in a
+    thread."""
+
+    def __init__(self, decide: Callable[[Turn], None], holder: ModelHolder | None) -> None:
+        self.decide = decide
+        self.holder = holder
+
+    async def ready(self, turn: Turn) -> None:
+        if self.holder is not None and is_customer_text(turn):
+            await self.holder.ready()
+
+    async def __call__(self, turn: Turn) -> None:
+        await self.ready(turn)
+        self.decide(turn)

@@ -118,20 +118,7 @@ def build(config: FlowConfig) -> Step:
         queue = route.get(conversation.topic, "default")
         state["queue"] = turn.notes["queue"] = queue if queue in queues else "default"
 
-    return Topics(topics_step, holder)
-
-
-class Topics:
-    """The step: waits (without blocking the loop) for the model once, then chooses."""
-
-    def __init__(self, choose_turn: Step, holder: Any) -> None:
-        self.choose_turn = choose_turn
-        self.holder = holder
-
-    async def __call__(self, turn: Turn) -> None:
-        if self.holder is not None and is_customer_text(turn):
-            await self.holder.ready()
-        self.choose_turn(turn)
+    return learned.AfterModel(topics_step, holder)
 
 
 class TopicChooser:

@@ -10,8 +10,11 @@ spaces (Chinese) they match anywhere. The matched keyword is recorded as the rea
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import re
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import msgspec
 from pydantic import BaseModel, ConfigDict
@@ -20,6 +23,14 @@ from bridge.model import Message
 from bridge.turn import FlowConfig, Step, Turn
 
 _UNSPACED = {"zh", "ja", "th"}
+# A text longer than this is read in a thread of its own: the phrases (fuzzy ones too) and
+# the model cost about 17 µs per character of the part they read (`flows.model.capped`:
+# 2,000 characters), 33 ms for a long mail, which on the event loop would hold every other
+# conversation that long; 250 characters cost about 5 ms, the interpreter's own switch
+# interval. One thread: at most one partition's long text at a time (the GIL allows no
+# more); the others wait their turn, never the loop.
+OFF_LOOP_CHARS = 250
+_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 
@@ -78,6 +89,19 @@ class KeywordTriage:
             turn.notes["escalate"] = True
 
 
+class _Part(NamedTuple):
+    ready: Callable[[Turn], Awaitable[None]] | None  # waits for the learned model (on the loop)
+    decide: Callable[[Turn], None]  # reads the text: CPU only, safe in a thread
+
+
+def _part(step: Step) -> _Part:
+    from flows.model import AfterModel
+
+    if isinstance(step, AfterModel):
+        return _Part(step.ready, step.decide)
+    return _Part(None, step)  # type: ignore[arg-type]  # the language steps are synchronous
+
+
 class Triage:
     """The default ``triage`` step: the ``language``, ``urgency`` and ``topics`` steps in one.
 
@@ -90,15 +114,16 @@ class Triage:
     def __init__(self, config: FlowConfig) -> None:
         from flows import topics, urgency
 
-        self.parts: list[Step] = []
+        steps: list[Step] = []
         try:
             from flows import language
 
-            self.parts.append(language.build(config))
+            steps.append(language.build(config))
         except ImportError:
-            self.parts.append(_GuessLanguage(KeywordTriage(config)))
-        self.parts.append(urgency.build(config))
-        self.parts.append(topics.build(config))
+            steps.append(_GuessLanguage(KeywordTriage(config)))
+        steps.append(urgency.build(config))
+        steps.append(topics.build(config))
+        self.parts = [_part(step) for step in steps]
         from flows import llm
 
         self.config = config
@@ -116,12 +141,19 @@ class Triage:
             llm.apply(turn, message.data)  # the optional LLM's second reading, back from its job
             return
         for part in self.parts:
-            result = part(turn)
-            if inspect.isawaitable(result):
-                await result
+            if part.ready is not None:
+                await part.ready(turn)
+        if len(message.text) > OFF_LOOP_CHARS:  # the turn is this partition's alone while it waits
+            await asyncio.get_running_loop().run_in_executor(_reader, self._decide, turn)
+        else:
+            self._decide(turn)
         if is_customer_text(turn):
             labels.remember_text(turn)
             self._second_reading(turn)
+
+    def _decide(self, turn: Turn) -> None:
+        for part in self.parts:
+            part.decide(turn)
 
     def _second_reading(self, turn: Turn) -> None:
         """The optional LLM reads the message as a job: the partition does not wait, and

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -263,20 +262,7 @@ def build(config: FlowConfig) -> Step:
         elif not conversation.urgency_reason:
             conversation.urgency_reason = "; ".join(r for r in reasons if r)
 
-    return Urgency(urgency, holder)
-
-
-class Urgency:
-    """The step: waits (without blocking the loop) for the model once, then decides."""
-
-    def __init__(self, decide_turn: Step, holder: Any) -> None:
-        self.decide_turn = decide_turn
-        self.holder = holder
-
-    async def __call__(self, turn: Turn) -> None:
-        if self.holder is not None and is_customer_text(turn):
-            await self.holder.ready()
-        self.decide_turn(turn)
+    return learned.AfterModel(urgency, holder)
 
 
 def _minutes(ms: int) -> str:

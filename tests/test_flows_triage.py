@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bridge.errors import ConfigError
 from bridge.model import Contact
-from flows import language, topics, urgency
+from flows import language, topics, triage, urgency
 from tests.test_flows_helpers import Chat, make_config
 
 CASES = [
@@ -188,3 +190,32 @@ def test_bad_step_config_names_the_key() -> None:
     with pytest.raises(ConfigError) as err:
         language.build(make_config({"language": {"colour": "blue"}}))
     assert "flows.language.colour: unknown key" in str(err.value)
+
+
+async def test_a_long_message_is_read_off_the_event_loop_with_the_same_verdict() -> None:
+    """Reading costs about 17 µs a character: a long mail read on the loop would hold every
+    other conversation. A ticker task counts the loop's turns while each message is read."""
+    config = make_config()
+    step = triage.build(config)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    running = asyncio.create_task(ticker())
+    short = "Our SMT line is down, the reels you sent are the wrong part"
+    long = short + ". " + "We checked every feeder twice and the labels match the order. " * 10
+    assert len(short) <= triage.OFF_LOOP_CHARS < len(long)
+    try:
+        await Chat(config, [step]).say("hello")  # the model is loaded (the loop runs meanwhile)
+        for text, read_off_the_loop in ((short, False), (long, True)):
+            before = ticks
+            conversation = (await Chat(config, [step]).say(text)).conversation
+            assert (ticks > before) is read_off_the_loop, text
+            assert (conversation.urgency, conversation.language) == ("urgent", "en")
+            assert "line down" in conversation.urgency_reason
+    finally:
+        running.cancel()
