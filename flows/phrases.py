@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import numpy
 import yaml
 from rapidfuzz import fuzz, process
 
@@ -78,6 +79,7 @@ class _Phrase:
     pattern: re.Pattern[str] | None  # None: CJK substring
     words: int
     fuzzy: bool
+    longest: str = ""  # its longest word: a text without it cannot match the pattern
 
 
 class PhraseMatcher:
@@ -110,51 +112,92 @@ class PhraseMatcher:
             pattern = re.compile(r"(?<!\w)" + body + tail)
             words = len(text.split())
             self._phrases.append(_Phrase(group, text, language, pattern, words,
-                                         len(text.replace(" ", "")) >= fuzzy_min_len))
+                                         len(text.replace(" ", "")) >= fuzzy_min_len, max(text.split(), key=len)))
+        # the fuzzy phrases by word count and by the length a run is cut to for them: each
+        # group is scored against a text's runs in one call (rapidfuzz ``cdist``)
+        self._fuzzy_texts: dict[int, list[str]] = {}  # word count -> texts, in order
+        self._cut_texts: dict[tuple[int, int], list[str]] = {}  # (word count, cut length) -> texts
+        self._fuzzy_rows: dict[int, tuple[int, int]] = {}  # index in _phrases -> its rows in both
+        for i, phrase in enumerate(self._phrases):
+            if phrase.fuzzy:
+                whole = self._fuzzy_texts.setdefault(phrase.words, [])
+                cut = self._cut_texts.setdefault((phrase.words, len(phrase.text) + 1), [])
+                self._fuzzy_rows[i] = (len(whole), len(cut))
+                whole.append(phrase.text)
+                cut.append(phrase.text)
 
     def find(self, text: str, *, normalized: bool = False) -> list[Hit]:
-        """Every phrase found in ``text``, at most one hit per phrase."""
+        """Every phrase found in ``text``, at most one hit per phrase.
+
+        The fuzzy phrases of each word count are scored against every run of as many words
+        in one call (rapidfuzz ``cdist``), not one call per phrase: a message is read
+        against hundreds of phrases."""
         norm = text if normalized else normalize(text)
         hits: list[Hit] = []
         if not norm:
             return hits
         spans = [(m.group(), m.start(), m.end()) for m in _WORD.finditer(norm)]
-        windows: dict[int, tuple[list[str], list[tuple[int, int]]]] = {}
-        cut: dict[tuple[int, int], list[str]] = {}
-        for phrase in self._phrases:
+        runs: dict[int, _Runs] = {}
+        for i, phrase in enumerate(self._phrases):
             if phrase.pattern is None:
                 pos = norm.find(phrase.text)
                 if pos >= 0:
                     hits.append(Hit(phrase.group, phrase.text, phrase.language, pos, pos + len(phrase.text)))
                 continue
-            found = phrase.pattern.search(norm)
+            found = phrase.pattern.search(norm) if phrase.longest in norm else None
             if found:
                 hits.append(Hit(phrase.group, phrase.text, phrase.language, found.start(), found.end()))
                 continue
             if not phrase.fuzzy or len(spans) < phrase.words:
                 continue
-            if phrase.words not in windows:
-                n = phrase.words
-                windows[n] = ([" ".join(w for w, _, _ in spans[i:i + n]) for i in range(len(spans) - n + 1)],
-                              [(spans[i][1], spans[i + n - 1][2]) for i in range(len(spans) - n + 1)])
-            choices, offsets = windows[phrase.words]
-            # the similarity of the phrase and a run of words, forgiving longer word endings
-            # ("counterfiet" ~ "counterfeit", "shortages" ~ "shortage"): the better of the
-            # whole run and the run cut one letter past the phrase's length, both scored by
-            # rapidfuzz's own loop (a Python scorer per window would cost milliseconds)
-            cut_key = (phrase.words, len(phrase.text) + 1)
-            if cut_key not in cut:
-                cut[cut_key] = [c[: cut_key[1]] for c in choices]
-            best = None
-            for candidates in (choices, cut[cut_key]):
-                found_fuzzy = process.extractOne(phrase.text, candidates, scorer=fuzz.ratio,
-                                                 score_cutoff=self.fuzzy_cutoff)
-                if found_fuzzy is not None and (best is None or found_fuzzy[1] > best[1]):
-                    best = found_fuzzy
+            if phrase.words not in runs:
+                runs[phrase.words] = _Runs(spans, phrase.words, self._fuzzy_texts[phrase.words], self.fuzzy_cutoff)
+            row, cut_row = self._fuzzy_rows[i]
+            best = runs[phrase.words].best(row, len(phrase.text) + 1, cut_row, self._cut_texts, self.fuzzy_cutoff)
             if best is not None:
-                start, end = offsets[best[2]]
-                hits.append(Hit(phrase.group, phrase.text, phrase.language, start, end, fuzzy=True))
+                hits.append(Hit(phrase.group, phrase.text, phrase.language, *best, fuzzy=True))
         return hits
+
+
+class _Runs:
+    """The runs of ``n`` words of a text, scored against the fuzzy phrases of ``n`` words:
+    whole, and cut one letter past each phrase's length ("counterfiet" ~ "counterfeit",
+    "shortages" ~ "shortage"), each group of phrases in one rapidfuzz call."""
+
+    def __init__(self, spans: list[tuple[str, int, int]], n: int, phrases: list[str], cutoff: float) -> None:
+        self.n = n
+        self.choices = [" ".join(w for w, _, _ in spans[i:i + n]) for i in range(len(spans) - n + 1)]
+        self.offsets = [(spans[i][1], spans[i + n - 1][2]) for i in range(len(spans) - n + 1)]
+        scores = _scores(phrases, self.choices, cutoff)
+        self.best_index: list[int] = scores.argmax(axis=1).tolist()  # the first run of the best score
+        self.best_score: list[float] = scores.max(axis=1).tolist()  # 0 below the cut-off
+        # a cut differs from its run only where the run is longer, so only there can the best
+        # cut beat the best whole run (elsewhere it is a whole run's score again)
+        self._cuts: dict[int, tuple[list[int], list[int], list[float]]] = {}
+
+    def best(self, row: int, keep: int, cut_row: int, cut_texts: dict[tuple[int, int], list[str]],
+             cutoff: float) -> tuple[int, int] | None:
+        """Where the phrase of these rows is most like a run: the better of the whole runs
+        and the runs cut to ``keep`` letters (a tie keeps the whole run), the first run of
+        that score; None below the cut-off."""
+        index, score = self.best_index[row], self.best_score[row]
+        if score < cutoff:
+            index, score = -1, 0.0
+        if keep not in self._cuts:
+            longer = [i for i, choice in enumerate(self.choices) if len(choice) > keep]
+            if longer:
+                scores = _scores(cut_texts[(self.n, keep)], [self.choices[i][:keep] for i in longer], cutoff)
+                self._cuts[keep] = (longer, scores.argmax(axis=1).tolist(), scores.max(axis=1).tolist())
+            else:
+                self._cuts[keep] = ([], [], [])
+        longer, cut_index, cut_score = self._cuts[keep]
+        if longer and cut_score[cut_row] > score:  # 0 below the cut-off
+            index = longer[cut_index[cut_row]]
+        return None if index < 0 else self.offsets[index]
+
+
+def _scores(phrases: list[str], choices: list[str], cutoff: float) -> Any:
+    return process.cdist(phrases, choices, scorer=fuzz.ratio, score_cutoff=cutoff, dtype=numpy.float64)
 
 
 @cache

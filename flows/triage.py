@@ -24,11 +24,11 @@ from bridge.turn import FlowConfig, Step, Turn
 
 _UNSPACED = {"zh", "ja", "th"}
 # A text longer than this is read in a thread of its own: the phrases (fuzzy ones too) and
-# the model cost about 17 µs per character of the part they read (`flows.model.capped`:
-# 2,000 characters), 33 ms for a long mail, which on the event loop would hold every other
-# conversation that long; 250 characters cost about 5 ms, the interpreter's own switch
-# interval. One thread: at most one partition's long text at a time (the GIL allows no
-# more); the others wait their turn, never the loop.
+# the model cost about 7 µs per character of the part they read (`flows.model.capped`:
+# 2,000 characters), 15 ms for a long mail, which on the event loop would hold every other
+# conversation that long; 250 characters cost about 3 ms, less than the interpreter's own
+# switch interval. One thread: at most one partition's long text at a time (the GIL allows
+# no more); the others wait their turn, never the loop.
 OFF_LOOP_CHARS = 250
 _reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
