@@ -147,9 +147,20 @@ class _FastParts:
     topic_coef: Any
     topic_intercept: Any
     topics: list[str]
+    # the last text's row: urgency and topics read the same message one after the other
+    # (one tuple, replaced whole: the triage thread and the loop may both read it)
+    last: tuple[str, tuple[Any, Any]] | None = None
 
     def features(self, text: str) -> tuple[Any, Any]:
         """The TF-IDF row (sublinear tf, l2-normalised) as (column indices, values)."""
+        last = self.last
+        if last is not None and last[0] == text:
+            return last[1]
+        row = self._features(text)
+        self.last = (text, row)
+        return row
+
+    def _features(self, text: str) -> tuple[Any, Any]:
         import numpy as np
 
         counts: dict[int, int] = {}

@@ -113,31 +113,25 @@ class PhraseMatcher:
             words = len(text.split())
             self._phrases.append(_Phrase(group, text, language, pattern, words,
                                          len(text.replace(" ", "")) >= fuzzy_min_len, max(text.split(), key=len)))
-        # the fuzzy phrases by word count and by the length a run is cut to for them: each
-        # group is scored against a text's runs in one call (rapidfuzz ``cdist``)
-        self._fuzzy_texts: dict[int, list[str]] = {}  # word count -> texts, in order
-        self._cut_texts: dict[tuple[int, int], list[str]] = {}  # (word count, cut length) -> texts
-        self._fuzzy_rows: dict[int, tuple[int, int]] = {}  # index in _phrases -> its rows in both
+        # the fuzzy phrases by word count, and within it by the length a run is cut to for
+        # them: each group is scored against a text's runs in one call (rapidfuzz ``cdist``)
+        self._fuzzy: dict[int, _Fuzzy] = {}
+        self._fuzzy_row: dict[int, int] = {}  # index in _phrases -> its row in _fuzzy[words]
         for i, phrase in enumerate(self._phrases):
             if phrase.fuzzy:
-                whole = self._fuzzy_texts.setdefault(phrase.words, [])
-                cut = self._cut_texts.setdefault((phrase.words, len(phrase.text) + 1), [])
-                self._fuzzy_rows[i] = (len(whole), len(cut))
-                whole.append(phrase.text)
-                cut.append(phrase.text)
+                self._fuzzy_row[i] = self._fuzzy.setdefault(phrase.words, _Fuzzy(phrase.words)).add(phrase.text)
 
     def find(self, text: str, *, normalized: bool = False) -> list[Hit]:
         """Every phrase found in ``text``, at most one hit per phrase.
 
-        The fuzzy phrases of each word count are scored against every run of as many words
-        in one call (rapidfuzz ``cdist``), not one call per phrase: a message is read
-        against hundreds of phrases."""
+        The fuzzy phrases are scored against the text's runs of words a group at a time,
+        not one call per phrase: a message is read against hundreds of phrases."""
         norm = text if normalized else normalize(text)
         hits: list[Hit] = []
         if not norm:
             return hits
         spans = [(m.group(), m.start(), m.end()) for m in _WORD.finditer(norm)]
-        runs: dict[int, _Runs] = {}
+        fuzzy: dict[int, dict[int, tuple[int, int]]] = {}  # word count -> row -> where
         for i, phrase in enumerate(self._phrases):
             if phrase.pattern is None:
                 pos = norm.find(phrase.text)
@@ -150,50 +144,52 @@ class PhraseMatcher:
                 continue
             if not phrase.fuzzy or len(spans) < phrase.words:
                 continue
-            if phrase.words not in runs:
-                runs[phrase.words] = _Runs(spans, phrase.words, self._fuzzy_texts[phrase.words], self.fuzzy_cutoff)
-            row, cut_row = self._fuzzy_rows[i]
-            best = runs[phrase.words].best(row, len(phrase.text) + 1, cut_row, self._cut_texts, self.fuzzy_cutoff)
-            if best is not None:
-                hits.append(Hit(phrase.group, phrase.text, phrase.language, *best, fuzzy=True))
+            if phrase.words not in fuzzy:
+                fuzzy[phrase.words] = self._fuzzy[phrase.words].found(spans, self.fuzzy_cutoff)
+            where = fuzzy[phrase.words].get(self._fuzzy_row[i])
+            if where is not None:
+                hits.append(Hit(phrase.group, phrase.text, phrase.language, *where, fuzzy=True))
         return hits
 
 
-class _Runs:
-    """The runs of ``n`` words of a text, scored against the fuzzy phrases of ``n`` words:
-    whole, and cut one letter past each phrase's length ("counterfiet" ~ "counterfeit",
-    "shortages" ~ "shortage"), each group of phrases in one rapidfuzz call."""
+class _Fuzzy:
+    """The fuzzy phrases of ``n`` words, and where each is most like a run of ``n`` words
+    of a text: the better of the whole run and the run cut one letter past the phrase's
+    length ("counterfiet" ~ "counterfeit", "shortages" ~ "shortage"; a tie keeps the whole
+    run), the first run of that score, at the cut-off or above."""
 
-    def __init__(self, spans: list[tuple[str, int, int]], n: int, phrases: list[str], cutoff: float) -> None:
+    def __init__(self, n: int) -> None:
         self.n = n
-        self.choices = [" ".join(w for w, _, _ in spans[i:i + n]) for i in range(len(spans) - n + 1)]
-        self.offsets = [(spans[i][1], spans[i + n - 1][2]) for i in range(len(spans) - n + 1)]
-        scores = _scores(phrases, self.choices, cutoff)
-        self.best_index: list[int] = scores.argmax(axis=1).tolist()  # the first run of the best score
-        self.best_score: list[float] = scores.max(axis=1).tolist()  # 0 below the cut-off
-        # a cut differs from its run only where the run is longer, so only there can the best
-        # cut beat the best whole run (elsewhere it is a whole run's score again)
-        self._cuts: dict[int, tuple[list[int], list[int], list[float]]] = {}
+        self.texts: list[str] = []
+        self.cuts: dict[int, tuple[list[str], list[int]]] = {}  # cut length -> texts, their rows
 
-    def best(self, row: int, keep: int, cut_row: int, cut_texts: dict[tuple[int, int], list[str]],
-             cutoff: float) -> tuple[int, int] | None:
-        """Where the phrase of these rows is most like a run: the better of the whole runs
-        and the runs cut to ``keep`` letters (a tie keeps the whole run), the first run of
-        that score; None below the cut-off."""
-        index, score = self.best_index[row], self.best_score[row]
-        if score < cutoff:
-            index, score = -1, 0.0
-        if keep not in self._cuts:
-            longer = [i for i, choice in enumerate(self.choices) if len(choice) > keep]
-            if longer:
-                scores = _scores(cut_texts[(self.n, keep)], [self.choices[i][:keep] for i in longer], cutoff)
-                self._cuts[keep] = (longer, scores.argmax(axis=1).tolist(), scores.max(axis=1).tolist())
-            else:
-                self._cuts[keep] = ([], [], [])
-        longer, cut_index, cut_score = self._cuts[keep]
-        if longer and cut_score[cut_row] > score:  # 0 below the cut-off
-            index = longer[cut_index[cut_row]]
-        return None if index < 0 else self.offsets[index]
+    def add(self, text: str) -> int:
+        row = len(self.texts)
+        self.texts.append(text)
+        texts, rows = self.cuts.setdefault(len(text) + 1, ([], []))
+        texts.append(text)
+        rows.append(row)
+        return row
+
+    def found(self, spans: list[tuple[str, int, int]], cutoff: float) -> dict[int, tuple[int, int]]:
+        """Row -> (start, end) of its run, for the phrases found."""
+        n = self.n
+        runs = [" ".join(w for w, _, _ in spans[i:i + n]) for i in range(len(spans) - n + 1)]
+        scores = _scores(self.texts, runs, cutoff)  # 0 below the cut-off
+        best = {int(row): (int(scores[row].argmax()), float(scores[row].max()))
+                for row in numpy.flatnonzero(scores.max(axis=1))}
+        for keep, (texts, rows) in self.cuts.items():
+            # a cut differs from its run only where the run is longer, so only there can the
+            # best cut beat the best whole run (elsewhere it is a whole run's score again)
+            longer = [i for i, run in enumerate(runs) if len(run) > keep]
+            if not longer:
+                continue
+            cut = _scores(texts, [runs[i][:keep] for i in longer], cutoff)
+            for k in numpy.flatnonzero(cut.max(axis=1)):
+                row, score = rows[k], float(cut[k].max())
+                if score > best.get(row, (-1, 0.0))[1]:
+                    best[row] = (longer[int(cut[k].argmax())], score)
+        return {row: (spans[i][1], spans[i + n - 1][2]) for row, (i, _) in best.items()}
 
 
 def _scores(phrases: list[str], choices: list[str], cutoff: float) -> Any:
