@@ -126,6 +126,12 @@ def conversation_hash(conversation_id: str) -> str:
     return conversation_id.split("-", 1)[0]
 
 
+def conversation_number(conversation_id: str) -> int:
+    """n of a conversation id ``<address hash>-<n>`` (0 for any other id)."""
+    tail = conversation_id.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
 def partition_of(key_hash: str, partitions: int) -> int:
     return int(key_hash, 16) % partitions
 

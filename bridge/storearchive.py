@@ -33,6 +33,7 @@ from bridge.model import (
     Message,
     address_hash,
     conversation_hash,
+    conversation_number,
     encode,
     encode_record,
     now_ms,
@@ -147,16 +148,19 @@ class Retained:
     # -- loading back -----------------------------------------------------------------
 
     async def load_back(self, conversations: list[Conversation], contacts: Sequence[Contact] = (),
-                        counters: Sequence[str] = ()) -> None:
+                        counters: Sequence[str] = (), highest: dict[str, int] | None = None) -> None:
         """Put conversations back with their transcripts, counters, pointers and contacts;
         also ``contacts`` and the ``counters`` of these address hashes (0 when the record
-        has none). Raises `RecordUnavailable` (nothing written) when the record does not answer."""
+        has none). ``highest``: the numbers the record holds per address hash, when the
+        caller knows them already (one query fewer). Raises `RecordUnavailable` (nothing
+        written) when the record does not answer."""
         ids = [c.id for c in conversations]
         transcripts = await self.archive.transcripts(ids) if ids else {}
         wanted = {c.contact_id for c in conversations if c.contact_id} - {c.id for c in contacts}
         found = [*contacts, *(await self.archive.contacts(sorted(wanted))).values()] if wanted else list(contacts)
-        hashes = list(dict.fromkeys([*(conversation_hash(i) for i in ids), *counters]))
-        highest = await self.archive.highest_numbers(hashes) if hashes else {}
+        if highest is None:
+            hashes = list(dict.fromkeys([*(conversation_hash(i) for i in ids), *counters]))
+            highest = await self.archive.highest_numbers(hashes) if hashes else {}
         items: list[list[Any]] = []
         for c in conversations:
             mark = keys.erased(c.contact_id) if c.contact_id else ""
@@ -179,11 +183,14 @@ class Retained:
         try:
             by_address = await self.archive.by_address(addresses)
             latest = {a: found[-1] for a, found in by_address.items() if found}
+            # every conversation of these addresses came back: their counters need no query
+            highest = {address_hash(*a): conversation_number(found[-1].id) if found else 0
+                       for a, found in by_address.items()}
             contacts: list[Contact] = []
             if emails:
                 by_email = await self.archive.contact_ids(emails=emails)
                 contacts = list((await self.archive.contacts(sorted(set(by_email.values())))).values())
-            await self.load_back(list(latest.values()), contacts, [address_hash(c, a) for c, a in addresses])
+            await self.load_back(list(latest.values()), contacts, highest=highest)
         except RecordUnavailable as exc:
             log.warning("history unavailable: new addresses not looked up in the record", extra={"error": str(exc)})
             return [None] * len(addresses)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bridge.errors import RecordUnavailable
 from bridge.history import db, schema
 from bridge.history.reader import conversation_of, message_of
-from bridge.model import Contact, Conversation, Message
+from bridge.model import Contact, Conversation, Message, conversation_number
 
 
 class Archive:
@@ -74,7 +74,7 @@ class Archive:
         ranges = [(c.c.id > f"{h}-") & (c.c.id < f"{h}.") for h in sorted(set(address_hashes))]
         for row in await self._rows(select(c.c.id).where(or_(*ranges))):
             h = row[0].split("-", 1)[0]
-            found[h] = max(found.get(h, 0), number_of(row[0]))
+            found[h] = max(found.get(h, 0), conversation_number(row[0]))
         return found
 
     async def contacts(self, ids: list[str]) -> dict[str, Contact]:
@@ -122,14 +122,8 @@ def _no_schema(exc: BaseException) -> bool:
     return "no such table" in text or "UndefinedTable" in text or "does not exist" in text
 
 
-def number_of(conversation_id: str) -> int:
-    """n of a conversation id ``<address hash>-<n>`` (0 for any other id)."""
-    tail = conversation_id.rpartition("-")[2]
-    return int(tail) if tail.isdigit() else 0
-
-
 def number(conversation: Conversation) -> int:
-    return number_of(conversation.id)
+    return conversation_number(conversation.id)
 
 
 def contact_of(row: Any, addresses: list[str]) -> Contact:
