@@ -79,7 +79,6 @@ class _Phrase:
     pattern: re.Pattern[str] | None  # None: CJK substring
     words: int
     fuzzy: bool
-    longest: str = ""  # its longest word: a text without it cannot match the pattern
 
 
 class PhraseMatcher:
@@ -112,44 +111,60 @@ class PhraseMatcher:
             pattern = re.compile(r"(?<!\w)" + body + tail)
             words = len(text.split())
             self._phrases.append(_Phrase(group, text, language, pattern, words,
-                                         len(text.replace(" ", "")) >= fuzzy_min_len, max(text.split(), key=len)))
+                                         len(text.replace(" ", "")) >= fuzzy_min_len))
+        # A pattern starts at a word's start with the phrase's first word, so only phrases
+        # whose first word begins some word of the text are searched; substrings (Chinese)
+        # are searched always.
+        self._by_first: dict[str, list[int]] = {}
+        self._substrings: list[int] = []
         # the fuzzy phrases by word count, and within it by the length a run is cut to for
         # them: each group is scored against a text's runs in one call (rapidfuzz ``cdist``)
         self._fuzzy: dict[int, _Fuzzy] = {}
-        self._fuzzy_row: dict[int, int] = {}  # index in _phrases -> its row in _fuzzy[words]
-        for i, phrase in enumerate(self._phrases):
-            if phrase.fuzzy:
-                self._fuzzy_row[i] = self._fuzzy.setdefault(phrase.words, _Fuzzy(phrase.words)).add(phrase.text)
-
-    def find(self, text: str, *, normalized: bool = False) -> list[Hit]:
-        """Every phrase found in ``text``, at most one hit per phrase.
-
-        The fuzzy phrases are scored against the text's runs of words a group at a time,
-        not one call per phrase: a message is read against hundreds of phrases."""
-        norm = text if normalized else normalize(text)
-        hits: list[Hit] = []
-        if not norm:
-            return hits
-        spans = [(m.group(), m.start(), m.end()) for m in _WORD.finditer(norm)]
-        fuzzy: dict[int, dict[int, tuple[int, int]]] = {}  # word count -> row -> where
+        self._fuzzy_phrase: dict[int, list[int]] = {}  # word count -> index in _phrases, per row
         for i, phrase in enumerate(self._phrases):
             if phrase.pattern is None:
-                pos = norm.find(phrase.text)
-                if pos >= 0:
-                    hits.append(Hit(phrase.group, phrase.text, phrase.language, pos, pos + len(phrase.text)))
+                self._substrings.append(i)
                 continue
-            found = phrase.pattern.search(norm) if phrase.longest in norm else None
-            if found:
-                hits.append(Hit(phrase.group, phrase.text, phrase.language, found.start(), found.end()))
+            self._by_first.setdefault(phrase.text.split(" ", 1)[0], []).append(i)
+            if phrase.fuzzy:
+                self._fuzzy.setdefault(phrase.words, _Fuzzy(phrase.words)).add(phrase.text)
+                self._fuzzy_phrase.setdefault(phrase.words, []).append(i)
+        self._longest_first = max(map(len, self._by_first), default=0)
+
+    def find(self, text: str, *, normalized: bool = False) -> list[Hit]:
+        """Every phrase found in ``text``, at most one hit per phrase, in the phrases' order.
+
+        A message is read against hundreds of phrases: only those whose first word begins
+        a word of the text are searched, and the fuzzy ones are scored against the text's
+        runs of words a group at a time."""
+        norm = text if normalized else normalize(text)
+        if not norm:
+            return []
+        found: dict[int, Hit] = {}  # index in _phrases -> its hit
+        for i in self._substrings:
+            phrase = self._phrases[i]
+            pos = norm.find(phrase.text)
+            if pos >= 0:
+                found[i] = Hit(phrase.group, phrase.text, phrase.language, pos, pos + len(phrase.text))
+        longest = self._longest_first
+        starts = {word[:n] for word in norm.split() for n in range(1, min(len(word), longest) + 1)}
+        for first in starts & self._by_first.keys():
+            for i in self._by_first[first]:
+                phrase = self._phrases[i]
+                match = phrase.pattern.search(norm) if phrase.pattern is not None else None
+                if match:
+                    found[i] = Hit(phrase.group, phrase.text, phrase.language, match.start(), match.end())
+        spans = [(m.group(), m.start(), m.end()) for m in _WORD.finditer(norm)]
+        for words, fuzzy in self._fuzzy.items():
+            if len(spans) < words:
                 continue
-            if not phrase.fuzzy or len(spans) < phrase.words:
-                continue
-            if phrase.words not in fuzzy:
-                fuzzy[phrase.words] = self._fuzzy[phrase.words].found(spans, self.fuzzy_cutoff)
-            where = fuzzy[phrase.words].get(self._fuzzy_row[i])
-            if where is not None:
-                hits.append(Hit(phrase.group, phrase.text, phrase.language, *where, fuzzy=True))
-        return hits
+            indexes = self._fuzzy_phrase[words]
+            for row, where in fuzzy.found(spans, self.fuzzy_cutoff).items():
+                i = indexes[row]
+                if i not in found:
+                    phrase = self._phrases[i]
+                    found[i] = Hit(phrase.group, phrase.text, phrase.language, *where, fuzzy=True)
+        return [found[i] for i in sorted(found)]
 
 
 class _Fuzzy:
@@ -163,13 +178,12 @@ class _Fuzzy:
         self.texts: list[str] = []
         self.cuts: dict[int, tuple[list[str], list[int]]] = {}  # cut length -> texts, their rows
 
-    def add(self, text: str) -> int:
-        row = len(self.texts)
-        self.texts.append(text)
+    def add(self, text: str) -> None:
+        """The next row: ``text``."""
         texts, rows = self.cuts.setdefault(len(text) + 1, ([], []))
         texts.append(text)
-        rows.append(row)
-        return row
+        rows.append(len(self.texts))
+        self.texts.append(text)
 
     def found(self, spans: list[tuple[str, int, int]], cutoff: float) -> dict[int, tuple[int, int]]:
         """Row -> (start, end) of its run, for the phrases found."""
