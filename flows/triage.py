@@ -24,8 +24,8 @@ from bridge.turn import FlowConfig, Step, Turn
 
 _UNSPACED = {"zh", "ja", "th"}
 # A text longer than this is read in a thread of its own: the phrases (fuzzy ones too) and
-# the model cost about 7 µs per character of the part they read (`flows.model.capped`:
-# 2,000 characters), 15 ms for a long mail, which on the event loop would hold every other
+# the model cost milliseconds per message, up to about 8.5 ms for the 2,000 characters they
+# read of a long mail (`flows.model.capped`), which on the event loop would hold every other
 # conversation that long; 250 characters cost about 3 ms, less than the interpreter's own
 # switch interval. One thread: at most one partition's long text at a time (the GIL allows
 # no more); the others wait their turn, never the loop.

@@ -193,8 +193,8 @@ def test_bad_step_config_names_the_key() -> None:
 
 
 async def test_a_long_message_is_read_off_the_event_loop_with_the_same_verdict() -> None:
-    """Reading costs about 7 µs a character: a long mail read on the loop would hold every
-    other conversation. A ticker task counts the loop's turns while each message is read."""
+    """Reading costs milliseconds: a long mail read on the loop would hold every other
+    conversation. A ticker task counts the loop's turns while each message is read."""
     config = make_config()
     step = triage.build(config)
     ticks = 0
