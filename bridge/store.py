@@ -407,7 +407,7 @@ class Store:
         ops: Ops = []
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
         for payload in kept:
-            ops.append(("RPUSH", keys.transcript(conversation.id), text(payload)))
+            ops.extend(self.transcript_ops(conversation.id, payload))
         for out in effects.outbound:
             ops.append(("XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, text(encode(out))))
         for queue, case in effects.queued:
@@ -461,12 +461,11 @@ class Store:
     def transcript_ops(conversation_id: str, message: Message | bytes) -> Ops:
         """Append to the transcript; bytes are a message already encoded (as read from a stream)."""
         payload = message if isinstance(message, bytes) else encode(message)
-        return [["RPUSH", keys.transcript(conversation_id), payload]]
+        return [("RPUSH", keys.transcript(conversation_id), text(payload))]
 
     @staticmethod
     def contact_ops(contact: Contact, record: bytes | None = None) -> Ops:
-        ops: Ops = [["SET", keys.contact(contact.id),
-                                                    record or encode_record(contact.record())]]
+        ops: Ops = [["SET", keys.contact(contact.id), record or encode_record(contact.record())]]
         for address in contact.addresses:
             channel, _, addr = address.partition(":")
             ops.append(["SET", keys.contact_by_address(channel, addr), contact.id])

@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bridge.model import Conversation, Message, Sender
+from bridge.ops import Ops
 from bridge.report import write_report
 from bridge.store import Store
 from tests.harness import commit
@@ -109,7 +110,7 @@ SEED[5].data["kb"] = {"answered": ["payment_methods"]}
 
 
 async def seed(redis: aioredis.Redis) -> None:
-    ops: list[list[Any]] = []
+    ops: Ops = []
     for c in SEED:
         ops.extend(Store.save_ops(c, None))
         ops.extend(Store.transcript_ops(c.id, Message(kind="customer", channel=c.channel, address=c.address,
@@ -188,7 +189,7 @@ async def test_first_responses_under_a_minute_read_in_seconds(redis: aioredis.Re
     quick = [conv(20, "widget", day=0, first_min=7 / 60), conv(21, "telegram", day=0, first_min=19 / 60),
              conv(22, "email", day=0, first_min=19 / 60)]
     for pages, cases in (("one", quick[:1]), ("three", quick)):
-        ops: list[list[Any]] = []
+        ops: Ops = []
         for c in cases:
             ops.extend(Store.save_ops(c, None))
         await commit(redis, ops)
