@@ -55,9 +55,10 @@ log = logging.getLogger("bridge.engine")
 
 OWN_PENDING_CHECK_S = 30.0
 # contacts span partitions, so another worker may change one: every change to a contact
-# that existed before (a link by email, an agent's edit) bumps keys.CONTACTS_REV, which
-# drops the cached ones; as a safety net a cached contact is also read again when older
-# than this at the start of a batch
+# that existed before (a link by email, an agent's edit, an erasure) bumps
+# keys.CONTACTS_REV, which drops a partition's caches (an erased contact's conversations
+# too: none is written back from memory); as a safety net a cached contact is also read
+# again when older than this at the start of a batch
 CONTACT_FRESH_MS = 60_000
 # while some partition is busy, the read of the others blocks this long at most, so a
 # partition that finishes is read again soon
@@ -410,8 +411,11 @@ class Engine:
 
     async def _load(self, p: _Partition, messages: list[Message], contacts_rev: int) -> None:
         """Fill the caches for a batch: no round trip when warm, a few for what is missing;
-        contacts are read again once older than CONTACT_FRESH_MS, or at once after an agent
-        changed any contact (``contacts_rev``, read with the batch)."""
+        contacts are read again once older than CONTACT_FRESH_MS, and everything after
+        any contact changed or was erased (``contacts_rev``, read with the batch)."""
+        if contacts_rev != p.contacts_rev:
+            p.forget()
+            p.contacts_rev = contacts_rev
         addresses = list(dict.fromkeys((m.channel, m.address) for m in messages
                                        if m.kind == "customer" and not m.conversation_id
                                        and p.current.get((m.channel, m.address)) is None))
@@ -434,9 +438,6 @@ class Engine:
                 if conversation is not None:
                     p.conversations.put(conversation.id, conversation)
         contact_ids = {c.contact_id for c in (p.conversations.get(i) for i in wanted if i) if c and c.contact_id}
-        if contacts_rev != p.contacts_rev:  # an agent linked contacts or set a field, in any process
-            p.contacts.data.clear()
-            p.contacts_rev = contacts_rev
         now = self.clock_ms()
         stale = [c for c in contact_ids
                  if (cached := p.contacts.get(c)) is None or now - cached[1] > CONTACT_FRESH_MS]

@@ -30,12 +30,14 @@ from bridge.model import (
     Message,
     address_hash,
     conversation_hash,
+    conversation_number,
     decode,
     decode_contact,
     decode_conversation,
     encode,
     encode_record,
     new_id,
+    now_ms,
     partition_of,
 )
 from bridge.ops import Op, Ops, text
@@ -542,18 +544,21 @@ class Store:
     # -- data-protection requests (bridge/history/privacy.py) --------------------------
 
     async def conversation_ids_of(self, addresses: builtins.list[str]) -> builtins.list[str]:
-        """Every conversation id ever given to these "<channel>:<address>"es (ids are
-        ``<address hash>-<n>``, n up to the address's counter) that Redis still holds."""
-        hashes = [address_hash(*a.split(":", 1)) for a in addresses if ":" in a]
-        counts = await self.redis.mget([keys.conversation_seq(h) for h in hashes]) if hashes else []
-        ids = [f"{h}-{n}" for h, c in zip(hashes, counts, strict=True) for n in range(1, int(c or 0) + 1)]
-        if not ids:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for i in ids:
-                pipe.exists(keys.conversation(i), keys.transcript(i))
-            found = await pipe.execute()
-        return [i for i, n in zip(ids, found, strict=True) if n]
+        """Every conversation id given to these "<channel>:<address>"es (``<address hash>-<n>``)
+        whose state or transcript Redis still holds, oldest first. Found by SCAN, not by
+        counting up to the address's counter: a counter may hold a clock floor (after an
+        erasure, or numbered while the record was away)."""
+        found: dict[str, None] = {}
+        for h in dict.fromkeys(address_hash(*a.split(":", 1)) for a in addresses if ":" in a):
+            ids: set[str] = set()
+            for key_of in (keys.conversation, keys.transcript):
+                pattern = key_of(f"{h}-*")
+                async for key in self.redis.scan_iter(match=pattern, count=1000):
+                    conversation_id = key.decode()[len(pattern) - len(h) - 2:]
+                    if conversation_number(conversation_id):
+                        ids.add(conversation_id)
+            found.update(dict.fromkeys(sorted(ids, key=conversation_number)))
+        return list(found)
 
     async def refs_of(self, conversation_ids: builtins.list[str]) -> dict[str, builtins.list[str]]:
         """The thread refs written for each conversation that has any in Redis."""
@@ -566,16 +571,23 @@ class Store:
         return {i: sorted(r.decode() for r in refs) for i, refs in zip(conversation_ids, found, strict=True) if refs}
 
     async def erase_contact(self, contact: Contact, conversation_ids: builtins.list[str], partitions: int) -> int:
-        """Delete the contact, its indexes, its conversations (state, transcript, status
-        entries, thread refs, timers) and its addresses' counters; returns the keys deleted."""
+        """Delete the contact, its indexes and its conversations (state, transcript, status
+        entries, thread refs, timers); returns the keys deleted.
+
+        Each address's conversation counter is set to the clock instead of deleted: counted
+        from 1 again, the address's next conversation would take the id of an erased one,
+        which an old agent thread, a late outbox record or the projector's take-back of the
+        erased ids (`Projector._take_back_erased`) would then reach. The counter names only
+        the address's hash, and now the erasure's time, not its history."""
         doomed = [keys.contact(contact.id), keys.contact_fields(contact.id), keys.contact_person(contact.id),
                   keys.contact_members(contact.id), keys.contact_events(contact.id)]
         if contact.email:
             doomed.append(keys.contact_by_email(contact.email))
+        counters = []
         for address in contact.addresses:
             channel, _, addr = address.partition(":")
-            doomed += [keys.contact_by_address(channel, addr), keys.current_conversation(channel, addr),
-                       keys.conversation_seq(address_hash(channel, addr))]
+            doomed += [keys.contact_by_address(channel, addr), keys.current_conversation(channel, addr)]
+            counters.append(keys.conversation_seq(address_hash(channel, addr)))
         for conversation_id in conversation_ids:
             doomed += [keys.conversation(conversation_id), keys.transcript(conversation_id),
                        keys.conversation_refs(conversation_id)]
@@ -595,6 +607,9 @@ class Store:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*doomed)
             pipe.set(keys.erased(contact.id), "1", ex=keys.ERASED_MARK_S)  # what SQL still holds stays out
+            if counters:  # counts in ms never reach the clock, nor do earlier clock floors
+                pipe.mset(dict.fromkeys(counters, now_ms()))
+            pipe.incr(keys.CONTACTS_REV)  # engines drop what they cached of the contact
             if contact.person:  # linked to another contact as one person: no longer
                 pipe.srem(keys.contact_members(contact.person), contact.id)
             for status in ("open", "pending", "resolved"):

@@ -14,6 +14,7 @@ from bridge import keys
 from bridge.history import db
 from bridge.history.projector import Projector
 from bridge.history.record import TurnRecord, conversation_of, decode_record
+from bridge.model import conversation_number
 from tests.harness import running_bridge
 from tests.history_db import every_table_text, rows
 from tests.test_api_e2e import AUTH, ENV
@@ -102,6 +103,18 @@ async def test_export_then_erase_leaves_nothing_behind(history_url: str, redis_u
         assert erasure["counts"]["conversations"] == 1
         gone = await b.http.get(f"{b.url}/api/v1/contacts/{conversation.contact_id}/export", headers=AUTH)
         assert gone.status == 404
+
+        # the address writes again: a new conversation, never an erased one's id (an old
+        # agent thread or a late record naming that id must not reach the new one)
+        await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "cust-erase", "text": "Hallo, ich bin es wieder", "message_id": "e-2"})
+        await b.wait_for(lambda: len(webhook.received) >= 3, what="the new message answered")
+        again = await b.store.for_address("api", "cust-erase")
+        assert again is not None and again.id != conversation.id
+        assert conversation_number(again.id) > conversation_number(conversation.id)
+        response = await b.http.get(f"{b.url}/api/v1/contacts/{again.contact_id}/export", headers=AUTH)
+        assert response.status == 200
+        assert [c["id"] for c in (await response.json())["redis"]["conversations"]] == [again.id]
 
 
 RACED = ["Jonas Weber", "jonas@example.org", "cust-raced", "Bitte löschen Sie meine Bestellung 9120"]
