@@ -28,7 +28,7 @@ from bridge import keys
 from bridge.errors import NotReplicated
 from bridge.lease import Leases
 from bridge.model import Message, decode, encode, new_id, now_ms, partition_of
-from bridge.ops import Ops, frame_ops, pack, text
+from bridge.ops import Ops, frame_ops, pack, text, variadic
 from bridge.storeerrors import typed_store_errors
 
 # thread refs Redis has no key for -> their conversation ids (Store.archived_refs: the SQL record)
@@ -380,7 +380,7 @@ class Bus:
 
     @staticmethod
     def ack_ops(stream: str, group: str, entry_ids: Sequence[str]) -> Ops:
-        return [("XACK", stream, group, *entry_ids)] if entry_ids else []
+        return variadic(("XACK", stream, group), entry_ids)
 
     @staticmethod
     def announce_ops(conversation_ids: Sequence[str]) -> Ops:
@@ -400,7 +400,8 @@ class Bus:
     def attempts_done_ops(stream: str, entry_ids: Sequence[str]) -> Ops:
         if not entry_ids:
             return []
-        return [["HDEL", keys.attempts(stream), *entry_ids], ["ZREM", keys.retry_due(stream), *entry_ids]]
+        return [*variadic(("HDEL", keys.attempts(stream)), entry_ids),
+                *variadic(("ZREM", keys.retry_due(stream)), entry_ids)]
 
     @staticmethod
     def sent_ops(channel: str, day: int, sent: Sequence[tuple[str, str]], keep_days: int) -> Ops:
@@ -408,7 +409,8 @@ class Bus:
         if not sent:
             return []
         bucket = keys.sent_day(channel, day)
-        return [("HSET", bucket, *(x for pair in sent for x in pair)), ("EXPIRE", bucket, str(keep_days * 86_400))]
+        return [*variadic(("HSET", bucket), [x for pair in sent for x in pair], per=2),
+                ("EXPIRE", bucket, str(keep_days * 86_400))]
 
     @staticmethod
     def park_ops(channel: str, lane: str, behind: str) -> Ops:

@@ -48,7 +48,7 @@ from bridge.model import (
 )
 from bridge.ops import Ops
 from bridge.retry import backoff_s
-from bridge.store import Store
+from bridge.store import Saves, Store
 from bridge.turn import FlowConfig, Step, Turn
 
 log = logging.getLogger("bridge.engine")
@@ -340,6 +340,7 @@ class Engine:
         touched: list[str] = []
         resolved: list[str] = []  # left out of the cache after the commit (retention may drop them from Redis)
         blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
+        saves = Saves()  # each conversation's state once, as its last turn in the batch left it
         now_s = time.monotonic()
         for entry, message in messages:
             key = message.partition_key
@@ -359,7 +360,7 @@ class Engine:
                     if turn.stopped:
                         break
                 conversation_partition = partition_of(conversation_hash(turn.conversation.id), self.partitions)
-                ops.extend(self.store.effect_ops(turn.effects(entry.payload, conversation_partition)))
+                ops.extend(self.store.effect_ops(turn.effects(entry.payload, conversation_partition), saves))
                 touched.append(turn.conversation.id)
                 if turn.conversation.status == "resolved":
                     resolved.append(turn.conversation.id)
@@ -372,6 +373,7 @@ class Engine:
                 blocked.add(key)
                 self._evict(partition, message)
                 ops.extend(self._failed(partition, entry, message, exc))
+        ops.extend(saves.ops())
         ops.extend(self.bus.ack_ops(stream, self.group, acked))
         ops.extend(self.bus.announce_ops(touched))
         failpoints.hit("engine.before_commit")

@@ -32,6 +32,19 @@ def text(data: bytes) -> msgspec.Raw:
     return msgspec.Raw(header + data)
 
 
+# values per command at most: the commit's Lua spreads a command's values with unpack(),
+# which fails above about 8,000 ("too many results to unpack"), and a commit that fails
+# every time stalls its stream
+MAX_VALUES = 1000
+
+
+def variadic(head: tuple[str, ...], values: Sequence[str | msgspec.Raw], per: int = 1) -> Ops:
+    """A variadic command (XACK, HSET, ZADD, MSET...) over ``values`` as one command per
+    MAX_VALUES of them; ``per`` values go together (a field and its value)."""
+    step = MAX_VALUES - MAX_VALUES % per
+    return [(*head, *values[first:first + step]) for first in range(0, len(values), step)]
+
+
 def frame_ops(ops: Sequence[Op]) -> bytes:
     """Commands as one msgpack string. Numbers travel as text: Lua would turn a large
     integer into a float. The hot path builds its commands as tuples of str and

@@ -40,7 +40,7 @@ from bridge.model import (
     now_ms,
     partition_of,
 )
-from bridge.ops import Op, Ops, text
+from bridge.ops import Op, Ops, text, variadic
 from bridge.storearchive import Archive, Retained
 from bridge.storeerrors import typed_store_errors
 
@@ -62,6 +62,43 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
 """
+
+
+class Saves:
+    """The conversations one commit saves, each once, as its last turn left it: one MSET
+    and one ZADD per status for a partition's batch instead of a SET and a ZADD per turn
+    (the commit's Lua runs two commands fewer per message)."""
+
+    def __init__(self) -> None:
+        self._saved: dict[str, tuple[str, int, bytes]] = {}  # id -> (status, updated ms, record)
+        self._left: dict[str, set[str]] = {}  # id -> the statuses it left in the batch
+        self._opened: Ops = []
+
+    def add(self, conversation: Conversation, previous_status: str | None, record: bytes) -> None:
+        self._saved[conversation.id] = (conversation.status, conversation.updated_ms, record)
+        if previous_status is None:  # new: its address now points to it
+            self._opened.append(("SET", keys.current_conversation(conversation.channel, conversation.address),
+                                 conversation.id))
+        elif previous_status != conversation.status:
+            self._left.setdefault(conversation.id, set()).add(previous_status)
+
+    def ops(self) -> Ops:
+        ops = self._opened[:]
+        items = list(self._saved.items())
+        by_status: dict[str, list[str]] = {}
+        left: dict[str, list[str]] = {}
+        for conversation_id, (status, updated_ms, _) in items:
+            by_status.setdefault(status, []).extend((str(updated_ms), conversation_id))
+            for gone in self._left.get(conversation_id, ()):
+                if gone != status:  # it may have come back within the batch
+                    left.setdefault(gone, []).append(conversation_id)
+        ops += variadic(("MSET",), [a for i, (_, _, record) in items for a in (keys.conversation(i), text(record))],
+                        per=2)
+        for status, pairs in by_status.items():
+            ops += variadic(("ZADD", keys.CONVERSATIONS_BY_STATUS + status), pairs, per=2)
+        for status, ids in left.items():
+            ops += variadic(("ZREM", keys.CONVERSATIONS_BY_STATUS + status), ids)
+        return ops
 
 
 @typed_store_errors
@@ -402,9 +439,10 @@ class Store:
 
     # -- writes, as ops for one atomic commit ----------------------------------------
 
-    def effect_ops(self, effects: Effects) -> Ops:
+    def effect_ops(self, effects: Effects, saves: Saves | None = None) -> Ops:
         """The commands that write what one message caused (see `Effects`); with history
-        on, one XADD more: the turn's record for the projector."""
+        on, one XADD more: the turn's record for the projector. The conversation's state
+        goes to ``saves`` when given (a batch's commit writes it once, at its end)."""
         conversation = effects.conversation
         ops: Ops = []
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
@@ -427,7 +465,10 @@ class Store:
         if effects.contact_events:
             ops.extend(self.contact_event_ops(effects.contact_events))
         record = encode_record(conversation)
-        ops.extend(self.save_ops(conversation, effects.previous_status, record))
+        if saves is None:
+            ops.extend(self.save_ops(conversation, effects.previous_status, record))
+        else:
+            saves.add(conversation, effects.previous_status, record)
         if self.outbox:
             ops.append(self.outbox_op(effects, record, kept, contact))
         return ops
@@ -449,15 +490,9 @@ class Store:
     @staticmethod
     def save_ops(conversation: Conversation, previous_status: str | None,
                  record: bytes | None = None) -> Ops:
-        ops: Ops = [
-            ("SET", keys.conversation(conversation.id), text(record or encode_record(conversation))),
-            ("ZADD", keys.CONVERSATIONS_BY_STATUS + conversation.status, str(conversation.updated_ms), conversation.id),
-        ]
-        if previous_status is None:
-            ops.append(("SET", keys.current_conversation(conversation.channel, conversation.address), conversation.id))
-        elif previous_status != conversation.status:
-            ops.append(("ZREM", keys.CONVERSATIONS_BY_STATUS + previous_status, conversation.id))
-        return ops
+        saves = Saves()
+        saves.add(conversation, previous_status, record or encode_record(conversation))
+        return saves.ops()
 
     @staticmethod
     def transcript_ops(conversation_id: str, message: Message | bytes) -> Ops:

@@ -15,7 +15,8 @@ from bridge.config import Settings
 from bridge.effects import Effects
 from bridge.engine import Engine
 from bridge.model import Contact, Conversation, Message, decode, partition_of
-from bridge.store import Store
+from bridge.ops import MAX_VALUES
+from bridge.store import Saves, Store
 from bridge.templates import Templates
 from bridge.turn import FlowConfig, Turn
 from flows.routing import Routing
@@ -313,3 +314,51 @@ async def test_after_a_dead_letter_its_conversation_goes_on_in_order(redis: aior
     assert handled == ["first", "after 1", "after 2"]  # they waited for it, then went on in order
     (letter,) = await engine.bus.dead_letters()
     assert "cannot handle boom" in letter["reason"]
+
+
+async def test_a_batch_saves_each_conversation_as_its_last_turn_left_it(redis: aioredis.Redis) -> None:
+    """One commit's conversations are written once each (one MSET, one ZADD per status):
+    the status lists and the records show the last turn, also when a conversation left a
+    status and came back to it within the batch, and for more conversations than one
+    command carries."""
+    store, saves = Store(redis), Saves()
+    back = Conversation(id="back-1", channel="api", address="b", status="open", updated_ms=1)
+    await commit(redis, Store.save_ops(back, None))
+    for status, updated_ms, previous in (("resolved", 10, "open"), ("open", 20, "resolved")):
+        back.status, back.updated_ms = status, updated_ms
+        store.effect_ops(Effects(conversation=back, previous_status=previous, partition=0), saves)
+    moved = Conversation(id="moved-1", channel="api", address="m", status="pending", updated_ms=1)
+    await commit(redis, Store.save_ops(moved, None))
+    for status, updated_ms, previous in (("open", 10, "pending"), ("resolved", 30, "open")):
+        moved.status, moved.updated_ms = status, updated_ms
+        store.effect_ops(Effects(conversation=moved, previous_status=previous, partition=0), saves)
+    many = [Conversation(id=f"new-{n}", channel="api", address=f"n{n}", status="open", updated_ms=5)
+            for n in range(1, MAX_VALUES * 2)]
+    for conversation in many:
+        store.effect_ops(Effects(conversation=conversation, previous_status=None, partition=0), saves)
+    await commit(redis, saves.ops())
+
+    assert await store.ids_with_status("resolved") == ["moved-1"]
+    assert await store.ids_with_status("pending") == []
+    opened = await store.ids_with_status("open")
+    assert opened[-1] == "back-1" and len(opened) == len(many) + 1  # back-1 last: updated at 20
+    assert await redis.zscore(keys.CONVERSATIONS_BY_STATUS + "open", "back-1") == 20
+    saved = await store.get_many(["back-1", "moved-1", many[-1].id])
+    assert [(c.status, c.updated_ms) for c in saved if c] == [("open", 20), ("resolved", 30), ("open", 5)]
+    assert (await store.for_address("api", many[-1].address)) == many[-1]
+
+
+async def test_a_read_of_thousands_of_entries_commits(redis: aioredis.Redis, make_engine: Any) -> None:
+    """engine.batch_size allows 10,000 entries per read; their commit acknowledges them
+    all. Lua spreads a command's values with unpack(), which fails above about 8,000, so
+    one XACK of them all would fail on every try and stall the partition."""
+    bus = Bus(redis, partitions=1)
+    await bus.ensure_group(keys.inbound(0), keys.ENGINE_GROUP)
+    for first in range(0, 9_000, 1_000):
+        await bus.publish_many([Message(kind="customer", channel="api", address=f"a{n % 3}", text=f"m{n}")
+                                for n in range(first, first + 1_000)])
+    seen: list[str] = []
+    engine = make_engine([lambda turn: seen.append(turn.message.text)], partitions=1, batch_size=10_000)
+    await wait_for(lambda: engine.processed == 9_000, 60, "every entry handled and committed")
+    assert seen[:3] == ["m0", "m1", "m2"] and len(seen) == 9_000
+    assert (await redis.xpending(keys.inbound(0), keys.ENGINE_GROUP))["pending"] == 0
