@@ -60,6 +60,11 @@ OWN_PENDING_CHECK_S = 30.0
 # too: none is written back from memory); as a safety net a cached contact is also read
 # again when older than this at the start of a batch
 CONTACT_FRESH_MS = 60_000
+# a partition's batch lets the event loop run its other work (deliveries and their
+# records, HTTP, other partitions) after this much CPU time: a batch of a few hundred
+# triaged messages would otherwise hold the loop for a fraction of a second, and a
+# dispatcher whose sends wait for their record to free a slot would wait as long
+SLICE_S = 0.001
 # while some partition is busy, the read of the others blocks this long at most, so a
 # partition that finishes is read again soon
 BUSY_BLOCK_MS = 20
@@ -110,6 +115,9 @@ class _Partition:
     contacts: _Cache = field(init=False)  # contact id -> (Contact, loaded at clock_ms)
     contacts_rev: int = -1  # agents' changes to contacts (bridge.contacts) the cache has seen
     failures: dict[str, _Failure] = field(default_factory=dict)  # partition key -> its failed message
+    # the batch's new addresses -> their next conversation number and their known contact
+    # (`Engine._prepare_openings`)
+    openings: dict[tuple[str, str], tuple[int, Contact | None]] = field(default_factory=dict)
     # a failed message was handled or dead-lettered: the ones that waited behind it are
     # among our pending entries, to be read again once the partition is idle
     reread: bool = False
@@ -342,7 +350,11 @@ class Engine:
         blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
         saves = Saves()  # each conversation's state once, as its last turn in the batch left it
         now_s = time.monotonic()
+        slice_started = time.perf_counter()
         for entry, message in messages:
+            if time.perf_counter() - slice_started > SLICE_S:  # the loop's other work goes on
+                await asyncio.sleep(0)
+                slice_started = time.perf_counter()
             key = message.partition_key
             failed = partition.failures.get(key)
             if key in blocked or (failed is not None and (entry.id != failed.entry_id or failed.due_s > now_s)):
@@ -428,6 +440,9 @@ class Engine:
             for address, conversation_id in zip(addresses, ids, strict=True):
                 if conversation_id:
                     p.current.put(address, conversation_id)
+            await self._prepare_openings(p, messages, [a for a, i in zip(addresses, ids, strict=True) if not i])
+        else:
+            p.openings.clear()
         wanted = {p.current.get((m.channel, m.address)) if m.kind == "customer" and not m.conversation_id
                   else m.conversation_id for m in messages}
         missing = [c for c in wanted if c and p.conversations.get(c) is None]
@@ -459,6 +474,31 @@ class Engine:
                          if m.sender is not None and m.sender.email and (m.channel, m.address) in unknown})
         found = iter(await self.store.returning(missed, emails))
         return [i or next(found) for i in ids]
+
+    async def _prepare_openings(self, p: _Partition, messages: list[Message],
+                                new: list[tuple[str, str]]) -> None:
+        """What opening a conversation takes, for every new address of the batch at once:
+        its next number and its contact (linked to the address, or else to the email the
+        channel vouches for). A burst of new customers then costs a few round trips per
+        batch instead of three per customer, each waiting its turn on a busy loop."""
+        p.openings.clear()
+        if not new:
+            return
+        numbers = await self.store.next_conversation_numbers([address_hash(c, a) for c, a in new])
+        contact_ids = await self.store.contact_ids_for(new)
+        emails: dict[tuple[str, str], str] = {}
+        for m in messages:  # the email of each address's first message (the one that opens)
+            if m.sender is not None and m.sender.email:
+                emails.setdefault((m.channel, m.address), m.sender.email)
+        unlinked = [a for a, c in zip(new, contact_ids, strict=True) if c is None and a in emails]
+        if unlinked:
+            by_email = dict(zip(unlinked, await self.store.contact_ids_by_email([emails[a] for a in unlinked]),
+                                strict=True))
+            contact_ids = [c or by_email.get(a) for a, c in zip(new, contact_ids, strict=True)]
+        known = list(dict.fromkeys(c for c in contact_ids if c))
+        # one object per contact: two new addresses of one person in a batch both join it
+        contacts = dict(zip(known, await self.store.contacts_many(known), strict=True)) if known else {}
+        p.openings = {a: (n, contacts.get(c) if c else None) for a, n, c in zip(new, numbers, contact_ids, strict=True)}
 
     def _evict(self, p: _Partition, message: Message) -> None:
         conversation_id = message.conversation_id or p.current.get((message.channel, message.address))
@@ -514,15 +554,19 @@ class Engine:
         """A new conversation for a customer address, and its contact: a known one (the
         address or the email is linked to it) or a new one (True)."""
         h = address_hash(message.channel, message.address)
-        (number,) = await self.store.next_conversation_numbers([h])
         address = f"{message.channel}:{message.address}"
-        (contact_id,) = await self.store.contact_ids_for([(message.channel, message.address)])
         sender = message.sender
-        if contact_id is None and sender is not None and sender.email:
-            # the channel vouches for this email (mail From, a confirmed widget form, the API
-            # caller): the address joins the person who already wrote from that email
-            contact_id = await self.store.contact_id_by_email(sender.email)
-        contact = (await self.store.contact(contact_id)) if contact_id else None
+        prepared = p.openings.pop((message.channel, message.address), None)
+        if prepared is not None:  # a new address: looked up with the batch
+            number, contact = prepared
+        else:  # an address whose last conversation closed too long ago
+            (number,) = await self.store.next_conversation_numbers([h])
+            (contact_id,) = await self.store.contact_ids_for([(message.channel, message.address)])
+            if contact_id is None and sender is not None and sender.email:
+                # the channel vouches for this email (mail From, a confirmed widget form, the
+                # API caller): the address joins the person who already wrote from that email
+                contact_id = await self.store.contact_id_by_email(sender.email)
+            contact = (await self.store.contact(contact_id)) if contact_id else None
         if contact is not None and address not in contact.addresses:
             contact.addresses.append(address)
         created = contact is None

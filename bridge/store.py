@@ -422,12 +422,21 @@ class Store:
 
     async def contact_id_by_email(self, email: str, *, archive: bool = False) -> str | None:
         """The contact of an email; with ``archive`` the record is asked when Redis has none."""
-        raw = await self.redis.get(keys.contact_by_email(email))
-        if raw:
-            return str(raw, "utf-8")
-        if archive and self.archive is not None:
-            return (await self.archive.contact_ids(emails=[email])).get(email.strip().lower())
-        return None
+        (found,) = await self.contact_ids_by_email([email], archive=archive)
+        return found
+
+    async def contact_ids_by_email(self, emails: builtins.list[str], *,
+                                   archive: bool = False) -> builtins.list[str | None]:
+        """The contact of each email, in one round trip; with ``archive`` the record is
+        asked for those Redis has none for."""
+        if not emails:
+            return []
+        found = [str(r, "utf-8") if r else None for r in await self.redis.mget([keys.contact_by_email(e)
+                                                                               for e in emails])]
+        if archive and self.archive is not None and None in found:
+            archived = await self.archive.contact_ids(emails=[e for e, f in zip(emails, found, strict=True) if not f])
+            found = [f or archived.get(e.strip().lower()) for e, f in zip(emails, found, strict=True)]
+        return found
 
     async def next_conversation_numbers(self, address_hashes: builtins.list[str]) -> builtins.list[int]:
         if self.retained is not None:  # a counter retention dropped goes on from the record's

@@ -14,7 +14,7 @@ from bridge.bus import Bus, LeaseLost
 from bridge.config import Settings
 from bridge.effects import Effects
 from bridge.engine import Engine
-from bridge.model import Contact, Conversation, Message, decode, partition_of
+from bridge.model import Contact, Conversation, Message, Sender, decode, partition_of
 from bridge.ops import MAX_VALUES
 from bridge.store import Saves, Store
 from bridge.templates import Templates
@@ -362,3 +362,23 @@ async def test_a_read_of_thousands_of_entries_commits(redis: aioredis.Redis, mak
     await wait_for(lambda: engine.processed == 9_000, 60, "every entry handled and committed")
     assert seen[:3] == ["m0", "m1", "m2"] and len(seen) == 9_000
     assert (await redis.xpending(keys.inbound(0), keys.ENGINE_GROUP))["pending"] == 0
+
+
+async def test_new_addresses_of_a_known_person_in_one_batch_both_join_them(redis: aioredis.Redis,
+                                                                             make_engine: Any) -> None:
+    """A burst of new customers is looked up per batch (numbers, contacts); two new
+    addresses of one person (linked by the email their channel vouches for) that arrive
+    together both join that person, neither overwrites the other's link."""
+    seen: list[str] = []
+    make_engine([lambda turn: seen.append(turn.message.address)], partitions=1)
+    bus, store = Bus(redis, partitions=1), Store(redis)
+    buyer = Sender(email="buyer@factory.example")
+    await bus.publish(Message(kind="customer", channel="api", address="desk", text="hello", sender=buyer))
+    await wait_for(lambda: seen == ["desk"], 10, "the first conversation")
+    await bus.publish_many([Message(kind="customer", channel="api", address=a, text="me again", sender=buyer)
+                            for a in ("phone", "laptop")])
+    await wait_for(lambda: len(seen) == 3, 10, "both new addresses")
+    conversations = [await store.for_address("api", a) for a in ("desk", "phone", "laptop")]
+    assert len({c.contact_id for c in conversations if c}) == 1 and None not in conversations
+    contact = await store.contact(conversations[0].contact_id if conversations[0] else "")
+    assert contact is not None and sorted(contact.addresses) == ["api:desk", "api:laptop", "api:phone"]
