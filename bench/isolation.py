@@ -140,11 +140,8 @@ async def _bridge(redis_url: str, webhook: Webhook) -> Bridge:
         "engine": {"partitions": 8, "block_ms": 100}, "log": {"level": "ERROR"},
         "triage": {"urgent_keywords": {"en": ["urgent"]}},
     })
-    # a send holds its slot until its outcome is recorded, and a hung one until the timeout:
-    # at thousands of sends a second the default 128 slots, not the CPU, would be the limit
-    # (the README's "Performance" gives the figures with 128 too)
     api = ApiConfig(token=SecretStr("bench-token"), webhook_url=webhook.url, max_attempts=1000, webhook_timeout_s=2.0,
-                    rate_per_s=10_000, max_in_flight=512)
+                    rate_per_s=10_000)
     bridge = Bridge(settings, {"api": api})
     await bridge.start()
     settle_heap()  # as `bridge run` does

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,9 @@ class AdapterContext:
     contacts: ContactBook | None = None
 
 
+IN_FLIGHT_WINDOW_S = 0.05  # a channel's default sends at once cover this much of its rate
+
+
 class Adapter(abc.ABC):
     """Base class of every channel adapter."""
 
@@ -174,6 +178,21 @@ class Adapter(abc.ABC):
     def __init__(self, config: ChannelConfig, ctx: AdapterContext) -> None:
         self.config = config
         self.ctx = ctx
+
+    @property
+    def rate_per_s(self) -> float | None:
+        """Sends per second: the config's, else the adapter's default (None: no limit)."""
+        return self.config.rate_per_s or self.default_rate_per_s
+
+    @property
+    def max_in_flight(self) -> int:
+        """Sends at once: the config's, else the adapter's default or, when more, the sends
+        of IN_FLIGHT_WINDOW_S at the channel's rate. A send holds its slot until its outcome
+        is recorded (tens of ms when the process is busy): a channel set to thousands of
+        sends a second would be held to the default's pace."""
+        if self.config.max_in_flight:
+            return self.config.max_in_flight
+        return max(self.default_max_in_flight, math.ceil((self.rate_per_s or 0) * IN_FLIGHT_WINDOW_S))
 
     async def start(self) -> None:  # noqa: B027 - receiving is optional (send-only channels)
         """Begin receiving. Return once started; run loops as background tasks."""

@@ -124,9 +124,9 @@ class ChannelDispatcher:
         self.report_health = report_health
         config = adapter.config
         self.max_attempts = config.max_attempts
-        self.max_in_flight = config.max_in_flight or adapter.default_max_in_flight
+        self.max_in_flight = adapter.max_in_flight
         self.max_in_hand = max(batch_size, config.max_in_hand)
-        self.pacer = Pacer(config.rate_per_s or adapter.default_rate_per_s)
+        self.pacer = Pacer(adapter.rate_per_s)
         self.address_pacer = Pacer(config.rate_per_address_per_s or adapter.default_rate_per_address_per_s)
         self.leases = bus.leases(worker_id, [self.stream], ttl_s=lease_ttl_s, fair_share=False,
                                  role=f"dispatch:{self.channel}")

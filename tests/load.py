@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,10 @@ import aiohttp
 
 from tests.harness import wait_for
 from tests.test_api_e2e import AUTH
+from tests.timing import scaled
 from tests.webhook import WebhookReceiver
+
+POST_PATIENCE_S = 20.0  # how long one message is retried (503s, dropped connections)
 
 
 @dataclass
@@ -51,8 +55,13 @@ class ConversationLoad:
         await self._http.close()
 
     async def _post(self, path: str, body: dict[str, Any]) -> None:
-        """POST until 202: a 503 (with Retry-After) or a dropped connection is retried as is."""
+        """POST until 202: a 503 (with Retry-After) or a dropped connection is retried as is,
+        for POST_PATIENCE_S at most (then the test fails saying so, rather than hanging)."""
+        deadline = time.monotonic() + scaled(POST_PATIENCE_S)
         while True:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no 202 for {path} in {scaled(POST_PATIENCE_S):.0f} s; statuses so far: "
+                                     f"{dict(self.statuses)}")
             try:
                 async with self._http.post(self.url + path, json=body, headers=AUTH) as response:
                     self.statuses[response.status] += 1

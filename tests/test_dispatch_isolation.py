@@ -51,6 +51,25 @@ async def test_a_failing_and_a_hanging_address_wait_alone_while_a_hundred_others
         assert await b.bus.dead_letters() == []  # still waiting its turn, not given up
 
 
+async def test_a_channel_set_to_a_high_rate_keeps_sending_while_more_sends_hang_than_the_default_allows(
+        redis_url: str, webhook: WebhookReceiver) -> None:
+    """A send holds its slot until its outcome is recorded, a hung one until the timeout:
+    a channel configured for 10,000 sends a second gets the slots of 50 ms of them (500),
+    not the API's default 128, so 150 hung sends do not hold up the next customer."""
+    hung = [f"hung-{i}" for i in range(150)]
+    webhook.hang_for.update(hung)
+    async with running_bridge(redis_url, api_config(webhook.url, rate_per_s=10_000, webhook_timeout_s=20),
+                              env=ENV) as b:
+        for customer in hung:
+            await write(b, customer, "Where is my order?")
+        await wait_for(lambda: all(webhook.tries[c] for c in hung), 20, "every hung customer's answer under way")
+        await write(b, "fresh", "Do you ship to Penang?")
+        await wait_for(lambda: webhook.texts_for("fresh"), 20, "the next customer answered")
+        assert all(webhook.tries[c] == 1 for c in hung)  # none timed out yet: no slot was freed by a timeout
+        webhook.hang_for.clear()
+        webhook.release_hung()  # the bridge stops without waiting out their timeout
+
+
 async def test_a_dead_lettered_reply_holds_the_later_ones_until_replayed_in_order(
         redis_url: str, webhook: WebhookReceiver) -> None:
     webhook.fail_for["late"] = 422  # the receiver refuses: a permanent failure

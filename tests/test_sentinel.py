@@ -84,6 +84,9 @@ async def test_primary_killed_under_load_loses_nothing_acknowledged(tmp_path: Pa
         await load.run_until(failover)
         tally = await load.tally()
         status = await asyncio.to_thread(bridge_cli, "status", "-c", str(bridge.path), cwd=tmp_path, env=ENV)
+    except BaseException:
+        print("bridge log (tail):", bridge.log())  # shown with the failure
+        raise
     finally:
         await load.close()
         stopped = await bridge.stop()

@@ -26,7 +26,7 @@ class WebhookReceiver:
         self.hang_for: set[str] = set()  # customer ids whose deliveries never get an answer
         self.tries: Counter[str] = Counter()  # delivery attempts per customer id, failures included
         self._runner: web.AppRunner | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # set: hung deliveries get their answer
         self.url = ""
 
     @property
@@ -71,6 +71,10 @@ class WebhookReceiver:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}/hook"
         return self.url
+
+    def release_hung(self) -> None:
+        """Answer the deliveries that hang now (and any later one at once)."""
+        self._stopping.set()
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -104,9 +104,8 @@ class ApiAdapter(Adapter):
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        in_flight = self.config.max_in_flight or self.default_max_in_flight
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.webhook_timeout_s),
-                                              connector=aiohttp.TCPConnector(limit=in_flight))
+                                              connector=aiohttp.TCPConnector(limit=self.max_in_flight))
         await self.ctx.report_health("ok", "accepting messages" if self.config.webhook_url else
                                      "accepting messages; no webhook_url, replies cannot be delivered")
 
