@@ -55,10 +55,10 @@ log = logging.getLogger("bridge.engine")
 
 OWN_PENDING_CHECK_S = 30.0
 # contacts span partitions, so another worker may change one: every change to a contact
-# that existed before (a link by email, an agent's edit, an erasure) bumps
-# keys.CONTACTS_REV, which drops a partition's caches (an erased contact's conversations
-# too: none is written back from memory); as a safety net a cached contact is also read
-# again when older than this at the start of a batch
+# that existed before (a link by email, an agent's edit) bumps keys.CONTACTS_REV, which
+# drops the cached ones, and an erasure bumps keys.ERASURES_REV, which drops a partition's
+# whole cache (none of the erased conversations is written back from memory); as a safety
+# net a cached contact is also read again when older than this at the start of a batch
 CONTACT_FRESH_MS = 60_000
 # a partition's batch lets the event loop run its other work (deliveries and their
 # records, HTTP, other partitions) after this much CPU time: a batch of a few hundred
@@ -113,7 +113,7 @@ class _Partition:
     conversations: _Cache = field(init=False)  # conversation id -> Conversation
     current: _Cache = field(init=False)  # (channel, address) -> conversation id
     contacts: _Cache = field(init=False)  # contact id -> (Contact, loaded at clock_ms)
-    contacts_rev: int = -1  # agents' changes to contacts (bridge.contacts) the cache has seen
+    revs: tuple[int, int] = (-1, -1)  # the (contacts, erasures) change counters the caches have seen
     failures: dict[str, _Failure] = field(default_factory=dict)  # partition key -> its failed message
     # the batch's new addresses -> their next conversation number and their known contact
     # (`Engine._prepare_openings`)
@@ -302,21 +302,21 @@ class Engine:
     # -- one batch -------------------------------------------------------------------
 
     async def handle(self, entries: list[Entry]) -> None:
-        """Start one task per partition in the batch; each commits on its own. Agents'
-        changes to contacts are asked for once per read, after it (so its turns see them)."""
+        """Start one task per partition in the batch; each commits on its own. Changes to
+        contacts and erasures are asked for once per read, after it (so its turns see them)."""
         by_stream: dict[str, list[Entry]] = defaultdict(list)
         for entry in entries:
             by_stream[entry.stream].append(entry)
-        contacts_rev = await self.store.contacts_rev()
+        revs = await self.store.cache_revs()
         for stream, items in by_stream.items():
             partition = self._partition(stream)
-            partition.task = asyncio.create_task(self._run_partition(stream, partition, items, contacts_rev),
+            partition.task = asyncio.create_task(self._run_partition(stream, partition, items, revs),
                                                  name=f"engine:{stream}")
 
     async def _run_partition(self, stream: str, partition: _Partition, entries: list[Entry],
-                             contacts_rev: int) -> None:
+                             revs: tuple[int, int]) -> None:
         try:
-            await self._handle_partition(stream, partition, entries, contacts_rev)
+            await self._handle_partition(stream, partition, entries, revs)
         except LeaseLost as exc:
             self._lose(exc)
         except Exception as exc:
@@ -334,7 +334,7 @@ class Engine:
             self._finished.set()
 
     async def _handle_partition(self, stream: str, partition: _Partition, entries: list[Entry],
-                                contacts_rev: int) -> None:
+                                revs: tuple[int, int]) -> None:
         """One partition's entries in stream order, then its one fenced commit."""
         started = time.perf_counter()
         ops: Ops = []
@@ -343,7 +343,7 @@ class Engine:
             log.error("malformed entry dead-lettered", extra={"stream": entry.stream, "entry": entry.id,
                                                               "reason": reason})
             ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, reason))
-        await self._load(partition, [m for _, m in messages], contacts_rev)
+        await self._load(partition, [m for _, m in messages], revs)
         acked: list[str] = []
         touched: list[str] = []
         resolved: list[str] = []  # left out of the cache after the commit (retention may drop them from Redis)
@@ -423,13 +423,15 @@ class Engine:
 
     # -- conversations ---------------------------------------------------------------
 
-    async def _load(self, p: _Partition, messages: list[Message], contacts_rev: int) -> None:
+    async def _load(self, p: _Partition, messages: list[Message], revs: tuple[int, int]) -> None:
         """Fill the caches for a batch: no round trip when warm, a few for what is missing;
-        contacts are read again once older than CONTACT_FRESH_MS, and everything after
-        any contact changed or was erased (``contacts_rev``, read with the batch)."""
-        if contacts_rev != p.contacts_rev:
+        contacts are read again once older than CONTACT_FRESH_MS or after any known
+        contact changed, everything after an erasure (``revs``, read with the batch)."""
+        if revs[1] != p.revs[1]:
             p.forget()
-            p.contacts_rev = contacts_rev
+        elif revs[0] != p.revs[0]:
+            p.contacts.data.clear()
+        p.revs = revs
         addresses = list(dict.fromkeys((m.channel, m.address) for m in messages
                                        if m.kind == "customer" and not m.conversation_id
                                        and p.current.get((m.channel, m.address)) is None))

@@ -151,6 +151,7 @@ def adapter_state(channel: str, key: str) -> str:
 # -- what agents keep about a person (bridge/contacts.py); never written by the engine --
 
 CONTACTS_REV = PREFIX + "contacts-rev"  # counter: bumped by every change to a contact others may hold
+ERASURES_REV = PREFIX + "erasures-rev"  # counter: bumped by every erasure (engines drop what they cached)
 CONTACT_EVENTS_MAX = 200  # changes kept per contact (newest first)
 
 

@@ -294,11 +294,12 @@ class Store:
                     if members[person] else []
         return found
 
-    async def contacts_rev(self) -> int:
-        """How many times agents changed a contact (fields, links): a cache of contacts is
-        good while this stays the same."""
-        raw = await self.redis.get(keys.CONTACTS_REV)
-        return int(raw) if raw else 0
+    async def cache_revs(self) -> tuple[int, int]:
+        """How many times a known contact changed (fields, links, a new address) and how
+        many erasures there were: cached contacts are good while the first stays the same,
+        cached conversations while the second does."""
+        contacts, erasures = await self.redis.mget([keys.CONTACTS_REV, keys.ERASURES_REV])
+        return int(contacts or 0), int(erasures or 0)
 
     async def person_of(self, contact_id: str) -> str:
         """The first contact of the person ``contact_id`` belongs to (itself when not linked)."""
@@ -653,7 +654,7 @@ class Store:
             pipe.set(keys.erased(contact.id), "1", ex=keys.ERASED_MARK_S)  # what SQL still holds stays out
             if counters:  # counts in ms never reach the clock, nor do earlier clock floors
                 pipe.mset(dict.fromkeys(counters, now_ms()))
-            pipe.incr(keys.CONTACTS_REV)  # engines drop what they cached of the contact
+            pipe.incr(keys.ERASURES_REV)  # engines drop what they cached (the contact, its conversations)
             if contact.person:  # linked to another contact as one person: no longer
                 pipe.srem(keys.contact_members(contact.person), contact.id)
             for status in ("open", "pending", "resolved"):
