@@ -116,7 +116,7 @@ class _Partition:
     revs: tuple[int, int] = (-1, -1)  # the (contacts, erasures) change counters the caches have seen
     failures: dict[str, _Failure] = field(default_factory=dict)  # partition key -> its failed message
     # the batch's new addresses -> their next conversation number and their known contact
-    # (`Engine._prepare_openings`)
+    # (`Engine._openings`)
     openings: dict[tuple[str, str], tuple[int, Contact | None]] = field(default_factory=dict)
     # a failed message was handled or dead-lettered: the ones that waited behind it are
     # among our pending entries, to be read again once the partition is idle
@@ -435,6 +435,7 @@ class Engine:
         addresses = list(dict.fromkeys((m.channel, m.address) for m in messages
                                        if m.kind == "customer" and not m.conversation_id
                                        and p.current.get((m.channel, m.address)) is None))
+        new: list[tuple[str, str]] = []  # addresses with no conversation: their messages open one
         if addresses:
             ids = await self.store.current_ids(addresses)
             if None in ids:
@@ -442,9 +443,9 @@ class Engine:
             for address, conversation_id in zip(addresses, ids, strict=True):
                 if conversation_id:
                     p.current.put(address, conversation_id)
-            await self._prepare_openings(p, messages, [a for a, i in zip(addresses, ids, strict=True) if not i])
-        else:
-            p.openings.clear()
+                else:
+                    new.append(address)
+        p.openings = await self._openings(messages, new)
         wanted = {p.current.get((m.channel, m.address)) if m.kind == "customer" and not m.conversation_id
                   else m.conversation_id for m in messages}
         missing = [c for c in wanted if c and p.conversations.get(c) is None]
@@ -477,15 +478,15 @@ class Engine:
         found = iter(await self.store.returning(missed, emails))
         return [i or next(found) for i in ids]
 
-    async def _prepare_openings(self, p: _Partition, messages: list[Message],
-                                new: list[tuple[str, str]]) -> None:
-        """What opening a conversation takes, for every new address of the batch at once:
-        its next number and its contact (linked to the address, or else to the email the
-        channel vouches for). A burst of new customers then costs a few round trips per
-        batch instead of three per customer, each waiting its turn on a busy loop."""
-        p.openings.clear()
+    async def _openings(self, messages: list[Message],
+                        new: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, Contact | None]]:
+        """What opening a conversation takes, for every new address of a batch at once: its
+        next number and its contact (linked to the address, or else to the email the channel
+        vouches for: mail From, a confirmed widget form, the API caller). A burst of new
+        customers then costs a few round trips per batch instead of three per customer,
+        each waiting its turn on a busy loop."""
         if not new:
-            return
+            return {}
         numbers = await self.store.next_conversation_numbers([address_hash(c, a) for c, a in new])
         contact_ids = await self.store.contact_ids_for(new)
         emails: dict[tuple[str, str], str] = {}
@@ -500,7 +501,7 @@ class Engine:
         known = list(dict.fromkeys(c for c in contact_ids if c))
         # one object per contact: two new addresses of one person in a batch both join it
         contacts = dict(zip(known, await self.store.contacts_many(known), strict=True)) if known else {}
-        p.openings = {a: (n, contacts.get(c) if c else None) for a, n, c in zip(new, numbers, contact_ids, strict=True)}
+        return {a: (n, contacts.get(c) if c else None) for a, n, c in zip(new, numbers, contact_ids, strict=True)}
 
     def _evict(self, p: _Partition, message: Message) -> None:
         conversation_id = message.conversation_id or p.current.get((message.channel, message.address))
@@ -555,20 +556,15 @@ class Engine:
     async def _open(self, p: _Partition, message: Message, now: int) -> tuple[Conversation, Contact, bool]:
         """A new conversation for a customer address, and its contact: a known one (the
         address or the email is linked to it) or a new one (True)."""
-        h = address_hash(message.channel, message.address)
+        key = (message.channel, message.address)
+        h = address_hash(*key)
         address = f"{message.channel}:{message.address}"
         sender = message.sender
-        prepared = p.openings.pop((message.channel, message.address), None)
-        if prepared is not None:  # a new address: looked up with the batch
-            number, contact = prepared
-        else:  # an address whose last conversation closed too long ago
-            (number,) = await self.store.next_conversation_numbers([h])
-            (contact_id,) = await self.store.contact_ids_for([(message.channel, message.address)])
-            if contact_id is None and sender is not None and sender.email:
-                # the channel vouches for this email (mail From, a confirmed widget form, the
-                # API caller): the address joins the person who already wrote from that email
-                contact_id = await self.store.contact_id_by_email(sender.email)
-            contact = (await self.store.contact(contact_id)) if contact_id else None
+        # a new address was looked up with its batch; one whose last conversation closed
+        # too long ago is looked up now
+        if key not in p.openings:
+            p.openings.update(await self._openings([message], [key]))
+        number, contact = p.openings.pop(key)
         if contact is not None and address not in contact.addresses:
             contact.addresses.append(address)
         created = contact is None
@@ -579,7 +575,7 @@ class Engine:
         conversation = Conversation(id=f"{h}-{number}", channel=message.channel, address=message.address,
                                     contact_id=contact.id, created_ms=now, updated_ms=now)
         p.conversations.put(conversation.id, conversation)
-        p.current.put((message.channel, message.address), conversation.id)
+        p.current.put(key, conversation.id)
         p.contacts.put(contact.id, (contact, self.clock_ms()))
         return conversation, contact, created
 

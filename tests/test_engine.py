@@ -382,3 +382,30 @@ async def test_new_addresses_of_a_known_person_in_one_batch_both_join_them(redis
     assert len({c.contact_id for c in conversations if c}) == 1 and None not in conversations
     contact = await store.contact(conversations[0].contact_id if conversations[0] else "")
     assert contact is not None and sorted(contact.addresses) == ["api:desk", "api:laptop", "api:phone"]
+
+
+async def test_a_customer_writing_long_after_the_case_closed_opens_a_new_one_as_the_same_person(
+        redis: aioredis.Redis, make_engine: Any) -> None:
+    """Past engine.reopen_within_h a resolved conversation stays closed: the address's
+    next message opens conversation 2, looked up on its own (not with a batch of new
+    addresses), for the contact the address already has."""
+    clock, seen = Clock(), []
+
+    def step(turn: Turn) -> None:
+        seen.append(turn.conversation.id)
+        if turn.message.text == "thanks, solved":
+            turn.conversation.status, turn.conversation.resolved_ms = "resolved", turn.now_ms
+
+    make_engine([step], clock, partitions=1)
+    bus, store = Bus(redis, partitions=1), Store(redis)
+    for n, text in enumerate(("my order is late", "thanks, solved"), 1):
+        await bus.publish(Message(kind="customer", channel="api", address="late", text=text))
+        await wait_for(lambda n=n: len(seen) == n, 10, text)  # type: ignore[misc]
+    first = await store.for_address("api", "late")
+    assert first is not None and first.status == "resolved"
+    clock.advance(hours=73)
+    await bus.publish(Message(kind="customer", channel="api", address="late", text="it broke again"))
+    await wait_for(lambda: len(seen) == 3, 10, "the new case")
+    second = await store.for_address("api", "late")
+    assert second is not None and second.id == f"{first.id.rsplit('-', 1)[0]}-2" and second.status == "open"
+    assert second.contact_id == first.contact_id

@@ -66,12 +66,7 @@ PERSONAL = ["Erika Mustermann", "erika@example.org", "cust-erase", "Mein Paket 7
 async def test_export_then_erase_leaves_nothing_behind(history_url: str, redis_url: str,
                                                        webhook: WebhookReceiver, tmp_path: Path) -> None:
     async with running_bridge(redis_url, with_history(history_url, webhook.url), env=ENV) as b:
-        await b.post("/api/v1/messages", headers=AUTH, json={
-            "customer_id": "cust-erase", "name": "Erika Mustermann", "email": "erika@example.org",
-            "text": "Mein Paket 7781 ist beschädigt", "message_id": "e-1"})
-        await b.post("/api/v1/messages", headers=AUTH, json={
-            "customer_id": "cust-keep", "text": "Where is order 5?", "message_id": "k-1"})
-        await b.wait_for(lambda: len(webhook.received) >= 2, what="both answered")
+        await two_customers(b, webhook, PERSONAL, "e-1", "cust-keep", "Where is order 5?")
         await b.wait_for(lambda: projected(b.redis), what="the outbox projected")
         conversation = await b.store.for_address("api", "cust-erase")
         assert conversation is not None
@@ -129,12 +124,7 @@ async def test_an_erasure_between_a_projector_read_and_its_write_is_not_undone(
     async with running_bridge(redis_url, config, env=ENV) as b:
         assert b.bridge.history is not None
         await db.upgrade(b.bridge.history)
-        await b.post("/api/v1/messages", headers=AUTH, json={
-            "customer_id": "cust-raced", "name": "Jonas Weber", "email": "jonas@example.org",
-            "text": "Bitte löschen Sie meine Bestellung 9120", "message_id": "race-1"})
-        await b.post("/api/v1/messages", headers=AUTH, json={
-            "customer_id": "cust-stays", "text": "Where is order 6?", "message_id": "race-2"})
-        await b.wait_for(lambda: len(webhook.received) >= 2, what="both answered")
+        await two_customers(b, webhook, RACED, "race-1", "cust-stays", "Where is order 6?")
         gone, stays = await b.store.for_address("api", "cust-raced"), await b.store.for_address("api", "cust-stays")
         assert gone is not None and stays is not None
 
@@ -164,6 +154,18 @@ async def test_an_erasure_between_a_projector_read_and_its_write_is_not_undone(
         for item in [*RACED, gone.id, gone.contact_id]:
             assert item not in tables_text, item
         assert "Where is order 6?" in tables_text
+
+
+async def two_customers(b: Any, webhook: WebhookReceiver, personal: list[str], message_id: str,
+                        other: str, other_text: str) -> None:
+    """A customer who will ask to be erased (name, email, customer id, a message:
+    ``personal``) and another one, both answered."""
+    name, email, customer, text = personal
+    await b.post("/api/v1/messages", headers=AUTH, json={
+        "customer_id": customer, "name": name, "email": email, "text": text, "message_id": message_id})
+    await b.post("/api/v1/messages", headers=AUTH, json={
+        "customer_id": other, "text": other_text, "message_id": f"{message_id}-other"})
+    await b.wait_for(lambda: len(webhook.received) >= 2, what="both answered")
 
 
 async def keyspace_text(redis: aioredis.Redis) -> str:
