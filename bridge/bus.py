@@ -61,9 +61,11 @@ return out
 """
 
 _COMMIT = """
--- ARGV: owner, once key, lease count, lease keys..., ops: a msgpack array of commands
--- (frame_ops). Fenced: a worker that lost a lease commits nothing (another owns the
--- stream now). Once: a client retrying after a lost reply does not apply a batch twice.
+-- ARGV: owner, once key, lease count, lease keys..., guard count, (guard key, expected
+-- value)..., ops: a msgpack array of commands (frame_ops). Fenced: a worker that lost a
+-- lease commits nothing (another owns the stream now). Guarded: nothing either when a
+-- guard key changed since the batch read it (its caches are stale: an erasure). Once: a
+-- client retrying after a lost reply does not apply a batch twice.
 local owner, once = ARGV[1], ARGV[2]
 local leases = tonumber(ARGV[3])
 for i = 4, 3 + leases do
@@ -71,8 +73,15 @@ for i = 4, 3 + leases do
     return redis.error_reply('LEASELOST ' .. ARGV[i])
   end
 end
+local guards = 4 + leases
+local after = guards + 1 + 2 * tonumber(ARGV[guards])
+for i = guards + 1, after - 1, 2 do
+  if (redis.call('GET', ARGV[i]) or '') ~= ARGV[i + 1] then
+    return redis.error_reply('STALE ' .. ARGV[i])
+  end
+end
 if not redis.call('SET', once, '1', 'NX', 'EX', 600) then return 0 end
-local ops = cmsgpack.unpack(ARGV[4 + leases])
+local ops = cmsgpack.unpack(ARGV[after])
 for i = 1, #ops do redis.call(unpack(ops[i])) end
 return #ops
 """
@@ -125,6 +134,15 @@ return #due
 RELEASE_LANE = "release_lane"  # an outbound command: the lane named in data["lane"] goes on
 
 
+class StaleCache(Exception):
+    """A guarded commit found that a guard key changed since the batch read it: what the
+    batch computed from its caches may bring back what an erasure deleted."""
+
+    def __init__(self, guard_key: str) -> None:
+        super().__init__(f"changed since the batch read it: {guard_key}")
+        self.guard_key = guard_key
+
+
 class LeaseLost(Exception):
     """A fenced commit found that this worker no longer owns the stream whose lease key
     is ``lease_key``."""
@@ -138,8 +156,10 @@ class LeaseLost(Exception):
 class Entry:
     stream: str
     id: str
-    payload: bytes | None  # None when the entry has no payload field (malformed)
+    payload: bytes | None  # None when the entry has no payload field (malformed) or is gone
     replay: bool = False  # put back from the dead letters by an operator (`bridge dlq replay`)
+    # deleted while it was pending (an erasure scrubs the streams): nothing to handle, acked
+    erased: bool = False
 
 
 def entries_from_reply(reply: Any) -> list[Entry]:
@@ -155,6 +175,9 @@ def entries_from_reply(reply: Any) -> list[Entry]:
             if fields and len(fields) == 2 and fields[0] == payload_field:  # what the bridge writes
                 out.append(Entry(stream, entry_id.decode(), fields[1]))
                 continue
+            if fields is None:  # a pending entry read again after XDEL
+                out.append(Entry(stream, entry_id.decode(), None, erased=True))
+                continue
             named = dict(zip(fields[::2], fields[1::2], strict=True)) if fields else {}
             out.append(Entry(stream, entry_id.decode(), named.get(payload_field), replay=replay_field in named))
     return out
@@ -165,10 +188,13 @@ def _raw_reply(response: Any, **options: Any) -> Any:
 
 
 def decode_entries(entries: list[Entry]) -> tuple[list[tuple[Entry, Message]], list[tuple[Entry, str]]]:
-    """Split a batch into decoded messages and malformed entries (with the reason)."""
+    """Split a batch into decoded messages and malformed entries (with the reason);
+    entries deleted while pending (`Entry.erased`) are neither."""
     decoded: list[tuple[Entry, Message]] = []
     malformed: list[tuple[Entry, str]] = []
     for entry in entries:
+        if entry.erased:
+            continue
         if entry.payload is None:
             malformed.append((entry, "malformed entry: no 'm' field"))
             continue
@@ -359,18 +385,24 @@ class Bus:
                 counts[entry_id] = int(rows[0]["times_delivered"])
         return counts
 
-    async def commit(self, ops: Ops, *, leases: Sequence[str] = (), owner: str = "") -> None:
+    async def commit(self, ops: Ops, *, leases: Sequence[str] = (), owner: str = "",
+                     guards: Sequence[tuple[str, str]] = ()) -> None:
         """Run a batch of Redis commands atomically (one Lua call), fenced by leases:
-        nothing is written unless ``owner`` still holds every lease. Applied at most once,
-        even when the connection drops after Redis ran it and the client retries."""
+        nothing is written unless ``owner`` still holds every lease, and (`StaleCache`)
+        every guard key still holds its value ("" for none). Applied at most once, even
+        when the connection drops after Redis ran it and the client retries."""
         if not ops:
             return
         try:
             await self._replicated_script(self._commit, [owner, keys.commit_once(new_id()), len(leases), *leases,
+                                                         len(guards), *(v for g in guards for v in g),
                                                          frame_ops(ops)])
         except ResponseError as exc:
-            if str(exc).startswith("LEASELOST"):
-                raise LeaseLost(str(exc).removeprefix("LEASELOST ")) from None
+            reason = str(exc)
+            if reason.startswith("LEASELOST"):
+                raise LeaseLost(reason.removeprefix("LEASELOST ")) from None
+            if reason.startswith("STALE"):
+                raise StaleCache(reason.removeprefix("STALE ")) from None
             raise
 
     def leases(self, owner: str, streams: Sequence[str], *, ttl_s: float, role: str,

@@ -250,6 +250,11 @@ class ChannelDispatcher:
         for entry, reason in malformed:
             self._in_hand.add(entry.id)
             self._complete(_Done(_Item(entry, Message(kind="event", channel=self.channel)), dead=reason))
+        for entry in entries:
+            if entry.erased:  # deleted while pending (an erasure): nothing to send, only acked
+                self._in_hand.add(entry.id)
+                self._complete(_Done(_Item(entry, Message(kind="event", channel=self.channel)),
+                                     delivered=Delivered(), recorded_before=True))
         recorded, attempts, due_ms = await self._history(decoded)
         now_s, now = time.monotonic(), now_ms()
         for entry, message in decoded:

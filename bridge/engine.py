@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import failpoints, keys
-from bridge.bus import Bus, Entry, LeaseLost, decode_entries
+from bridge.bus import Bus, Entry, LeaseLost, StaleCache, decode_entries
 from bridge.cursor import GroupCursor
 from bridge.errors import RecordUnavailable, StorageFull, StoreUnavailable
 from bridge.jobs import Jobs
@@ -57,7 +57,8 @@ OWN_PENDING_CHECK_S = 30.0
 # contacts span partitions, so another worker may change one: every change to a contact
 # that existed before (a link by email, an agent's edit) bumps keys.CONTACTS_REV, which
 # drops the cached ones, and an erasure bumps keys.ERASURES_REV, which drops a partition's
-# whole cache (none of the erased conversations is written back from memory); as a safety
+# whole cache (none of the erased conversations is written back from memory; a batch that
+# read the counter before an erasure is refused at its commit, `StaleCache`); as a safety
 # net a cached contact is also read again when older than this at the start of a batch
 CONTACT_FRESH_MS = 60_000
 # a partition's batch lets the event loop run its other work (deliveries and their
@@ -210,14 +211,18 @@ class Engine:
                     self._forget_all()
                     await self._sleep(0.5)
         finally:
-            tasks = [p.task for p in [*self._held.values(), *self._draining.values()] if p.task is not None]
-            if tasks:
-                await asyncio.wait(tasks, timeout=30)
+            await self.settled(timeout_s=30)
             await self.jobs.close()
             await self.leases.stop()
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def settled(self, timeout_s: float | None = None) -> None:
+        """Wait until no partition batch is under way (each committed or failed)."""
+        tasks = [p.task for p in [*self._held.values(), *self._draining.values()] if p.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -301,13 +306,15 @@ class Engine:
 
     # -- one batch -------------------------------------------------------------------
 
-    async def handle(self, entries: list[Entry]) -> None:
+    async def handle(self, entries: list[Entry], revs: tuple[int, int] | None = None) -> None:
         """Start one task per partition in the batch; each commits on its own. Changes to
-        contacts and erasures are asked for once per read, after it (so its turns see them)."""
+        contacts and erasures (``revs``) are asked for once per read, after it (so its
+        turns see them); a commit fails should an erasure come after that (`StaleCache`)."""
         by_stream: dict[str, list[Entry]] = defaultdict(list)
         for entry in entries:
             by_stream[entry.stream].append(entry)
-        revs = await self.store.cache_revs()
+        if revs is None:
+            revs = await self.store.cache_revs()
         for stream, items in by_stream.items():
             partition = self._partition(stream)
             partition.task = asyncio.create_task(self._run_partition(stream, partition, items, revs),
@@ -319,6 +326,10 @@ class Engine:
             await self._handle_partition(stream, partition, entries, revs)
         except LeaseLost as exc:
             self._lose(exc)
+        except StaleCache:  # an erasure since the read: nothing was written, read the batch again
+            log.info("an erasure came during the batch: it is read again", extra={"stream": stream})
+            partition.forget()
+            self.cursor.reread()
         except Exception as exc:
             partition.forget()
             self.cursor.reread()
@@ -344,7 +355,7 @@ class Engine:
                                                               "reason": reason})
             ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, reason))
         await self._load(partition, [m for _, m in messages], revs)
-        acked: list[str] = []
+        acked = [e.id for e in entries if e.erased]  # an erasure deleted them while pending
         touched: list[str] = []
         resolved: list[str] = []  # left out of the cache after the commit (retention may drop them from Redis)
         blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
@@ -390,7 +401,9 @@ class Engine:
         ops.extend(self.bus.announce_ops(touched))
         failpoints.hit("engine.before_commit")
         try:
-            await self.bus.commit(ops, leases=[keys.lease(stream)], owner=self.worker_id)
+            # the caches this batch used held nothing an erasure since has deleted
+            await self.bus.commit(ops, leases=[keys.lease(stream)], owner=self.worker_id,
+                                  guards=[(keys.ERASURES_REV, str(revs[1]) if revs[1] else "")])
         except BaseException:
             partition.forget()
             raise

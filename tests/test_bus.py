@@ -121,7 +121,7 @@ async def test_a_retried_commit_is_applied_once(redis: aioredis.Redis) -> None:
     script = bus._commit
     from bridge.ops import frame_ops
 
-    args = ["me", keys.commit_once("batch-1"), 0, frame_ops([["RPUSH", "t:list", "x"]])]
+    args = ["me", keys.commit_once("batch-1"), 0, 0, frame_ops([["RPUSH", "t:list", "x"]])]  # no leases, no guards
     assert await script(args=args) == 1
     assert await script(args=args) == 0  # the retry
     assert await redis.lrange("t:list", 0, -1) == [b"x"]

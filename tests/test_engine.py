@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge import keys
-from bridge.bus import Bus, LeaseLost
+from bridge.bus import Bus, LeaseLost, StaleCache
 from bridge.config import Settings
 from bridge.effects import Effects
 from bridge.engine import Engine
@@ -62,6 +62,18 @@ async def test_a_commit_is_refused_once_the_lease_is_lost(redis: aioredis.Redis)
     await redis.set(keys.lease("s"), "me")
     await bus.commit([["SET", "written", "1"]], leases=[keys.lease("s")], owner="me")
     assert await redis.get("written") == b"1"
+
+
+async def test_a_guarded_commit_is_refused_once_its_guard_key_changed(redis: aioredis.Redis) -> None:
+    bus = Bus(redis, partitions=1)
+    guard = [(keys.ERASURES_REV, "")]  # as read before any erasure: no such key
+    await bus.commit([["SET", "first", "1"]], guards=guard)
+    await redis.incr(keys.ERASURES_REV)
+    with pytest.raises(StaleCache):
+        await bus.commit([["SET", "second", "1"]], guards=guard)
+    assert await redis.get("first") == b"1" and await redis.exists("second") == 0
+    await bus.commit([["SET", "second", "1"]], guards=[(keys.ERASURES_REV, "1")])
+    assert await redis.get("second") == b"1"
 
 
 async def test_a_lost_lease_is_dropped_at_once_and_logged_once(redis: aioredis.Redis, make_engine: Any,

@@ -11,10 +11,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bridge import keys
+from bridge.engine import Engine
 from bridge.history import db
 from bridge.history.projector import Projector
 from bridge.history.record import TurnRecord, conversation_of, decode_record
 from bridge.model import conversation_number
+from bridge.runner import build_steps
 from tests.harness import running_bridge
 from tests.history_db import every_table_text, rows
 from tests.test_api_e2e import AUTH, ENV
@@ -190,3 +192,64 @@ async def keyspace_text(redis: aioredis.Redis) -> str:
         out.append(key)
         out.extend(v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in values)
     return "\n".join(out)
+
+
+CAUGHT = ["Lena Fischer", "lena@example.org", "cust-caught", "Meine Rechnung 4410 ist falsch"]
+
+
+async def test_an_erasure_between_an_engine_read_and_its_commit_is_not_written_back(
+        history_url: str, redis_url: str, webhook: WebhookReceiver) -> None:
+    """The engine has the customer's conversation in its cache and reads their next
+    message; the customer is erased; then the engine commits. Nothing of the erased
+    conversation is written back; the message, erased from the stream with the rest of
+    the person, is read again and acknowledged, not dead-lettered as malformed."""
+    config = with_history(history_url, webhook.url)
+    config["roles"] = ["ingest", "dispatch", "web"]  # the engine is this test's own
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        assert b.bridge.history is not None
+        await db.upgrade(b.bridge.history)
+        flow_config, steps = build_steps(b.bridge.settings, b.bridge.adapters, store=b.store)
+        engine = Engine(bus=b.bus, store=b.store, flow_config=flow_config, steps=steps, worker_id="race-engine")
+        streams = [keys.inbound(p) for p in range(engine.partitions)]
+        for stream in streams:
+            await b.bus.ensure_group(stream, keys.ENGINE_GROUP)
+        name, email, customer, text = CAUGHT
+
+        async def read(pending: bool = False) -> list[Any]:
+            return await b.bus.read(streams, keys.ENGINE_GROUP, "race-engine", count=10, block_ms=None,
+                                    pending=pending)
+
+        async def handled(entries: list[Any], revs: tuple[int, int] | None = None) -> None:
+            await engine.handle(entries, revs)
+            await engine.settled()
+
+        async def post(message_id: str, **fields: str) -> None:
+            response = await b.post("/api/v1/messages", headers=AUTH, json={
+                "customer_id": customer, "message_id": message_id, **fields})
+            assert response.status in (200, 202), await response.text()
+
+        await engine.leases.tick()
+        engine.leases.start("race-engine-leases")  # renewed as the engine's own loop does
+        try:
+            await post("c-1", name=name, email=email, text=text)
+            await handled(await read())
+            erased = await b.store.for_address("api", customer)
+            assert erased is not None
+
+            await post("c-2", text="Und die Lieferadresse hat sich auch geändert")
+            batch = await read()
+            revs = await b.store.cache_revs()  # as the engine reads them with a batch
+            response = await b.post(f"/api/v1/contacts/{erased.contact_id}/erase", headers=AUTH)  # in between
+            assert response.status == 200, await response.text()
+            await handled(batch, revs)
+            assert not await b.redis.exists(keys.conversation(erased.id), keys.transcript(erased.id))
+
+            await handled(await read(pending=True))  # as the engine reads its own unacked entries again
+        finally:
+            await engine.leases.stop()
+        assert await b.store.for_address("api", customer) is None
+        assert await read(pending=True) == []
+        assert not await b.redis.exists(keys.DEAD_LETTERS)
+        redis_text = await keyspace_text(b.redis)
+        for item in [name, email, text, "Lieferadresse", erased.id]:
+            assert item not in redis_text, item

@@ -147,6 +147,8 @@ class Projector:
         records: list[TurnRecord | RefsRecord] = []
         ops: Ops = []
         for entry in entries:
+            if entry.erased:  # deleted while pending (an erasure): acked with the rest
+                continue
             try:
                 if entry.payload is None:
                     raise ValueError("no payload field")
