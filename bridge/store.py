@@ -594,14 +594,15 @@ class Store:
         counting up to the address's counter: a counter may hold a clock floor (after an
         erasure, or numbered while the record was away)."""
         found: dict[str, None] = {}
+        kinds = (keys.conversation(""), keys.transcript(""))
         for h in dict.fromkeys(address_hash(*a.split(":", 1)) for a in addresses if ":" in a):
             ids: set[str] = set()
-            for key_of in (keys.conversation, keys.transcript):
-                pattern = key_of(f"{h}-*")
-                async for key in self.redis.scan_iter(match=pattern, count=1000):
-                    conversation_id = key.decode()[len(pattern) - len(h) - 2:]
-                    if conversation_number(conversation_id):
-                        ids.add(conversation_id)
+            # one pass over the keyspace for both kinds of key (a SCAN reads every key)
+            async for name in self.redis.scan_iter(match=f"{keys.PREFIX}*:{h}-*", count=1000):
+                key = name.decode()
+                for prefix in kinds:
+                    if key.startswith(prefix) and conversation_number(key[len(prefix):]):
+                        ids.add(key[len(prefix):])
             found.update(dict.fromkeys(sorted(ids, key=conversation_number)))
         return list(found)
 
@@ -614,6 +615,27 @@ class Store:
                 pipe.smembers(keys.conversation_refs(i))
             found = await pipe.execute()
         return {i: sorted(r.decode() for r in refs) for i, refs in zip(conversation_ids, found, strict=True) if refs}
+
+    async def _refs_to(self, conversation_ids: set[str]) -> builtins.list[str]:
+        """The keys of every thread ref naming one of ``conversation_ids`` (a ref written
+        by an older bridge is in no conversation's ref set): by SCAN, each page's targets
+        read in one MGET, not a round trip per ref."""
+        found: builtins.list[str] = []
+        page: builtins.list[bytes] = []
+
+        async def check() -> None:
+            for key, target in zip(page, await self.redis.mget(page), strict=True):
+                if target is not None and target.decode() in conversation_ids:
+                    found.append(key.decode())
+            page.clear()
+
+        async for key in self.redis.scan_iter(match=keys.ref("*"), count=1000):
+            page.append(key)
+            if len(page) >= 1000:
+                await check()
+        if page:
+            await check()
+        return found
 
     async def erase_contact(self, contact: Contact, conversation_ids: builtins.list[str], partitions: int) -> int:
         """Delete the contact, its indexes and its conversations (state, transcript, status
@@ -641,9 +663,7 @@ class Store:
         async for key in self.redis.scan_iter(match=keys.dedupe("*", "*"), count=1000):
             if any(b in key + b":" for b in bare):  # a dedupe key naming the address (the API's)
                 doomed.append(key.decode())
-        async for key in self.redis.scan_iter(match=keys.ref("*"), count=1000):
-            if (await self.redis.get(key) or b"").decode() in wanted:
-                doomed.append(key.decode())
+        doomed += await self._refs_to(wanted)
         timers: builtins.list[tuple[str, bytes]] = []
         for p in range(partitions):
             for member in await self.redis.zrange(keys.timers(p), 0, -1):

@@ -17,7 +17,8 @@ from bridge.history.projector import Projector
 from bridge.history.record import TurnRecord, conversation_of, decode_record
 from bridge.model import conversation_number
 from bridge.runner import build_steps
-from tests.harness import running_bridge
+from bridge.store import Store
+from tests.harness import commit, running_bridge
 from tests.history_db import every_table_text, rows
 from tests.test_api_e2e import AUTH, ENV
 from tests.test_history import projected, with_history
@@ -73,6 +74,13 @@ async def test_export_then_erase_leaves_nothing_behind(history_url: str, redis_u
         conversation = await b.store.for_address("api", "cust-erase")
         assert conversation is not None
         personal = [*PERSONAL, conversation.id]
+        kept = await b.store.for_address("api", "cust-keep")
+        assert kept is not None
+        # thread refs naming the conversation: one as the bridge writes them (with the
+        # conversation's ref set), one as an older bridge did (no set); one naming the other's
+        await commit(b.redis, Store.ref_ops("slack:C1:1700000000.000100", conversation.id))
+        await b.redis.set(keys.ref("email:<old-thread@example.org>"), conversation.id)
+        await commit(b.redis, Store.ref_ops("slack:C1:1700000000.000200", kept.id))
 
         response = await b.http.get(f"{b.url}/api/v1/contacts/{conversation.contact_id}/export", headers=AUTH)
         assert response.status == 200
@@ -96,6 +104,7 @@ async def test_export_then_erase_leaves_nothing_behind(history_url: str, redis_u
             assert item not in redis_text, item
             assert item not in tables_text, item
         assert "Where is order 5?" in tables_text  # the other customer's record stays
+        assert await b.redis.get(keys.ref("slack:C1:1700000000.000200")) == kept.id.encode()
         (erasure,) = await rows(history_url, "erasures")
         assert erasure["counts"]["conversations"] == 1
         gone = await b.http.get(f"{b.url}/api/v1/contacts/{conversation.contact_id}/export", headers=AUTH)
