@@ -4,6 +4,7 @@ in Redis or in any table."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from bridge.history.record import TurnRecord, conversation_of, decode_record
 from bridge.model import conversation_number
 from bridge.runner import build_steps
 from bridge.store import Store
-from tests.harness import commit, running_bridge
+from tests.harness import commit, finished, running_bridge
 from tests.history_db import every_table_text, rows
 from tests.test_api_e2e import AUTH, ENV
 from tests.test_history import projected, with_history
@@ -262,3 +263,46 @@ async def test_an_erasure_between_an_engine_read_and_its_commit_is_not_written_b
         redis_text = await keyspace_text(b.redis)
         for item in [name, email, text, "Lieferadresse", erased.id]:
             assert item not in redis_text, item
+
+
+PENDING = ["Ana Costa", "ana@example.org", "cust-pending", "A minha encomenda 3312 chegou partida"]
+
+
+async def test_records_an_erasure_deleted_while_read_and_not_yet_written_are_acknowledged(
+        history_url: str, redis_url: str, webhook: WebhookReceiver) -> None:
+    """A projector read the customer's records and stopped before writing them (a crash);
+    the erasure deletes those outbox entries; the next projector reads its unacknowledged
+    entries first: the deleted ones are acknowledged, not dead-lettered as unreadable,
+    and the other customer's are written."""
+    config = with_history(history_url, webhook.url)
+    config["roles"] = ["ingest", "engine", "dispatch", "web"]  # the projector is this test's own
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        assert b.bridge.history is not None
+        await db.upgrade(b.bridge.history)
+        await two_customers(b, webhook, PENDING, "pend-1", "cust-stays-too", "Where is order 8?")
+        gone, stays = (await b.store.for_address("api", "cust-pending"),
+                       await b.store.for_address("api", "cust-stays-too"))
+        assert gone is not None and stays is not None
+        projector = Projector(bus=b.bus, engine=b.bridge.history, worker_id="restarted-projector",
+                              partitions=b.bridge.settings.engine.partitions, lease_ttl_s=30, store=b.store)
+        for stream in projector.streams:
+            await b.bus.ensure_group(stream, keys.PROJECTOR_GROUP)
+        assert await b.bus.read(projector.streams, keys.PROJECTOR_GROUP, keys.PROJECTOR_CONSUMER,
+                                count=1000, block_ms=None)  # read by a projector that then died
+
+        response = await b.post(f"/api/v1/contacts/{gone.contact_id}/erase", headers=AUTH)
+        assert response.status == 200, await response.text()
+
+        async def unacknowledged() -> int:
+            return sum([int((await b.redis.xpending(s, keys.PROJECTOR_GROUP))["pending"])
+                        for s in projector.streams])
+
+        run = asyncio.create_task(projector.run())
+        try:
+            await b.wait_for(lambda: projected(b.redis), what="the outbox projected")
+            assert await unacknowledged() == 0
+        finally:
+            projector.stop()
+            await finished(run)
+        assert not await b.redis.exists(keys.DEAD_LETTERS)
+        assert {r["id"] for r in await rows(history_url, "conversations")} == {stays.id}
