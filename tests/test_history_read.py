@@ -12,11 +12,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bridge import keys
+from bridge.dispatcher import ChannelDispatcher
 from bridge.engine import Engine
 from bridge.history import db
 from bridge.history.projector import Projector
 from bridge.history.record import TurnRecord, conversation_of, decode_record
-from bridge.model import conversation_number
+from bridge.model import Message, conversation_number, encode
 from bridge.runner import build_steps
 from bridge.store import Store
 from tests.harness import commit, finished, running_bridge
@@ -306,3 +307,53 @@ async def test_records_an_erasure_deleted_while_read_and_not_yet_written_are_ack
             await finished(run)
         assert not await b.redis.exists(keys.DEAD_LETTERS)
         assert {r["id"] for r in await rows(history_url, "conversations")} == {stays.id}
+
+
+async def test_replies_an_erasure_deleted_while_read_and_not_yet_sent_are_acknowledged(
+        history_url: str, redis_url: str, webhook: WebhookReceiver) -> None:
+    """A dispatcher read a reply to the customer but never got the read's answer (a cut
+    connection); the erasure deletes the entry; the dispatcher reads its unacknowledged
+    entries again: the deleted one is acknowledged, not sent, not dead-lettered as
+    malformed, and does not stay pending (it would hold back the stream's trimming)."""
+    config = with_history(history_url, webhook.url)
+    config["roles"] = ["ingest", "engine", "web"]  # the dispatcher is this test's own
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        assert b.bridge.history is not None
+        await db.upgrade(b.bridge.history)  # no projector here to do it
+        response = await b.post("/api/v1/messages", headers=AUTH, json={
+            "customer_id": "cust-unsent", "email": "unsent@example.org", "text": "Hello?", "message_id": "u-1"})
+        assert response.status in (200, 202)
+        conversation = await b.wait_for(lambda: b.store.for_address("api", "cust-unsent"), what="a conversation")
+        stream = keys.outbound("api")
+        await b.bus.ensure_group(stream, keys.DISPATCH_GROUP)
+        settings = b.bridge.settings.engine
+        # the claim time keeps XAUTOCLAIM (which drops deleted entries from the pending
+        # list by itself) out of this test: only the dispatcher's own re-read is left
+        dispatcher = ChannelDispatcher(bus=b.bus, adapter=b.bridge.adapters["api"], worker_id="w-dispatch",
+                                       lease_ttl_s=settings.lease_ttl_s, block_ms=settings.block_ms,
+                                       batch_size=settings.batch_size, claim_min_idle_s=60,
+                                       report_health=b.bridge.health.reporter("api"))
+        run = asyncio.create_task(dispatcher.run())
+        try:
+            await b.wait_for(lambda: len(webhook.received) >= 1, what="the acknowledgement sent")
+            # a reply written and read at once (one transaction): the dispatcher's read
+            # whose answer never came back
+            reply = Message(kind="reply", channel="api", address="cust-unsent", conversation_id=conversation.id,
+                            text="Your refund of 40 EUR is on its way")
+            async with b.redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(stream, {keys.PAYLOAD_FIELD: encode(reply)})
+                pipe.xreadgroup(keys.DISPATCH_GROUP, "w-dispatch", {stream: ">"}, count=10)
+                await pipe.execute()
+            response = await b.post(f"/api/v1/contacts/{conversation.contact_id}/erase", headers=AUTH)
+            assert response.status == 200, await response.text()
+
+            async def acknowledged() -> bool:
+                return int((await b.redis.xpending(stream, keys.DISPATCH_GROUP))["pending"]) == 0
+
+            dispatcher.cursor.reread()  # as its periodic check of its own pending entries does
+            await b.wait_for(acknowledged, what="the deleted reply acknowledged")
+        finally:
+            dispatcher.stop()
+            await finished(run)
+        assert "refund" not in json.dumps(webhook.received)
+        assert not await b.redis.exists(keys.DEAD_LETTERS)
