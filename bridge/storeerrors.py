@@ -3,7 +3,8 @@
 Only `bus`, `store`, `lease` and `context` talk to Redis; each wraps its public async
 methods with `typed_store_errors`, so the rest of the bridge catches `StoreUnavailable`
 (try again later) and `StorageFull` (refuse, do not lose) instead of a client library's
-exception classes.
+exception classes. `typed_errors` does the same for another client (the SQL record's
+readers: `bridge.history.db.typed_record_errors`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bridge.errors import StorageFull, StoreUnavailable
+from bridge.errors import BridgeError, StorageFull, StoreUnavailable
 
 # a replica promoted or demoted mid-call (Sentinel failover), a cluster slot moving
 _UNAVAILABLE_REPLIES = ("READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING")
@@ -36,15 +37,18 @@ def as_store_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _wrap(method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+Translate = Callable[[BaseException], BaseException | None]
+
+
+def _wrap(method: Callable[..., Coroutine[Any, Any, T]], translate: Translate) -> Callable[..., Coroutine[Any, Any, T]]:
     @functools.wraps(method)
     async def call(*args: Any, **kwargs: Any) -> T:
         try:
             return await method(*args, **kwargs)
-        except (StoreUnavailable, StorageFull):
+        except BridgeError:
             raise
         except Exception as exc:
-            typed = as_store_error(exc)
+            typed = translate(exc)
             if typed is None:
                 raise
             raise typed from exc
@@ -55,9 +59,16 @@ def _wrap(method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Corout
 C = TypeVar("C", bound=type)
 
 
-def typed_store_errors(cls: C) -> C:
-    """Class decorator: every public coroutine method raises the bridge's errors."""
-    for name, member in list(vars(cls).items()):
-        if not name.startswith("_") and inspect.iscoroutinefunction(member):
-            setattr(cls, name, _wrap(member))
-    return cls
+def typed_errors(translate: Translate) -> Callable[[C], C]:
+    """Class decorator: every public coroutine method raises ``translate(exc)`` instead of
+    a client library's ``exc`` (when it names one; other errors pass as they are)."""
+    def decorate(cls: C) -> C:
+        for name, member in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.iscoroutinefunction(member):
+                setattr(cls, name, _wrap(member, translate))
+        return cls
+
+    return decorate
+
+
+typed_store_errors = typed_errors(as_store_error)  # the Redis client's errors

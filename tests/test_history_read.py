@@ -22,6 +22,7 @@ from bridge.runner import build_steps
 from bridge.store import Store
 from tests.harness import commit, finished, running_bridge
 from tests.history_db import every_table_text, rows
+from tests.servers import free_port
 from tests.test_api_e2e import AUTH, ENV
 from tests.test_history import projected, with_history
 from tests.webhook import WebhookReceiver
@@ -357,3 +358,32 @@ async def test_replies_an_erasure_deleted_while_read_and_not_yet_sent_are_acknow
             await finished(run)
         assert "refund" not in json.dumps(webhook.received)
         assert not await b.redis.exists(keys.DEAD_LETTERS)
+
+
+async def test_the_record_away_or_not_created_answers_503_saying_so(redis_url: str, webhook: WebhookReceiver,
+                                                                     tmp_path: Path) -> None:
+    """Search, export and erase need the SQL record: with its database down, or with no
+    tables yet (no projector has run), each answers 503 with a reason and Retry-After,
+    not a bare 500; nothing is erased from Redis while SQL cannot be erased too."""
+    down = f"postgresql+asyncpg://bridge@127.0.0.1:{free_port()}/history"
+    empty = f"sqlite:///{tmp_path / 'never-created.sqlite3'}"
+    for url, reason in ((down, "did not answer"), (empty, "bridge db upgrade")):
+        config = with_history(url, webhook.url)
+        config["roles"] = ["ingest", "engine", "dispatch", "web"]  # no projector: nothing creates the tables
+        async with running_bridge(redis_url, config, env=ENV) as b:
+            await b.post("/api/v1/messages", headers=AUTH, json={
+                "customer_id": "cust-wait", "text": "Where is my parcel?", "message_id": f"w-{reason}"})
+            await b.wait_for(lambda: webhook.received, what="the acknowledgement")
+            conversation = await b.store.for_address("api", "cust-wait")
+            assert conversation is not None
+            for method, path in (("GET", "/api/v1/conversations?q=parcel"),
+                                 ("GET", f"/api/v1/contacts/{conversation.contact_id}/export"),
+                                 ("POST", f"/api/v1/contacts/{conversation.contact_id}/erase")):
+                response = await b.http.request(method, b.url + path, headers=AUTH)
+                assert response.status == 503, (url, path, await response.text())
+                assert response.headers["Retry-After"]
+                assert reason in (await response.json())["error"], (url, path)
+            assert await b.store.for_address("api", "cust-wait") == conversation  # not half erased
+        async with aioredis.Redis.from_url(redis_url) as redis:  # the next bridge starts afresh
+            await redis.flushdb()
+        webhook.received.clear()

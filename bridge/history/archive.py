@@ -35,7 +35,7 @@ class Archive:
             async with asyncio.timeout(self.timeout_s), self.engine.connect() as conn:
                 return list(await conn.execute(query))
         except db.UNAVAILABLE as exc:
-            if _no_schema(exc):
+            if db.no_schema(exc):
                 return []
             raise RecordUnavailable(f"history database: {type(exc).__name__}: {exc}"[:300]) from exc
 
@@ -114,12 +114,6 @@ class Archive:
             return {}
         return {row[0]: row[1] for row in await self._rows(select(r.c.ref, r.c.conversation_id)
                                                            .where(r.c.ref.in_(wanted)))}
-
-
-def _no_schema(exc: BaseException) -> bool:
-    """The history's tables are not created yet (the projector creates them as it starts)."""
-    text = str(exc)
-    return "no such table" in text or "UndefinedTable" in text or "does not exist" in text
 
 
 def number(conversation: Conversation) -> int:

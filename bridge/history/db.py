@@ -11,7 +11,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, RecordUnavailable
+from bridge.storeerrors import typed_errors
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _UPGRADE_LOCK = 0x6272_6467  # a PostgreSQL advisory lock: one upgrade at a time
@@ -19,6 +20,25 @@ _UPGRADE_LOCK = 0x6272_6467  # a PostgreSQL advisory lock: one upgrade at a time
 # the database did not answer or refused for now: the projector waits and tries again
 UNAVAILABLE: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, OSError, ConnectionError,
                                                 TimeoutError)
+
+
+def no_schema(exc: BaseException) -> bool:
+    """The history's tables are not created yet (the projector creates them as it starts)."""
+    text = str(exc)
+    return "no such table" in text or "UndefinedTable" in text or "does not exist" in text
+
+
+def as_record_error(exc: BaseException) -> RecordUnavailable | None:
+    """The bridge's error for a database error (what to tell whoever asked), or None."""
+    if not isinstance(exc, UNAVAILABLE):
+        return None
+    if no_schema(exc):
+        return RecordUnavailable("the history database has no tables yet: `bridge db upgrade` creates them "
+                                 "(so does a process with the projector role as it starts)")
+    return RecordUnavailable(f"the history database did not answer ({type(exc).__name__}); retry later")
+
+
+typed_record_errors = typed_errors(as_record_error)  # for what reads and erases the record
 
 
 def open_engine(url: str) -> AsyncEngine:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.bus import Bus
-from bridge.history import schema
+from bridge.history import db, schema
 from bridge.history.reader import Reader
 from bridge.history.writer import erase_rows
 from bridge.model import Contact, new_id, now_ms
@@ -26,6 +26,7 @@ class UnknownContact(LookupError):
     pass
 
 
+@db.typed_record_errors
 class Privacy:
     def __init__(self, *, store: Store, bus: Bus, history: AsyncEngine | None, partitions: int) -> None:
         self.store = store

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Select, and_, func, literal_column, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.history import schema
+from bridge.history import db, schema
 from bridge.model import Attachment, Contact, Conversation, Message, Sender
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -30,6 +30,7 @@ class Hit:
     matches: list[Message]
 
 
+@db.typed_record_errors
 class Reader:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
