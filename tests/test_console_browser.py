@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from bridge import keys
 from tests.harness import RunningBridge, running_bridge
+from tests.servers import free_port
 from tests.test_console_queue import ANA_PASSWORD, ENV, customer_messages, queue_config
 from tests.test_widget_browser import ARTIFACTS, CHROMIUM, WAIT_MS, Watch, browser, type_message, visitor_texts
 from tests.test_widget_protocol import URGENT, open_tab, tabs
@@ -236,3 +238,31 @@ async def test_who_else_views_or_types_in_a_case(browser: Browser, redis_url: st
         await ana.context.close()
         await expect(bob.locator("#list .viewers .initials")).to_have_count(0)
         no_trouble(watches[1:])
+
+
+async def test_a_search_while_the_record_is_away_shows_the_live_cases_and_says_so(
+        browser: Browser, redis_url: str, tabs: list[Tab]) -> None:
+    config = queue_config()
+    config["history"] = {"enabled": True, "url": f"postgresql+asyncpg://bridge@127.0.0.1:{free_port()}/history"}
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        tab = await open_tab(tabs, b)  # the chat opens while the record is away
+        visitor = (await tab.welcome())["visitor"]
+        await tab.say("m0", "Do you ship to Malaysia?")
+        routine = (await b.wait_for(lambda: b.redis.get(keys.current_conversation("widget", visitor)),
+                                    what="the case")).decode()
+        watches: list[Watch] = []
+        page = await console_as(browser, b, watches, name="Bob")
+        rows = page.locator("#list li[data-id]")
+        await expect(rows).to_have_count(1)
+        await expect(page.locator("#list li.note")).to_have_count(0)
+        await page.locator("#search").fill("malaysia")
+        await page.locator("#search").press("Enter")
+        await expect(page.locator("#list li.note")).to_have_text(
+            "Older conversations could not be searched just now (the history database did not answer): "
+            "these are the ones kept live.")
+        await expect(rows).to_have_count(1)
+        await expect(row(page, routine).locator(".preview")).to_have_text("Do you ship to Malaysia?")
+        await page.screenshot(path=str(ARTIFACTS / "console-search-record-away.png"))
+        await page.locator("#search").press("Escape")
+        await expect(page.locator("#list li.note")).to_have_count(0)
+        no_trouble(watches)

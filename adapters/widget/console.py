@@ -334,8 +334,9 @@ class Console:
             return web.json_response({"error": "status is one of active, open, pending, resolved, all"}, status=400)
         filters = {name: request.query.get(name, "")[:100] for name in queue.FILTERS}
         query = request.query.get("q", "").strip()
+        note = ""
         if query:
-            rows = await self._search_rows(query, status)
+            rows, note = await self._search_rows(query, status)
         else:
             cached = self._lists.get(status)
             if cached is None or time.monotonic() - cached[0] > _LIST_CACHE_S:
@@ -347,7 +348,7 @@ class Console:
         return web.json_response({
             "conversations": [queue.public(r, s) for r, s in zip(shown, seen, strict=True)],
             "facets": queue.facets(rows, list(self.ctx.settings.queues)),
-            "agents": await self.agents(), "now_ms": now_ms()})
+            "agents": await self.agents(), "now_ms": now_ms(), "note": note})
 
     async def _rows(self, status: str) -> list[dict[str, Any]]:
         """The list one status shows. Every open console asks after each change; the rows
@@ -366,17 +367,18 @@ class Console:
         rows.sort(key=queue.sort_key)
         return rows
 
-    async def _search_rows(self, query: str, status: str) -> list[dict[str, Any]]:
+    async def _search_rows(self, query: str, status: str) -> tuple[list[dict[str, Any]], str]:
+        """The rows the search found, and a note for the agent when it could not be whole."""
         wanted = {"active": ("open", "pending"), "all": _STATUSES}.get(status, (status,))
-        hits = [h for h in await search.find(self.ctx.conversations, query, history=self.ctx.history)
-                if h.conversation.status in wanted]
+        found, note = await search.find(self.ctx.conversations, query, history=self.ctx.history)
+        hits = [h for h in found if h.conversation.status in wanted]
         # the live state (the store reads a case only the record holds, closed long ago, from it)
         current = await asyncio.gather(*(self.ctx.conversations.get(h.conversation.id) for h in hits))
         rows = await self._build([now or h.conversation for h, now in zip(hits, current, strict=True)])
         snippets = {h.conversation.id: h.snippet for h in hits}
         for r in rows:
             r["snippet"] = snippets.get(r["id"], "")
-        return rows
+        return rows, note
 
     async def conversation(self, request: web.Request) -> web.Response:
         """One case and its transcript; opening it marks it read for this agent."""

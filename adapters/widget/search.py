@@ -6,16 +6,19 @@ linear scan, bounded: the newest ``MAX_CONVERSATIONS`` conversations and the las
 ``MAX_MESSAGES`` entries of each transcript, read from Redis (it also finds what the
 projector has not written yet, and customers by name, address or conversation id). Every
 word of the query must appear (case-insensitive) in one message, or in the customer's
-name, address or the conversation id. This is the one place the console searches.
+name, address or the conversation id. This is the one place the console searches. While
+the record does not answer, the scan's hits come alone, with a note saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.adapter import ConversationReader
+from bridge.errors import RecordUnavailable
 from bridge.model import Conversation
 
 if TYPE_CHECKING:  # SQLAlchemy is imported only when history is on
@@ -27,6 +30,10 @@ MAX_HITS = 50
 MAX_QUERY_CHARS = 200
 _BATCH = 25  # transcripts read at once
 _SEARCHED_KINDS = ("customer", "agent", "reply", "command")  # words people wrote (notes are commands)
+RECORD_AWAY = ("Older conversations could not be searched just now (the history database did not answer): "
+               "these are the ones kept live.")
+
+log = logging.getLogger("bridge.console")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +52,27 @@ def _snippet(text: str, word: str, width: int = 140) -> str:
 
 
 async def find(reader: ConversationReader, query: str, status: str | None = None,
-               history: Reader | None = None) -> list[Hit]:
+               history: Reader | None = None) -> tuple[list[Hit], str]:
     """The conversations matching every word of ``query``: the record's first (newest
-    first), then the Redis scan's."""
+    first), then the Redis scan's; and a note for the agent ("" when the search was whole)."""
     terms = words(query)
     if not terms:
-        return []
-    hits = await _recorded(history, query, terms, status) if history is not None else []
+        return [], ""
+    hits: list[Hit] = []
+    note = ""
+    if history is not None:
+        try:
+            hits = await _recorded(history, query, terms, status)
+        except RecordUnavailable as exc:
+            log.warning("console search without the record", extra={"error": str(exc)})
+            note = RECORD_AWAY
     found = {h.conversation.id for h in hits}
     for hit in await _scan(reader, terms, status):
         if len(hits) >= MAX_HITS:
             break
         if hit.conversation.id not in found:
             hits.append(hit)
-    return hits
+    return hits, note
 
 
 async def _recorded(history: Reader, query: str, terms: list[str], status: str | None) -> list[Hit]:

@@ -46,6 +46,7 @@ from adapters.widget.peers import client_ip
 from adapters.widget.quotas import Quota
 from adapters.widget.uploads import Uploads
 from bridge.adapter import AdapterContext
+from bridge.errors import RecordUnavailable
 from bridge.filelinks import web_url
 from bridge.model import Message, Sender
 from bridge.untrusted import BadJson, decode_json
@@ -311,13 +312,19 @@ class WidgetSockets:
     async def _welcome(self, visitor: Visitor) -> dict[str, Any]:
         history: list[dict[str, Any]] = []
         status = ""
-        conversation = await self.ctx.conversations.for_address(CHANNEL, visitor.id)
-        if conversation is not None and self.limits.history_messages:
-            status = conversation.status
-            for message in await self.ctx.conversations.transcript(conversation.id, self.limits.history_messages):
-                item = visitor_item(message, visitor.id)
-                if item is not None:
-                    history.append(item)
+        try:
+            # a visitor id issued just now has no conversation to look up (in Redis or in the record)
+            conversation = None if visitor.fresh else await self.ctx.conversations.for_address(CHANNEL, visitor.id)
+            if conversation is not None and self.limits.history_messages:
+                status = conversation.status
+                for message in await self.ctx.conversations.transcript(conversation.id,
+                                                                       self.limits.history_messages):
+                    item = visitor_item(message, visitor.id)
+                    if item is not None:
+                        history.append(item)
+        except RecordUnavailable as exc:  # a case closed long ago, its record away: the chat opens without it
+            log.warning("widget history not shown", extra={"error": str(exc)})
+            history, status = [], ""
         uploads = self.config.uploads
         return {"type": "welcome", "visitor": visitor.id, "token": self.tokens.issue(visitor.id),
                 "history": history, "status": status,

@@ -107,6 +107,7 @@
     return api("GET", "/agent/api/conversations?" + asked).then(function (data) {
       if (asked !== listQuery()) { return; }  // the filters changed meanwhile: a newer answer comes
       state.rows = data.conversations || [];
+      state.note = data.note || "";  // a search that could not be whole says so
       state.agents = data.agents || [];
       if (data.now_ms) { state.clockOffsetMs = data.now_ms - Date.now(); }
       fillFilters(data.facets || {});
@@ -121,7 +122,8 @@
     var list = $("list");
     var kept = {};
     Array.prototype.forEach.call(list.querySelectorAll("li[data-id]"), function (li) { kept[li.getAttribute("data-id")] = li; });
-    Array.prototype.forEach.call(list.querySelectorAll("li.empty"), function (li) { li.remove(); });
+    Array.prototype.forEach.call(list.querySelectorAll("li.empty, li.note"), function (li) { li.remove(); });
+    if (state.note) { list.appendChild(el("li", "note", state.note)); }
     var wanted = {};
     state.rows.forEach(function (c) {
       wanted[c.id] = true;
