@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bridge.errors import RecordUnavailable, StoreUnavailable
+
+log = logging.getLogger("bridge.web")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What only the SQL record holds cannot be read while its database does not answer,
+    nor anything while Redis does not: an endpoint that does not say so itself answers 503
+    with the reason and Retry-After (not a bare 500)."""
+    try:
+        return await handler(request)
+    except (RecordUnavailable, StoreUnavailable) as exc:
+        if request.headers.get("Upgrade", "").lower() == "websocket":  # the socket answers for itself
+            raise
+        log.warning("request refused", extra={"path": request.path, "error": str(exc)})
+        away = isinstance(exc, RecordUnavailable)
+        return web.json_response({"error": str(exc) if away else "temporarily unavailable, retry later"},
+                                 status=503, headers={"Retry-After": "5" if away else "1"})
+
 
 def build_app(routes: Iterable[web.AbstractRouteDef], bridge: Any) -> web.Application:
-    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[unavailable])
 
     async def healthz(request: web.Request) -> web.Response:
         try:

@@ -25,7 +25,7 @@ from adapters.api.config import ApiConfig
 from adapters.api.contacts import ContactRoutes
 from adapters.api.signing import MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from bridge.adapter import Adapter, AdapterContext, Capabilities, Delivered
-from bridge.errors import PermanentError, RecordUnavailable, StorageFull, StoreUnavailable, TransientError
+from bridge.errors import PermanentError, StorageFull, StoreUnavailable, TransientError
 from bridge.model import Attachment, Message, Sender
 from bridge.untrusted import TooLarge, read_capped
 
@@ -87,12 +87,6 @@ def _unavailable(exc: StoreUnavailable | StorageFull, what: str) -> web.Response
     log.warning(what, extra={"error": str(exc)})
     return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
                              headers={"Retry-After": "1"})
-
-
-def _record_unavailable(exc: RecordUnavailable | StoreUnavailable) -> web.Response:
-    """The SQL record (or Redis) cannot answer now: say why, and when to ask again."""
-    log.warning("history request refused", extra={"error": str(exc)})
-    return web.json_response({"error": str(exc)}, status=503, headers={"Retry-After": "5"})
 
 
 class ApiAdapter(Adapter):
@@ -248,11 +242,8 @@ class ApiAdapter(Adapter):
             limit = min(200, max(1, int(query.get("limit", 50))))
         except ValueError:
             return _error(400, "since_ms, until_ms and limit must be integers")
-        try:
-            hits = await self.ctx.history.conversations(contact=query.get("contact", ""), q=query.get("q", ""),
-                                                        since_ms=since_ms, until_ms=until_ms, limit=limit)
-        except (RecordUnavailable, StoreUnavailable) as exc:
-            return _record_unavailable(exc)
+        hits = await self.ctx.history.conversations(contact=query.get("contact", ""), q=query.get("q", ""),
+                                                    since_ms=since_ms, until_ms=until_ms, limit=limit)
         return web.json_response({"conversations": [
             {"conversation": msgspec.to_builtins(hit.conversation),
              "matches": [{"id": m.id, "kind": m.kind, "text": m.text, "created_ms": m.created_ms}
@@ -268,8 +259,6 @@ class ApiAdapter(Adapter):
                                      dumps=lambda data: json.dumps(data, ensure_ascii=False, default=_plain))
         except LookupError as exc:
             return _error(404, str(exc))
-        except (RecordUnavailable, StoreUnavailable) as exc:
-            return _record_unavailable(exc)
 
     async def _erase_contact(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -280,8 +269,6 @@ class ApiAdapter(Adapter):
             counts = await self.ctx.privacy.erase(request.match_info["contact_id"], by="api")
         except LookupError as exc:
             return _error(404, str(exc))
-        except (RecordUnavailable, StoreUnavailable) as exc:
-            return _record_unavailable(exc)
         return web.json_response({"erased": counts})
 
     # -- out ---------------------------------------------------------------------------
