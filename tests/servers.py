@@ -60,6 +60,16 @@ class RedisServer:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
+        self._wait_loaded()
+
+    def _wait_loaded(self, timeout_s: float = 10.0) -> None:
+        """Listening is not serving: while it reads its append-only file back, Redis answers
+        LOADING to every command (a test that restarts it means the served state)."""
+        deadline = time.monotonic() + scaled(timeout_s)
+        while _command(self.port, "PING") != "PONG":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis on {self.port} still loading after {timeout_s}s")
+            time.sleep(0.01)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:
