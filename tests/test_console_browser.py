@@ -265,4 +265,13 @@ async def test_a_search_while_the_record_is_away_shows_the_live_cases_and_says_s
         await page.screenshot(path=str(ARTIFACTS / "console-search-record-away.png"))
         await page.locator("#search").press("Escape")
         await expect(page.locator("#list li.note")).to_have_count(0)
+
+        # a case only the record holds (as the contact panel opens one): it cannot be
+        # opened now, and the agent reads why; a live case opens as ever
+        await page.evaluate("document.dispatchEvent(new CustomEvent('console:open', {detail: '0123456789ab-1'}))")
+        await expect(page.locator("#open-error")).to_contain_text(
+            "This conversation cannot be opened just now: the history database did not answer")
+        await row(page, routine).click()
+        await expect(page.locator("#conversation")).to_have_attribute("data-id", routine)
+        await expect(page.locator("#open-error")).to_be_hidden()
         no_trouble(watches)

@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.errors import RecordUnavailable
 from bridge.history import db, schema
 from bridge.history.reader import conversation_of, message_of
 from bridge.model import Contact, Conversation, Message, conversation_number
@@ -37,7 +36,7 @@ class Archive:
         except db.UNAVAILABLE as exc:
             if db.no_schema(exc):
                 return []
-            raise RecordUnavailable(f"history database: {type(exc).__name__}: {exc}"[:300]) from exc
+            raise db.record_error(exc) from exc
 
     async def conversations(self, ids: list[str]) -> dict[str, Conversation]:
         c = schema.conversations

@@ -28,14 +28,17 @@ def no_schema(exc: BaseException) -> bool:
     return "no such table" in text or "UndefinedTable" in text or "does not exist" in text
 
 
-def as_record_error(exc: BaseException) -> RecordUnavailable | None:
-    """The bridge's error for a database error (what to tell whoever asked), or None."""
-    if not isinstance(exc, UNAVAILABLE):
-        return None
+def record_error(exc: BaseException) -> RecordUnavailable:
+    """What to tell whoever asked, when the database failed with ``exc`` (one of UNAVAILABLE)."""
     if no_schema(exc):
         return RecordUnavailable("the history database has no tables yet: `bridge db upgrade` creates them "
                                  "(so does a process with the projector role as it starts)")
     return RecordUnavailable(f"the history database did not answer ({type(exc).__name__}); retry later")
+
+
+def as_record_error(exc: BaseException) -> RecordUnavailable | None:
+    """The bridge's error for a database error, or None for any other error."""
+    return record_error(exc) if isinstance(exc, UNAVAILABLE) else None
 
 
 typed_record_errors = typed_errors(as_record_error)  # for what reads and erases the record

@@ -243,6 +243,7 @@
     return api("GET", "/agent/api/conversations/" + encodeURIComponent(id)).then(function (data) {
       if (state.current !== id) { return; }
       var c = data.conversation;
+      $("open-error").hidden = true;
       $("empty").hidden = true;
       $("conversation").hidden = false;
       $("conversation").setAttribute("data-id", c.id);
@@ -321,6 +322,12 @@
       if (err.status === 404) {
         state.current = null; $("conversation").hidden = true; $("empty").hidden = false;
         document.dispatchEvent(new CustomEvent("console:conversation", { detail: null }));
+      } else if (state.current === id && $("conversation").getAttribute("data-id") !== id) {
+        // never shown (a case only the record holds, the record away): say so; a refresh
+        // of a case on screen that fails once keeps what is shown
+        $("conversation").hidden = true; $("empty").hidden = true;
+        $("open-error").textContent = "This conversation cannot be opened just now: " + err.message;
+        $("open-error").hidden = false;
       }
     });
   }
