@@ -5,7 +5,9 @@ in Redis or in any table."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from bridge.history.record import TurnRecord, conversation_of, decode_record
 from bridge.model import Message, conversation_number, encode
 from bridge.runner import build_steps
 from bridge.store import Store
-from tests.harness import commit, finished, running_bridge
+from tests.harness import RunningBridge, commit, finished, running_bridge
 from tests.history_db import every_table_text, rows
 from tests.servers import free_port
 from tests.test_api_e2e import AUTH, ENV
@@ -35,6 +37,19 @@ SAID = {
     "tl": ("cust-tl", "Nasaan na po ang padala ko, tatlong araw na", "padala"),
     "ms": ("cust-ms", "Bila pesanan saya akan sampai ke Kuala Lumpur", "pesanan"),
 }
+
+
+@contextlib.asynccontextmanager
+async def playing(role: str, history_url: str, redis_url: str,
+                  webhook: WebhookReceiver) -> AsyncIterator[RunningBridge]:
+    """A bridge with the SQL record (its tables created) whose ``role`` the test plays
+    itself, step by step; the projector's too (it would write what the test reads)."""
+    config = with_history(history_url, webhook.url)
+    config["roles"] = [r for r in ("ingest", "engine", "dispatch", "web") if r != role]
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        assert b.bridge.history is not None
+        await db.upgrade(b.bridge.history)
+        yield b
 
 
 async def test_search_in_five_languages_and_by_contact(history_url: str, redis_url: str,
@@ -133,11 +148,8 @@ async def test_an_erasure_between_a_projector_read_and_its_write_is_not_undone(
         history_url: str, redis_url: str, webhook: WebhookReceiver) -> None:
     """The projector reads a batch naming the customer, the customer is erased, then the
     projector writes the batch: what it wrote of them is deleted again, the rest stays."""
-    config = with_history(history_url, webhook.url)
-    config["roles"] = ["ingest", "engine", "dispatch", "web"]  # the projector is this test's own
-    async with running_bridge(redis_url, config, env=ENV) as b:
+    async with playing("projector", history_url, redis_url, webhook) as b:
         assert b.bridge.history is not None
-        await db.upgrade(b.bridge.history)
         await two_customers(b, webhook, RACED, "race-1", "cust-stays", "Where is order 6?")
         gone, stays = await b.store.for_address("api", "cust-raced"), await b.store.for_address("api", "cust-stays")
         assert gone is not None and stays is not None
@@ -215,11 +227,7 @@ async def test_an_erasure_between_an_engine_read_and_its_commit_is_not_written_b
     message; the customer is erased; then the engine commits. Nothing of the erased
     conversation is written back; the message, erased from the stream with the rest of
     the person, is read again and acknowledged, not dead-lettered as malformed."""
-    config = with_history(history_url, webhook.url)
-    config["roles"] = ["ingest", "dispatch", "web"]  # the engine is this test's own
-    async with running_bridge(redis_url, config, env=ENV) as b:
-        assert b.bridge.history is not None
-        await db.upgrade(b.bridge.history)
+    async with playing("engine", history_url, redis_url, webhook) as b:
         flow_config, steps = build_steps(b.bridge.settings, b.bridge.adapters, store=b.store)
         engine = Engine(bus=b.bus, store=b.store, flow_config=flow_config, steps=steps, worker_id="race-engine")
         streams = [keys.inbound(p) for p in range(engine.partitions)]
@@ -276,11 +284,8 @@ async def test_records_an_erasure_deleted_while_read_and_not_yet_written_are_ack
     the erasure deletes those outbox entries; the next projector reads its unacknowledged
     entries first: the deleted ones are acknowledged, not dead-lettered as unreadable,
     and the other customer's are written."""
-    config = with_history(history_url, webhook.url)
-    config["roles"] = ["ingest", "engine", "dispatch", "web"]  # the projector is this test's own
-    async with running_bridge(redis_url, config, env=ENV) as b:
+    async with playing("projector", history_url, redis_url, webhook) as b:
         assert b.bridge.history is not None
-        await db.upgrade(b.bridge.history)
         await two_customers(b, webhook, PENDING, "pend-1", "cust-stays-too", "Where is order 8?")
         gone, stays = (await b.store.for_address("api", "cust-pending"),
                        await b.store.for_address("api", "cust-stays-too"))
@@ -316,11 +321,7 @@ async def test_replies_an_erasure_deleted_while_read_and_not_yet_sent_are_acknow
     connection); the erasure deletes the entry; the dispatcher reads its unacknowledged
     entries again: the deleted one is acknowledged, not sent, not dead-lettered as
     malformed, and does not stay pending (it would hold back the stream's trimming)."""
-    config = with_history(history_url, webhook.url)
-    config["roles"] = ["ingest", "engine", "web"]  # the dispatcher is this test's own
-    async with running_bridge(redis_url, config, env=ENV) as b:
-        assert b.bridge.history is not None
-        await db.upgrade(b.bridge.history)  # no projector here to do it
+    async with playing("dispatch", history_url, redis_url, webhook) as b:
         response = await b.post("/api/v1/messages", headers=AUTH, json={
             "customer_id": "cust-unsent", "email": "unsent@example.org", "text": "Hello?", "message_id": "u-1"})
         assert response.status in (200, 202)
