@@ -307,6 +307,21 @@ class Bus:
         unacked ones (those after ``after[stream]``, to page through them); one round trip."""
         ids = {s: (after or {}).get(s, "0") if pending else ">" for s in streams}
         block = None if pending else block_ms
+        try:
+            return await self._read(ids, group, consumer, count=count, block=block, pending=pending)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+        # Redis lost a stream or its group (restarted without its data, failed over to a
+        # replica that had not got them): made again, from the stream's start, as at a first
+        # start; the process goes on instead of ending on the error
+        log.warning("consumer group missing: created again", extra={"group": group, "streams": streams})
+        for stream in streams:
+            await self.ensure_group(stream, group)
+        return await self._read(ids, group, consumer, count=count, block=block, pending=pending)
+
+    async def _read(self, ids: dict[str, str], group: str, consumer: str, *, count: int, block: int | None,
+                    pending: bool) -> list[Entry]:
         if not self.wait_replicas:
             return entries_from_reply(await self.redis.xreadgroup(group, consumer, ids, count=count, block=block))
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -164,3 +164,22 @@ async def test_stopped_lease_keepers_end_and_give_their_leases_back(redis: aiore
         await asyncio.wait_for(leases.stop(), 2)
         assert [k for k in await redis.keys("bridge:lease:*") if await redis.get(k) == f"worker-{i}".encode()] == []
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("keeper-")] == []
+
+
+async def test_a_group_redis_lost_is_made_again_and_read_from_the_start(redis: aioredis.Redis) -> None:
+    """A restart without data or a failover to a replica that had not got it can leave a
+    stream without its consumer group: a read makes the group again (from the stream's
+    start, as at a first start) instead of failing, and so does a read of pending entries."""
+    bus = Bus(redis, partitions=1)
+    stream = keys.inbound(0)
+    await bus.ensure_group(stream, "g")
+    await bus.publish(customer("c", "before"))
+    assert [decode(e.payload or b"").text for e in await bus.read([stream], "g", "me", count=10, block_ms=None)] \
+        == ["before"]
+    await redis.xgroup_destroy(stream, "g")
+    await bus.publish(customer("c", "after"))
+    assert [decode(e.payload or b"").text for e in await bus.read([stream], "g", "me", count=10, block_ms=None)] \
+        == ["before", "after"]
+    await redis.delete(stream)  # the stream gone too: an empty one, and its group, again
+    assert await bus.read([stream], "g", "me", count=10, block_ms=None, pending=True) == []
+    assert [g["name"] for g in await redis.xinfo_groups(stream)] == [b"g"]
