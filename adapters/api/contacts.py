@@ -17,7 +17,6 @@ import msgspec
 from aiohttp import web
 
 from bridge.contacts import ContactBook, ContactError, PersonView
-from bridge.errors import StoreUnavailable
 
 VIA = "api"
 
@@ -76,9 +75,6 @@ class ContactRoutes:
             view = await act(self.contacts, body)
         except ContactError as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
-        except StoreUnavailable:
-            return web.json_response({"error": "temporarily unavailable, retry later"}, status=503,
-                                     headers={"Retry-After": "1"})
         except self.http_error as exc:
             response: web.Response = exc.response  # type: ignore[attr-defined]
             return response
