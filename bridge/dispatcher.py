@@ -1,14 +1,15 @@
 """The dispatcher: reads each channel's outbound stream and delivers through its adapter.
 
 Sends are ordered per *lane* (a customer's address; a conversation, for agent-side
-events) and independent across lanes: each lane is a small task that sends its head
-message, and a lane whose head must wait (a 429's Retry-After, backoff after an error, a
-hang up to the adapter's timeout) waits alone while every other lane goes on. At most
-``max_in_flight`` sends run at once per channel, within the channel's and the address's
-rate.
+events) and independent across lanes. Lanes with a message to send queue for up to
+``max_in_flight`` workers per channel; a worker sends the head of the lane it takes, then
+puts the lane back at the queue's end (lanes take turns). A lane whose head must wait (a
+429's Retry-After, backoff after an error, the address's pace) is scheduled for that time
+and holds no worker meanwhile; a send that hangs (up to the adapter's timeout) holds only
+its worker. Every other lane goes on, within the channel's rate.
 
 The adapter's answer decides: `Delivered` (recorded, acked), a `TransientError` (the
-next attempt is scheduled: its due time is kept in Redis, the lane sleeps until then;
+next attempt is scheduled: its due time is kept in Redis, the lane waits until then;
 after ``max_attempts`` dead-letter), a `PermanentError` (dead-letter at once). A lane
 whose message was dead-lettered is *parked*: its later messages go to the dead letters
 behind it, in order, instead of overtaking it, until an operator replays the lane
@@ -47,16 +48,8 @@ from bridge.store import Store
 
 log = logging.getLogger("bridge.dispatcher")
 
-# an emptied lane's task waits for its address's next message until a sweep finds it idle
-# this long: a busy address keeps one task instead of starting one per message
-LANE_LINGER_S = 1.0
 SENT_RECORD_DAYS = 2  # how long a delivered outbound id is remembered (day buckets)
 OWN_PENDING_CHECK_S = 30.0
-
-
-def _wake(lane: _Lane, *, go_on: bool = True) -> None:
-    if lane.wake is not None and not lane.wake.done():
-        lane.wake.set_result(go_on)
 
 
 def lane_key(message: Message) -> str:
@@ -71,15 +64,16 @@ def _today() -> int:
     return now_ms() // 86_400_000
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Item:
     entry: Entry
     message: Message
     attempts: int = 0  # failed attempts so far (kept in Redis across restarts)
     due_s: float = 0.0  # monotonic time of the next attempt
+    unparks: str = ""  # a replay that puts its parked lane back: recorded with its outcome
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Done:
     """A finished entry waiting to be recorded: delivered, dead-lettered, or only acked."""
 
@@ -99,13 +93,15 @@ class _Stopping(Exception):
     """The dispatcher stops: a send not yet started is left unacked for the next run."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Lane:
+    """An address's (or conversation's) messages in order. A lane is in the dispatcher's
+    map exactly while it has messages; it is then queued, served by a worker or due again
+    at a time (``timer``), never two of these at once."""
+
     key: str
     items: deque[_Item] = field(default_factory=deque)
-    task: asyncio.Task[None] | None = None
-    wake: asyncio.Future[bool] | None = None  # while the emptied lane lingers: True, go on; False, end
-    idle_since: float = 0.0  # monotonic time the lane emptied
+    timer: asyncio.TimerHandle | None = None
 
 
 class ChannelDispatcher:
@@ -137,7 +133,11 @@ class ChannelDispatcher:
         self._sent = SENT.labels(self.channel)
         self._send_seconds = SEND_SECONDS.labels(self.channel)
         self._slots = asyncio.Semaphore(self.max_in_flight)
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, _Lane] = {}  # lanes with messages to send
+        self._ready: deque[_Lane] = deque()  # lanes whose head can be tried now, in turn
+        self._workers: set[asyncio.Task[None]] = set()
+        self._idle: deque[asyncio.Future[bool]] = deque()  # workers waiting for a ready lane
+        self._waking = 0  # workers woken or started that have not run yet
         self._in_hand: set[str] = set()  # entry ids read and not yet recorded
         # lane -> the dead-lettered entry it waits behind ("r:" + id when that entry was a replay)
         self._parked: dict[str, str] = {}
@@ -148,8 +148,9 @@ class ChannelDispatcher:
 
     def stop(self) -> None:
         self._stopping.set()
-        for lane in self._lanes.values():
-            _wake(lane, go_on=False)
+        for waiter in self._idle:  # idle workers end
+            if not waiter.done():
+                waiter.set_result(False)
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopping; True when woken by stop."""
@@ -166,7 +167,6 @@ class ChannelDispatcher:
         self.leases.start(f"dispatch-lease:{self.channel}")
         recorder = asyncio.create_task(self._recorder(), name=f"dispatch-record:{self.channel}")
         next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
-        next_sweep = 0.0
         try:
             while not self._stopping.is_set():
                 try:
@@ -188,9 +188,6 @@ class ChannelDispatcher:
                     if time.monotonic() >= next_own_check:  # entries of a lost read reply
                         self.cursor.reread()
                         next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
-                    if time.monotonic() >= next_sweep:
-                        self._sweep_lanes()
-                        next_sweep = time.monotonic() + LANE_LINGER_S
                     entries = await self.cursor.next(self.leases.held)
                     if entries:
                         await self._accept(entries)
@@ -201,7 +198,7 @@ class ChannelDispatcher:
                     self.cursor.reread()
                     await self._sleep(0.5)
         finally:
-            await self._finish_lanes()
+            await self._finish_sends()
             self._closing = True
             self._record_wanted.set()
             try:
@@ -218,10 +215,15 @@ class ChannelDispatcher:
 
     def _drop_all(self) -> None:
         """The lease went: the new owner sends what we had not recorded."""
+        for worker in self._workers:
+            worker.cancel()
         for lane in self._lanes.values():
-            if lane.task is not None:
-                lane.task.cancel()
+            if lane.timer is not None:
+                lane.timer.cancel()
         self._lanes.clear()
+        self._ready.clear()
+        self._idle.clear()
+        self._waking = 0
         self._in_hand.clear()
         self._parked.clear()
         self._release(self._done)
@@ -231,10 +233,13 @@ class ChannelDispatcher:
     async def _load_parked(self) -> None:
         self._parked = await self.bus.parked(self.channel)
 
-    async def _finish_lanes(self) -> None:
+    async def _finish_sends(self) -> None:
         """Stopping: sends in flight finish (up to the adapter's timeout); waiting lanes stop
         waiting and leave their entries unacked for the next run."""
-        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        for lane in self._lanes.values():
+            if lane.timer is not None:
+                lane.timer.cancel()
+        tasks = list(self._workers)
         if tasks:
             await asyncio.wait(tasks, timeout=30)
         for task in tasks:
@@ -268,13 +273,12 @@ class ChannelDispatcher:
                 continue
             key = str(message.data.get("lane", "")) if message.name == RELEASE_LANE else lane_key(message)
             lane = self._lanes.get(key)
-            if lane is None:
+            if lane is None:  # a lane in the map is queued, served or scheduled already
                 lane = self._lanes[key] = _Lane(key)
-            lane.items.append(item)
-            if lane.task is None:
-                lane.task = asyncio.create_task(self._run_lane(lane), name=f"lane:{self.channel}")
+                lane.items.append(item)
+                self._ready_now(lane)
             else:
-                _wake(lane)
+                lane.items.append(item)
 
     async def _history(self, decoded: list[tuple[Entry, Message]]
                        ) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
@@ -287,57 +291,79 @@ class ChannelDispatcher:
                                                [e.id for e, _ in decoded],
                                                range(today - SENT_RECORD_DAYS + 1, today + 1))
 
-    # -- one lane --------------------------------------------------------------------
+    # -- the workers ---------------------------------------------------------------
 
-    async def _run_lane(self, lane: _Lane) -> None:
-        """Send the lane's messages one after another, each after the previous one is done."""
-        try:
-            while not self._stopping.is_set():
-                if not lane.items:
-                    if await self._linger(lane):
-                        continue
+    def _ready_now(self, lane: _Lane) -> None:
+        """Queue a lane whose head can be tried now; wake a worker unless one is waking."""
+        lane.timer = None
+        self._ready.append(lane)
+        if not self._waking:
+            self._wake_worker()
+
+    def _wake_worker(self) -> None:
+        """Wake an idle worker, or start one (up to max_in_flight). A worker about to send
+        wakes the next one while lanes are queued, so as many work as the sends keep
+        waiting, and a channel whose sends never wait is served by one."""
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():  # else its worker was cancelled
+                waiter.set_result(True)
+                self._waking += 1
+                return
+        if len(self._workers) < self.max_in_flight and not self._stopping.is_set():
+            worker = asyncio.create_task(self._work(), name=f"dispatch-send:{self.channel}")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+            self._waking += 1
+
+    def _ready_at(self, lane: _Lane, due_s: float) -> None:
+        """The lane's head waits (a Retry-After, a backoff, the address's pace): it comes
+        back to the queue at ``due_s`` (monotonic) and holds no worker meanwhile."""
+        lane.timer = asyncio.get_running_loop().call_later(max(0.0, due_s - time.monotonic()),
+                                                           self._ready_now, lane)
+
+    async def _work(self) -> None:
+        """One worker: takes the lane at the queue's head and tries its head message; a lane
+        with more to send goes back to the queue's end (lanes take turns)."""
+        self._waking -= 1
+        while not self._stopping.is_set():
+            if not self._ready:
+                waiter = asyncio.get_running_loop().create_future()
+                self._idle.append(waiter)
+                if not await waiter:
                     return
-                item = lane.items[0]
-                try:
-                    done = await self._next_outcome(lane, item)
-                except _Stopping:  # the entry stays unacked, in order, for the next run
-                    return
-                except Exception:  # Redis away while reporting health, a bug: the lane tries again
-                    log.exception("lane failed", extra={"channel": self.channel})
-                    if await self._sleep(0.5):
-                        return
-                    continue
-                lane.items.popleft()
-                self._complete(done)
-        finally:
-            lane.task = None
-            if not lane.items and self._lanes.get(lane.key) is lane:
+                self._waking -= 1
+                continue
+            lane = self._ready.popleft()
+            if self._lanes.get(lane.key) is not lane:  # dropped with the lease
+                continue
+            if self._ready and not self._waking:
+                self._wake_worker()  # this send may wait: the next lane need not
+            item = lane.items[0]
+            try:
+                done = await self._next_outcome(lane, item)
+            except _Stopping:  # the entry stays unacked, in order, for the next run
+                return
+            except Exception:  # Redis away while reporting health, a bug: the lane tries again
+                log.exception("lane failed", extra={"channel": self.channel})
+                self._ready_at(lane, time.monotonic() + 0.5)
+                continue
+            if done is None:  # tried again later
+                self._ready_at(lane, item.due_s)
+                continue
+            lane.items.popleft()
+            self._complete(done)
+            if lane.items:
+                self._ready_now(lane)
+            elif self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
 
-    @staticmethod
-    async def _linger(lane: _Lane) -> bool:
-        """Wait for the lane's next message; False when the sweep ended the wait (no timer
-        per wait: a sweep of idle lanes once a second is cheaper)."""
-        lane.wake = asyncio.get_running_loop().create_future()
-        lane.idle_since = time.monotonic()
-        try:
-            return await lane.wake or bool(lane.items)
-        finally:
-            lane.wake = None
-
-    def _sweep_lanes(self) -> None:
-        """End the lanes that lingered LANE_LINGER_S without a message."""
-        cutoff = time.monotonic() - LANE_LINGER_S
-        for lane in self._lanes.values():
-            if lane.wake is not None and lane.idle_since < cutoff:
-                _wake(lane, go_on=False)
-
-    async def _next_outcome(self, lane: _Lane, item: _Item) -> _Done:
+    async def _next_outcome(self, lane: _Lane, item: _Item) -> _Done | None:
+        """The head's outcome, or None when it must wait (``item.due_s`` says until when)."""
         message = item.message
         if message.kind == "command" and message.name == RELEASE_LANE:  # `bridge dlq drop` let it go on
             self._parked.pop(lane.key, None)
             return _Done(item, delivered=Delivered(), unparks=lane.key)
-        unparks = ""
         behind = self._parked.get(lane.key)
         if behind is not None:
             # written after the failure, or replayed behind a replay that failed again: it
@@ -346,15 +372,13 @@ class ChannelDispatcher:
                 return _Done(item, dead=f"held behind the dead letter of entry {behind.removeprefix('r:')}: "
                                         "replay or drop it to go on", lane=lane.key)
             del self._parked[lane.key]  # the operator put the lane back: it goes on
-            unparks = lane.key
-        while True:
-            wait_s = item.due_s - time.monotonic()
-            if wait_s > 0 and await self._sleep(wait_s):
-                raise _Stopping
-            done = await self._attempt(lane, item)
-            if done is not None:
-                done.unparks = unparks
-                return done
+            item.unparks = lane.key
+        if item.due_s > time.monotonic():
+            return None
+        done = await self._attempt(lane, item)
+        if done is not None:
+            done.unparks = item.unparks
+        return done
 
     async def _attempt(self, lane: _Lane, item: _Item) -> _Done | None:
         """One send; None when it must be tried again (``item.due_s`` says when)."""
@@ -362,7 +386,10 @@ class ChannelDispatcher:
         if item.attempts >= self.max_attempts:  # tried often enough before a restart
             return self._failed(lane, item, PermanentError(f"gave up after {item.attempts} attempts"))
         if self.address_pacer.interval_s:
-            await self.address_pacer.wait(lane.key)
+            pace_s = self.address_pacer.take(lane.key)
+            if pace_s > 0:  # the address's pace: the lane comes back then, holding no worker
+                item.due_s = time.monotonic() + pace_s
+                return None
         # a slot is held from the send until its outcome is recorded: at most max_in_flight
         # sends are unrecorded at any time, and that is all a crash can send twice
         await self._slots.acquire()
@@ -376,7 +403,6 @@ class ChannelDispatcher:
             try:
                 delivered = await self.adapter.send(message)
                 failpoints.hit("dispatch.after_send")
-                self._sent.inc()
                 self._send_seconds.observe(time.perf_counter() - started)
                 done = _Done(item, delivered=delivered, holds_slot=True)
                 return done
@@ -477,6 +503,7 @@ class ChannelDispatcher:
                                                     "conversation": d.item.message.conversation_id,
                                                     "reason": d.dead})
         self._room.set()
+        self._sent.inc(len(sent))
         self.delivered += len(acked)
         notices = [n for n in (self._notice(d) for d in batch) if n is not None]
         for _ in range(20):  # recorded already: only the reports are tried again (they dedupe)

@@ -27,6 +27,21 @@ class Pacer:
         if due > now:
             await asyncio.sleep(due - now)
 
+    def take(self, key: str = "") -> float:
+        """Go now if ``key``'s interval has passed (0.0, and the next call is spaced from
+        now); else the seconds until it has, with nothing taken (for a caller that comes
+        back then instead of sleeping)."""
+        if not self.interval_s:
+            return 0.0
+        now = time.monotonic()
+        due = self._next.get(key, now)
+        if due > now:
+            return due - now
+        self._next[key] = now + self.interval_s
+        if len(self._next) > self.max_keys:
+            self._prune(now)
+        return 0.0
+
     def _prune(self, now: float) -> None:
         for key in [k for k, t in self._next.items() if t < now]:
             del self._next[key]

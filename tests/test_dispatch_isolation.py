@@ -70,6 +70,24 @@ async def test_a_channel_set_to_a_high_rate_keeps_sending_while_more_sends_hang_
         webhook.release_hung()  # the bridge stops without waiting out their timeout
 
 
+async def test_an_address_held_to_its_pace_waits_alone(redis_url: str, webhook: WebhookReceiver) -> None:
+    """Sends to one address are spaced by its rate; while its next send waits for its
+    turn, the other addresses' messages go out."""
+    async with running_bridge(redis_url, api_config(webhook.url, rate_per_address_per_s=2.0), env=ENV) as b:
+        await write(b, "paced", "Can you quote 300 pcs?")
+        conversation = await wait_for(lambda: b.store.for_address("api", "paced"), 10, "the conversation")
+        for n in (1, 2, 3):
+            await agent_reply(b, conversation.id, f"reply {n}")
+        others = [await write(b, f"other-{i}", "Do you ship to Penang?") for i in range(20)]
+        await wait_for(lambda: len(webhook.texts_for("paced")) == 4, 20, "the paced address's four messages")
+        await wait_for(lambda: all(webhook.texts_for(c) for c in others), 20, "an answer to each of the others")
+        paced = [t for c, t in webhook.arrivals if c == "paced"]
+        assert all(later - earlier >= 0.45 for earlier, later in zip(paced, paced[1:], strict=False)), paced
+        assert webhook.texts_for("paced")[1:] == ["reply 1", "reply 2", "reply 3"]
+        last_other = max(t for c, t in webhook.arrivals if c in others)
+        assert last_other < paced[-1]  # none of the others waited for the paced address's turns
+
+
 async def test_a_dead_lettered_reply_holds_the_later_ones_until_replayed_in_order(
         redis_url: str, webhook: WebhookReceiver) -> None:
     webhook.fail_for["late"] = 422  # the receiver refuses: a permanent failure

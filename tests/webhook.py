@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from typing import Any
 
@@ -25,6 +26,7 @@ class WebhookReceiver:
         self.fail_for: dict[str, int] = {}  # customer id -> status answered every time
         self.hang_for: set[str] = set()  # customer ids whose deliveries never get an answer
         self.tries: Counter[str] = Counter()  # delivery attempts per customer id, failures included
+        self.arrivals: list[tuple[str, float]] = []  # (customer id, monotonic time) of each accepted delivery
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()  # set: hung deliveries get their answer
         self.url = ""
@@ -59,6 +61,7 @@ class WebhookReceiver:
             return web.Response(status=self.fail_for[customer])
         assert payload["id"] == request.headers[MESSAGE_ID_HEADER]
         self.received.append(payload)
+        self.arrivals.append((customer, time.monotonic()))
         return web.Response(status=204)
 
     async def start(self) -> str:
