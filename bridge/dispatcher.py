@@ -89,6 +89,40 @@ class _Done:
     retry_due_ms: int = 0  # not finished: a failed attempt, tried again at this time
 
 
+class _Slots:
+    """At most ``n`` sends unrecorded at once (a semaphore whose uncontended take costs no
+    coroutine: it is taken once per send)."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def take(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def wait(self) -> None:
+        """Wait until a released slot is handed to this caller."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed over as it was cancelled
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 class _Stopping(Exception):
     """The dispatcher stops: a send not yet started is left unacked for the next run."""
 
@@ -132,7 +166,7 @@ class ChannelDispatcher:
         self.delivered = 0
         self._sent = SENT.labels(self.channel)
         self._send_seconds = SEND_SECONDS.labels(self.channel)
-        self._slots = asyncio.Semaphore(self.max_in_flight)
+        self._slots = _Slots(self.max_in_flight)
         self._lanes: dict[str, _Lane] = {}  # lanes with messages to send
         self._ready: deque[_Lane] = deque()  # lanes whose head can be tried now, in turn
         self._workers: set[asyncio.Task[None]] = set()
@@ -341,7 +375,11 @@ class ChannelDispatcher:
                 self._wake_worker()  # this send may wait: the next lane need not
             item = lane.items[0]
             try:
-                done = await self._next_outcome(lane, item)
+                done = self._held_back(lane, item)
+                if done is None and item.due_s <= time.monotonic():
+                    done = await self._attempt(lane, item)
+                    if done is not None:
+                        done.unparks = item.unparks
             except _Stopping:  # the entry stays unacked, in order, for the next run
                 return
             except Exception:  # Redis away while reporting health, a bug: the lane tries again
@@ -358,8 +396,9 @@ class ChannelDispatcher:
             elif self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
 
-    async def _next_outcome(self, lane: _Lane, item: _Item) -> _Done | None:
-        """The head's outcome, or None when it must wait (``item.due_s`` says until when)."""
+    def _held_back(self, lane: _Lane, item: _Item) -> _Done | None:
+        """The head's outcome when it is not to be sent: a release of its lane, or a message
+        held behind its lane's dead letter; None: it is to be sent (at ``item.due_s``)."""
         message = item.message
         if message.kind == "command" and message.name == RELEASE_LANE:  # `bridge dlq drop` let it go on
             self._parked.pop(lane.key, None)
@@ -373,12 +412,7 @@ class ChannelDispatcher:
                                         "replay or drop it to go on", lane=lane.key)
             del self._parked[lane.key]  # the operator put the lane back: it goes on
             item.unparks = lane.key
-        if item.due_s > time.monotonic():
-            return None
-        done = await self._attempt(lane, item)
-        if done is not None:
-            done.unparks = item.unparks
-        return done
+        return None
 
     async def _attempt(self, lane: _Lane, item: _Item) -> _Done | None:
         """One send; None when it must be tried again (``item.due_s`` says when)."""
@@ -392,7 +426,8 @@ class ChannelDispatcher:
                 return None
         # a slot is held from the send until its outcome is recorded: at most max_in_flight
         # sends are unrecorded at any time, and that is all a crash can send twice
-        await self._slots.acquire()
+        if not self._slots.take():
+            await self._slots.wait()
         done: _Done | None = None
         try:
             if self._stopping.is_set():

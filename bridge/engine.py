@@ -152,7 +152,8 @@ class Engine:
         self.reopen_within_ms = int(settings.engine.reopen_within_h * 3600_000)
         self.leases = bus.leases(worker_id, [keys.inbound(p) for p in range(self.partitions)],
                                  ttl_s=settings.engine.lease_ttl_s, role="engine")
-        self._cache_size = max(16, settings.engine.conversation_cache // self.partitions)
+        # a batch's conversations must all fit: one evicted before its turn would be opened anew
+        self._cache_size = max(2 * settings.engine.batch_size, settings.engine.conversation_cache // self.partitions)
         self._held: dict[str, _Partition] = {}  # stream -> its state, while we hold its lease
         # partitions lost while a task was working on them: not read again (should the lease
         # come back) until that task is over, so one partition never has two
@@ -445,23 +446,32 @@ class Engine:
         elif revs[0] != p.revs[0]:
             p.contacts.data.clear()
         p.revs = revs
-        addresses = list(dict.fromkeys((m.channel, m.address) for m in messages
-                                       if m.kind == "customer" and not m.conversation_id
-                                       and p.current.get((m.channel, m.address)) is None))
+        wanted: set[str] = set()  # the batch's conversations
+        addresses: dict[tuple[str, str], None] = {}  # the batch's addresses with no cached conversation
+        for m in messages:
+            if m.kind == "customer" and not m.conversation_id:
+                current = p.current.get((m.channel, m.address))
+                if current is None:
+                    addresses[(m.channel, m.address)] = None
+                else:
+                    wanted.add(current)
+            elif m.conversation_id:
+                wanted.add(m.conversation_id)
         new: list[tuple[str, str]] = []  # addresses with no conversation: their messages open one
         if addresses:
-            ids = await self.store.current_ids(addresses)
+            looked_up = list(addresses)
+            ids = await self.store.current_ids(looked_up)
             if None in ids:
-                ids = await self._returning(messages, addresses, ids)
-            for address, conversation_id in zip(addresses, ids, strict=True):
+                ids = await self._returning(messages, looked_up, ids)
+            for address, conversation_id in zip(looked_up, ids, strict=True):
                 if conversation_id:
                     p.current.put(address, conversation_id)
+                    wanted.add(conversation_id)
                 else:
                     new.append(address)
         p.openings = await self._openings(messages, new)
-        wanted = {p.current.get((m.channel, m.address)) if m.kind == "customer" and not m.conversation_id
-                  else m.conversation_id for m in messages}
-        missing = [c for c in wanted if c and p.conversations.get(c) is None]
+        known = {c: p.conversations.get(c) for c in wanted}  # (each one touched: the batch keeps it)
+        missing = [c for c, conversation in known.items() if conversation is None]
         if missing:
             try:
                 loaded = await self.store.get_many(missing, load_back=True)
@@ -470,7 +480,8 @@ class Engine:
             for conversation in loaded:
                 if conversation is not None:
                     p.conversations.put(conversation.id, conversation)
-        contact_ids = {c.contact_id for c in (p.conversations.get(i) for i in wanted if i) if c and c.contact_id}
+                    known[conversation.id] = conversation
+        contact_ids = {c.contact_id for c in known.values() if c is not None and c.contact_id}
         now = self.clock_ms()
         stale = [c for c in contact_ids
                  if (cached := p.contacts.get(c)) is None or now - cached[1] > CONTACT_FRESH_MS]
@@ -523,10 +534,11 @@ class Engine:
         p.current.drop((message.channel, message.address))
 
     async def _begin(self, p: _Partition, message: Message) -> Turn | None:
+        # the caches are read without touching: `_load` touched what the batch uses
         now = self.clock_ms()
         conversation: Conversation | None = None
         if message.conversation_id:
-            conversation = p.conversations.get(message.conversation_id)
+            conversation = p.conversations.data.get(message.conversation_id)
             if conversation is None:
                 conversation = await self.store.get(message.conversation_id, load_back=True)
                 if conversation is not None:
@@ -537,8 +549,8 @@ class Engine:
             return Turn(message=message, conversation=conversation, contact=self._contact(p, conversation),
                         config=self.flow_config, now_ms=now, previous_status=conversation.status)
         if conversation is None:
-            conversation_id = p.current.get((message.channel, message.address))
-            conversation = p.conversations.get(conversation_id) if conversation_id else None
+            conversation_id = p.current.data.get((message.channel, message.address))
+            conversation = p.conversations.data.get(conversation_id) if conversation_id else None
         is_new = reopened = False
         if conversation is not None and conversation.status == "resolved":
             if now - conversation.resolved_ms > self.reopen_within_ms:
@@ -563,7 +575,7 @@ class Engine:
                     contact_created=created, previous_status=previous)
 
     def _contact(self, p: _Partition, conversation: Conversation) -> Contact | None:
-        cached = p.contacts.get(conversation.contact_id) if conversation.contact_id else None
+        cached = p.contacts.data.get(conversation.contact_id) if conversation.contact_id else None
         return cached[0] if cached else None
 
     async def _open(self, p: _Partition, message: Message, now: int) -> tuple[Conversation, Contact, bool]:

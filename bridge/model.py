@@ -20,6 +20,7 @@ Kinds:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
@@ -41,10 +42,17 @@ _PROCESS = os.urandom(4).hex()  # ids from different processes never collide
 _sequence = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
 
+_head_ms, _head = -1, ""  # the milliseconds of the last id and its first 20 characters
+
+
 def new_id() -> str:
     """A 28-character, time-sortable, unique id: 12 hex digits of milliseconds, 8 of this
     process, 8 of a counter. Not secret: never use it as a credential."""
-    return f"{time.time_ns() // 1_000_000:012x}{_PROCESS}{next(_sequence) & 0xFFFFFFFF:08x}"
+    global _head_ms, _head
+    ms = time.time_ns() // 1_000_000
+    if ms != _head_ms:  # a hot path makes many ids a millisecond: their head is made once
+        _head_ms, _head = ms, f"{ms:012x}{_PROCESS}"
+    return f"{_head}{next(_sequence) & 0xFFFFFFFF:08x}"
 
 
 class Sender(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -116,8 +124,10 @@ def decode(payload: bytes) -> Message:
     return _decoder.decode(payload)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def address_hash(channel: str, address: str) -> str:
-    """12 hex digits naming a customer address; conversation ids start with it."""
+    """12 hex digits naming a customer address; conversation ids start with it (kept for
+    the addresses seen lately: every message's partition is found from it)."""
     return hashlib.blake2b(f"{channel}\0{address}".encode(), digest_size=6).hexdigest()
 
 

@@ -8,6 +8,7 @@ None or an awaitable; ``turn.stop()`` ends the pipeline for this message.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,10 @@ class FlowConfig:
     def email_channel(self) -> str | None:
         """The configured channel whose addresses are email addresses (tickets, written
         confirmations go there), if any."""
+        return self._email_channel
+
+    @functools.cached_property
+    def _email_channel(self) -> str | None:
         return next((name for name, caps in self.capabilities.items() if caps.email_addresses), None)
 
 
