@@ -95,6 +95,22 @@ async def test_a_lost_lease_is_dropped_at_once_and_logged_once(redis: aioredis.R
     assert await redis.xlen(keys.outbound("api")) == 0
 
 
+async def test_a_batch_of_more_conversations_than_the_cache_holds_opens_none_anew(
+        redis: aioredis.Redis, make_engine: Any) -> None:
+    """A conversation the cache dropped before its message's turn (the batch loaded more
+    conversations than ``engine.conversation_cache`` allows) must not be opened again."""
+    engine = make_engine([Routing], partitions=1, conversation_cache=1, batch_size=100)
+    customers = [f"c{i}" for i in range(60)]
+    for round_ in (1, 2):
+        await engine.bus.publish_many([Message(kind="customer", channel="api", address=c, text=f"hello {round_}")
+                                       for c in customers])
+        await wait_for(lambda n=round_: engine.processed >= 60 * n, 20, f"round {round_} handled")
+    store = Store(redis)
+    conversations = [await store.for_address("api", c) for c in customers]
+    assert all(c is not None and c.id.endswith("-1") and c.messages == 2 for c in conversations), \
+        [(c.id, c.messages) for c in conversations if c is not None and (not c.id.endswith("-1") or c.messages != 2)]
+
+
 async def test_a_failing_step_is_retried_then_dead_lettered_and_others_go_on(
         redis: aioredis.Redis, make_engine: Any) -> None:
     calls: list[str] = []
