@@ -362,16 +362,18 @@ class Engine:
         blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
         saves = Saves()  # each conversation's state once, as its last turn in the batch left it
         now_s = time.monotonic()
+        failures = partition.failures
         slice_started = time.perf_counter()
         for entry, message in messages:
             if time.perf_counter() - slice_started > SLICE_S:  # the loop's other work goes on
                 await asyncio.sleep(0)
                 slice_started = time.perf_counter()
-            key = message.partition_key
-            failed = partition.failures.get(key)
-            if key in blocked or (failed is not None and (entry.id != failed.entry_id or failed.due_s > now_s)):
-                blocked.add(key)  # behind its conversation's failed message, or that one not due yet
-                continue
+            if failures or blocked:
+                key = message.partition_key
+                failed = failures.get(key)
+                if key in blocked or (failed is not None and (entry.id != failed.entry_id or failed.due_s > now_s)):
+                    blocked.add(key)  # behind its conversation's failed message, or that one not due yet
+                    continue
             try:
                 turn = await self._begin(partition, message)
                 if turn is None:
@@ -389,12 +391,12 @@ class Engine:
                 if turn.conversation.status == "resolved":
                     resolved.append(turn.conversation.id)
                 acked.append(entry.id)
-                if partition.failures.pop(key, None) is not None:
+                if failures and failures.pop(message.partition_key, None) is not None:
                     partition.reread = True
             except Exception as exc:
                 if isinstance(exc, StoreUnavailable | StorageFull):
                     raise
-                blocked.add(key)
+                blocked.add(message.partition_key)
                 self._evict(partition, message)
                 ops.extend(self._failed(partition, entry, message, exc))
         ops.extend(saves.ops())

@@ -10,6 +10,7 @@ import builtins
 import collections.abc
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
@@ -22,7 +23,6 @@ from bridge.history.record import (
     TurnRecord,
     encode_refs,
     encode_turn,
-    raw,
 )
 from bridge.model import (
     Contact,
@@ -454,10 +454,9 @@ class Store:
         on, one XADD more: the turn's record for the projector. The conversation's state
         goes to ``saves`` when given (a batch's commit writes it once, at its end)."""
         conversation = effects.conversation
-        ops: Ops = []
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
-        for payload in kept:
-            ops.extend(self.transcript_ops(conversation.id, payload))
+        # a turn's transcript entries go in one RPUSH
+        ops: Ops = [("RPUSH", keys.transcript(conversation.id), *map(text, kept))] if kept else []
         for out in effects.outbound:
             ops.append(("XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, text(encode(out))))
         for queue, case in effects.queued:
@@ -490,8 +489,8 @@ class Store:
         if cause is not None and cause.sender is not None:
             by = cause.sender.name or cause.sender.username or cause.sender.id
         turn = TurnRecord(v=RECORD_VERSION, id=new_id(), at_ms=effects.conversation.updated_ms,
-                          conversation=raw(conversation), kept=[raw(k) for k in kept],
-                          contacts=[raw(contact)] if contact is not None else [],
+                          conversation=msgspec.Raw(conversation), kept=list(map(msgspec.Raw, kept)),
+                          contacts=[msgspec.Raw(contact)] if contact is not None else [],
                           previous_status=effects.previous_status,
                           cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by,
                           refs=list(effects.refs))
