@@ -251,6 +251,7 @@ class ChannelDispatcher:
         """The lease went: the new owner sends what we had not recorded."""
         for worker in self._workers:
             worker.cancel()
+        self._workers.clear()  # new ones may start at once
         for lane in self._lanes.values():
             if lane.timer is not None:
                 lane.timer.cancel()
