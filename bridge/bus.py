@@ -315,9 +315,8 @@ class Bus:
         # Redis lost a stream or its group (restarted without its data, failed over to a
         # replica that had not got them): made again, from the stream's start, as at a first
         # start; the process goes on instead of ending on the error
-        log.warning("consumer group missing: created again", extra={"group": group, "streams": streams})
         for stream in streams:
-            await self.ensure_group(stream, group)
+            await self._group_lost(stream, group)
         return await self._read(ids, group, consumer, count=count, block=block, pending=pending)
 
     async def _read(self, ids: dict[str, str], group: str, consumer: str, *, count: int, block: int | None,
@@ -337,19 +336,20 @@ class Bus:
 
     async def reclaim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int,
                       count: int) -> list[Entry]:
-        """Take over entries another consumer read and never acked (it died)."""
+        """Take over entries another consumer read and never acked (it died). A group
+        Redis lost is made again (see `read`): it holds nothing to take over."""
         entries: list[Entry] = []
         start = "0-0"
         while True:
-            if not self.wait_replicas:
-                reply = await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
-            else:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
-                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                    reply, replicas = await pipe.execute()
-                if reply[1]:
-                    self._check_replicas(replicas)
+            try:
+                reply, replicas = await self._autoclaim(stream, group, consumer, min_idle_ms, start, count)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self._group_lost(stream, group)
+                return entries
+            if replicas is not None and reply[1]:
+                self._check_replicas(replicas)
             # Redis 7 answers [next, entries, deleted]; Redis 6.2 answers [next, entries].
             next_start, claimed = reply[0], reply[1]
             for entry_id, fields in claimed:
@@ -361,9 +361,30 @@ class Bus:
             if start == "0-0" or len(entries) >= count:
                 return entries
 
+    async def _autoclaim(self, stream: str, group: str, consumer: str, min_idle_ms: int, start: str,
+                         count: int) -> tuple[Any, Any]:
+        if not self.wait_replicas:
+            return await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count), None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            reply, replicas = await pipe.execute()
+        return reply, replicas
+
+    async def _group_lost(self, stream: str, group: str) -> None:
+        log.warning("consumer group missing: created again", extra={"group": group, "streams": [stream]})
+        await self.ensure_group(stream, group)
+
     async def pending_count(self, stream: str, group: str, *, besides: str | None = None) -> int:
-        """Entries read and not acked, by every consumer but ``besides``."""
-        info = await self.redis.xpending(stream, group)
+        """Entries read and not acked, by every consumer but ``besides`` (none in a group
+        Redis lost: it is made again)."""
+        try:
+            info = await self.redis.xpending(stream, group)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._group_lost(stream, group)
+            return 0
         if not info or not info["pending"]:
             return 0
         if besides is None:

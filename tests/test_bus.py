@@ -183,3 +183,19 @@ async def test_a_group_redis_lost_is_made_again_and_read_from_the_start(redis: a
     await redis.delete(stream)  # the stream gone too: an empty one, and its group, again
     assert await bus.read([stream], "g", "me", count=10, block_ms=None, pending=True) == []
     assert [g["name"] for g in await redis.xinfo_groups(stream)] == [b"g"]
+
+
+async def test_a_stream_taken_over_whose_group_redis_lost_is_read_from_the_start(redis: aioredis.Redis) -> None:
+    """The same after a takeover: what the previous owner left is looked for first (its
+    pending entries, claimed once idle), and a group Redis lost holds none. Made again, it
+    hands out what the stream holds, instead of the claim ending the process on NOGROUP."""
+    bus = Bus(redis, partitions=1)
+    stream = keys.inbound(0)
+    await bus.ensure_group(stream, "g")
+    await bus.publish(customer("c", "left by the last owner"))
+    await redis.xgroup_destroy(stream, "g")
+    cursor = GroupCursor(bus, "g", "me", count=10, block_ms=10, min_idle_ms=0, sleep=asyncio.sleep)
+    cursor.gained([stream])
+    # no one's pending entries to take over (the group is new): the stream is read from its start
+    assert [decode(e.payload or b"").text for e in await cursor.next([stream])] == ["left by the last owner"]
+    assert await bus.pending_count(stream, "g", besides="me") == 0
