@@ -6,6 +6,7 @@ webhook server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ async def test_an_address_held_to_its_pace_waits_alone(redis_url: str, webhook: 
         await wait_for(lambda: len(webhook.texts_for("paced")) == 4, 20, "the paced address's four messages")
         await wait_for(lambda: all(webhook.texts_for(c) for c in others), 20, "an answer to each of the others")
         paced = [t for c, t in webhook.arrivals if c == "paced"]
-        assert all(later - earlier >= 0.45 for earlier, later in zip(paced, paced[1:], strict=False)), paced
+        assert all(later - earlier >= 0.45 for earlier, later in itertools.pairwise(paced)), paced
         assert webhook.texts_for("paced")[1:] == ["reply 1", "reply 2", "reply 3"]
         last_other = max(t for c, t in webhook.arrivals if c in others)
         assert last_other < paced[-1]  # none of the others waited for the paced address's turns
