@@ -103,7 +103,12 @@ def main(args: argparse.Namespace) -> None:
         mean_a, mean_b = statistics.fmean(a), statistics.fmean(b)
         change = f"{(mean_b - mean_a) / mean_a * 100:+.1f}%" if mean_a else "-"
         print(f"{name:<24} {mean_a:>14,.2f} {mean_b:>14,.2f}   {change:>6}   "
-              f"({min(a):,.1f}-{max(a):,.1f}, {min(b):,.1f}-{max(b):,.1f})")
+              f"({_spread(a)}, {_spread(b)})")
+
+
+def _spread(values: list[float]) -> str:
+    digits = 2 if max(values) < 10 else 1 if max(values) < 1000 else 0
+    return f"{min(values):,.{digits}f}-{max(values):,.{digits}f}"
 
 
 def cli() -> None:
