@@ -375,9 +375,10 @@ def cli() -> None:
     parser.add_argument("--no-uvloop", dest="uvloop", action="store_false")
     parser.add_argument("--no-history", dest="history", action="store_false",
                         help="history off: no outbox record per turn (to measure what history costs)")
-    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+    parser.add_argument("--repeat", type=int, default=3, metavar="N",
                         help="N raw/bridge throughput pairs, one run after the other; the last line is the "
-                             "median ratio (the first pair gives the other figures)")
+                             "median ratio (the first pair gives the other figures). One pair says little on "
+                             "a shared machine, whose speed moves by a third from one minute to the next")
     parser.add_argument("--no-isolation", dest="isolation", action="store_false",
                         help="skip the isolation figures (bench/isolation.py)")
     args = parser.parse_args()

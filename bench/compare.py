@@ -77,8 +77,8 @@ def run_once(tree: Path, args: argparse.Namespace) -> dict[str, float]:
     if args.stages:
         command = [sys.executable, "-m", "bench.stages", "--n", str(args.n)]
     else:
-        command = [sys.executable, "-m", "bench", "--no-isolation", "--n", str(args.n),
-                   "--latency-n", "1000", "--triage-n", "100"]
+        command = [sys.executable, "-m", "bench", "--no-isolation", "--repeat", "1", "--n", str(args.n),
+                   "--latency-n", "1000", "--triage-n", "100"]  # one pair a round: the rounds repeat
     done = subprocess.run(command, cwd=tree, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"bench.compare: {' '.join(command[1:])} failed in {tree}:\n{done.stderr[-2000:]}")
