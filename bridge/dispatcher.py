@@ -70,7 +70,7 @@ class _Item:
     message: Message
     attempts: int = 0  # failed attempts so far (kept in Redis across restarts)
     due_s: float = 0.0  # monotonic time of the next attempt
-    unparks: str = ""  # a replay that puts its parked lane back: recorded with its outcome
+    unparks: str = ""  # the lane this entry lets go on (a replay or a release): recorded with its outcome
 
 
 @dataclass(eq=False, slots=True)
@@ -83,44 +83,9 @@ class _Done:
     dead: str = ""  # dead-letter reason
     lane: str = ""  # the lane of a dead letter (replayed together)
     parks: str = ""  # this failure parks its lane: what the lane waits behind
-    unparks: str = ""  # this entry lets the lane go on (a replay or a release)
     error: PermanentError | None = None
     holds_slot: bool = False  # a send's slot is given back once its outcome is recorded
     retry_due_ms: int = 0  # not finished: a failed attempt, tried again at this time
-
-
-class _Slots:
-    """At most ``n`` sends unrecorded at once (a semaphore whose uncontended take costs no
-    coroutine: it is taken once per send)."""
-
-    def __init__(self, n: int) -> None:
-        self.free = n
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    def take(self) -> bool:
-        if self.free > 0 and not self._waiters:
-            self.free -= 1
-            return True
-        return False
-
-    async def wait(self) -> None:
-        """Wait until a released slot is handed to this caller."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():  # handed over as it was cancelled
-                self.release()
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.free += 1
 
 
 class _Stopping(Exception):
@@ -166,7 +131,7 @@ class ChannelDispatcher:
         self.delivered = 0
         self._sent = SENT.labels(self.channel)
         self._send_seconds = SEND_SECONDS.labels(self.channel)
-        self._slots = _Slots(self.max_in_flight)
+        self._slots = asyncio.Semaphore(self.max_in_flight)
         self._lanes: dict[str, _Lane] = {}  # lanes with messages to send
         self._ready: deque[_Lane] = deque()  # lanes whose head can be tried now, in turn
         self._workers: set[asyncio.Task[None]] = set()
@@ -379,8 +344,6 @@ class ChannelDispatcher:
                 done = self._held_back(lane, item)
                 if done is None and item.due_s <= time.monotonic():
                     done = await self._attempt(lane, item)
-                    if done is not None:
-                        done.unparks = item.unparks
             except _Stopping:  # the entry stays unacked, in order, for the next run
                 return
             except Exception:  # Redis away while reporting health, a bug: the lane tries again
@@ -403,7 +366,8 @@ class ChannelDispatcher:
         message = item.message
         if message.kind == "command" and message.name == RELEASE_LANE:  # `bridge dlq drop` let it go on
             self._parked.pop(lane.key, None)
-            return _Done(item, delivered=Delivered(), unparks=lane.key)
+            item.unparks = lane.key
+            return _Done(item, delivered=Delivered())
         behind = self._parked.get(lane.key)
         if behind is not None:
             # written after the failure, or replayed behind a replay that failed again: it
@@ -427,8 +391,7 @@ class ChannelDispatcher:
                 return None
         # a slot is held from the send until its outcome is recorded: at most max_in_flight
         # sends are unrecorded at any time, and that is all a crash can send twice
-        if not self._slots.take():
-            await self._slots.wait()
+        await self._slots.acquire()
         done: _Done | None = None
         try:
             if self._stopping.is_set():
@@ -523,8 +486,8 @@ class ChannelDispatcher:
                 ops += bus.dead_letter_ops(self.stream, self.group, d.item.entry, d.dead, lane=d.lane)
                 if d.parks:
                     ops += bus.park_ops(self.channel, d.lane, d.parks)
-            if d.unparks:
-                ops += bus.unpark_ops(self.channel, d.unparks)
+            if d.item.unparks:
+                ops += bus.unpark_ops(self.channel, d.item.unparks)
         acked = [d.item.entry.id for d in batch if not d.dead]
         ops += bus.ack_ops(self.stream, self.group, acked)
         ops += bus.attempts_done_ops(self.stream, [d.item.entry.id for d in batch if d.item.attempts])

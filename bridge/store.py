@@ -455,8 +455,7 @@ class Store:
         goes to ``saves`` when given (a batch's commit writes it once, at its end)."""
         conversation = effects.conversation
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
-        # a turn's transcript entries go in one RPUSH
-        ops: Ops = [("RPUSH", keys.transcript(conversation.id), *map(text, kept))] if kept else []
+        ops = self.transcript_ops(conversation.id, *kept)
         for out in effects.outbound:
             ops.append(("XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, text(encode(out))))
         for queue, case in effects.queued:
@@ -504,10 +503,13 @@ class Store:
         return saves.ops()
 
     @staticmethod
-    def transcript_ops(conversation_id: str, message: Message | bytes) -> Ops:
-        """Append to the transcript; bytes are a message already encoded (as read from a stream)."""
-        payload = message if isinstance(message, bytes) else encode(message)
-        return [("RPUSH", keys.transcript(conversation_id), text(payload))]
+    def transcript_ops(conversation_id: str, *messages: Message | bytes) -> Ops:
+        """Append to the transcript, in one RPUSH; bytes are a message already encoded (as
+        read from a stream)."""
+        if not messages:
+            return []
+        payloads = [text(m if isinstance(m, bytes) else encode(m)) for m in messages]
+        return [("RPUSH", keys.transcript(conversation_id), *payloads)]
 
     @staticmethod
     def contact_ops(contact: Contact, record: bytes | None = None) -> Ops:
