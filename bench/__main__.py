@@ -17,7 +17,9 @@ Throughput is N messages pushed as fast as the producer can; latency is measured
 paced rate (inbound append -> outbound append, from the stream entry ids, so it is
 millisecond-grained). Redis cost per message is the redis-server's CPU time (INFO cpu)
 and the requests the client sent (a pipeline or a Lua call is one round trip), both over
-the throughput run. The last line reads ``bridge/raw throughput ratio: X.XX``.
+the throughput run, and where that time goes by command (INFO commandstats: each command's
+time as the server clocks it, so the figures run a little above the CPU time on a busy
+machine). The last line reads ``bridge/raw throughput ratio: X.XX``.
 """
 
 from __future__ import annotations
@@ -236,6 +238,22 @@ class RoundTrips:
         self.count = 0
 
 
+async def command_stats(redis: aioredis.Redis) -> dict[str, tuple[int, int]]:
+    """INFO commandstats: command -> (calls, microseconds) since the server started."""
+    return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+            for name, v in (await redis.info("commandstats")).items()}
+
+
+def stats_per_message(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], n: int,
+                      top: int = 9) -> str:
+    """The commands that took the server's time between two snapshots, busiest first:
+    microseconds per message and (calls per message). A Lua call's time includes the commands
+    it ran, which are also counted under their own names."""
+    rows = sorted(((usec - before.get(name, (0, 0))[1], calls - before.get(name, (0, 0))[0], name)
+                   for name, (calls, usec) in after.items() if name != "info"), reverse=True)
+    return ", ".join(f"{name} {usec / n:.1f} ({calls / n:.3f})" for usec, calls, name in rows[:top] if calls)
+
+
 async def redis_cpu_s(redis: aioredis.Redis) -> float:
     info = await redis.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
@@ -276,12 +294,14 @@ async def main(args: argparse.Namespace) -> None:
                   f"{'uvloop' if args.uvloop else 'asyncio'} event loop", flush=True)
             raw_trips_counter = RoundTrips(redis)
             await raw_trips_counter.start()
+            stats_before = await command_stats(redis)
             cpu_before = await redis_cpu_s(redis)
             process_before = time.process_time()
             raw_tput, _ = await raw_run(redis, args.n, None, "t")
-            raw_trips = (raw_trips_counter.count - 1) / args.n  # less the INFO before
+            raw_trips = (raw_trips_counter.count - 2) / args.n  # less the INFOs before
             raw_redis_us = (await redis_cpu_s(redis) - cpu_before) / args.n * 1e6
             raw_python_us = (time.process_time() - process_before) / args.n * 1e6
+            raw_commands = stats_per_message(stats_before, await command_stats(redis), args.n)
             _, raw_lat = await raw_run(redis, args.latency_n, args.rate, "l")
             print(f"  raw loop done: {raw_tput:,.0f} msg/s", flush=True)
 
@@ -295,12 +315,14 @@ async def main(args: argparse.Namespace) -> None:
                 rss_samples: list[float] = []
                 rss_start = current_rss_mb()
                 await trips.start()
+                stats_before = await command_stats(redis)
                 cpu_before = await redis_cpu_s(redis)
                 process_before = time.process_time()
                 bridge_tput = await bridge_run(bridge, args.n, None, args.conversations, "t", rss_samples)
                 redis_us = (await redis_cpu_s(redis) - cpu_before) / args.n * 1e6
                 python_us = (time.process_time() - process_before) / args.n * 1e6
                 bridge_trips = trips.count / args.n
+                bridge_commands = stats_per_message(stats_before, await command_stats(redis), args.n)
                 print(f"  bridge done: {bridge_tput:,.0f} msg/s", flush=True)
                 await bridge_run(bridge, args.conversations, None, args.conversations, "l", outbound_each=2)
                 since = int(time.time() * 1000)
@@ -352,6 +374,10 @@ async def main(args: argparse.Namespace) -> None:
     samples = ", ".join(f"{s:.0f}" for s in rss_samples)
     print(f"bridge process RSS (MB): {rss_start:.0f} after warm-up, {samples} at each tenth of N, {rss_end:.0f} at end")
     print(f"redis-server RSS (MB): {redis_rss:.0f} (holds every transcript and stream entry of the run)")
+    print("redis-server time per message by command, µs (calls), INFO commandstats; a Lua call (evalsha) "
+          "includes the commands it ran, also counted under their names:")
+    print(f"  raw:    {raw_commands}")
+    print(f"  bridge: {bridge_commands}")
     print(f"bridge with the multilingual triage (the default; language, phrases, model): {full_tput:,.0f} msg/s "
           f"on N={args.triage_n:,}")
     if args.isolation:
