@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from bridge import __version__
 from bridge.config import Settings, load, secrets_in
-from bridge.connection import close, connect, where, without_password
+from bridge.connection import check_server, close, connect, where, without_password
 from bridge.embedded import socket_path, socket_url
 from bridge.errors import BridgeError, ConfigError
 
@@ -153,6 +153,7 @@ async def _with_redis(args: argparse.Namespace, action: Any) -> Any:
             raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {exc}; check that setting "
                               "and that Redis runs") from None
         try:
+            await check_server(redis, settings.redis)
             return await action(redis, settings)
         except RedisError as exc:
             raise BridgeError(f"Redis at {where(settings.redis)} failed: {exc}") from None

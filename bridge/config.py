@@ -235,6 +235,14 @@ def sentinel_address(text: str) -> tuple[str, int] | None:
 def _redis_problems(redis: RedisSettings) -> list[str]:
     """The redis section's keys that only make sense together."""
     problems = []
+    scheme = redis.url.partition("://")[0].lower() if redis.url else ""
+    if scheme.endswith("+cluster") or scheme == "cluster":
+        problems.append(f"redis.url: Redis Cluster ({scheme}://) is not supported yet (docs/cluster.md says what "
+                        "is planned); use one Redis (redis://) or a primary with replicas under Sentinel "
+                        "(redis.sentinels)")
+    elif redis.url and scheme not in ("redis", "rediss", "unix"):
+        problems.append(f"redis.url: {scheme + '://' if '://' in redis.url else repr(redis.url)} is not a Redis URL; "
+                        "use redis://host:6379/0, rediss:// (TLS) or unix:///path/to/redis.sock")
     if redis.sentinels and redis.url:
         problems.append("redis.sentinels: set either redis.url (one Redis) or redis.sentinels with redis.service "
                         "(Sentinel), not both")

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.config import RedisSettings, sentinel_address
+from bridge.errors import BridgeError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,15 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
     assert isinstance(client, SentinelRedis)
     client.sentinel = sentinel
     return client
+
+
+async def check_server(redis: aioredis.Redis, settings: RedisSettings) -> None:
+    """Refuse a server the bridge cannot run on, saying why: a Redis Cluster node answers
+    only for its own hash slots, and the bridge's commits span slots (docs/cluster.md)."""
+    if int((await redis.info("cluster")).get("cluster_enabled", 0)):
+        raise BridgeError(f"{where(settings)} is a Redis Cluster node: Redis Cluster is not supported yet (the "
+                          "bridge's commits span hash slots; docs/cluster.md says what is planned); use one Redis, "
+                          "or a primary with replicas under Sentinel (redis.sentinels)")
 
 
 CLOSE_TIMEOUT_S = 5.0

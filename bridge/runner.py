@@ -27,7 +27,7 @@ from bridge import keys, registry
 from bridge.adapter import Adapter, AdapterContext, DeskSettings
 from bridge.bus import Bus, consumer_name
 from bridge.config import Settings
-from bridge.connection import close, connect, where
+from bridge.connection import check_server, close, connect, where
 from bridge.contacts import ContactBook
 from bridge.context import HealthBoard, RedisFanout, RedisState
 from bridge.dispatcher import ChannelDispatcher
@@ -153,6 +153,7 @@ class Bridge:
             await self.redis.ping()
         except Exception as exc:
             raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {exc}") from None
+        await check_server(self.redis, settings.redis)
         await check_partitions(self.redis, settings.engine.partitions)
         reader: Reader | None = None
         privacy: Privacy | None = None

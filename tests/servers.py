@@ -38,13 +38,16 @@ def _binary() -> str:
 
 class RedisServer:
     """A private redis-server. ``aof=True`` keeps an append-only file (fsync always);
-    ``replica_of`` (a port on 127.0.0.1) makes it a replica of that server."""
+    ``replica_of`` (a port on 127.0.0.1) makes it a replica of that server; ``cluster=True``
+    starts it in cluster mode (a node of no cluster yet: it owns no hash slot)."""
 
-    def __init__(self, directory: Path, port: int, *, aof: bool = False, replica_of: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int, *, aof: bool = False, replica_of: int | None = None,
+                 cluster: bool = False) -> None:
         self.directory = directory
         self.port = port
         self.aof = aof
         self.replica_of = replica_of
+        self.cluster = cluster
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,6 +61,8 @@ class RedisServer:
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / "nodes.conf")]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
         self._wait_loaded()

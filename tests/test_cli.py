@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
 import yaml
 
@@ -23,6 +24,7 @@ from bridge.connection import close
 from bridge.model import Message
 from tests.harness import wait_for
 from tests.proc import BridgeProcess
+from tests.servers import RedisServer, free_port
 
 ROOT = Path(__file__).parent.parent
 
@@ -259,3 +261,28 @@ async def test_dlq_replay_and_drop_name_the_ids_they_did_not_find(redis_url: str
     assert "not found: gone-1, gone-2 (no such dead letter" in drop.stderr
     assert await bus.dead_letters() == []
     assert bridge_cli("dlq", "replay", "unknown-id", "-c", str(config), cwd=tmp_path).returncode == 1
+
+
+def test_a_redis_cluster_is_refused_saying_why(tmp_path: Path) -> None:
+    """Redis Cluster is not supported yet: a cluster URL is a config error naming the key,
+    and a cluster node given as a plain URL is refused before anything is written to it."""
+    config = write(tmp_path / "cluster.yaml", {"redis": {"url": "redis+cluster://127.0.0.1:7000"}})
+    result = bridge_cli("check-config", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "redis.url: Redis Cluster (redis+cluster://) is not supported yet" in result.stderr
+    config = write(tmp_path / "typo.yaml", {"redis": {"url": "127.0.0.1:6379"}})
+    assert "redis.url: '127.0.0.1:6379' is not a Redis URL" in bridge_cli("check-config", "-c", str(config),
+                                                                        cwd=tmp_path).stderr
+
+    node = RedisServer(tmp_path / "node", free_port(), cluster=True)
+    node.start()
+    try:
+        config = write(tmp_path / "node.yaml", {"redis": {"url": node.url}})
+        for command in (["status"], ["run", "--port", "0"]):
+            result = bridge_cli(*command, "-c", str(config), cwd=tmp_path)
+            assert result.returncode != 0, result.stdout
+            assert f"redis.url {node.url} is a Redis Cluster node: Redis Cluster is not supported yet" in result.stderr
+            assert "Traceback" not in result.stderr
+        assert sync_redis.Redis(port=node.port).dbsize() == 0  # nothing written to it
+    finally:
+        node.stop()
