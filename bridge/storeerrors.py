@@ -14,13 +14,25 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.errors import BridgeError, StorageFull, StoreUnavailable
 
-# a replica promoted or demoted mid-call (Sentinel failover), a cluster slot moving
+# a replica promoted or demoted mid-call (Sentinel failover: READONLY, MASTERDOWN), a
+# cluster slot moving (TRYAGAIN, CLUSTERDOWN), a restart reading its data back (LOADING).
+# redis-py gives most of these a class of their own and strips the code from the message
+# (MasterDownError is a ClusterDownError); the codes catch a reply that reached us whole.
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, ClusterDownError,
+                TryAgainError, OSError)
 _UNAVAILABLE_REPLIES = ("READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING")
 
 T = TypeVar("T")
@@ -30,7 +42,7 @@ def as_store_error(exc: BaseException) -> BaseException | None:
     """The bridge's error for a Redis client error, or None when it is not one."""
     if isinstance(exc, OutOfMemoryError):
         return StorageFull(f"Redis is full (maxmemory, redis.max_memory_mb): {exc}")
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError | ReadOnlyError | OSError):
+    if isinstance(exc, _UNAVAILABLE):
         return StoreUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}")
     if isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES):
         return StoreUnavailable(f"Redis unavailable: {exc}")

@@ -14,6 +14,7 @@ from bridge.context import RedisState
 from bridge.errors import BridgeError, StorageFull, StoreUnavailable
 from bridge.model import Message
 from bridge.store import Store
+from tests.harness import wait_for
 from tests.servers import RedisServer, free_port
 
 
@@ -63,3 +64,30 @@ async def test_a_full_redis_refuses_with_storage_full(tmp_path: Path) -> None:
     finally:
         await close(client)
         server.stop()
+
+
+async def test_a_replica_cut_off_from_its_primary_is_store_unavailable(tmp_path: Path) -> None:
+    """A client still on a server that became a replica in a failover, while its link to the
+    new primary is down, gets MASTERDOWN (with replica-serve-stale-data no): Redis is
+    unavailable for now, as with READONLY, not a failure of the bridge."""
+    primary = RedisServer(tmp_path / "primary", free_port())
+    primary.start()
+    replica = RedisServer(tmp_path / "replica", free_port(), replica_of=primary.port)
+    replica.start()
+    client = _client(replica.url)
+    try:
+        await client.config_set("replica-serve-stale-data", "no")
+        primary.stop()
+        await wait_for(lambda: _link_down(client), 10, "the replica to lose its primary")
+        for call in (lambda: Store(client).get("abc-1"), lambda: RedisState(client, "api").get("offset")):
+            with pytest.raises(StoreUnavailable) as caught:
+                await call()
+            assert "Redis unavailable" in str(caught.value)
+    finally:
+        await close(client)
+        replica.stop()
+        primary.stop()
+
+
+async def _link_down(client: aioredis.Redis) -> bool:
+    return (await client.info("replication")).get("master_link_status") == "down"
