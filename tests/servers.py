@@ -39,15 +39,17 @@ def _binary() -> str:
 class RedisServer:
     """A private redis-server. ``aof=True`` keeps an append-only file (fsync always);
     ``replica_of`` (a port on 127.0.0.1) makes it a replica of that server; ``cluster=True``
-    starts it in cluster mode (a node of no cluster yet: it owns no hash slot)."""
+    starts it in cluster mode (a node of no cluster yet: it owns no hash slot); ``options``
+    are more ``--name value`` arguments."""
 
     def __init__(self, directory: Path, port: int, *, aof: bool = False, replica_of: int | None = None,
-                 cluster: bool = False) -> None:
+                 cluster: bool = False, options: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.port = port
         self.aof = aof
         self.replica_of = replica_of
         self.cluster = cluster
+        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,6 +65,7 @@ class RedisServer:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / "nodes.conf")]
+        args += self.options
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
         self._wait_loaded()
@@ -106,6 +109,9 @@ class RedisServer:
 
     def info(self, section: str) -> dict[str, str]:
         return _info(self.port, section)
+
+    def command(self, *args: str) -> str:
+        return _command(self.port, *args)
 
 
 def _command(port: int, *args: str) -> str:
@@ -160,6 +166,9 @@ class SentinelServer:
             self.process.wait()
         self.process = None
 
+    def command(self, *args: str) -> str:
+        return _command(self.port, *args)
+
     def master(self) -> dict[str, str]:
         """What this sentinel knows of the service (SENTINEL MASTER): ip, port, flags, num-slaves, ..."""
         values = _command(self.port, "SENTINEL", "MASTER", self.service).splitlines()
@@ -204,10 +213,18 @@ class SentinelGroup:
         return next(s for s in [self.primary, *self.replicas] if s.port == port)
 
     def add_replica(self, of_port: int) -> RedisServer:
-        """A new replica of the server on ``of_port`` (a replacement for a dead host)."""
-        replica = RedisServer(self.directory / f"replica-{len(self.replicas)}", free_port(), replica_of=of_port)
+        """A new replica of the server on ``of_port`` (a replacement for a dead host), returned
+        once in sync. Until then its replica-priority is 0: Sentinel would promote a replica
+        that has no data yet (its first sync waits repl-diskless-sync-delay, 5 s), and a
+        second failover right after the first (a sentinel that missed the new primary's
+        PONGs for down-after-milliseconds on a busy machine) then made an empty primary and
+        the primary holding the data its replica, flushed."""
+        replica = RedisServer(self.directory / f"replica-{len(self.replicas)}", free_port(), replica_of=of_port,
+                              options=("--replica-priority", "0"))
         replica.start()
         self.replicas.append(replica)
+        self.wait(lambda: replica.info("replication").get("master_link_status") == "up", "the new replica in sync")
+        replica.command("CONFIG", "SET", "replica-priority", "100")
         return replica
 
     @staticmethod

@@ -7,6 +7,7 @@ as a real process; customers and agents writing through the HTTP API channel."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +16,7 @@ import pytest
 from tests.harness import RunningBridge, merged, running_bridge, wait_for
 from tests.load import ConversationLoad
 from tests.proc import BridgeProcess
-from tests.servers import RedisServer, SentinelGroup, free_port
+from tests.servers import RedisServer, SentinelGroup, SentinelServer, free_port
 from tests.test_api_e2e import AUTH, ENV, api_config
 from tests.test_cli import bridge_cli, write
 from tests.test_resilience import log_events, recoveries
@@ -98,6 +99,57 @@ async def test_primary_killed_under_load_loses_nothing_acknowledged(tmp_path: Pa
            "1 replica(s) connected; writes wait for 1" in status.stdout, status.stdout + status.stderr
     ran = recoveries(log_events(tmp_path / "bridge.log"))
     assert {"api: 503", "engine: retried", "dispatcher: read retried"} <= ran, ran
+
+
+def test_a_replacement_replica_is_promoted_only_once_it_has_the_data(tmp_path: Path) -> None:
+    """What made the failover test's bridge find no consumer group (NOGROUP) on a busy
+    machine: right after the first failover a sentinel missed the new primary's PONGs for
+    down-after-milliseconds and failed it over again, to the dead host's replacement, which
+    had joined and not yet had its first sync. The sentinels then named an empty primary,
+    and made the primary holding the data its replica (flushed). That second failover is
+    forced here, with SENTINEL FAILOVER, once every sentinel knows the replacement."""
+    group = SentinelGroup(tmp_path / "redis")
+    group.start()
+    try:
+        group.primary.command("SET", "kept", "1")
+        assert group.primary.command("WAIT", "1", "5000") == "1"
+        old = group.primary
+        old.kill()
+        group.wait(lambda: group.primary_port() not in (0, old.port), "the sentinels to promote the replica")
+        promoted = group.primary_port()
+        replacement = group.add_replica(promoted)
+        assert replacement.command("GET", "kept") == "1"  # in sync when add_replica returns
+        # every sentinel sees it as a candidate (Sentinel reads a replica's priority every 10 s)
+        group.wait(lambda: all(_replica(s, group.service, replacement.port).get("slave-priority") == "100"
+                               for s in group.sentinels), "every sentinel to see the replacement promotable", 30)
+        reply = ""
+        for _ in range(100):  # the first failover may still be under way on this sentinel
+            reply = group.sentinels[0].command("SENTINEL", "FAILOVER", group.service)
+            if not reply.startswith("INPROG"):
+                break
+            time.sleep(0.1)
+        assert reply == "OK", reply
+        group.wait(lambda: group.primary_port() not in (0, promoted), "the second failover")
+        primary = group.server(group.primary_port())
+        assert primary is replacement
+        group.wait(lambda: primary.info("replication").get("role") == "master", "the named primary to be one")
+        assert primary.command("GET", "kept") == "1", f"the data is gone: {primary.port} was promoted empty"
+    finally:
+        group.stop()
+
+
+def _replica(sentinel: SentinelServer, service: str, port: int) -> dict[str, str]:
+    """What ``sentinel`` knows of the replica on ``port`` (SENTINEL REPLICAS), {} if nothing."""
+    lines = sentinel.command("SENTINEL", "REPLICAS", service).splitlines()
+    for start in range(len(lines) - 1):
+        if lines[start] == "name" and lines[start + 1] == f"127.0.0.1:{port}":
+            fields: dict[str, str] = {}
+            for i in range(start, len(lines) - 1, 2):
+                if i > start and lines[i] == "name":
+                    break
+                fields[lines[i]] = lines[i + 1]
+            return fields
+    return {}
 
 
 async def test_a_write_no_replica_confirmed_is_refused_and_its_retry_is_not_doubled(
