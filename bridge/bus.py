@@ -28,7 +28,7 @@ from bridge import keys
 from bridge.errors import NotReplicated
 from bridge.lease import Leases
 from bridge.model import Message, decode, encode, new_id, now_ms, partition_of
-from bridge.ops import Ops, frame_ops, pack, text, variadic
+from bridge.ops import Ops, frame_ops, pack, text, variadic, written_keys
 from bridge.storeerrors import typed_store_errors
 
 # thread refs Redis has no key for -> their conversation ids (Store.archived_refs: the SQL record)
@@ -37,21 +37,23 @@ RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
 log = logging.getLogger("bridge.bus")
 
 _PUBLISH = """
--- ARGV[1]: dedupe TTL in seconds; ARGV[2]: msgpack array of [stream, dedupe key (empty:
--- never deduplicated), payload], one per message (frame_ops).
+-- KEYS: the batch's streams, then its dedupe keys (every key a script touches is declared,
+-- as Redis Cluster needs). ARGV[1]: dedupe TTL in seconds; ARGV[2]: msgpack array of
+-- [the stream's KEYS index, the dedupe key's KEYS index (0: never deduplicated), payload],
+-- one per message.
 -- Returns the new entry ids, false for duplicates. The dedupe key is taken first (one
 -- command instead of EXISTS + SET) and given back should the XADD be refused (Redis full),
 -- so the platform's retry is not taken for a duplicate.
 local ttl, out = ARGV[1], {}
 local messages = cmsgpack.unpack(ARGV[2])
 for i = 1, #messages do
-  local stream, seen, payload = messages[i][1], messages[i][2], messages[i][3]
-  if seen ~= '' and not redis.call('SET', seen, '1', 'NX', 'EX', ttl) then
+  local stream, seen, payload = KEYS[messages[i][1]], messages[i][2], messages[i][3]
+  if seen ~= 0 and not redis.call('SET', KEYS[seen], '1', 'NX', 'EX', ttl) then
     out[#out + 1] = false
   else
     local id = redis.pcall('XADD', stream, '*', 'm', payload)
     if type(id) == 'table' and id.err then
-      if seen ~= '' then redis.call('DEL', seen) end
+      if seen ~= 0 then redis.call('DEL', KEYS[seen]) end
       return id
     end
     out[#out + 1] = id
@@ -61,27 +63,25 @@ return out
 """
 
 _COMMIT = """
--- ARGV: owner, once key, lease count, lease keys..., guard count, (guard key, expected
--- value)..., ops: a msgpack array of commands (frame_ops). Fenced: a worker that lost a
--- lease commits nothing (another owns the stream now). Guarded: nothing either when a
--- guard key changed since the batch read it (its caches are stale: an erasure). Once: a
--- client retrying after a lost reply does not apply a batch twice.
-local owner, once = ARGV[1], ARGV[2]
-local leases = tonumber(ARGV[3])
-for i = 4, 3 + leases do
-  if redis.call('GET', ARGV[i]) ~= owner then
-    return redis.error_reply('LEASELOST ' .. ARGV[i])
+-- KEYS: the leases, the guard keys, the once key, then every key the ops write (declared,
+-- as Redis Cluster needs; the ops name them too). ARGV: owner, lease count, guard count,
+-- each guard key's expected value, ops: a msgpack array of commands (frame_ops). Fenced: a
+-- worker that lost a lease commits nothing (another owns the stream now). Guarded: nothing
+-- either when a guard key changed since the batch read it (its caches are stale: an
+-- erasure). Once: a client retrying after a lost reply does not apply a batch twice.
+local owner, leases, guards = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, leases do
+  if redis.call('GET', KEYS[i]) ~= owner then
+    return redis.error_reply('LEASELOST ' .. KEYS[i])
   end
 end
-local guards = 4 + leases
-local after = guards + 1 + 2 * tonumber(ARGV[guards])
-for i = guards + 1, after - 1, 2 do
-  if (redis.call('GET', ARGV[i]) or '') ~= ARGV[i + 1] then
-    return redis.error_reply('STALE ' .. ARGV[i])
+for i = 1, guards do
+  if (redis.call('GET', KEYS[leases + i]) or '') ~= ARGV[3 + i] then
+    return redis.error_reply('STALE ' .. KEYS[leases + i])
   end
 end
-if not redis.call('SET', once, '1', 'NX', 'EX', 600) then return 0 end
-local ops = cmsgpack.unpack(ARGV[after])
+if not redis.call('SET', KEYS[leases + guards + 1], '1', 'NX', 'EX', 600) then return 0 end
+local ops = cmsgpack.unpack(ARGV[4 + guards])
 for i = 1, #ops do redis.call(unpack(ops[i])) end
 return #ops
 """
@@ -241,23 +241,29 @@ class Bus:
         if not messages:
             return []
         await self._resolve_refs(messages)
-        triples: Ops = []
-        for message in messages:
-            stream = self.inbound_stream(message)
-            seen = keys.dedupe(stream, message.dedupe_key) if message.dedupe_key else ""
-            triples.append((stream, seen, text(encode(message))))
-        ids = await self._replicated_script(self._publish, [self.dedupe_ttl_s, frame_ops(triples)])
+        streams = [self.inbound_stream(message) for message in messages]
+        declared = list(dict.fromkeys(streams))  # the streams, then the dedupe keys
+        index = {stream: i for i, stream in enumerate(declared, 1)}
+        frames: list[tuple[int, int, msgspec.Raw]] = []
+        for message, stream in zip(messages, streams, strict=True):
+            seen = 0
+            if message.dedupe_key:
+                declared.append(keys.dedupe(stream, message.dedupe_key))
+                seen = len(declared)
+            frames.append((index[stream], seen, text(encode(message))))
+        ids = await self._replicated_script(self._publish, declared, [self.dedupe_ttl_s, pack(frames)])
         return [bool(i) for i in ids]
 
     # -- replication (redis.wait_replicas) -------------------------------------------
 
-    async def _replicated_script(self, script: AsyncScript, args: list[Any]) -> Any:
-        """Run ``script``; with ``wait_replicas``, WAIT after it in the same round trip."""
+    async def _replicated_script(self, script: AsyncScript, declared: list[str], args: list[Any]) -> Any:
+        """Run ``script`` on its ``declared`` keys; with ``wait_replicas``, WAIT after it in
+        the same round trip."""
         if not self.wait_replicas:
-            return await script(args=args)
+            return await script(keys=declared, args=args)
         for _ in range(2):  # the second time after loading a script the server did not have
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(script.sha, 0, *args)
+                pipe.evalsha(script.sha, len(declared), *declared, *args)
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
                 result, replicas = await pipe.execute(raise_on_error=False)
             if isinstance(result, NoScriptError):  # a new primary after a failover, or a restart
@@ -372,7 +378,17 @@ class Bus:
         return reply, replicas
 
     async def _group_lost(self, stream: str, group: str) -> None:
-        log.warning("consumer group missing: created again", extra={"group": group, "streams": [stream]})
+        """Make a group Redis lost again, from the stream's start. A stream lost whole means
+        Redis lost its data (a restart without persistence, a failover to an empty server):
+        what was acknowledged there is gone, an error an operator must see. A stream that
+        is there without its group (made by hand?) is read again from its start: its
+        entries may be handled twice, rather than some never."""
+        if await self.redis.exists(stream):
+            log.error("consumer group missing on a stream that exists: created again, its entries are read "
+                      "again from the start", extra={"group": group, "streams": [stream]})
+        else:
+            log.error("stream missing: Redis lost its data (restarted without persistence, or failed over to a "
+                      "server that had no copy); what it held is gone", extra={"group": group, "streams": [stream]})
         await self.ensure_group(stream, group)
 
     async def pending_count(self, stream: str, group: str, *, besides: str | None = None) -> int:
@@ -429,10 +445,10 @@ class Bus:
         when the connection drops after Redis ran it and the client retries."""
         if not ops:
             return
+        declared = [*leases, *(key for key, _ in guards), keys.commit_once(new_id()), *written_keys(ops)]
         try:
-            await self._replicated_script(self._commit, [owner, keys.commit_once(new_id()), len(leases), *leases,
-                                                         len(guards), *(v for g in guards for v in g),
-                                                         frame_ops(ops)])
+            await self._replicated_script(self._commit, declared, [owner, len(leases), len(guards),
+                                                                   *(value for _, value in guards), frame_ops(ops)])
         except ResponseError as exc:
             reason = str(exc)
             if reason.startswith("LEASELOST"):

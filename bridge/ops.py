@@ -57,3 +57,21 @@ def frame_ops(ops: Sequence[Op]) -> bytes:
 def pack(value: Any) -> bytes:
     """``value`` as msgpack, as the scripts and stream payloads hold it."""
     return _encoder.encode(value)
+
+
+_KEYS_AT_ODD = frozenset({"MSET"})  # key, value, key, value...
+_ALL_KEYS = frozenset({"DEL", "UNLINK", "EXISTS"})
+_NO_KEY = frozenset({"PUBLISH"})  # a pub/sub channel, not a key
+
+
+def written_keys(ops: Sequence[Op]) -> list[Any]:
+    """The keys ``ops`` name, each once, for a script to declare (Redis Cluster routes a
+    script by its declared keys, and refuses one that touches a key it does not hold)."""
+    found: dict[Any, None] = {}  # str, as the bridge names its keys
+    for op in ops:
+        name = op[0]
+        if name in _NO_KEY:
+            continue
+        for key in op[1::2] if name in _KEYS_AT_ODD else op[1:] if name in _ALL_KEYS else op[1:2]:
+            found[key] = None
+    return list(found)

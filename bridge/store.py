@@ -45,18 +45,18 @@ from bridge.storearchive import Archive, Retained
 from bridge.storeerrors import typed_store_errors
 
 _DROP_ARCHIVED = """
--- KEYS: conversation, transcript, resolved zset, the conversation's ref set. ARGV: the state
--- checked against SQL, id, then the thread refs SQL holds for it. Dropped only when the
--- state is as checked and SQL holds every ref written for it; then those refs go too.
+-- KEYS: conversation, transcript, resolved zset, the conversation's ref set, then the key
+-- of each ref in ARGV. ARGV: the state checked against SQL, id, then the thread refs SQL
+-- holds for it. Dropped only when the state is as checked and SQL holds every ref written
+-- for it; then those refs go too.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local in_sql = {}
 for i = 3, #ARGV do in_sql[ARGV[i]] = true end
 for _, ref in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   if not in_sql[ref] then return 0 end
 end
-for i = 3, #ARGV do
-  local key = '""" + keys.ref("") + """' .. ARGV[i]
-  if redis.call('GET', key) == ARGV[2] then redis.call('DEL', key) end
+for i = 5, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[2] then redis.call('DEL', KEYS[i]) end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[2])
@@ -222,7 +222,7 @@ class Store:
         from SQL. Its address and contact go separately (`retained`)."""
         return bool(await self._drop(keys=[keys.conversation(conversation_id), keys.transcript(conversation_id),
                                            keys.CONVERSATIONS_BY_STATUS + "resolved",
-                                           keys.conversation_refs(conversation_id)],
+                                           keys.conversation_refs(conversation_id), *map(keys.ref, refs)],
                                      args=[stored, conversation_id, *refs]))
 
     async def trim_queues(self, queues: builtins.list[str], before_ms: int) -> int:

@@ -46,7 +46,8 @@ log = logging.getLogger("bridge.store")
 MAX_NUMBER_DROPPED = 10_000
 
 _RESTORE = """
--- ARGV[1]: msgpack array of items [how, erasure mark ('' for none), key, value, ...];
+-- KEYS: every key the items name (`restore_keys`). ARGV[1]: msgpack array of items [how,
+-- erasure mark ('' for none), key, value, ...];
 -- an item whose erasure mark exists is skipped. how: 'nx' sets key unless it exists,
 -- 'max' sets key unless it holds as much, 'conv' restores a conversation:
 -- [.., state key, state, transcript key, status zset, updated ms, id, messages...].
@@ -83,13 +84,12 @@ return out
 """
 
 _DROP_ADDRESS = """
--- KEYS: address pointer, counter. ARGV: the conversation id it points to, its number,
--- the state key prefix of the address's conversations, the highest number dropped. Dropped only when the pointer and
--- the counter are as checked and no conversation of the address is left in Redis.
+-- KEYS: address pointer, counter, then the state keys of the address's conversations 1 to
+-- n. ARGV: the conversation id the pointer points to, its number n. Dropped only when the
+-- pointer and the counter are as checked and no conversation of the address is left in Redis.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-if tonumber(ARGV[2]) > tonumber(ARGV[4]) then return 0 end
-for n = 1, tonumber(ARGV[2]) do
-  if redis.call('EXISTS', ARGV[3] .. n) == 1 then return 0 end
+for i = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
@@ -174,7 +174,7 @@ class Retained:
             items.extend(contact_items(contact))
         items.extend(["max", "", keys.conversation_seq(h), n] for h, n in highest.items())
         if items:
-            await self._restore(args=[frame_ops(items)])
+            await self._restore(keys=restore_keys(items), args=[frame_ops(items)])
 
     async def returning(self, addresses: list[tuple[str, str]], emails: Sequence[str] = ()) -> list[str | None]:
         """Addresses Redis has no conversation pointer for (customers writing again, or new
@@ -208,7 +208,8 @@ class Retained:
             except RecordUnavailable as exc:
                 log.warning("history unavailable: conversations numbered from the clock", extra={"error": str(exc)})
                 floor = now_ms()
-                await self._restore(args=[frame_ops([["max", "", keys.conversation_seq(h), floor] for h in missing])])
+                floors = [["max", "", keys.conversation_seq(h), floor] for h in missing]
+                await self._restore(keys=restore_keys(floors), args=[frame_ops(floors)])
             again = iter(int(n) for n in await self._next_numbers(keys=[keys.conversation_seq(h) for h in missing]))
             numbers = [n or next(again) for n in numbers]
         return numbers
@@ -234,11 +235,13 @@ class Retained:
     async def drop_address(self, conversation: Conversation) -> bool:
         """Drop the pointer and counter of the conversation's address, if it is the
         address's latest and no conversation of the address is left in Redis."""
-        h = conversation_hash(conversation.id)
+        h, number = conversation_hash(conversation.id), conversation_number(conversation.id)
+        if not 0 < number <= MAX_NUMBER_DROPPED:
+            return False
         return bool(await self._drop_address(
-            keys=[keys.current_conversation(conversation.channel, conversation.address), keys.conversation_seq(h)],
-            args=[conversation.id, conversation.id.rpartition("-")[2], keys.conversation(f"{h}-"),
-                  MAX_NUMBER_DROPPED]))
+            keys=[keys.current_conversation(conversation.channel, conversation.address), keys.conversation_seq(h),
+                  *(keys.conversation(f"{h}-{n}") for n in range(1, number + 1))],
+            args=[conversation.id, number]))
 
     async def drop_contact(self, contact: Contact, stored: bytes) -> bool:
         """Drop a contact and its indexes if its record is still ``stored``, agents keep
@@ -264,3 +267,14 @@ def contact_items(contact: Contact) -> list[list[Any]]:
     if contact.email:
         items.append(["nx", mark, keys.contact_by_email(contact.email), contact.id])
     return items
+
+
+def restore_keys(items: list[list[Any]]) -> list[str]:
+    """The keys restore items name (erasure marks, keys, a conversation's transcript and
+    status index), each once: `_RESTORE` declares them."""
+    found: dict[str, None] = {}
+    for how, mark, key, *rest in items:
+        for name in (mark, key, *(rest[1:3] if how == "conv" else ())):
+            if name:
+                found[name] = None
+    return list(found)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 
+import pytest
 import redis.asyncio as aioredis
 
 from bridge import keys
 from bridge.bus import Bus
 from bridge.cursor import GroupCursor
 from bridge.model import Message, decode
+from bridge.ops import text, written_keys
 
 
 def customer(address: str, text: str, dedupe: str = "") -> Message:
@@ -121,9 +124,10 @@ async def test_a_retried_commit_is_applied_once(redis: aioredis.Redis) -> None:
     script = bus._commit
     from bridge.ops import frame_ops
 
-    args = ["me", keys.commit_once("batch-1"), 0, 0, frame_ops([["RPUSH", "t:list", "x"]])]  # no leases, no guards
-    assert await script(args=args) == 1
-    assert await script(args=args) == 0  # the retry
+    declared = [keys.commit_once("batch-1"), "t:list"]  # no leases, no guards
+    args = ["me", 0, 0, frame_ops([["RPUSH", "t:list", "x"]])]
+    assert await script(keys=declared, args=args) == 1
+    assert await script(keys=declared, args=args) == 0  # the retry
     assert await redis.lrange("t:list", 0, -1) == [b"x"]
 
 
@@ -166,10 +170,13 @@ async def test_stopped_lease_keepers_end_and_give_their_leases_back(redis: aiore
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("keeper-")] == []
 
 
-async def test_a_group_redis_lost_is_made_again_and_read_from_the_start(redis: aioredis.Redis) -> None:
+async def test_a_group_redis_lost_is_made_again_and_read_from_the_start(redis: aioredis.Redis,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
     """A restart without data or a failover to a replica that had not got it can leave a
     stream without its consumer group: a read makes the group again (from the stream's
-    start, as at a first start) instead of failing, and so does a read of pending entries."""
+    start, as at a first start) instead of failing, and so does a read of pending entries.
+    Each says in an error what was lost: the group alone, or the stream (Redis' data)."""
+    caplog.set_level(logging.ERROR, logger="bridge.bus")
     bus = Bus(redis, partitions=1)
     stream = keys.inbound(0)
     await bus.ensure_group(stream, "g")
@@ -180,9 +187,13 @@ async def test_a_group_redis_lost_is_made_again_and_read_from_the_start(redis: a
     await bus.publish(customer("c", "after"))
     assert [decode(e.payload or b"").text for e in await bus.read([stream], "g", "me", count=10, block_ms=None)] \
         == ["before", "after"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "consumer group missing on a stream that exists: created again, its entries are read again from the start"]
+    caplog.clear()
     await redis.delete(stream)  # the stream gone too: an empty one, and its group, again
     assert await bus.read([stream], "g", "me", count=10, block_ms=None, pending=True) == []
     assert [g["name"] for g in await redis.xinfo_groups(stream)] == [b"g"]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["stream missing"]
 
 
 async def test_a_stream_taken_over_whose_group_redis_lost_is_read_from_the_start(redis: aioredis.Redis) -> None:
@@ -199,3 +210,11 @@ async def test_a_stream_taken_over_whose_group_redis_lost_is_read_from_the_start
     # no one's pending entries to take over (the group is new): the stream is read from its start
     assert [decode(e.payload or b"").text for e in await cursor.next([stream])] == ["left by the last owner"]
     assert await bus.pending_count(stream, "g", besides="me") == 0
+
+
+def test_the_keys_a_commit_writes_are_declared_once_each() -> None:
+    """`Bus.commit` declares these to its script (tests/test_declared_keys.py watches the
+    scripts touch nothing else)."""
+    ops = [("XADD", "s", "*", "m", text(b"x")), ["MSET", "a", "1", "b", "2"], ("PUBLISH", "fanout", "c1"),
+           ["DEL", "x", "y"], ("XACK", "s", "g", "1-0", "2-0"), ["HSET", "a", "f", "v"]]
+    assert written_keys(ops) == ["s", "a", "b", "x", "y"]

@@ -1,0 +1,42 @@
+"""Every Lua script the bridge runs declares the keys it touches (KEYS), as Redis Cluster
+needs: watched with MONITOR on a real Redis through a desk's whole day (publish, the
+engine's and the dispatcher's commits, leases, timers, the projector, retention dropping a
+closed conversation and loading it back)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from bridge import bus, lease, store, storearchive
+from tests.harness import Clock, running_bridge
+from tests.redis_monitor import ScriptKeys
+from tests.test_api_e2e import AUTH, ENV
+from tests.test_history_retention import _gone, _status, resolved_and_recorded, retention_config
+from tests.webhook import WebhookReceiver
+
+
+async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, webhook: WebhookReceiver,
+                                                               tmp_path: Path) -> None:
+    clock = Clock()
+    async with ScriptKeys(redis_url) as watch, \
+            running_bridge(redis_url, retention_config(tmp_path, webhook), env=ENV, clock_ms=clock) as b:
+        for customer, text in (("dk-1", "URGENT: the production line stopped"), ("dk-2", "Where is order 7?")):
+            await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": customer, "text": text,
+                                                                 "message_id": f"{customer}-1"})
+        await b.wait_for(lambda: len(webhook.received) >= 2, what="both answered")
+        conversation = await resolved_and_recorded(b, "dk-2")
+        clock.advance(days=2)
+        await b.wait_for(lambda: _gone(b.redis, conversation.id), what="dropped from Redis")
+        await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": "dk-2", "text": "Not here yet",
+                                                             "message_id": "dk-2-2"})
+        await b.wait_for(lambda: _status(b.redis, conversation.id, "open"), what="loaded back and reopened")
+    scripts = {"publish": bus._PUBLISH, "commit": bus._COMMIT, "renew a lease": lease._RENEW,
+               "drop a closed conversation": store._DROP_ARCHIVED, "drop its address": storearchive._DROP_ADDRESS,
+               "load it back": storearchive._RESTORE, "fire timers": bus._FIRE_TIMERS}
+    assert {name for name, script in scripts.items() if sha1(script) not in watch.ran} == set()  # all ran
+    assert watch.undeclared == []
+
+
+def sha1(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
