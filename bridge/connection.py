@@ -14,11 +14,13 @@ import asyncio
 import logging
 from typing import Any
 
+import hiredis  # redis[hiredis], a dependency
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.config import RedisSettings, sentinel_address
@@ -27,6 +29,30 @@ from bridge.errors import BridgeError
 log = logging.getLogger(__name__)
 
 SENTINEL_TIMEOUT_S = 2.0  # a sentinel that does not answer in this time is skipped for the next
+
+
+class _PackedByHiredis:
+    """Commands packed by hiredis, in C, as redis-py's synchronous client packs them. Its
+    asyncio client packs in Python and joins its buffer again for each argument: a commit
+    declaring 124 keys took 225 µs to pack, 38 µs with hiredis (this VM, 2026-12-03)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):  # "CONFIG GET": the words of a command name go apart
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:  # as redis-py's encoder says it
+            raise DataError(str(exc)) from None
+
+
+def _packed_by_hiredis(client: aioredis.Redis) -> aioredis.Redis:
+    """``client``, whose new connections pack commands with hiredis."""
+    pool = client.connection_pool
+    base = pool.connection_class
+    pool.connection_class = type(f"HiredisPacked{base.__name__}", (_PackedByHiredis, base), {})
+    return client
 
 
 class SentinelRedis(aioredis.Redis):  # type: ignore[misc]
@@ -52,7 +78,7 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
         "max_connections": 1000,  # blocking reads, pub/sub and bursts of web publishes share the pool
     }
     if not settings.sentinels:
-        return aioredis.Redis.from_url(url or settings.url or "", **common)
+        return _packed_by_hiredis(aioredis.Redis.from_url(url or settings.url or "", **common))
     addresses = [a for a in (sentinel_address(s) for s in settings.sentinels) if a is not None]
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": SENTINEL_TIMEOUT_S,
                                        "socket_timeout": SENTINEL_TIMEOUT_S}
@@ -63,7 +89,7 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
     client = sentinel.master_for(settings.service or "", redis_class=SentinelRedis, password=password, **common)
     assert isinstance(client, SentinelRedis)
     client.sentinel = sentinel
-    return client
+    return _packed_by_hiredis(client)
 
 
 async def check_server(redis: aioredis.Redis, settings: RedisSettings) -> None:
