@@ -62,6 +62,7 @@ def pack(value: Any) -> bytes:
 _KEYS_AT_ODD = frozenset({"MSET"})  # key, value, key, value...
 _ALL_KEYS = frozenset({"DEL", "UNLINK", "EXISTS"})
 _NO_KEY = frozenset({"PUBLISH"})  # a pub/sub channel, not a key
+_UNUSUAL = _KEYS_AT_ODD | _ALL_KEYS | _NO_KEY  # the others name one key, first
 
 
 def written_keys(ops: Sequence[Op]) -> list[Any]:
@@ -70,8 +71,10 @@ def written_keys(ops: Sequence[Op]) -> list[Any]:
     found: dict[Any, None] = {}  # str, as the bridge names its keys
     for op in ops:
         name = op[0]
-        if name in _NO_KEY:
-            continue
-        for key in op[1::2] if name in _KEYS_AT_ODD else op[1:] if name in _ALL_KEYS else op[1:2]:
-            found[key] = None
+        if name not in _UNUSUAL:
+            found[op[1]] = None
+        elif name in _KEYS_AT_ODD:
+            found.update(dict.fromkeys(op[1::2]))
+        elif name in _ALL_KEYS:
+            found.update(dict.fromkeys(op[1:]))
     return list(found)
