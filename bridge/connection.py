@@ -134,7 +134,10 @@ async def describe(redis: aioredis.Redis, settings: RedisSettings) -> dict[str, 
     """Which Redis this client writes to now (for `bridge status`): with Sentinel, the
     primary the sentinels name; and how many replicas are connected to it."""
     info = await redis.info("replication")
+    replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
     out: dict[str, Any] = {"role": info.get("role"), "replicas": int(info.get("connected_slaves", 0)),
+                           # a replica still at its first sync holds nothing yet and confirms no write
+                           "in_sync": sum(1 for r in replicas if r.get("state") == "online"),
                            "wait_replicas": settings.wait_replicas}
     if isinstance(redis, SentinelRedis):
         host, port = await redis.connection_pool.get_master_address()

@@ -86,10 +86,13 @@ def _redis_line(redis: dict[str, Any]) -> str:
     if redis["mode"] == "sentinel":
         where += f" (named by Sentinel for service {redis['service']})"
     line = f"redis: {where}, {redis['replicas']} replica(s) connected"
+    in_sync = redis.get("in_sync", redis["replicas"])
+    if in_sync < redis["replicas"]:
+        line += f", {in_sync} in sync"
     if redis["role"] != "master":
         line += f"; it answers as a {redis['role']}, not the primary"
     if redis["wait_replicas"]:
         line += f"; writes wait for {redis['wait_replicas']}"
-        if redis["replicas"] < redis["wait_replicas"]:
-            line += " (too few replicas: publish and commit fail until one is back)"
+        if in_sync < redis["wait_replicas"]:
+            line += " (too few replicas in sync: publish and commit fail until one is)"
     return line

@@ -184,3 +184,25 @@ async def test_a_write_no_replica_confirmed_is_refused_and_its_retry_is_not_doub
 async def _accepted(b: RunningBridge, body: dict[str, str]) -> aiohttp.ClientResponse | None:
     response = await b.post("/api/v1/messages", json=body, headers=AUTH)
     return response if response.status == 202 else None
+
+
+def test_status_tells_a_replica_still_at_its_first_sync_apart(tmp_path: Path) -> None:
+    """A replica that has connected and not yet had its first sync holds nothing and
+    confirms no write: `bridge status` counts it apart, and says that writes waiting for a
+    replica fail meanwhile (the API answers 503)."""
+    primary = RedisServer(tmp_path / "primary", free_port())
+    primary.start()
+    primary.command("CONFIG", "SET", "repl-diskless-sync-delay", "60")  # the first sync waits a minute
+    replica = RedisServer(tmp_path / "replica", free_port(), replica_of=primary.port)
+    replica.start()
+    try:
+        SentinelGroup.wait(lambda: "state=wait_bgsave" in primary.command("INFO", "replication"),
+                           "the replica connected, waiting for its first sync")
+        config = write(tmp_path / "c.yaml", {"redis": {"url": primary.url, "wait_replicas": 1,
+                                                       "wait_timeout_ms": 200}})
+        status = bridge_cli("status", "-c", str(config), cwd=tmp_path, env=ENV)
+        assert f"redis: primary {primary.url}, 1 replica(s) connected, 0 in sync; writes wait for 1 (too few " \
+               "replicas in sync: publish and commit fail until one is)" in status.stdout, status.stdout + status.stderr
+    finally:
+        replica.stop()
+        primary.stop()
