@@ -1,4 +1,4 @@
-"""Redis commands as data, framed for the Lua scripts (`Bus.publish_many`, `Bus.commit`):
+"""Redis commands as data, framed for the commit's Lua script (`Bus.commit`):
 one msgpack string instead of dozens of arguments per message (redis-py spends
 microseconds packing each argument; Lua's cmsgpack unpacks them at C speed)."""
 

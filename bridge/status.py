@@ -86,7 +86,7 @@ def _redis_line(redis: dict[str, Any]) -> str:
     if redis["mode"] == "sentinel":
         where += f" (named by Sentinel for service {redis['service']})"
     line = f"redis: {where}, {redis['replicas']} replica(s) connected"
-    in_sync = redis.get("in_sync", redis["replicas"])
+    in_sync = redis["in_sync"]
     if in_sync < redis["replicas"]:
         line += f", {in_sync} in sync"
     if redis["role"] != "master":
