@@ -196,7 +196,7 @@ async def bridge_latencies(redis: aioredis.Redis, partitions: int, since_ms: int
     """Inbound append -> outbound append, for the messages of one run (by tag)."""
     appended: dict[str, int] = {}
     for p in range(partitions):
-        async for chunk in _chunks(redis, keys.inbound(p)):
+        async for chunk in _chunks(redis, keys.inbound(p, partitions)):
             for entry_id, fields in chunk:
                 if entry_ms(entry_id) >= since_ms:
                     message = decode(fields[b"m"])

@@ -127,7 +127,7 @@ async def _expiring_mb(redis: aioredis.Redis) -> float:
 
 
 async def _trimmed(redis: aioredis.Redis) -> bool:
-    streams = [keys.inbound(p) for p in range(8)] + [keys.outbox(p) for p in range(8)] + [keys.outbound("null")]
+    streams = [keys.inbound(p, 8) for p in range(8)] + [keys.outbox(p, 8) for p in range(8)] + [keys.outbound("null")]
     async with redis.pipeline(transaction=False) as pipe:
         for stream in streams:
             pipe.xlen(stream)

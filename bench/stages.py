@@ -70,7 +70,7 @@ async def main(n: int) -> None:
 
             async def engine_idle(_: Bridge) -> bool:
                 for p in range(8):
-                    for group in await redis.xinfo_groups(keys.inbound(p)):
+                    for group in await redis.xinfo_groups(keys.inbound(p, 8)):
                         if group["lag"] or group["pending"]:
                             return False
                 return True

@@ -229,7 +229,7 @@ class Bus:
     # -- publishing ------------------------------------------------------------------
 
     def inbound_stream(self, message: Message) -> str:
-        return keys.inbound(partition_of(message.partition_key, self.partitions))
+        return keys.inbound(partition_of(message.partition_key, self.partitions), self.partitions)
 
     async def publish(self, message: Message) -> bool:
         """Append to the inbound stream; False when the dedupe key was seen before."""
@@ -445,7 +445,8 @@ class Bus:
         when the connection drops after Redis ran it and the client retries."""
         if not ops:
             return
-        declared = [*leases, *(key for key, _ in guards), keys.commit_once(new_id()), *written_keys(ops)]
+        once = keys.commit_once(new_id(), beside=leases[0] if leases else "")
+        declared = [*leases, *(key for key, _ in guards), once, *written_keys(ops)]
         try:
             await self._replicated_script(self._commit, declared, [owner, len(leases), len(guards),
                                                                    *(value for _, value in guards), frame_ops(ops)])
@@ -647,7 +648,8 @@ class Bus:
         return deleted
 
     async def fire_timers(self, partition: int, now: int, limit: int = 500) -> int:
-        return int(await self._fire_timers(keys=[keys.timers(partition), keys.inbound(partition)],
+        return int(await self._fire_timers(keys=[keys.timers(partition, self.partitions),
+                                                 keys.inbound(partition, self.partitions)],
                                            args=[now, limit]))
 
 

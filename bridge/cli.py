@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bridge import __version__
+from bridge import __version__, schema
 from bridge.config import Settings, load, secrets_in
 from bridge.connection import check_server, close, connect, where, without_password
 from bridge.embedded import socket_path, socket_url
@@ -154,6 +154,7 @@ async def _with_redis(args: argparse.Namespace, action: Any) -> Any:
                               "and that Redis runs") from None
         try:
             await check_server(redis, settings.redis)
+            await schema.check(redis)
             return await action(redis, settings)
         except RedisError as exc:
             raise BridgeError(f"Redis at {where(settings.redis)} failed: {exc}") from None

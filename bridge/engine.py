@@ -150,7 +150,8 @@ class Engine:
         self.partitions = settings.engine.partitions
         self.group = keys.ENGINE_GROUP
         self.reopen_within_ms = int(settings.engine.reopen_within_h * 3600_000)
-        self.leases = bus.leases(worker_id, [keys.inbound(p) for p in range(self.partitions)],
+        self._streams = {keys.inbound(p, self.partitions): p for p in range(self.partitions)}
+        self.leases = bus.leases(worker_id, list(self._streams),
                                  ttl_s=settings.engine.lease_ttl_s, role="engine")
         # a batch's conversations must all fit: one evicted before its turn would be opened anew
         self._cache_size = max(2 * settings.engine.batch_size, settings.engine.conversation_cache // self.partitions)
@@ -170,8 +171,8 @@ class Engine:
 
     async def run(self) -> None:
         """Consume until `stop()`; the batches in hand are finished and committed first."""
-        for p in range(self.partitions):
-            await self.bus.ensure_group(keys.inbound(p), self.group)
+        for stream in self._streams:
+            await self.bus.ensure_group(stream, self.group)
         tick_every_s = self.engine.lease_ttl_s / 3
         next_tick = 0.0
         next_timers = 0.0
@@ -274,7 +275,7 @@ class Engine:
     async def _fire_timers(self) -> None:
         now = self.clock_ms()
         for stream in sorted(self.leases.held):
-            await self.bus.fire_timers(int(stream.rsplit(":", 1)[1]), now)
+            await self.bus.fire_timers(self._streams[stream], now)
 
     def _retry_due(self) -> bool:
         """A failed message is due again in an idle partition: read our pending entries
@@ -386,7 +387,8 @@ class Engine:
                     if turn.stopped:
                         break
                 conversation_partition = partition_of(conversation_hash(turn.conversation.id), self.partitions)
-                ops.extend(self.store.effect_ops(turn.effects(entry.payload, conversation_partition), saves))
+                effects = turn.effects(entry.payload, conversation_partition, self.partitions)
+                ops.extend(self.store.effect_ops(effects, saves))
                 touched.append(turn.conversation.id)
                 if turn.conversation.status == "resolved":
                     resolved.append(turn.conversation.id)

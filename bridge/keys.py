@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 PREFIX = "bridge:"
 
@@ -13,7 +16,7 @@ PROJECTOR_CONSUMER = "projector"  # one name: the lease holder reads a dead hold
 PAYLOAD_FIELD = "m"  # the one field of a stream entry: the encoded Message
 REPLAY_FIELD = "r"  # set on entries an operator put back from the dead letters
 
-META = PREFIX + "meta"  # hash: partitions, created_ms, schema
+META = PREFIX + "meta"  # hash: partitions, schema (bridge.schema)
 DEAD_LETTERS = PREFIX + "dlq"  # stream of entries that could not be handled
 WORKERS = PREFIX + "workers"  # zset: worker id -> heartbeat expiry (ms)
 HEALTH = PREFIX + "health"  # hash: channel -> encoded health record
@@ -24,8 +27,23 @@ FANOUT = PREFIX + "fanout:"  # + topic: pub/sub channel
 REPLICATION_MARK = PREFIX + "replication-mark"
 
 
-def inbound(partition: int) -> str:
-    return f"{PREFIX}in:{partition}"
+@functools.cache
+def partition_tag(partition: int, partitions: int) -> str:
+    """The hash tag every key of one partition carries, so a partition's keys share a Redis
+    Cluster slot: ``{p.n}`` with the first ``n`` whose slot lies in partition ``p``'s even
+    share of the 16384 slots. Partitions then spread evenly over a cluster's primaries when
+    their count is a multiple of the primaries' (``{p}`` alone would not: on three
+    primaries ``{0}``…``{7}`` fall 2/4/2)."""
+    if not 0 <= partition < partitions <= REDIS_CLUSTER_HASH_SLOTS:
+        raise ValueError(f"partition {partition} of {partitions}")
+    n = 0
+    while key_slot(f"{partition}.{n}".encode()) * partitions // REDIS_CLUSTER_HASH_SLOTS != partition:
+        n += 1
+    return f"{{{partition}.{n}}}"
+
+
+def inbound(partition: int, partitions: int) -> str:
+    return f"{PREFIX}in:{partition_tag(partition, partitions)}"
 
 
 def outbound(channel: str) -> str:
@@ -41,10 +59,10 @@ def queue(name: str) -> str:
     return f"{PREFIX}queue:{name}"
 
 
-def outbox(partition: int) -> str:
+def outbox(partition: int, partitions: int) -> str:
     """Stream of turn records for the SQL history (bridge/history), one per partition;
     trimmed only below what the projector acknowledged."""
-    return f"{PREFIX}outbox:{partition}"
+    return f"{PREFIX}outbox:{partition_tag(partition, partitions)}"
 
 
 OUTBOX_KEEP = 0  # acknowledged outbox entries are of no further use: each trim removes them all
@@ -84,14 +102,15 @@ def parked(channel: str) -> str:
     return f"{PREFIX}parked:{channel}"
 
 
-def commit_once(batch_id: str) -> str:
-    """Marks a committed batch for a few minutes, so a retried commit is not applied twice."""
-    return f"{PREFIX}once:{batch_id}"
+def commit_once(batch_id: str, beside: str = "") -> str:
+    """Marks a committed batch for a few minutes, so a retried commit is not applied twice;
+    in the hash slot of ``beside`` (a key the commit writes) when that carries a tag."""
+    return f"{PREFIX}once:{beside}:{batch_id}"
 
 
-def timers(partition: int) -> str:
+def timers(partition: int, partitions: int) -> str:
     """Zset of due-time-scored commands fired into the partition's stream."""
-    return f"{PREFIX}timers:{partition}"
+    return f"{PREFIX}timers:{partition_tag(partition, partitions)}"
 
 
 def conversation(conversation_id: str) -> str:

@@ -18,12 +18,11 @@ import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge import keys, registry
+from bridge import keys, registry, schema
 from bridge.adapter import Adapter, AdapterContext, DeskSettings
 from bridge.bus import Bus, consumer_name
 from bridge.config import Settings
@@ -104,15 +103,6 @@ def desk_settings(settings: Settings) -> DeskSettings:
                         agent_languages=dict(translation.agent_languages))
 
 
-async def check_partitions(redis: aioredis.Redis, partitions: int) -> None:
-    """The partition count is fixed once data exists: conversations live in partitions."""
-    await redis.hsetnx(keys.META, "partitions", partitions)
-    stored = int(await redis.hget(keys.META, "partitions") or partitions)
-    if stored != partitions:
-        raise BridgeError(f"engine.partitions: this Redis holds data for {stored} partitions, the config says "
-                          f"{partitions}; set engine.partitions back to {stored} (repartitioning is not supported)")
-
-
 class Bridge:
     """Every part of the bridge, wired from the config."""
 
@@ -154,7 +144,7 @@ class Bridge:
         except Exception as exc:
             raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {exc}") from None
         await check_server(self.redis, settings.redis)
-        await check_partitions(self.redis, settings.engine.partitions)
+        await schema.prepare(self.redis, settings.engine.partitions, lease_ttl_s=settings.engine.lease_ttl_s)
         reader: Reader | None = None
         privacy: Privacy | None = None
         if settings.history.enabled:
@@ -269,9 +259,10 @@ class Bridge:
 
     async def _janitor(self) -> None:
         """Trim acknowledged stream entries now and then (never pending ones)."""
-        streams = [keys.inbound(p) for p in range(self.settings.engine.partitions)]
+        partitions = self.settings.engine.partitions
+        streams = [keys.inbound(p, partitions) for p in range(partitions)]
         streams += [keys.outbound(name) for name in self.adapters]
-        outboxes = [keys.outbox(p) for p in range(self.settings.engine.partitions)] if self.settings.history.enabled \
+        outboxes = [keys.outbox(p, partitions) for p in range(partitions)] if self.settings.history.enabled \
             else []
         while not self._stop_requested.is_set():
             with contextlib.suppress(TimeoutError):

@@ -52,7 +52,8 @@ def _stream_order(name: str) -> tuple[int, str, int]:
     kind = name[len(keys.PREFIX):].split(":", 1)[0]
     order = {"in": 0, "out": 1, "outbox": 2, "queue": 3, "dlq": 4}.get(kind, 5)
     tail = name.rsplit(":", 1)[-1]
-    return (order, kind if not tail.isdigit() else "", int(tail) if tail.isdigit() else 0)
+    partition = tail[1:].split(".", 1)[0] if tail.startswith("{") else ""  # a partition's tag: {p.n}
+    return (order, "" if partition.isdigit() else kind, int(partition) if partition.isdigit() else 0)
 
 
 def render(status: dict[str, Any]) -> str:

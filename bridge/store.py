@@ -462,7 +462,7 @@ class Store:
             ops.append(["XADD", keys.queue(queue), "MAXLEN", "~", keys.QUEUE_MAX_LEN, "*",
                         keys.PAYLOAD_FIELD, encode(case)])
         for due_ms, command in effects.timers:
-            ops.append(["ZADD", keys.timers(effects.partition), due_ms, encode(command)])
+            ops.append(["ZADD", keys.timers(effects.partition, effects.partitions), due_ms, encode(command)])
         for ref in effects.refs:
             ops.extend(self.ref_ops(ref, conversation.id))
         contact = encode_record(effects.contact.record()) if effects.contact is not None else None
@@ -493,7 +493,8 @@ class Store:
                           previous_status=effects.previous_status,
                           cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by,
                           refs=list(effects.refs))
-        return ("XADD", keys.outbox(effects.partition), "*", keys.PAYLOAD_FIELD, text(encode_turn(turn)))
+        stream = keys.outbox(effects.partition, effects.partitions)
+        return ("XADD", stream, "*", keys.PAYLOAD_FIELD, text(encode_turn(turn)))
 
     @staticmethod
     def save_ops(conversation: Conversation, previous_status: str | None,
@@ -545,7 +546,7 @@ class Store:
         for ref, conversation_id in refs:
             by_partition.setdefault(partition_of(conversation_hash(conversation_id), partitions), []).append(
                 (ref, conversation_id))
-        return [["XADD", keys.outbox(p), "*", keys.PAYLOAD_FIELD,
+        return [["XADD", keys.outbox(p, partitions), "*", keys.PAYLOAD_FIELD,
                  encode_refs(RefsRecord(kind=REFS_KIND, id=new_id(), at_ms=at_ms, refs=found))]
                 for p, found in sorted(by_partition.items())]
 
@@ -667,9 +668,9 @@ class Store:
         doomed += await self._refs_to(wanted)
         timers: builtins.list[tuple[str, bytes]] = []
         for p in range(partitions):
-            for member in await self.redis.zrange(keys.timers(p), 0, -1):
+            for member in await self.redis.zrange(keys.timers(p, partitions), 0, -1):
                 if decode(member).conversation_id in wanted:
-                    timers.append((keys.timers(p), member))
+                    timers.append((keys.timers(p, partitions), member))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*doomed)
             pipe.set(keys.erased(contact.id), "1", ex=keys.ERASED_MARK_S)  # what SQL still holds stays out

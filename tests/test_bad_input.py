@@ -34,7 +34,7 @@ async def test_http_api_rejects_bad_requests_clearly(redis_url: str, webhook: We
         assert r.status == 404
         r = await b.post("/api/v1/conversations/nope-1/actions", headers=AUTH, json={"action": "explode"})
         assert r.status == 400 and "unknown action" in await error_of(r)
-        for stream in [keys.inbound(p) for p in range(8)]:
+        for stream in [keys.inbound(p, 8) for p in range(8)]:
             assert await b.redis.xlen(stream) == 0  # nothing half-accepted
 
 

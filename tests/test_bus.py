@@ -52,7 +52,7 @@ async def test_thread_refs_route_agent_messages_to_the_conversation(redis: aiore
 
 async def test_entries_of_a_dead_consumer_are_reclaimed(redis: aioredis.Redis) -> None:
     bus = Bus(redis, partitions=1)
-    stream = keys.inbound(0)
+    stream = keys.inbound(0, 1)
     await bus.ensure_group(stream, "g")
     await bus.ensure_group(stream, "g")  # BUSYGROUP is ignored
     await bus.publish_many([customer("c", f"m{i}") for i in range(3)])
@@ -102,7 +102,7 @@ async def test_trim_keeps_short_streams_and_undelivered_entries(redis: aioredis.
 
 async def test_dead_letters_keep_the_reason_and_can_be_replayed(redis: aioredis.Redis) -> None:
     bus = Bus(redis, partitions=1)
-    stream = keys.inbound(0)
+    stream = keys.inbound(0, 1)
     await bus.ensure_group(stream, "g")
     await bus.publish(customer("c", "poison"))
     (entry,) = await bus.read([stream], "g", "w", count=1, block_ms=None)
@@ -133,7 +133,7 @@ async def test_a_retried_commit_is_applied_once(redis: aioredis.Redis) -> None:
 
 async def test_a_cursor_reads_its_own_unacked_then_the_previous_owners_then_new(redis: aioredis.Redis) -> None:
     bus = Bus(redis, partitions=1)
-    stream = keys.inbound(0)
+    stream = keys.inbound(0, 1)
     await bus.ensure_group(stream, "g")
     await bus.publish_many([customer("c", f"m{i}") for i in range(3)])
     (old_owners,) = await bus.read([stream], "g", "dead-worker", count=1, block_ms=None)
@@ -160,7 +160,7 @@ async def test_stopped_lease_keepers_end_and_give_their_leases_back(redis: aiore
     """Shutdown never waits on a keeper that goes on renewing: stopped at any moment (often
     mid-command), each keeper ends at once and its leases are free for the next worker."""
     bus = Bus(redis, partitions=8)
-    streams = [keys.inbound(p) for p in range(8)]
+    streams = [keys.inbound(p, 8) for p in range(8)]
     for i in range(60):
         leases = bus.leases(f"worker-{i}", streams, ttl_s=0.05, role="engine")
         leases.start(f"keeper-{i}")
@@ -178,7 +178,7 @@ async def test_a_group_redis_lost_is_made_again_and_read_from_the_start(redis: a
     Each says in an error what was lost: the group alone, or the stream (Redis' data)."""
     caplog.set_level(logging.ERROR, logger="bridge.bus")
     bus = Bus(redis, partitions=1)
-    stream = keys.inbound(0)
+    stream = keys.inbound(0, 1)
     await bus.ensure_group(stream, "g")
     await bus.publish(customer("c", "before"))
     assert [decode(e.payload or b"").text for e in await bus.read([stream], "g", "me", count=10, block_ms=None)] \
@@ -201,7 +201,7 @@ async def test_a_stream_taken_over_whose_group_redis_lost_is_read_from_the_start
     pending entries, claimed once idle), and a group Redis lost holds none. Made again, it
     hands out what the stream holds, instead of the claim ending the process on NOGROUP."""
     bus = Bus(redis, partitions=1)
-    stream = keys.inbound(0)
+    stream = keys.inbound(0, 1)
     await bus.ensure_group(stream, "g")
     await bus.publish(customer("c", "left by the last owner"))
     await redis.xgroup_destroy(stream, "g")

@@ -19,6 +19,7 @@ import redis as sync_redis
 import redis.asyncio as aioredis
 import yaml
 
+from bridge import keys
 from bridge.bus import Bus
 from bridge.connection import close
 from bridge.model import Message
@@ -141,7 +142,7 @@ async def test_embedded_redis_runs_with_no_url_and_stops_on_exit(tmp_path: Path)
     try:
         status = bridge_cli("status", "-c", str(bridge.path), cwd=tmp_path)
         assert status.returncode == 0, status.stderr
-        assert "in:0" in status.stdout
+        assert keys.inbound(0, 8).removeprefix(keys.PREFIX) in status.stdout  # in:{0.1}
         client = aioredis.Redis.from_url(f"unix://{tmp_path / 'data' / 'redis.sock'}")
         assert await client.config_get("appendonly") == {"appendonly": "yes"}
         await close(client)

@@ -82,7 +82,7 @@ async def test_a_lost_lease_is_dropped_at_once_and_logged_once(redis: aioredis.R
     instead of retrying the refused commit until its next lease renewal."""
     seen: list[str] = []
     engine = make_engine([lambda turn: seen.append(turn.message.text)], partitions=1, lease_ttl_s=30)
-    stream = keys.inbound(0)
+    stream = keys.inbound(0, 1)
     await wait_for(lambda: stream in engine.leases.held, 10, "the partition's lease")
     await redis.set(keys.lease(stream), "another-worker", px=60_000)  # taken over while we stalled
     await engine.bus.publish(Message(kind="customer", channel="api", address="a", text="hello"))
@@ -255,7 +255,7 @@ async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Re
     contact = await customer.contact(store)
     contact.email = "buyer@factory.example"  # linked by another worker, in another partition
     other = Conversation(id="other-1", channel="email", address="b@f")
-    await commit(redis, store.effect_ops(Effects(conversation=other, previous_status="open", partition=1,
+    await commit(redis, store.effect_ops(Effects(conversation=other, previous_status="open", partition=1, partitions=8,
                                                  contact=contact, contact_shared=True)))
     assert await customer.say("three") == "buyer@factory.example"  # at once: the other worker's commit said so
 
@@ -281,9 +281,9 @@ async def test_a_partition_waiting_on_a_lookup_does_not_hold_up_the_others(redis
     bus = Bus(redis, partitions=2)
     addresses = [f"p{i}" for i in range(20)]
     first = next(a for a in addresses if bus.inbound_stream(Message(kind="customer", channel="api", address=a))
-                 == keys.inbound(0))
+                 == keys.inbound(0, 2))
     second = next(a for a in addresses if bus.inbound_stream(Message(kind="customer", channel="api", address=a))
-                  == keys.inbound(1))
+                  == keys.inbound(1, 2))
     other_partition_seen = asyncio.Event()
     handled: list[str] = []
     timed_out: list[str] = []
@@ -354,16 +354,16 @@ async def test_a_batch_saves_each_conversation_as_its_last_turn_left_it(redis: a
     await commit(redis, Store.save_ops(back, None))
     for status, updated_ms, previous in (("resolved", 10, "open"), ("open", 20, "resolved")):
         back.status, back.updated_ms = status, updated_ms
-        store.effect_ops(Effects(conversation=back, previous_status=previous, partition=0), saves)
+        store.effect_ops(Effects(conversation=back, previous_status=previous, partition=0, partitions=8), saves)
     moved = Conversation(id="moved-1", channel="api", address="m", status="pending", updated_ms=1)
     await commit(redis, Store.save_ops(moved, None))
     for status, updated_ms, previous in (("open", 10, "pending"), ("resolved", 30, "open")):
         moved.status, moved.updated_ms = status, updated_ms
-        store.effect_ops(Effects(conversation=moved, previous_status=previous, partition=0), saves)
+        store.effect_ops(Effects(conversation=moved, previous_status=previous, partition=0, partitions=8), saves)
     many = [Conversation(id=f"new-{n}", channel="api", address=f"n{n}", status="open", updated_ms=5)
             for n in range(1, MAX_VALUES * 2)]
     for conversation in many:
-        store.effect_ops(Effects(conversation=conversation, previous_status=None, partition=0), saves)
+        store.effect_ops(Effects(conversation=conversation, previous_status=None, partition=0, partitions=8), saves)
     await commit(redis, saves.ops())
 
     assert await store.ids_with_status("resolved") == ["moved-1"]
@@ -381,7 +381,7 @@ async def test_a_read_of_thousands_of_entries_commits(redis: aioredis.Redis, mak
     all. Lua spreads a command's values with unpack(), which fails above about 8,000, so
     one XACK of them all would fail on every try and stall the partition."""
     bus = Bus(redis, partitions=1)
-    await bus.ensure_group(keys.inbound(0), keys.ENGINE_GROUP)
+    await bus.ensure_group(keys.inbound(0, 1), keys.ENGINE_GROUP)
     for first in range(0, 9_000, 1_000):
         await bus.publish_many([Message(kind="customer", channel="api", address=f"a{n % 3}", text=f"m{n}")
                                 for n in range(first, first + 1_000)])
@@ -389,7 +389,7 @@ async def test_a_read_of_thousands_of_entries_commits(redis: aioredis.Redis, mak
     engine = make_engine([lambda turn: seen.append(turn.message.text)], partitions=1, batch_size=10_000)
     await wait_for(lambda: engine.processed == 9_000, 60, "every entry handled and committed")
     assert seen[:3] == ["m0", "m1", "m2"] and len(seen) == 9_000
-    assert (await redis.xpending(keys.inbound(0), keys.ENGINE_GROUP))["pending"] == 0
+    assert (await redis.xpending(keys.inbound(0, 1), keys.ENGINE_GROUP))["pending"] == 0
 
 
 async def test_new_addresses_of_a_known_person_in_one_batch_both_join_them(redis: aioredis.Redis,

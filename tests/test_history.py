@@ -29,7 +29,7 @@ def with_history(url: str, webhook_url: str, **extra: Any) -> dict[str, Any]:
 async def backlog(redis: aioredis.Redis) -> int:
     total = 0
     for p in range(8):
-        stream = keys.outbox(p)
+        stream = keys.outbox(p, 8)
         if await redis.exists(stream):
             groups = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}
             group = groups.get(keys.PROJECTOR_GROUP)
@@ -39,7 +39,7 @@ async def backlog(redis: aioredis.Redis) -> int:
 
 async def projected(redis: aioredis.Redis) -> bool:
     """Every outbox record is in SQL (the outboxes exist once the engine wrote a turn)."""
-    return bool(await redis.exists(*[keys.outbox(p) for p in range(8)])) and await backlog(redis) == 0
+    return bool(await redis.exists(*[keys.outbox(p, 8) for p in range(8)])) and await backlog(redis) == 0
 
 
 async def test_a_conversation_is_recorded_in_sql(history_url: str, redis_url: str,

@@ -230,7 +230,7 @@ async def test_an_erasure_between_an_engine_read_and_its_commit_is_not_written_b
     async with playing("engine", history_url, redis_url, webhook) as b:
         flow_config, steps = build_steps(b.bridge.settings, b.bridge.adapters, store=b.store)
         engine = Engine(bus=b.bus, store=b.store, flow_config=flow_config, steps=steps, worker_id="race-engine")
-        streams = [keys.inbound(p) for p in range(engine.partitions)]
+        streams = [keys.inbound(p, engine.partitions) for p in range(engine.partitions)]
         for stream in streams:
             await b.bus.ensure_group(stream, keys.ENGINE_GROUP)
         name, email, customer, text = CAUGHT

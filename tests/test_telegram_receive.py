@@ -45,7 +45,7 @@ async def eventually(predicate: Callable[[], bool | Awaitable[bool]], timeout_s:
 
 async def inbound(redis: aioredis.Redis) -> list[Message]:
     out = []
-    async for stream in redis.scan_iter(match=keys.inbound(0)[:-1] + "*"):
+    async for stream in redis.scan_iter(match=keys.PREFIX + "in:*"):
         for _id, fields in await redis.xrange(stream):
             out.append(decode(fields[keys.PAYLOAD_FIELD.encode()]))
     return sorted(out, key=lambda m: m.dedupe_key)

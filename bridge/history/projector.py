@@ -48,7 +48,7 @@ class Projector:
         self.engine = engine
         self.writer = Writer(engine)
         self.worker_id = worker_id
-        self.streams = [keys.outbox(p) for p in range(partitions)]
+        self.streams = [keys.outbox(p, partitions) for p in range(partitions)]
         self.leases = bus.leases(worker_id, self.streams, ttl_s=lease_ttl_s, role="projector")
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -203,7 +203,7 @@ async def backlog(bus: Bus, partitions: int, now: int) -> tuple[int, float]:
     """Outbox entries not yet projected, and the age (s) of the oldest of them."""
     waiting, oldest_ms = 0, None
     for p in range(partitions):
-        count, first = await bus.backlog(keys.outbox(p), keys.PROJECTOR_GROUP)
+        count, first = await bus.backlog(keys.outbox(p, partitions), keys.PROJECTOR_GROUP)
         waiting += count
         if first is not None and (oldest_ms is None or first < oldest_ms):
             oldest_ms = first

@@ -163,7 +163,7 @@ class Driver(abc.ABC):
         """Every message in the inbound streams, in order of arrival."""
         found: list[tuple[bytes, Message]] = []
         for partition in range(PARTITIONS):
-            for entry_id, fields in await self.redis.xrange(keys.inbound(partition)):
+            for entry_id, fields in await self.redis.xrange(keys.inbound(partition, PARTITIONS)):
                 found.append((entry_id, decode(fields[keys.PAYLOAD_FIELD.encode()])))
         found.sort(key=lambda pair: tuple(int(x) for x in pair[0].split(b"-")))
         return [m for _, m in found]

@@ -1,0 +1,213 @@
+"""The layout of the bridge's keys in Redis, by version, and the upgrade of older data.
+
+`bridge run` brings the data to this version's layout before anything reads or writes it
+(`prepare`); the CLI refuses data in an older layout (`check`). An upgrade needs every
+process of the older version stopped: they would go on writing the old names.
+
+Versions (``schema`` in ``bridge:meta``; data written before it was kept has none: 1):
+
+1. the first layout.
+2. a partition's inbound and outbox streams, their dedupe, attempt and retry keys, and its
+   timers carry the partition's hash tag (`bridge.keys.partition_tag`), so each lives in
+   the partition's Redis Cluster slot: ``bridge:in:3`` is ``bridge:in:{3.1}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from bridge import keys
+from bridge.errors import BridgeError
+from bridge.model import new_id
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 2
+
+UPGRADING = keys.PREFIX + "upgrading"  # the one process upgrading the data holds it
+_UPGRADE_TTL_MS = 60_000  # renewed while the upgrade runs; a process that died frees it
+_CHUNK = 1_000
+
+# the partition count and, for data nobody wrote yet, this version's schema: in one step,
+# so two processes starting on an empty Redis both see a schema
+_FIRST_META = """
+if redis.call('HSETNX', KEYS[1], 'partitions', ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'schema', ARGV[2])
+end
+return redis.call('HMGET', KEYS[1], 'partitions', 'schema')
+"""
+
+
+async def prepare(redis: Redis, partitions: int, *, lease_ttl_s: float) -> None:
+    """Check the partition count and upgrade older data to this version's layout. Several
+    processes may start at once: one upgrades, the others wait for it."""
+    stored, schema = await redis.eval(_FIRST_META, 1, keys.META, partitions, SCHEMA)
+    if int(stored) != partitions:
+        raise BridgeError(f"engine.partitions: this Redis holds data for {int(stored)} partitions, the config "
+                          f"says {partitions}; set engine.partitions back to {int(stored)} "
+                          "(repartitioning is not supported)")
+    version = _version(schema)
+    while version < SCHEMA:
+        token = new_id()
+        if await redis.set(UPGRADING, token, nx=True, px=_UPGRADE_TTL_MS):
+            try:
+                await _upgrade(redis, partitions, version, token, lease_ttl_s)
+            finally:
+                if await redis.get(UPGRADING) == token.encode():
+                    await redis.delete(UPGRADING)
+        else:
+            log.info("another process is upgrading the data in Redis; waiting for it")
+            await asyncio.sleep(0.5)
+        version = _version(await redis.hget(keys.META, "schema"))
+
+
+async def check(redis: Redis) -> None:
+    """For the CLI: refuse data in another layout than this version's (it would find nothing)."""
+    if not await redis.exists(keys.META):
+        return
+    version = _version(await redis.hget(keys.META, "schema"))
+    if version < SCHEMA:
+        raise BridgeError(f"this Redis holds data in the layout of an older version of the bridge (schema "
+                          f"{version}, this version uses {SCHEMA}); stop every bridge process of the older "
+                          "version, then start `bridge run` of this one once: it upgrades the data at start")
+    _refuse_newer(version)
+
+
+def _version(value: bytes | str | None) -> int:
+    version = int(value) if value is not None else 1
+    _refuse_newer(version)
+    return version
+
+
+def _refuse_newer(version: int) -> None:
+    if version > SCHEMA:
+        raise BridgeError(f"this Redis holds data in the layout of a newer version of the bridge (schema {version}, "
+                          f"this version knows up to {SCHEMA}); run the newer version")
+
+
+async def _upgrade(redis: Redis, partitions: int, version: int, token: str, lease_ttl_s: float) -> None:
+    started = time.monotonic()
+
+    async def renew() -> None:
+        if not await redis.set(UPGRADING, token, xx=True, px=_UPGRADE_TTL_MS):
+            raise BridgeError("lost the upgrade lock (Redis restarted or was too slow?); start again")
+
+    await _wait_for_older_processes(redis, partitions, lease_ttl_s)
+    if version < 2:
+        log.info("upgrading the data in Redis to schema 2: partition keys get their hash tag",
+                 extra={"partitions": partitions})
+        moved = await _tag_partitions(redis, partitions, renew)
+        await redis.hset(keys.META, "schema", 2)
+        log.info("data upgraded to schema 2", extra={"keys_renamed": moved,
+                                                     "seconds": round(time.monotonic() - started, 1)})
+
+
+# -- 1 -> 2 ----------------------------------------------------------------------------
+
+_LEGACY_STREAM = re.compile(rf"^{re.escape(keys.PREFIX)}(in|outbox|timers):(\d+)$")
+
+
+def _tagged(name: str, partitions: int) -> str | None:
+    """A schema-1 partition key's schema-2 name (None: not one)."""
+    found = _LEGACY_STREAM.match(name)
+    if found is None:
+        return None
+    kind, partition = found.group(1), int(found.group(2))
+    if partition >= partitions:
+        return None
+    build = {"in": keys.inbound, "outbox": keys.outbox, "timers": keys.timers}[kind]
+    return build(partition, partitions)
+
+
+async def _wait_for_older_processes(redis: Redis, partitions: int, lease_ttl_s: float) -> None:
+    """A partition leased under its old name is held by a running older process (or by one
+    that just stopped: its lease expires after engine.lease_ttl_s)."""
+    legacy = [keys.lease(f"{keys.PREFIX}{kind}:{p}") for kind in ("in", "outbox") for p in range(partitions)]
+    deadline = time.monotonic() + lease_ttl_s + 2
+    while held := [name for name, value in zip(legacy, await redis.mget(legacy), strict=True) if value]:
+        if time.monotonic() > deadline:
+            raise BridgeError(f"cannot upgrade the data in Redis: a bridge process of an older version holds "
+                              f"{len(held)} partition(s) ({held[0]}, ...); stop every process of the older version "
+                              "first, then start this one")
+        log.info("waiting for older processes' partition leases to expire", extra={"held": len(held)})
+        await asyncio.sleep(0.5)
+
+
+async def _tag_partitions(redis: Redis, partitions: int, renew: Callable[[], Awaitable[None]]) -> int:
+    renames: list[tuple[str, str]] = []
+    for p in range(partitions):
+        for kind in ("in", "outbox", "timers"):
+            old = f"{keys.PREFIX}{kind}:{p}"
+            new = _tagged(old, partitions)
+            assert new is not None
+            renames.append((old, new))
+            if kind != "timers":
+                renames += [(keys.attempts(old), keys.attempts(new)), (keys.retry_due(old), keys.retry_due(new))]
+    moved = await _rename(redis, renames, strict=True)
+    await renew()
+    for kind in ("in", "outbox"):
+        prefix = keys.dedupe(f"{keys.PREFIX}{kind}:", "")[:-1]  # bridge:seen:bridge:in:
+        batch: list[tuple[str, str]] = []
+        async for raw in redis.scan_iter(match=prefix + "*", count=_CHUNK):
+            name = raw.decode()
+            partition, _, dedupe_key = name[len(prefix):].partition(":")
+            new = _tagged(f"{keys.PREFIX}{kind}:{partition}", partitions)
+            if new is not None:
+                batch.append((name, keys.dedupe(new, dedupe_key)))
+            if len(batch) >= _CHUNK:
+                moved += await _rename(redis, batch, strict=False)
+                await renew()
+                batch = []
+        moved += await _rename(redis, batch, strict=False)
+    await _rewrite_dead_letters(redis, partitions)
+    return moved
+
+
+async def _rename(redis: Redis, renames: list[tuple[str, str]], *, strict: bool) -> int:
+    """RENAMENX each existing key (RENAME keeps a stream's groups and pending entries, and a
+    key's expiry). ``strict``: both names taken is an error (two streams would have to be
+    merged); otherwise (dedupe marks) the new name wins and the old goes."""
+    if not renames:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for old, _ in renames:
+            pipe.exists(old)
+        present = [old_new for old_new, n in zip(renames, await pipe.execute(), strict=True) if n]
+    if not present:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for old, new in present:
+            pipe.renamenx(old, new)
+        done = await pipe.execute(raise_on_error=False)
+    clashes = [old_new for old_new, ok in zip(present, done, strict=True) if ok == 0]
+    if clashes and strict:
+        old, new = clashes[0]
+        raise BridgeError(f"cannot upgrade the data in Redis: both {old} and {new} exist (was a process of an "
+                          f"older version still writing?); move the entries of {old} into {new} by hand, "
+                          "or delete it, then start again")
+    if clashes:
+        await redis.delete(*(old for old, _ in clashes))
+    return sum(1 for ok in done if ok == 1)
+
+
+async def _rewrite_dead_letters(redis: Redis, partitions: int) -> None:
+    """Dead letters name their source stream, where a replay puts them back: renamed streams
+    are named anew, each letter keeping its id (the ids operators have been shown)."""
+    rows = await redis.xrange(keys.DEAD_LETTERS)
+    if not any(_tagged(fields.get(b"stream", b"").decode(), partitions) for _, fields in rows):
+        return
+    draft = keys.DEAD_LETTERS + ":upgrading"
+    await redis.delete(draft)
+    for start in range(0, len(rows), _CHUNK):
+        async with redis.pipeline(transaction=False) as pipe:
+            for entry_id, fields in rows[start:start + _CHUNK]:
+                stream = fields.get(b"stream", b"").decode()
+                pipe.xadd(draft, {**fields, b"stream": _tagged(stream, partitions) or stream}, id=entry_id)
+            await pipe.execute()
+    await redis.rename(draft, keys.DEAD_LETTERS)

@@ -1,0 +1,123 @@
+"""Data written by an older version is upgraded at start (schema 1 -> 2: a partition's
+keys get its hash tag), losing, doubling and forgetting nothing; what cannot be upgraded
+safely is refused, saying why."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from adapters.api.adapter import dedupe_key
+from bridge import keys, schema
+from bridge.errors import BridgeError
+from bridge.model import Message, encode, partition_of
+from tests.harness import running_bridge
+from tests.test_api_e2e import AUTH, ENV, api_config
+from tests.test_cli import bridge_cli, write
+from tests.webhook import WebhookReceiver
+
+P = 8  # the default engine.partitions, as the tests' config leaves it
+
+
+def legacy(kind: str, partition: int) -> str:
+    """A schema-1 name, as the older version wrote it."""
+    return f"bridge:{kind}:{partition}"
+
+
+def customer(address: str, text: str, message_id: str) -> Message:
+    return Message(kind="customer", channel="api", address=address, text=text,
+                   dedupe_key=dedupe_key(address, message_id))
+
+
+async def write_first_layout(redis: aioredis.Redis) -> dict[str, Message]:
+    """What an older bridge left when it stopped: a message it read but never committed (its
+    process died), one nobody read yet, a dedupe mark, a timer and a dead letter."""
+    await redis.hset(keys.META, "partitions", P)  # no schema field: schema 1
+    read = customer("up-read", "Where is order 41?", "m1")
+    unread = customer("up-unread", "Where is order 42?", "m1")
+    dead = customer("up-dead", "Where is order 43?", "m1")
+    for message in (read, unread):
+        stream = legacy("in", partition_of(message.partition_key, P))
+        await redis.xgroup_create(stream, keys.ENGINE_GROUP, id="0", mkstream=True)
+        await redis.xadd(stream, {keys.PAYLOAD_FIELD: encode(message)})
+        await redis.set(keys.dedupe(stream, message.dedupe_key), "1", ex=3600)
+    await redis.xreadgroup(keys.ENGINE_GROUP, "old-worker", {legacy("in", partition_of(read.partition_key, P)): ">"},
+                           count=1)
+    await redis.zadd(legacy("timers", 3), {b"a timer's command": 4_102_444_800_000})
+    await redis.xadd(keys.DEAD_LETTERS, {"stream": legacy("in", partition_of(dead.partition_key, P)),
+                                         "group": keys.ENGINE_GROUP, "id": "1-0", "reason": "step failed",
+                                         "at_ms": 1, "lane": "", "m": encode(dead)}, id="5-0")
+    return {"read": read, "unread": unread, "dead": dead}
+
+
+async def test_an_older_versions_data_is_upgraded_at_start_and_nothing_is_lost_or_doubled(
+        redis_url: str, redis: aioredis.Redis, webhook: WebhookReceiver) -> None:
+    left = await write_first_layout(redis)
+    async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
+        # the message the dead process held is claimed and answered, and the unread one too
+        await b.wait_for(lambda: webhook.texts_for("up-read") and webhook.texts_for("up-unread"), what="both answers")
+        # their dedupe marks came along: the platform sending them again changes nothing
+        again = await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": "up-read", "message_id": "m1",
+                                                                     "text": "Where is order 41?"})
+        assert (await again.json())["duplicate"] is True
+        # the dead letter names the renamed stream and keeps its id: replayed, it is answered
+        (letter,) = await b.bridge.bus.dead_letters()
+        dead = left["dead"]
+        assert (letter["dlq_id"], letter["stream"]) == ("5-0", keys.inbound(partition_of(dead.partition_key, P), P))
+        assert await b.bridge.bus.replay(["5-0"]) == 1
+        await b.wait_for(lambda: webhook.texts_for("up-dead"), what="the replayed letter's answer")
+        timers = await redis.zrange(keys.timers(3, P), 0, -1, withscores=True)
+        assert timers == [(b"a timer's command", 4_102_444_800_000.0)]
+        assert [len(webhook.texts_for(a)) for a in ("up-read", "up-unread", "up-dead")] == [1, 1, 1]
+    names = {key.decode() async for key in redis.scan_iter(match="bridge:*")}
+    assert [n for n in names if n.split(":")[-1].isdigit() and n.split(":")[1] in ("in", "outbox", "timers")] == []
+    seen = [n for n in names if n.startswith("bridge:seen:")]
+    assert len(seen) == 2 and all(n.startswith("bridge:seen:bridge:in:{") for n in seen)
+    assert await redis.hget(keys.META, "schema") == str(schema.SCHEMA).encode()
+
+
+async def test_processes_starting_together_upgrade_once(redis: aioredis.Redis) -> None:
+    left = await write_first_layout(redis)
+    await asyncio.gather(*(schema.prepare(redis, P, lease_ttl_s=1) for _ in range(3)))
+    stream = keys.inbound(partition_of(left["read"].partition_key, P), P)
+    pending = await redis.xpending(stream, keys.ENGINE_GROUP)
+    assert (pending["pending"], pending["consumers"]) == (1, [{"name": b"old-worker", "pending": 1}])
+    assert await redis.ttl(keys.dedupe(stream, left["read"].dedupe_key)) > 3000  # its expiry kept
+    assert await redis.exists(schema.UPGRADING) == 0
+
+
+async def test_an_older_process_still_running_stops_the_upgrade_and_nothing_moves(redis: aioredis.Redis) -> None:
+    await write_first_layout(redis)
+    await redis.set(keys.lease(legacy("in", 2)), "old-worker", px=60_000)
+    with pytest.raises(BridgeError, match="older version holds 1 partition"):
+        await schema.prepare(redis, P, lease_ttl_s=0.1)
+    assert await redis.exists(legacy("timers", 3)) == 1
+    assert await redis.hget(keys.META, "schema") is None
+
+
+async def test_a_newer_layout_and_another_partition_count_are_refused(redis: aioredis.Redis) -> None:
+    await redis.hset(keys.META, mapping={"partitions": P, "schema": schema.SCHEMA + 1})
+    with pytest.raises(BridgeError, match="newer version of the bridge"):
+        await schema.prepare(redis, P, lease_ttl_s=1)
+    await redis.hset(keys.META, "schema", schema.SCHEMA)
+    with pytest.raises(BridgeError, match=f"engine.partitions: this Redis holds data for {P} partitions"):
+        await schema.prepare(redis, 4, lease_ttl_s=1)
+
+
+async def test_a_new_redis_gets_this_versions_layout(redis: aioredis.Redis) -> None:
+    await schema.prepare(redis, P, lease_ttl_s=1)
+    assert await redis.hmget(keys.META, ["partitions", "schema"]) == [str(P).encode(), str(schema.SCHEMA).encode()]
+
+
+async def test_the_cli_refuses_an_older_layout_saying_how_to_upgrade(redis_url: str, redis: aioredis.Redis,
+                                                                   tmp_path: Path) -> None:
+    await write_first_layout(redis)
+    config = write(tmp_path / "bridge.yaml", {"redis": {"url": redis_url}})
+    result = bridge_cli("status", "--config", str(config), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "older version of the bridge (schema 1, this version uses 2)" in result.stderr
+    assert "start `bridge run` of this one once" in result.stderr
+    assert await redis.exists(legacy("timers", 3)) == 1
