@@ -32,6 +32,7 @@ from bridge import keys
 from bridge.config import Settings
 from bridge.model import Message
 from bridge.runner import Bridge
+from bridge.store import Store
 
 DAY_MS = 86_400_000
 
@@ -79,12 +80,12 @@ async def run(n: int, keep_days: float) -> tuple[float, float, float, float]:
                 await bridge.bus.publish_many([Message(kind="customer", channel="null", address=f"c-{i}",
                                                        text=f"Where is my order {i}? It was due last week.")
                                                for i in range(first, min(n, first + 200))])
-            await wait(lambda: _count(redis, "open", n), "every conversation opened")
-            ids = [i.decode() for i in await redis.zrange(keys.CONVERSATIONS_BY_STATUS + "open", 0, -1)]
+            await wait(lambda: _count(bridge.store, "open", n), "every conversation opened")
+            ids = await bridge.store.ids_with_status("open")
             for first in range(0, n, 200):
                 await bridge.bus.publish_many([Message(kind="command", channel="null", name="resolve",
                                                        conversation_id=c) for c in ids[first:first + 200]])
-            await wait(lambda: _count(redis, "resolved", n), "every conversation resolved")
+            await wait(lambda: _count(bridge.store, "resolved", n), "every conversation resolved")
             assert bridge.projector is not None
             await wait(lambda: _projected(bridge), "the history caught up")
             await wait(lambda: _trimmed(redis), "acknowledged stream entries trimmed")
@@ -101,13 +102,12 @@ async def run(n: int, keep_days: float) -> tuple[float, float, float, float]:
             process.wait()
 
 
-async def _count(redis: aioredis.Redis, status: str, n: int) -> bool:
-    return int(await redis.zcard(keys.CONVERSATIONS_BY_STATUS + status)) == n
+async def _count(store: Store, status: str, n: int) -> bool:
+    return await store.count_with_status(status) == n
 
 
-CUSTOMER_KEYS = [keys.conversation("*"), keys.transcript("*"), keys.current_conversation("*", "*"),
-                 keys.conversation_seq("*"), keys.contact("*"), keys.contact_by_address("*", "*"),
-                 keys.ref("*"), keys.conversation_refs("*")]  # NullConfig(refs=True): a thread ref per send
+CUSTOMER_KEYS = [keys.PREFIX + f"{kind}:*" for kind in ("conv", "transcript", "addr", "convseq", "refs")] + [
+    keys.contact("*"), keys.contact_by_address("*", "*"), keys.ref("*")]  # NullConfig(refs=True): a thread ref per send
 
 
 async def _no_customer_left(redis: aioredis.Redis) -> bool:

@@ -131,6 +131,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(redis: aioredis.Redis, settings: Settings) -> Any:
+    from bridge.store import Store
+
+    return Store(redis, partitions=settings.engine.partitions)
+
+
 def _redis_for(settings: Settings) -> aioredis.Redis:
     if settings.redis.url or settings.redis.sentinels:
         return connect(settings.redis, retries=0, connect_timeout_s=3)
@@ -154,7 +160,7 @@ async def _with_redis(args: argparse.Namespace, action: Any) -> Any:
                               "and that Redis runs") from None
         try:
             await check_server(redis, settings.redis)
-            await schema.check(redis)
+            await schema.check(redis, settings.engine.partitions)
             return await action(redis, settings)
         except RedisError as exc:
             raise BridgeError(f"Redis at {where(settings.redis)} failed: {exc}") from None
@@ -247,7 +253,7 @@ def cmd_dlq_drop(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import time
 
-    from bridge.report import SqlSource, write_report
+    from bridge.report import RedisSource, SqlSource, write_report
 
     since_ms = int((time.time() - args.days * 86_400) * 1000) if args.days else None
     try:
@@ -273,7 +279,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         path = asyncio.run(_with_history(settings, lambda engine: write(SqlSource(Reader(engine)))))
     else:
-        path = asyncio.run(_with_redis(args, lambda redis, settings: write(redis)))
+        path = asyncio.run(_with_redis(args, lambda redis, settings: write(RedisSource(_store(redis, settings)))))
     print(f"report written: {path} (and conversations.csv, transcripts.csv in {path.parent})")
     return 0
 
@@ -329,12 +335,11 @@ def cmd_db_backfill(args: argparse.Namespace) -> int:
     from bridge.history import db
     from bridge.history.backfill import backfill
     from bridge.history.writer import Writer
-    from bridge.store import Store
 
     async def action(redis: aioredis.Redis, settings: Settings) -> tuple[int, int, int]:
         async def run(engine: Any) -> tuple[int, int, int]:
             await db.upgrade(engine)
-            return await backfill(Store(redis), Writer(engine))
+            return await backfill(_store(redis, settings), Writer(engine))
 
         return await _with_history(settings, run)  # type: ignore[no-any-return]
 
@@ -348,14 +353,13 @@ def _privacy(args: argparse.Namespace, act: Any) -> Any:
     from bridge.bus import Bus
     from bridge.history import db
     from bridge.history.privacy import Privacy
-    from bridge.store import Store
 
     async def action(redis: aioredis.Redis, settings: Settings) -> Any:
         async def run(engine: Any) -> Any:
             if engine is not None:
                 await db.upgrade(engine)
-            privacy = Privacy(store=Store(redis), bus=Bus(redis, partitions=settings.engine.partitions),
-                              history=engine, partitions=settings.engine.partitions)
+            privacy = Privacy(store=_store(redis, settings), bus=Bus(redis, partitions=settings.engine.partitions),
+                              history=engine)
             try:
                 return await act(privacy)
             except LookupError as exc:
@@ -389,7 +393,6 @@ def cmd_contact_erase(args: argparse.Namespace) -> int:
 def _triage(args: argparse.Namespace, name: str, extra: Any) -> int:
     """Run a triage tool with the store's labels (or without, --no-labels)."""
     from bridge import registry
-    from bridge.store import Store
 
     tool = registry.load(name)
     if args.no_labels:
@@ -399,7 +402,7 @@ def _triage(args: argparse.Namespace, name: str, extra: Any) -> int:
             raise BridgeError(str(exc)) from None
         lines = asyncio.run(tool(None, *extra(settings)))
     else:
-        lines = asyncio.run(_with_redis(args, lambda redis, settings: tool(Store(redis), *extra(settings))))
+        lines = asyncio.run(_with_redis(args, lambda redis, settings: tool(_store(redis, settings), *extra(settings))))
     print("\n".join(lines))
     return 0
 

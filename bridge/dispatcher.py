@@ -478,7 +478,7 @@ class ChannelDispatcher:
         refs = [(d.delivered.ref, d.item.message.conversation_id) for d in sent
                 if d.delivered is not None and d.delivered.ref and d.item.message.conversation_id]
         for ref, conversation_id in refs:
-            ops += Store.ref_ops(ref, conversation_id)
+            ops += Store.ref_ops(ref, conversation_id, bus.partitions)
         if refs and self.history:
             ops += Store.refs_record_ops(refs, bus.partitions, now_ms())
         for d in batch:

@@ -148,6 +148,9 @@ class Engine:
         self.clock_ms = clock_ms
         self.engine = settings.engine
         self.partitions = settings.engine.partitions
+        if store.partitions != self.partitions or bus.partitions != self.partitions:
+            raise ValueError(f"the engine's {self.partitions} partitions, the store's {store.partitions} and the bus's "
+                             f"{bus.partitions} must agree: a partition's keys are named by the count")
         self.group = keys.ENGINE_GROUP
         self.reopen_within_ms = int(settings.engine.reopen_within_h * 3600_000)
         self._streams = {keys.inbound(p, self.partitions): p for p in range(self.partitions)}
@@ -361,7 +364,7 @@ class Engine:
         touched: list[str] = []
         resolved: list[str] = []  # left out of the cache after the commit (retention may drop them from Redis)
         blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
-        saves = Saves()  # each conversation's state once, as its last turn in the batch left it
+        saves = Saves(self.partitions)  # each conversation's state once, as its last turn in the batch left it
         now_s = time.monotonic()
         failures = partition.failures
         slice_started = time.perf_counter()

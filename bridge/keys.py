@@ -7,6 +7,8 @@ import hashlib
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from bridge.model import address_hash, conversation_hash, partition_of
+
 PREFIX = "bridge:"
 
 ENGINE_GROUP = "engine"
@@ -20,7 +22,6 @@ META = PREFIX + "meta"  # hash: partitions, schema (bridge.schema)
 DEAD_LETTERS = PREFIX + "dlq"  # stream of entries that could not be handled
 WORKERS = PREFIX + "workers"  # zset: worker id -> heartbeat expiry (ms)
 HEALTH = PREFIX + "health"  # hash: channel -> encoded health record
-CONVERSATIONS_BY_STATUS = PREFIX + "convs:"  # + status: zset conversation id -> updated ms
 FANOUT = PREFIX + "fanout:"  # + topic: pub/sub channel
 # pub/sub channel nobody listens to: an empty PUBLISH there is replicated, so a WAIT after it
 # covers every write made before it on any connection (bus.read of entries read before)
@@ -113,20 +114,50 @@ def timers(partition: int, partitions: int) -> str:
     return f"{PREFIX}timers:{partition_tag(partition, partitions)}"
 
 
-def conversation(conversation_id: str) -> str:
-    return f"{PREFIX}conv:{conversation_id}"
+def conversation_tag(conversation_id: str, partitions: int) -> str:
+    """A conversation's keys sit in its partition's slot (the partition of the address its
+    id was made from)."""
+    return partition_tag(partition_of(conversation_hash(conversation_id), partitions), partitions)
 
 
-def conversation_seq(address_hash: str) -> str:
-    return f"{PREFIX}convseq:{address_hash}"
+def conversation(conversation_id: str, partitions: int) -> str:
+    return f"{PREFIX}conv:{conversation_tag(conversation_id, partitions)}:{conversation_id}"
 
 
-def current_conversation(channel: str, address: str) -> str:
-    return f"{PREFIX}addr:{channel}:{address}"
+STATUSES = ("open", "pending", "resolved")
 
 
-def transcript(conversation_id: str) -> str:
-    return f"{PREFIX}transcript:{conversation_id}"
+def by_status(status: str, partition: int, partitions: int) -> str:
+    """Zset: a partition's conversations with ``status`` -> when last updated (ms); a list
+    across partitions merges them."""
+    return f"{PREFIX}convs:{partition_tag(partition, partitions)}:{status}"
+
+
+def status_index(conversation_id: str, status: str, partitions: int) -> str:
+    """The `by_status` zset that holds this conversation while it has ``status``."""
+    return f"{PREFIX}convs:{conversation_tag(conversation_id, partitions)}:{status}"
+
+
+CONVERSATIONS = PREFIX + "conv:*"  # matches every conversation's state key (SCAN)
+
+
+def tagged_id(key: str) -> str:
+    """What follows the tag in a tagged key: a conversation's id in its state key."""
+    return key.partition("}:")[2]
+
+
+def conversation_seq(address: str, partitions: int) -> str:
+    """Counter of an address's conversations (``address``: its `address_hash`)."""
+    return f"{PREFIX}convseq:{partition_tag(partition_of(address, partitions), partitions)}:{address}"
+
+
+def current_conversation(channel: str, address: str, partitions: int) -> str:
+    tag = partition_tag(partition_of(address_hash(channel, address), partitions), partitions)
+    return f"{PREFIX}addr:{tag}:{channel}:{address}"
+
+
+def transcript(conversation_id: str, partitions: int) -> str:
+    return f"{PREFIX}transcript:{conversation_tag(conversation_id, partitions)}:{conversation_id}"
 
 
 def ref(ref_name: str) -> str:
@@ -134,9 +165,15 @@ def ref(ref_name: str) -> str:
     return f"{PREFIX}ref:{ref_name}"
 
 
-def conversation_refs(conversation_id: str) -> str:
+def conversation_refs(conversation_id: str, partitions: int) -> str:
     """Set: the thread refs written for a conversation, so retention can drop them with it."""
-    return f"{PREFIX}refs:{conversation_id}"
+    return f"{PREFIX}refs:{conversation_tag(conversation_id, partitions)}:{conversation_id}"
+
+
+def conversation_keys(conversation_id: str, partitions: int) -> list[str]:
+    """A conversation's state, transcript and ref set: what goes when it goes."""
+    return [conversation(conversation_id, partitions), transcript(conversation_id, partitions),
+            conversation_refs(conversation_id, partitions)]
 
 
 REF_CACHE_S = 86_400  # a ref loaded back from the SQL record is a cache: it goes after a day

@@ -143,7 +143,12 @@ def conversation_number(conversation_id: str) -> int:
 
 
 def partition_of(key_hash: str, partitions: int) -> int:
-    return int(key_hash, 16) % partitions
+    """The partition of an address hash (any other text, such as an id a test or an older
+    system made, gets one from its digest: never an error)."""
+    try:
+        return int(key_hash, 16) % partitions
+    except ValueError:
+        return int(hashlib.blake2b(key_hash.encode(), digest_size=6).hexdigest(), 16) % partitions
 
 
 Status = Literal["open", "pending", "resolved"]

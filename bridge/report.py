@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
 from bridge.flowstate import DisputeState, KbState, SlaState, SurveyState, read_state
 from bridge.history.reader import Reader
 from bridge.model import Conversation, Message
@@ -325,8 +323,8 @@ class Source(Protocol):
 
 
 class RedisSource:
-    def __init__(self, redis: Redis) -> None:
-        self.store = Store(redis)
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     async def conversations(self, since_ms: int | None, until_ms: int | None) -> list[Conversation]:
         found = await load_conversations(self.store, since_ms)
@@ -349,12 +347,10 @@ class SqlSource:
         return await self.reader.transcript(conversation_id)
 
 
-async def write_report(source: Redis | Source, out_dir: Path, *, since_ms: int | None = None,
+async def write_report(source: Source, out_dir: Path, *, since_ms: int | None = None,
                        until_ms: int | None = None, now_ms: int | None = None) -> Path:
     """Write report.html, conversations.csv and transcripts.csv of the conversations created
     in [since_ms, until_ms); returns the HTML path."""
-    if isinstance(source, Redis):
-        source = RedisSource(source)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     conversations = await source.conversations(since_ms, until_ms)

@@ -150,15 +150,14 @@ class Bridge:
         if settings.history.enabled:
             self.history = open_engine(settings.history_url)
             reader = Reader(self.history)
-        self.store = Store(self.redis, outbox=settings.history.enabled,
+        self.store = Store(self.redis, partitions=settings.engine.partitions, outbox=settings.history.enabled,
                            archive=Archive(self.history) if self.history is not None else None)
         self.bus = Bus(self.redis, partitions=settings.engine.partitions, dedupe_ttl_s=settings.streams.dedupe_ttl_s,
                        dead_letter_max_len=settings.streams.dead_letter_max_len,
                        wait_replicas=settings.redis.wait_replicas, wait_timeout_ms=settings.redis.wait_timeout_ms,
                        ref_resolver=self.store.archived_refs if self.history is not None else None)
         if self.history is not None:
-            privacy = Privacy(store=self.store, bus=self.bus, history=self.history,
-                              partitions=settings.engine.partitions)
+            privacy = Privacy(store=self.store, bus=self.bus, history=self.history)
         self.health = HealthBoard(self.redis, self.worker_id)
         fanout = RedisFanout(self.redis)
         contact_book = ContactBook(self.store)

@@ -7,9 +7,12 @@ process of the older version stopped: they would go on writing the old names.
 Versions (``schema`` in ``bridge:meta``; data written before it was kept has none: 1):
 
 1. the first layout.
-2. a partition's inbound and outbox streams, their dedupe, attempt and retry keys, and its
-   timers carry the partition's hash tag (`bridge.keys.partition_tag`), so each lives in
-   the partition's Redis Cluster slot: ``bridge:in:3`` is ``bridge:in:{3.1}``.
+2. a partition's inbound and outbox streams, their dedupe, attempt and retry keys, its
+   timers, and every conversation's state, transcript and ref set and its address's pointer
+   and counter carry the partition's hash tag (`bridge.keys.partition_tag`), so each lives
+   in the partition's Redis Cluster slot: ``bridge:in:3`` is ``bridge:in:{3.1}``,
+   ``bridge:conv:<id>`` is ``bridge:conv:{3.1}:<id>``; the status indexes are one zset per
+   status and partition (``bridge:convs:{3.1}:open``).
 """
 
 from __future__ import annotations
@@ -48,10 +51,7 @@ async def prepare(redis: Redis, partitions: int, *, lease_ttl_s: float) -> None:
     """Check the partition count and upgrade older data to this version's layout. Several
     processes may start at once: one upgrades, the others wait for it."""
     stored, schema = await redis.eval(_FIRST_META, 1, keys.META, partitions, SCHEMA)
-    if int(stored) != partitions:
-        raise BridgeError(f"engine.partitions: this Redis holds data for {int(stored)} partitions, the config "
-                          f"says {partitions}; set engine.partitions back to {int(stored)} "
-                          "(repartitioning is not supported)")
+    _check_partitions(int(stored), partitions)
     version = _version(schema)
     while version < SCHEMA:
         token = new_id()
@@ -67,16 +67,26 @@ async def prepare(redis: Redis, partitions: int, *, lease_ttl_s: float) -> None:
         version = _version(await redis.hget(keys.META, "schema"))
 
 
-async def check(redis: Redis) -> None:
-    """For the CLI: refuse data in another layout than this version's (it would find nothing)."""
-    if not await redis.exists(keys.META):
+async def check(redis: Redis, partitions: int) -> None:
+    """For the CLI: refuse data in another layout than this version's, or of another
+    partition count (a partition's keys are named by it: it would find nothing)."""
+    stored, schema = await redis.hmget(keys.META, ["partitions", "schema"])
+    if stored is None:
         return
-    version = _version(await redis.hget(keys.META, "schema"))
+    _check_partitions(int(stored), partitions)
+    version = _version(schema)
     if version < SCHEMA:
         raise BridgeError(f"this Redis holds data in the layout of an older version of the bridge (schema "
                           f"{version}, this version uses {SCHEMA}); stop every bridge process of the older "
                           "version, then start `bridge run` of this one once: it upgrades the data at start")
     _refuse_newer(version)
+
+
+def _check_partitions(stored: int, partitions: int) -> None:
+    if stored != partitions:
+        raise BridgeError(f"engine.partitions: this Redis holds data for {stored} partitions, the config "
+                          f"says {partitions}; set engine.partitions back to {stored} "
+                          "(repartitioning is not supported)")
 
 
 def _version(value: bytes | str | None) -> int:
@@ -153,20 +163,79 @@ async def _tag_partitions(redis: Redis, partitions: int, renew: Callable[[], Awa
     await renew()
     for kind in ("in", "outbox"):
         prefix = keys.dedupe(f"{keys.PREFIX}{kind}:", "")[:-1]  # bridge:seen:bridge:in:
-        batch: list[tuple[str, str]] = []
-        async for raw in redis.scan_iter(match=prefix + "*", count=_CHUNK):
-            name = raw.decode()
-            partition, _, dedupe_key = name[len(prefix):].partition(":")
+
+        def marked(rest: str, kind: str = kind) -> str | None:
+            partition, _, dedupe_key = rest.partition(":")
             new = _tagged(f"{keys.PREFIX}{kind}:{partition}", partitions)
-            if new is not None:
-                batch.append((name, keys.dedupe(new, dedupe_key)))
-            if len(batch) >= _CHUNK:
-                moved += await _rename(redis, batch, strict=False)
-                await renew()
-                batch = []
-        moved += await _rename(redis, batch, strict=False)
+            return keys.dedupe(new, dedupe_key) if new is not None else None
+
+        moved += await _rename_scanned(redis, prefix, marked, renew, strict=False)
+    # a conversation's keys: state, transcript, ref set, its address's pointer and counter
+    builders: dict[str, Callable[[str, int], str]] = {
+        "conv": keys.conversation, "transcript": keys.transcript, "refs": keys.conversation_refs,
+        "convseq": keys.conversation_seq}
+    for family, build in builders.items():
+
+        def tagged(rest: str, build: Callable[[str, int], str] = build) -> str | None:
+            return build(rest, partitions) if not rest.startswith("{") else None
+
+        moved += await _rename_scanned(redis, f"{keys.PREFIX}{family}:", tagged, renew)
+
+    def pointer(rest: str) -> str | None:
+        channel, _, address = rest.partition(":")
+        return keys.current_conversation(channel, address, partitions) if not rest.startswith("{") else None
+
+    moved += await _rename_scanned(redis, f"{keys.PREFIX}addr:", pointer, renew)
+    moved += await _split_status_indexes(redis, partitions, renew)
     await _rewrite_dead_letters(redis, partitions)
     return moved
+
+
+async def _rename_scanned(redis: Redis, prefix: str, renamed: Callable[[str], str | None],
+                          renew: Callable[[], Awaitable[None]], *, strict: bool = True) -> int:
+    """Rename every key under ``prefix`` to ``renamed(the rest of its name)`` (None: left
+    alone), a chunk at a time."""
+    moved = 0
+    batch: list[tuple[str, str]] = []
+    async for raw in redis.scan_iter(match=prefix + "*", count=_CHUNK):
+        name = raw.decode()
+        new = renamed(name[len(prefix):])
+        if new is not None and new != name:
+            batch.append((name, new))
+        if len(batch) >= _CHUNK:
+            moved += await _rename(redis, batch, strict=strict)
+            await renew()
+            batch = []
+    return moved + await _rename(redis, batch, strict=strict)
+
+
+async def _split_status_indexes(redis: Redis, partitions: int, renew: Callable[[], Awaitable[None]]) -> int:
+    """The one zset per status becomes one per status and partition: its members copied
+    (ZADD: a copy started again is the same copy), then it goes."""
+    prefix = f"{keys.PREFIX}convs:"
+    legacy = [raw.decode() async for raw in redis.scan_iter(match=prefix + "*", count=_CHUNK)
+              if not raw.decode()[len(prefix):].startswith("{")]
+    for name in legacy:
+        status = name[len(prefix):]
+        chunk: list[tuple[bytes, float]] = []
+        async for member in redis.zscan_iter(name, count=_CHUNK):
+            chunk.append(member)
+            if len(chunk) >= _CHUNK:
+                await _add_by_partition(redis, status, chunk, partitions)
+                await renew()
+                chunk = []
+        await _add_by_partition(redis, status, chunk, partitions)
+        await redis.delete(name)
+    return len(legacy)
+
+
+async def _add_by_partition(redis: Redis, status: str, members: list[tuple[bytes, float]], partitions: int) -> None:
+    if not members:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for member, score in members:
+            pipe.zadd(keys.status_index(member.decode(), status, partitions), {member: score})
+        await pipe.execute()
 
 
 async def _rename(redis: Redis, renames: list[tuple[str, str]], *, strict: bool) -> int:

@@ -14,6 +14,7 @@ from bridge.config import Settings
 from bridge.connection import describe
 from bridge.history.projector import backlog
 from bridge.model import now_ms
+from bridge.store import Store
 
 
 def _text(value: Any) -> Any:
@@ -36,6 +37,7 @@ async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
     health = {_text(k): json.loads(v) for k, v in (await redis.hgetall(keys.HEALTH)).items()}
     partitions = await redis.hget(keys.META, "partitions")
     waiting, oldest_s = await backlog(Bus(redis, partitions=int(partitions or 1)), int(partitions or 0), now_ms())
+    store = Store(redis, partitions=int(partitions or 1))
     return {
         "history": {"waiting": waiting, "oldest_age_s": round(oldest_s, 1)},
         "redis": await describe(redis, settings.redis),
@@ -43,8 +45,7 @@ async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
         "dead_letters": int(await redis.xlen(keys.DEAD_LETTERS)),
         "adapters": health,
         "partitions": int(partitions) if partitions else None,
-        "conversations": {s: int(await redis.zcard(keys.CONVERSATIONS_BY_STATUS + s))
-                          for s in ("open", "pending", "resolved")},
+        "conversations": {s: await store.count_with_status(s) for s in keys.STATUSES},
     }
 
 

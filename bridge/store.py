@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import builtins
 import collections.abc
+import heapq
+import itertools
 from typing import Any
 
 import msgspec
@@ -69,7 +71,8 @@ class Saves:
     and one ZADD per status for a partition's batch instead of a SET and a ZADD per turn
     (the commit's Lua runs two commands fewer per message)."""
 
-    def __init__(self) -> None:
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
         self._saved: dict[str, tuple[str, int, bytes]] = {}  # id -> (status, updated ms, record)
         self._left: dict[str, set[str]] = {}  # id -> the statuses it left in the batch
         self._opened: Ops = []
@@ -77,8 +80,8 @@ class Saves:
     def add(self, conversation: Conversation, previous_status: str | None, record: bytes) -> None:
         self._saved[conversation.id] = (conversation.status, conversation.updated_ms, record)
         if previous_status is None:  # new: its address now points to it
-            self._opened.append(("SET", keys.current_conversation(conversation.channel, conversation.address),
-                                 conversation.id))
+            pointer = keys.current_conversation(conversation.channel, conversation.address, self.partitions)
+            self._opened.append(("SET", pointer, conversation.id))
         elif previous_status != conversation.status:
             self._left.setdefault(conversation.id, set()).add(previous_status)
 
@@ -88,16 +91,18 @@ class Saves:
         by_status: dict[str, list[str]] = {}
         left: dict[str, list[str]] = {}
         for conversation_id, (status, updated_ms, _) in items:
-            by_status.setdefault(status, []).extend((str(updated_ms), conversation_id))
+            index = keys.status_index(conversation_id, status, self.partitions)
+            by_status.setdefault(index, []).extend((str(updated_ms), conversation_id))
             for gone in self._left.get(conversation_id, ()):
                 if gone != status:  # it may have come back within the batch
-                    left.setdefault(gone, []).append(conversation_id)
-        ops += variadic(("MSET",), [a for i, (_, _, record) in items for a in (keys.conversation(i), text(record))],
-                        per=2)
-        for status, pairs in by_status.items():
-            ops += variadic(("ZADD", keys.CONVERSATIONS_BY_STATUS + status), pairs, per=2)
-        for status, ids in left.items():
-            ops += variadic(("ZREM", keys.CONVERSATIONS_BY_STATUS + status), ids)
+                    left.setdefault(keys.status_index(conversation_id, gone, self.partitions), []).append(
+                        conversation_id)
+        ops += variadic(("MSET",), [a for i, (_, _, record) in items
+                                    for a in (keys.conversation(i, self.partitions), text(record))], per=2)
+        for index, pairs in by_status.items():
+            ops += variadic(("ZADD", index), pairs, per=2)
+        for index, ids in left.items():
+            ops += variadic(("ZREM", index), ids)
         return ops
 
 
@@ -106,13 +111,14 @@ class Store:
     """Conversation store on one Redis; also the `ConversationReader` given to adapters.
     A Redis that does not answer raises `StoreUnavailable`."""
 
-    def __init__(self, redis: Redis, *, outbox: bool = False, archive: Archive | None = None) -> None:
+    def __init__(self, redis: Redis, *, partitions: int, outbox: bool = False, archive: Archive | None = None) -> None:
         self.redis = redis
+        self.partitions = partitions  # a conversation's keys carry its partition's tag
         self.outbox = outbox  # history is on: each turn also appends its record to the partition's outbox
         # the SQL record, where conversations closed long ago and their customers are found
         # (and loaded back) once retention dropped them from Redis; asked only on a Redis miss
         self.archive = archive
-        self.retained = Retained(redis, archive) if archive is not None else None
+        self.retained = Retained(redis, archive, partitions) if archive is not None else None
         self._drop = redis.register_script(_DROP_ARCHIVED)
 
     # -- reads -----------------------------------------------------------------------
@@ -126,7 +132,7 @@ class Store:
         and with ``load_back`` (the engine, about to write to it) put back into Redis."""
         if not conversation_ids:
             return []
-        raws = await self.redis.mget([keys.conversation(c) for c in conversation_ids])
+        raws = await self.redis.mget([keys.conversation(c, self.partitions) for c in conversation_ids])
         found = [decode_conversation(r) if r else None for r in raws]
         missing = [i for i, conversation in zip(conversation_ids, found, strict=True) if conversation is None]
         if missing and self.archive is not None:
@@ -143,7 +149,7 @@ class Store:
             return found
         if load_back:
             await self.retained.load_back(builtins.list(archived.values()))
-            raws = await self.redis.mget([keys.conversation(c) for c in archived])
+            raws = await self.redis.mget([keys.conversation(c, self.partitions) for c in archived])
             archived.update({c: decode_conversation(r) for c, r in zip(archived, raws, strict=True) if r})
         return [c if c is not None else archived.get(i) for i, c in zip(conversation_ids, found, strict=True)]
 
@@ -157,7 +163,7 @@ class Store:
         return await self.retained.returning(addresses, emails)
 
     async def for_address(self, channel: str, address: str) -> Conversation | None:
-        conversation_id = await self.redis.get(keys.current_conversation(channel, address))
+        conversation_id = await self.redis.get(keys.current_conversation(channel, address, self.partitions))
         if conversation_id:
             return await self.get(conversation_id.decode())
         if self.archive is not None:  # its customer has not written since retention: a look at the record
@@ -180,20 +186,43 @@ class Store:
         return await self.retained.refs_back(refs)
 
     async def list(self, status: str | None = None, limit: int = 100) -> builtins.list[Conversation]:
-        statuses = [status] if status else ["open", "pending", "resolved"]
-        ids: builtins.list[str] = []
-        for s in statuses:
-            ids.extend(i.decode() for i in await self.redis.zrevrange(keys.CONVERSATIONS_BY_STATUS + s, 0, limit - 1))
-        found = [c for c in await self.get_many(ids) if c is not None]
+        """The ``limit`` most recently updated conversations (with ``status``, or any)."""
+        statuses = [status] if status else keys.STATUSES
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for s in statuses:
+                for p in range(self.partitions):
+                    pipe.zrevrange(keys.by_status(s, p, self.partitions), 0, limit - 1, withscores=True)
+            pages = await pipe.execute()
+        newest = heapq.nlargest(limit, (pair for page in pages for pair in page), key=lambda pair: pair[1])
+        found = [c for c in await self.get_many([i.decode() for i, _ in newest]) if c is not None]
         found.sort(key=lambda c: c.updated_ms, reverse=True)
         return found[:limit]
 
     async def ids_with_status(self, status: str) -> builtins.list[str]:
         """Every conversation id with ``status``, least recently updated first."""
-        return [i.decode() for i in await self.redis.zrange(keys.CONVERSATIONS_BY_STATUS + status, 0, -1)]
+        return [i for i, _ in await self._oldest(status, "+inf", None)]
+
+    async def count_with_status(self, status: str) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.zcard(keys.by_status(status, p, self.partitions))
+            return sum(await pipe.execute())
+
+    async def _oldest(self, status: str, until_ms: float | str,
+                      limit: int | None) -> builtins.list[tuple[str, float]]:
+        """(id, updated ms) of conversations with ``status`` updated at ``until_ms`` or
+        before, least recently updated first, ``limit`` at most: each partition's, merged."""
+        page = {} if limit is None else {"start": 0, "num": limit}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.zrangebyscore(keys.by_status(status, p, self.partitions), "-inf", until_ms, withscores=True,
+                                   **page)
+            pages = await pipe.execute()
+        merged = heapq.merge(*pages, key=lambda pair: pair[1])
+        return [(i.decode(), score) for i, score in itertools.islice(merged, limit)]
 
     async def transcript(self, conversation_id: str, limit: int = 200) -> builtins.list[Message]:
-        raws = await self.redis.lrange(keys.transcript(conversation_id), -limit, -1)
+        raws = await self.redis.lrange(keys.transcript(conversation_id, self.partitions), -limit, -1)
         if not raws and self.archive is not None:  # dropped from Redis: the record has it
             return (await self.archive.transcripts([conversation_id]))[conversation_id][-limit:]
         return [decode(r) for r in raws]
@@ -203,14 +232,13 @@ class Store:
     async def resolved_before(self, cutoff_ms: int, limit: int) -> builtins.list[tuple[str, bytes, int]]:
         """Resolved conversations last updated before ``cutoff_ms``: (id, state as stored,
         transcript length), oldest first."""
-        ids = [i.decode() for i in await self.redis.zrangebyscore(keys.CONVERSATIONS_BY_STATUS + "resolved",
-                                                                  "-inf", cutoff_ms, start=0, num=limit)]
+        ids = [i for i, _ in await self._oldest("resolved", cutoff_ms, limit)]
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.get(keys.conversation(i))
-                pipe.llen(keys.transcript(i))
+                pipe.get(keys.conversation(i, self.partitions))
+                pipe.llen(keys.transcript(i, self.partitions))
             replies = await pipe.execute()
         return [(i, replies[2 * n], int(replies[2 * n + 1])) for n, i in enumerate(ids) if replies[2 * n]]
 
@@ -220,9 +248,10 @@ class Store:
         is still ``stored`` (not written since it was checked against SQL) and every ref
         written for it is among ``refs`` (those SQL holds); a later lookup loads it back
         from SQL. Its address and contact go separately (`retained`)."""
-        return bool(await self._drop(keys=[keys.conversation(conversation_id), keys.transcript(conversation_id),
-                                           keys.CONVERSATIONS_BY_STATUS + "resolved",
-                                           keys.conversation_refs(conversation_id), *map(keys.ref, refs)],
+        state, transcript, ref_set = keys.conversation_keys(conversation_id, self.partitions)
+        resolved = keys.status_index(conversation_id, "resolved", self.partitions)
+        return bool(await self._drop(keys=[state, transcript, resolved, ref_set,
+                                           *map(keys.ref, refs)],
                                      args=[stored, conversation_id, *refs]))
 
     async def trim_queues(self, queues: builtins.list[str], before_ms: int) -> int:
@@ -319,7 +348,7 @@ class Store:
         hashes = [address_hash(c, a) for c, a in pairs]
         if not hashes:
             return []
-        counts = await self.redis.mget([keys.conversation_seq(h) for h in hashes])
+        counts = await self.redis.mget([keys.conversation_seq(h, self.partitions) for h in hashes])
         ids = [f"{h}-{n}" for h, count in zip(hashes, counts, strict=True) if count
                for n in range(int(count), max(0, int(count) - per_address), -1)]
         found = [c for c in await self.get_many(ids) if c is not None]
@@ -404,7 +433,7 @@ class Store:
         """Current conversation id of each (channel, address), in one round trip."""
         if not addresses:
             return []
-        raws = await self.redis.mget([keys.current_conversation(c, a) for c, a in addresses])
+        raws = await self.redis.mget([keys.current_conversation(c, a, self.partitions) for c, a in addresses])
         return [r.decode() if r else None for r in raws]
 
     async def contact_ids_for(self, addresses: builtins.list[tuple[str, str]], *,
@@ -444,7 +473,7 @@ class Store:
             return await self.retained.next_numbers(address_hashes)
         async with self.redis.pipeline(transaction=False) as pipe:
             for h in address_hashes:
-                pipe.incr(keys.conversation_seq(h))
+                pipe.incr(keys.conversation_seq(h, self.partitions))
             return [int(n) for n in await pipe.execute()]
 
     # -- writes, as ops for one atomic commit ----------------------------------------
@@ -464,7 +493,7 @@ class Store:
         for due_ms, command in effects.timers:
             ops.append(["ZADD", keys.timers(effects.partition, effects.partitions), due_ms, encode(command)])
         for ref in effects.refs:
-            ops.extend(self.ref_ops(ref, conversation.id))
+            ops.extend(self.ref_ops(ref, conversation.id, self.partitions))
         contact = encode_record(effects.contact.record()) if effects.contact is not None else None
         if effects.contact is not None and contact is not None:
             ops.extend(self.contact_ops(effects.contact, contact))
@@ -496,21 +525,19 @@ class Store:
         stream = keys.outbox(effects.partition, effects.partitions)
         return ("XADD", stream, "*", keys.PAYLOAD_FIELD, text(encode_turn(turn)))
 
-    @staticmethod
-    def save_ops(conversation: Conversation, previous_status: str | None,
+    def save_ops(self, conversation: Conversation, previous_status: str | None,
                  record: bytes | None = None) -> Ops:
-        saves = Saves()
+        saves = Saves(self.partitions)
         saves.add(conversation, previous_status, record or encode_record(conversation))
         return saves.ops()
 
-    @staticmethod
-    def transcript_ops(conversation_id: str, *messages: Message | bytes) -> Ops:
+    def transcript_ops(self, conversation_id: str, *messages: Message | bytes) -> Ops:
         """Append to the transcript, in one RPUSH; bytes are a message already encoded (as
         read from a stream)."""
         if not messages:
             return []
         payloads = [text(m if isinstance(m, bytes) else encode(m)) for m in messages]
-        return [("RPUSH", keys.transcript(conversation_id), *payloads)]
+        return [("RPUSH", keys.transcript(conversation_id, self.partitions), *payloads)]
 
     @staticmethod
     def contact_ops(contact: Contact, record: bytes | None = None) -> Ops:
@@ -533,9 +560,10 @@ class Store:
         return [*ops, ["INCR", keys.CONTACTS_REV]]
 
     @staticmethod
-    def ref_ops(ref: str, conversation_id: str) -> Ops:
+    def ref_ops(ref: str, conversation_id: str, partitions: int) -> Ops:
         """The ref, and its place in the conversation's ref set (retention drops them together)."""
-        return [("SET", keys.ref(ref), conversation_id), ("SADD", keys.conversation_refs(conversation_id), ref)]
+        return [("SET", keys.ref(ref), conversation_id),
+                ("SADD", keys.conversation_refs(conversation_id, partitions), ref)]
 
     @staticmethod
     def refs_record_ops(refs: builtins.list[tuple[str, str]], partitions: int,
@@ -572,20 +600,23 @@ class Store:
         retention already dropped the conversation (a lookup finds them in SQL)."""
         if not refs:
             return
-        held = await self.redis.mget([keys.conversation(c) for _, c in refs])
+        held = await self.redis.mget([keys.conversation(c, self.partitions) for _, c in refs])
         async with self.redis.pipeline(transaction=False) as pipe:
             for (ref, conversation_id), state in zip(refs, held, strict=True):
                 if state:
-                    pipe.sadd(keys.conversation_refs(conversation_id), ref)
+                    pipe.sadd(keys.conversation_refs(conversation_id, self.partitions), ref)
                 else:
                     pipe.delete(keys.ref(ref))
             await pipe.execute()
 
     async def scan_ids(self, kind: str) -> collections.abc.AsyncIterator[str]:
         """Every conversation (``kind="conversation"``) or contact id Redis holds, in no order."""
-        pattern = keys.conversation("*") if kind == "conversation" else keys.contact("*")
-        prefix = len(pattern) - 1
-        async for key in self.redis.scan_iter(match=pattern, count=1000):
+        if kind == "conversation":
+            async for key in self.redis.scan_iter(match=keys.CONVERSATIONS, count=1000):
+                yield keys.tagged_id(key.decode())
+            return
+        prefix = len(keys.contact(""))
+        async for key in self.redis.scan_iter(match=keys.contact("*"), count=1000):
             yield key.decode()[prefix:]
 
     # -- data-protection requests (bridge/history/privacy.py) --------------------------
@@ -596,15 +627,15 @@ class Store:
         counting up to the address's counter: a counter may hold a clock floor (after an
         erasure, or numbered while the record was away)."""
         found: dict[str, None] = {}
-        kinds = (keys.conversation(""), keys.transcript(""))
         for h in dict.fromkeys(address_hash(*a.split(":", 1)) for a in addresses if ":" in a):
             ids: set[str] = set()
             # one pass over the keyspace for both kinds of key (a SCAN reads every key)
             async for name in self.redis.scan_iter(match=f"{keys.PREFIX}*:{h}-*", count=1000):
                 key = name.decode()
-                for prefix in kinds:
-                    if key.startswith(prefix) and conversation_number(key[len(prefix):]):
-                        ids.add(key[len(prefix):])
+                conversation_id = keys.tagged_id(key)
+                if conversation_number(conversation_id) and key in (keys.conversation(conversation_id, self.partitions),
+                                                                    keys.transcript(conversation_id, self.partitions)):
+                    ids.add(conversation_id)
             found.update(dict.fromkeys(sorted(ids, key=conversation_number)))
         return list(found)
 
@@ -614,7 +645,7 @@ class Store:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for i in conversation_ids:
-                pipe.smembers(keys.conversation_refs(i))
+                pipe.smembers(keys.conversation_refs(i, self.partitions))
             found = await pipe.execute()
         return {i: sorted(r.decode() for r in refs) for i, refs in zip(conversation_ids, found, strict=True) if refs}
 
@@ -639,7 +670,7 @@ class Store:
             await check()
         return found
 
-    async def erase_contact(self, contact: Contact, conversation_ids: builtins.list[str], partitions: int) -> int:
+    async def erase_contact(self, contact: Contact, conversation_ids: builtins.list[str]) -> int:
         """Delete the contact, its indexes and its conversations (state, transcript, status
         entries, thread refs, timers); returns the keys deleted.
 
@@ -655,11 +686,11 @@ class Store:
         counters = []
         for address in contact.addresses:
             channel, _, addr = address.partition(":")
-            doomed += [keys.contact_by_address(channel, addr), keys.current_conversation(channel, addr)]
-            counters.append(keys.conversation_seq(address_hash(channel, addr)))
+            doomed += [keys.contact_by_address(channel, addr),
+                       keys.current_conversation(channel, addr, self.partitions)]
+            counters.append(keys.conversation_seq(address_hash(channel, addr), self.partitions))
         for conversation_id in conversation_ids:
-            doomed += [keys.conversation(conversation_id), keys.transcript(conversation_id),
-                       keys.conversation_refs(conversation_id)]
+            doomed += keys.conversation_keys(conversation_id, self.partitions)
         wanted = set(conversation_ids)
         bare = [f":{a.partition(':')[2]}:".encode() for a in contact.addresses]
         async for key in self.redis.scan_iter(match=keys.dedupe("*", "*"), count=1000):
@@ -667,10 +698,10 @@ class Store:
                 doomed.append(key.decode())
         doomed += await self._refs_to(wanted)
         timers: builtins.list[tuple[str, bytes]] = []
-        for p in range(partitions):
-            for member in await self.redis.zrange(keys.timers(p, partitions), 0, -1):
+        for p in range(self.partitions):
+            for member in await self.redis.zrange(keys.timers(p, self.partitions), 0, -1):
                 if decode(member).conversation_id in wanted:
-                    timers.append((keys.timers(p, partitions), member))
+                    timers.append((keys.timers(p, self.partitions), member))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*doomed)
             pipe.set(keys.erased(contact.id), "1", ex=keys.ERASED_MARK_S)  # what SQL still holds stays out
@@ -679,9 +710,9 @@ class Store:
             pipe.incr(keys.ERASURES_REV)  # engines drop what they cached (the contact, its conversations)
             if contact.person:  # linked to another contact as one person: no longer
                 pipe.srem(keys.contact_members(contact.person), contact.id)
-            for status in ("open", "pending", "resolved"):
-                if conversation_ids:
-                    pipe.zrem(keys.CONVERSATIONS_BY_STATUS + status, *conversation_ids)
+            for status in keys.STATUSES:
+                for conversation_id in conversation_ids:
+                    pipe.zrem(keys.status_index(conversation_id, status, self.partitions), conversation_id)
             for key, member in timers:
                 pipe.zrem(key, member)
             deleted = await pipe.execute()

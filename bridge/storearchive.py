@@ -137,8 +137,9 @@ class Archive(Protocol):
 class Retained:
     """Dropping from Redis what the record holds, and loading it back."""
 
-    def __init__(self, redis: Redis, archive: Archive) -> None:
+    def __init__(self, redis: Redis, archive: Archive, partitions: int) -> None:
         self.redis = redis
+        self.partitions = partitions
         self.archive = archive
         self._restore = redis.register_script(_RESTORE)
         self._next_numbers = redis.register_script(_NEXT_NUMBERS)
@@ -165,14 +166,15 @@ class Retained:
         for c in conversations:
             mark = keys.erased(c.contact_id) if c.contact_id else ""
             h = conversation_hash(c.id)
-            items.append(["conv", mark, keys.conversation(c.id), encode_record(c), keys.transcript(c.id),
-                          keys.CONVERSATIONS_BY_STATUS + c.status, c.updated_ms, c.id,
+            state, transcript, _ = keys.conversation_keys(c.id, self.partitions)
+            items.append(["conv", mark, state, encode_record(c), transcript,
+                          keys.status_index(c.id, c.status, self.partitions), c.updated_ms, c.id,
                           *(encode(m) for m in transcripts.get(c.id, []))])
             if c.id == f"{h}-{highest.get(h, 0)}":  # the address's latest: its pointer
-                items.append(["nx", mark, keys.current_conversation(c.channel, c.address), c.id])
+                items.append(["nx", mark, keys.current_conversation(c.channel, c.address, self.partitions), c.id])
         for contact in found:
             items.extend(contact_items(contact))
-        items.extend(["max", "", keys.conversation_seq(h), n] for h, n in highest.items())
+        items.extend(["max", "", keys.conversation_seq(h, self.partitions), n] for h, n in highest.items())
         if items:
             await self._restore(keys=restore_keys(items), args=[frame_ops(items)])
 
@@ -199,7 +201,7 @@ class Retained:
     async def next_numbers(self, address_hashes: list[str]) -> list[int]:
         """Each address's next conversation number; a counter retention dropped goes on
         from the highest number the record holds."""
-        counters = [keys.conversation_seq(h) for h in address_hashes]
+        counters = [keys.conversation_seq(h, self.partitions) for h in address_hashes]
         numbers = [int(n) for n in await self._next_numbers(keys=counters)]
         missing = [h for h, n in zip(address_hashes, numbers, strict=True) if not n]
         if missing:
@@ -208,9 +210,10 @@ class Retained:
             except RecordUnavailable as exc:
                 log.warning("history unavailable: conversations numbered from the clock", extra={"error": str(exc)})
                 floor = now_ms()
-                floors = [["max", "", keys.conversation_seq(h), floor] for h in missing]
+                floors = [["max", "", keys.conversation_seq(h, self.partitions), floor] for h in missing]
                 await self._restore(keys=restore_keys(floors), args=[frame_ops(floors)])
-            again = iter(int(n) for n in await self._next_numbers(keys=[keys.conversation_seq(h) for h in missing]))
+            again = iter(int(n) for n in await self._next_numbers(
+                keys=[keys.conversation_seq(h, self.partitions) for h in missing]))
             numbers = [n or next(again) for n in numbers]
         return numbers
 
@@ -239,8 +242,9 @@ class Retained:
         if not 0 < number <= MAX_NUMBER_DROPPED:
             return False
         return bool(await self._drop_address(
-            keys=[keys.current_conversation(conversation.channel, conversation.address), keys.conversation_seq(h),
-                  *(keys.conversation(f"{h}-{n}") for n in range(1, number + 1))],
+            keys=[keys.current_conversation(conversation.channel, conversation.address, self.partitions),
+                  keys.conversation_seq(h, self.partitions),
+                  *(keys.conversation(f"{h}-{n}", self.partitions) for n in range(1, number + 1))],
             args=[conversation.id, number]))
 
     async def drop_contact(self, contact: Contact, stored: bytes) -> bool:
@@ -249,7 +253,8 @@ class Retained:
         per_address: list[str] = []
         for address in contact.addresses:
             channel, _, addr = address.partition(":")
-            per_address += [keys.current_conversation(channel, addr), keys.contact_by_address(channel, addr)]
+            per_address += [keys.current_conversation(channel, addr, self.partitions),
+                            keys.contact_by_address(channel, addr)]
         email = [keys.contact_by_email(contact.email)] if contact.email else []
         return bool(await self._drop_contact(
             keys=[keys.contact(contact.id), keys.contact_fields(contact.id), keys.contact_person(contact.id),

@@ -40,6 +40,7 @@ class ScriptKeys:
     url: str
     undeclared: list[tuple[str, str, str]] = field(default_factory=list)
     ran: set[str] = field(default_factory=set)
+    calls: list[tuple[str, list[str]]] = field(default_factory=list)  # (script SHA-1, its declared keys)
     _declared: set[str] = field(default_factory=set)
     _script: str = ""
     _task: asyncio.Task[None] | None = None
@@ -84,4 +85,6 @@ class ScriptKeys:
             count = int(args[2])
             self._declared = set(args[3:3 + count])
             self._script = args[1][:60]
-            self.ran.add(args[1] if args[0].upper() == "EVALSHA" else hashlib.sha1(args[1].encode()).hexdigest())
+            sha = args[1] if args[0].upper() == "EVALSHA" else hashlib.sha1(args[1].encode()).hexdigest()
+            self.ran.add(sha)
+            self.calls.append((sha, args[3:3 + count]))

@@ -38,7 +38,8 @@ def make_context(redis: aioredis.Redis, channel: str = "telegram",
     async def report_health(state: HealthState, detail: str) -> None:
         reports.append((state, detail))
 
-    ctx = AdapterContext(publish=bus.publish, state=RedisState(redis, channel), conversations=Store(redis),
+    ctx = AdapterContext(publish=bus.publish, state=RedisState(redis, channel),
+                         conversations=Store(redis, partitions=PARTITIONS),
                          fanout=RedisFanout(redis), report_health=report_health)
     return ctx, bus
 

@@ -248,7 +248,7 @@ async def test_a_search_while_the_record_is_away_shows_the_live_cases_and_says_s
         tab = await open_tab(tabs, b)  # the chat opens while the record is away
         visitor = (await tab.welcome())["visitor"]
         await tab.say("m0", "Do you ship to Malaysia?")
-        routine = (await b.wait_for(lambda: b.redis.get(keys.current_conversation("widget", visitor)),
+        routine = (await b.wait_for(lambda: b.redis.get(keys.current_conversation("widget", visitor, 8)),
                                     what="the case")).decode()
         watches: list[Watch] = []
         page = await console_as(browser, b, watches, name="Bob")

@@ -25,7 +25,7 @@ async def contacts(store: Store, *names: str) -> list[str]:
 
 
 async def test_a_person_of_three_contacts(redis: aioredis.Redis) -> None:
-    store = Store(redis)
+    store = Store(redis, partitions=8)
     book = ContactBook(store)
     ann, bob, cat = await contacts(store, "Ann", "Bob", "Cat")
     await book.set_fields(bob, {"tier": "vip", "company": "Bob's"}, agent="ana", via="test")
@@ -66,7 +66,7 @@ async def test_a_person_of_three_contacts(redis: aioredis.Redis) -> None:
 
 
 async def test_links_made_at_the_same_moment_make_one_person(redis: aioredis.Redis) -> None:
-    store = Store(redis)
+    store = Store(redis, partitions=8)
     book = ContactBook(store)
     ids = await contacts(store, *(f"P{n}" for n in range(8)))
     results = await asyncio.gather(*(book.link(ids[n], ids[n + 1], agent="ana", via="test", confirmed=True)

@@ -38,11 +38,11 @@ async def make_engine(redis: aioredis.Redis) -> AsyncIterator[Any]:
 
     def make(steps: list[Any], clock: Clock | None = None, **engine: Any) -> Engine:
         s = settings(**engine)
-        bus = Bus(redis, partitions=s.engine.partitions)
+        bus, store = Bus(redis, partitions=s.engine.partitions), Store(redis, partitions=s.engine.partitions)
         config = FlowConfig(settings=s, channels=frozenset({"api"}), templates=Templates(),
-                            clock_ms=clock or Clock(), store=Store(redis))
+                            clock_ms=clock or Clock(), store=store)
         built = [step(config) if isinstance(step, type) else step for step in steps]
-        engine_ = Engine(bus=bus, store=Store(redis), flow_config=config, steps=built, worker_id="w1",
+        engine_ = Engine(bus=bus, store=store, flow_config=config, steps=built, worker_id="w1",
                          clock_ms=config.clock_ms)
         tasks.append((engine_, asyncio.create_task(engine_.run())))
         return engine_
@@ -105,7 +105,7 @@ async def test_a_batch_of_more_conversations_than_the_cache_holds_opens_none_ane
         await engine.bus.publish_many([Message(kind="customer", channel="api", address=c, text=f"hello {round_}")
                                        for c in customers])
         await wait_for(lambda n=round_: engine.processed >= 60 * n, 20, f"round {round_} handled")
-    store = Store(redis)
+    store = Store(redis, partitions=1)
     conversations = [await store.for_address("api", c) for c in customers]
     assert all(c is not None and c.id.endswith("-1") and c.messages == 2 for c in conversations), \
         [(c.id, c.messages) for c in conversations if c is not None and (not c.id.endswith("-1") or c.messages != 2)]
@@ -178,12 +178,12 @@ async def test_a_slow_step_in_one_partition_never_holds_another(redis: aioredis.
     await engine.bus.publish(slow)
     await wait_for(lambda: waiting, 10, "the slow lookup under way")
     await engine.bus.publish(fast)
-    conversation = await wait_for(lambda: Store(redis).for_address("api", fast.address), 10,
+    conversation = await wait_for(lambda: Store(redis, partitions=2).for_address("api", fast.address), 10,
                                   "the other partition's customer committed")
     assert conversation.urgency == "routine" and waiting == [slow.text]
-    assert await Store(redis).for_address("api", "slow") is None  # still waiting, nothing half-written
+    assert await Store(redis, partitions=2).for_address("api", "slow") is None  # still waiting, nothing half-written
     shop_answers.set()
-    await wait_for(lambda: Store(redis).for_address("api", "slow"), 10, "the slow one committed after")
+    await wait_for(lambda: Store(redis, partitions=2).for_address("api", "slow"), 10, "the slow one committed after")
 
 
 async def test_one_conversation_waits_behind_its_failing_message(redis: aioredis.Redis, make_engine: Any) -> None:
@@ -214,7 +214,7 @@ async def test_timers_fire_through_the_engine_on_the_given_clock(redis: aioredis
 
     engine = make_engine([scheduler], clock=clock)
     await engine.bus.publish(Message(kind="customer", channel="api", address="t", text="hi"))
-    conversation = await wait_for(lambda: Store(redis).for_address("api", "t"), 10)
+    conversation = await wait_for(lambda: Store(redis, partitions=2).for_address("api", "t"), 10)
     await asyncio.sleep(1.2)  # the engine checks timers every second; nothing is due yet
     assert fired == []
     clock.advance(minutes=1)
@@ -250,12 +250,12 @@ class ContactEmails:
 
 
 async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Redis, make_engine: Any) -> None:
-    customer, store = ContactEmails(make_engine, Clock(), "k1"), Store(redis)
+    customer, store = ContactEmails(make_engine, Clock(), "k1"), Store(redis, partitions=2)
     assert [await customer.say("one"), await customer.say("two")] == ["", ""]  # cached, change counter read
     contact = await customer.contact(store)
     contact.email = "buyer@factory.example"  # linked by another worker, in another partition
     other = Conversation(id="other-1", channel="email", address="b@f")
-    await commit(redis, store.effect_ops(Effects(conversation=other, previous_status="open", partition=1, partitions=8,
+    await commit(redis, store.effect_ops(Effects(conversation=other, previous_status="open", partition=1, partitions=2,
                                                  contact=contact, contact_shared=True)))
     assert await customer.say("three") == "buyer@factory.example"  # at once: the other worker's commit said so
 
@@ -263,7 +263,7 @@ async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Re
 async def test_a_cached_contact_is_read_again_after_a_while(redis: aioredis.Redis, make_engine: Any) -> None:
     """A safety net for a change that did not say so (written by an older version)."""
     clock = Clock()
-    customer, store = ContactEmails(make_engine, clock, "k2"), Store(redis)
+    customer, store = ContactEmails(make_engine, clock, "k2"), Store(redis, partitions=2)
     assert [await customer.say("one"), await customer.say("two")] == ["", ""]
     contact = await customer.contact(store)
     contact.email = "quiet@factory.example"
@@ -313,7 +313,7 @@ async def test_urgent_keywords_in_any_configured_language(redis: aioredis.Redis,
     engine = make_engine([KeywordTriage, Routing])
     await engine.bus.publish(Message(kind="customer", channel="api", address="u1", text="This is URGENT!!"))
     await engine.bus.publish(Message(kind="customer", channel="api", address="u2", text="no urgency here"))
-    store = Store(redis)
+    store = Store(redis, partitions=2)
     first = await wait_for(lambda: store.for_address("api", "u1"), 10)
     second = await wait_for(lambda: store.for_address("api", "u2"), 10)
     assert first.urgency == "urgent" and second.urgency == "routine"
@@ -349,14 +349,14 @@ async def test_a_batch_saves_each_conversation_as_its_last_turn_left_it(redis: a
     the status lists and the records show the last turn, also when a conversation left a
     status and came back to it within the batch, and for more conversations than one
     command carries."""
-    store, saves = Store(redis), Saves()
+    store, saves = Store(redis, partitions=8), Saves(8)
     back = Conversation(id="back-1", channel="api", address="b", status="open", updated_ms=1)
-    await commit(redis, Store.save_ops(back, None))
+    await commit(redis, store.save_ops(back, None))
     for status, updated_ms, previous in (("resolved", 10, "open"), ("open", 20, "resolved")):
         back.status, back.updated_ms = status, updated_ms
         store.effect_ops(Effects(conversation=back, previous_status=previous, partition=0, partitions=8), saves)
     moved = Conversation(id="moved-1", channel="api", address="m", status="pending", updated_ms=1)
-    await commit(redis, Store.save_ops(moved, None))
+    await commit(redis, store.save_ops(moved, None))
     for status, updated_ms, previous in (("open", 10, "pending"), ("resolved", 30, "open")):
         moved.status, moved.updated_ms = status, updated_ms
         store.effect_ops(Effects(conversation=moved, previous_status=previous, partition=0, partitions=8), saves)
@@ -370,7 +370,7 @@ async def test_a_batch_saves_each_conversation_as_its_last_turn_left_it(redis: a
     assert await store.ids_with_status("pending") == []
     opened = await store.ids_with_status("open")
     assert opened[-1] == "back-1" and len(opened) == len(many) + 1  # back-1 last: updated at 20
-    assert await redis.zscore(keys.CONVERSATIONS_BY_STATUS + "open", "back-1") == 20
+    assert await redis.zscore(keys.status_index("back-1", "open", 8), "back-1") == 20
     saved = await store.get_many(["back-1", "moved-1", many[-1].id])
     assert [(c.status, c.updated_ms) for c in saved if c] == [("open", 20), ("resolved", 30), ("open", 5)]
     assert (await store.for_address("api", many[-1].address)) == many[-1]
@@ -399,7 +399,7 @@ async def test_new_addresses_of_a_known_person_in_one_batch_both_join_them(redis
     together both join that person, neither overwrites the other's link."""
     seen: list[str] = []
     make_engine([lambda turn: seen.append(turn.message.address)], partitions=1)
-    bus, store = Bus(redis, partitions=1), Store(redis)
+    bus, store = Bus(redis, partitions=1), Store(redis, partitions=1)
     buyer = Sender(email="buyer@factory.example")
     await bus.publish(Message(kind="customer", channel="api", address="desk", text="hello", sender=buyer))
     await wait_for(lambda: seen == ["desk"], 10, "the first conversation")
@@ -425,7 +425,7 @@ async def test_a_customer_writing_long_after_the_case_closed_opens_a_new_one_as_
             turn.conversation.status, turn.conversation.resolved_ms = "resolved", turn.now_ms
 
     make_engine([step], clock, partitions=1)
-    bus, store = Bus(redis, partitions=1), Store(redis)
+    bus, store = Bus(redis, partitions=1), Store(redis, partitions=1)
     for n, text in enumerate(("my order is late", "thanks, solved"), 1):
         await bus.publish(Message(kind="customer", channel="api", address="late", text=text))
         await wait_for(lambda n=n: len(seen) == n, 10, text)  # type: ignore[misc]

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from bridge.model import Conversation, Message, Sender
 from bridge.ops import Ops
-from bridge.report import write_report
+from bridge.report import RedisSource, write_report
 from bridge.store import Store
 from tests.harness import commit
 
@@ -110,21 +110,23 @@ SEED[5].data["kb"] = {"answered": ["payment_methods"]}
 
 
 async def seed(redis: aioredis.Redis) -> None:
+    store = Store(redis, partitions=8)
     ops: Ops = []
     for c in SEED:
-        ops.extend(Store.save_ops(c, None))
-        ops.extend(Store.transcript_ops(c.id, Message(kind="customer", channel=c.channel, address=c.address,
+        ops.extend(store.save_ops(c, None))
+        ops.extend(store.transcript_ops(c.id, Message(kind="customer", channel=c.channel, address=c.address,
                                                       text=f"hello from {c.id}, \"quoted\", comma",
                                                       sender=Sender(id="u", name="Ana"), created_ms=c.created_ms)))
-        ops.extend(Store.transcript_ops(c.id, Message(kind="reply", channel=c.channel, address=c.address,
+        ops.extend(store.transcript_ops(c.id, Message(kind="reply", channel=c.channel, address=c.address,
                                                       text="On it", sender=Sender(id="U1", name="Bo", is_agent=True),
                                                       created_ms=c.created_ms + MIN)))
     await commit(redis, ops)
 
 
 async def test_report_has_charts_and_the_right_numbers(redis: aioredis.Redis, tmp_path: Path) -> None:
+    store = Store(redis, partitions=8)
     await seed(redis)
-    page_path = await write_report(redis, tmp_path / "out", now_ms=DAY0 + 10 * 24 * HOUR)
+    page_path = await write_report(RedisSource(store), tmp_path / "out", now_ms=DAY0 + 10 * 24 * HOUR)
     assert page_path == tmp_path / "out" / "report.html"
     page = Page()
     page.feed(page_path.read_text(encoding="utf-8"))
@@ -174,25 +176,28 @@ async def test_report_has_charts_and_the_right_numbers(redis: aioredis.Redis, tm
 
 async def test_since_limits_the_period_and_an_empty_store_still_renders(redis: aioredis.Redis,
                                                                         tmp_path: Path) -> None:
+    store = Store(redis, partitions=8)
     empty = Page()
-    empty.feed((await write_report(redis, tmp_path / "empty")).read_text(encoding="utf-8"))
+    empty.feed((await write_report(RedisSource(store), tmp_path / "empty")).read_text(encoding="utf-8"))
     assert empty.kpis["conversations"] == "0" and len(empty.charts) == 7
     await seed(redis)
     page = Page()
-    page.feed((await write_report(redis, tmp_path / "late", since_ms=DAY0 + 2 * 24 * HOUR)).read_text(
+    page.feed((await write_report(RedisSource(store), tmp_path / "late", since_ms=DAY0 + 2 * 24 * HOUR)).read_text(
         encoding="utf-8"))
     assert page.kpis["conversations"] == "2"
     assert page.tables["volume_by_channel"] == [["email", "1"], ["telegram", "1"]]
 
 
 async def test_first_responses_under_a_minute_read_in_seconds(redis: aioredis.Redis, tmp_path: Path) -> None:
+    store = Store(redis, partitions=8)
     quick = [conv(20, "widget", day=0, first_min=7 / 60), conv(21, "telegram", day=0, first_min=19 / 60),
              conv(22, "email", day=0, first_min=19 / 60)]
     for pages, cases in (("one", quick[:1]), ("three", quick)):
         ops: Ops = []
         for c in cases:
-            ops.extend(Store.save_ops(c, None))
+            ops.extend(store.save_ops(c, None))
         await commit(redis, ops)
         page = Page()
-        page.feed((await write_report(redis, tmp_path / pages, now_ms=DAY0 + 24 * HOUR)).read_text(encoding="utf-8"))
+        written = await write_report(RedisSource(store), tmp_path / pages, now_ms=DAY0 + 24 * HOUR)
+        page.feed(written.read_text(encoding="utf-8"))
         assert page.kpis["median first response"] == ("7 s" if pages == "one" else "19 s")

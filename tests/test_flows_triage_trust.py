@@ -198,7 +198,7 @@ async def test_agent_corrections_become_labels_the_model_trains_on(redis: aiored
     assert label.data["text"].startswith("The cartons arrived")
 
     # kept the way the engine keeps notices: in the conversation's transcript
-    store = Store(redis)
+    store = Store(redis, partitions=8)
     conv = chat.conversation
     assert conv is not None
     ops = store.save_ops(conv, None) + store.transcript_ops(conv.id, label)

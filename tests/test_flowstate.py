@@ -15,8 +15,8 @@ async def test_typed_state_is_stored_as_a_map_and_read_back(redis: aioredis.Redi
     sla = flow_state(conversation, "sla", SlaState)
     sla.epoch = 2
     sla.events.append(SlaEvent(kind="first_response", level="breach", urgency="urgent", due_ms=5, at_ms=9))
-    store = Store(redis)
-    await commit(redis, Store.save_ops(conversation, None))
+    store = Store(redis, partitions=8)
+    await commit(redis, store.save_ops(conversation, None))
     loaded = await store.get("abc-1")
     assert loaded is not None and isinstance(loaded.data["sla"], dict)  # plain data in Redis
     again = read_state(loaded, "sla", SlaState)

@@ -46,7 +46,7 @@ async def test_backfill_an_existing_redis_then_export_and_erase(redis_url: str, 
     assert sorted((r["ref"], r["conversation_id"]) for r in await rows(url, "refs")) == [
         ("email:<gone@example.com>", "dropped-1"), ("slack:C0AGENTS:1700000000.000100", conversation.id)]
     assert not await redis.exists(keys.ref("email:<gone@example.com>"))  # its conversation is gone: SQL has it
-    assert await redis.smembers(keys.conversation_refs(conversation.id)) == {b"slack:C0AGENTS:1700000000.000100"}
+    assert await redis.smembers(keys.conversation_refs(conversation.id, 8)) == {b"slack:C0AGENTS:1700000000.000100"}
     customer = sorted(m["text"] for m in await rows(url, "messages") if m["kind"] == "customer")
     assert customer == ["Invoice 99 please", "Where is my order 12?"]
     assert len(await rows(url, "conversations")) == 2

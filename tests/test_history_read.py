@@ -96,9 +96,9 @@ async def test_export_then_erase_leaves_nothing_behind(history_url: str, redis_u
         assert kept is not None
         # thread refs naming the conversation: one as the bridge writes them (with the
         # conversation's ref set), one as an older bridge did (no set); one naming the other's
-        await commit(b.redis, Store.ref_ops("slack:C1:1700000000.000100", conversation.id))
+        await commit(b.redis, Store.ref_ops("slack:C1:1700000000.000100", conversation.id, 8))
         await b.redis.set(keys.ref("email:<old-thread@example.org>"), conversation.id)
-        await commit(b.redis, Store.ref_ops("slack:C1:1700000000.000200", kept.id))
+        await commit(b.redis, Store.ref_ops("slack:C1:1700000000.000200", kept.id, 8))
 
         response = await b.http.get(f"{b.url}/api/v1/contacts/{conversation.contact_id}/export", headers=AUTH)
         assert response.status == 200
@@ -262,7 +262,7 @@ async def test_an_erasure_between_an_engine_read_and_its_commit_is_not_written_b
             response = await b.post(f"/api/v1/contacts/{erased.contact_id}/erase", headers=AUTH)  # in between
             assert response.status == 200, await response.text()
             await handled(batch, revs)
-            assert not await b.redis.exists(keys.conversation(erased.id), keys.transcript(erased.id))
+            assert not await b.redis.exists(keys.conversation(erased.id, 8), keys.transcript(erased.id, 8))
 
             await handled(await read(pending=True))  # as the engine reads its own unacked entries again
         finally:

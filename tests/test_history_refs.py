@@ -81,7 +81,7 @@ async def forget_threads(redis: aioredis.Redis) -> None:
 async def ref_keys(redis: aioredis.Redis) -> list[str]:
     """Thread refs and ref sets that stay in Redis (a ref loaded back from SQL expires)."""
     found = []
-    for pattern in (keys.ref("*"), keys.conversation_refs("*")):
+    for pattern in (keys.ref("*"), keys.PREFIX + "refs:*"):
         async for key in redis.scan_iter(match=pattern, count=1000):
             if await redis.ttl(key) < 0:
                 found.append(key.decode())

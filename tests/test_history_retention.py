@@ -73,11 +73,11 @@ async def resolved_and_recorded(b: RunningBridge, customer: str) -> Conversation
 
 
 async def _status(redis: aioredis.Redis, conversation_id: str, status: str) -> bool:
-    return await redis.zscore(keys.CONVERSATIONS_BY_STATUS + status, conversation_id) is not None
+    return await redis.zscore(keys.status_index(conversation_id, status, 8), conversation_id) is not None
 
 
 async def _gone(redis: aioredis.Redis, conversation_id: str) -> bool:
-    return not await redis.exists(keys.conversation(conversation_id), keys.transcript(conversation_id))
+    return not await redis.exists(keys.conversation(conversation_id, 8), keys.transcript(conversation_id, 8))
 
 
 async def _keys(redis: aioredis.Redis) -> int:

@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from adapters.api.adapter import dedupe_key
 from bridge import keys, schema
 from bridge.errors import BridgeError
-from bridge.model import Message, encode, partition_of
+from bridge.model import Conversation, Message, address_hash, encode, encode_record, partition_of
+from bridge.store import Store
 from tests.harness import running_bridge
 from tests.test_api_e2e import AUTH, ENV, api_config
 from tests.test_cli import bridge_cli, write
@@ -25,6 +26,11 @@ P = 8  # the default engine.partitions, as the tests' config leaves it
 def legacy(kind: str, partition: int) -> str:
     """A schema-1 name, as the older version wrote it."""
     return f"bridge:{kind}:{partition}"
+
+
+async def _with_messages(store: Store, address: str, count: int) -> Conversation | None:
+    found = await store.for_address("api", address)
+    return found if found is not None and found.messages >= count else None
 
 
 def customer(address: str, text: str, message_id: str) -> Message:
@@ -47,6 +53,14 @@ async def write_first_layout(redis: aioredis.Redis) -> dict[str, Message]:
     await redis.xreadgroup(keys.ENGINE_GROUP, "old-worker", {legacy("in", partition_of(read.partition_key, P)): ">"},
                            count=1)
     await redis.zadd(legacy("timers", 3), {b"a timer's command": 4_102_444_800_000})
+    # a customer who wrote before the upgrade: their conversation, its transcript and pointer
+    h = address_hash("api", "up-back")
+    before = Conversation(id=f"{h}-1", channel="api", address="up-back", messages=1, created_ms=1, updated_ms=1)
+    await redis.set(f"bridge:conv:{before.id}", encode_record(before))
+    await redis.rpush(f"bridge:transcript:{before.id}", encode(customer("up-back", "Hello?", "m0")))
+    await redis.set("bridge:addr:api:up-back", before.id)
+    await redis.set(f"bridge:convseq:{h}", 1)
+    await redis.zadd("bridge:convs:open", {before.id: 1})
     await redis.xadd(keys.DEAD_LETTERS, {"stream": legacy("in", partition_of(dead.partition_key, P)),
                                          "group": keys.ENGINE_GROUP, "id": "1-0", "reason": "step failed",
                                          "at_ms": 1, "lane": "", "m": encode(dead)}, id="5-0")
@@ -72,10 +86,22 @@ async def test_an_older_versions_data_is_upgraded_at_start_and_nothing_is_lost_o
         timers = await redis.zrange(keys.timers(3, P), 0, -1, withscores=True)
         assert timers == [(b"a timer's command", 4_102_444_800_000.0)]
         assert [len(webhook.texts_for(a)) for a in ("up-read", "up-unread", "up-dead")] == [1, 1, 1]
+        # the customer who wrote before is in the agents' list, and goes on in the same
+        # conversation, its transcript whole
+        before = f"{address_hash('api', 'up-back')}-1"
+        assert before in [c.id for c in await b.store.list("open")]
+        await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": "up-back", "message_id": "m1",
+                                                             "text": "Still waiting for order 44"})
+        back = await b.wait_for(lambda: _with_messages(b.store, "up-back", 2), what="the second message kept")
+        assert back.id == before
+        assert [m.text for m in await b.store.transcript(back.id) if m.kind == "customer"] == [
+            "Hello?", "Still waiting for order 44"]
     names = {key.decode() async for key in redis.scan_iter(match="bridge:*")}
     assert [n for n in names if n.split(":")[-1].isdigit() and n.split(":")[1] in ("in", "outbox", "timers")] == []
+    families = ("conv", "transcript", "addr", "convseq", "refs")
+    assert [n for n in names if n.split(":")[1] in families and not n.split(":")[2].startswith("{")] == []
     seen = [n for n in names if n.startswith("bridge:seen:")]
-    assert len(seen) == 2 and all(n.startswith("bridge:seen:bridge:in:{") for n in seen)
+    assert len(seen) == 3 and all(n.startswith("bridge:seen:bridge:in:{") for n in seen)  # the new message's too
     assert await redis.hget(keys.META, "schema") == str(schema.SCHEMA).encode()
 
 

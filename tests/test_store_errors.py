@@ -26,7 +26,7 @@ async def test_a_stopped_redis_is_store_unavailable_everywhere(tmp_path: Path) -
     server = RedisServer(tmp_path, port=free_port(), aof=True)
     server.start()
     client = _client(server.url)
-    bus, store = Bus(client, partitions=4), Store(client)
+    bus, store = Bus(client, partitions=4), Store(client, partitions=4)
     message = Message(kind="customer", channel="api", address="c1", text="hello", dedupe_key="k1")
     assert await bus.publish(message) is True
     server.stop()
@@ -79,7 +79,7 @@ async def test_a_replica_cut_off_from_its_primary_is_store_unavailable(tmp_path:
         await client.config_set("replica-serve-stale-data", "no")
         primary.stop()
         await wait_for(lambda: _link_down(client), 10, "the replica to lose its primary")
-        for call in (lambda: Store(client).get("abc-1"), lambda: RedisState(client, "api").get("offset")):
+        for call in (lambda: Store(client, partitions=4).get("abc-1"), lambda: RedisState(client, "api").get("offset")):
             with pytest.raises(StoreUnavailable) as caught:
                 await call()
             assert "Redis unavailable" in str(caught.value)

@@ -28,12 +28,11 @@ class UnknownContact(LookupError):
 
 @db.typed_record_errors
 class Privacy:
-    def __init__(self, *, store: Store, bus: Bus, history: AsyncEngine | None, partitions: int) -> None:
+    def __init__(self, *, store: Store, bus: Bus, history: AsyncEngine | None) -> None:
         self.store = store
         self.bus = bus
         self.history = history
         self.reader = Reader(history) if history is not None else None
-        self.partitions = partitions
 
     async def _contact(self, contact_id: str) -> tuple[Contact, Contact | None, Contact | None]:
         in_redis = await self.store.contact(contact_id, archive=False)
@@ -103,7 +102,7 @@ class Privacy:
         ids = list(dict.fromkeys(redis_ids + sql_ids))
         needles = [*ids, contact.id, contact.email, *(a.partition(":")[2] for a in contact.addresses)]
         counts = {"conversations": len(ids), "stream_entries": await self.bus.scrub(needles)}
-        counts["redis_keys"] = await self.store.erase_contact(contact, ids, self.partitions)
+        counts["redis_keys"] = await self.store.erase_contact(contact, ids)
         if self.history is not None:
             counts.update(await self._erase_sql(contact, ids, by))
         return counts

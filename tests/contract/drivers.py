@@ -102,7 +102,7 @@ class Driver(abc.ABC):
             self.health.append((state, detail))
 
         return AdapterContext(publish=self.bus.publish, state=RedisState(self.redis, channel),
-                              conversations=Store(self.redis), fanout=RedisFanout(self.redis),
+                              conversations=Store(self.redis, partitions=PARTITIONS), fanout=RedisFanout(self.redis),
                               report_health=report, public_url=self.web_url)
 
     async def serve(self) -> None:
