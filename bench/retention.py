@@ -114,7 +114,7 @@ async def _no_customer_left(redis: aioredis.Redis) -> bool:
     for pattern in CUSTOMER_KEYS:
         async for _ in redis.scan_iter(match=pattern, count=1000):
             return False
-    return int(await redis.xlen(keys.queue("default"))) == 0
+    return not await Store(redis, partitions=8).queued("default")
 
 
 async def _expiring_mb(redis: aioredis.Redis) -> float:

@@ -27,7 +27,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from bridge import keys
 from bridge.errors import NotReplicated
 from bridge.lease import Leases
-from bridge.model import Message, decode, encode, new_id, now_ms, partition_of
+from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, partition_of
 from bridge.ops import Ops, frame_ops, pack, text, variadic, written_keys
 from bridge.storeerrors import typed_store_errors
 
@@ -538,7 +538,7 @@ class Bus:
         """Ops that move one entry to the dead-letter stream and ack it at the source.
         ``lane`` names the outbound address whose later sends wait behind it (replayed together)."""
         return [
-            ["XADD", keys.DEAD_LETTERS, "MAXLEN", "~", self.dead_letter_max_len, "*",
+            ["XADD", keys.dead_letters(stream), "MAXLEN", "~", self.dead_letter_max_len, "*",
              "stream", stream, "group", group, "id", entry.id, "reason", reason[:2000],
              "at_ms", now_ms(), "lane", lane, "m", entry.payload or b""],
             ["XACK", stream, group, entry.id],
@@ -550,13 +550,28 @@ class Bus:
         log.warning("dead-lettered", extra={"stream": stream, "entry": entry.id, "reason": reason})
         await self.commit(self.dead_letter_ops(stream, group, entry, reason), leases=leases, owner=owner)
 
+    async def dead_letter_streams(self) -> list[str]:
+        return sorted([key.decode() async for key in self.redis.scan_iter(match=keys.DEAD_LETTER_STREAMS,
+                                                                            count=1000, _type="stream")])
+
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
-        rows = await self.redis.xrange(keys.DEAD_LETTERS, count=count)
+        """The oldest ``count`` dead letters of every stream, oldest first. Each one's
+        ``dlq_id`` names its source stream and its entry: ``in:{3.1}/1700000000000-0``."""
+        streams = await self.dead_letter_streams()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.xrange(stream, count=count)
+            pages = await pipe.execute()
+        entries = [(entry_order(entry_id), stream, entry_id, fields)
+                   for stream, page in zip(streams, pages, strict=True) for entry_id, fields in page]
         out = []
-        for entry_id, fields in rows:
+        for _, stream, entry_id, fields in sorted(entries, key=lambda e: e[0])[:count]:
             row = {k.decode(): v for k, v in fields.items()}
+            source = stream.removeprefix(keys.dead_letters(""))
             out.append({
-                "dlq_id": entry_id.decode(),
+                "dlq_id": f"{source.removeprefix(keys.PREFIX)}/{entry_id.decode()}",
+                "dlq_stream": stream,
+                "dlq_entry": entry_id.decode(),
                 "stream": row.get("stream", b"").decode(),
                 "group": row.get("group", b"").decode(),
                 "id": row.get("id", b"").decode(),
@@ -576,11 +591,11 @@ class Bus:
         mark that tells the dispatcher the lane may go on."""
         chosen = self._with_lanes(await self.dead_letters(count=1_000_000), dlq_ids)
         replayable = [r for r in chosen if r["payload"] and r["stream"]]
-        if replayable:
+        for rows in _by_stream(replayable).values():  # one transaction per stream: its letters share its slot
             async with self.redis.pipeline(transaction=True) as pipe:
-                for row in replayable:
+                for row in rows:
                     pipe.xadd(row["stream"], {keys.PAYLOAD_FIELD: row["payload"], keys.REPLAY_FIELD: b"1"})
-                    pipe.xdel(keys.DEAD_LETTERS, row["dlq_id"])
+                    pipe.xdel(row["dlq_stream"], row["dlq_entry"])
                 await pipe.execute()
         return len(replayable)
 
@@ -592,14 +607,15 @@ class Bus:
         dropped = [r for r in rows if r["dlq_id"] in wanted]
         left = {(r["stream"], r["lane"]) for r in rows if r["dlq_id"] not in wanted and r["lane"]}
         released = {(r["stream"], r["lane"]) for r in dropped if r["lane"]} - left
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for row in dropped:
-                pipe.xdel(keys.DEAD_LETTERS, row["dlq_id"])
-            for stream, lane in sorted(released):
-                release = Message(kind="command", channel=stream.removeprefix(keys.outbound("")), name=RELEASE_LANE,
-                                  data={"lane": lane})
-                pipe.xadd(stream, {keys.PAYLOAD_FIELD: encode(release), keys.REPLAY_FIELD: b"1"})
-            await pipe.execute()
+        for stream, rows in _by_stream(dropped).items():  # one transaction per stream, as for replay
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for row in rows:
+                    pipe.xdel(row["dlq_stream"], row["dlq_entry"])
+                for lane in sorted(lane for s, lane in released if s == stream):
+                    release = Message(kind="command", channel=stream.removeprefix(keys.outbound("")),
+                                      name=RELEASE_LANE, data={"lane": lane})
+                    pipe.xadd(stream, {keys.PAYLOAD_FIELD: encode(release), keys.REPLAY_FIELD: b"1"})
+                await pipe.execute()
         return len(dropped)
 
     @staticmethod
@@ -651,6 +667,13 @@ class Bus:
         return int(await self._fire_timers(keys=[keys.timers(partition, self.partitions),
                                                  keys.inbound(partition, self.partitions)],
                                            args=[now, limit]))
+
+
+def _by_stream(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row["stream"], []).append(row)
+    return grouped
 
 
 def _text(value: Any) -> str:

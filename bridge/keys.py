@@ -19,7 +19,6 @@ PAYLOAD_FIELD = "m"  # the one field of a stream entry: the encoded Message
 REPLAY_FIELD = "r"  # set on entries an operator put back from the dead letters
 
 META = PREFIX + "meta"  # hash: partitions, schema (bridge.schema)
-DEAD_LETTERS = PREFIX + "dlq"  # stream of entries that could not be handled
 WORKERS = PREFIX + "workers"  # zset: worker id -> heartbeat expiry (ms)
 HEALTH = PREFIX + "health"  # hash: channel -> encoded health record
 FANOUT = PREFIX + "fanout:"  # + topic: pub/sub channel
@@ -51,13 +50,14 @@ def outbound(channel: str) -> str:
     return f"{PREFIX}out:{channel}"
 
 
-QUEUE_MAX_LEN = 100_000  # routine cases kept per queue stream (roughly; older ones are trimmed)
+QUEUE_MAX_LEN = 100_000  # routine cases kept per queue, over its partitions (roughly; older ones are trimmed)
 
 
-def queue(name: str) -> str:
-    """Stream of routine cases filed in an email queue (the team's list; capped, and with
-    history on, cases older than ``history.keep_in_redis_days`` go: SQL has them)."""
-    return f"{PREFIX}queue:{name}"
+def queue(name: str, partition: int, partitions: int) -> str:
+    """Stream of the routine cases one partition filed in an email queue (the team's list,
+    read across partitions; capped, and with history on, cases older than
+    ``history.keep_in_redis_days`` go: SQL has them)."""
+    return f"{PREFIX}queue:{partition_tag(partition, partitions)}:{name}"
 
 
 def outbox(partition: int, partitions: int) -> str:
@@ -67,6 +67,15 @@ def outbox(partition: int, partitions: int) -> str:
 
 
 OUTBOX_KEEP = 0  # acknowledged outbox entries are of no further use: each trim removes them all
+
+
+def dead_letters(stream: str) -> str:
+    """Stream of the entries of ``stream`` that could not be handled (in its slot: a
+    replay puts them back and deletes them in one transaction)."""
+    return f"{PREFIX}dlq:{stream}"
+
+
+DEAD_LETTER_STREAMS = PREFIX + "dlq:*"  # matches every dead-letter stream (SCAN)
 
 
 def dedupe(stream: str, dedupe_key: str) -> str:

@@ -142,6 +142,13 @@ def conversation_number(conversation_id: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
+def entry_order(entry_id: bytes) -> tuple[int, int]:
+    """A Redis stream entry id as (ms, sequence): ids of several streams compare in the
+    order Redis gave them (to the millisecond)."""
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
 def partition_of(key_hash: str, partitions: int) -> int:
     """The partition of an address hash (any other text, such as an id a test or an older
     system made, gets one from its digest: never an error)."""

@@ -12,7 +12,9 @@ Versions (``schema`` in ``bridge:meta``; data written before it was kept has non
    and counter carry the partition's hash tag (`bridge.keys.partition_tag`), so each lives
    in the partition's Redis Cluster slot: ``bridge:in:3`` is ``bridge:in:{3.1}``,
    ``bridge:conv:<id>`` is ``bridge:conv:{3.1}:<id>``; the status indexes are one zset per
-   status and partition (``bridge:convs:{3.1}:open``).
+   status and partition (``bridge:convs:{3.1}:open``), and so are the email queues' streams
+   (``bridge:queue:{3.1}:billing``; the cases filed before go to partition 0's); dead
+   letters sit beside their source stream (``bridge:dlq:bridge:in:{3.1}``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from redis.asyncio import Redis
 
 from bridge import keys
 from bridge.errors import BridgeError
-from bridge.model import new_id
+from bridge.model import entry_order, new_id
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ async def _upgrade(redis: Redis, partitions: int, version: int, token: str, leas
 
 # -- 1 -> 2 ----------------------------------------------------------------------------
 
+_LEGACY_DEAD_LETTERS = keys.PREFIX + "dlq"  # one stream for every source
 _LEGACY_STREAM = re.compile(rf"^{re.escape(keys.PREFIX)}(in|outbox|timers):(\d+)$")
 
 
@@ -187,7 +190,12 @@ async def _tag_partitions(redis: Redis, partitions: int, renew: Callable[[], Awa
 
     moved += await _rename_scanned(redis, f"{keys.PREFIX}addr:", pointer, renew)
     moved += await _split_status_indexes(redis, partitions, renew)
-    await _rewrite_dead_letters(redis, partitions)
+
+    def queue(rest: str) -> str | None:  # a queue's cases so far: all in its partition 0's stream
+        return keys.queue(rest, 0, partitions) if not rest.startswith("{") else None
+
+    moved += await _rename_scanned(redis, f"{keys.PREFIX}queue:", queue, renew)
+    await _split_dead_letters(redis, partitions)
     return moved
 
 
@@ -265,18 +273,22 @@ async def _rename(redis: Redis, renames: list[tuple[str, str]], *, strict: bool)
     return sum(1 for ok in done if ok == 1)
 
 
-async def _rewrite_dead_letters(redis: Redis, partitions: int) -> None:
-    """Dead letters name their source stream, where a replay puts them back: renamed streams
-    are named anew, each letter keeping its id (the ids operators have been shown)."""
-    rows = await redis.xrange(keys.DEAD_LETTERS)
-    if not any(_tagged(fields.get(b"stream", b"").decode(), partitions) for _, fields in rows):
-        return
-    draft = keys.DEAD_LETTERS + ":upgrading"
-    await redis.delete(draft)
-    for start in range(0, len(rows), _CHUNK):
+async def _split_dead_letters(redis: Redis, partitions: int) -> None:
+    """The one dead-letter stream becomes one beside each source stream (in its slot), each
+    letter naming its source by its new name and keeping its entry id. A split started
+    again skips what it copied (ids only grow in a stream)."""
+    rows = await redis.xrange(_LEGACY_DEAD_LETTERS)
+    targets: dict[str, list[tuple[bytes, dict[bytes, bytes]]]] = {}
+    for entry_id, fields in rows:
+        stream = fields.get(b"stream", b"").decode()
+        source = _tagged(stream, partitions) or stream
+        targets.setdefault(keys.dead_letters(source), []).append((entry_id, {**fields, b"stream": source.encode()}))
+    for target, entries in targets.items():
+        last = await redis.xrevrange(target, count=1)
+        done = entry_order(last[0][0]) if last else (-1, -1)
         async with redis.pipeline(transaction=False) as pipe:
-            for entry_id, fields in rows[start:start + _CHUNK]:
-                stream = fields.get(b"stream", b"").decode()
-                pipe.xadd(draft, {**fields, b"stream": _tagged(stream, partitions) or stream}, id=entry_id)
+            for entry_id, fields in entries:
+                if entry_order(entry_id) > done:
+                    pipe.xadd(target, fields, id=entry_id)
             await pipe.execute()
-    await redis.rename(draft, keys.DEAD_LETTERS)
+    await redis.delete(_LEGACY_DEAD_LETTERS)

@@ -25,15 +25,23 @@ async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
     streams: list[str] = []
     async for key in redis.scan_iter(match=keys.PREFIX + "*", count=1000, _type="stream"):
         streams.append(_text(key))
-    rows = []
-    for stream in sorted(streams, key=_stream_order):
+    dead = [s for s in streams if s.startswith(keys.dead_letters(""))]  # counted together, not listed
+    queues: dict[str, int] = {}  # a queue's partitions' streams: one row, the cases they hold
+    for stream in [s for s in streams if s.startswith(keys.PREFIX + "queue:")]:
+        name = f"{keys.PREFIX}queue:{keys.tagged_id(stream)}"
+        queues[name] = queues.get(name, 0) + int(await redis.xlen(stream))
+        streams.remove(stream)
+    rows: list[dict[str, Any]] = [{"stream": name, "length": length, "groups": []}
+                                  for name, length in queues.items()]
+    for stream in sorted(set(streams) - set(dead), key=_stream_order):
         length = int(await redis.xlen(stream))
         groups = []
-        for group in await redis.xinfo_groups(stream) if stream != keys.DEAD_LETTERS else []:
+        for group in await redis.xinfo_groups(stream):
             info = {_text(k): _text(v) for k, v in group.items()}
             groups.append({"group": info["name"], "pending": int(info.get("pending", 0)),
                            "lag": info.get("lag"), "consumers": int(info.get("consumers", 0))})
         rows.append({"stream": stream, "length": length, "groups": groups})
+    rows.sort(key=lambda row: _stream_order(row["stream"]))
     health = {_text(k): json.loads(v) for k, v in (await redis.hgetall(keys.HEALTH)).items()}
     partitions = await redis.hget(keys.META, "partitions")
     waiting, oldest_s = await backlog(Bus(redis, partitions=int(partitions or 1)), int(partitions or 0), now_ms())
@@ -42,7 +50,7 @@ async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
         "history": {"waiting": waiting, "oldest_age_s": round(oldest_s, 1)},
         "redis": await describe(redis, settings.redis),
         "streams": rows,
-        "dead_letters": int(await redis.xlen(keys.DEAD_LETTERS)),
+        "dead_letters": sum([int(await redis.xlen(stream)) for stream in dead]),
         "adapters": health,
         "partitions": int(partitions) if partitions else None,
         "conversations": {s: await store.count_with_status(s) for s in keys.STATUSES},

@@ -38,6 +38,7 @@ from bridge.model import (
     decode_conversation,
     encode,
     encode_record,
+    entry_order,
     new_id,
     now_ms,
     partition_of,
@@ -261,8 +262,18 @@ class Store:
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in queues:
-                pipe.xtrim(keys.queue(name), minid=max(0, before_ms))
+                for p in range(self.partitions):
+                    pipe.xtrim(keys.queue(name, p, self.partitions), minid=max(0, before_ms))
             return sum(int(n) for n in await pipe.execute())
+
+    async def queued(self, name: str) -> builtins.list[Message]:
+        """Every case filed in email queue ``name`` that Redis holds, oldest first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.xrange(keys.queue(name, p, self.partitions))
+            pages = await pipe.execute()
+        entries = heapq.merge(*pages, key=lambda entry: entry_order(entry[0]))
+        return [decode(fields[keys.PAYLOAD_FIELD.encode()]) for _, fields in entries]
 
     async def contact_records(self, contact_ids: builtins.list[str]) -> builtins.list[bytes | None]:
         """Contacts as stored (retention compares them with SQL before dropping them)."""
@@ -488,8 +499,8 @@ class Store:
         for out in effects.outbound:
             ops.append(("XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, text(encode(out))))
         for queue, case in effects.queued:
-            ops.append(["XADD", keys.queue(queue), "MAXLEN", "~", keys.QUEUE_MAX_LEN, "*",
-                        keys.PAYLOAD_FIELD, encode(case)])
+            ops.append(["XADD", keys.queue(queue, effects.partition, effects.partitions),
+                        "MAXLEN", "~", keys.QUEUE_MAX_LEN // effects.partitions, "*", keys.PAYLOAD_FIELD, encode(case)])
         for due_ms, command in effects.timers:
             ops.append(["ZADD", keys.timers(effects.partition, effects.partitions), due_ms, encode(command)])
         for ref in effects.refs:

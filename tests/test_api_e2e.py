@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge import keys
-from bridge.model import decode
 from tests.harness import running_bridge
 from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
 
@@ -52,9 +50,7 @@ async def test_routine_message_is_acknowledged_and_queued(redis_url: str, webhoo
         conversation = await b.store.for_address("api", "cust-2")
         assert conversation is not None and conversation.urgency == "routine"
         assert "24 hours" in ack and conversation.id in ack
-        entries = await b.redis.xrange(keys.queue("default"))
-        assert len(entries) == 1
-        case = decode(entries[0][1][b"m"])
+        (case,) = await b.store.queued("default")
         assert case.conversation_id == conversation.id
         assert case.address == "support@example.com"
         assert case.text == "Could you send me the invoice for May?"

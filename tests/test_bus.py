@@ -117,6 +117,35 @@ async def test_dead_letters_keep_the_reason_and_can_be_replayed(redis: aioredis.
     assert decode(again.payload or b"").text == "poison"
 
 
+async def test_dead_letters_sit_beside_their_streams_and_list_together_oldest_first(redis: aioredis.Redis) -> None:
+    """Each stream's dead letters are kept in its slot (Redis Cluster: a replay is one
+    transaction); a list shows every stream's, oldest first, each id naming its stream."""
+    bus = Bus(redis, partitions=4)
+    messages = [customer(f"c{i}", f"poison {i}") for i in range(12)]
+    streams = sorted({bus.inbound_stream(m) for m in messages})
+    assert len(streams) > 1
+    for stream in streams:
+        await bus.ensure_group(stream, "g")
+    for message in messages:
+        await bus.publish(message)
+        stream = bus.inbound_stream(message)
+        (entry,) = await bus.read([stream], "g", "w", count=1, block_ms=None)
+        await bus.dead_letter(stream, "g", entry, f"failed: {message.text}")
+        await asyncio.sleep(0.002)  # oldest first to the millisecond: ids of two streams tie within one
+    rows = await bus.dead_letters()
+    assert [r["reason"] for r in rows] == [f"failed: poison {i}" for i in range(12)]
+    assert all(r["dlq_id"].startswith(r["stream"].removeprefix(keys.PREFIX) + "/") for r in rows)
+    assert sorted(await bus.dead_letter_streams()) == [keys.dead_letters(s) for s in streams]
+    assert [r["reason"] for r in await bus.dead_letters(count=2)] == ["failed: poison 0", "failed: poison 1"]
+    assert await bus.replay([rows[0]["dlq_id"], rows[5]["dlq_id"]]) == 2
+    for i in (0, 5):
+        stream = bus.inbound_stream(messages[i])
+        (back,) = await bus.read([stream], "g", "w", count=1, block_ms=None)
+        assert decode(back.payload or b"").text == f"poison {i}"
+    assert await bus.drop([r["dlq_id"] for r in rows[1:3]]) == 2
+    assert len(await bus.dead_letters()) == 8
+
+
 async def test_a_retried_commit_is_applied_once(redis: aioredis.Redis) -> None:
     """The reply of a commit can be lost after Redis ran it (a restart, a cut connection);
     redis-py then sends it again. The second run must change nothing."""

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from bridge import keys
+from bridge.bus import Bus
 from tests.harness import wait_for
 from tests.proc import BridgeProcess
 from tests.test_api_e2e import AUTH, ENV, api_config
@@ -135,7 +136,7 @@ async def test_a_message_that_kills_every_worker_ends_in_the_dead_letters(
         assert await bridge.wait_exit(20) == -signal.SIGKILL
         await bridge.start(failpoints="engine.before_commit")
     try:
-        rows = await wait_for(lambda: redis.xrange(keys.DEAD_LETTERS), 20, "the dead letter")
-        assert b"delivered 3 times without being handled" in rows[0][1][b"reason"]
+        rows = await wait_for(lambda: Bus(redis, partitions=8).dead_letters(), 20, "the dead letter")
+        assert "delivered 3 times without being handled" in rows[0]["reason"]
     finally:
         await bridge.stop(signal.SIGKILL)

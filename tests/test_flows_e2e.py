@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge import keys
 from bridge.model import now_ms
 from tests.harness import Clock, running_bridge
 from tests.test_flows_helpers import FAQ
@@ -46,7 +45,7 @@ async def test_faq_answered_in_russian_without_a_ticket(redis_url: str, webhook:
         assert answer.startswith("На все компоненты действует гарантия производителя")
         assert "Нажмите кнопку, чтобы связаться с сотрудником." in answer
         assert webhook.messages[0]["buttons"] == [{"label": "Связаться с сотрудником", "value": "handoff"}]
-        assert await b.redis.xlen(keys.queue("default")) == 0
+        assert await b.store.queued("default") == []
         conversation = await b.store.for_address("api", "ru-1")
         assert conversation is not None and conversation.language == "ru"
 

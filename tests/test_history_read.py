@@ -269,7 +269,7 @@ async def test_an_erasure_between_an_engine_read_and_its_commit_is_not_written_b
             await engine.leases.stop()
         assert await b.store.for_address("api", customer) is None
         assert await read(pending=True) == []
-        assert not await b.redis.exists(keys.DEAD_LETTERS)
+        assert await b.bridge.bus.dead_letters() == []
         redis_text = await keyspace_text(b.redis)
         for item in [name, email, text, "Lieferadresse", erased.id]:
             assert item not in redis_text, item
@@ -311,7 +311,7 @@ async def test_records_an_erasure_deleted_while_read_and_not_yet_written_are_ack
         finally:
             projector.stop()
             await finished(run)
-        assert not await b.redis.exists(keys.DEAD_LETTERS)
+        assert await b.bridge.bus.dead_letters() == []
         assert {r["id"] for r in await rows(history_url, "conversations")} == {stays.id}
 
 
@@ -358,7 +358,7 @@ async def test_replies_an_erasure_deleted_while_read_and_not_yet_sent_are_acknow
             dispatcher.stop()
             await finished(run)
         assert "refund" not in json.dumps(webhook.received)
-        assert not await b.redis.exists(keys.DEAD_LETTERS)
+        assert await b.bridge.bus.dead_letters() == []
 
 
 async def test_the_record_away_or_not_created_answers_503_saying_so(redis_url: str, webhook: WebhookReceiver,

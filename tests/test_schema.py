@@ -61,7 +61,9 @@ async def write_first_layout(redis: aioredis.Redis) -> dict[str, Message]:
     await redis.set("bridge:addr:api:up-back", before.id)
     await redis.set(f"bridge:convseq:{h}", 1)
     await redis.zadd("bridge:convs:open", {before.id: 1})
-    await redis.xadd(keys.DEAD_LETTERS, {"stream": legacy("in", partition_of(dead.partition_key, P)),
+    filed = Message(kind="reply", channel="email", address="support@example.com", text="A case filed before")
+    await redis.xadd("bridge:queue:default", {keys.PAYLOAD_FIELD: encode(filed)})
+    await redis.xadd("bridge:dlq", {"stream": legacy("in", partition_of(dead.partition_key, P)),
                                          "group": keys.ENGINE_GROUP, "id": "1-0", "reason": "step failed",
                                          "at_ms": 1, "lane": "", "m": encode(dead)}, id="5-0")
     return {"read": read, "unread": unread, "dead": dead}
@@ -80,12 +82,14 @@ async def test_an_older_versions_data_is_upgraded_at_start_and_nothing_is_lost_o
         # the dead letter names the renamed stream and keeps its id: replayed, it is answered
         (letter,) = await b.bridge.bus.dead_letters()
         dead = left["dead"]
-        assert (letter["dlq_id"], letter["stream"]) == ("5-0", keys.inbound(partition_of(dead.partition_key, P), P))
-        assert await b.bridge.bus.replay(["5-0"]) == 1
+        source = keys.inbound(partition_of(dead.partition_key, P), P)
+        assert (letter["dlq_id"], letter["stream"]) == (f"{source.removeprefix('bridge:')}/5-0", source)
+        assert await b.bridge.bus.replay([letter["dlq_id"]]) == 1
         await b.wait_for(lambda: webhook.texts_for("up-dead"), what="the replayed letter's answer")
         timers = await redis.zrange(keys.timers(3, P), 0, -1, withscores=True)
         assert timers == [(b"a timer's command", 4_102_444_800_000.0)]
         assert [len(webhook.texts_for(a)) for a in ("up-read", "up-unread", "up-dead")] == [1, 1, 1]
+        assert [case.text for case in await b.store.queued("default")][0] == "A case filed before"
         # the customer who wrote before is in the agents' list, and goes on in the same
         # conversation, its transcript whole
         before = f"{address_hash('api', 'up-back')}-1"
@@ -98,8 +102,9 @@ async def test_an_older_versions_data_is_upgraded_at_start_and_nothing_is_lost_o
             "Hello?", "Still waiting for order 44"]
     names = {key.decode() async for key in redis.scan_iter(match="bridge:*")}
     assert [n for n in names if n.split(":")[-1].isdigit() and n.split(":")[1] in ("in", "outbox", "timers")] == []
-    families = ("conv", "transcript", "addr", "convseq", "refs")
+    families = ("conv", "transcript", "addr", "convseq", "refs", "convs", "queue")
     assert [n for n in names if n.split(":")[1] in families and not n.split(":")[2].startswith("{")] == []
+    assert "bridge:dlq" not in names
     seen = [n for n in names if n.startswith("bridge:seen:")]
     assert len(seen) == 3 and all(n.startswith("bridge:seen:bridge:in:{") for n in seen)  # the new message's too
     assert await redis.hget(keys.META, "schema") == str(schema.SCHEMA).encode()
