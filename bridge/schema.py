@@ -55,6 +55,7 @@ async def prepare(redis: Redis, partitions: int, *, lease_ttl_s: float) -> None:
     stored, schema = await redis.eval(_FIRST_META, 1, keys.META, partitions, SCHEMA)
     _check_partitions(int(stored), partitions)
     version = _version(schema)
+    waiting = False
     while version < SCHEMA:
         token = new_id()
         if await redis.set(UPGRADING, token, nx=True, px=_UPGRADE_TTL_MS):
@@ -64,9 +65,12 @@ async def prepare(redis: Redis, partitions: int, *, lease_ttl_s: float) -> None:
                 if await redis.get(UPGRADING) == token.encode():
                     await redis.delete(UPGRADING)
         else:
-            log.info("another process is upgrading the data in Redis; waiting for it")
+            if not waiting:
+                log.info("another process is upgrading the data in Redis; waiting for it")
+                waiting = True
             await asyncio.sleep(0.5)
         version = _version(await redis.hget(keys.META, "schema"))
+    await _warn_of_older_writers(redis, partitions)
 
 
 async def check(redis: Redis, partitions: int) -> None:
@@ -136,6 +140,20 @@ def _tagged(name: str, partitions: int) -> str | None:
         return None
     build = {"in": keys.inbound, "outbox": keys.outbox, "timers": keys.timers}[kind]
     return build(partition, partitions)
+
+
+async def _warn_of_older_writers(redis: Redis, partitions: int) -> None:
+    """An inbound stream under its schema-1 name after the upgrade: a process of the older
+    version is still publishing there, and nothing reads it."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for p in range(partitions):
+            pipe.exists(f"{keys.PREFIX}in:{p}")
+        found = [f"{keys.PREFIX}in:{p}" for p, n in enumerate(await pipe.execute()) if n]
+    if found:
+        log.error("an inbound stream has its schema-1 name: a process of an older version is still writing "
+                  "messages there, and no engine of this version reads them; stop it, then move the entries "
+                  "into the stream of the same partition's new name (bridge:in:{p.n}) by hand",
+                  extra={"streams": found})
 
 
 async def _wait_for_older_processes(redis: Redis, partitions: int, lease_ttl_s: float) -> None:

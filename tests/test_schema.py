@@ -5,6 +5,7 @@ safely is refused, saying why."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,8 @@ async def test_an_older_versions_data_is_upgraded_at_start_and_nothing_is_lost_o
         timers = await redis.zrange(keys.timers(3, P), 0, -1, withscores=True)
         assert timers == [(b"a timer's command", 4_102_444_800_000.0)]
         assert [len(webhook.texts_for(a)) for a in ("up-read", "up-unread", "up-dead")] == [1, 1, 1]
-        assert [case.text for case in await b.store.queued("default")][0] == "A case filed before"
+        first_case, *_ = await b.store.queued("default")
+        assert first_case.text == "A case filed before"
         # the customer who wrote before is in the agents' list, and goes on in the same
         # conversation, its transcript whole
         before = f"{address_hash('api', 'up-back')}-1"
@@ -152,3 +154,14 @@ async def test_the_cli_refuses_an_older_layout_saying_how_to_upgrade(redis_url: 
     assert "older version of the bridge (schema 1, this version uses 2)" in result.stderr
     assert "start `bridge run` of this one once" in result.stderr
     assert await redis.exists(legacy("timers", 3)) == 1
+
+
+async def test_an_older_process_still_writing_after_the_upgrade_is_named(redis: aioredis.Redis,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    await schema.prepare(redis, P, lease_ttl_s=1)
+    await redis.xadd(legacy("in", 2), {keys.PAYLOAD_FIELD: encode(customer("late", "Hello?", "m1"))})
+    with caplog.at_level(logging.ERROR, logger="bridge.schema"):
+        await schema.prepare(redis, P, lease_ttl_s=1)
+    (record,) = caplog.records
+    assert "a process of an older version is still writing" in record.getMessage()
+    assert record.streams == ["bridge:in:2"]  # type: ignore[attr-defined]
