@@ -123,6 +123,7 @@ def timers(partition: int, partitions: int) -> str:
     return f"{PREFIX}timers:{partition_tag(partition, partitions)}"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def conversation_tag(conversation_id: str, partitions: int) -> str:
     """A conversation's keys sit in its partition's slot (the partition of the address its
     id was made from)."""
