@@ -33,7 +33,7 @@ async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
         streams.remove(stream)
     rows: list[dict[str, Any]] = [{"stream": name, "length": length, "groups": []}
                                   for name, length in queues.items()]
-    for stream in sorted(set(streams) - set(dead), key=_stream_order):
+    for stream in set(streams) - set(dead):
         length = int(await redis.xlen(stream))
         groups = []
         for group in await redis.xinfo_groups(stream):
@@ -59,7 +59,7 @@ async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
 
 def _stream_order(name: str) -> tuple[int, str, int]:
     kind = name[len(keys.PREFIX):].split(":", 1)[0]
-    order = {"in": 0, "out": 1, "outbox": 2, "queue": 3, "dlq": 4}.get(kind, 5)
+    order = {"in": 0, "out": 1, "outbox": 2, "queue": 3}.get(kind, 4)
     tail = name.rsplit(":", 1)[-1]
     partition = tail[1:].split(".", 1)[0] if tail.startswith("{") else ""  # a partition's tag: {p.n}
     return (order, "" if partition.isdigit() else kind, int(partition) if partition.isdigit() else 0)

@@ -111,10 +111,14 @@ async def test_status_and_dead_letters_from_the_command_line(redis_url: str, red
     (entry,) = await bus.read([stream], "engine", "w", count=1, block_ms=None)
     await bus.dead_letter(stream, "engine", entry, "failed 5 times: ValueError: boom")
     await bus.publish(Message(kind="customer", channel="api", address="x", text="waiting"))
+    for p in (0, 5):  # cases two partitions filed in one email queue
+        await redis.xadd(keys.queue("default", p, 8), {keys.PAYLOAD_FIELD: b"case"})
 
     status = bridge_cli("status", "-c", str(config), cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "dead letters: 1" in status.stdout
+    rows = [line.split() for line in status.stdout.splitlines()]
+    assert [row[:2] for row in rows if row and row[0].startswith(("queue:", "dlq:"))] == [["queue:default", "2"]]
     line = next(line for line in status.stdout.splitlines() if line.startswith(stream.removeprefix("bridge:")))
     assert line.split()[1:5] == ["2", "engine", "0", "1"]  # length 2, nothing pending, 1 waiting
     data = json.loads(bridge_cli("status", "--json", "-c", str(config), cwd=tmp_path).stdout)
