@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -21,6 +21,9 @@ from bridge.config import Settings, load, secrets_in
 from bridge.connection import check_server, close, connect, where, without_password
 from bridge.embedded import socket_path, socket_url
 from bridge.errors import BridgeError, ConfigError
+
+if TYPE_CHECKING:
+    from bridge.store import Store
 
 DEFAULT_CONFIG = "bridge.yaml"
 
@@ -131,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(redis: aioredis.Redis, settings: Settings) -> Any:
+def _store(redis: aioredis.Redis, settings: Settings) -> Store:
     from bridge.store import Store
 
     return Store(redis, partitions=settings.engine.partitions)

@@ -13,8 +13,6 @@ class Effects:
 
     conversation: Conversation  # saved as it is now
     previous_status: str | None  # None: a new conversation (its address now points to it)
-    partition: int  # the conversation's partition (its timers fire there)
-    partitions: int  # how many there are (a partition's keys carry its tag, bridge.keys.partition_tag)
     kept: list[Message | bytes] = field(default_factory=list)  # appended to the transcript, in order
     outbound: list[Message] = field(default_factory=list)  # to outbound:<channel>
     queued: list[tuple[str, Message]] = field(default_factory=list)  # (email queue, case)

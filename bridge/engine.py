@@ -41,10 +41,8 @@ from bridge.model import (
     Conversation,
     Message,
     address_hash,
-    conversation_hash,
     new_id,
     now_ms,
-    partition_of,
 )
 from bridge.ops import Ops
 from bridge.retry import backoff_s
@@ -389,9 +387,7 @@ class Engine:
                         await result
                     if turn.stopped:
                         break
-                conversation_partition = partition_of(conversation_hash(turn.conversation.id), self.partitions)
-                effects = turn.effects(entry.payload, conversation_partition, self.partitions)
-                ops.extend(self.store.effect_ops(effects, saves))
+                ops.extend(self.store.effect_ops(turn.effects(entry.payload), saves))
                 touched.append(turn.conversation.id)
                 if turn.conversation.status == "resolved":
                     resolved.append(turn.conversation.id)

@@ -124,10 +124,14 @@ def timers(partition: int, partitions: int) -> str:
 
 
 @functools.lru_cache(maxsize=1 << 16)
+def conversation_partition(conversation_id: str, partitions: int) -> int:
+    """The partition of the address a conversation's id was made from: its keys sit in
+    that partition's slot."""
+    return partition_of(conversation_hash(conversation_id), partitions)
+
+
 def conversation_tag(conversation_id: str, partitions: int) -> str:
-    """A conversation's keys sit in its partition's slot (the partition of the address its
-    id was made from)."""
-    return partition_tag(partition_of(conversation_hash(conversation_id), partitions), partitions)
+    return partition_tag(conversation_partition(conversation_id, partitions), partitions)
 
 
 def conversation(conversation_id: str, partitions: int) -> str:
@@ -145,7 +149,7 @@ def by_status(status: str, partition: int, partitions: int) -> str:
 
 def status_index(conversation_id: str, status: str, partitions: int) -> str:
     """The `by_status` zset that holds this conversation while it has ``status``."""
-    return f"{PREFIX}convs:{conversation_tag(conversation_id, partitions)}:{status}"
+    return by_status(status, conversation_partition(conversation_id, partitions), partitions)
 
 
 CONVERSATIONS = PREFIX + "conv:*"  # matches every conversation's state key (SCAN)

@@ -494,15 +494,16 @@ class Store:
         on, one XADD more: the turn's record for the projector. The conversation's state
         goes to ``saves`` when given (a batch's commit writes it once, at its end)."""
         conversation = effects.conversation
+        partition = keys.conversation_partition(conversation.id, self.partitions)  # its timers fire there
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
         ops = self.transcript_ops(conversation.id, *kept)
         for out in effects.outbound:
             ops.append(("XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, text(encode(out))))
         for queue, case in effects.queued:
-            ops.append(["XADD", keys.queue(queue, effects.partition, effects.partitions),
-                        "MAXLEN", "~", keys.QUEUE_MAX_LEN // effects.partitions, "*", keys.PAYLOAD_FIELD, encode(case)])
+            ops.append(["XADD", keys.queue(queue, partition, self.partitions),
+                        "MAXLEN", "~", keys.QUEUE_MAX_LEN // self.partitions, "*", keys.PAYLOAD_FIELD, encode(case)])
         for due_ms, command in effects.timers:
-            ops.append(["ZADD", keys.timers(effects.partition, effects.partitions), due_ms, encode(command)])
+            ops.append(["ZADD", keys.timers(partition, self.partitions), due_ms, encode(command)])
         for ref in effects.refs:
             ops.extend(self.ref_ops(ref, conversation.id, self.partitions))
         contact = encode_record(effects.contact.record()) if effects.contact is not None else None
@@ -518,11 +519,11 @@ class Store:
         else:
             saves.add(conversation, effects.previous_status, record)
         if self.outbox:
-            ops.append(self.outbox_op(effects, record, kept, contact))
+            ops.append(self.outbox_op(keys.outbox(partition, self.partitions), effects, record, kept, contact))
         return ops
 
     @staticmethod
-    def outbox_op(effects: Effects, conversation: bytes, kept: builtins.list[bytes],
+    def outbox_op(stream: str, effects: Effects, conversation: bytes, kept: builtins.list[bytes],
                   contact: bytes | None) -> Op:
         cause, by = effects.cause, ""
         if cause is not None and cause.sender is not None:
@@ -533,7 +534,6 @@ class Store:
                           previous_status=effects.previous_status,
                           cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by,
                           refs=list(effects.refs))
-        stream = keys.outbox(effects.partition, effects.partitions)
         return ("XADD", stream, "*", keys.PAYLOAD_FIELD, text(encode_turn(turn)))
 
     def save_ops(self, conversation: Conversation, previous_status: str | None,

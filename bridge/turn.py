@@ -128,7 +128,7 @@ class Turn:
         if mail is not None:
             self.outbound.append(case)
 
-    def effects(self, payload: bytes | None, partition: int, partitions: int) -> Effects:
+    def effects(self, payload: bytes | None) -> Effects:
         """What this turn wrote, for the store; ``payload`` is the message as read from the
         stream, kept in the transcript as it arrived."""
         conversation, message = self.conversation, self.message
@@ -142,8 +142,7 @@ class Turn:
         # an agent's words are kept once, as theirs; a reply sent in other words (translated) too
         kept.extend(out for out in self.outbound
                     if out.kind == "reply" and (message.kind != "agent" or "translation_of" in out.data))
-        return Effects(conversation=conversation, previous_status=self.previous_status, partition=partition,
-                       partitions=partitions,
+        return Effects(conversation=conversation, previous_status=self.previous_status,
                        kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers, refs=self.refs,
                        contact=self.contact if self.contact_changed else None,
                        contact_shared=self.contact_changed and not self.contact_created,

@@ -255,7 +255,7 @@ async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Re
     contact = await customer.contact(store)
     contact.email = "buyer@factory.example"  # linked by another worker, in another partition
     other = Conversation(id="other-1", channel="email", address="b@f")
-    await commit(redis, store.effect_ops(Effects(conversation=other, previous_status="open", partition=1, partitions=2,
+    await commit(redis, store.effect_ops(Effects(conversation=other, previous_status="open",
                                                  contact=contact, contact_shared=True)))
     assert await customer.say("three") == "buyer@factory.example"  # at once: the other worker's commit said so
 
@@ -354,16 +354,16 @@ async def test_a_batch_saves_each_conversation_as_its_last_turn_left_it(redis: a
     await commit(redis, store.save_ops(back, None))
     for status, updated_ms, previous in (("resolved", 10, "open"), ("open", 20, "resolved")):
         back.status, back.updated_ms = status, updated_ms
-        store.effect_ops(Effects(conversation=back, previous_status=previous, partition=0, partitions=8), saves)
+        store.effect_ops(Effects(conversation=back, previous_status=previous), saves)
     moved = Conversation(id="moved-1", channel="api", address="m", status="pending", updated_ms=1)
     await commit(redis, store.save_ops(moved, None))
     for status, updated_ms, previous in (("open", 10, "pending"), ("resolved", 30, "open")):
         moved.status, moved.updated_ms = status, updated_ms
-        store.effect_ops(Effects(conversation=moved, previous_status=previous, partition=0, partitions=8), saves)
+        store.effect_ops(Effects(conversation=moved, previous_status=previous), saves)
     many = [Conversation(id=f"new-{n}", channel="api", address=f"n{n}", status="open", updated_ms=5)
             for n in range(1, MAX_VALUES * 2)]
     for conversation in many:
-        store.effect_ops(Effects(conversation=conversation, previous_status=None, partition=0, partitions=8), saves)
+        store.effect_ops(Effects(conversation=conversation, previous_status=None), saves)
     await commit(redis, saves.ops())
 
     assert await store.ids_with_status("resolved") == ["moved-1"]
