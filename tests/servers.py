@@ -12,11 +12,16 @@ from pathlib import Path
 
 from tests.timing import scaled
 
+CLUSTER_PORT_MAX = 55_535  # a cluster node also listens on its port + 10000 (its bus)
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+
+def free_port(highest: int = 65_535) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port <= highest:
+            return port
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> None:
@@ -74,7 +79,10 @@ class RedisServer:
         """Listening is not serving: while it reads its append-only file back, Redis answers
         LOADING to every command (a test that restarts it means the served state)."""
         deadline = time.monotonic() + scaled(timeout_s)
-        while _command(self.port, "PING") != "PONG":
+        while _answer(self.port, "PING") != "PONG":
+            if self.process is not None and self.process.poll() is not None:
+                log = (self.directory / "redis.log").read_text(errors="replace").strip().splitlines()
+                raise RuntimeError(f"redis-server on {self.port} exited: {log[-1] if log else '(no log)'}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"redis on {self.port} still loading after {timeout_s}s")
             time.sleep(0.01)
@@ -119,6 +127,13 @@ def _command(port: int, *args: str) -> str:
     result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10,
                             check=True)
     return result.stdout.strip()
+
+
+def _answer(port: int, *args: str) -> str:
+    """Like `_command`, but an error reply (LOADING while it starts; redis-cli then exits 1)
+    is returned as text instead of raised."""
+    result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10)
+    return (result.stdout or result.stderr).strip()
 
 
 def _info(port: int, section: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from bridge.connection import close
 from bridge.model import Message
 from tests.harness import wait_for
 from tests.proc import BridgeProcess
-from tests.servers import RedisServer, free_port
+from tests.servers import CLUSTER_PORT_MAX, RedisServer, free_port
 
 ROOT = Path(__file__).parent.parent
 
@@ -279,7 +279,7 @@ def test_a_redis_cluster_is_refused_saying_why(tmp_path: Path) -> None:
     assert "redis.url: '127.0.0.1:6379' is not a Redis URL" in bridge_cli("check-config", "-c", str(config),
                                                                         cwd=tmp_path).stderr
 
-    node = RedisServer(tmp_path / "node", free_port(), cluster=True)
+    node = RedisServer(tmp_path / "node", free_port(highest=CLUSTER_PORT_MAX), cluster=True)
     node.start()
     try:
         config = write(tmp_path / "node.yaml", {"redis": {"url": node.url}})
