@@ -25,8 +25,9 @@ import aiohttp
 import yaml
 
 from bridge import config as config_module
+from bridge import keys
 from bridge.bus import Bus
-from bridge.model import now_ms
+from bridge.model import Message, decode, now_ms
 from bridge.ops import Ops
 from bridge.runner import Bridge
 from tests.timing import scaled
@@ -70,6 +71,17 @@ class RunningBridge:
     async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
         """Poll ``predicate`` (sync or async) until it returns something truthy."""
         return await wait_for(predicate, timeout_s, what)
+
+    async def scheduled(self, name: str) -> list[Message]:
+        """The timers committed for command ``name``, in every partition. A test that moves
+        its clock waits for these first: a side effect seen before the commit (a request at
+        a provider) may belong to a turn that a lost lease makes run again, after the move."""
+        partitions = self.bus.partitions
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(partitions):
+                pipe.zrange(keys.timers(p, partitions), 0, -1)
+            found = await pipe.execute()
+        return [m for members in found for m in map(decode, members) if m.name == name]
 
 
 async def finished(task: asyncio.Task[Any], timeout_s: float = 10.0) -> None:

@@ -48,6 +48,7 @@ async def test_the_contact_panel_edits_fields_and_links_a_person_on_another_chan
         row = console.locator("#list li[data-id]").filter(has=console.locator(".tag", has_text="widget"))
         await expect(row).to_have_count(1, timeout=WAIT_MS)
         await row.click()
+        await expect(console.locator("#conversation")).to_be_visible(timeout=WAIT_MS)
         panel = console.locator("#contact-panel")
         await expect(panel).to_be_visible(timeout=WAIT_MS)
         conversations = panel.locator("#contact-conversations li")

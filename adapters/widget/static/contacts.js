@@ -22,7 +22,7 @@
     }
     return fetch(path, options).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (data) {
-        if (!response.ok) { throw new Error(data.error || ("HTTP " + response.status)); }
+        if (!response.ok) { var err = new Error(data.error || ("HTTP " + response.status)); err.status = response.status; throw err; }
         return data;
       });
     });
@@ -140,12 +140,19 @@
     });
   }
 
+  var RETRY_MS = 3000;  // a panel that could not load (the bridge busy or away) tries again
+
   function load() {
     var id = state.conversation;
+    clearTimeout(state.loading);
     if (!id) { $("contact-panel").hidden = true; return; }
     api("GET", "/agent/api/conversations/" + encodeURIComponent(id) + "/contact").then(function (data) {
-      if (state.conversation === id) { render(data.contact); }
-    }).catch(function (err) { $("contact-error").textContent = err.message; });
+      if (state.conversation === id) { $("contact-error").textContent = ""; render(data.contact); }
+    }).catch(function (err) {
+      if (state.conversation !== id) { return; }
+      $("contact-error").textContent = err.message;
+      if (!err.status || err.status >= 500) { state.loading = setTimeout(load, RETRY_MS); }
+    });
   }
 
   document.addEventListener("console:conversation", function (event) {
