@@ -8,7 +8,10 @@ One private redis-server (as `python -m bench`). 1,000 conversations are opened 
 only; then a bridge with only the ``engine`` role handles them all; then one with only
 ``dispatch`` delivers what the engine wrote (null channel). Each line gives the stage's
 messages per second, its Python CPU and redis-server CPU per message; their sum is what
-the three cost when nothing else competes (`python -m bench` runs them together).
+the three cost when nothing else competes (`python -m bench` runs them together). Under
+each line, the stage's redis-server time by command (µs and calls per message; a Lua call's
+time includes the commands it ran, also counted under their own names; the stage's own
+"is it done" polling shows as xinfo).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from adapters.null import NullConfig
-from bench.__main__ import bridge_settings, redis_cpu_s, start_redis
+from bench.__main__ import bridge_settings, command_stats, redis_cpu_s, start_redis, stats_per_message
 from bridge import keys
 from bridge.config import Settings
 from bridge.model import Message
@@ -43,6 +46,7 @@ async def stage(redis: aioredis.Redis, url: str, name: str, roles: list[str], n:
     await bridge.start()
     settle_heap()
     try:
+        commands = await command_stats(redis)
         cpu, process, started = await redis_cpu_s(redis), time.process_time(), time.perf_counter()
         if publish is not None:
             for first in publish:
@@ -54,6 +58,7 @@ async def stage(redis: aioredis.Redis, url: str, name: str, roles: list[str], n:
         elapsed = time.perf_counter() - started
         print(f"{name:<10} {n / elapsed:>10,.0f} msg/s {(time.process_time() - process) / n * 1e6:>8.1f} "
               f"{(await redis_cpu_s(redis) - cpu) / n * 1e6:>8.1f}", flush=True)
+        print(f"{'':<10} {stats_per_message(commands, await command_stats(redis), n, top=12)}", flush=True)
     finally:
         await bridge.stop()
 

@@ -1,7 +1,8 @@
 """Redis streams: publish with dedupe, consumer groups, reclaim, dead letters, safe trims.
 
-Hot-path rule: one Redis round trip per batch. Publishing a batch is one Lua call;
-the engine commits a batch's effects (and its acks) in one Lua call (`commit`).
+Hot-path rule: a fixed number of Redis round trips per batch. Publishing a batch is one
+Lua call; the engine commits a batch's effects (and its acks) in one transaction
+(`commit`): two round trips, the fences read under WATCH, then MULTI/EXEC.
 
 With ``wait_replicas`` (``redis.wait_replicas``) a publish, a commit and a read that
 returned entries are followed, in the same round trip, by Redis ``WAIT``: a write counts
@@ -21,15 +22,18 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 from bridge import keys
-from bridge.errors import NotReplicated
+from bridge.errors import NotReplicated, StoreUnavailable
 from bridge.lease import Leases
 from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, partition_of
-from bridge.ops import Ops, frame_ops, pack, text, variadic, written_keys
+from bridge.ops import Ops, pack, text, variadic
 from bridge.storeerrors import typed_store_errors
+from bridge.transaction import FenceFailed, fenced, packed
 
 # thread refs Redis has no key for -> their conversation ids (Store.archived_refs: the SQL record)
 RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
@@ -60,30 +64,6 @@ for i = 1, #messages do
   end
 end
 return out
-"""
-
-_COMMIT = """
--- KEYS: the leases, the guard keys, the once key, then every key the ops write (declared,
--- as Redis Cluster needs; the ops name them too). ARGV: owner, lease count, guard count,
--- each guard key's expected value, ops: a msgpack array of commands (frame_ops). Fenced: a
--- worker that lost a lease commits nothing (another owns the stream now). Guarded: nothing
--- either when a guard key changed since the batch read it (its caches are stale: an
--- erasure). Once: a client retrying after a lost reply does not apply a batch twice.
-local owner, leases, guards = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for i = 1, leases do
-  if redis.call('GET', KEYS[i]) ~= owner then
-    return redis.error_reply('LEASELOST ' .. KEYS[i])
-  end
-end
-for i = 1, guards do
-  if (redis.call('GET', KEYS[leases + i]) or '') ~= ARGV[3 + i] then
-    return redis.error_reply('STALE ' .. KEYS[leases + i])
-  end
-end
-if not redis.call('SET', KEYS[leases + guards + 1], '1', 'NX', 'EX', 600) then return 0 end
-local ops = cmsgpack.unpack(ARGV[4 + guards])
-for i = 1, #ops do redis.call(unpack(ops[i])) end
-return #ops
 """
 
 _TRIM = """
@@ -130,6 +110,9 @@ for _, payload in ipairs(due) do
 end
 return #due
 """
+
+_NO_RETRY = Retry(NoBackoff(), 0)  # a client made without a retry policy (bridge.connection gives one)
+COMMIT_TRIES = 50  # a commit whose fences changed under it (a lease renewed) runs again; this many times at most
 
 RELEASE_LANE = "release_lane"  # an outbound command: the lane named in data["lane"] goes on
 
@@ -187,6 +170,10 @@ def _raw_reply(response: Any, **options: Any) -> Any:
     return response
 
 
+async def _dropped(error: Exception) -> None:
+    """Between tries of a commit: nothing to do (`fenced` dropped the broken connection)."""
+
+
 def decode_entries(entries: list[Entry]) -> tuple[list[tuple[Entry, Message]], list[tuple[Entry, str]]]:
     """Split a batch into decoded messages and malformed entries (with the reason);
     entries deleted while pending (`Entry.erased`) are neither."""
@@ -221,7 +208,6 @@ class Bus:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self._publish = redis.register_script(_PUBLISH)
-        self._commit = redis.register_script(_COMMIT)
         self._trim = redis.register_script(_TRIM)
         self._fire_timers = redis.register_script(_FIRE_TIMERS)
         redis.set_response_callback("XREADGROUP", _raw_reply)  # entries_from_reply reads it as it came
@@ -439,24 +425,32 @@ class Bus:
 
     async def commit(self, ops: Ops, *, leases: Sequence[str] = (), owner: str = "",
                      guards: Sequence[tuple[str, str]] = ()) -> None:
-        """Run a batch of Redis commands atomically (one Lua call), fenced by leases:
-        nothing is written unless ``owner`` still holds every lease, and (`StaleCache`)
-        every guard key still holds its value ("" for none). Applied at most once, even
-        when the connection drops after Redis ran it and the client retries."""
+        """Run a batch of Redis commands atomically (one transaction, `bridge.transaction`),
+        fenced by leases: nothing is written unless ``owner`` still holds every lease, and
+        (`StaleCache`) every guard key still holds its value ("" for none). Applied at most
+        once, even when the connection drops after Redis ran it and the client retries."""
         if not ops:
             return
         once = keys.commit_once(new_id(), beside=leases[0] if leases else "")
-        declared = [*leases, *(key for key, _ in guards), once, *written_keys(ops)]
-        try:
-            await self._replicated_script(self._commit, declared, [owner, len(leases), len(guards),
-                                                                   *(value for _, value in guards), frame_ops(ops)])
-        except ResponseError as exc:
-            reason = str(exc)
-            if reason.startswith("LEASELOST"):
-                raise LeaseLost(reason.removeprefix("LEASELOST ")) from None
-            if reason.startswith("STALE"):
-                raise StaleCache(reason.removeprefix("STALE ")) from None
-            raise
+        fences = [*((lease, owner.encode()) for lease in leases), *((key, value.encode()) for key, value in guards)]
+        writes = packed(ops)
+        after = packed([("WAIT", self.wait_replicas, self.wait_timeout_ms)]) if self.wait_replicas else b""
+        retry = self.redis.get_retry() or _NO_RETRY
+        for _ in range(COMMIT_TRIES):
+            try:
+                applied, replies = await retry.call_with_retry(
+                    lambda: fenced(self.redis, fences, once, writes, len(ops), after, 1 if after else 0),
+                    _dropped)
+            except FenceFailed as exc:
+                if exc.key in leases:
+                    raise LeaseLost(exc.key) from None
+                raise StaleCache(exc.key) from None
+            if applied is None:  # a lease renewed (or a guard moved) between the read and the EXEC
+                continue
+            if replies:
+                self._check_replicas(replies[0])
+            return
+        raise StoreUnavailable(f"the commit's fences kept changing under it ({COMMIT_TRIES} tries)")
 
     def leases(self, owner: str, streams: Sequence[str], *, ttl_s: float, role: str,
                fair_share: bool = True) -> Leases:

@@ -43,7 +43,7 @@ from bridge.model import (
     now_ms,
     partition_of,
 )
-from bridge.ops import Op, Ops, text, variadic
+from bridge.ops import Op, Ops, variadic
 from bridge.storearchive import Archive, Retained
 from bridge.storeerrors import typed_store_errors
 
@@ -99,7 +99,7 @@ class Saves:
                     left.setdefault(keys.status_index(conversation_id, gone, self.partitions), []).append(
                         conversation_id)
         ops += variadic(("MSET",), [a for i, (_, _, record) in items
-                                    for a in (keys.conversation(i, self.partitions), text(record))], per=2)
+                                    for a in (keys.conversation(i, self.partitions), record)], per=2)
         for index, pairs in by_status.items():
             ops += variadic(("ZADD", index), pairs, per=2)
         for index, ids in left.items():
@@ -498,7 +498,7 @@ class Store:
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
         ops = self.transcript_ops(conversation.id, *kept)
         for out in effects.outbound:
-            ops.append(("XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, text(encode(out))))
+            ops.append(("XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, encode(out)))
         for queue, case in effects.queued:
             ops.append(["XADD", keys.queue(queue, partition, self.partitions),
                         "MAXLEN", "~", keys.QUEUE_MAX_LEN // self.partitions, "*", keys.PAYLOAD_FIELD, encode(case)])
@@ -534,7 +534,7 @@ class Store:
                           previous_status=effects.previous_status,
                           cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by,
                           refs=list(effects.refs))
-        return ("XADD", stream, "*", keys.PAYLOAD_FIELD, text(encode_turn(turn)))
+        return ("XADD", stream, "*", keys.PAYLOAD_FIELD, encode_turn(turn))
 
     def save_ops(self, conversation: Conversation, previous_status: str | None,
                  record: bytes | None = None) -> Ops:
@@ -547,7 +547,7 @@ class Store:
         read from a stream)."""
         if not messages:
             return []
-        payloads = [text(m if isinstance(m, bytes) else encode(m)) for m in messages]
+        payloads = [m if isinstance(m, bytes) else encode(m) for m in messages]
         return [("RPUSH", keys.transcript(conversation_id, self.partitions), *payloads)]
 
     @staticmethod

@@ -1,6 +1,7 @@
 """Watch a real Redis with MONITOR and check that every Lua script touches only the keys
 it declared (Redis Cluster routes a script by its declared keys, and while a slot moves,
-a script that touches an undeclared key fails halfway, leaving part of its writes)."""
+a script that touches an undeclared key fails halfway, leaving part of its writes); and
+collect each transaction (MULTI ... EXEC) a client ran, with the commands in it."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class ScriptKeys:
     undeclared: list[tuple[str, str, str]] = field(default_factory=list)
     ran: set[str] = field(default_factory=set)
     calls: list[tuple[str, list[str]]] = field(default_factory=list)  # (script SHA-1, its declared keys)
+    transactions: list[list[list[str]]] = field(default_factory=list)  # the commands each EXEC ran
+    _open: dict[str, list[list[str]]] = field(default_factory=dict)  # client -> its commands since MULTI
     _declared: set[str] = field(default_factory=set)
     _script: str = ""
     _task: asyncio.Task[None] | None = None
@@ -81,7 +84,18 @@ class ScriptKeys:
                 if key not in self._declared:
                     self.undeclared.append((self._script, args[0].upper(), key))
             return
-        if args[0].upper() in ("EVAL", "EVALSHA") and len(args) > 2:
+        command = args[0].upper()
+        if command == "MULTI":
+            self._open[client] = []
+            return
+        if command == "EXEC":  # MONITOR shows what a transaction ran at its EXEC, between the two
+            commands = self._open.pop(client, [])
+            if commands:
+                self.transactions.append(commands)
+            return
+        if client in self._open:
+            self._open[client].append(args)
+        if command in ("EVAL", "EVALSHA") and len(args) > 2:
             count = int(args[2])
             self._declared = set(args[3:3 + count])
             self._script = args[1][:60]

@@ -10,10 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge import keys
-from bridge.bus import Bus
+from bridge.bus import Bus, LeaseLost
 from bridge.cursor import GroupCursor
 from bridge.model import Message, decode
-from bridge.ops import text, written_keys
+from bridge.transaction import fenced, packed
 
 
 def customer(address: str, text: str, dedupe: str = "") -> Message:
@@ -148,16 +148,45 @@ async def test_dead_letters_sit_beside_their_streams_and_list_together_oldest_fi
 
 async def test_a_retried_commit_is_applied_once(redis: aioredis.Redis) -> None:
     """The reply of a commit can be lost after Redis ran it (a restart, a cut connection);
-    redis-py then sends it again. The second run must change nothing."""
-    bus = Bus(redis, partitions=1)
-    script = bus._commit
-    from bridge.ops import frame_ops
-
-    declared = [keys.commit_once("batch-1"), "t:list"]  # no leases, no guards
-    args = ["me", 0, 0, frame_ops([["RPUSH", "t:list", "x"]])]
-    assert await script(keys=declared, args=args) == 1
-    assert await script(keys=declared, args=args) == 0  # the retry
+    the commit then runs again. The second run must change nothing."""
+    once, writes = keys.commit_once("batch-1"), packed([["RPUSH", "t:list", "x"]])
+    assert (await fenced(redis, [], once, writes, 1))[0] is True
+    assert (await fenced(redis, [], once, writes, 1))[0] is False  # the retry
     assert await redis.lrange("t:list", 0, -1) == [b"x"]
+
+
+async def test_commits_land_once_each_while_their_lease_is_renewed_under_them(redis: aioredis.Redis) -> None:
+    """A commit reads its lease under WATCH, then writes in MULTI/EXEC; a renewal between the
+    two (PEXPIRE, as the lease keeper renews, sent here as often as the loop allows) makes
+    Redis refuse the EXEC, and the commit runs again. Each lands once, in order; a lease
+    taken by another worker writes nothing and says which."""
+    bus = Bus(redis, partitions=1)
+    lease = keys.lease(keys.inbound(0, 1))
+    await redis.set(lease, "me", px=60_000)
+
+    async def renew() -> None:
+        while True:
+            await redis.pexpire(lease, 60_000)
+
+    renewer = asyncio.create_task(renew())
+    execs_before = await exec_calls(redis)
+    try:
+        for i in range(300):
+            await bus.commit([("RPUSH", "t:list", str(i)), ("INCR", "t:count")], leases=[lease], owner="me")
+    finally:
+        renewer.cancel()
+    assert await redis.lrange("t:list", 0, -1) == [str(i).encode() for i in range(300)]
+    assert await redis.get("t:count") == b"300"
+    assert await exec_calls(redis) - execs_before > 300  # some were refused and ran again
+    await redis.set(lease, "another worker")
+    with pytest.raises(LeaseLost) as lost:
+        await bus.commit([("RPUSH", "t:list", "late")], leases=[lease], owner="me")
+    assert lost.value.lease_key == lease
+    assert await redis.llen("t:list") == 300
+
+
+async def exec_calls(redis: aioredis.Redis) -> int:
+    return int((await redis.info("commandstats")).get("cmdstat_exec", {}).get("calls", 0))
 
 
 async def test_a_cursor_reads_its_own_unacked_then_the_previous_owners_then_new(redis: aioredis.Redis) -> None:
@@ -239,11 +268,3 @@ async def test_a_stream_taken_over_whose_group_redis_lost_is_read_from_the_start
     # no one's pending entries to take over (the group is new): the stream is read from its start
     assert [decode(e.payload or b"").text for e in await cursor.next([stream])] == ["left by the last owner"]
     assert await bus.pending_count(stream, "g", besides="me") == 0
-
-
-def test_the_keys_a_commit_writes_are_declared_once_each() -> None:
-    """`Bus.commit` declares these to its script (tests/test_declared_keys.py watches the
-    scripts touch nothing else)."""
-    ops = [("XADD", "s", "*", "m", text(b"x")), ["MSET", "a", "1", "b", "2"], ("PUBLISH", "fanout", "c1"),
-           ["DEL", "x", "y"], ("XACK", "s", "g", "1-0", "2-0"), ["HSET", "a", "f", "v"]]
-    assert written_keys(ops) == ["s", "a", "b", "x", "y"]

@@ -1,7 +1,8 @@
 """Every Lua script the bridge runs declares the keys it touches (KEYS), as Redis Cluster
-needs: watched with MONITOR on a real Redis through a desk's whole day (publish, the
-engine's and the dispatcher's commits, leases, timers, the projector, retention dropping a
-closed conversation and loading it back)."""
+needs, and every engine commit (a transaction) keeps a partition's keys in one slot:
+watched with MONITOR on a real Redis through a desk's whole day (publish, the engine's and
+the dispatcher's commits, leases, timers, the projector, retention dropping a closed
+conversation and loading it back)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from redis.crc import key_slot
 
 from bridge import bus, keys, lease, store, storearchive
 from tests.harness import Clock, running_bridge
-from tests.redis_monitor import ScriptKeys
+from tests.redis_monitor import ScriptKeys, touched_keys
 from tests.test_api_e2e import AUTH, ENV
 from tests.test_history_retention import _gone, _status, resolved_and_recorded, retention_config
 from tests.webhook import WebhookReceiver
@@ -33,7 +34,7 @@ async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, we
         await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": "dk-2", "text": "Not here yet",
                                                              "message_id": "dk-2-2"})
         await b.wait_for(lambda: _status(b.redis, conversation.id, "open"), what="loaded back and reopened")
-    scripts = {"publish": bus._PUBLISH, "commit": bus._COMMIT, "renew a lease": lease._RENEW,
+    scripts = {"publish": bus._PUBLISH, "renew a lease": lease._RENEW,
                "drop a closed conversation": store._DROP_ARCHIVED, "drop its address": storearchive._DROP_ADDRESS,
                "load it back": storearchive._RESTORE, "fire timers": bus._FIRE_TIMERS}
     assert {name for name, script in scripts.items() if sha1(script) not in watch.ran} == set()  # all ran
@@ -43,14 +44,20 @@ async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, we
     single_slot = {sha1(script) for script in (bus._FIRE_TIMERS, storearchive._DROP_ADDRESS, store._DROP_ARCHIVED)}
     checked, elsewhere = 0, set()
     for sha, declared in watch.calls:
-        engine_commit = sha == sha1(bus._COMMIT) and declared[0].startswith(keys.lease(keys.PREFIX + "in:"))
-        if engine_commit or sha in single_slot:
+        if sha in single_slot:
             theirs = [key for key in declared if of_a_partition(key)]
             assert len({key_slot(key.encode()) for key in theirs}) == 1, theirs
             checked += 1
-        if engine_commit:  # what a commit still writes outside its partition's slot
-            slot = key_slot(declared[0].encode())
-            elsewhere |= {family(key) for key in declared if key_slot(key.encode()) != slot}
+    for commands in watch.transactions:  # an engine commit begins with its once-mark, beside its lease
+        once = commands[0][1] if commands[0][0].upper() == "SET" else ""
+        if not once.startswith(keys.commit_once("", beside=keys.lease(keys.PREFIX + "in:")).rstrip(":")):
+            continue
+        written = [key for command in commands for key in touched_keys(command)]
+        theirs = [key for key in written if of_a_partition(key)]
+        assert len({key_slot(key.encode()) for key in theirs}) == 1, theirs
+        checked += 1
+        slot = key_slot(once.encode())  # what a commit still writes outside its partition's slot
+        elsewhere |= {family(key) for key in written if key_slot(key.encode()) != slot}
     assert checked > 5
     # no more than slices 7 and 8 of docs/cluster.md are to move (outbound streams, contacts)
     assert elsewhere <= {"out", "contact", "contact-addr", "contact-email", "contact-events", "contacts-rev",
