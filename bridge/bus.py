@@ -447,6 +447,8 @@ class Bus:
                 raise StaleCache(exc.key) from None
             if applied is None:  # a lease renewed (or a guard moved) between the read and the EXEC
                 continue
+            if applied is False and self.wait_replicas:  # an earlier try wrote it: replicated?
+                replies = [await self.redis.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)]
             if replies:
                 self._check_replicas(replies[0])
             return

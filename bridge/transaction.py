@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA  # its parser's "no whole reply yet" (redis-py < 8, pinned)
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
@@ -27,11 +28,6 @@ from redis.exceptions import ResponseError
 _MULTI = hiredis.pack_command(("MULTI",))
 _EXEC = hiredis.pack_command(("EXEC",))
 _UNWATCH = hiredis.pack_command(("UNWATCH",))
-
-try:  # what redis-py's hiredis parser answers for "no whole reply yet"
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA
-except ImportError:  # pragma: no cover - another redis-py layout: the per-reply path below
-    NOT_ENOUGH_DATA = object()
 
 
 class FenceFailed(Exception):
@@ -48,11 +44,10 @@ def packed(commands: Sequence[Sequence[Any]]) -> bytes:
 
 
 async def read_replies(connection: AbstractConnection, count: int) -> list[Any]:
-    """``count`` replies, errors among them as exception instances (not raised)."""
+    """``count`` replies, errors among them as exception instances (not raised). The
+    connection's parser is hiredis' (a dependency: `bridge.connection` packs with it too)."""
     parser: Any = connection._parser
-    reader = getattr(parser, "_reader", None)
-    if reader is None or not hasattr(parser, "read_from_socket"):  # pragma: no cover - no hiredis parser
-        return [await connection.read_response() for _ in range(count)]
+    reader = parser._reader
     replies: list[Any] = []
     while len(replies) < count:
         reply = reader.gets()
