@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from bridge import keys
 from bridge.bus import Bus
 from bridge.connection import close
 from bridge.context import RedisState
@@ -57,7 +58,11 @@ async def test_a_full_redis_refuses_with_storage_full(tmp_path: Path) -> None:
             await bus.publish(message)
         with pytest.raises(StorageFull):
             await RedisState(client, "api").set("offset", "1")
+        with pytest.raises(StorageFull):  # a commit is refused whole: none of its writes is kept
+            await bus.commit([("RPUSH", "t:list", "a"), ("SET", "t:key", "b")])
         await client.config_set("maxmemory", "0")  # room again: the platform's retry is stored, once
+        assert await client.exists("t:list", "t:key") == 0
+        assert not [key async for key in client.scan_iter(match=keys.commit_once("*"))]  # nor its once-mark
         assert await bus.publish(message) is True
         assert await bus.publish(message) is False
         assert await client.xlen(bus.inbound_stream(message)) == 1
