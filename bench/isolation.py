@@ -15,13 +15,14 @@ publishing to the webhook's receipt.
 2. The platform answering 10% 500, 5% 429 (Retry-After 1 s) and hanging 2% of sends (up
    to ``webhook_timeout_s`` = 2 s) while customers pour in faster than they can be
    answered: deliveries per second, as a fraction of the fault-free figure (target >= 0.8).
-Figures 1 and 2 each come from four runs, fault-free, faulty, faulty, fault-free (the
-machine's drift counts on both sides alike), and compare the means.
-
 3. The longest the event loop went without running (a 1 ms ticker beside the running
    bridge) while hostile input is handled: the mails of ``bench.email_parse.ACCEPTANCE``
    read the way the email channel reads them, and a 100,000-character chat message
    through the engine (target <= 50 ms each).
+
+Figures 1 and 2 each come from four runs, fault-free, faulty, faulty, fault-free (the
+machine's drift counts on both sides alike), and compare the means; the triage model is
+trained before any of them.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ async def isolation_rows(redis_url: str, *, rate: float = 150, seconds: float = 
     """The figures as (name, fault-free, with the fault) rows.
 
     Each comparison runs in the order fault-free, faulty, faulty, fault-free and compares the
-    sums: the shared machine's speed drifts by a third from one minute to the next, and a
+    means: the shared machine's speed drifts by a third from one minute to the next, and a
     drift that is steady over the four runs counts equally on both sides (one run of each,
     the way this was measured before, read 0.63 to 1.10 of fault-free on one version of
     the code, 2026-12-03)."""

@@ -48,9 +48,10 @@ async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, we
             theirs = [key for key in declared if of_a_partition(key)]
             assert len({key_slot(key.encode()) for key in theirs}) == 1, theirs
             checked += 1
-    for commands in watch.transactions:  # an engine commit begins with its once-mark, beside its lease
+    engine_once = keys.commit_once("", beside=keys.lease(keys.PREFIX + "in:")).rstrip(":")  # beside an inbound lease
+    for commands in watch.transactions:  # a commit's transaction begins with its once-mark
         once = commands[0][1] if commands[0][0].upper() == "SET" else ""
-        if not once.startswith(keys.commit_once("", beside=keys.lease(keys.PREFIX + "in:")).rstrip(":")):
+        if not once.startswith(engine_once):
             continue
         written = [key for command in commands for key in touched_keys(command)]
         theirs = [key for key in written if of_a_partition(key)]

@@ -5,7 +5,7 @@
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
   var FIELDS = ["company", "tier", "notes"];
-  var state = { conversation: null, contact: null, proposal: null, loading: null };
+  var state = { conversation: null, contact: null, proposal: null, retry: null };  // retry: the timer of a failed load's next try
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -144,14 +144,14 @@
 
   function load() {
     var id = state.conversation;
-    clearTimeout(state.loading);
+    clearTimeout(state.retry);
     if (!id) { $("contact-panel").hidden = true; return; }
     api("GET", "/agent/api/conversations/" + encodeURIComponent(id) + "/contact").then(function (data) {
       if (state.conversation === id) { $("contact-error").textContent = ""; render(data.contact); }
     }).catch(function (err) {
       if (state.conversation !== id) { return; }
       $("contact-error").textContent = err.message;
-      if (!err.status || err.status >= 500) { state.loading = setTimeout(load, RETRY_MS); }
+      if (!err.status || err.status >= 500) { state.retry = setTimeout(load, RETRY_MS); }
     });
   }
 
