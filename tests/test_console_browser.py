@@ -275,3 +275,28 @@ async def test_a_search_while_the_record_is_away_shows_the_live_cases_and_says_s
         await expect(page.locator("#conversation")).to_have_attribute("data-id", routine)
         await expect(page.locator("#open-error")).to_be_hidden()
         no_trouble(watches)
+
+
+async def test_a_click_on_a_row_is_not_lost_when_the_list_is_redrawn_under_it(
+        browser: Browser, redis_url: str, tabs: list[Tab]) -> None:
+    """An agent presses on a case while another customer writes: the list is redrawn between
+    the press and the release (the other row's last words change, the order does not), and
+    the case still opens. Before, every redraw took each row out of the page and put it back,
+    and a row taken out between the press and the release got no click."""
+    async with running_bridge(redis_url, queue_config(), env=ENV) as b:
+        watches: list[Watch] = []
+        first = await case(b, tabs, "Where is my order?")
+        second = await case(b, tabs, "Do you ship to Norway?")
+        page = await console_as(browser, b, watches, name="bob")
+        await expect(page.locator("#list li[data-id]")).to_have_count(2)
+        await expect(page.locator("#list li[data-id]").first).to_have_attribute("data-id", first)  # longest waiting
+        box = await row(page, first).bounding_box()
+        assert box is not None
+        await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        await page.mouse.down()
+        await tabs[1].say("again", "Still there?")
+        await expect(row(page, second).locator(".preview")).to_have_text("Still there?")  # redrawn
+        assert await row(page, first).bounding_box() == box  # still under the pointer
+        await page.mouse.up()
+        await expect(page.locator("#conversation")).to_have_attribute("data-id", first)
+        no_trouble(watches)

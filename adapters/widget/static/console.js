@@ -117,13 +117,16 @@
   }
 
   /** The list, keyed by conversation: a row's element stays while its content is redrawn,
-   *  so a click that started on it is not lost to a refresh. */
+   *  and stays in the page unless the order changed, so a click that started on it is not
+   *  lost to a refresh (an element taken out between the press and the release gets no
+   *  click: re-appending every row on each refresh lost clicks now and then). */
   function renderList() {
     var list = $("list");
     var kept = {};
     Array.prototype.forEach.call(list.querySelectorAll("li[data-id]"), function (li) { kept[li.getAttribute("data-id")] = li; });
     Array.prototype.forEach.call(list.querySelectorAll("li.empty, li.note"), function (li) { li.remove(); });
-    if (state.note) { list.appendChild(el("li", "note", state.note)); }
+    var next = list.firstChild;  // where the next row belongs
+    if (state.note) { list.insertBefore(el("li", "note", state.note), next); }
     var wanted = {};
     state.rows.forEach(function (c) {
       wanted[c.id] = true;
@@ -134,16 +137,31 @@
         li.addEventListener("click", function () { open(li.getAttribute("data-id")); });
       }
       fillRow(li, c);
-      list.appendChild(li);  // in the list's order (moves a kept element)
+      if (li === next) {
+        next = next.nextSibling;
+      } else {
+        list.insertBefore(li, next);  // new, or the order changed: moved to its place
+      }
     });
     Object.keys(kept).forEach(function (id) { if (!wanted[id]) { kept[id].remove(); } });
     if (!state.rows.length) { list.appendChild(el("li", "empty", state.q ? "No conversation matches." : "Nothing here.")); }
   }
 
+  /** A row's content, drawn again only when it changed (the times change in place): an
+   *  element taken out of the page between a press and its release gets no click. */
   function fillRow(li, c) {
     li.setAttribute("data-urgency", c.urgency);
     li.className = c.id === state.current ? "selected" : "";
-    li.textContent = "";
+    var fresh = document.createElement("li");
+    drawRow(fresh, c);
+    if (fresh.innerHTML !== li.drawn) {
+      li.drawn = fresh.innerHTML;
+      li.replaceChildren.apply(li, Array.prototype.slice.call(fresh.childNodes));
+    }
+    fillTimes(li, c);
+  }
+
+  function drawRow(li, c) {
     var row1 = el("div", "row1");
     row1.appendChild(el("span", "who", who(c)));
     var unread = c.id === state.current ? 0 : c.unread;
@@ -166,7 +184,6 @@
     row3.appendChild(viewersChip(c.id));
     if (c.queue) { row3.appendChild(el("span", "queue", c.queue)); }
     li.appendChild(row3);
-    fillTimes(li, c);
   }
 
   /** Waiting and due as of now: redrawn in place every few seconds. */
@@ -228,7 +245,7 @@
       li.classList.toggle("selected", li.getAttribute("data-id") === id);
       if (li.getAttribute("data-id") === id) {
         var badge = li.querySelector(".unread");
-        if (badge) { badge.remove(); }
+        if (badge) { badge.remove(); li.drawn = null; }  // changed here: fillRow draws it whole next time
         if (li.scrollIntoView) { li.scrollIntoView({ block: "nearest" }); }
       }
     });
@@ -429,9 +446,12 @@
     state.presence[frame.conversation_id] = others;
     if (others.some(function (v) { return v.typing; })) { setTimeout(renderPresence, TYPING_SHOWN_MS + 50); }
     renderPresence();
-    var li = $("list").querySelector('li[data-id="' + CSS.escape(frame.conversation_id) + '"] .times');
-    var old = li && li.querySelector(".viewers");
-    if (old) { li.replaceChild(viewersChip(frame.conversation_id), old); }
+    var row = $("list").querySelector('li[data-id="' + CSS.escape(frame.conversation_id) + '"]');
+    var old = row && row.querySelector(".times .viewers");
+    if (old) {
+      old.parentNode.replaceChild(viewersChip(frame.conversation_id), old);
+      row.drawn = null;  // changed here: fillRow draws it whole next time
+    }
   }
 
   function viewersChip(id) {
