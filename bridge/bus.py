@@ -640,20 +640,30 @@ class Bus:
         """
         return int(await self._trim(keys=[stream], args=[max_len]))
 
-    async def scrub(self, needles: Sequence[str], chunk: int = 1000) -> int:
+    async def scrub(self, needles: Sequence[str], chunk: int = 1000,
+                    keep: Callable[[bytes, list[bytes]], bytes | None] | None = None) -> int:
         """Delete every entry of every bridge stream that holds one of ``needles`` as a whole
-        string (conversation ids, addresses, an email: a data-protection erasure). Returns
-        how many entries were deleted."""
+        string (conversation ids, addresses, an email: a data-protection erasure). An entry
+        holding other people's records too (a commit's turns) is written again without the
+        needles' ones: ``keep`` gives that payload (None: nothing to keep), from the entry's
+        payload and the needles as packed. Returns how many entries were deleted."""
         packed = [pack(n) for n in needles if n]
         deleted = 0
         async for key in self.redis.scan_iter(match=keys.PREFIX + "*", count=1000, _type="stream"):
             start = "-"
             while True:
                 rows = await self.redis.xrange(key, min=start, count=chunk)
-                doomed = [eid for eid, fields in rows
+                doomed = [(eid, fields) for eid, fields in rows
                           if any(p in value for value in fields.values() for p in packed)]
                 if doomed:
-                    deleted += int(await self.redis.xdel(key, *doomed))
+                    async with self.redis.pipeline(transaction=True) as pipe:
+                        for _, fields in doomed:
+                            payload = fields.get(keys.PAYLOAD_FIELD.encode())
+                            kept = keep(payload, packed) if keep is not None and payload else None
+                            if kept is not None:  # at the stream's end: its order among the others is lost
+                                pipe.xadd(key, {keys.PAYLOAD_FIELD: kept})
+                        pipe.xdel(key, *[eid for eid, _ in doomed])
+                        deleted += int((await pipe.execute())[-1])
                 if len(rows) < chunk:
                     break
                 start = "(" + _text(rows[-1][0])

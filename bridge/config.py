@@ -85,7 +85,7 @@ class HistorySettings(_Section):
     url: str | None = None
     keep_in_redis_days: float | None = Field(30.0, ge=0)  # resolved conversations leave Redis after; null: never
     retention_interval_s: float = Field(300.0, gt=0)  # how often the projector looks for them
-    batch_size: int = Field(500, ge=1, le=10_000)  # outbox entries projected per SQL transaction
+    batch_size: int = Field(500, ge=1, le=10_000)  # records (turns) per SQL transaction, about
     retry_cap_s: float = Field(30.0, gt=0)  # the longest wait between attempts while the database is down
 
 

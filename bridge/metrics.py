@@ -18,7 +18,8 @@ HTTP_REJECTED = Counter("bridge_http_connections_rejected_total",
                         "Connections closed at accept for exceeding a cap", ["limit"])
 HTTP_TIMEOUTS = Counter("bridge_http_timeouts_total",
                         "Connections closed for sending request headers or body too slowly", ["phase"])
-HISTORY_LAG = Gauge("bridge_history_lag_entries", "Outbox records not yet written to the SQL history")
+HISTORY_LAG = Gauge("bridge_history_lag_entries",
+                    "Outbox entries (a commit's turns each) not yet written to the SQL history")
 HISTORY_OLDEST_AGE = Gauge("bridge_history_oldest_age_seconds", "Age of the oldest record not yet in the SQL history")
 HISTORY_PROJECTED = Counter("bridge_history_projected_total", "Turn records written to the SQL history")
 HISTORY_ERRORS = Counter("bridge_history_errors_total", "Failed attempts to write to the SQL history")

@@ -1,5 +1,5 @@
 """What `bridge status` shows: streams, lengths, pending, lag per group, dead letters,
-the history's backlog (records not yet in SQL) and each adapter's health."""
+the history's backlog (outbox entries not yet in SQL) and each adapter's health."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def render(status: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"dead letters: {status['dead_letters']}" + ("  (bridge dlq list)" if status["dead_letters"] else ""))
     history = status["history"]
-    lines.append(f"history: {history['waiting']} record(s) not yet in SQL"
+    lines.append(f"history: {history['waiting']} outbox entries not yet in SQL"
                  + (f", the oldest {history['oldest_age_s']:.0f} s old" if history["waiting"] else ""))
     conv = status["conversations"]
     lines.append(f"conversations: {conv['open']} open, {conv['pending']} pending, {conv['resolved']} resolved")

@@ -24,7 +24,7 @@ from bridge.history.record import (
     RefsRecord,
     TurnRecord,
     encode_refs,
-    encode_turn,
+    encode_turns,
 )
 from bridge.model import (
     Contact,
@@ -43,7 +43,7 @@ from bridge.model import (
     now_ms,
     partition_of,
 )
-from bridge.ops import Op, Ops, variadic
+from bridge.ops import Ops, variadic
 from bridge.storearchive import Archive, Retained
 from bridge.storeerrors import typed_store_errors
 
@@ -68,15 +68,17 @@ return 1
 
 
 class Saves:
-    """The conversations one commit saves, each once, as its last turn left it: one MSET
-    and one ZADD per status for a partition's batch instead of a SET and a ZADD per turn
-    (the commit's Lua runs two commands fewer per message)."""
+    """What one commit writes once for its whole batch: each conversation as its last turn
+    left it (one MSET and one ZADD per status instead of a SET and a ZADD per turn) and,
+    with history on, the turns' records as one outbox entry (one XADD instead of one per
+    turn)."""
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
         self._saved: dict[str, tuple[str, int, bytes]] = {}  # id -> (status, updated ms, record)
         self._left: dict[str, set[str]] = {}  # id -> the statuses it left in the batch
         self._opened: Ops = []
+        self._turns: dict[str, builtins.list[TurnRecord]] = {}  # outbox stream -> its turns, in order
 
     def add(self, conversation: Conversation, previous_status: str | None, record: bytes) -> None:
         self._saved[conversation.id] = (conversation.status, conversation.updated_ms, record)
@@ -85,6 +87,9 @@ class Saves:
             self._opened.append(("SET", pointer, conversation.id))
         elif previous_status != conversation.status:
             self._left.setdefault(conversation.id, set()).add(previous_status)
+
+    def record(self, outbox: str, turn: TurnRecord) -> None:
+        self._turns.setdefault(outbox, []).append(turn)
 
     def ops(self) -> Ops:
         ops = self._opened[:]
@@ -104,6 +109,8 @@ class Saves:
             ops += variadic(("ZADD", index), pairs, per=2)
         for index, ids in left.items():
             ops += variadic(("ZREM", index), ids)
+        for stream, turns in self._turns.items():
+            ops.append(("XADD", stream, "*", keys.PAYLOAD_FIELD, encode_turns(turns)))
         return ops
 
 
@@ -490,9 +497,9 @@ class Store:
     # -- writes, as ops for one atomic commit ----------------------------------------
 
     def effect_ops(self, effects: Effects, saves: Saves | None = None) -> Ops:
-        """The commands that write what one message caused (see `Effects`); with history
-        on, one XADD more: the turn's record for the projector. The conversation's state
-        goes to ``saves`` when given (a batch's commit writes it once, at its end)."""
+        """The commands that write what one message caused (see `Effects`), with history on
+        its turn's record for the projector. The conversation's state and the turn's record
+        go to ``saves`` when given (a batch's commit writes them once, at its end)."""
         conversation = effects.conversation
         partition = keys.conversation_partition(conversation.id, self.partitions)  # its timers fire there
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
@@ -514,27 +521,24 @@ class Store:
         if effects.contact_events:
             ops.extend(self.contact_event_ops(effects.contact_events))
         record = encode_record(conversation)
-        if saves is None:
-            ops.extend(self.save_ops(conversation, effects.previous_status, record))
-        else:
-            saves.add(conversation, effects.previous_status, record)
+        batch = Saves(self.partitions) if saves is None else saves
+        batch.add(conversation, effects.previous_status, record)
         if self.outbox:
-            ops.append(self.outbox_op(keys.outbox(partition, self.partitions), effects, record, kept, contact))
-        return ops
+            batch.record(keys.outbox(partition, self.partitions), self.turn_record(effects, record, kept, contact))
+        return ops if saves is not None else ops + batch.ops()
 
     @staticmethod
-    def outbox_op(stream: str, effects: Effects, conversation: bytes, kept: builtins.list[bytes],
-                  contact: bytes | None) -> Op:
+    def turn_record(effects: Effects, conversation: bytes, kept: builtins.list[bytes],
+                    contact: bytes | None) -> TurnRecord:
         cause, by = effects.cause, ""
         if cause is not None and cause.sender is not None:
             by = cause.sender.name or cause.sender.username or cause.sender.id
-        turn = TurnRecord(v=RECORD_VERSION, id=new_id(), at_ms=effects.conversation.updated_ms,
+        return TurnRecord(v=RECORD_VERSION, id=new_id(), at_ms=effects.conversation.updated_ms,
                           conversation=msgspec.Raw(conversation), kept=list(map(msgspec.Raw, kept)),
                           contacts=[msgspec.Raw(contact)] if contact is not None else [],
                           previous_status=effects.previous_status,
                           cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by,
                           refs=list(effects.refs))
-        return ("XADD", stream, "*", keys.PAYLOAD_FIELD, encode_turn(turn))
 
     def save_ops(self, conversation: Conversation, previous_status: str | None,
                  record: bytes | None = None) -> Ops:

@@ -68,7 +68,7 @@ async def test_backfill_an_existing_redis_then_export_and_erase(redis_url: str, 
 
     status = await asyncio.to_thread(bridge_cli, "status", "-c", str(config), cwd=tmp_path)
     assert status.returncode == 0, status.stderr
-    assert "history: 0 record(s) not yet in SQL" in status.stdout
+    assert "history: 0 outbox entries not yet in SQL" in status.stdout
 
     out = tmp_path / "export.json"
     exported = await asyncio.to_thread(bridge_cli, "contact", "export", conversation.contact_id, "--out", str(out),

@@ -18,12 +18,22 @@ from bridge.dispatcher import ChannelDispatcher
 from bridge.engine import Engine
 from bridge.history import db
 from bridge.history.projector import Projector
-from bridge.history.record import TurnRecord, conversation_of, decode_record
-from bridge.model import Message, conversation_number, encode
+from bridge.history.record import RECORD_VERSION, TurnRecord, conversation_of, decode_records, raw
+from bridge.history.writer import Writer
+from bridge.model import (
+    Conversation,
+    Message,
+    Sender,
+    address_hash,
+    conversation_number,
+    encode,
+    encode_record,
+    partition_of,
+)
 from bridge.runner import build_steps
 from bridge.store import Store
 from tests.harness import RunningBridge, commit, finished, running_bridge
-from tests.history_db import every_table_text, rows
+from tests.history_db import async_url, every_table_text, rows
 from tests.servers import free_port
 from tests.test_api_e2e import AUTH, ENV
 from tests.test_history import projected, with_history
@@ -160,7 +170,7 @@ async def test_an_erasure_between_a_projector_read_and_its_write_is_not_undone(
             await b.bus.ensure_group(stream, keys.PROJECTOR_GROUP)
         entries = await b.bus.read(projector.streams, keys.PROJECTOR_GROUP, keys.PROJECTOR_CONSUMER,
                                    count=1000, block_ms=None)
-        batch = {conversation_of(r).id for r in (decode_record(e.payload or b"") for e in entries)
+        batch = {conversation_of(r).id for e in entries for r in decode_records(e.payload or b"")
                  if isinstance(r, TurnRecord)}
         assert {gone.id, stays.id} <= batch
 
@@ -276,6 +286,92 @@ async def test_an_erasure_between_an_engine_read_and_its_commit_is_not_written_b
 
 
 PENDING = ["Ana Costa", "ana@example.org", "cust-pending", "A minha encomenda 3312 chegou partida"]
+
+
+SHARED = ["Lena Fischer", "lena@example.org", "Meine Adresse ist Gartenstraße 4"]
+
+
+async def test_an_erasure_keeps_the_other_customers_turns_of_a_shared_outbox_entry(
+        history_url: str, redis_url: str, webhook: WebhookReceiver) -> None:
+    """Two customers of one partition write at once: one commit, one outbox entry with
+    both customers' turns. One of them is erased before the projector reads it: the entry
+    is written again with the other customer's turns only, and those reach SQL."""
+    name, email, text = SHARED
+    customers = [c for c in (f"cust-shared-{i}" for i in range(200))
+                 if partition_of(address_hash("api", c), 8) == partition_of(address_hash("api", "cust-shared-0"), 8)]
+    gone_address, stays_address = customers[:2]
+    async with playing("projector", history_url, redis_url, webhook) as b:
+        assert b.bridge.history is not None
+        await b.bus.publish_many([
+            Message(kind="customer", channel="api", address=gone_address, text=text,
+                    sender=Sender(name=name, email=email), dedupe_key="api:shared-1"),
+            Message(kind="customer", channel="api", address=stays_address, text="Where is order 12?",
+                    dedupe_key="api:shared-2"),
+            Message(kind="customer", channel="api", address=stays_address, text="It was due Monday",
+                    dedupe_key="api:shared-3")])
+        await b.wait_for(lambda: len(webhook.received) >= 2, what="both answered")
+        gone = await b.store.for_address("api", gone_address)
+        stays = await b.store.for_address("api", stays_address)
+        assert gone is not None and stays is not None
+        outbox = keys.outbox(partition_of(address_hash("api", stays_address), 8), 8)
+        (entry_id, fields), = await b.redis.xrange(outbox)
+        turns = decode_records(fields[keys.PAYLOAD_FIELD.encode()])
+        assert [conversation_of(t).id for t in turns if isinstance(t, TurnRecord)] == [gone.id, stays.id, stays.id]
+
+        response = await b.post(f"/api/v1/contacts/{gone.contact_id}/erase", headers=AUTH)
+        assert response.status == 200, await response.text()
+        (again_id, fields), = await b.redis.xrange(outbox)
+        assert again_id != entry_id
+        turns = decode_records(fields[keys.PAYLOAD_FIELD.encode()])
+        assert [conversation_of(t).id for t in turns if isinstance(t, TurnRecord)] == [stays.id, stays.id]
+        for item in [name, email, text, gone_address, gone.id]:
+            assert item.encode() not in fields[keys.PAYLOAD_FIELD.encode()], item
+
+        projector = Projector(bus=b.bus, engine=b.bridge.history, worker_id="shared-projector",
+                              partitions=b.bridge.settings.engine.partitions, lease_ttl_s=30, store=b.store)
+        run = asyncio.create_task(projector.run())
+        try:
+            await b.wait_for(lambda: projected(b.redis), what="the outbox projected")
+        finally:
+            projector.stop()
+            await finished(run)
+    customer = sorted((m for m in await rows(history_url, "messages") if m["kind"] == "customer"),
+                      key=lambda m: m["seq"])
+    assert [m["text"] for m in customer] == ["Where is order 12?", "It was due Monday"]
+    tables_text = await every_table_text(history_url)
+    for item in [*SHARED, gone_address, gone.id]:
+        assert item not in tables_text, item
+
+
+async def test_a_turn_projected_after_a_later_one_keeps_its_messages_and_undoes_nothing(history_url: str) -> None:
+    """An erasure writes a commit's other turns again at the outbox's end, after later
+    turns of the same conversations: projected late, a turn adds its messages and leaves
+    the newer state (and its events) as they are."""
+    engine = db.open_engine(async_url(history_url))
+    try:
+        await db.upgrade(engine)
+        writer = Writer(engine)
+
+        def turn(record_id: str, at_ms: int, status: str, said: str) -> TurnRecord:
+            conversation = Conversation(id="h-late-1", channel="api", address="late", status=status,
+                                        created_ms=1, updated_ms=at_ms)
+            said_then = Message(kind="customer", channel="api", address="late", text=said, created_ms=at_ms)
+            return TurnRecord(v=RECORD_VERSION, id=record_id, at_ms=at_ms,
+                              conversation=raw(encode_record(conversation)), kept=[raw(encode(said_then))],
+                              contacts=[], previous_status="open" if at_ms > 10 else None, cause="customer:")
+
+        await writer.apply([turn("late-1", 10, "open", "Hello")])
+        await writer.apply([turn("late-3", 30, "resolved", "Thanks, solved")])
+        await writer.apply([turn("late-2", 20, "pending", "Still waiting")])  # the late one
+    finally:
+        await engine.dispose()
+    (row,) = await rows(history_url, "conversations")
+    assert row["status"] == "resolved" and row["updated_ms"] == 30
+    messages = sorted(await rows(history_url, "messages"), key=lambda m: m["seq"])
+    assert [m["text"] for m in messages] == ["Hello", "Still waiting", "Thanks, solved"]
+    statuses = sorted((e for e in await rows(history_url, "events") if e["name"] == "status"),
+                      key=lambda e: e["at_ms"])
+    assert [(e["previous"], e["value"]) for e in statuses] == [("", "open"), ("open", "resolved")]
 
 
 async def test_records_an_erasure_deleted_while_read_and_not_yet_written_are_acknowledged(

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import event
 
 from bridge import keys
-from bridge.history.record import TurnRecord, decode_record
+from bridge.history.record import TurnRecord, decode_records
 from bridge.model import Conversation, Message, Sender, encode_record
 from tests.fakes.slack_api import FakeSlack, Post, sign
 from tests.harness import Clock, RunningBridge, running_bridge
@@ -218,5 +218,5 @@ async def test_export_lists_the_refs_and_erase_removes_them_from_the_record(
 def test_an_outbox_record_written_before_refs_existed_still_reads() -> None:
     conversation = Conversation(id="h-1", channel="api", address="a", status="open", created_ms=1, updated_ms=1)
     old = msgspec.msgpack.encode([1, "rec-1", 5, msgspec.Raw(encode_record(conversation)), [], [], None, "", ""])
-    record = decode_record(old)
+    (record,) = decode_records(old)
     assert isinstance(record, TurnRecord) and record.refs == [] and record.id == "rec-1"

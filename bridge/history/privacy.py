@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.bus import Bus
-from bridge.history import db, schema
+from bridge.history import db, record, schema
 from bridge.history.reader import Reader
 from bridge.history.writer import erase_rows
 from bridge.model import Contact, new_id, now_ms
@@ -101,7 +101,7 @@ class Privacy:
         sql_ids = await self._sql_conversation_ids(contact)
         ids = list(dict.fromkeys(redis_ids + sql_ids))
         needles = [*ids, contact.id, contact.email, *(a.partition(":")[2] for a in contact.addresses)]
-        counts = {"conversations": len(ids), "stream_entries": await self.bus.scrub(needles)}
+        counts = {"conversations": len(ids), "stream_entries": await self.bus.scrub(needles, keep=record.without)}
         counts["redis_keys"] = await self.store.erase_contact(contact, ids)
         if self.history is not None:
             counts.update(await self._erase_sql(contact, ids, by))

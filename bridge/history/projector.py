@@ -26,7 +26,7 @@ from bridge import failpoints, keys
 from bridge.bus import Bus, Entry, LeaseLost
 from bridge.errors import StoreUnavailable
 from bridge.history import db, retention
-from bridge.history.record import RefsRecord, TurnRecord, contacts_named, decode_record
+from bridge.history.record import RefsRecord, TurnRecord, contacts_named, decode_records
 from bridge.history.writer import Writer
 from bridge.metrics import HISTORY_ERRORS, HISTORY_LAG, HISTORY_OLDEST_AGE, HISTORY_PROJECTED
 from bridge.model import now_ms
@@ -143,21 +143,31 @@ class Projector:
             await self.project(entries)
 
     async def project(self, entries: list[Entry]) -> None:
-        """Write a batch to SQL, then acknowledge it (fenced by each stream's lease)."""
+        """Write the entries' records to SQL, then acknowledge them (fenced by each stream's
+        lease): about ``batch_size`` records per transaction (an entry holds a commit's turns)."""
         records: list[TurnRecord | RefsRecord] = []
         ops: Ops = []
+        taken: list[Entry] = []
         for entry in entries:
+            taken.append(entry)
             if entry.erased:  # deleted while pending (an erasure): acked with the rest
                 continue
             try:
                 if entry.payload is None:
                     raise ValueError("no payload field")
-                records.append(decode_record(entry.payload))
+                records.extend(decode_records(entry.payload))
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                 log.error("unreadable outbox entry dead-lettered",
                           extra={"stream": entry.stream, "entry": entry.id, "error": str(exc)})
                 ops.extend(self.bus.dead_letter_ops(entry.stream, keys.PROJECTOR_GROUP, entry,
                                                     f"unreadable outbox record: {exc}"))
+            if len(records) >= self.batch_size:
+                await self._apply(taken, records, ops)
+                records, ops, taken = [], [], []
+        if taken:
+            await self._apply(taken, records, ops)
+
+    async def _apply(self, entries: list[Entry], records: list[TurnRecord | RefsRecord], ops: Ops) -> None:
         applied = await self.writer.apply(records)
         await self._take_back_erased(records)
         failpoints.hit("projector.after_sql")

@@ -1,9 +1,12 @@
-"""The records the projector reads from an outbox stream: one turn, or thread refs.
+"""The records the projector reads from an outbox stream: the turns of one commit, or
+thread refs.
 
 A turn is compact by design (it rides in the engine's commit): a msgpack array whose
 conversation, contact and transcript messages are the very bytes the store writes to
 Redis, embedded as they are (no second encoding of a message already encoded). Fields are
-only ever added at the end with a default, so older entries still decode.
+only ever added at the end with a default, so older entries still decode. A commit's turns
+go as one entry, a `TurnsRecord` (one XADD per commit instead of one per message); entries
+of one turn each, as bridges before 2026-12 wrote them, still decode.
 
 The dispatcher's refs (a sent Slack message's thread, a sent email's Message-ID) are
 known only after a send: they come as a `RefsRecord`, whose first element is the string
@@ -34,6 +37,16 @@ class TurnRecord(msgspec.Struct, array_like=True):
     refs: list[str] = []  # thread refs the turn gave the conversation (bridge:ref:<ref>)
 
 
+TURNS_KIND = "turns"
+
+
+class TurnsRecord(msgspec.Struct, array_like=True):
+    """The turns of one commit, in order; each is applied once by its own id."""
+
+    kind: str  # TURNS_KIND
+    turns: list[TurnRecord]
+
+
 REFS_KIND = "refs"
 
 
@@ -52,27 +65,41 @@ class _Head(msgspec.Struct, array_like=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(TurnRecord)
+_turns_decoder = msgspec.msgpack.Decoder(TurnsRecord)
 _refs_decoder = msgspec.msgpack.Decoder(RefsRecord)
 _head_decoder = msgspec.msgpack.Decoder(_Head)
 
 
-def encode_turn(record: TurnRecord) -> bytes:
-    return _encoder.encode(record)
-
-
-def decode_turn(payload: bytes) -> TurnRecord:
-    return _decoder.decode(payload)
+def encode_turns(turns: list[TurnRecord]) -> bytes:
+    return _encoder.encode(TurnsRecord(kind=TURNS_KIND, turns=turns))
 
 
 def encode_refs(record: RefsRecord) -> bytes:
     return _encoder.encode(record)
 
 
-def decode_record(payload: bytes) -> TurnRecord | RefsRecord:
-    """A turn or a refs record, told apart by the first element."""
-    if _head_decoder.decode(payload).kind == REFS_KIND:
-        return _refs_decoder.decode(payload)
-    return _decoder.decode(payload)
+def decode_records(payload: bytes) -> list[TurnRecord | RefsRecord]:
+    """An outbox entry's records: a commit's turns, a refs record or one turn (an older
+    entry), told apart by the first element."""
+    kind = _head_decoder.decode(payload).kind
+    if kind == TURNS_KIND:
+        return list(_turns_decoder.decode(payload).turns)
+    if kind == REFS_KIND:
+        return [_refs_decoder.decode(payload)]
+    return [_decoder.decode(payload)]
+
+
+def without(payload: bytes, needles: list[bytes]) -> bytes | None:
+    """A commit's turns less those holding one of ``needles`` (msgpack-packed strings: an
+    erasure's), encoded again; None when none stays or ``payload`` is another record."""
+    try:
+        if _head_decoder.decode(payload).kind != TURNS_KIND:
+            return None
+        turns = _turns_decoder.decode(payload).turns
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    kept = [t for t in turns if not any(n in _encoder.encode(t) for n in needles)]
+    return encode_turns(kept) if kept else None
 
 
 def raw(payload: bytes) -> msgspec.Raw:

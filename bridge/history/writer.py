@@ -49,8 +49,13 @@ class Writer:
             event_rows: list[dict[str, Any]] = []
             contacts: dict[str, Contact] = {}
             for record, conversation in states:
-                event_rows.extend(events_of(record, before.get(conversation.id), conversation))
-                before[conversation.id] = conversation_row(conversation)
+                previous = before.get(conversation.id)
+                # a turn older than the state recorded (an erasure wrote its commit's other
+                # turns again, at the outbox's end): its messages, not its state changes
+                late = previous is not None and previous["updated_ms"] > conversation.updated_ms
+                event_rows.extend(events_of(record, previous, conversation, late=late))
+                if not late:
+                    before[conversation.id] = conversation_row(conversation)
                 for i, message in enumerate(messages_of(record)):
                     message_rows.append(message_row(message, conversation.id, record.at_ms * 1000 + i))
                 contact = contact_of(record)
@@ -161,9 +166,11 @@ def message_row(m: Message, conversation_id: str, seq: int) -> dict[str, Any]:
             "data": m.data, "reply_to": m.reply_to, "created_ms": m.created_ms}
 
 
-def events_of(record: TurnRecord, before: dict[str, Any] | None, after: Conversation) -> list[dict[str, Any]]:
+def events_of(record: TurnRecord, before: dict[str, Any] | None, after: Conversation,
+              late: bool = False) -> list[dict[str, Any]]:
     """What changed in this turn: the tracked fields (with the previous value and the
-    reason) and the notices the flows kept in the transcript."""
+    reason; not for a ``late`` turn, which would undo later changes) and the notices the
+    flows kept in the transcript."""
     out: list[dict[str, Any]] = []
 
     def add(name: str, value: str, previous: str = "", reason: str = "", by: str = record.by,
@@ -174,7 +181,7 @@ def events_of(record: TurnRecord, before: dict[str, Any] | None, after: Conversa
 
     if before is None and record.previous_status is None:
         add("opened", after.status, at_ms=after.created_ms or record.at_ms)
-    for field, reason_field in TRACKED:
+    for field, reason_field in () if late else TRACKED:
         value = str(getattr(after, field))
         previous = str(before[field]) if before is not None else ""
         if value != previous and (before is not None or value):
