@@ -204,12 +204,13 @@ async def bridge_latencies(redis: aioredis.Redis, partitions: int, since_ms: int
                     if message.address.startswith(tag):
                         appended[message.id] = entry_ms(entry_id)
     latencies = []
-    async for chunk in _chunks(redis, keys.outbound("null")):
-        for entry_id, fields in chunk:
-            if entry_ms(entry_id) >= since_ms:
-                message = decode(fields[b"m"])
-                if message.kind == "event" and message.reply_to in appended:
-                    latencies.append(entry_ms(entry_id) - appended[message.reply_to])
+    for stream in keys.outbound_streams("null", partitions):
+        async for chunk in _chunks(redis, stream):
+            for entry_id, fields in chunk:
+                if entry_ms(entry_id) >= since_ms:
+                    message = decode(fields[b"m"])
+                    if message.kind == "event" and message.reply_to in appended:
+                        latencies.append(entry_ms(entry_id) - appended[message.reply_to])
     return latencies
 
 

@@ -127,7 +127,8 @@ async def _expiring_mb(redis: aioredis.Redis) -> float:
 
 
 async def _trimmed(redis: aioredis.Redis) -> bool:
-    streams = [keys.inbound(p, 8) for p in range(8)] + [keys.outbox(p, 8) for p in range(8)] + [keys.outbound("null")]
+    streams = [keys.inbound(p, 8) for p in range(8)] + [keys.outbox(p, 8) for p in range(8)]
+    streams += keys.outbound_streams("null", 8)
     async with redis.pipeline(transaction=False) as pipe:
         for stream in streams:
             pipe.xlen(stream)

@@ -87,14 +87,23 @@ async def main(n: int) -> None:
             await stage(redis, url, "warm-up", ["ingest", "engine", "dispatch"], CONVERSATIONS,
                         delivered(2 * CONVERSATIONS), range(0, CONVERSATIONS, 100))
             await stage(redis, url, "publish", ["ingest"], n, published, range(CONVERSATIONS, CONVERSATIONS + n, 100))
-            before = await redis.xlen(keys.outbound("null"))
+            partitions = bridge_settings(url, CONVERSATIONS).engine.partitions
+            before = await outbound_length(redis, partitions)
             await stage(redis, url, "engine", ["engine"], n, engine_idle)
-            written = await redis.xlen(keys.outbound("null")) - before
+            written = await outbound_length(redis, partitions) - before
             await stage(redis, url, "dispatch", ["dispatch"], n, delivered(written))
         finally:
             await redis.aclose()
             process.terminate()
             process.wait()
+
+
+async def outbound_length(redis: aioredis.Redis, partitions: int) -> int:
+    """Entries in the null channel's outbound streams."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream in keys.outbound_streams("null", partitions):
+            pipe.xlen(stream)
+        return sum(await pipe.execute())
 
 
 def cli() -> None:

@@ -455,9 +455,9 @@ class Bus:
         raise StoreUnavailable(f"the commit's fences kept changing under it ({COMMIT_TRIES} tries)")
 
     def leases(self, owner: str, streams: Sequence[str], *, ttl_s: float, role: str,
-               fair_share: bool = True) -> Leases:
-        """Leases on ``streams`` for ``owner`` (one consumer side per stream)."""
-        return Leases(self.redis, owner, streams, ttl_s=ttl_s, fair_share=fair_share, role=role)
+               fair_share: bool = True, leader: bool = False) -> Leases:
+        """Leases on ``streams`` for ``owner`` (one consumer side per stream; see `Leases`)."""
+        return Leases(self.redis, owner, streams, ttl_s=ttl_s, fair_share=fair_share, role=role, leader=leader)
 
     @staticmethod
     def ack_ops(stream: str, group: str, entry_ids: Sequence[str]) -> Ops:
@@ -485,44 +485,53 @@ class Bus:
                 *variadic(("ZREM", keys.retry_due(stream)), entry_ids)]
 
     @staticmethod
-    def sent_ops(channel: str, day: int, sent: Sequence[tuple[str, str]], keep_days: int) -> Ops:
-        """Remember (outbound message id, platform id) pairs in the day's bucket."""
+    def sent_ops(stream: str, day: int, sent: Sequence[tuple[str, str]], keep_days: int) -> Ops:
+        """Remember (outbound message id, platform id) pairs in the stream's day bucket."""
         if not sent:
             return []
-        bucket = keys.sent_day(channel, day)
+        bucket = keys.sent_day(stream, day)
         return [*variadic(("HSET", bucket), [x for pair in sent for x in pair], per=2),
                 ("EXPIRE", bucket, str(keep_days * 86_400))]
 
     @staticmethod
-    def park_ops(channel: str, lane: str, behind: str) -> Ops:
-        return [["HSET", keys.parked(channel), lane, behind]]
+    def park_ops(stream: str, lane: str, behind: str) -> Ops:
+        return [["HSET", keys.parked(stream), lane, behind]]
 
     @staticmethod
-    def unpark_ops(channel: str, lane: str) -> Ops:
-        return [["HDEL", keys.parked(channel), lane]]
+    def unpark_ops(stream: str, lane: str) -> Ops:
+        return [["HDEL", keys.parked(stream), lane]]
 
-    async def parked(self, channel: str) -> dict[str, str]:
-        """Parked lanes of a channel: lane -> the dead letter its later sends wait behind."""
-        return {k.decode(): v.decode() for k, v in (await self.redis.hgetall(keys.parked(channel))).items()}
-
-    async def delivery_history(self, channel: str, stream: str, message_ids: Sequence[str],
-                               entry_ids: Sequence[str], days: Sequence[int]
-                               ) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
-        """For entries read before: which messages were sent (message id -> platform id),
-        failed attempts and the next attempt's due time per entry. One round trip."""
+    async def parked(self, streams: Sequence[str]) -> dict[str, str]:
+        """Parked lanes of outbound streams: lane -> the dead letter its later sends wait behind."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for day in days:
-                pipe.hmget(keys.sent_day(channel, day), message_ids)
-            pipe.hmget(keys.attempts(stream), entry_ids)
-            pipe.zmscore(keys.retry_due(stream), entry_ids)
-            *found, tries, dues = await pipe.execute()
+            for stream in streams:
+                pipe.hgetall(keys.parked(stream))
+            found = await pipe.execute()
+        return {k.decode(): v.decode() for lanes in found for k, v in lanes.items()}
+
+    async def delivery_history(self, read: Sequence[tuple[str, Sequence[str], Sequence[str]]], days: Sequence[int]
+                               ) -> tuple[dict[str, str], dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """For entries read before, as (stream, message ids, entry ids): which messages were
+        sent (message id -> platform id), failed attempts and the next attempt's due time
+        per (stream, entry id). One round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, message_ids, entry_ids in read:
+                for day in days:
+                    pipe.hmget(keys.sent_day(stream, day), message_ids)
+                pipe.hmget(keys.attempts(stream), entry_ids)
+                pipe.zmscore(keys.retry_due(stream), entry_ids)
+            replies = iter(await pipe.execute())
         recorded: dict[str, str] = {}
-        for values in found:
-            for message_id, platform_id in zip(message_ids, values, strict=True):
-                if platform_id is not None:
-                    recorded[message_id] = platform_id.decode()
-        attempts = {e: int(t) for e, t in zip(entry_ids, tries, strict=True) if t is not None}
-        due = {e: int(d) for e, d in zip(entry_ids, dues or [], strict=False) if d is not None}
+        attempts: dict[tuple[str, str], int] = {}
+        due: dict[tuple[str, str], int] = {}
+        for stream, message_ids, entry_ids in read:
+            for _ in days:
+                for message_id, platform_id in zip(message_ids, next(replies), strict=True):
+                    if platform_id is not None:
+                        recorded[message_id] = platform_id.decode()
+            tries, dues = next(replies), next(replies)
+            attempts.update({(stream, e): int(t) for e, t in zip(entry_ids, tries, strict=True) if t is not None})
+            due.update({(stream, e): int(d) for e, d in zip(entry_ids, dues or [], strict=False) if d is not None})
         return recorded, attempts, due
 
     async def ping(self) -> bool:
@@ -608,7 +617,7 @@ class Bus:
                 for row in rows:
                     pipe.xdel(row["dlq_stream"], row["dlq_entry"])
                 for lane in sorted(lane for s, lane in released if s == stream):
-                    release = Message(kind="command", channel=stream.removeprefix(keys.outbound("")),
+                    release = Message(kind="command", channel=keys.outbound_channel(stream),
                                       name=RELEASE_LANE, data={"lane": lane})
                     pipe.xadd(stream, {keys.PAYLOAD_FIELD: encode(release), keys.REPLAY_FIELD: b"1"})
                 await pipe.execute()

@@ -1,4 +1,9 @@
-"""The dispatcher: reads each channel's outbound stream and delivers through its adapter.
+"""The dispatcher: reads each channel's outbound streams and delivers through its adapter.
+
+A channel has one outbound stream per engine partition (each written by its partition's
+commit, in its slot) and one of its own (what older bridges wrote; dead letters' release
+marks). The holder of the channel's own stream's lease takes the others, so one process
+paces a channel.
 
 Sends are ordered per *lane* (a customer's address; a conversation, for agent-side
 events) and independent across lanes. Lanes with a message to send queue for up to
@@ -104,7 +109,7 @@ class _Lane:
 
 
 class ChannelDispatcher:
-    """Delivery for one channel: owns the channel's outbound stream while holding its lease."""
+    """Delivery for one channel: owns the channel's outbound streams while holding their leases."""
 
     def __init__(self, *, bus: Bus, adapter: Adapter, worker_id: str, lease_ttl_s: float, block_ms: int,
                  batch_size: int, claim_min_idle_s: float,
@@ -113,7 +118,7 @@ class ChannelDispatcher:
         self.history = history  # refs a send returns also go to the outbox, for the SQL record
         self.adapter = adapter
         self.channel = adapter.name
-        self.stream = keys.outbound(self.channel)
+        self.streams = keys.outbound_streams(self.channel, bus.partitions)
         self.group = keys.DISPATCH_GROUP
         self.worker_id = worker_id
         self.report_health = report_health
@@ -123,7 +128,7 @@ class ChannelDispatcher:
         self.max_in_hand = max(batch_size, config.max_in_hand)
         self.pacer = Pacer(adapter.rate_per_s)
         self.address_pacer = Pacer(config.rate_per_address_per_s or adapter.default_rate_per_address_per_s)
-        self.leases = bus.leases(worker_id, [self.stream], ttl_s=lease_ttl_s, fair_share=False,
+        self.leases = bus.leases(worker_id, self.streams, ttl_s=lease_ttl_s, fair_share=False, leader=True,
                                  role=f"dispatch:{self.channel}")
         self._stopping = asyncio.Event()
         self.cursor = GroupCursor(bus, self.group, worker_id, count=batch_size, block_ms=block_ms,
@@ -137,9 +142,11 @@ class ChannelDispatcher:
         self._workers: set[asyncio.Task[None]] = set()
         self._idle: deque[asyncio.Future[bool]] = deque()  # workers waiting for a ready lane
         self._waking = 0  # workers woken or started that have not run yet
-        self._in_hand: set[str] = set()  # entry ids read and not yet recorded
+        self._in_hand: set[tuple[str, str]] = set()  # (stream, entry id) read and not yet recorded
         # lane -> the dead-lettered entry it waits behind ("r:" + id when that entry was a replay)
         self._parked: dict[str, str] = {}
+        self._parked_stale = False  # dropped with what was in hand: read again from Redis
+        self._parks_unread: set[str] = set()  # streams taken whose parked lanes are not read yet
         self._done: list[_Done] = []
         self._record_wanted = asyncio.Event()
         self._room = asyncio.Event()  # set when fewer than max_in_hand entries are in hand
@@ -162,7 +169,8 @@ class ChannelDispatcher:
     # -- the read loop ---------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.bus.ensure_group(self.stream, self.group)
+        for stream in self.streams:
+            await self.bus.ensure_group(stream, self.group)
         self.leases.start(f"dispatch-lease:{self.channel}")
         recorder = asyncio.create_task(self._recorder(), name=f"dispatch-record:{self.channel}")
         next_own_check = time.monotonic() + OWN_PENDING_CHECK_S
@@ -175,6 +183,8 @@ class ChannelDispatcher:
                         self.cursor.reread()  # what we had in hand goes first again, in order
                     if gained:
                         self.cursor.gained(gained)
+                        self._parks_unread |= gained
+                    if self._parks_unread or self._parked_stale:
                         await self._load_parked()
                     if not self.leases.held:
                         await self._sleep(0.05)
@@ -226,12 +236,20 @@ class ChannelDispatcher:
         self._waking = 0
         self._in_hand.clear()
         self._parked.clear()
+        self._parked_stale = True
         self._release(self._done)
         self._done.clear()
         self._room.set()
 
     async def _load_parked(self) -> None:
-        self._parked = await self.bus.parked(self.channel)
+        """The parked lanes of streams just taken; of every stream held after a drop (nothing
+        is in hand then: Redis has them all)."""
+        if self._parked_stale:
+            self._parked = await self.bus.parked(sorted(self.leases.held))
+            self._parked_stale = False
+        else:
+            self._parked.update(await self.bus.parked(sorted(self._parks_unread & self.leases.held)))
+        self._parks_unread.clear()
 
     async def _finish_sends(self) -> None:
         """Stopping: sends in flight finish (up to the adapter's timeout); waiting lanes stop
@@ -248,25 +266,25 @@ class ChannelDispatcher:
     # -- taking entries into lanes -------------------------------------------------
 
     async def _accept(self, entries: list[Entry]) -> None:
-        entries = [e for e in entries if e.id not in self._in_hand]  # a reread returns what we hold
+        entries = [e for e in entries if (e.stream, e.id) not in self._in_hand]  # a reread returns what we hold
         if not entries:
             return
         decoded, malformed = decode_entries(entries)
         for entry, reason in malformed:
-            self._in_hand.add(entry.id)
+            self._in_hand.add((entry.stream, entry.id))
             self._complete(_Done(_Item(entry, Message(kind="event", channel=self.channel)), dead=reason))
         for entry in entries:
             if entry.erased:  # deleted while pending (an erasure): nothing to send, only acked
-                self._in_hand.add(entry.id)
+                self._in_hand.add((entry.stream, entry.id))
                 self._complete(_Done(_Item(entry, Message(kind="event", channel=self.channel)),
                                      delivered=Delivered(), recorded_before=True))
         recorded, attempts, due_ms = await self._history(decoded)
         now_s, now = time.monotonic(), now_ms()
         for entry, message in decoded:
-            self._in_hand.add(entry.id)
-            item = _Item(entry, message, attempts=attempts.get(entry.id, 0))
-            if entry.id in due_ms:
-                item.due_s = now_s + max(0, due_ms[entry.id] - now) / 1000
+            self._in_hand.add((entry.stream, entry.id))
+            item = _Item(entry, message, attempts=attempts.get((entry.stream, entry.id), 0))
+            if (due := due_ms.get((entry.stream, entry.id))) is not None:
+                item.due_s = now_s + max(0, due - now) / 1000
             if message.id in recorded:
                 self._complete(_Done(item, delivered=Delivered(platform_id=recorded[message.id]),
                                      recorded_before=True))
@@ -281,15 +299,19 @@ class ChannelDispatcher:
                 lane.items.append(item)
 
     async def _history(self, decoded: list[tuple[Entry, Message]]
-                       ) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
+                       ) -> tuple[dict[str, str], dict[tuple[str, str], int], dict[tuple[str, str], int]]:
         """For entries read before (a redelivery): which were sent, failed attempts, and
-        when the next attempt is due. One round trip; none for new entries."""
+        when the next attempt is due, by (stream, entry id). One round trip; none for new
+        entries."""
         if not decoded or not self.cursor.replayed:
             return {}, {}, {}
+        by_stream: dict[str, list[tuple[Entry, Message]]] = {}
+        for entry, message in decoded:
+            by_stream.setdefault(entry.stream, []).append((entry, message))
         today = _today()
-        return await self.bus.delivery_history(self.channel, self.stream, [m.id for _, m in decoded],
-                                               [e.id for e, _ in decoded],
-                                               range(today - SENT_RECORD_DAYS + 1, today + 1))
+        return await self.bus.delivery_history(
+            [(stream, [m.id for _, m in read], [e.id for e, _ in read]) for stream, read in by_stream.items()],
+            range(today - SENT_RECORD_DAYS + 1, today + 1))
 
     # -- the workers ---------------------------------------------------------------
 
@@ -470,11 +492,12 @@ class ChannelDispatcher:
         ops: Ops = []
         for d in batch:
             if d.retry_due_ms:
-                ops += bus.attempt_ops(self.stream, d.item.entry.id, d.retry_due_ms)
+                ops += bus.attempt_ops(d.item.entry.stream, d.item.entry.id, d.retry_due_ms)
         batch = [d for d in batch if not d.retry_due_ms]
         sent = [d for d in batch if d.delivered is not None and not d.recorded_before and d.item.message.id]
-        ops += bus.sent_ops(self.channel, _today(), [(d.item.message.id, _platform_id(d)) for d in sent],
-                            keep_days=SENT_RECORD_DAYS)
+        for stream, done in _by_stream(sent).items():
+            ops += bus.sent_ops(stream, _today(), [(d.item.message.id, _platform_id(d)) for d in done],
+                                keep_days=SENT_RECORD_DAYS)
         refs = [(d.delivered.ref, d.item.message.conversation_id) for d in sent
                 if d.delivered is not None and d.delivered.ref and d.item.message.conversation_id]
         for ref, conversation_id in refs:
@@ -482,28 +505,31 @@ class ChannelDispatcher:
         if refs and self.history:
             ops += Store.refs_record_ops(refs, bus.partitions, now_ms())
         for d in batch:
+            stream = d.item.entry.stream
             if d.dead:
-                ops += bus.dead_letter_ops(self.stream, self.group, d.item.entry, d.dead, lane=d.lane)
+                ops += bus.dead_letter_ops(stream, self.group, d.item.entry, d.dead, lane=d.lane)
                 if d.parks:
-                    ops += bus.park_ops(self.channel, d.lane, d.parks)
-            if d.item.unparks:
-                ops += bus.unpark_ops(self.channel, d.item.unparks)
-        acked = [d.item.entry.id for d in batch if not d.dead]
-        ops += bus.ack_ops(self.stream, self.group, acked)
-        ops += bus.attempts_done_ops(self.stream, [d.item.entry.id for d in batch if d.item.attempts])
+                    ops += bus.park_ops(stream, d.lane, d.parks)
+            if d.item.unparks:  # wherever the lane was parked (a lane's sends may come from two partitions)
+                for held in sorted(self.leases.held):
+                    ops += bus.unpark_ops(held, d.item.unparks)
+        for stream, done in _by_stream(batch).items():
+            ops += bus.ack_ops(stream, self.group, [d.item.entry.id for d in done if not d.dead])
+            ops += bus.attempts_done_ops(stream, [d.item.entry.id for d in done if d.item.attempts])
+        acked = sum(1 for d in batch if not d.dead)
         await self.bus.commit(ops, leases=self.leases.keys_held(), owner=self.worker_id)
         failpoints.hit("dispatch.after_record")
         self._release(batch)
         for d in batch:
-            self._in_hand.discard(d.item.entry.id)
+            self._in_hand.discard((d.item.entry.stream, d.item.entry.id))
             if d.dead:
-                DEAD_LETTERS.labels(self.stream).inc()
+                DEAD_LETTERS.labels(d.item.entry.stream).inc()
                 log.warning("dead-lettered", extra={"channel": self.channel, "message_id": d.item.message.id,
                                                     "conversation": d.item.message.conversation_id,
                                                     "reason": d.dead})
         self._room.set()
         self._sent.inc(len(sent))
-        self.delivered += len(acked)
+        self.delivered += acked
         notices = [n for n in (self._notice(d) for d in batch) if n is not None]
         for _ in range(20):  # recorded already: only the reports are tried again (they dedupe)
             try:
@@ -543,6 +569,13 @@ class ChannelDispatcher:
         return Message(kind="command", channel=self.channel, name="delivery",
                        conversation_id=message.conversation_id, data=data,
                        dedupe_key=f"delivery:{message.id}")
+
+
+def _by_stream(batch: list[_Done]) -> dict[str, list[_Done]]:
+    grouped: dict[str, list[_Done]] = {}
+    for d in batch:
+        grouped.setdefault(d.item.entry.stream, []).append(d)
+    return grouped
 
 
 def _platform_id(done: _Done) -> str:

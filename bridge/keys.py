@@ -46,8 +46,31 @@ def inbound(partition: int, partitions: int) -> str:
     return f"{PREFIX}in:{partition_tag(partition, partitions)}"
 
 
-def outbound(channel: str) -> str:
-    return f"{PREFIX}out:{channel}"
+OUTBOUND = PREFIX + "out:"
+
+
+def outbound(channel: str, partition: int, partitions: int) -> str:
+    """Stream of one partition's outbound messages to ``channel`` (the engine of the
+    partition writes it in its commit, in the partition's slot)."""
+    return f"{OUTBOUND}{partition_tag(partition, partitions)}:{channel}"
+
+
+def channel_stream(channel: str) -> str:
+    """The channel's own outbound stream: what bridges before 2026-12 wrote (drained, then
+    empty), release marks of dead letters written there; its lease is the channel's (its
+    holder alone takes the partitions' streams, so one process paces the channel)."""
+    return f"{OUTBOUND}{channel}"
+
+
+def outbound_streams(channel: str, partitions: int) -> list[str]:
+    """Every outbound stream of ``channel``, the channel's own first."""
+    return [channel_stream(channel), *(outbound(channel, p, partitions) for p in range(partitions))]
+
+
+def outbound_channel(stream: str) -> str:
+    """The channel an outbound stream delivers to."""
+    rest = stream.removeprefix(OUTBOUND)
+    return rest.split("}:", 1)[1] if rest.startswith("{") else rest
 
 
 QUEUE_MAX_LEN = 100_000  # routine cases kept per queue, over its partitions (roughly; older ones are trimmed)
@@ -87,14 +110,11 @@ def lease(stream: str) -> str:
     return f"{PREFIX}lease:{stream}"
 
 
-def sent(channel: str) -> str:
-    """Hash: outbound message id -> platform message id, so a redelivery is not resent."""
-    return f"{PREFIX}sent:{channel}"
-
-
-def sent_day(channel: str, day: int) -> str:
-    """One day's bucket of `sent` (day = days since the epoch), expired after a few days."""
-    return f"{sent(channel)}:{day}"
+def sent_day(stream: str, day: int) -> str:
+    """Hash: outbound message id -> platform message id, so a redelivery is not resent; one
+    bucket per outbound stream (in its slot) and day (days since the epoch), expired after
+    a few days. The channel's own stream keeps the name of old: ``sent:<channel>:<day>``."""
+    return f"{PREFIX}sent:{stream.removeprefix(OUTBOUND)}:{day}"
 
 
 def attempts(stream: str) -> str:
@@ -107,9 +127,10 @@ def retry_due(stream: str) -> str:
     return f"{PREFIX}retry:{stream}"
 
 
-def parked(channel: str) -> str:
-    """Hash: lane (address) -> the dead-lettered entry later sends to it wait behind."""
-    return f"{PREFIX}parked:{channel}"
+def parked(stream: str) -> str:
+    """Hash: lane (address) -> the dead-lettered entry of outbound ``stream`` later sends to
+    it wait behind (in the stream's slot; the channel's own keeps ``parked:<channel>``)."""
+    return f"{PREFIX}parked:{stream.removeprefix(OUTBOUND)}"
 
 
 def commit_once(batch_id: str, beside: str = "") -> str:

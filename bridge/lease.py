@@ -42,12 +42,16 @@ return n
 @typed_store_errors
 class Leases:
     def __init__(self, redis: Redis, owner: str, streams: Sequence[str], *, ttl_s: float,
-                 fair_share: bool = True, role: str = "engine") -> None:
+                 fair_share: bool = True, role: str = "engine", leader: bool = False) -> None:
+        """With ``leader``, the first stream's lease leads: the others are taken only by its
+        holder and given back when it is lost (a channel's outbound streams: one process
+        paces the channel)."""
         self.redis = redis
         self.owner = owner
         self.streams = list(streams)
         self.ttl_ms = int(ttl_s * 1000)
         self.fair_share = fair_share
+        self.leader = self.streams[0] if leader else None
         self.role = role
         # what the consumer reads: it changes only through `changes()` (and `drop`), so a
         # stream is never read before the consumer is told it gained it (and must first
@@ -83,6 +87,11 @@ class Leases:
             if not await self._renew(keys=[keys.lease(stream)], args=[self.owner, self.ttl_ms]):
                 lost.append(stream)
         self._owned.difference_update(lost)
+        if self.leader is not None and self.leader not in self._owned and self._owned:
+            followers = sorted(self._owned)  # the channel is another process's now
+            await self._release(keys=[keys.lease(s) for s in followers], args=[self.owner])
+            self._owned.clear()
+            lost += followers
         share = await self._share()
         gained: list[str] = []
         for stream in self.streams:
@@ -90,6 +99,8 @@ class Leases:
                 break
             if stream in self._owned:
                 continue
+            if self.leader is not None and stream != self.leader and self.leader not in self._owned:
+                break
             if await self.redis.set(keys.lease(stream), self.owner, nx=True, px=self.ttl_ms):
                 self._owned.add(stream)
                 gained.append(stream)

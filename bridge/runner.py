@@ -260,7 +260,7 @@ class Bridge:
         """Trim acknowledged stream entries now and then (never pending ones)."""
         partitions = self.settings.engine.partitions
         streams = [keys.inbound(p, partitions) for p in range(partitions)]
-        streams += [keys.outbound(name) for name in self.adapters]
+        streams += [s for name in self.adapters for s in keys.outbound_streams(name, partitions)]
         outboxes = [keys.outbox(p, partitions) for p in range(partitions)] if self.settings.history.enabled \
             else []
         while not self._stop_requested.is_set():

@@ -41,6 +41,7 @@ async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
             groups.append({"group": info["name"], "pending": int(info.get("pending", 0)),
                            "lag": info.get("lag"), "consumers": int(info.get("consumers", 0))})
         rows.append({"stream": stream, "length": length, "groups": groups})
+    rows = _channels_merged(rows)
     rows.sort(key=lambda row: _stream_order(row["stream"]))
     health = {_text(k): json.loads(v) for k, v in (await redis.hgetall(keys.HEALTH)).items()}
     partitions = await redis.hget(keys.META, "partitions")
@@ -55,6 +56,33 @@ async def gather(redis: Redis, settings: Settings) -> dict[str, Any]:
         "partitions": int(partitions) if partitions else None,
         "conversations": {s: await store.count_with_status(s) for s in keys.STATUSES},
     }
+
+
+def _channels_merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A channel's outbound streams (its own and one per partition) as one row: their
+    lengths, and each group's pending entries and lag, added up."""
+    merged: dict[str, dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if not row["stream"].startswith(keys.OUTBOUND):
+            out.append(row)
+            continue
+        name = keys.channel_stream(keys.outbound_channel(row["stream"]))
+        total = merged.get(name)
+        if total is None:
+            total = merged[name] = {"stream": name, "length": 0, "groups": []}
+            out.append(total)
+        total["length"] += row["length"]
+        for group in row["groups"]:
+            into = next((g for g in total["groups"] if g["group"] == group["group"]), None)
+            if into is None:
+                total["groups"].append(dict(group))
+                continue
+            into["pending"] += group["pending"]
+            into["consumers"] = max(into["consumers"], group["consumers"])
+            lags = (into["lag"], group["lag"])
+            into["lag"] = None if None in lags else int(lags[0]) + int(lags[1])
+    return out
 
 
 def _stream_order(name: str) -> tuple[int, str, int]:

@@ -505,7 +505,8 @@ class Store:
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
         ops = self.transcript_ops(conversation.id, *kept)
         for out in effects.outbound:
-            ops.append(("XADD", keys.outbound(out.channel), "*", keys.PAYLOAD_FIELD, encode(out)))
+            ops.append(("XADD", keys.outbound(out.channel, partition, self.partitions), "*", keys.PAYLOAD_FIELD,
+                        encode(out)))
         for queue, case in effects.queued:
             ops.append(["XADD", keys.queue(queue, partition, self.partitions),
                         "MAXLEN", "~", keys.QUEUE_MAX_LEN // self.partitions, "*", keys.PAYLOAD_FIELD, encode(case)])

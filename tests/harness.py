@@ -27,7 +27,7 @@ import yaml
 from bridge import config as config_module
 from bridge import keys
 from bridge.bus import Bus
-from bridge.model import Message, decode, now_ms
+from bridge.model import Message, address_hash, decode, entry_order, now_ms, partition_of
 from bridge.ops import Ops
 from bridge.runner import Bridge
 from tests.timing import scaled
@@ -171,6 +171,20 @@ async def running_bridge(redis_url: str, config: dict[str, Any], *, env: dict[st
         finally:
             await running.http.close()
             await bridge.stop()
+
+
+def outbound_of(channel: str, address: str, *, of: str = "", partitions: int = 8) -> str:
+    """The outbound stream of ``channel`` a customer's conversation writes to (its
+    partition's): the customer's address on ``of`` (default: ``channel`` itself)."""
+    return keys.outbound(channel, partition_of(address_hash(of or channel, address), partitions), partitions)
+
+
+async def outbound_entries(redis: Any, channel: str, partitions: int = 8) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry of a channel's outbound streams, oldest first."""
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+    for stream in keys.outbound_streams(channel, partitions):
+        entries += await redis.xrange(stream)
+    return sorted(entries, key=lambda entry: entry_order(entry[0]))
 
 
 async def commit(redis: Any, ops: Ops) -> None:

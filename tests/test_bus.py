@@ -231,6 +231,25 @@ async def test_stopped_lease_keepers_end_and_give_their_leases_back(redis: aiore
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("keeper-")] == []
 
 
+async def test_a_channel_s_outbound_streams_go_to_the_holder_of_its_own_stream_only(redis: aioredis.Redis) -> None:
+    """Two dispatchers of one channel: the first to hold the channel's own stream takes
+    the partitions' streams too, the other takes none (so one process paces the channel);
+    once the first loses the channel's lease it gives the others back at once, and whoever
+    holds the channel next takes them all."""
+    bus = Bus(redis, partitions=8)
+    streams = keys.outbound_streams("api", 8)
+    first = bus.leases("first", streams, ttl_s=30, role="dispatch:api", fair_share=False, leader=True)
+    second = bus.leases("second", streams, ttl_s=30, role="dispatch:api", fair_share=False, leader=True)
+    assert await first.tick() == (streams, [])
+    assert await second.tick() == ([], [])
+    await redis.set(keys.lease(streams[0]), "third", px=30_000)  # the first stalled past its TTL, say
+    gained, lost = await first.tick()
+    assert (gained, sorted(lost)) == ([], sorted(streams))
+    assert [await redis.get(keys.lease(s)) for s in streams[1:]] == [None] * 8  # given back at once
+    await redis.delete(keys.lease(streams[0]))  # the third process died
+    assert await second.tick() == (streams, [])
+
+
 async def test_a_group_redis_lost_is_made_again_and_read_from_the_start(redis: aioredis.Redis,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     """A restart without data or a failover to a replica that had not got it can leave a

@@ -55,7 +55,7 @@ async def bridge_idle(redis: object) -> bool:
     import redis.asyncio as aioredis
 
     assert isinstance(redis, aioredis.Redis)
-    for stream in [keys.inbound(p, 8) for p in range(8)] + [keys.outbound("api")]:
+    for stream in [keys.inbound(p, 8) for p in range(8)] + keys.outbound_streams("api", 8):
         if await redis.exists(stream):
             groups = await redis.xinfo_groups(stream)
             if any(g["pending"] or g["lag"] for g in groups):

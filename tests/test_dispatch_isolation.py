@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from bridge import keys
-from tests.harness import RunningBridge, running_bridge, wait_for
+from bridge.model import Message, encode, now_ms
+from tests.harness import RunningBridge, outbound_of, running_bridge, wait_for
 from tests.proc import BridgeProcess
 from tests.test_api_e2e import AUTH, ENV, api_config
 from tests.webhook import WebhookReceiver
@@ -114,7 +116,7 @@ async def test_a_dead_lettered_reply_holds_the_later_ones_until_replayed_in_orde
         await agent_reply(b, conversation.id, "reply 4")  # the lane goes on as before
         await wait_for(lambda: webhook.texts_for("late")[4:] == ["reply 4"], 20, "the next reply")
         assert await b.bus.dead_letters() == []
-        assert await b.redis.hlen(keys.parked("api")) == 0
+        assert [await b.redis.hlen(keys.parked(s)) for s in keys.outbound_streams("api", 8)] == [0] * 9
 
 
 async def test_dropping_the_dead_letters_lets_the_address_go_on(redis_url: str, webhook: WebhookReceiver) -> None:
@@ -175,12 +177,51 @@ async def test_a_scheduled_retry_is_kept_across_a_restart(redis_url: str, webhoo
     webhook.retry_after = "30"
     async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
         await write(b, "patient", "Hello")
-        due = await wait_for(lambda: b.redis.zrange(keys.retry_due(keys.outbound("api")), 0, -1, withscores=True),
+        stream = outbound_of("api", "patient")
+        due = await wait_for(lambda: b.redis.zrange(keys.retry_due(stream), 0, -1, withscores=True),
                              10, "the retry scheduled")
         (entry_id, due_ms), = due
         assert due_ms - time.time() * 1000 > 20_000  # Retry-After honoured
-        assert await b.redis.hget(keys.attempts(keys.outbound("api")), entry_id) == b"1"
+        assert await b.redis.hget(keys.attempts(stream), entry_id) == b"1"
     async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
         await asyncio.sleep(1.5)  # a restart that forgot the due time would send at once
         assert webhook.texts_for("patient") == []
-        assert await b.redis.zscore(keys.retry_due(keys.outbound("api")), entry_id) == due_ms
+        assert await b.redis.zscore(keys.retry_due(stream), entry_id) == due_ms
+
+
+async def test_what_an_older_bridge_left_in_a_channel_s_own_stream_is_delivered_once(
+        redis_url: str, webhook: WebhookReceiver) -> None:
+    """Bridges before 2026-12 wrote a channel's replies to one stream, `bridge:out:<channel>`;
+    today each partition has its own. After an upgrade the dispatcher drains the old stream
+    too: a reply an old dispatcher sent and recorded but never acknowledged is not sent
+    again (its sent record keeps the old name), the others are sent once."""
+    async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
+        await write(b, "upgraded", "Hello")
+        await wait_for(lambda: webhook.texts_for("upgraded"), 10, "the acknowledgement")
+        conversation = await b.store.for_address("api", "upgraded")
+        assert conversation is not None
+    stream = keys.channel_stream("api")
+    assert stream == "bridge:out:api"  # the old name, kept
+
+    def reply(text: str) -> Message:
+        return Message(kind="reply", channel="api", address="upgraded", conversation_id=conversation.id, text=text)
+
+    sent, unsent, unread = reply("sent before the upgrade"), reply("read, not sent"), reply("never read")
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        for message in (sent, unsent):
+            await redis.xadd(stream, {keys.PAYLOAD_FIELD: encode(message)})
+        await redis.xreadgroup(keys.DISPATCH_GROUP, "old-dispatcher", {stream: ">"}, count=2)  # it died
+        await redis.hset(f"bridge:sent:api:{now_ms() // 86_400_000}", sent.id, "platform-id-1")
+        await redis.xadd(stream, {keys.PAYLOAD_FIELD: encode(unread)})
+    finally:
+        await redis.aclose()
+    async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
+        await wait_for(lambda: len(webhook.texts_for("upgraded")) >= 3, 20, "the old stream drained")
+
+        async def acknowledged() -> bool:
+            return int((await b.redis.xpending(stream, keys.DISPATCH_GROUP))["pending"]) == 0
+
+        await wait_for(acknowledged, 10, "every entry of the old stream acknowledged")
+        await asyncio.sleep(0.5)  # nothing more comes
+        assert webhook.texts_for("upgraded")[1:] == ["read, not sent", "never read"]

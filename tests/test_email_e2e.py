@@ -19,7 +19,7 @@ import pytest
 from adapters.email.imap import UIDVALIDITY_KEY
 from bridge import keys
 from bridge.model import decode
-from tests.harness import RunningBridge, running_bridge
+from tests.harness import RunningBridge, outbound_entries, running_bridge
 from tests.mailservers import Dovecot, Received, RecordingHandler, smtp_server
 from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
 
@@ -207,7 +207,7 @@ async def test_automatic_mail_is_recorded_and_never_answered(redis_url: str, dov
             conversation = await b.wait_for(partial(b.store.for_address, "email", sender), what=sender)
             (recorded,) = await b.store.transcript(conversation.id)
             assert recorded.data["auto"] is True and recorded.data["loop_reason"]
-        outbound = [decode(fields[b"m"]) for _, fields in await b.redis.xrange(keys.outbound("email"))]
+        outbound = [decode(fields[b"m"]) for _, fields in await outbound_entries(b.redis, "email")]
         answered = {m.address for m in outbound if m.kind == "reply"}
         assert answered == {"real@customer.example"}
         assert await b.store.for_address("email", "support@example.com") is None  # our own mail is not a customer
@@ -267,7 +267,7 @@ async def test_a_later_bounce_marks_the_customer_unreachable_and_tells_the_agent
         bounce, notice = transcript[-2:]
         assert bounce.kind == "customer" and bounce.data.get("auto") is True  # recorded, never answered
         assert notice.kind == "event" and notice.name == "delivery" and "5.1.1" in notice.text  # agents see why
-        outbound = [decode(fields[b"m"]) for _, fields in await b.redis.xrange(keys.outbound("email"))]
+        outbound = [decode(fields[b"m"]) for _, fields in await outbound_entries(b.redis, "email")]
         assert any(m.kind == "event" and m.name == "delivery" and m.data.get("status") == "failed" for m in outbound)
         assert len(mail_to(smtp, "typo@customer.example")) == 1
 

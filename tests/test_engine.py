@@ -21,7 +21,7 @@ from bridge.templates import Templates
 from bridge.turn import FlowConfig, Turn
 from flows.routing import Routing
 from flows.triage import KeywordTriage
-from tests.harness import Clock, commit, finished, wait_for
+from tests.harness import Clock, commit, finished, outbound_entries, wait_for
 
 
 def settings(**engine: Any) -> Settings:
@@ -92,7 +92,7 @@ async def test_a_lost_lease_is_dropped_at_once_and_logged_once(redis: aioredis.R
     lost = [r for r in caplog.records if r.getMessage() == "lease lost, dropping partition state"]
     assert len(lost) == 1 and lost[0].stream == stream  # type: ignore[attr-defined]
     assert seen == ["hello"]  # handled once, its commit refused; the new owner handles it
-    assert await redis.xlen(keys.outbound("api")) == 0
+    assert await outbound_entries(redis, "api", partitions=1) == []
 
 
 async def test_a_batch_of_more_conversations_than_the_cache_holds_opens_none_anew(
@@ -128,7 +128,7 @@ async def test_a_failing_step_is_retried_then_dead_lettered_and_others_go_on(
     assert letter["reason"].startswith("failed ") and letter["reason"].endswith("ValueError: cannot handle boom")
     # retried with backoff over the one-second window, not back to back
     assert 2 <= calls.count("boom") <= 10 and calls.count("fine") == 1
-    assert await redis.xlen(keys.outbound("api")) == 1  # only the good message was answered
+    assert len(await outbound_entries(redis, "api", engine.bus.partitions)) == 1  # only the good message was answered
 
 
 async def test_a_step_failing_for_two_seconds_then_recovering_loses_nothing(redis: aioredis.Redis,
@@ -317,14 +317,14 @@ async def test_urgent_keywords_in_any_configured_language(redis: aioredis.Redis,
     first = await wait_for(lambda: store.for_address("api", "u1"), 10)
     second = await wait_for(lambda: store.for_address("api", "u2"), 10)
     assert first.urgency == "urgent" and second.urgency == "routine"
-    await wait_for(lambda: _xlen(redis, keys.outbound("api"), 2), 10)
-    replies = [decode(f[b"m"]) for _, f in await redis.xrange(keys.outbound("api"))]
+    replies = [decode(f[b"m"]) for _, f in await wait_for(lambda: _entries(redis, 2), 10)]
     by_address = {r.address: r.text for r in replies}
     assert "minutes" in by_address["u1"] and "24 hours" in by_address["u2"]
 
 
-async def _xlen(redis: aioredis.Redis, stream: str, n: int) -> bool:
-    return int(await redis.xlen(stream)) >= n
+async def _entries(redis: aioredis.Redis, n: int) -> list[tuple[bytes, dict[bytes, bytes]]] | None:
+    entries = await outbound_entries(redis, "api", partitions=2)
+    return entries if len(entries) >= n else None
 
 
 async def test_after_a_dead_letter_its_conversation_goes_on_in_order(redis: aioredis.Redis, make_engine: Any) -> None:

@@ -32,7 +32,7 @@ from bridge.model import (
 )
 from bridge.runner import build_steps
 from bridge.store import Store
-from tests.harness import RunningBridge, commit, finished, running_bridge
+from tests.harness import RunningBridge, commit, finished, outbound_of, running_bridge
 from tests.history_db import async_url, every_table_text, rows
 from tests.servers import free_port
 from tests.test_api_e2e import AUTH, ENV
@@ -422,7 +422,7 @@ async def test_replies_an_erasure_deleted_while_read_and_not_yet_sent_are_acknow
             "customer_id": "cust-unsent", "email": "unsent@example.org", "text": "Hello?", "message_id": "u-1"})
         assert response.status in (200, 202)
         conversation = await b.wait_for(lambda: b.store.for_address("api", "cust-unsent"), what="a conversation")
-        stream = keys.outbound("api")
+        stream = outbound_of("api", "cust-unsent")
         await b.bus.ensure_group(stream, keys.DISPATCH_GROUP)
         settings = b.bridge.settings.engine
         # the claim time keeps XAUTOCLAIM (which drops deleted entries from the pending

@@ -17,7 +17,7 @@ import pytest
 
 from adapters.widget.identity import user_hash
 from bridge.model import Message, now_ms
-from tests.harness import Clock, RunningBridge, running_bridge, wait_for
+from tests.harness import Clock, RunningBridge, outbound_entries, running_bridge, wait_for
 from tests.servers import RedisServer, free_port
 from tests.widget_client import Tab
 
@@ -464,12 +464,14 @@ async def _escalation_sent(b: RunningBridge) -> bool:
     from bridge import keys
     from bridge.model import decode
 
-    entries = await b.redis.xrange(keys.outbound("widget"))
+    entries = await outbound_entries(b.redis, "widget")
     events = [decode(fields[b"m"]) for _, fields in entries]
     if not any(e.kind == "event" and e.name == "escalation" for e in events):
         return False
-    pending = await b.redis.xpending(keys.outbound("widget"), "dispatch")
-    return int(pending["pending"]) == 0
+    for stream in keys.outbound_streams("widget", 8):
+        if await b.redis.exists(stream) and int((await b.redis.xpending(stream, "dispatch"))["pending"]):
+            return False
+    return True
 
 
 async def test_replies_still_reach_the_visitor_after_redis_restarts(tmp_path: Path, tabs: list[Tab]) -> None:

@@ -132,9 +132,9 @@ async def test_a_refused_credential_shows_as_broken(driver: Driver) -> None:
 
 
 async def dispatched(driver: Driver, *messages: Message) -> tuple[ChannelDispatcher, asyncio.Task[None]]:
-    """The channel's dispatcher, running, with ``messages`` in its outbound stream."""
+    """The channel's dispatcher, running, with ``messages`` in its own outbound stream."""
     for message in messages:
-        await driver.redis.xadd(keys.outbound(driver.name), {keys.PAYLOAD_FIELD: encode(message)})
+        await driver.redis.xadd(keys.channel_stream(driver.name), {keys.PAYLOAD_FIELD: encode(message)})
 
     async def report(state: HealthState, detail: str) -> None:
         driver.health.append((state, detail))
@@ -155,7 +155,7 @@ async def test_through_the_dispatcher_a_429_waits_and_a_refusal_is_dead_lettered
     before_ms = now_ms()
     dispatcher, running = await dispatched(driver, driver.outbound("your parcel left the warehouse"))
     try:
-        retry_due = keys.retry_due(keys.outbound(driver.name))
+        retry_due = keys.retry_due(keys.channel_stream(driver.name))
         ((_, due_ms),) = await wait_for(lambda: driver.redis.zrange(retry_due, 0, -1, withscores=True),
                                         what="the retry scheduled")
         if driver.retry_after_given:  # the platform's Retry-After, not the dispatcher's own backoff
@@ -164,7 +164,7 @@ async def test_through_the_dispatcher_a_429_waits_and_a_refusal_is_dead_lettered
         assert (await driver.received(mark)).parts == ["your parcel left the warehouse"]
         driver.fail_next("permanent")
         refused = driver.outbound("this one the platform refuses")
-        await driver.redis.xadd(keys.outbound(driver.name), {keys.PAYLOAD_FIELD: encode(refused)})
+        await driver.redis.xadd(keys.channel_stream(driver.name), {keys.PAYLOAD_FIELD: encode(refused)})
         (letter,) = await wait_for(driver.bus.dead_letters, what="the refused message dead-lettered")
         assert decode(letter["payload"]).id == refused.id and letter["reason"]
         assert (await driver.received(mark)).parts == ["your parcel left the warehouse"]
