@@ -54,7 +54,7 @@ log = logging.getLogger("bridge.engine")
 OWN_PENDING_CHECK_S = 30.0
 # contacts span partitions, so another worker may change one: every change to a contact
 # that existed before (a link by email, an agent's edit) bumps keys.CONTACTS_REV, which
-# drops the cached ones, and an erasure bumps keys.ERASURES_REV, which drops a partition's
+# drops the cached ones, and an erasure bumps each partition's keys.erasures_rev, which drops its
 # whole cache (none of the erased conversations is written back from memory; a batch that
 # read the counter before an erasure is refused at its commit, `StaleCache`); as a safety
 # net a cached contact is also read again when older than this at the start of a batch
@@ -309,7 +309,7 @@ class Engine:
 
     # -- one batch -------------------------------------------------------------------
 
-    async def handle(self, entries: list[Entry], revs: tuple[int, int] | None = None) -> None:
+    async def handle(self, entries: list[Entry], revs: tuple[int, tuple[int, ...]] | None = None) -> None:
         """Start one task per partition in the batch; each commits on its own. Changes to
         contacts and erasures (``revs``) are asked for once per read, after it (so its
         turns see them); a commit fails should an erasure come after that (`StaleCache`)."""
@@ -320,7 +320,8 @@ class Engine:
             revs = await self.store.cache_revs()
         for stream, items in by_stream.items():
             partition = self._partition(stream)
-            partition.task = asyncio.create_task(self._run_partition(stream, partition, items, revs),
+            seen = (revs[0], revs[1][self._streams[stream]])
+            partition.task = asyncio.create_task(self._run_partition(stream, partition, items, seen),
                                                  name=f"engine:{stream}")
 
     async def _run_partition(self, stream: str, partition: _Partition, entries: list[Entry],
@@ -407,7 +408,8 @@ class Engine:
         try:
             # the caches this batch used held nothing an erasure since has deleted
             await self.bus.commit(ops, leases=[keys.lease(stream)], owner=self.worker_id,
-                                  guards=[(keys.ERASURES_REV, str(revs[1]) if revs[1] else "")])
+                                  guards=[(keys.erasures_rev(self._streams[stream], self.partitions),
+                                           str(revs[1]) if revs[1] else "")])
         except BaseException:
             partition.forget()
             raise

@@ -242,7 +242,15 @@ def adapter_state(channel: str, key: str) -> str:
 # -- what agents keep about a person (bridge/contacts.py); never written by the engine --
 
 CONTACTS_REV = PREFIX + "contacts-rev"  # counter: bumped by every change to a contact others may hold
-ERASURES_REV = PREFIX + "erasures-rev"  # counter: bumped by every erasure (engines drop what they cached)
+# counter: bumped by every erasure of bridges before 2026-12-04 (still bumped, for their
+# engines during an upgrade); now each partition has its own, `erasures_rev`
+ERASURES_REV = PREFIX + "erasures-rev"
+
+
+def erasures_rev(partition: int, partitions: int) -> str:
+    """Counter bumped by every erasure: the partition's engine drops what it cached, and a
+    batch read before it is refused at its commit, which reads it (in the partition's slot)."""
+    return f"{ERASURES_REV}:{partition_tag(partition, partitions)}"
 CONTACT_EVENTS_MAX = 200  # changes kept per contact (newest first)
 
 

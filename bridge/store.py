@@ -341,12 +341,13 @@ class Store:
                     if members[person] else []
         return found
 
-    async def cache_revs(self) -> tuple[int, int]:
+    async def cache_revs(self) -> tuple[int, tuple[int, ...]]:
         """How many times a known contact changed (fields, links, a new address) and how
-        many erasures there were: cached contacts are good while the first stays the same,
-        cached conversations while the second does."""
-        contacts, erasures = await self.redis.mget([keys.CONTACTS_REV, keys.ERASURES_REV])
-        return int(contacts or 0), int(erasures or 0)
+        many erasures each partition saw: cached contacts are good while the first stays
+        the same, a partition's cached conversations while its count does."""
+        contacts, *erasures = await self.redis.mget([keys.CONTACTS_REV, *(
+            keys.erasures_rev(p, self.partitions) for p in range(self.partitions))])
+        return int(contacts or 0), tuple(int(e or 0) for e in erasures)
 
     async def person_of(self, contact_id: str) -> str:
         """The first contact of the person ``contact_id`` belongs to (itself when not linked)."""
@@ -723,7 +724,9 @@ class Store:
             pipe.set(keys.erased(contact.id), "1", ex=keys.ERASED_MARK_S)  # what SQL still holds stays out
             if counters:  # counts in ms never reach the clock, nor do earlier clock floors
                 pipe.mset(dict.fromkeys(counters, now_ms()))
-            pipe.incr(keys.ERASURES_REV)  # engines drop what they cached (the contact, its conversations)
+            for p in range(self.partitions):  # engines drop what they cached (the contact, its conversations)
+                pipe.incr(keys.erasures_rev(p, self.partitions))
+            pipe.incr(keys.ERASURES_REV)  # for engines of an older version, during an upgrade
             if contact.person:  # linked to another contact as one person: no longer
                 pipe.srem(keys.contact_members(contact.person), contact.id)
             for status in keys.STATUSES:

@@ -43,6 +43,8 @@ class ScriptKeys:
     ran: set[str] = field(default_factory=set)
     calls: list[tuple[str, list[str]]] = field(default_factory=list)  # (script SHA-1, its declared keys)
     transactions: list[list[list[str]]] = field(default_factory=list)  # the commands each EXEC ran
+    watched: list[list[str]] = field(default_factory=list)  # the keys each of them WATCHed
+    _watching: dict[str, list[str]] = field(default_factory=dict)  # client -> keys WATCHed since its EXEC
     _open: dict[str, list[list[str]]] = field(default_factory=dict)  # client -> its commands since MULTI
     _declared: set[str] = field(default_factory=set)
     _script: str = ""
@@ -90,9 +92,15 @@ class ScriptKeys:
             return
         if command == "EXEC":  # MONITOR shows what a transaction ran at its EXEC, between the two
             commands = self._open.pop(client, [])
+            watched = self._watching.pop(client, [])
             if commands:
                 self.transactions.append(commands)
+                self.watched.append(watched)
             return
+        if command == "WATCH":
+            self._watching.setdefault(client, []).extend(args[1:])
+        elif command == "UNWATCH":
+            self._watching.pop(client, None)
         if client in self._open:
             self._open[client].append(args)
         if command in ("EVAL", "EVALSHA") and len(args) > 2:

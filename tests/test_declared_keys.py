@@ -49,21 +49,23 @@ async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, we
             assert len({key_slot(key.encode()) for key in theirs}) == 1, theirs
             checked += 1
     engine_once = keys.commit_once("", beside=keys.lease(keys.PREFIX + "in:")).rstrip(":")  # beside an inbound lease
-    for commands in watch.transactions:  # a commit's transaction begins with its once-mark
+    for commands, watched in zip(watch.transactions, watch.watched, strict=True):  # a commit begins with its once-mark
         once = commands[0][1] if commands[0][0].upper() == "SET" else ""
         if not once.startswith(engine_once):
             continue
         written = [key for command in commands for key in touched_keys(command)]
         theirs = [key for key in written if of_a_partition(key)]
         assert len({key_slot(key.encode()) for key in theirs}) == 1, theirs
+        # its fences too: the lease, the erasures' counter, the once-mark
+        assert {key_slot(key.encode()) for key in watched} == {key_slot(theirs[0].encode())}, watched
         checked += 1
         replies += sum(1 for key in theirs if family(key) == "out")
         slot = key_slot(once.encode())  # what a commit still writes outside its partition's slot
         elsewhere |= {family(key) for key in written if key_slot(key.encode()) != slot}
     assert checked > 5
-    # no more than slice 8 of docs/cluster.md is to move (contacts, the erasure guard)
-    assert elsewhere <= {"contact", "contact-addr", "contact-email", "contact-events", "contacts-rev",
-                         "erasures-rev", "ref"}, elsewhere
+    # no more than slice 8 of docs/cluster.md is to move (contacts)
+    assert elsewhere <= {"contact", "contact-addr", "contact-email", "contact-events", "contacts-rev", "ref"}, \
+        elsewhere
     assert replies > 0  # the replies and notices went out in their partition's slot (slice 7)
 
 

@@ -66,13 +66,14 @@ async def test_a_commit_is_refused_once_the_lease_is_lost(redis: aioredis.Redis)
 
 async def test_a_guarded_commit_is_refused_once_its_guard_key_changed(redis: aioredis.Redis) -> None:
     bus = Bus(redis, partitions=1)
-    guard = [(keys.ERASURES_REV, "")]  # as read before any erasure: no such key
+    counter = keys.erasures_rev(0, 1)
+    guard = [(counter, "")]  # as read before any erasure: no such key
     await bus.commit([["SET", "first", "1"]], guards=guard)
-    await redis.incr(keys.ERASURES_REV)
+    await redis.incr(counter)
     with pytest.raises(StaleCache):
         await bus.commit([["SET", "second", "1"]], guards=guard)
     assert await redis.get("first") == b"1" and await redis.exists("second") == 0
-    await bus.commit([["SET", "second", "1"]], guards=[(keys.ERASURES_REV, "1")])
+    await bus.commit([["SET", "second", "1"]], guards=[(counter, "1")])
     assert await redis.get("second") == b"1"
 
 
