@@ -66,6 +66,15 @@ class SentinelRedis(aioredis.Redis):  # type: ignore[misc]
             await client.aclose()
 
 
+try:  # redis-py 7 reads its own version from the package's metadata (on disk) for every connection it makes
+    from redis.driver_info import DriverInfo
+    from redis.utils import get_lib_version
+
+    _DRIVER: dict[str, Any] = {"driver_info": DriverInfo(name="redis-py", lib_version=get_lib_version())}
+except ImportError:  # redis-py 6 reads it once
+    _DRIVER = {}
+
+
 def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5,
             connect_timeout_s: float = 2.0) -> aioredis.Redis:
     """A client that retries a command across a short restart or a failover (``retries``
@@ -76,6 +85,7 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
         "socket_connect_timeout": connect_timeout_s,
         "health_check_interval": 15,
         "max_connections": 1000,  # blocking reads, pub/sub and bursts of web publishes share the pool
+        **_DRIVER,
     }
     if not settings.sentinels:
         return _packed_by_hiredis(aioredis.Redis.from_url(url or settings.url or "", **common))
