@@ -113,6 +113,10 @@ async def test_status_and_dead_letters_from_the_command_line(redis_url: str, red
     await bus.publish(Message(kind="customer", channel="api", address="x", text="waiting"))
     for p in (0, 5):  # cases two partitions filed in one email queue
         await redis.xadd(keys.queue("default", p, 8), {keys.PAYLOAD_FIELD: b"case"})
+    for p in (1, 6):  # replies two partitions wrote to the api channel: one read, not yet acknowledged
+        await bus.ensure_group(keys.outbound("api", p, 8), keys.DISPATCH_GROUP)
+        await redis.xadd(keys.outbound("api", p, 8), {keys.PAYLOAD_FIELD: b"reply"})
+    await redis.xreadgroup(keys.DISPATCH_GROUP, "d", {keys.outbound("api", 1, 8): ">"})
 
     status = bridge_cli("status", "-c", str(config), cwd=tmp_path)
     assert status.returncode == 0, status.stderr
@@ -121,6 +125,9 @@ async def test_status_and_dead_letters_from_the_command_line(redis_url: str, red
     assert [row[:2] for row in rows if row and row[0].startswith(("queue:", "dlq:"))] == [["queue:default", "2"]]
     line = next(line for line in status.stdout.splitlines() if line.startswith(stream.removeprefix("bridge:")))
     assert line.split()[1:5] == ["2", "engine", "0", "1"]  # length 2, nothing pending, 1 waiting
+    # a channel's outbound streams (one per partition) show as one row
+    assert [row[1:5] for row in rows if row and row[0].startswith("out:")] == [["2", "dispatch", "1", "1"]]
+    assert [row[0] for row in rows if row and row[0].startswith("out:")] == ["out:api"]
     data = json.loads(bridge_cli("status", "--json", "-c", str(config), cwd=tmp_path).stdout)
     assert data["dead_letters"] == 1
     assert any(s["stream"] == stream and s["groups"][0]["lag"] == 1 for s in data["streams"])
