@@ -68,9 +68,9 @@ def outbound_streams(channel: str, partitions: int) -> list[str]:
 
 
 def outbound_channel(stream: str) -> str:
-    """The channel an outbound stream delivers to."""
-    rest = stream.removeprefix(OUTBOUND)
-    return rest.split("}:", 1)[1] if rest.startswith("{") else rest
+    """The channel an outbound stream delivers to (a partition's stream is tagged, the
+    channel's own is not)."""
+    return tagged_id(stream) or stream.removeprefix(OUTBOUND)
 
 
 QUEUE_MAX_LEN = 100_000  # routine cases kept per queue, over its partitions (roughly; older ones are trimmed)
