@@ -404,8 +404,9 @@ class Engine:
         ops.extend(saves.ops())
         ops.extend(self.bus.ack_ops(stream, self.group, acked))
         ops.extend(self.bus.announce_ops(touched))
-        failpoints.hit("engine.before_commit")
         try:
+            await self.store.write_contacts(saves.contacts)  # in the contacts' slot, first
+            failpoints.hit("engine.before_commit")
             # the caches this batch used held nothing an erasure since has deleted
             await self.bus.commit(ops, leases=[keys.lease(stream)], owner=self.worker_id,
                                   guards=[(keys.erasures_rev(self._streams[stream], self.partitions),

@@ -214,25 +214,42 @@ def conversation_keys(conversation_id: str, partitions: int) -> list[str]:
 REF_CACHE_S = 86_400  # a ref loaded back from the SQL record is a cache: it goes after a day
 
 
+CONTACT_TAG = "{c}"  # every contact key's hash tag: one Redis Cluster slot for what spans partitions
+
+
 def contact(contact_id: str) -> str:
-    return f"{PREFIX}contact:{contact_id}"
+    return f"{PREFIX}contact:{CONTACT_TAG}:{contact_id}"
 
 
 def contact_by_address(channel: str, address: str) -> str:
-    return f"{PREFIX}contact-addr:{channel}:{address}"
+    return f"{PREFIX}contact-addr:{CONTACT_TAG}:{channel}:{address}"
 
 
 def contact_by_email(email: str) -> str:
-    return f"{PREFIX}contact-email:{email.strip().lower()}"
+    return f"{PREFIX}contact-email:{CONTACT_TAG}:{email.strip().lower()}"
 
 
 ERASED_MARK_S = 3600  # how long an erasure keeps what the record still held from coming back
 
 
 def erased(contact_id: str) -> str:
-    """Set for a while by a contact's erasure: nothing of it is loaded back from SQL. Named
-    by a digest: the keyspace keeps no name of the contact."""
-    return f"{PREFIX}erased:{hashlib.blake2b(contact_id.encode(), digest_size=8).hexdigest()}"
+    """Set for a while by a contact's erasure: nothing of it is loaded back from SQL, and an
+    engine's batch read before it does not write it again. Named by a digest: the keyspace
+    keeps no name of the contact."""
+    return f"{PREFIX}erased:{CONTACT_TAG}:{hashlib.blake2b(contact_id.encode(), digest_size=8).hexdigest()}"
+
+
+def erased_in(contact_id: str, partition: int, partitions: int) -> str:
+    """The erasure's mark in a partition's slot: loading a conversation back into the
+    partition checks it there."""
+    return f"{PREFIX}erased:{partition_tag(partition, partitions)}:{erased(contact_id).rpartition(':')[2]}"
+
+
+def contact_written(cause: str) -> str:
+    """Marks for a few minutes that the contact changes a message caused were written (an
+    engine writes them before its partition's commit: a batch read again must not record
+    their events twice)."""
+    return f"{PREFIX}once:{CONTACT_TAG}:{cause}"
 
 
 def adapter_state(channel: str, key: str) -> str:
@@ -241,34 +258,34 @@ def adapter_state(channel: str, key: str) -> str:
 
 # -- what agents keep about a person (bridge/contacts.py); never written by the engine --
 
-CONTACTS_REV = PREFIX + "contacts-rev"  # counter: bumped by every change to a contact others may hold
-# counter: bumped by every erasure of bridges before 2026-12-04 (still bumped, for their
-# engines during an upgrade); now each partition has its own, `erasures_rev`
-ERASURES_REV = PREFIX + "erasures-rev"
+# counter: bumped by every change to a contact others may hold
+CONTACTS_REV = f"{PREFIX}contacts-rev:{CONTACT_TAG}"
 
 
 def erasures_rev(partition: int, partitions: int) -> str:
     """Counter bumped by every erasure: the partition's engine drops what it cached, and a
     batch read before it is refused at its commit, which reads it (in the partition's slot)."""
-    return f"{ERASURES_REV}:{partition_tag(partition, partitions)}"
+    return f"{PREFIX}erasures-rev:{partition_tag(partition, partitions)}"
+
+
 CONTACT_EVENTS_MAX = 200  # changes kept per contact (newest first)
 
 
 def contact_fields(contact_id: str) -> str:
     """Hash: company, tier, notes as agents set them on this contact."""
-    return f"{PREFIX}contact-fields:{contact_id}"
+    return f"{PREFIX}contact-fields:{CONTACT_TAG}:{contact_id}"
 
 
 def contact_person(contact_id: str) -> str:
     """The contact this one was linked with as the same person (the person's first contact)."""
-    return f"{PREFIX}contact-person:{contact_id}"
+    return f"{PREFIX}contact-person:{CONTACT_TAG}:{contact_id}"
 
 
 def contact_members(contact_id: str) -> str:
     """Set: the contacts linked with this one, when it is the person's first contact."""
-    return f"{PREFIX}contact-members:{contact_id}"
+    return f"{PREFIX}contact-members:{CONTACT_TAG}:{contact_id}"
 
 
 def contact_events(contact_id: str) -> str:
     """List: who changed what on this contact, and when (newest first, capped)."""
-    return f"{PREFIX}contact-events:{contact_id}"
+    return f"{PREFIX}contact-events:{CONTACT_TAG}:{contact_id}"

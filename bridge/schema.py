@@ -15,6 +15,11 @@ Versions (``schema`` in ``bridge:meta``; data written before it was kept has non
    status and partition (``bridge:convs:{3.1}:open``), and so are the email queues' streams
    (``bridge:queue:{3.1}:billing``; the cases filed before go to partition 0's); dead
    letters sit beside their source stream (``bridge:dlq:bridge:in:{3.1}``).
+3. every contact key (records, address and email indexes, fields, links, events, erasure
+   marks, the change counter) carries the contacts' own hash tag (`keys.CONTACT_TAG`), so
+   they share one slot: ``bridge:contact:<id>`` is ``bridge:contact:{c}:<id>``; the
+   engine writes a batch's contact changes before its partition's commit. The global
+   erasure counter (``bridge:erasures-rev``, kept for engines of schema 2) goes.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from bridge.model import entry_order, new_id
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 2
+SCHEMA = 3
 
 UPGRADING = keys.PREFIX + "upgrading"  # the one process upgrading the data holds it
 _UPGRADE_TTL_MS = 60_000  # renewed while the upgrade runs; a process that died frees it
@@ -114,13 +119,22 @@ async def _upgrade(redis: Redis, partitions: int, version: int, token: str, leas
         if not await redis.set(UPGRADING, token, xx=True, px=_UPGRADE_TTL_MS):
             raise BridgeError("lost the upgrade lock (Redis restarted or was too slow?); start again")
 
-    await _wait_for_older_processes(redis, partitions, lease_ttl_s)
     if version < 2:
+        await _wait_for_older_processes(redis, _leases_of_schema_1(partitions), lease_ttl_s)
         log.info("upgrading the data in Redis to schema 2: partition keys get their hash tag",
                  extra={"partitions": partitions})
         moved = await _tag_partitions(redis, partitions, renew)
         await redis.hset(keys.META, "schema", 2)
         log.info("data upgraded to schema 2", extra={"keys_renamed": moved,
+                                                     "seconds": round(time.monotonic() - started, 1)})
+    if version < 3:
+        leases = [keys.lease(stream) for p in range(partitions)
+                  for stream in (keys.inbound(p, partitions), keys.outbox(p, partitions))]
+        await _wait_for_older_processes(redis, leases, lease_ttl_s)
+        log.info("upgrading the data in Redis to schema 3: contact keys get their hash tag")
+        moved = await _tag_contacts(redis, renew)
+        await redis.hset(keys.META, "schema", 3)
+        log.info("data upgraded to schema 3", extra={"keys_renamed": moved,
                                                      "seconds": round(time.monotonic() - started, 1)})
 
 
@@ -156,12 +170,15 @@ async def _warn_of_older_writers(redis: Redis, partitions: int) -> None:
                   extra={"streams": found})
 
 
-async def _wait_for_older_processes(redis: Redis, partitions: int, lease_ttl_s: float) -> None:
-    """A partition leased under its old name is held by a running older process (or by one
+def _leases_of_schema_1(partitions: int) -> list[str]:
+    return [keys.lease(f"{keys.PREFIX}{kind}:{p}") for kind in ("in", "outbox") for p in range(partitions)]
+
+
+async def _wait_for_older_processes(redis: Redis, leases: list[str], lease_ttl_s: float) -> None:
+    """A partition leased before the upgrade is held by a running older process (or by one
     that just stopped: its lease expires after engine.lease_ttl_s)."""
-    legacy = [keys.lease(f"{keys.PREFIX}{kind}:{p}") for kind in ("in", "outbox") for p in range(partitions)]
     deadline = time.monotonic() + lease_ttl_s + 2
-    while held := [name for name, value in zip(legacy, await redis.mget(legacy), strict=True) if value]:
+    while held := [name for name, value in zip(leases, await redis.mget(leases), strict=True) if value]:
         if time.monotonic() > deadline:
             raise BridgeError(f"cannot upgrade the data in Redis: a bridge process of an older version holds "
                               f"{len(held)} partition(s) ({held[0]}, ...); stop every process of the older version "
@@ -214,6 +231,26 @@ async def _tag_partitions(redis: Redis, partitions: int, renew: Callable[[], Awa
 
     moved += await _rename_scanned(redis, f"{keys.PREFIX}queue:", queue, renew)
     await _split_dead_letters(redis, partitions)
+    return moved
+
+
+# -- 2 -> 3 ----------------------------------------------------------------------------
+
+_CONTACT_FAMILIES = ("contact", "contact-addr", "contact-email", "contact-fields", "contact-person",
+                     "contact-members", "contact-events", "erased")
+
+
+async def _tag_contacts(redis: Redis, renew: Callable[[], Awaitable[None]]) -> int:
+    moved = 0
+    for family in _CONTACT_FAMILIES:
+        prefix = f"{keys.PREFIX}{family}:"
+
+        def tagged(rest: str, prefix: str = prefix) -> str | None:
+            return f"{prefix}{keys.CONTACT_TAG}:{rest}" if not rest.startswith("{") else None
+
+        moved += await _rename_scanned(redis, prefix, tagged, renew)
+    moved += await _rename(redis, [(f"{keys.PREFIX}contacts-rev", keys.CONTACTS_REV)], strict=False)
+    await redis.delete(f"{keys.PREFIX}erasures-rev")  # read by engines of schema 2 only
     return moved
 
 

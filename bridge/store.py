@@ -14,9 +14,12 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.crc import key_slot
 from redis.exceptions import WatchError
 
 from bridge import keys
+from bridge.contactwrites import SCRIPT as WRITE_CONTACTS
+from bridge.contactwrites import ContactWrites
 from bridge.effects import Effects
 from bridge.history.record import (
     RECORD_VERSION,
@@ -48,22 +51,25 @@ from bridge.storearchive import Archive, Retained
 from bridge.storeerrors import typed_store_errors
 
 _DROP_ARCHIVED = """
--- KEYS: conversation, transcript, resolved zset, the conversation's ref set, then the key
--- of each ref in ARGV. ARGV: the state checked against SQL, id, then the thread refs SQL
--- holds for it. Dropped only when the state is as checked and SQL holds every ref written
--- for it; then those refs go too.
+-- KEYS: conversation, transcript, resolved zset, the conversation's ref set. ARGV: the
+-- state checked against SQL, id, then the thread refs SQL holds for it. Dropped only when
+-- the state is as checked and SQL holds every ref written for it (the refs' own keys are
+-- in other slots: they go after, `_DROP_REF`).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local in_sql = {}
 for i = 3, #ARGV do in_sql[ARGV[i]] = true end
 for _, ref in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   if not in_sql[ref] then return 0 end
 end
-for i = 5, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[2] then redis.call('DEL', KEYS[i]) end
-end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[2])
 return 1
+"""
+
+_DROP_REF = """
+-- KEYS: a thread ref. ARGV: the conversation it must still name to go.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -71,10 +77,11 @@ class Saves:
     """What one commit writes once for its whole batch: each conversation as its last turn
     left it (one MSET and one ZADD per status instead of a SET and a ZADD per turn) and,
     with history on, the turns' records as one outbox entry (one XADD instead of one per
-    turn)."""
+    turn). Its contact changes are written before the commit (`contacts`, `Store.write_contacts`)."""
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
+        self.contacts = ContactWrites()
         self._saved: dict[str, tuple[str, int, bytes]] = {}  # id -> (status, updated ms, record)
         self._left: dict[str, set[str]] = {}  # id -> the statuses it left in the batch
         self._opened: Ops = []
@@ -128,6 +135,8 @@ class Store:
         self.archive = archive
         self.retained = Retained(redis, archive, partitions) if archive is not None else None
         self._drop = redis.register_script(_DROP_ARCHIVED)
+        self._drop_ref = redis.register_script(_DROP_REF)
+        self._write_contacts = redis.register_script(WRITE_CONTACTS)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -258,9 +267,11 @@ class Store:
         from SQL. Its address and contact go separately (`retained`)."""
         state, transcript, ref_set = keys.conversation_keys(conversation_id, self.partitions)
         resolved = keys.status_index(conversation_id, "resolved", self.partitions)
-        return bool(await self._drop(keys=[state, transcript, resolved, ref_set,
-                                           *map(keys.ref, refs)],
-                                     args=[stored, conversation_id, *refs]))
+        if not await self._drop(keys=[state, transcript, resolved, ref_set], args=[stored, conversation_id, *refs]):
+            return False
+        for ref in refs:  # one at a time: each in its own slot (one left behind names a conversation SQL has)
+            await self._drop_ref(keys=[keys.ref(ref)], args=[conversation_id])
+        return True
 
     async def trim_queues(self, queues: builtins.list[str], before_ms: int) -> int:
         """Drop the email queues' cases filed before ``before_ms`` (entry ids carry the time
@@ -497,10 +508,11 @@ class Store:
 
     # -- writes, as ops for one atomic commit ----------------------------------------
 
-    def effect_ops(self, effects: Effects, saves: Saves | None = None) -> Ops:
+    def effect_ops(self, effects: Effects, saves: Saves) -> Ops:
         """The commands that write what one message caused (see `Effects`), with history on
-        its turn's record for the projector. The conversation's state and the turn's record
-        go to ``saves`` when given (a batch's commit writes them once, at its end)."""
+        its turn's record for the projector. The conversation's state, the turn's record and
+        contact changes go to ``saves`` (written once for the batch: the contacts before its
+        commit, the rest at its end)."""
         conversation = effects.conversation
         partition = keys.conversation_partition(conversation.id, self.partitions)  # its timers fire there
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
@@ -517,17 +529,14 @@ class Store:
             ops.extend(self.ref_ops(ref, conversation.id, self.partitions))
         contact = encode_record(effects.contact.record()) if effects.contact is not None else None
         if effects.contact is not None and contact is not None:
-            ops.extend(self.contact_ops(effects.contact, contact))
-            if effects.contact_shared:
-                ops.append(["INCR", keys.CONTACTS_REV])
+            saves.contacts.save(effects.contact, contact, shared=effects.contact_shared)
         if effects.contact_events:
-            ops.extend(self.contact_event_ops(effects.contact_events))
+            saves.contacts.record(effects.cause.id if effects.cause is not None else new_id(), effects.contact_events)
         record = encode_record(conversation)
-        batch = Saves(self.partitions) if saves is None else saves
-        batch.add(conversation, effects.previous_status, record)
+        saves.add(conversation, effects.previous_status, record)
         if self.outbox:
-            batch.record(keys.outbox(partition, self.partitions), self.turn_record(effects, record, kept, contact))
-        return ops if saves is not None else ops + batch.ops()
+            saves.record(keys.outbox(partition, self.partitions), self.turn_record(effects, record, kept, contact))
+        return ops
 
     @staticmethod
     def turn_record(effects: Effects, conversation: bytes, kept: builtins.list[bytes],
@@ -556,15 +565,12 @@ class Store:
         payloads = [m if isinstance(m, bytes) else encode(m) for m in messages]
         return [("RPUSH", keys.transcript(conversation_id, self.partitions), *payloads)]
 
-    @staticmethod
-    def contact_ops(contact: Contact, record: bytes | None = None) -> Ops:
-        ops: Ops = [["SET", keys.contact(contact.id), record or encode_record(contact.record())]]
-        for address in contact.addresses:
-            channel, _, addr = address.partition(":")
-            ops.append(["SET", keys.contact_by_address(channel, addr), contact.id])
-        if contact.email:
-            ops.append(["SET", keys.contact_by_email(contact.email), contact.id])
-        return ops
+    async def write_contacts(self, writes: ContactWrites) -> None:
+        """A batch's contact changes, in one script in the contacts' slot (see
+        `bridge.contactwrites`), before the partition's commit."""
+        if writes:
+            names, args = writes.script_args()
+            await self._write_contacts(keys=names, args=args)
 
     @staticmethod
     def contact_event_ops(events: builtins.list[tuple[str, bytes]]) -> Ops:
@@ -710,32 +716,66 @@ class Store:
             doomed += keys.conversation_keys(conversation_id, self.partitions)
         wanted = set(conversation_ids)
         bare = [f":{a.partition(':')[2]}:".encode() for a in contact.addresses]
+        loose: builtins.list[str] = []  # dedupe marks and thread refs: each alone, in no one's slot
         async for key in self.redis.scan_iter(match=keys.dedupe("*", "*"), count=1000):
             if any(b in key + b":" for b in bare):  # a dedupe key naming the address (the API's)
-                doomed.append(key.decode())
-        doomed += await self._refs_to(wanted)
+                loose.append(key.decode())
+        loose += await self._refs_to(wanted)
         timers: builtins.list[tuple[str, bytes]] = []
         for p in range(self.partitions):
             for member in await self.redis.zrange(keys.timers(p, self.partitions), 0, -1):
                 if decode(member).conversation_id in wanted:
                     timers.append((keys.timers(p, self.partitions), member))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*doomed)
-            pipe.set(keys.erased(contact.id), "1", ex=keys.ERASED_MARK_S)  # what SQL still holds stays out
-            if counters:  # counts in ms never reach the clock, nor do earlier clock floors
-                pipe.mset(dict.fromkeys(counters, now_ms()))
-            for p in range(self.partitions):  # engines drop what they cached (the contact, its conversations)
-                pipe.incr(keys.erasures_rev(p, self.partitions))
-            pipe.incr(keys.ERASURES_REV)  # for engines of an older version, during an upgrade
-            if contact.person:  # linked to another contact as one person: no longer
-                pipe.srem(keys.contact_members(contact.person), contact.id)
-            for status in keys.STATUSES:
-                for conversation_id in conversation_ids:
-                    pipe.zrem(keys.status_index(conversation_id, status, self.partitions), conversation_id)
-            for key, member in timers:
-                pipe.zrem(key, member)
-            deleted = await pipe.execute()
-        return int(deleted[0])
+        # one transaction per hash slot (a Redis Cluster runs none across slots): the
+        # contacts' first (an engine's batch writes no contact of it after), then each
+        # partition's, which bumps the partition's erasure counter: a batch that read the
+        # partition before is refused at its commit, and its engine drops what it cached
+        slots = _BySlot()
+        slots.add(keys.erased(contact.id), "SET", keys.erased(contact.id), "1", "EX", keys.ERASED_MARK_S)
+        for p in range(self.partitions):  # what SQL still holds of it stays out, in every slot
+            mark = keys.erased_in(contact.id, p, self.partitions)
+            slots.add(mark, "SET", mark, "1", "EX", keys.ERASED_MARK_S)
+            slots.add(mark, "INCR", keys.erasures_rev(p, self.partitions))
+        for key in doomed:
+            slots.add(key, "DEL", key)
+        for key in counters:  # counts in ms never reach the clock, nor do earlier clock floors
+            slots.add(key, "SET", key, now_ms())
+        if contact.person:  # linked to another contact as one person: no longer
+            slots.add(keys.contact_members(contact.person), "SREM", keys.contact_members(contact.person), contact.id)
+        for status in keys.STATUSES:
+            for conversation_id in conversation_ids:
+                index = keys.status_index(conversation_id, status, self.partitions)
+                slots.add(index, "ZREM", index, conversation_id)
+        for key, member in timers:
+            slots.add(key, "ZREM", key, member)
+        deleted = 0
+        for ops in slots.groups():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for command, *args in ops:
+                    pipe.execute_command(command, *args)
+                replies = await pipe.execute()
+            deleted += sum(r for (command, *_), r in zip(ops, replies, strict=True) if command == "DEL")
+        if loose:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in loose:
+                    pipe.delete(key)
+                deleted += sum(await pipe.execute())
+        return deleted
+
+
+class _BySlot:
+    """Commands grouped by the Redis Cluster hash slot of the key they are filed under, the
+    groups in the order their first command came."""
+
+    def __init__(self) -> None:
+        self._groups: dict[int, builtins.list[tuple[Any, ...]]] = {}
+
+    def add(self, key: str, *command: Any) -> None:
+        self._groups.setdefault(key_slot(key.encode()), []).append(command)
+
+    def groups(self) -> builtins.list[builtins.list[tuple[Any, ...]]]:
+        return builtins.list(self._groups.values())
+
 
 def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}

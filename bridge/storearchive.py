@@ -6,15 +6,17 @@ then its address's pointer and conversation counter once no conversation of the 
 left in Redis, then its contact and the contact's indexes once none of its addresses has a
 pointer left and agents keep nothing about it (fields, links, change history: those live
 in Redis only). Each drop is one script that checks, atomically, that nothing was written
-since the check against SQL.
+since the check against SQL; each keeps to one Redis Cluster slot (a conversation's
+thread refs, each in a slot of its own, go after it, each if it still names it).
 
-Loaded back (the engine, about to write to them) in one script per batch: conversations
-with their transcripts, the address pointer (for an address's latest conversation), the
-counter (never lowered, so no conversation id is given twice) and the contacts with their
-indexes; nothing that exists is overwritten, and nothing of a contact erased in the meantime
-(`keys.erased`) comes back. While the record does not answer the engine goes on with what
-Redis has: a customer writing again gets a new conversation, numbered from the clock
-(above any number the record may hold).
+Loaded back (the engine, about to write to them) in one script per batch and slot (each
+partition's, the contacts'): conversations with their transcripts, the address pointer (for
+an address's latest conversation), the counter (never lowered, so no conversation id is
+given twice) and the contacts with their indexes; nothing that exists is overwritten, and
+nothing of a contact erased in the meantime (`keys.erased`, and its copy in each
+partition's slot, `keys.erased_in`) comes back. While the record does not answer the engine
+goes on with what Redis has: a customer writing again gets a new conversation, numbered
+from the clock (above any number the record may hold).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from bridge import keys
 from bridge.errors import RecordUnavailable
@@ -37,6 +40,7 @@ from bridge.model import (
     encode,
     encode_record,
     now_ms,
+    partition_of,
 )
 from bridge.ops import frame_ops
 
@@ -96,21 +100,15 @@ return 1
 """
 
 _DROP_CONTACT = """
--- KEYS: contact, its fields, person, members, events, then per address its pointer and
--- contact index, then (optional) the email index. ARGV: the record as checked against
--- SQL, contact id, address count. Dropped only when the record is as checked, agents keep
--- nothing about it and no address of it points to a conversation.
+-- KEYS: contact, its fields, person, members, events, then each address's contact index,
+-- then (optional) the email index. ARGV: the record as checked against SQL, contact id.
+-- Dropped only when the record is as checked and agents keep nothing about it.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) > 0 then return 0 end
-local n = tonumber(ARGV[3])
-for i = 0, n - 1 do
-  if redis.call('EXISTS', KEYS[6 + 2 * i]) == 1 then return 0 end
-end
 local doomed = {KEYS[1]}
-for i = 0, n - 1 do
-  if redis.call('GET', KEYS[7 + 2 * i]) == ARGV[2] then doomed[#doomed + 1] = KEYS[7 + 2 * i] end
+for i = 6, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[2] then doomed[#doomed + 1] = KEYS[i] end
 end
-if #KEYS > 5 + 2 * n and redis.call('GET', KEYS[#KEYS]) == ARGV[2] then doomed[#doomed + 1] = KEYS[#KEYS] end
 redis.call('DEL', unpack(doomed))
 return 1
 """
@@ -164,8 +162,9 @@ class Retained:
             highest = await self.archive.highest_numbers(hashes) if hashes else {}
         items: list[list[Any]] = []
         for c in conversations:
-            mark = keys.erased(c.contact_id) if c.contact_id else ""
             h = conversation_hash(c.id)
+            mark = keys.erased_in(c.contact_id, partition_of(h, self.partitions), self.partitions) \
+                if c.contact_id else ""
             state, transcript, _ = keys.conversation_keys(c.id, self.partitions)
             items.append(["conv", mark, state, encode_record(c), transcript,
                           keys.status_index(c.id, c.status, self.partitions), c.updated_ms, c.id,
@@ -175,8 +174,16 @@ class Retained:
         for contact in found:
             items.extend(contact_items(contact))
         items.extend(["max", "", keys.conversation_seq(h, self.partitions), n] for h, n in highest.items())
-        if items:
-            await self._restore(keys=restore_keys(items), args=[frame_ops(items)])
+        await self._restore_by_slot(items)
+
+    async def _restore_by_slot(self, items: list[list[Any]]) -> None:
+        """One `_RESTORE` per hash slot (each partition's items, the contacts'): a script
+        keeps to one slot on a Redis Cluster."""
+        by_slot: dict[int, list[list[Any]]] = {}
+        for item in items:
+            by_slot.setdefault(key_slot(item[2].encode()), []).append(item)
+        for group in by_slot.values():
+            await self._restore(keys=restore_keys(group), args=[frame_ops(group)])
 
     async def returning(self, addresses: list[tuple[str, str]], emails: Sequence[str] = ()) -> list[str | None]:
         """Addresses Redis has no conversation pointer for (customers writing again, or new
@@ -210,8 +217,8 @@ class Retained:
             except RecordUnavailable as exc:
                 log.warning("history unavailable: conversations numbered from the clock", extra={"error": str(exc)})
                 floor = now_ms()
-                floors = [["max", "", keys.conversation_seq(h, self.partitions), floor] for h in missing]
-                await self._restore(keys=restore_keys(floors), args=[frame_ops(floors)])
+                await self._restore_by_slot([["max", "", keys.conversation_seq(h, self.partitions), floor]
+                                             for h in missing])
             again = iter(int(n) for n in await self._next_numbers(
                 keys=[keys.conversation_seq(h, self.partitions) for h in missing]))
             numbers = [n or next(again) for n in numbers]
@@ -249,17 +256,26 @@ class Retained:
 
     async def drop_contact(self, contact: Contact, stored: bytes) -> bool:
         """Drop a contact and its indexes if its record is still ``stored``, agents keep
-        nothing about it and none of its addresses points to a conversation."""
-        per_address: list[str] = []
+        nothing about it and none of its addresses points to a conversation. The pointers
+        are in their partitions' slots, read first: a conversation opened after that read
+        names a contact the record holds (it is loaded back from there)."""
+        indexes: list[str] = []
+        pointers: list[str] = []
         for address in contact.addresses:
             channel, _, addr = address.partition(":")
-            per_address += [keys.current_conversation(channel, addr, self.partitions),
-                            keys.contact_by_address(channel, addr)]
-        email = [keys.contact_by_email(contact.email)] if contact.email else []
+            pointers.append(keys.current_conversation(channel, addr, self.partitions))
+            indexes.append(keys.contact_by_address(channel, addr))
+        if contact.email:
+            indexes.append(keys.contact_by_email(contact.email))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pointer in pointers:
+                pipe.exists(pointer)
+            if any(await pipe.execute()):
+                return False
         return bool(await self._drop_contact(
             keys=[keys.contact(contact.id), keys.contact_fields(contact.id), keys.contact_person(contact.id),
-                  keys.contact_members(contact.id), keys.contact_events(contact.id), *per_address, *email],
-            args=[stored, contact.id, len(contact.addresses)]))
+                  keys.contact_members(contact.id), keys.contact_events(contact.id), *indexes],
+            args=[stored, contact.id]))
 
 
 def contact_items(contact: Contact) -> list[list[Any]]:

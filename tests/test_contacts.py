@@ -9,18 +9,17 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.contacts import ContactBook, ContactError
-from bridge.model import Contact
+from bridge.contactwrites import ContactWrites
+from bridge.model import Contact, encode_record
 from bridge.store import Store
 
 
 async def contacts(store: Store, *names: str) -> list[str]:
-    ops = []
+    writes = ContactWrites()
     for n, name in enumerate(names):
-        ops.extend(store.contact_ops(Contact(id=f"c{n}", name=name, addresses=[f"api:{name.lower()}"])))
-    async with store.redis.pipeline(transaction=True) as pipe:
-        for command, *args in ops:
-            pipe.execute_command(command, *args)
-        await pipe.execute()
+        contact = Contact(id=f"c{n}", name=name, addresses=[f"api:{name.lower()}"])
+        writes.save(contact, encode_record(contact.record()), shared=False)
+    await store.write_contacts(writes)
     return [f"c{n}" for n in range(len(names))]
 
 

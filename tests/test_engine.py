@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,13 +13,15 @@ import redis.asyncio as aioredis
 from bridge import keys
 from bridge.bus import Bus, LeaseLost, StaleCache
 from bridge.config import Settings
+from bridge.contactwrites import ContactWrites
 from bridge.effects import Effects
 from bridge.engine import Engine
-from bridge.model import Contact, Conversation, Message, Sender, decode, partition_of
+from bridge.model import Contact, Conversation, Message, Sender, decode, encode_record, partition_of
 from bridge.ops import MAX_VALUES
 from bridge.store import Saves, Store
 from bridge.templates import Templates
 from bridge.turn import FlowConfig, Turn
+from flows.commands import Commands
 from flows.routing import Routing
 from flows.triage import KeywordTriage
 from tests.harness import Clock, commit, finished, outbound_entries, wait_for
@@ -94,6 +97,35 @@ async def test_a_lost_lease_is_dropped_at_once_and_logged_once(redis: aioredis.R
     assert len(lost) == 1 and lost[0].stream == stream  # type: ignore[attr-defined]
     assert seen == ["hello"]  # handled once, its commit refused; the new owner handles it
     assert await outbound_entries(redis, "api", partitions=1) == []
+
+
+async def test_a_link_handled_again_after_a_lost_lease_is_recorded_once(redis: aioredis.Redis,
+                                                                         make_engine: Any) -> None:
+    """A batch's contact changes are written before its partition's commit (in the
+    contacts' own slot): when that commit is refused and the batch runs again, the contact
+    is the same and the agents see one link in its history, not two."""
+    ran: list[str] = []
+    stream, store = keys.inbound(0, 1), Store(redis, partitions=1)
+    engine = make_engine([lambda turn: ran.append(turn.message.name or turn.message.text), Commands(store)],
+                         partitions=1, lease_ttl_s=30)
+    await wait_for(lambda: stream in engine.leases.held, 10, "the partition's lease")
+    await engine.bus.publish(Message(kind="customer", channel="api", address="linked", text="hello"))
+    await wait_for(lambda: engine.processed == 1, 10, "the conversation opened")
+    conversation = await store.for_address("api", "linked")
+    assert conversation is not None
+    await redis.set(keys.lease(stream), "another-worker", px=60_000)  # taken over while we stalled
+    await engine.bus.publish(Message(kind="command", channel="api", name="link", conversation_id=conversation.id,
+                                     data={"email": "Linked@Example.com"}))
+    await wait_for(lambda: stream not in engine.leases.held, 10, "the lost partition dropped")
+    assert ran == ["hello", "link"] and engine.processed == 1  # handled, its commit refused
+    await redis.delete(keys.lease(stream))  # the other worker went: ours takes the partition back
+    await wait_for(lambda: engine.processed == 2, 20, "the link handled again and committed")
+    assert ran == ["hello", "link", "link"]
+    contact = await store.contact(conversation.contact_id)
+    assert contact is not None and contact.email == "linked@example.com"
+    assert await store.contact_id_by_email("linked@example.com") == contact.id
+    events = [json.loads(e) for e in await store.contact_events([contact.id])]
+    assert [(e["action"], e["value"]) for e in events] == [("link", "linked@example.com")]
 
 
 async def test_a_batch_of_more_conversations_than_the_cache_holds_opens_none_anew(
@@ -255,9 +287,11 @@ async def test_a_contact_another_worker_changed_is_read_again(redis: aioredis.Re
     assert [await customer.say("one"), await customer.say("two")] == ["", ""]  # cached, change counter read
     contact = await customer.contact(store)
     contact.email = "buyer@factory.example"  # linked by another worker, in another partition
-    other = Conversation(id="other-1", channel="email", address="b@f")
-    await commit(redis, store.effect_ops(Effects(conversation=other, previous_status="open",
-                                                 contact=contact, contact_shared=True)))
+    other, saves = Conversation(id="other-1", channel="email", address="b@f"), Saves(2)
+    ops = store.effect_ops(Effects(conversation=other, previous_status="open", contact=contact, contact_shared=True),
+                           saves)
+    await store.write_contacts(saves.contacts)
+    await commit(redis, ops + saves.ops())
     assert await customer.say("three") == "buyer@factory.example"  # at once: the other worker's commit said so
 
 
@@ -268,8 +302,9 @@ async def test_a_cached_contact_is_read_again_after_a_while(redis: aioredis.Redi
     assert [await customer.say("one"), await customer.say("two")] == ["", ""]
     contact = await customer.contact(store)
     contact.email = "quiet@factory.example"
-    for op in Store.contact_ops(contact):
-        await redis.execute_command(*op)
+    quietly = ContactWrites()  # as an older version wrote it: no change counted
+    quietly.save(contact, encode_record(contact.record()), shared=False)
+    await store.write_contacts(quietly)
     assert await customer.say("three") == ""
     clock.advance(minutes=1.1)
     assert await customer.say("four") == "quiet@factory.example"

@@ -1,6 +1,6 @@
 """Data written by an older version is upgraded at start (schema 1 -> 2: a partition's
-keys get its hash tag), losing, doubling and forgetting nothing; what cannot be upgraded
-safely is refused, saying why."""
+keys get its hash tag; 2 -> 3: the contacts' keys get theirs), losing, doubling and
+forgetting nothing; what cannot be upgraded safely is refused, saying why."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from adapters.api.adapter import dedupe_key
 from bridge import keys, schema
 from bridge.errors import BridgeError
-from bridge.model import Conversation, Message, address_hash, encode, encode_record, partition_of
+from bridge.model import Contact, Conversation, Message, address_hash, encode, encode_record, partition_of
 from bridge.store import Store
 from tests.harness import running_bridge
 from tests.test_api_e2e import AUTH, ENV, api_config
@@ -151,7 +151,7 @@ async def test_the_cli_refuses_an_older_layout_saying_how_to_upgrade(redis_url: 
     config = write(tmp_path / "bridge.yaml", {"redis": {"url": redis_url}})
     result = bridge_cli("status", "--config", str(config), cwd=tmp_path)
     assert result.returncode != 0
-    assert "older version of the bridge (schema 1, this version uses 2)" in result.stderr
+    assert f"older version of the bridge (schema 1, this version uses {schema.SCHEMA})" in result.stderr
     assert "start `bridge run` of this one once" in result.stderr
     assert await redis.exists(legacy("timers", 3)) == 1
 
@@ -165,3 +165,54 @@ async def test_an_older_process_still_writing_after_the_upgrade_is_named(redis: 
     (record,) = caplog.records
     assert "a process of an older version is still writing" in record.getMessage()
     assert record.streams == ["bridge:in:2"]  # type: ignore[attr-defined]
+
+
+async def write_second_layout(redis: aioredis.Redis) -> Contact:
+    """Contacts as a schema-2 bridge left them: a customer known by address and email, an
+    agent's fields and a link, its history of changes, an erasure's mark and the counters."""
+    await redis.hset(keys.META, mapping={"partitions": P, "schema": 2})
+    known = Contact(id="c-known", name="Dana", email="dana@example.com", addresses=["api:up-dana"])
+    await redis.set("bridge:contact:c-known", encode_record(known.record()))
+    await redis.set("bridge:contact-addr:api:up-dana", known.id)
+    await redis.set("bridge:contact-email:dana@example.com", known.id)
+    await redis.hset("bridge:contact-fields:c-known", "tier", "vip")
+    await redis.sadd("bridge:contact-members:c-known", "c-other")
+    await redis.set("bridge:contact-person:c-other", known.id)
+    await redis.lpush("bridge:contact-events:c-known", b"an agent set the tier")
+    await redis.set("bridge:erased:0123456789abcdef", "1", ex=3000)
+    await redis.set("bridge:contacts-rev", 7)
+    await redis.set("bridge:erasures-rev", 3)
+    return known
+
+
+async def test_contacts_of_schema_2_keep_everything_under_their_tag(redis_url: str, redis: aioredis.Redis,
+                                                                   webhook: WebhookReceiver) -> None:
+    known = await write_second_layout(redis)
+    async with running_bridge(redis_url, api_config(webhook.url), env=ENV) as b:
+        # the customer writes again: their conversation opens on the contact they had
+        await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": "up-dana", "message_id": "m1",
+                                                             "text": "Where is order 45?"})
+        opened = await b.wait_for(lambda: _with_messages(b.store, "up-dana", 1), what="the conversation")
+        assert opened.contact_id == known.id
+        contact = await b.store.contact(known.id)
+        assert contact is not None
+        assert (contact.name, contact.fields, contact.linked) == ("Dana", {"tier": "vip"}, ["c-other"])
+        assert await b.store.contact_id_by_email("Dana@example.com") == known.id
+        assert await b.store.contact_events([known.id]) == [b"an agent set the tier"]
+    names = {key.decode() async for key in redis.scan_iter(match="bridge:*")}
+    contact_families = {"contact", "contact-addr", "contact-email", "contact-fields", "contact-person",
+                        "contact-members", "contact-events", "erased", "contacts-rev"}
+    assert sorted(n for n in names if n.split(":")[1] in contact_families and n.split(":")[2] != "{c}") == []
+    assert 2000 < await redis.ttl("bridge:erased:{c}:0123456789abcdef") <= 3000  # its expiry kept
+    assert int(await redis.get(keys.CONTACTS_REV)) >= 7
+    assert "bridge:erasures-rev" not in names  # read by schema-2 engines only
+    assert await redis.hget(keys.META, "schema") == b"3"
+
+
+async def test_a_schema_2_process_still_running_stops_the_contacts_upgrade(redis: aioredis.Redis) -> None:
+    await write_second_layout(redis)
+    await redis.set(keys.lease(keys.inbound(5, P)), "old-worker", px=60_000)
+    with pytest.raises(BridgeError, match="older version holds 1 partition"):
+        await schema.prepare(redis, P, lease_ttl_s=0.1)
+    assert await redis.exists("bridge:contact:c-known") == 1
+    assert await redis.hget(keys.META, "schema") == b"2"
