@@ -223,42 +223,60 @@ class Bus:
 
     async def publish_many(self, messages: Sequence[Message]) -> list[bool]:
         """Append a batch in one round trip (two when thread refs must be resolved, and a
-        look in the SQL record for refs retention dropped)."""
+        look in the SQL record for refs retention dropped): one script call per partition
+        (a script keeps to one Redis Cluster slot), pipelined."""
         if not messages:
             return []
         await self._resolve_refs(messages)
-        streams = [self.inbound_stream(message) for message in messages]
-        declared = list(dict.fromkeys(streams))  # the streams, then the dedupe keys
-        index = {stream: i for i, stream in enumerate(declared, 1)}
-        frames: list[tuple[int, int, msgspec.Raw]] = []
-        for message, stream in zip(messages, streams, strict=True):
-            seen = 0
-            if message.dedupe_key:
-                declared.append(keys.dedupe(stream, message.dedupe_key))
-                seen = len(declared)
-            frames.append((index[stream], seen, text(encode(message))))
-        ids = await self._replicated_script(self._publish, declared, [self.dedupe_ttl_s, pack(frames)])
-        return [bool(i) for i in ids]
+        by_stream: dict[str, list[int]] = {}
+        for n, message in enumerate(messages):
+            by_stream.setdefault(self.inbound_stream(message), []).append(n)
+        calls: list[tuple[list[str], list[Any]]] = []
+        for stream, indexes in by_stream.items():
+            declared = [stream]  # the stream, then the dedupe keys
+            frames: list[tuple[int, int, msgspec.Raw]] = []
+            for n in indexes:
+                message, seen = messages[n], 0
+                if message.dedupe_key:
+                    declared.append(keys.dedupe(stream, message.dedupe_key))
+                    seen = len(declared)
+                frames.append((1, seen, text(encode(message))))
+            calls.append((declared, [self.dedupe_ttl_s, pack(frames)]))
+        stored = [False] * len(messages)
+        for indexes, ids in zip(by_stream.values(), await self._replicated_scripts(self._publish, calls), strict=True):
+            for n, entry_id in zip(indexes, ids, strict=True):
+                stored[n] = bool(entry_id)
+        return stored
 
     # -- replication (redis.wait_replicas) -------------------------------------------
 
-    async def _replicated_script(self, script: AsyncScript, declared: list[str], args: list[Any]) -> Any:
-        """Run ``script`` on its ``declared`` keys; with ``wait_replicas``, WAIT after it in
-        the same round trip."""
-        if not self.wait_replicas:
-            return await script(keys=declared, args=args)
+    async def _replicated_scripts(self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run ``script`` once per (declared keys, args) call, pipelined; with
+        ``wait_replicas``, WAIT after them in the same round trip."""
+        if len(calls) == 1 and not self.wait_replicas:
+            declared, args = calls[0]
+            return [await script(keys=declared, args=args)]
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
         for _ in range(2):  # the second time after loading a script the server did not have
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(script.sha, len(declared), *declared, *args)
-                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                result, replicas = await pipe.execute(raise_on_error=False)
-            if isinstance(result, NoScriptError):  # a new primary after a failover, or a restart
-                await self.redis.script_load(script.script)
-                continue
-            if isinstance(result, Exception):
-                raise result
-            self._check_replicas(replicas)
-            return result
+                for n in todo:
+                    declared, args = calls[n]
+                    pipe.evalsha(script.sha, len(declared), *declared, *args)
+                if self.wait_replicas:
+                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                replies = await pipe.execute(raise_on_error=False)
+            unknown = [n for n, reply in zip(todo, replies, strict=False) if isinstance(reply, NoScriptError)]
+            for n, reply in zip(todo, replies, strict=False):
+                if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+                    raise reply
+                results[n] = reply
+            if self.wait_replicas and len(unknown) < len(todo):  # some ran: their writes must be replicated
+                self._check_replicas(replies[-1])
+            if not unknown:
+                return results
+            await self.redis.script_load(script.script)  # a new primary after a failover, or a restart
+            todo = unknown
         raise NoScriptError("the script was loaded and is still unknown to Redis")
 
     def _check_replicas(self, replicas: Any) -> None:

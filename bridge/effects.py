@@ -17,7 +17,6 @@ class Effects:
     outbound: list[Message] = field(default_factory=list)  # to outbound:<channel>
     queued: list[tuple[str, Message]] = field(default_factory=list)  # (email queue, case)
     timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
-    refs: list[str] = field(default_factory=list)  # external thread refs naming the conversation
     contact: Contact | None = None  # a new or changed contact, saved with its indexes
     cause: Message | None = None  # the message that caused the turn (for the history's events)
     # the contact existed before: other workers may hold it, so their caches are told (CONTACTS_REV)

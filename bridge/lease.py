@@ -31,11 +31,9 @@ return 0
 """
 
 _RELEASE = """
-local n = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then n = n + redis.call('DEL', key) end
-end
-return n
+-- KEYS: a lease (one: a lease is in its stream's slot). ARGV: its owner.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -65,6 +63,10 @@ class Leases:
         self._keeper: asyncio.Task[None] | None = None
         self._stopping = False
 
+    async def _release_all(self, streams: Sequence[str]) -> None:
+        for stream in streams:  # rare (a lost channel, a stop): one at a time
+            await self._release(keys=[keys.lease(stream)], args=[self.owner])
+
     def keys_held(self) -> list[str]:
         return [keys.lease(s) for s in self.held]
 
@@ -89,7 +91,7 @@ class Leases:
         self._owned.difference_update(lost)
         if self.leader is not None and self.leader not in self._owned and self._owned:
             followers = sorted(self._owned)  # the channel is another process's now
-            await self._release(keys=[keys.lease(s) for s in followers], args=[self.owner])
+            await self._release_all(followers)
             self._owned.clear()
             lost += followers
         share = await self._share()
@@ -107,8 +109,7 @@ class Leases:
         return gained, lost
 
     async def give_back(self, streams: Sequence[str]) -> None:
-        if streams:
-            await self._release(keys=[keys.lease(s) for s in streams], args=[self.owner])
+        await self._release_all(streams)
         for stream in streams:
             self._owned.discard(stream)
             self.held.discard(stream)

@@ -525,8 +525,6 @@ class Store:
                         "MAXLEN", "~", keys.QUEUE_MAX_LEN // self.partitions, "*", keys.PAYLOAD_FIELD, encode(case)])
         for due_ms, command in effects.timers:
             ops.append(["ZADD", keys.timers(partition, self.partitions), due_ms, encode(command)])
-        for ref in effects.refs:
-            ops.extend(self.ref_ops(ref, conversation.id, self.partitions))
         contact = encode_record(effects.contact.record()) if effects.contact is not None else None
         if effects.contact is not None and contact is not None:
             saves.contacts.save(effects.contact, contact, shared=effects.contact_shared)
@@ -548,8 +546,7 @@ class Store:
                           conversation=msgspec.Raw(conversation), kept=list(map(msgspec.Raw, kept)),
                           contacts=[msgspec.Raw(contact)] if contact is not None else [],
                           previous_status=effects.previous_status,
-                          cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by,
-                          refs=list(effects.refs))
+                          cause=f"{cause.kind}:{cause.name}" if cause is not None else "", by=by)
 
     def save_ops(self, conversation: Conversation, previous_status: str | None,
                  record: bytes | None = None) -> Ops:

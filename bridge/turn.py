@@ -64,7 +64,6 @@ class Turn:
     outbound: list[Message] = field(default_factory=list)  # to outbound:<channel>
     queued: list[tuple[str, Message]] = field(default_factory=list)  # (queue name, case)
     timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
-    refs: list[str] = field(default_factory=list)  # external thread refs for the conversation
     contact_changed: bool = False
     contact_created: bool = False  # the contact is new with this conversation: no other worker has it
     contact_events: list[tuple[str, bytes]] = field(default_factory=list)  # (contact id, bridge.contacts event)
@@ -143,7 +142,7 @@ class Turn:
         kept.extend(out for out in self.outbound
                     if out.kind == "reply" and (message.kind != "agent" or "translation_of" in out.data))
         return Effects(conversation=conversation, previous_status=self.previous_status,
-                       kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers, refs=self.refs,
+                       kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers,
                        contact=self.contact if self.contact_changed else None,
                        contact_shared=self.contact_changed and not self.contact_created,
                        contact_events=self.contact_events, cause=message)

@@ -34,7 +34,7 @@ class TurnRecord(msgspec.Struct, array_like=True):
     previous_status: str | None = None  # None: the turn opened the conversation
     cause: str = ""  # "<kind>:<name>" of the message that caused the turn
     by: str = ""  # who caused it (agent or sender name), for the events' "by"
-    refs: list[str] = []  # thread refs the turn gave the conversation (bridge:ref:<ref>)
+    refs: list[str] = []  # thread refs the turn gave the conversation (no turn does: they come as RefsRecord)
 
 
 TURNS_KIND = "turns"
