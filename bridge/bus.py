@@ -28,6 +28,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 from bridge import keys
+from bridge.connection import mget, retry_of
 from bridge.errors import NotReplicated, StoreUnavailable
 from bridge.lease import Leases
 from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, partition_of
@@ -262,7 +263,8 @@ class Bus:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for n in todo:
                     declared, args = calls[n]
-                    pipe.evalsha(script.sha, len(declared), *declared, *args)
+                    # (a cluster client refuses evalsha in a pipeline, not the command)
+                    pipe.execute_command("EVALSHA", script.sha, len(declared), *declared, *args)
                 if self.wait_replicas:
                     pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
                 replies = await pipe.execute(raise_on_error=False)
@@ -292,7 +294,7 @@ class Bus:
         pending = [m for m in messages if m.ref and not m.conversation_id]
         if not pending:
             return
-        found = await self.redis.mget([keys.ref(m.ref) for m in pending])
+        found = await mget(self.redis, [keys.ref(m.ref) for m in pending])
         for message, conversation_id in zip(pending, found, strict=True):
             if conversation_id:
                 message.conversation_id = conversation_id.decode()
@@ -453,7 +455,7 @@ class Bus:
         fences = [*((lease, owner.encode()) for lease in leases), *((key, value.encode()) for key, value in guards)]
         writes = packed(ops)
         after = packed([("WAIT", self.wait_replicas, self.wait_timeout_ms)]) if self.wait_replicas else b""
-        retry = self.redis.get_retry() or _NO_RETRY
+        retry = retry_of(self.redis) or _NO_RETRY
         for _ in range(COMMIT_TRIES):
             try:
                 applied, replies = await retry.call_with_retry(

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis  # redis[hiredis], a dependency
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
@@ -109,6 +111,25 @@ async def check_server(redis: aioredis.Redis, settings: RedisSettings) -> None:
         raise BridgeError(f"{where(settings)} is a Redis Cluster node: Redis Cluster is not supported yet (the "
                           "bridge's commits span hash slots; docs/cluster.md says what is planned); use one Redis, "
                           "or a primary with replicas under Sentinel (redis.sentinels)")
+
+
+def is_cluster(redis: Any) -> bool:
+    return isinstance(redis, RedisCluster)
+
+
+def retry_of(redis: Any) -> Retry | None:
+    """The client's retry policy (a cluster client keeps it as an attribute)."""
+    return redis.retry if is_cluster(redis) else redis.get_retry()
+
+
+async def mget(redis: Any, names: Sequence[str | bytes]) -> list[bytes | None]:
+    """MGET of keys that may lie in several hash slots: on a Redis Cluster one per slot
+    (redis-py's ``mget_nonatomic``, the values in the keys' order); one MGET otherwise."""
+    if not names:
+        return []
+    if is_cluster(redis):
+        return list(await redis.mget_nonatomic(list(names)))
+    return list(await redis.mget(names))
 
 
 CLOSE_TIMEOUT_S = 5.0

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from bridge import keys
+from bridge.connection import mget
 from bridge.errors import BridgeError
 from bridge.model import entry_order, new_id
 
@@ -178,7 +179,7 @@ async def _wait_for_older_processes(redis: Redis, leases: list[str], lease_ttl_s
     """A partition leased before the upgrade is held by a running older process (or by one
     that just stopped: its lease expires after engine.lease_ttl_s)."""
     deadline = time.monotonic() + lease_ttl_s + 2
-    while held := [name for name, value in zip(leases, await redis.mget(leases), strict=True) if value]:
+    while held := [name for name, value in zip(leases, await mget(redis, leases), strict=True) if value]:
         if time.monotonic() > deadline:
             raise BridgeError(f"cannot upgrade the data in Redis: a bridge process of an older version holds "
                               f"{len(held)} partition(s) ({held[0]}, ...); stop every process of the older version "

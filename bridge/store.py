@@ -18,6 +18,7 @@ from redis.crc import key_slot
 from redis.exceptions import WatchError
 
 from bridge import keys
+from bridge.connection import mget
 from bridge.contactwrites import SCRIPT as WRITE_CONTACTS
 from bridge.contactwrites import ContactWrites
 from bridge.effects import Effects
@@ -149,7 +150,7 @@ class Store:
         and with ``load_back`` (the engine, about to write to it) put back into Redis."""
         if not conversation_ids:
             return []
-        raws = await self.redis.mget([keys.conversation(c, self.partitions) for c in conversation_ids])
+        raws = await mget(self.redis, [keys.conversation(c, self.partitions) for c in conversation_ids])
         found = [decode_conversation(r) if r else None for r in raws]
         missing = [i for i, conversation in zip(conversation_ids, found, strict=True) if conversation is None]
         if missing and self.archive is not None:
@@ -166,7 +167,7 @@ class Store:
             return found
         if load_back:
             await self.retained.load_back(builtins.list(archived.values()))
-            raws = await self.redis.mget([keys.conversation(c, self.partitions) for c in archived])
+            raws = await mget(self.redis, [keys.conversation(c, self.partitions) for c in archived])
             archived.update({c: decode_conversation(r) for c, r in zip(archived, raws, strict=True) if r})
         return [c if c is not None else archived.get(i) for i, c in zip(conversation_ids, found, strict=True)]
 
@@ -356,7 +357,7 @@ class Store:
         """How many times a known contact changed (fields, links, a new address) and how
         many erasures each partition saw: cached contacts are good while the first stays
         the same, a partition's cached conversations while its count does."""
-        contacts, *erasures = await self.redis.mget([keys.CONTACTS_REV, *(
+        contacts, *erasures = await mget(self.redis, [keys.CONTACTS_REV, *(
             keys.erasures_rev(p, self.partitions) for p in range(self.partitions))])
         return int(contacts or 0), tuple(int(e or 0) for e in erasures)
 
@@ -378,7 +379,7 @@ class Store:
         hashes = [address_hash(c, a) for c, a in pairs]
         if not hashes:
             return []
-        counts = await self.redis.mget([keys.conversation_seq(h, self.partitions) for h in hashes])
+        counts = await mget(self.redis, [keys.conversation_seq(h, self.partitions) for h in hashes])
         ids = [f"{h}-{n}" for h, count in zip(hashes, counts, strict=True) if count
                for n in range(int(count), max(0, int(count) - per_address), -1)]
         found = [c for c in await self.get_many(ids) if c is not None]
@@ -463,7 +464,7 @@ class Store:
         """Current conversation id of each (channel, address), in one round trip."""
         if not addresses:
             return []
-        raws = await self.redis.mget([keys.current_conversation(c, a, self.partitions) for c, a in addresses])
+        raws = await mget(self.redis, [keys.current_conversation(c, a, self.partitions) for c, a in addresses])
         return [r.decode() if r else None for r in raws]
 
     async def contact_ids_for(self, addresses: builtins.list[tuple[str, str]], *,
@@ -611,7 +612,7 @@ class Store:
             yield await self._with_targets(batch, prefix)
 
     async def _with_targets(self, ref_keys: builtins.list[str], prefix: int) -> builtins.list[tuple[str, str]]:
-        values = await self.redis.mget(ref_keys)
+        values = await mget(self.redis, ref_keys)
         return [(k[prefix:], v.decode()) for k, v in zip(ref_keys, values, strict=True) if v]
 
     async def adopt_refs(self, refs: builtins.list[tuple[str, str]]) -> None:
@@ -620,7 +621,7 @@ class Store:
         retention already dropped the conversation (a lookup finds them in SQL)."""
         if not refs:
             return
-        held = await self.redis.mget([keys.conversation(c, self.partitions) for _, c in refs])
+        held = await mget(self.redis, [keys.conversation(c, self.partitions) for _, c in refs])
         async with self.redis.pipeline(transaction=False) as pipe:
             for (ref, conversation_id), state in zip(refs, held, strict=True):
                 if state:
@@ -677,7 +678,7 @@ class Store:
         page: builtins.list[bytes] = []
 
         async def check() -> None:
-            for key, target in zip(page, await self.redis.mget(page), strict=True):
+            for key, target in zip(page, await mget(self.redis, page), strict=True):
                 if target is not None and target.decode() in conversation_ids:
                     found.append(key.decode())
             page.clear()

@@ -16,12 +16,13 @@ coroutine costs more than Redis spends on a queued command.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA  # its parser's "no whole reply yet" (redis-py < 8, pinned)
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
@@ -68,8 +69,7 @@ async def fenced(redis: Redis, fences: Sequence[tuple[str, bytes]], once: str, w
     changed before the EXEC (try again). Raises `FenceFailed`, or the first error reply.
     ``after`` (``after_replies`` commands, a WAIT) is sent behind the EXEC, in the same
     round trip."""
-    pool = redis.connection_pool
-    connection = await pool.get_connection()
+    connection, release = await _connection_for(redis, once)
     try:
         watched = [key for key, _ in fences] + [once]
         await connection.send_packed_command(packed([("WATCH", *watched), *(("GET", key) for key in watched)]))
@@ -95,7 +95,7 @@ async def fenced(redis: Redis, fences: Sequence[tuple[str, bytes]], once: str, w
         await connection.disconnect()
         raise
     finally:
-        await pool.release(connection)
+        await release(connection)
     _raise_first_error(replies[:queued + 2])  # a command refused when queued (EXECABORT follows)
     result = replies[queued + 2]
     if isinstance(result, Exception):
@@ -104,6 +104,21 @@ async def fenced(redis: Redis, fences: Sequence[tuple[str, bytes]], once: str, w
         return None, []
     _raise_first_error(result)  # a command that failed as it ran: those before it were applied (as in Lua)
     return True, replies[queued + 3:]
+
+
+async def _connection_for(redis: Any, key: str) -> tuple[AbstractConnection, Callable[[Any], Awaitable[None]]]:
+    """A connection of the client's pool, or on a Redis Cluster one to the primary of
+    ``key``'s slot (a commit's keys are all in that slot), and how to give it back."""
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key(key)
+        assert node is not None
+
+        async def back(connection: Any) -> None:
+            node.release(connection)
+
+        return node.acquire_connection(), back
+    pool = redis.connection_pool
+    return await pool.get_connection(), pool.release
 
 
 async def _unwatch(connection: AbstractConnection) -> None:

@@ -122,6 +122,39 @@ class RedisServer:
         return _command(self.port, *args)
 
 
+class RedisClusterServers:
+    """A Redis Cluster of ``primaries`` nodes on loopback (no replicas), the 16,384 slots
+    split evenly, started and joined with redis-cli (the tests' own view)."""
+
+    SLOTS = 16_384
+
+    def __init__(self, directory: Path, primaries: int = 3) -> None:
+        self.nodes = [RedisServer(directory / f"node{n}", free_port(highest=CLUSTER_PORT_MAX), cluster=True)
+                      for n in range(primaries)]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> None:
+        for n, node in enumerate(self.nodes):
+            node.start()
+            first, last = n * self.SLOTS // len(self.nodes), (n + 1) * self.SLOTS // len(self.nodes) - 1
+            node.command("CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
+        for node in self.nodes[1:]:
+            node.command("CLUSTER", "MEET", "127.0.0.1", str(self.nodes[0].port))
+        deadline = time.monotonic() + scaled(20)
+        while not all(node.info("cluster").get("cluster_enabled") == "1"
+                      and "cluster_state:ok" in node.command("CLUSTER", "INFO") for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the cluster's nodes did not agree in 20 s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 def _command(port: int, *args: str) -> str:
     """One command through redis-cli (the tests' own view, independent of the bridge's client)."""
     result = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10,
