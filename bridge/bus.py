@@ -15,6 +15,7 @@ deduplicated (dedupe keys, commit-once keys, the sent record).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from bridge import keys
-from bridge.connection import mget, retry_of
+from bridge.connection import is_cluster, mget, retry_of
 from bridge.errors import NotReplicated, StoreUnavailable
 from bridge.lease import Leases
 from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, partition_of
@@ -113,6 +115,7 @@ return #due
 """
 
 _NO_RETRY = Retry(NoBackoff(), 0)  # a client made without a retry policy (bridge.connection gives one)
+CLUSTER_POLL_MS = 10  # on a Redis Cluster, how long a read that found nothing waits before the next
 COMMIT_TRIES = 50  # a commit whose fences changed under it (a lease renewed) runs again; this many times at most
 
 RELEASE_LANE = "release_lane"  # an outbound command: the lane named in data["lane"] goes on
@@ -208,6 +211,7 @@ class Bus:
         self.dead_letter_max_len = dead_letter_max_len
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self.cluster = is_cluster(redis)  # reads go stream by stream (`_read_each`)
         self._publish = redis.register_script(_PUBLISH)
         self._trim = redis.register_script(_TRIM)
         self._fire_timers = redis.register_script(_FIRE_TIMERS)
@@ -333,6 +337,8 @@ class Bus:
 
     async def _read(self, ids: dict[str, str], group: str, consumer: str, *, count: int, block: int | None,
                     pending: bool) -> list[Entry]:
+        if self.cluster:
+            return await self._read_each(ids, group, consumer, count=count, block=block)
         if not self.wait_replicas:
             return entries_from_reply(await self.redis.xreadgroup(group, consumer, ids, count=count, block=block))
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -344,6 +350,20 @@ class Bus:
         entries = entries_from_reply(reply)
         if entries:  # they stay pending for this consumer: read again once the replicas have them
             self._check_replicas(replicas)
+        return entries
+
+    async def _read_each(self, ids: dict[str, str], group: str, consumer: str, *, count: int,
+                         block: int | None) -> list[Entry]:
+        """On a Redis Cluster, where one XREADGROUP reads streams of one slot only: each
+        stream's read, without blocking, in one pipeline (redis-py sends each primary its
+        share at once); when none had anything, a short sleep stands for the block."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, start in ids.items():
+                pipe.xreadgroup(group, consumer, {stream: start}, count=count)
+            replies = await pipe.execute()
+        entries = [entry for reply in replies for entry in entries_from_reply(reply)]
+        if not entries and block:
+            await asyncio.sleep(min(block, CLUSTER_POLL_MS) / 1000)
         return entries
 
     async def reclaim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int,
@@ -451,7 +471,7 @@ class Bus:
         once, even when the connection drops after Redis ran it and the client retries."""
         if not ops:
             return
-        once = keys.commit_once(new_id(), beside=leases[0] if leases else "")
+        once = keys.commit_once(new_id(), beside=leases[0] if leases else str(ops[0][1]))
         fences = [*((lease, owner.encode()) for lease in leases), *((key, value.encode()) for key, value in guards)]
         writes = packed(ops)
         after = packed([("WAIT", self.wait_replicas, self.wait_timeout_ms)]) if self.wait_replicas else b""
@@ -473,6 +493,23 @@ class Bus:
                 self._check_replicas(replies[0])
             return
         raise StoreUnavailable(f"the commit's fences kept changing under it ({COMMIT_TRIES} tries)")
+
+    async def commit_by_slot(self, ops: Ops, *, leases: Sequence[str], owner: str) -> None:
+        """`commit` ops of single-key commands (the key second). On a Redis Cluster, where a
+        transaction keeps to one slot: one commit per slot, fenced by the leases in that
+        slot; a slot none of them is in (a thread ref, the keys of a channel's own untagged
+        stream) is committed unfenced, first. Elsewhere one commit."""
+        if not self.cluster:
+            await self.commit(ops, leases=leases, owner=owner)
+            return
+        by_slot: dict[int, list[Any]] = {}
+        for op in ops:
+            by_slot.setdefault(key_slot(str(op[1]).encode()), []).append(op)
+        fences: dict[int, list[str]] = {}
+        for lease in leases:
+            fences.setdefault(key_slot(lease.encode()), []).append(lease)
+        for slot in sorted(by_slot, key=lambda slot: slot in fences):  # the unfenced first
+            await self.commit(by_slot[slot], leases=fences.get(slot, []), owner=owner)
 
     def leases(self, owner: str, streams: Sequence[str], *, ttl_s: float, role: str,
                fair_share: bool = True, leader: bool = False) -> Leases:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,8 +90,13 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
         "max_connections": 1000,  # blocking reads, pub/sub and bursts of web publishes share the pool
         **_DRIVER,
     }
+    target = url or settings.url or ""
+    if is_cluster_url(target):  # redis+cluster://host:port: any node; the others are found from it
+        scheme, _, rest = target.partition("://")
+        client: Any = RedisCluster.from_url(f"{scheme.removesuffix('+cluster')}://{rest}", **common)
+        return client
     if not settings.sentinels:
-        return _packed_by_hiredis(aioredis.Redis.from_url(url or settings.url or "", **common))
+        return _packed_by_hiredis(aioredis.Redis.from_url(target, **common))
     addresses = [a for a in (sentinel_address(s) for s in settings.sentinels) if a is not None]
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": SENTINEL_TIMEOUT_S,
                                        "socket_timeout": SENTINEL_TIMEOUT_S}
@@ -105,16 +111,33 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
 
 
 async def check_server(redis: aioredis.Redis, settings: RedisSettings) -> None:
-    """Refuse a server the bridge cannot run on, saying why: a Redis Cluster node answers
-    only for its own hash slots, and the bridge's commits span slots (docs/cluster.md)."""
+    """Refuse a server the bridge cannot run on, saying why: a Redis Cluster node given as
+    one Redis (it answers only for its own hash slots)."""
+    if is_cluster(redis):
+        return
     if int((await redis.info("cluster")).get("cluster_enabled", 0)):
-        raise BridgeError(f"{where(settings)} is a Redis Cluster node: Redis Cluster is not supported yet (the "
-                          "bridge's commits span hash slots; docs/cluster.md says what is planned); use one Redis, "
-                          "or a primary with replicas under Sentinel (redis.sentinels)")
+        url = without_password(settings.url or "")
+        raise BridgeError(f"{where(settings)} is a Redis Cluster node: it answers only for its own hash slots; "
+                          f"give the cluster as redis+cluster://{url.partition('://')[2]} (any of its nodes)")
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.partition("://")[0].lower().endswith("+cluster")
 
 
 def is_cluster(redis: Any) -> bool:
     return isinstance(redis, RedisCluster)
+
+
+def subscriber_for(redis: Any) -> aioredis.Redis:
+    """A client that can subscribe: ``redis`` itself, or for a cluster client a plain one to
+    one of the cluster's primaries."""
+    if not is_cluster(redis):
+        return redis
+    node = random.choice(redis.get_primaries())
+    wanted = ("username", "password", "socket_connect_timeout", "health_check_interval", "retry")
+    return aioredis.Redis(host=node.host, port=node.port,
+                          **{k: v for k, v in node.connection_kwargs.items() if k in wanted})
 
 
 def retry_of(redis: Any) -> Retry | None:

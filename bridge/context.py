@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from bridge import keys
 from bridge.adapter import HealthState
+from bridge.connection import mget, subscriber_for
 from bridge.metrics import ADAPTER_UP
 from bridge.model import now_ms
 from bridge.storeerrors import typed_store_errors
@@ -60,7 +61,7 @@ class RedisState:
     async def counts(self, keys: list[str]) -> list[int]:
         if not keys:
             return []
-        return [int(v or 0) for v in await self.redis.mget([self._key(k) for k in keys])]
+        return [int(v or 0) for v in await mget(self.redis, [self._key(k) for k in keys])]
 
     async def mark(self, key: str, member: str, ttl_s: float) -> None:
         """A sorted set scored by expiry (ms): stale members are skipped by score and swept
@@ -88,10 +89,13 @@ class RedisFanout:
         self.redis = redis
 
     async def broadcast(self, topic: str, payload: bytes) -> None:
-        await self.redis.publish(keys.FANOUT + topic, payload)
+        await self.redis.execute_command("PUBLISH", keys.FANOUT + topic, payload)
 
     async def subscribe(self, topic: str) -> AsyncIterator[bytes]:
-        pubsub = self.redis.pubsub()
+        # a Redis Cluster client has no pub/sub: a plain client to one of its nodes does (a
+        # message published on any node reaches the subscribers of every node)
+        client = subscriber_for(self.redis)
+        pubsub = client.pubsub()
         await pubsub.subscribe(keys.FANOUT + topic)
         try:
             async for item in pubsub.listen():
@@ -99,6 +103,8 @@ class RedisFanout:
                     yield item["data"]
         finally:
             await pubsub.aclose()
+            if client is not self.redis:
+                await client.aclose()
 
 
 @typed_store_errors

@@ -551,7 +551,7 @@ class ChannelDispatcher:
             ops += bus.ack_ops(stream, self.group, [d.item.entry.id for d in done if not d.dead])
             ops += bus.attempts_done_ops(stream, [d.item.entry.id for d in done if d.item.attempts])
         acked = sum(1 for d in batch if not d.dead)
-        await self.bus.commit(ops, leases=self.leases.keys_held(), owner=self.worker_id)
+        await self.bus.commit_by_slot(ops, leases=self.leases.keys_held(), owner=self.worker_id)
         failpoints.hit("dispatch.after_record")
         self._release(batch)
         for d in batch:

@@ -135,7 +135,10 @@ def parked(stream: str) -> str:
 
 def commit_once(batch_id: str, beside: str = "") -> str:
     """Marks a committed batch for a few minutes, so a retried commit is not applied twice;
-    in the hash slot of ``beside`` (a key the commit writes) when that carries a tag."""
+    in the hash slot of ``beside`` (a key the commit writes or is fenced by): after its tag,
+    or as one when it carries none."""
+    if beside and "{" not in beside:
+        beside = f"{{{beside}}}"
     return f"{PREFIX}once:{beside}:{batch_id}"
 
 

@@ -19,7 +19,7 @@ from bridge.connection import close
 from tests.fakes.telegram_api import FakeTelegram
 from tests.mailservers import Dovecot
 from tests.pgserver import PostgresServer, find_binaries
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisClusterServers, RedisServer, free_port
 from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
 
 
@@ -34,6 +34,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of three primaries (tests/test_cluster_*.py)."""
+    servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
+    servers.start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
 
 
 @pytest.fixture

@@ -275,13 +275,15 @@ async def test_dlq_replay_and_drop_name_the_ids_they_did_not_find(redis_url: str
     assert bridge_cli("dlq", "replay", "unknown-id", "-c", str(config), cwd=tmp_path).returncode == 1
 
 
-def test_a_redis_cluster_is_refused_saying_why(tmp_path: Path) -> None:
-    """Redis Cluster is not supported yet: a cluster URL is a config error naming the key,
-    and a cluster node given as a plain URL is refused before anything is written to it."""
-    config = write(tmp_path / "cluster.yaml", {"redis": {"url": "redis+cluster://127.0.0.1:7000"}})
+def test_a_cluster_node_given_as_one_redis_is_refused_saying_why(tmp_path: Path) -> None:
+    """A cluster node given as a plain URL is refused before anything is written to it,
+    saying how to give the cluster; a cluster URL with what a cluster does not support yet
+    is a config error naming the key."""
+    config = write(tmp_path / "cluster.yaml", {"redis": {"url": "redis+cluster://127.0.0.1:7000",
+                                                         "wait_replicas": 1}})
     result = bridge_cli("check-config", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 1
-    assert "redis.url: Redis Cluster (redis+cluster://) is not supported yet" in result.stderr
+    assert "redis.wait_replicas: not supported on a Redis Cluster yet" in result.stderr
     config = write(tmp_path / "typo.yaml", {"redis": {"url": "127.0.0.1:6379"}})
     assert "redis.url: '127.0.0.1:6379' is not a Redis URL" in bridge_cli("check-config", "-c", str(config),
                                                                         cwd=tmp_path).stderr
@@ -293,7 +295,8 @@ def test_a_redis_cluster_is_refused_saying_why(tmp_path: Path) -> None:
         for command in (["status"], ["run", "--port", "0"]):
             result = bridge_cli(*command, "-c", str(config), cwd=tmp_path)
             assert result.returncode != 0, result.stdout
-            assert f"redis.url {node.url} is a Redis Cluster node: Redis Cluster is not supported yet" in result.stderr
+            assert f"redis.url {node.url} is a Redis Cluster node" in result.stderr
+            assert f"give the cluster as redis+cluster://127.0.0.1:{node.port}/0" in result.stderr
             assert "Traceback" not in result.stderr
         assert sync_redis.Redis(port=node.port).dbsize() == 0  # nothing written to it
     finally:

@@ -6,8 +6,7 @@ pub/sub and the dispatcher's record commit still span slots (slice 10)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -22,17 +21,9 @@ from tests.servers import RedisClusterServers
 P = 6  # two partitions per primary
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(Path(tmp_path_factory.mktemp("cluster")))
-    servers.start()
-    yield servers
-    servers.stop()
-
-
 @pytest.fixture
-async def client(cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
-    redis = RedisCluster.from_url(cluster.url)
+async def client(redis_cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
+    redis = RedisCluster.from_url(redis_cluster.url)
     await redis.flushall(target_nodes=RedisCluster.PRIMARIES)
     yield redis
     await redis.aclose()

@@ -49,7 +49,7 @@ async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, we
         checked += 1
         if sha == sha1(contactwrites.SCRIPT):  # the contacts' slot
             assert key_slot(declared[0].encode()) == key_slot(keys.CONTACTS_REV.encode()), declared
-    engine_once = keys.commit_once("", beside=keys.lease(keys.PREFIX + "in:")).rstrip(":")  # beside an inbound lease
+    engine_once = f"{keys.PREFIX}once:{keys.lease(keys.PREFIX + 'in:')}"  # beside an inbound lease
     for commands, watched in zip(watch.transactions, watch.watched, strict=True):  # a commit begins with its once-mark
         once = commands[0][1] if commands[0][0].upper() == "SET" else ""
         if not once.startswith(engine_once):
