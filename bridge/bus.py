@@ -509,7 +509,14 @@ class Bus:
         for lease in leases:
             fences.setdefault(key_slot(lease.encode()), []).append(lease)
         for slot in sorted(by_slot, key=lambda slot: slot in fences):  # the unfenced first
-            await self.commit(by_slot[slot], leases=fences.get(slot, []), owner=owner)
+            group = by_slot[slot]
+            if slot not in fences and all(op[0] == "SET" for op in group):  # a thread ref: idempotent
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for op in group:
+                        pipe.execute_command(*op)
+                    await pipe.execute()
+                continue
+            await self.commit(group, leases=fences.get(slot, []), owner=owner)
 
     def leases(self, owner: str, streams: Sequence[str], *, ttl_s: float, role: str,
                fair_share: bool = True, leader: bool = False) -> Leases:

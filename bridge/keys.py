@@ -135,11 +135,16 @@ def parked(stream: str) -> str:
 
 def commit_once(batch_id: str, beside: str = "") -> str:
     """Marks a committed batch for a few minutes, so a retried commit is not applied twice;
-    in the hash slot of ``beside`` (a key the commit writes or is fenced by): after its tag,
-    or as one when it carries none."""
-    if beside and "{" not in beside:
-        beside = f"{{{beside}}}"
-    return f"{PREFIX}once:{beside}:{batch_id}"
+    in the hash slot of ``beside`` (a key the commit writes or is fenced by)."""
+    return f"{PREFIX}once:{slot_tag(beside)}:{batch_id}" if beside else f"{PREFIX}once:{batch_id}"
+
+
+def slot_tag(key: str) -> str:
+    """A hash tag that puts a key in ``key``'s Redis Cluster slot: its own tag, or the
+    whole name as one when it carries none."""
+    start = key.find("{")
+    end = key.find("}", start + 2) if start >= 0 else -1
+    return key[start:end + 1] if end > 0 else f"{{{key}}}"
 
 
 def timers(partition: int, partitions: int) -> str:

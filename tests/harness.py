@@ -189,4 +189,4 @@ async def outbound_entries(redis: Any, channel: str, partitions: int = 8) -> lis
 
 async def commit(redis: Any, ops: Ops) -> None:
     """Write ``ops`` (from the store's op builders) the way the engine does: one commit."""
-    await Bus(redis, partitions=1).commit(ops)
+    await Bus(redis, partitions=1).commit_by_slot(ops, leases=[], owner="")

@@ -49,11 +49,11 @@ async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, we
         checked += 1
         if sha == sha1(contactwrites.SCRIPT):  # the contacts' slot
             assert key_slot(declared[0].encode()) == key_slot(keys.CONTACTS_REV.encode()), declared
-    engine_once = f"{keys.PREFIX}once:{keys.lease(keys.PREFIX + 'in:')}"  # beside an inbound lease
+    inbound_lease = keys.lease(keys.PREFIX + "in:")
     for commands, watched in zip(watch.transactions, watch.watched, strict=True):  # a commit begins with its once-mark
-        once = commands[0][1] if commands[0][0].upper() == "SET" else ""
-        if not once.startswith(engine_once):
+        if not any(key.startswith(inbound_lease) for key in watched):  # an engine's: fenced by an inbound lease
             continue
+        once = commands[0][1]
         written = [key for command in commands for key in touched_keys(command)]
         theirs = [key for key in written if of_a_partition(key)]
         assert len({key_slot(key.encode()) for key in theirs}) == 1, theirs
@@ -64,9 +64,7 @@ async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, we
         slot = key_slot(once.encode())  # what a commit still writes outside its partition's slot
         elsewhere |= {family(key) for key in written if key_slot(key.encode()) != slot}
     assert checked > 5
-    # contacts are written before the commit (slice 8 of docs/cluster.md); a thread ref a
-    # flow names would still be written in it (slice 10; no flow does yet)
-    assert elsewhere <= {"ref"}, elsewhere
+    assert elsewhere == set(), elsewhere  # contacts are written before it (slice 8 of docs/cluster.md)
     assert replies > 0  # the replies and notices went out in their partition's slot (slice 7)
 
 

@@ -176,7 +176,7 @@ class Projector:
             by_stream.setdefault(entry.stream, []).append(entry.id)
         for stream, ids in by_stream.items():
             ops.extend(self.bus.ack_ops(stream, keys.PROJECTOR_GROUP, ids))
-        await self.bus.commit(ops, leases=[keys.lease(s) for s in by_stream], owner=self.worker_id)
+        await self.bus.commit_by_slot(ops, leases=[keys.lease(s) for s in by_stream], owner=self.worker_id)
         self.projected += applied
         HISTORY_PROJECTED.inc(applied)
 

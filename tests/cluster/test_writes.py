@@ -1,12 +1,9 @@
-"""The bridge's atomic writes on a real Redis Cluster (three primaries on loopback),
+"""The bridge's atomic writes on a real Redis Cluster (tests/cluster/conftest.py),
 through redis-py's cluster client: publishing, an engine's fenced commit and its contact
 changes, leases, and an erasure each keep to one hash slot, so the cluster runs them
-(docs/cluster.md, slices 2 to 10). The bridge does not run on a cluster yet: its reads,
-pub/sub and the dispatcher's record commit still span slots (slice 10)."""
+(docs/cluster.md, slices 2 to 10)."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -16,31 +13,22 @@ from bridge.bus import Bus, LeaseLost, StaleCache
 from bridge.effects import Effects
 from bridge.model import Contact, Conversation, Message, address_hash, partition_of
 from bridge.store import Saves, Store
-from tests.servers import RedisClusterServers
 
 P = 6  # two partitions per primary
-
-
-@pytest.fixture
-async def client(redis_cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
-    redis = RedisCluster.from_url(redis_cluster.url)
-    await redis.flushall(target_nodes=RedisCluster.PRIMARIES)
-    yield redis
-    await redis.aclose()
 
 
 def customer(address: str, text: str = "Where is my order?", dedupe: str = "") -> Message:
     return Message(kind="customer", channel="api", address=address, text=text, dedupe_key=dedupe)
 
 
-async def test_a_batch_is_published_into_every_partition_once(client: RedisCluster) -> None:
-    bus = Bus(client, partitions=P)
+async def test_a_batch_is_published_into_every_partition_once(redis: RedisCluster) -> None:
+    bus = Bus(redis, partitions=P)
     batch = [customer(f"pub-{n}", dedupe=f"api:m{n}") for n in range(60)]
     assert await bus.publish_many(batch) == [True] * 60
     assert await bus.publish_many([*batch[:5], customer("pub-new", dedupe="api:new")]) == [False] * 5 + [True]
-    lengths = [await client.xlen(keys.inbound(p, P)) for p in range(P)]
+    lengths = [await redis.xlen(keys.inbound(p, P)) for p in range(P)]
     assert sum(lengths) == 61 and all(lengths), lengths
-    holders = {client.get_node_from_key(keys.inbound(p, P)).port for p in range(P)}  # type: ignore[union-attr]
+    holders = {redis.get_node_from_key(keys.inbound(p, P)).port for p in range(P)}  # type: ignore[union-attr]
     assert len(holders) == 3  # the partitions spread over the primaries
 
 
@@ -65,23 +53,23 @@ async def opened(store: Store, bus: Bus, address: str, owner: str) -> tuple[Conv
     return conversation, contact, lease
 
 
-async def test_an_engine_commit_and_its_contact_land_and_a_lost_lease_refuses_it(client: RedisCluster) -> None:
-    bus, store = Bus(client, partitions=P), Store(client, partitions=P)
+async def test_an_engine_commit_and_its_contact_land_and_a_lost_lease_refuses_it(redis: RedisCluster) -> None:
+    bus, store = Bus(redis, partitions=P), Store(redis, partitions=P)
     conversation, contact, lease = await opened(store, bus, "commit-1", "engine-1")
     found = await store.for_address("api", "commit-1")
     assert found is not None and found.contact_id == contact.id
     assert [m.text for m in await store.transcript(conversation.id)] == ["Where is my order?", "Got it"]
     assert await store.contact_id_by_email("commit-1@example.com") == contact.id
     assert (await store.contact_ids_for([("api", "commit-1")])) == [contact.id]
-    assert len(await client.xrange(keys.outbound("api", partition_of(address_hash("api", "commit-1"), P), P))) == 1
-    await client.set(lease, "engine-2")  # another engine took the partition
+    assert len(await redis.xrange(keys.outbound("api", partition_of(address_hash("api", "commit-1"), P), P))) == 1
+    await redis.set(lease, "engine-2")  # another engine took the partition
     with pytest.raises(LeaseLost):
         await bus.commit([("SET", keys.conversation(conversation.id, P), b"stale")], leases=[lease], owner="engine-1")
     assert (await store.get(conversation.id)) == found
 
 
-async def test_an_erasure_runs_slot_by_slot_and_refuses_a_batch_read_before_it(client: RedisCluster) -> None:
-    bus, store = Bus(client, partitions=P), Store(client, partitions=P)
+async def test_an_erasure_runs_slot_by_slot_and_refuses_a_batch_read_before_it(redis: RedisCluster) -> None:
+    bus, store = Bus(redis, partitions=P), Store(redis, partitions=P)
     conversation, contact, lease = await opened(store, bus, "erase-1", "engine-1")
     kept, _, _ = await opened(store, bus, "erase-2", "engine-1")
     p = partition_of(address_hash("api", "erase-1"), P)
@@ -92,7 +80,7 @@ async def test_an_erasure_runs_slot_by_slot_and_refuses_a_batch_read_before_it(c
     assert await store.contact(contact.id, archive=False) is None
     assert await store.contact_id_by_email("erase-1@example.com") is None
     assert await store.erased([contact.id]) == {contact.id}
-    assert all([await client.exists(keys.erased_in(contact.id, q, P)) for q in range(P)])
+    assert all([await redis.exists(keys.erased_in(contact.id, q, P)) for q in range(P)])
     with pytest.raises(StaleCache):  # a batch read before the erasure writes nothing back
         await bus.commit([("SET", keys.conversation(conversation.id, P), b"back")], leases=[lease], owner="engine-1",
                          guards=[(keys.erasures_rev(p, P), str(revs[1][p]) if revs[1][p] else "")])
@@ -100,12 +88,12 @@ async def test_an_erasure_runs_slot_by_slot_and_refuses_a_batch_read_before_it(c
     assert await store.get(kept.id) is not None  # another customer's conversation stays
 
 
-async def test_leases_are_taken_renewed_and_given_back_on_their_own_slots(client: RedisCluster) -> None:
-    bus = Bus(client, partitions=P)
+async def test_leases_are_taken_renewed_and_given_back_on_their_own_slots(redis: RedisCluster) -> None:
+    bus = Bus(redis, partitions=P)
     streams = [keys.inbound(p, P) for p in range(P)]
     leases = bus.leases("engine-1", streams, ttl_s=5, role="engine", fair_share=False)
     gained, lost = await leases.tick()
     assert sorted(gained) == sorted(streams) and lost == []
     assert (await leases.tick())[1] == []  # renewed, none lost
     await leases.give_back(streams)
-    assert [await client.get(keys.lease(s)) for s in streams] == [None] * P
+    assert [await redis.get(keys.lease(s)) for s in streams] == [None] * P

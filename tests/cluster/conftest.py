@@ -1,6 +1,7 @@
-"""The API channel's end-to-end tests (tests/test_api_e2e.py) again, on a Redis Cluster of
-three primaries: the bridge configured with ``redis+cluster://`` (any node; it finds the
-others), every part of it (ingest, engine, dispatch, web) against the cluster."""
+"""The tests in this directory run on a Redis Cluster of three primaries on loopback
+(`tests.servers.RedisClusterServers`): most of them are other modules' end-to-end tests
+again, the bridge given the cluster as ``redis+cluster://`` (any node: it finds the
+others), the tests' own client a redis-py cluster client."""
 
 from __future__ import annotations
 
@@ -10,14 +11,6 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from tests.servers import RedisClusterServers
-from tests.test_api_e2e import (  # noqa: F401 - collected here, with this module's redis_url
-    test_agent_reply_reaches_the_customer_webhook,
-    test_disputes_are_driven_through_the_api,
-    test_one_contact_owns_addresses_linked_by_email_or_by_command,
-    test_resolve_and_reopen,
-    test_routine_message_is_acknowledged_and_queued,
-    test_urgent_message_gets_instant_reply_and_escalation,
-)
 
 
 @pytest.fixture
