@@ -1,6 +1,6 @@
 """Benchmark: the bridge's hot path against a raw redis-py loop on the same Redis.
 
-    python -m bench [--n 100000] [--conversations 1000] [--rate 5000] [--repeat N] [--redis-url URL]
+    python -m bench [--n 100000] [--conversations 1000] [--rate 5000] [--repeat N] [--redis-url URL] [--cluster]
 
 Both sides run in this one process against one redis-server (a private one on a Unix
 socket unless --redis-url is given):
@@ -392,6 +392,12 @@ async def main(args: argparse.Namespace) -> None:
     if args.isolation:
         print()
         print_rows(isolation)
+    if args.cluster:
+        from bench.cluster import cluster_rows  # it uses this module's bridge runs
+
+        print()
+        for line in await cluster_rows(args.n, args.conversations):
+            print(line)
     ratios = sorted(b / r for r, b in pairs)
     if len(ratios) > 1:
         print(f"bridge/raw ratio of each pair: {', '.join(f'{b / r:.2f}' for r, b in pairs)} (the median below)")
@@ -414,6 +420,8 @@ def cli() -> None:
                         help="N raw/bridge throughput pairs, one run after the other; the last line is the "
                              "median ratio (the first pair gives the other figures). One pair says little on "
                              "a shared machine, whose speed moves by a third from one minute to the next")
+    parser.add_argument("--cluster", action="store_true",
+                        help="also the same load on a local three-primary Redis Cluster (bench/cluster.py)")
     parser.add_argument("--no-isolation", dest="isolation", action="store_false",
                         help="skip the isolation figures (bench/isolation.py)")
     args = parser.parse_args()

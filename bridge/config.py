@@ -245,7 +245,8 @@ def _redis_problems(redis: RedisSettings) -> list[str]:
                             "write on its primary's connection); leave it at 0 with redis+cluster://")
     elif redis.url and scheme not in ("redis", "rediss", "unix"):
         problems.append(f"redis.url: {scheme + '://' if '://' in redis.url else repr(redis.url)} is not a Redis URL; "
-                        "use redis://host:6379/0, rediss:// (TLS) or unix:///path/to/redis.sock")
+                        "use redis://host:6379/0, rediss:// (TLS), unix:///path/to/redis.sock or "
+                        "redis+cluster://host:6379 (a Redis Cluster: any node)")
     if redis.sentinels and redis.url:
         problems.append("redis.sentinels: set either redis.url (one Redis) or redis.sentinels with redis.service "
                         "(Sentinel), not both")

@@ -129,11 +129,12 @@ def is_cluster(redis: Any) -> bool:
     return isinstance(redis, RedisCluster)
 
 
-def subscriber_for(redis: Any) -> aioredis.Redis:
+async def subscriber_for(redis: Any) -> aioredis.Redis:
     """A client that can subscribe: ``redis`` itself, or for a cluster client a plain one to
     one of the cluster's primaries."""
     if not is_cluster(redis):
         return redis
+    await redis.initialize()  # the nodes are known once it asked one of them
     node = random.choice(redis.get_primaries())
     wanted = ("username", "password", "socket_connect_timeout", "health_check_interval", "retry")
     return aioredis.Redis(host=node.host, port=node.port,
@@ -186,7 +187,17 @@ def without_password(url: str) -> str:
 
 async def describe(redis: aioredis.Redis, settings: RedisSettings) -> dict[str, Any]:
     """Which Redis this client writes to now (for `bridge status`): with Sentinel, the
-    primary the sentinels name; and how many replicas are connected to it."""
+    primary the sentinels name; on a cluster, its primaries; and how many replicas are
+    connected to it (them)."""
+    if is_cluster(redis):
+        await redis.initialize()  # the nodes are known once it asked one of them
+        primaries = redis.get_primaries()
+        infos = [await redis.info("replication", target_nodes=node) for node in primaries]
+        return {"mode": "cluster", "role": "master", "wait_replicas": settings.wait_replicas,
+                "primary": ", ".join(sorted(f"{n.host}:{n.port}" for n in primaries)),
+                "replicas": sum(int(i.get("connected_slaves", 0)) for i in infos),
+                "in_sync": sum(1 for i in infos for k, v in i.items()
+                               if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online")}
     info = await redis.info("replication")
     replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
     out: dict[str, Any] = {"role": info.get("role"), "replicas": int(info.get("connected_slaves", 0)),

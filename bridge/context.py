@@ -94,7 +94,7 @@ class RedisFanout:
     async def subscribe(self, topic: str) -> AsyncIterator[bytes]:
         # a Redis Cluster client has no pub/sub: a plain client to one of its nodes does (a
         # message published on any node reaches the subscribers of every node)
-        client = subscriber_for(self.redis)
+        client = await subscriber_for(self.redis)
         pubsub = client.pubsub()
         await pubsub.subscribe(keys.FANOUT + topic)
         try:

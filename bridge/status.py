@@ -121,7 +121,9 @@ def render(status: dict[str, Any]) -> str:
 
 def _redis_line(redis: dict[str, Any]) -> str:
     where = f"primary {redis['primary']}"
-    if redis["mode"] == "sentinel":
+    if redis["mode"] == "cluster":
+        where = f"Redis Cluster of primaries {redis['primary']}"
+    elif redis["mode"] == "sentinel":
         where += f" (named by Sentinel for service {redis['service']})"
     line = f"redis: {where}, {redis['replicas']} replica(s) connected"
     in_sync = redis["in_sync"]
