@@ -26,7 +26,6 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from bridge import keys
@@ -44,17 +43,16 @@ RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
 log = logging.getLogger("bridge.bus")
 
 _PUBLISH = """
--- KEYS: the batch's streams, then its dedupe keys (every key a script touches is declared,
--- as Redis Cluster needs). ARGV[1]: dedupe TTL in seconds; ARGV[2]: msgpack array of
--- [the stream's KEYS index, the dedupe key's KEYS index (0: never deduplicated), payload],
--- one per message.
+-- KEYS: one partition's stream, then its dedupe keys (every key a script touches is
+-- declared, as Redis Cluster needs). ARGV[1]: dedupe TTL in seconds; ARGV[2]: msgpack
+-- array of [the dedupe key's KEYS index (0: never deduplicated), payload], one per message.
 -- Returns the new entry ids, false for duplicates. The dedupe key is taken first (one
 -- command instead of EXISTS + SET) and given back should the XADD be refused (Redis full),
 -- so the platform's retry is not taken for a duplicate.
-local ttl, out = ARGV[1], {}
+local ttl, stream, out = ARGV[1], KEYS[1], {}
 local messages = cmsgpack.unpack(ARGV[2])
 for i = 1, #messages do
-  local stream, seen, payload = KEYS[messages[i][1]], messages[i][2], messages[i][3]
+  local seen, payload = messages[i][1], messages[i][2]
   if seen ~= 0 and not redis.call('SET', KEYS[seen], '1', 'NX', 'EX', ttl) then
     out[#out + 1] = false
   else
@@ -239,13 +237,13 @@ class Bus:
         calls: list[tuple[list[str], list[Any]]] = []
         for stream, indexes in by_stream.items():
             declared = [stream]  # the stream, then the dedupe keys
-            frames: list[tuple[int, int, msgspec.Raw]] = []
+            frames: list[tuple[int, msgspec.Raw]] = []
             for n in indexes:
                 message, seen = messages[n], 0
                 if message.dedupe_key:
                     declared.append(keys.dedupe(stream, message.dedupe_key))
                     seen = len(declared)
-                frames.append((1, seen, text(encode(message))))
+                frames.append((seen, text(encode(message))))
             calls.append((declared, [self.dedupe_ttl_s, pack(frames)]))
         stored = [False] * len(messages)
         for indexes, ids in zip(by_stream.values(), await self._replicated_scripts(self._publish, calls), strict=True):
@@ -502,12 +500,8 @@ class Bus:
         if not self.cluster:
             await self.commit(ops, leases=leases, owner=owner)
             return
-        by_slot: dict[int, list[Any]] = {}
-        for op in ops:
-            by_slot.setdefault(key_slot(str(op[1]).encode()), []).append(op)
-        fences: dict[int, list[str]] = {}
-        for lease in leases:
-            fences.setdefault(key_slot(lease.encode()), []).append(lease)
+        by_slot = keys.by_slot(ops, lambda op: str(op[1]))
+        fences = keys.by_slot(leases, str)
         for slot in sorted(by_slot, key=lambda slot: slot in fences):  # the unfenced first
             group = by_slot[slot]
             if slot not in fences and all(op[0] == "SET" for op in group):  # a thread ref: idempotent

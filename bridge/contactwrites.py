@@ -86,7 +86,7 @@ class ContactWrites:
         self.shared = self.shared or shared
 
     def record(self, cause: str, events: list[tuple[str, bytes]]) -> None:
-        """Events (contact id, event) one message (``cause``: its stream and entry id) caused."""
+        """Events (contact id, event) one message (``cause``: its id) caused."""
         self.events.setdefault(cause, []).extend(events)
 
     def script_args(self) -> tuple[list[str], list[Any]]:

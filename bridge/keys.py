@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from bridge.model import address_hash, conversation_hash, partition_of
+
+T = TypeVar("T")
 
 PREFIX = "bridge:"
 
@@ -139,6 +143,15 @@ def commit_once(batch_id: str, beside: str = "") -> str:
     return f"{PREFIX}once:{slot_tag(beside)}:{batch_id}" if beside else f"{PREFIX}once:{batch_id}"
 
 
+def by_slot(items: Iterable[T], key_of: Callable[[T], str]) -> dict[int, list[T]]:
+    """``items`` grouped by the Redis Cluster hash slot of their key, in the order each
+    slot first came (a script or a transaction keeps to one slot)."""
+    groups: dict[int, list[T]] = {}
+    for item in items:
+        groups.setdefault(key_slot(key_of(item).encode()), []).append(item)
+    return groups
+
+
 def slot_tag(key: str) -> str:
     """A hash tag that puts a key in ``key``'s Redis Cluster slot: its own tag, or the
     whole name as one when it carries none."""
@@ -244,13 +257,17 @@ def erased(contact_id: str) -> str:
     """Set for a while by a contact's erasure: nothing of it is loaded back from SQL, and an
     engine's batch read before it does not write it again. Named by a digest: the keyspace
     keeps no name of the contact."""
-    return f"{PREFIX}erased:{CONTACT_TAG}:{hashlib.blake2b(contact_id.encode(), digest_size=8).hexdigest()}"
+    return f"{PREFIX}erased:{CONTACT_TAG}:{_digest(contact_id)}"
 
 
 def erased_in(contact_id: str, partition: int, partitions: int) -> str:
     """The erasure's mark in a partition's slot: loading a conversation back into the
     partition checks it there."""
-    return f"{PREFIX}erased:{partition_tag(partition, partitions)}:{erased(contact_id).rpartition(':')[2]}"
+    return f"{PREFIX}erased:{partition_tag(partition, partitions)}:{_digest(contact_id)}"
+
+
+def _digest(contact_id: str) -> str:
+    return hashlib.blake2b(contact_id.encode(), digest_size=8).hexdigest()
 
 
 def contact_written(cause: str) -> str:
@@ -264,7 +281,7 @@ def adapter_state(channel: str, key: str) -> str:
     return f"{PREFIX}state:{channel}:{key}"
 
 
-# -- what agents keep about a person (bridge/contacts.py); never written by the engine --
+# -- what agents keep about a person (bridge/contacts.py), and the contacts' change counter --
 
 # counter: bumped by every change to a contact others may hold
 CONTACTS_REV = f"{PREFIX}contacts-rev:{CONTACT_TAG}"

@@ -14,7 +14,6 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.crc import key_slot
 from redis.exceptions import WatchError
 
 from bridge import keys
@@ -728,26 +727,31 @@ class Store:
         # contacts' first (an engine's batch writes no contact of it after), then each
         # partition's, which bumps the partition's erasure counter: a batch that read the
         # partition before is refused at its commit, and its engine drops what it cached
-        slots = _BySlot()
-        slots.add(keys.erased(contact.id), "SET", keys.erased(contact.id), "1", "EX", keys.ERASED_MARK_S)
+        writes: builtins.list[tuple[str, tuple[Any, ...]]] = []  # (the key its slot goes by, command)
+
+        def add(key: str, *command: Any) -> None:
+            writes.append((key, command))
+
+        add(keys.erased(contact.id), "SET", keys.erased(contact.id), "1", "EX", keys.ERASED_MARK_S)
         for p in range(self.partitions):  # what SQL still holds of it stays out, in every slot
             mark = keys.erased_in(contact.id, p, self.partitions)
-            slots.add(mark, "SET", mark, "1", "EX", keys.ERASED_MARK_S)
-            slots.add(mark, "INCR", keys.erasures_rev(p, self.partitions))
+            add(mark, "SET", mark, "1", "EX", keys.ERASED_MARK_S)
+            add(mark, "INCR", keys.erasures_rev(p, self.partitions))
         for key in doomed:
-            slots.add(key, "DEL", key)
+            add(key, "DEL", key)
         for key in counters:  # counts in ms never reach the clock, nor do earlier clock floors
-            slots.add(key, "SET", key, now_ms())
+            add(key, "SET", key, now_ms())
         if contact.person:  # linked to another contact as one person: no longer
-            slots.add(keys.contact_members(contact.person), "SREM", keys.contact_members(contact.person), contact.id)
+            add(keys.contact_members(contact.person), "SREM", keys.contact_members(contact.person), contact.id)
         for status in keys.STATUSES:
             for conversation_id in conversation_ids:
                 index = keys.status_index(conversation_id, status, self.partitions)
-                slots.add(index, "ZREM", index, conversation_id)
+                add(index, "ZREM", index, conversation_id)
         for key, member in timers:
-            slots.add(key, "ZREM", key, member)
+            add(key, "ZREM", key, member)
         deleted = 0
-        for ops in slots.groups():
+        for group in keys.by_slot(writes, lambda write: write[0]).values():
+            ops = [command for _, command in group]
             async with self.redis.pipeline(transaction=True) as pipe:
                 for command, *args in ops:
                     pipe.execute_command(command, *args)
@@ -759,20 +763,6 @@ class Store:
                     pipe.delete(key)
                 deleted += sum(await pipe.execute())
         return deleted
-
-
-class _BySlot:
-    """Commands grouped by the Redis Cluster hash slot of the key they are filed under, the
-    groups in the order their first command came."""
-
-    def __init__(self) -> None:
-        self._groups: dict[int, builtins.list[tuple[Any, ...]]] = {}
-
-    def add(self, key: str, *command: Any) -> None:
-        self._groups.setdefault(key_slot(key.encode()), []).append(command)
-
-    def groups(self) -> builtins.list[builtins.list[tuple[Any, ...]]]:
-        return builtins.list(self._groups.values())
 
 
 def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.crc import key_slot
 
 from bridge import keys
 from bridge.errors import RecordUnavailable
@@ -179,10 +178,7 @@ class Retained:
     async def _restore_by_slot(self, items: list[list[Any]]) -> None:
         """One `_RESTORE` per hash slot (each partition's items, the contacts'): a script
         keeps to one slot on a Redis Cluster."""
-        by_slot: dict[int, list[list[Any]]] = {}
-        for item in items:
-            by_slot.setdefault(key_slot(item[2].encode()), []).append(item)
-        for group in by_slot.values():
+        for group in keys.by_slot(items, lambda item: str(item[2])).values():
             await self._restore(keys=restore_keys(group), args=[frame_ops(group)])
 
     async def returning(self, addresses: list[tuple[str, str]], emails: Sequence[str] = ()) -> list[str | None]:

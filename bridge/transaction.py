@@ -22,9 +22,10 @@ from typing import Any
 import hiredis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA  # its parser's "no whole reply yet" (redis-py < 8, pinned)
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
+
+from bridge.connection import is_cluster
 
 _MULTI = hiredis.pack_command(("MULTI",))
 _EXEC = hiredis.pack_command(("EXEC",))
@@ -109,7 +110,7 @@ async def fenced(redis: Redis, fences: Sequence[tuple[str, bytes]], once: str, w
 async def _connection_for(redis: Any, key: str) -> tuple[AbstractConnection, Callable[[Any], Awaitable[None]]]:
     """A connection of the client's pool, or on a Redis Cluster one to the primary of
     ``key``'s slot (a commit's keys are all in that slot), and how to give it back."""
-    if isinstance(redis, RedisCluster):
+    if is_cluster(redis):
         node = redis.get_node_from_key(key)
         assert node is not None
 
