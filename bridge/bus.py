@@ -16,6 +16,7 @@ deduplicated (dedupe keys, commit-once keys, the sent record).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,15 +26,15 @@ import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import AskError, ClusterDownError, NoScriptError, ResponseError, TryAgainError
 
 from bridge import keys
-from bridge.connection import is_cluster, mget, retry_of
+from bridge.connection import Script, follow_cluster_change, is_cluster, mget, retry_of
 from bridge.errors import NotReplicated, StoreUnavailable
 from bridge.lease import Leases
 from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, partition_of
 from bridge.ops import Ops, pack, text, variadic
+from bridge.primaries import on_primaries
 from bridge.storeerrors import typed_store_errors
 from bridge.transaction import FenceFailed, fenced, packed
 
@@ -113,6 +114,7 @@ return #due
 """
 
 _NO_RETRY = Retry(NoBackoff(), 0)  # a client made without a retry policy (bridge.connection gives one)
+REPLICATION_MARK_MS = 1000  # the mark a replicated read of read entries writes (Redis Cluster) lives this long
 CLUSTER_POLL_MS = 10  # on a Redis Cluster, how long a read that found nothing waits before the next
 COMMIT_TRIES = 50  # a commit whose fences changed under it (a lease renewed) runs again; this many times at most
 
@@ -210,9 +212,9 @@ class Bus:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.cluster = is_cluster(redis)  # reads go stream by stream (`_read_each`)
-        self._publish = redis.register_script(_PUBLISH)
-        self._trim = redis.register_script(_TRIM)
-        self._fire_timers = redis.register_script(_FIRE_TIMERS)
+        self._publish = Script(redis, _PUBLISH)
+        self._trim = Script(redis, _TRIM)
+        self._fire_timers = Script(redis, _FIRE_TIMERS)
         redis.set_response_callback("XREADGROUP", _raw_reply)  # entries_from_reply reads it as it came
 
     # -- publishing ------------------------------------------------------------------
@@ -253,35 +255,52 @@ class Bus:
 
     # -- replication (redis.wait_replicas) -------------------------------------------
 
-    async def _replicated_scripts(self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Run ``script`` once per (declared keys, args) call, pipelined; with
-        ``wait_replicas``, WAIT after them in the same round trip."""
+    async def _replicated_scripts(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run ``script`` once per (declared keys, args) call, in one round trip; with
+        ``wait_replicas``, WAIT after them (`_run`)."""
         if len(calls) == 1 and not self.wait_replicas:
             declared, args = calls[0]
             return [await script(keys=declared, args=args)]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
-        for _ in range(2):  # the second time after loading a script the server did not have
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for n in todo:
-                    declared, args = calls[n]
-                    # (a cluster client refuses evalsha in a pipeline, not the command)
-                    pipe.execute_command("EVALSHA", script.sha, len(declared), *declared, *args)
-                if self.wait_replicas:
-                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                replies = await pipe.execute(raise_on_error=False)
-            unknown = [n for n, reply in zip(todo, replies, strict=False) if isinstance(reply, NoScriptError)]
-            for n, reply in zip(todo, replies, strict=False):
+        for _ in range(3):  # again after loading a script a server did not have (a map a failover made stale: twice)
+            replies, waits = await self._run([(calls[n][0][0], ("EVALSHA", script.sha, len(calls[n][0]),
+                                                                 *calls[n][0], *calls[n][1])) for n in todo])
+            unknown = [n for n, reply in zip(todo, replies, strict=True) if isinstance(reply, NoScriptError)]
+            for n, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
                     raise reply
                 results[n] = reply
-            if self.wait_replicas and len(unknown) < len(todo):  # some ran: their writes must be replicated
-                self._check_replicas(replies[-1])
+            if len(unknown) < len(todo):  # some ran: their writes must be replicated
+                for replicas in waits:
+                    self._check_replicas(replicas)
             if not unknown:
                 return results
-            await self.redis.script_load(script.script)  # a new primary after a failover, or a restart
+            for beside in {calls[n][0][0] for n in unknown}:  # a restart, or a replica that took over
+                await script.load(beside)
             todo = unknown
-        raise NoScriptError("the script was loaded and is still unknown to Redis")
+        raise StoreUnavailable("a script was loaded and is still unknown to Redis (a failover under way?)")
+
+    async def _run(self, commands: Sequence[tuple[str, Sequence[Any]]]) -> tuple[list[Any], list[Any]]:
+        """(key, command) pairs in one round trip: pipelined, or on a Redis Cluster each
+        primary's share on one connection (`bridge.primaries`); with ``wait_replicas`` a
+        WAIT after the writes on each connection. The replies (errors as instances) and
+        the WAITs' replies."""
+        wait = (self.wait_replicas, self.wait_timeout_ms) if self.wait_replicas else None
+        if self.cluster:
+            return await on_primaries(self.redis, commands, wait)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, command in commands:
+                pipe.execute_command(*command)
+            if wait:
+                pipe.execute_command("WAIT", *wait)
+            replies = await pipe.execute(raise_on_error=False)
+        return replies[:len(commands)], replies[len(commands):]
+
+    async def _replicas_now(self, beside: str) -> Any:
+        """WAIT alone (on a Redis Cluster, on ``beside``'s primary)."""
+        target = {"target_nodes": self.redis.get_node_from_key(beside)} if self.cluster else {}  # (known: it wrote)
+        return await self.redis.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms, **target)
 
     def _check_replicas(self, replicas: Any) -> None:
         if isinstance(replicas, Exception):
@@ -336,7 +355,7 @@ class Bus:
     async def _read(self, ids: dict[str, str], group: str, consumer: str, *, count: int, block: int | None,
                     pending: bool) -> list[Entry]:
         if self.cluster:
-            return await self._read_each(ids, group, consumer, count=count, block=block)
+            return await self._read_each(ids, group, consumer, count=count, block=block, pending=pending)
         if not self.wait_replicas:
             return entries_from_reply(await self.redis.xreadgroup(group, consumer, ids, count=count, block=block))
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -351,15 +370,26 @@ class Bus:
         return entries
 
     async def _read_each(self, ids: dict[str, str], group: str, consumer: str, *, count: int,
-                         block: int | None) -> list[Entry]:
+                         block: int | None, pending: bool) -> list[Entry]:
         """On a Redis Cluster, where one XREADGROUP reads streams of one slot only: each
-        stream's read, without blocking, in one pipeline (redis-py sends each primary its
-        share at once); when none had anything, a short sleep stands for the block."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, start in ids.items():
-                pipe.xreadgroup(group, consumer, {stream: start}, count=count)
-            replies = await pipe.execute()
-        entries = [entry for reply in replies for entry in entries_from_reply(reply)]
+        stream's read, without blocking, in one round trip (`_run`: each primary its share
+        at once); when none had anything, a short sleep stands for the block. With
+        ``wait_replicas`` a read of read entries writes a mark in each stream's slot (a
+        PUBLISH is not replicated on a cluster) for the WAITs to wait on."""
+        commands: list[tuple[str, Sequence[Any]]] = [
+            (stream, ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", stream, start))
+            for stream, start in ids.items()]
+        if pending and self.wait_replicas:
+            commands += [(stream, ("SET", keys.replication_mark(stream), "", "PX", REPLICATION_MARK_MS))
+                         for stream in ids]
+        replies, waits = await self._run(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        entries = [entry for reply in replies[:len(ids)] for entry in entries_from_reply(reply)]
+        if entries:  # they stay pending for this consumer: read again once the replicas have them
+            for replicas in waits:
+                self._check_replicas(replicas)
         if not entries and block:
             await asyncio.sleep(min(block, CLUSTER_POLL_MS) / 1000)
         return entries
@@ -395,6 +425,12 @@ class Bus:
                          count: int) -> tuple[Any, Any]:
         if not self.wait_replicas:
             return await self.redis.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count), None
+        if self.cluster:  # the WAIT on the claim's own connection
+            (reply,), waits = await self._run(
+                [(stream, ("XAUTOCLAIM", stream, group, consumer, min_idle_ms, start, "COUNT", count))])
+            if isinstance(reply, Exception):
+                raise reply
+            return [reply[0], [(i, _fields(f)) for i, f in reply[1]], *reply[2:]], waits[-1]
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xautoclaim(stream, group, consumer, min_idle_ms, start, count=count)
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
@@ -474,23 +510,29 @@ class Bus:
         writes = packed(ops)
         after = packed([("WAIT", self.wait_replicas, self.wait_timeout_ms)]) if self.wait_replicas else b""
         retry = retry_of(self.redis) or _NO_RETRY
+        dropped = functools.partial(follow_cluster_change, self.redis) if self.cluster else _dropped
         for _ in range(COMMIT_TRIES):
             try:
                 applied, replies = await retry.call_with_retry(
                     lambda: fenced(self.redis, fences, once, writes, len(ops), after, 1 if after else 0),
-                    _dropped)
+                    dropped)
             except FenceFailed as exc:
                 if exc.key in leases:
                     raise LeaseLost(exc.key) from None
                 raise StaleCache(exc.key) from None
+            except (AskError, TryAgainError, ClusterDownError) as exc:  # the slot moved, or is moving
+                if await follow_cluster_change(self.redis, exc):
+                    continue
+                raise
             if applied is None:  # a lease renewed (or a guard moved) between the read and the EXEC
                 continue
             if applied is False and self.wait_replicas:  # an earlier try wrote it: replicated?
-                replies = [await self.redis.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)]
+                replies = [await self._replicas_now(once)]
             if replies:
                 self._check_replicas(replies[0])
             return
-        raise StoreUnavailable(f"the commit's fences kept changing under it ({COMMIT_TRIES} tries)")
+        raise StoreUnavailable(f"the commit's fences (or its slot's primary) kept changing under it "
+                               f"({COMMIT_TRIES} tries)")
 
     async def commit_by_slot(self, ops: Ops, *, leases: Sequence[str], owner: str) -> None:
         """`commit` ops of single-key commands (the key second). On a Redis Cluster, where a
@@ -747,6 +789,11 @@ def _by_stream(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     for row in rows:
         grouped.setdefault(row["stream"], []).append(row)
     return grouped
+
+
+def _fields(raw: Any) -> dict[bytes, bytes] | None:
+    """An entry's fields as Redis sends them ([name, value, ...]; None when deleted)."""
+    return None if raw is None else dict(zip(raw[::2], raw[1::2], strict=True))
 
 
 def _text(value: Any) -> str:

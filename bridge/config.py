@@ -240,9 +240,6 @@ def _redis_problems(redis: RedisSettings) -> list[str]:
         if scheme not in ("redis+cluster", "rediss+cluster"):
             problems.append(f"redis.url: {scheme}:// is not a Redis Cluster URL; use redis+cluster://host:6379 "
                             "(any node of the cluster; rediss+cluster:// for TLS)")
-        if redis.wait_replicas:
-            problems.append("redis.wait_replicas: not supported on a Redis Cluster yet (a WAIT must follow each "
-                            "write on its primary's connection); leave it at 0 with redis+cluster://")
     elif redis.url and scheme not in ("redis", "rediss", "unix"):
         problems.append(f"redis.url: {scheme + '://' if '://' in redis.url else repr(redis.url)} is not a Redis URL; "
                         "use redis://host:6379/0, rediss:// (TLS), unix:///path/to/redis.sock or "

@@ -11,6 +11,7 @@ the dispatchers retry; an adapter tells its platform "retry later").
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import Sequence
@@ -22,8 +23,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AskError, ClusterDownError, DataError, MovedError, NoScriptError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.config import RedisSettings, sentinel_address
@@ -32,6 +33,7 @@ from bridge.errors import BridgeError
 log = logging.getLogger(__name__)
 
 SENTINEL_TIMEOUT_S = 2.0  # a sentinel that does not answer in this time is skipped for the next
+MIGRATING_WAIT_S = 0.05  # on a Redis Cluster, how long a write to a slot being migrated waits before it tries again
 
 
 class _PackedByHiredis:
@@ -93,7 +95,10 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
     target = url or settings.url or ""
     if is_cluster_url(target):  # redis+cluster://host:port: any node; the others are found from it
         scheme, _, rest = target.partition("://")
-        client: Any = RedisCluster.from_url(f"{scheme.removesuffix('+cluster')}://{rest}", **common)
+        # a MOVED moves its slot in the client's map; redis-py's default also reloads the whole
+        # map every 5th MOVED, closing every connection in use (a reshard answers MOVED often)
+        client: Any = RedisCluster.from_url(f"{scheme.removesuffix('+cluster')}://{rest}", reinitialize_steps=0,
+                                            **common)
         return client
     if not settings.sentinels:
         return _packed_by_hiredis(aioredis.Redis.from_url(target, **common))
@@ -139,6 +144,57 @@ async def subscriber_for(redis: Any) -> aioredis.Redis:
     wanted = ("username", "password", "socket_connect_timeout", "health_check_interval", "retry")
     return aioredis.Redis(host=node.host, port=node.port,
                           **{k: v for k, v in node.connection_kwargs.items() if k in wanted})
+
+
+async def follow_cluster_change(redis: Any, error: BaseException) -> bool:
+    """What a command sent straight to a slot's primary (past redis-py's redirections, as
+    `bridge.transaction.fenced` sends) does when the cluster changed under it. True when
+    ``error`` says so and the slot map is up to date again, so the command can try again:
+    the slot moved (MOVED names its new primary), a node died or a replica took over
+    (connection errors, CLUSTERDOWN: the map is asked for again), or the slot is being
+    migrated (ASK, TRYAGAIN: a short wait; the slot's keys are moving one batch at a time).
+    False for any other error, or on a client that is not a cluster's."""
+    if not is_cluster(redis):
+        return False
+    log.debug("the cluster changed under a command", extra={"error": f"{type(error).__name__}: {error}"})
+    if isinstance(error, MovedError):
+        redis.nodes_manager.move_slot(error)
+    elif isinstance(error, (AskError, TryAgainError)):
+        await asyncio.sleep(MIGRATING_WAIT_S)
+    elif isinstance(error, (ClusterDownError, RedisConnectionError, RedisTimeoutError, ConnectionResetError)):
+        await redis.nodes_manager.initialize()
+    else:
+        return False
+    return True
+
+
+class Script:
+    """A Lua script, run by its SHA1 (EVALSHA). A server that does not have it (restarted,
+    or on a Redis Cluster a replica that took over its primary's slots: scripts are not
+    replicated) gets it loaded, on a cluster into the primary of the call's first key (the
+    one the call went to, as the client's map now names it), and the call runs again."""
+
+    def __init__(self, redis: Any, script: str) -> None:
+        self.redis = redis
+        self.script = script
+        self.sha = hashlib.sha1(script.encode()).hexdigest()
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        try:
+            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load(str(keys[0]) if keys else None)
+            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def load(self, beside: str | None) -> None:
+        """Into the one Redis, or into the primary of ``beside``'s slot (every primary
+        for None)."""
+        if not is_cluster(self.redis):
+            await self.redis.script_load(self.script)
+            return
+        await self.redis.initialize()  # (at once when it knows the cluster's map already)
+        target = self.redis.get_node_from_key(beside) if beside is not None else RedisCluster.PRIMARIES
+        await self.redis.execute_command("SCRIPT LOAD", self.script, target_nodes=target)
 
 
 def retry_of(redis: Any) -> Retry | None:

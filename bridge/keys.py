@@ -31,6 +31,13 @@ FANOUT = PREFIX + "fanout:"  # + topic: pub/sub channel
 REPLICATION_MARK = PREFIX + "replication-mark"
 
 
+def replication_mark(beside: str) -> str:
+    """A key in ``beside``'s slot a read writes so the WAIT after it covers what its
+    primary holds (on a Redis Cluster, where a PUBLISH to `REPLICATION_MARK` is not
+    replicated)."""
+    return f"{REPLICATION_MARK}:{slot_tag(beside)}"
+
+
 @functools.cache
 def partition_tag(partition: int, partitions: int) -> str:
     """The hash tag every key of one partition carries, so a partition's keys share a Redis

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from bridge import keys
+from bridge.connection import Script
 from bridge.model import now_ms
 from bridge.storeerrors import typed_store_errors
 
@@ -58,8 +59,8 @@ class Leases:
         self._owned: set[str] = set()  # what Redis says is ours: renewed by the keeper
         self._gained: set[str] = set()
         self._lost: set[str] = set()
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = Script(redis, _RENEW)
+        self._release = Script(redis, _RELEASE)
         self._keeper: asyncio.Task[None] | None = None
         self._stopping = False
 

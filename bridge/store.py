@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from bridge import keys
-from bridge.connection import mget
+from bridge.connection import Script, mget
 from bridge.contactwrites import SCRIPT as WRITE_CONTACTS
 from bridge.contactwrites import ContactWrites
 from bridge.effects import Effects
@@ -134,9 +134,9 @@ class Store:
         # (and loaded back) once retention dropped them from Redis; asked only on a Redis miss
         self.archive = archive
         self.retained = Retained(redis, archive, partitions) if archive is not None else None
-        self._drop = redis.register_script(_DROP_ARCHIVED)
-        self._drop_ref = redis.register_script(_DROP_REF)
-        self._write_contacts = redis.register_script(WRITE_CONTACTS)
+        self._drop = Script(redis, _DROP_ARCHIVED)
+        self._drop_ref = Script(redis, _DROP_REF)
+        self._write_contacts = Script(redis, WRITE_CONTACTS)
 
     # -- reads -----------------------------------------------------------------------
 

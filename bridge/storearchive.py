@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from bridge import keys
+from bridge.connection import Script
 from bridge.errors import RecordUnavailable
 from bridge.model import (
     Contact,
@@ -138,10 +139,10 @@ class Retained:
         self.redis = redis
         self.partitions = partitions
         self.archive = archive
-        self._restore = redis.register_script(_RESTORE)
-        self._next_numbers = redis.register_script(_NEXT_NUMBERS)
-        self._drop_address = redis.register_script(_DROP_ADDRESS)
-        self._drop_contact = redis.register_script(_DROP_CONTACT)
+        self._restore = Script(redis, _RESTORE)
+        self._next_numbers = Script(redis, _NEXT_NUMBERS)
+        self._drop_address = Script(redis, _DROP_ADDRESS)
+        self._drop_contact = Script(redis, _DROP_CONTACT)
 
     # -- loading back -----------------------------------------------------------------
 

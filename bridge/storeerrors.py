@@ -15,8 +15,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from redis.exceptions import (
+    AskError,
     BusyLoadingError,
-    ClusterDownError,
+    ClusterError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
@@ -28,12 +29,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bridge.errors import BridgeError, StorageFull, StoreUnavailable
 
 # a replica promoted or demoted mid-call (Sentinel failover: READONLY, MASTERDOWN), a
-# cluster slot moving (TRYAGAIN, CLUSTERDOWN), a restart reading its data back (LOADING).
+# cluster slot moving (MOVED, ASK, TRYAGAIN, CLUSTERDOWN: redis-py follows them a few
+# times, then raises ClusterError "TTL exhausted"), a restart reading its data back (LOADING).
 # redis-py gives most of these a class of their own and strips the code from the message
 # (MasterDownError is a ClusterDownError); the codes catch a reply that reached us whole.
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, ClusterDownError,
-                TryAgainError, OSError)
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, ClusterError,
+                TryAgainError, AskError, OSError)
 _UNAVAILABLE_REPLIES = ("READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING")
+# uvloop's word for a write to a socket closed meanwhile: redis-py's cluster client closes
+# every connection of every node when a node answers CLUSTERDOWN (a failover under way),
+# those in use by other commands too, and their next write raises it (asyncio's own loop
+# drops the write, and the read after it fails as a connection error)
+_CLOSED_UNDER_IT = "the handler is closed"
 
 T = TypeVar("T")
 
@@ -46,6 +53,8 @@ def as_store_error(exc: BaseException) -> BaseException | None:
         return StoreUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}")
     if isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES):
         return StoreUnavailable(f"Redis unavailable: {exc}")
+    if isinstance(exc, RuntimeError) and _CLOSED_UNDER_IT in str(exc):
+        return StoreUnavailable(f"Redis connection closed under a command: {exc}")
     return None
 
 

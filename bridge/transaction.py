@@ -70,7 +70,7 @@ async def fenced(redis: Redis, fences: Sequence[tuple[str, bytes]], once: str, w
     changed before the EXEC (try again). Raises `FenceFailed`, or the first error reply.
     ``after`` (``after_replies`` commands, a WAIT) is sent behind the EXEC, in the same
     round trip."""
-    connection, release = await _connection_for(redis, once)
+    connection, release = await connection_for(redis, once)
     try:
         watched = [key for key, _ in fences] + [once]
         await connection.send_packed_command(packed([("WATCH", *watched), *(("GET", key) for key in watched)]))
@@ -107,10 +107,11 @@ async def fenced(redis: Redis, fences: Sequence[tuple[str, bytes]], once: str, w
     return True, replies[queued + 3:]
 
 
-async def _connection_for(redis: Any, key: str) -> tuple[AbstractConnection, Callable[[Any], Awaitable[None]]]:
+async def connection_for(redis: Any, key: str) -> tuple[AbstractConnection, Callable[[Any], Awaitable[None]]]:
     """A connection of the client's pool, or on a Redis Cluster one to the primary of
     ``key``'s slot (a commit's keys are all in that slot), and how to give it back."""
     if is_cluster(redis):
+        await redis.initialize()  # (at once when it knows the cluster's map already)
         node = redis.get_node_from_key(key)
         assert node is not None
 

@@ -38,7 +38,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
-    """A Redis Cluster of three primaries (tests/test_cluster_*.py)."""
+    """A Redis Cluster of three primaries, each with a replica (tests/cluster/)."""
     servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
     servers.start()
     try:

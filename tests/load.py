@@ -37,10 +37,22 @@ class Tally:
     def __bool__(self) -> bool:
         return bool(self.lost or self.doubled or self.out_of_order)
 
+    def summary(self) -> str:
+        """How many of each, and where: the first and last lost of each conversation's side."""
+        sides: dict[str, list[str]] = {}
+        for item in self.lost:
+            side, _, text = item.partition(": ")
+            sides.setdefault(side, []).append(text)
+        return (f"{len(self.lost)} lost ({'; '.join(f'{s}: {len(t)}, {t[0]}..{t[-1]}' for s, t in sides.items())}), "
+                f"{len(self.doubled)} doubled {self.doubled[:5]}, {len(self.out_of_order)} out of order "
+                f"{[o[:300] for o in self.out_of_order[:2]]}")
+
 
 class ConversationLoad:
-    def __init__(self, url: str, webhook: WebhookReceiver, *, customers: int, prefix: str) -> None:
+    def __init__(self, url: str, webhook: WebhookReceiver, *, customers: int, prefix: str,
+                 pace_s: float = 0.0) -> None:
         self.url = url
+        self.pace_s = pace_s  # each side's pause between messages (the API shows a transcript's last 200)
         self.webhook = webhook
         self.customers = [f"{prefix}-{i}" for i in range(customers)]
         self.conversations: dict[str, str] = {}  # customer -> conversation id
@@ -102,6 +114,8 @@ class ConversationLoad:
                 await self._post("/api/v1/messages", {"customer_id": customer, "text": text, "message_id": f"c{n}"})
             self.accepted[customer].append(text)
             self.sent += 1
+            if self.pace_s:
+                await asyncio.sleep(self.pace_s)
 
     async def run_until(self, fault: Any) -> None:
         """Both sides write in every conversation while ``fault()`` runs, and a little after it."""

@@ -24,6 +24,15 @@ def free_port(highest: int = 65_535) -> int:
             return port
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port(highest=CLUSTER_PORT_MAX)
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port + 10_000)) != 0:
+                return port
+
+
 def wait_port(port: int, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + scaled(timeout_s)
     while time.monotonic() < deadline:
@@ -32,6 +41,15 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
                 return
         time.sleep(0.01)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Poll ``predicate`` until true; TimeoutError naming ``what`` after ``timeout_s`` (scaled)."""
+    deadline = time.monotonic() + scaled(timeout_s)
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {scaled(timeout_s):.0f}s waiting for {what}")
+        time.sleep(0.05)
 
 
 def _binary() -> str:
@@ -123,36 +141,133 @@ class RedisServer:
 
 
 class RedisClusterServers:
-    """A Redis Cluster of ``primaries`` nodes on loopback (no replicas), the 16,384 slots
-    split evenly, started and joined with redis-cli (the tests' own view)."""
+    """A Redis Cluster on loopback: ``primaries`` nodes, the 16,384 slots split evenly, each
+    with ``replicas`` replicas, joined by hand (ADDSLOTSRANGE, MEET, REPLICATE: what
+    ``redis-cli --cluster create`` does). A node that misses pings for ``node_timeout_ms``
+    is failed over by its replica (short here, so a test's failover takes seconds)."""
 
     SLOTS = 16_384
 
-    def __init__(self, directory: Path, primaries: int = 3) -> None:
-        self.nodes = [RedisServer(directory / f"node{n}", free_port(highest=CLUSTER_PORT_MAX), cluster=True)
-                      for n in range(primaries)]
+    def __init__(self, directory: Path, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+        self.directory = directory
+        self.node_timeout_ms = node_timeout_ms
+        self.primaries = [self._node(f"primary{n}") for n in range(primaries)]
+        self.replicas = [self._node(f"replica{n}-{r}") for n in range(primaries) for r in range(replicas)]
+
+    def _node(self, name: str) -> RedisServer:
+        return RedisServer(self.directory / name, free_cluster_port(), cluster=True, options=(
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--cluster-replica-validity-factor", "0",  # a replica always takes over a dead primary
+            "--cluster-allow-replica-migration", "no"))
+
+    @property
+    def nodes(self) -> list[RedisServer]:
+        return [*self.primaries, *self.replicas]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+        return f"redis://127.0.0.1:{self.primaries[0].port}/0"
+
+    @staticmethod
+    def _start(node: RedisServer) -> None:
+        """Start ``node``; on a port taken since it was chosen (a client's ephemeral port),
+        on another."""
+        for _ in range(5):
+            try:
+                node.start()
+                return
+            except RuntimeError as exc:
+                if "Failed listening" not in str(exc):
+                    raise
+                node.port = free_cluster_port()
+        raise RuntimeError("no free port for a cluster node in 5 tries")
 
     def start(self) -> None:
-        for n, node in enumerate(self.nodes):
-            node.start()
-            first, last = n * self.SLOTS // len(self.nodes), (n + 1) * self.SLOTS // len(self.nodes) - 1
+        for n, node in enumerate(self.primaries):
+            self._start(node)
+            first, last = n * self.SLOTS // len(self.primaries), (n + 1) * self.SLOTS // len(self.primaries) - 1
             node.command("CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
         for node in self.nodes[1:]:
-            node.command("CLUSTER", "MEET", "127.0.0.1", str(self.nodes[0].port))
-        deadline = time.monotonic() + scaled(20)
-        while not all(node.info("cluster").get("cluster_enabled") == "1"
-                      and "cluster_state:ok" in node.command("CLUSTER", "INFO") for node in self.nodes):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the cluster's nodes did not agree in 20 s")
-            time.sleep(0.05)
+            if node in self.replicas:
+                self._start(node)
+            node.command("CLUSTER", "MEET", "127.0.0.1", str(self.primaries[0].port))
+        per_primary = len(self.replicas) // len(self.primaries)
+        for n, replica in enumerate(self.replicas):
+            self.make_replica(replica, of=self.primaries[n // per_primary])
+        self.wait(lambda: all("cluster_state:ok" in node.command("CLUSTER", "INFO") for node in self.nodes)
+                  and all(r.info("replication").get("master_link_status") == "up" for r in self.replicas),
+                  "the cluster's nodes to agree and its replicas to sync")
+
+    def make_replica(self, replica: RedisServer, of: RedisServer) -> None:
+        """``replica`` (started, met) replicates ``of``, once it knows ``of``'s id."""
+        primary_id = of.command("CLUSTER", "MYID")
+        self.wait(lambda: primary_id in replica.command("CLUSTER", "NODES"), "the replica to learn its primary")
+        replica.command("CLUSTER", "REPLICATE", primary_id)
+
+    def add_replica(self, of: RedisServer) -> RedisServer:
+        """A new node (a dead host's replacement) joined as ``of``'s replica, returned in sync."""
+        replica = self._node(f"replica-added{len(self.replicas)}")
+        self._start(replica)
+        replica.command("CLUSTER", "MEET", "127.0.0.1", str(of.port))
+        self.make_replica(replica, of)
+        self.replicas.append(replica)
+        self.wait(lambda: replica.info("replication").get("master_link_status") == "up", "the new replica in sync")
+        return replica
+
+    def migrate(self, slot: int, source: RedisServer, target: RedisServer, batch: int = 100) -> int:
+        """Move ``slot`` from ``source`` to ``target`` as ``redis-cli --cluster reshard`` does
+        it, keys ``batch`` at a time (meanwhile the slot answers ASK for keys moved and
+        TRYAGAIN for commands whose keys are split); returns how many keys moved."""
+        source_id, target_id = source.command("CLUSTER", "MYID"), target.command("CLUSTER", "MYID")
+        target.command("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        source.command("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        moved = 0
+        while names := source.command("CLUSTER", "GETKEYSINSLOT", str(slot), str(batch)).split():
+            reply = source.command("MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", *names)
+            assert reply == "OK", reply
+            moved += len(names)
+        for node in (target, source, *(n for n in self.primaries if n not in (source, target) and n.process)):
+            node.command("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+        return moved
+
+    def slot_count(self, node: RedisServer) -> int:
+        """How many slots ``node`` serves, as it says itself."""
+        mine = next(line for line in node.command("CLUSTER", "NODES").splitlines() if "myself" in line.split()[2])
+        ranges = [part for part in mine.split()[8:] if not part.startswith("[")]
+        return sum(int(last or first) - int(first) + 1 for first, _, last in (r.partition("-") for r in ranges))
+
+    def living(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.process is not None]
+
+    def primary_of(self, slot: int) -> RedisServer | None:
+        """The node every living node names as ``slot``'s primary (None while they disagree)."""
+        owners = set()
+        for node in self.living():
+            for line in node.command("CLUSTER", "NODES").splitlines():
+                fields = line.split()  # id, address@bus-port, flags, primary's id, ..., slots from the 9th on
+                flags = fields[2].split(",")
+                if "master" in flags and "fail" not in flags and _holds(fields[8:], slot):
+                    owners.add(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
+        return next((n for n in self.living() if owners == {n.port}), None)
+
+    wait = staticmethod(wait_until)
 
     def stop(self) -> None:
         for node in self.nodes:
+            if node.process is not None:
+                node.thaw()
             node.stop()
+
+
+def _holds(ranges: list[str], slot: int) -> bool:
+    """Whether CLUSTER NODES' slot list (``0-5460 7000 [8000->-id]``) holds ``slot``."""
+    for part in ranges:
+        if part.startswith("["):  # a slot being migrated or imported
+            continue
+        first, _, last = part.partition("-")
+        if int(first) <= slot <= int(last or first):
+            return True
+    return False
 
 
 def _command(port: int, *args: str) -> str:
@@ -275,13 +390,7 @@ class SentinelGroup:
         replica.command("CONFIG", "SET", "replica-priority", "100")
         return replica
 
-    @staticmethod
-    def wait(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + scaled(timeout_s)
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {scaled(timeout_s)}s waiting for {what}")
-            time.sleep(0.05)
+    wait = staticmethod(wait_until)
 
     def stop(self) -> None:
         for sentinel in self.sentinels:

@@ -277,13 +277,17 @@ async def test_dlq_replay_and_drop_name_the_ids_they_did_not_find(redis_url: str
 
 def test_a_cluster_node_given_as_one_redis_is_refused_saying_why(tmp_path: Path) -> None:
     """A cluster node given as a plain URL is refused before anything is written to it,
-    saying how to give the cluster; a cluster URL with what a cluster does not support yet
-    is a config error naming the key."""
+    saying how to give the cluster; a cluster URL's misspelt scheme is a config error naming
+    the key."""
+    config = write(tmp_path / "cluster.yaml", {"redis": {"url": "cluster://127.0.0.1:7000"}})
+    result = bridge_cli("check-config", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "redis.url: cluster:// is not a Redis Cluster URL; use redis+cluster://host:6379" in result.stderr
     config = write(tmp_path / "cluster.yaml", {"redis": {"url": "redis+cluster://127.0.0.1:7000",
                                                          "wait_replicas": 1}})
     result = bridge_cli("check-config", "-c", str(config), cwd=tmp_path)
-    assert result.returncode == 1
-    assert "redis.wait_replicas: not supported on a Redis Cluster yet" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "writes wait for 1 replica(s)" in result.stdout
     config = write(tmp_path / "typo.yaml", {"redis": {"url": "127.0.0.1:6379"}})
     assert "redis.url: '127.0.0.1:6379' is not a Redis URL" in bridge_cli("check-config", "-c", str(config),
                                                                         cwd=tmp_path).stderr

@@ -17,5 +17,5 @@ async def test_status_names_the_cluster_s_primaries(redis_url: str, redis_cluste
     await client.aclose()
     result = bridge_cli("status", "-c", str(write(tmp_path / "c.yaml", {"redis": {"url": redis_url}})), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    primaries = ", ".join(sorted(f"127.0.0.1:{node.port}" for node in redis_cluster.nodes))
-    assert f"redis: Redis Cluster of primaries {primaries}, 0 replica(s) connected" in result.stdout
+    primaries = ", ".join(sorted(f"127.0.0.1:{node.port}" for node in redis_cluster.primaries))
+    assert f"redis: Redis Cluster of primaries {primaries}, 3 replica(s) connected" in result.stdout

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from bridge import keys
 from bridge.bus import Bus, LeaseLost, StaleCache
 from bridge.effects import Effects
+from bridge.errors import NotReplicated
 from bridge.model import Contact, Conversation, Message, address_hash, partition_of
 from bridge.store import Saves, Store
+from tests.servers import RedisClusterServers, RedisServer
 
 P = 6  # two partitions per primary
 
@@ -97,3 +100,31 @@ async def test_leases_are_taken_renewed_and_given_back_on_their_own_slots(redis:
     assert (await leases.tick())[1] == []  # renewed, none lost
     await leases.give_back(streams)
     assert [await redis.get(keys.lease(s)) for s in streams] == [None] * P
+
+
+async def test_a_write_waits_for_the_replica_of_its_own_primary(redis: RedisCluster,
+                                                                redis_cluster: RedisClusterServers) -> None:
+    """With ``wait_replicas`` each primary a batch wrote to WAITs on the connection it wrote
+    on: a primary whose replica is stalled refuses to confirm (NotReplicated); the others
+    confirm, in the same batch's round trip and alone."""
+    bus = Bus(redis, partitions=P, wait_replicas=1, wait_timeout_ms=200)
+    batch = [customer(f"wait-{n}", dedupe=f"api:w{n}") for n in range(30)]
+    assert await bus.publish_many(batch) == [True] * 30
+
+    def primary(message: Message) -> RedisServer:
+        node = redis_cluster.primary_of(key_slot(bus.inbound_stream(message).encode()))
+        assert node is not None
+        return node
+
+    stalled_primary = primary(batch[0])
+    replica = redis_cluster.replicas[redis_cluster.primaries.index(stalled_primary)]
+    elsewhere = next(m for m in batch if primary(m) is not stalled_primary)
+    replica.freeze()
+    try:
+        with pytest.raises(NotReplicated, match="0 of 1 replica"):
+            await bus.publish_many([customer("wait-0", text="again", dedupe="api:w0-again"), elsewhere])
+        assert await bus.publish_many([customer(elsewhere.address, dedupe="api:elsewhere-2")]) == [True]
+    finally:
+        replica.thaw()
+    # the refused write is on the primary: its retry is deduplicated, and confirmed now
+    assert await bus.publish_many([customer("wait-0", text="again", dedupe="api:w0-again")]) == [False]
