@@ -39,7 +39,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
     """A Redis Cluster of three primaries, each with a replica (tests/cluster/)."""
-    servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
+    # (a node stalled for node_timeout_ms by a busy machine would be failed over: not here)
+    servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"), node_timeout_ms=5000)
     servers.start()
     try:
         yield servers

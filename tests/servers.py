@@ -97,13 +97,17 @@ class RedisServer:
         """Listening is not serving: while it reads its append-only file back, Redis answers
         LOADING to every command (a test that restarts it means the served state)."""
         deadline = time.monotonic() + scaled(timeout_s)
-        while _answer(self.port, "PING") != "PONG":
+        while _answer(self.port, "PING") != "PONG" or not self._answering_itself():
             if self.process is not None and self.process.poll() is not None:
                 log = (self.directory / "redis.log").read_text(errors="replace").strip().splitlines()
                 raise RuntimeError(f"redis-server on {self.port} exited: {log[-1] if log else '(no log)'}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"redis on {self.port} still loading after {timeout_s}s")
             time.sleep(0.01)
+
+    def _answering_itself(self) -> bool:
+        """Whether the server on the port is this one (not another that took the port first)."""
+        return self.process is None or self.info("server").get("process_id") == str(self.process.pid)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:
@@ -151,11 +155,16 @@ class RedisClusterServers:
     def __init__(self, directory: Path, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
         self.directory = directory
         self.node_timeout_ms = node_timeout_ms
-        self.primaries = [self._node(f"primary{n}") for n in range(primaries)]
-        self.replicas = [self._node(f"replica{n}-{r}") for n in range(primaries) for r in range(replicas)]
+        self.primaries: list[RedisServer] = []
+        self.replicas: list[RedisServer] = []
+        for n in range(primaries):
+            self.primaries.append(self._node(f"primary{n}"))
+        for n in range(primaries):
+            for r in range(replicas):
+                self.replicas.append(self._node(f"replica{n}-{r}"))
 
     def _node(self, name: str) -> RedisServer:
-        return RedisServer(self.directory / name, free_cluster_port(), cluster=True, options=(
+        return RedisServer(self.directory / name, self._free_port(), cluster=True, options=(
             "--cluster-node-timeout", str(self.node_timeout_ms),
             "--cluster-replica-validity-factor", "0",  # a replica always takes over a dead primary
             "--cluster-allow-replica-migration", "no"))
@@ -168,8 +177,14 @@ class RedisClusterServers:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.primaries[0].port}/0"
 
-    @staticmethod
-    def _start(node: RedisServer) -> None:
+    def _free_port(self) -> int:
+        """A free port none of this cluster's nodes was given (they are taken as they start)."""
+        given = {port for node in self.nodes for port in (node.port, node.port + 10_000)}
+        while (port := free_cluster_port()) in given or port + 10_000 in given:
+            pass
+        return port
+
+    def _start(self, node: RedisServer) -> None:
         """Start ``node``; on a port taken since it was chosen (a client's ephemeral port),
         on another."""
         for _ in range(5):
@@ -179,7 +194,7 @@ class RedisClusterServers:
             except RuntimeError as exc:
                 if "Failed listening" not in str(exc):
                     raise
-                node.port = free_cluster_port()
+                node.port = self._free_port()
         raise RuntimeError("no free port for a cluster node in 5 tries")
 
     def start(self) -> None:
@@ -195,7 +210,8 @@ class RedisClusterServers:
         for n, replica in enumerate(self.replicas):
             self.make_replica(replica, of=self.primaries[n // per_primary])
         self.wait(lambda: all("cluster_state:ok" in node.command("CLUSTER", "INFO") for node in self.nodes)
-                  and all(r.info("replication").get("master_link_status") == "up" for r in self.replicas),
+                  and all(r.info("replication").get("master_link_status") == "up" for r in self.replicas)
+                  and all(p.info("replication").get("connected_slaves") == str(per_primary) for p in self.primaries),
                   "the cluster's nodes to agree and its replicas to sync")
 
     def make_replica(self, replica: RedisServer, of: RedisServer) -> None:
