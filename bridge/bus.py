@@ -298,8 +298,9 @@ class Bus:
         return replies[:len(commands)], replies[len(commands):]
 
     async def _replicas_now(self, beside: str) -> Any:
-        """WAIT alone (on a Redis Cluster, on ``beside``'s primary)."""
-        target = {"target_nodes": self.redis.get_node_from_key(beside)} if self.cluster else {}  # (known: it wrote)
+        """WAIT alone (on a Redis Cluster, on ``beside``'s primary: the client knows the
+        map, a write there came before)."""
+        target = {"target_nodes": self.redis.get_node_from_key(beside)} if self.cluster else {}
         return await self.redis.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms, **target)
 
     def _check_replicas(self, replicas: Any) -> None:
