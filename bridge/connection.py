@@ -249,11 +249,14 @@ async def describe(redis: aioredis.Redis, settings: RedisSettings) -> dict[str, 
         await redis.initialize()  # the nodes are known once it asked one of them
         primaries = redis.get_primaries()
         infos = [await redis.info("replication", target_nodes=node) for node in primaries]
+        in_sync = [sum(1 for k, v in i.items() if k.startswith("slave") and isinstance(v, dict)
+                       and v.get("state") == "online") for i in infos]
         return {"mode": "cluster", "role": "master", "wait_replicas": settings.wait_replicas,
                 "primary": ", ".join(sorted(f"{n.host}:{n.port}" for n in primaries)),
-                "replicas": sum(int(i.get("connected_slaves", 0)) for i in infos),
-                "in_sync": sum(1 for i in infos for k, v in i.items()
-                               if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online")}
+                "replicas": sum(int(i.get("connected_slaves", 0)) for i in infos), "in_sync": sum(in_sync),
+                # each primary's writes wait for replicas of its own
+                "short": sorted(f"{n.host}:{n.port}" for n, k in zip(primaries, in_sync, strict=True)
+                                if k < settings.wait_replicas)}
     info = await redis.info("replication")
     replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
     out: dict[str, Any] = {"role": info.get("role"), "replicas": int(info.get("connected_slaves", 0)),

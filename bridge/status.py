@@ -133,6 +133,9 @@ def _redis_line(redis: dict[str, Any]) -> str:
         line += f"; it answers as a {redis['role']}, not the primary"
     if redis["wait_replicas"]:
         line += f"; writes wait for {redis['wait_replicas']}"
-        if in_sync < redis["wait_replicas"]:
+        if redis.get("short"):
+            line += (f" (too few replicas in sync on {', '.join(redis['short'])}: publish and commit in their "
+                     "slots fail until one is)")
+        elif in_sync < redis["wait_replicas"]:
             line += " (too few replicas in sync: publish and commit fail until one is)"
     return line
