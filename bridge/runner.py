@@ -343,6 +343,20 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+# redis-py's cluster client drops its node objects for a node that died or left the
+# cluster with their connections still open; each one, collected, reports this through the
+# loop (dozens per failover, at error level): what it means is logged already (the failover's
+# connection errors), and the connections close with the objects
+_REDIS_NODE_DROPPED = "Unclosed ClusterNode object"
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if context.get("message") == _REDIS_NODE_DROPPED:
+        log.debug("redis cluster node dropped with open connections", extra={"node": repr(context.get("client"))})
+        return
+    loop.default_exception_handler(context)
+
+
 async def serve(settings: Settings, channel_configs: dict[str, BaseModel],
                 on_started: Callable[[Bridge], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT, then stop cleanly."""
@@ -350,6 +364,7 @@ async def serve(settings: Settings, channel_configs: dict[str, BaseModel],
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, bridge.request_stop)
+    loop.set_exception_handler(_loop_exception)
     try:
         await bridge.start()
         settle_heap()

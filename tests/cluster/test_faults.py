@@ -95,8 +95,10 @@ async def test_a_primary_killed_under_load_loses_nothing_acknowledged(tmp_path: 
     assert not tally, tally.summary()  # lost, doubled, out of order: all empty
     assert stopped == 0, bridge.log()
     assert promoted[0] in cluster.replicas[:3], "a replica of the dead primary took its slots"
-    ran = recoveries(log_events(tmp_path / "bridge.log"))
+    events = log_events(tmp_path / "bridge.log")
+    ran = recoveries(events)
     assert {"api: 503", "engine: retried"} & ran, ran  # the outage was seen, and ridden out
+    assert [e["msg"] for e in events if e["level"] == "error"] == []  # a failover is no error of the bridge's
 
 
 async def test_slots_resharded_under_load_lose_nothing(tmp_path: Path, webhook: WebhookReceiver) -> None:
