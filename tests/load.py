@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from tests.harness import wait_for
+from tests.proc import BridgeProcess
 from tests.test_api_e2e import AUTH
 from tests.timing import scaled
 from tests.webhook import WebhookReceiver
@@ -160,3 +162,22 @@ class ConversationLoad:
             if list(dict.fromkeys(seen)) != [t for t in wanted if t in counts]:
                 tally.out_of_order.append(f"{customer} {where}: {seen}")
         return tally
+
+
+async def tally_under(bridge: BridgeProcess, load: ConversationLoad, fault: Callable[[], Awaitable[None]]
+                      ) -> tuple[Tally, int]:
+    """The bridge started, its conversations opened and written in while ``fault()`` runs,
+    then counted; returns the tally and the bridge's exit status (its log printed with a
+    failure, where pytest shows it)."""
+    try:
+        await bridge.start()
+        await load.open()
+        await load.run_until(fault)
+        tally = await load.tally()
+    except BaseException:
+        print("bridge log (tail):", bridge.log())
+        raise
+    finally:
+        await load.close()
+        stopped = await bridge.stop()
+    return tally, stopped

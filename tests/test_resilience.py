@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.harness import merged, running_bridge, wait_for
-from tests.load import ConversationLoad
+from tests.load import ConversationLoad, tally_under
 from tests.proc import BridgeProcess
 from tests.servers import RedisServer, free_port
 from tests.test_api_e2e import AUTH, ENV, api_config
@@ -73,13 +73,8 @@ async def test_redis_fault_under_load_loses_nothing_acknowledged(fault: str, tmp
             server.thaw()
 
     try:
-        await bridge.start()
-        await load.open()
-        await load.run_until(outage)
-        tally = await load.tally()
+        tally, stopped = await tally_under(bridge, load, outage)
     finally:
-        await load.close()
-        stopped = await bridge.stop()
         server.stop()
     assert not tally, tally
     assert stopped == 0, bridge.log()

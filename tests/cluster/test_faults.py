@@ -18,7 +18,7 @@ from redis.crc import key_slot
 from bridge import keys
 from bridge.model import partition_of
 from tests.harness import merged, wait_for
-from tests.load import ConversationLoad
+from tests.load import ConversationLoad, tally_under
 from tests.proc import BridgeProcess
 from tests.servers import RedisClusterServers, RedisServer
 from tests.test_api_e2e import ENV, api_config
@@ -81,16 +81,8 @@ async def test_a_primary_killed_under_load_loses_nothing_acknowledged(tmp_path: 
         await asyncio.to_thread(cluster.add_replica, promoted[0])
 
     try:
-        await bridge.start()
-        await load.open()
-        await load.run_until(kill_a_primary)
-        tally = await load.tally()
-    except BaseException:
-        print("bridge log (tail):", bridge.log())  # shown with the failure
-        raise
+        tally, stopped = await tally_under(bridge, load, kill_a_primary)
     finally:
-        await load.close()
-        stopped = await bridge.stop()
         await asyncio.to_thread(cluster.stop)
     assert not tally, tally.summary()  # lost, doubled, out of order: all empty
     assert stopped == 0, bridge.log()
@@ -123,16 +115,8 @@ async def test_slots_resharded_under_load_lose_nothing(tmp_path: Path, webhook: 
         assert await asyncio.to_thread(holder, cluster, conversation) is target
 
     try:
-        await bridge.start()
-        await load.open()
-        await load.run_until(reshard)
-        tally = await load.tally()
-    except BaseException:
-        print("bridge log (tail):", bridge.log())
-        raise
+        tally, stopped = await tally_under(bridge, load, reshard)
     finally:
-        await load.close()
-        stopped = await bridge.stop()
         await asyncio.to_thread(cluster.stop)
     assert not tally, tally.summary()
     assert stopped == 0, bridge.log()
