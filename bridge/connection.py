@@ -169,10 +169,11 @@ async def follow_cluster_change(redis: Any, error: BaseException) -> bool:
 
 
 class Script:
-    """A Lua script, run by its SHA1 (EVALSHA). A server that does not have it (restarted,
-    or on a Redis Cluster a replica that took over its primary's slots: scripts are not
-    replicated) gets it loaded, on a cluster into the primary of the call's first key (the
-    one the call went to, as the client's map now names it), and the call runs again."""
+    """A Lua script, run by its SHA1 (EVALSHA); every one of the bridge's declares a key. A
+    server that does not have it (restarted, or on a Redis Cluster a replica that took over
+    its primary's slots: scripts are not replicated) gets it loaded, on a cluster into the
+    primary of the call's first key (the one the call went to, as the client's map now
+    names it), and the call runs again."""
 
     def __init__(self, redis: Any, script: str) -> None:
         self.redis = redis
@@ -183,18 +184,16 @@ class Script:
         try:
             return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self.load(str(keys[0]) if keys else None)
+            await self.load(str(keys[0]))
             return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
 
-    async def load(self, beside: str | None) -> None:
-        """Into the one Redis, or into the primary of ``beside``'s slot (every primary
-        for None)."""
+    async def load(self, beside: str) -> None:
+        """Into the one Redis, or into the primary of ``beside``'s slot."""
         if not is_cluster(self.redis):
             await self.redis.script_load(self.script)
             return
         await self.redis.initialize()  # (at once when it knows the cluster's map already)
-        target = self.redis.get_node_from_key(beside) if beside is not None else RedisCluster.PRIMARIES
-        await self.redis.execute_command("SCRIPT LOAD", self.script, target_nodes=target)
+        await self.redis.execute_command("SCRIPT LOAD", self.script, target_nodes=self.redis.get_node_from_key(beside))
 
 
 def retry_of(redis: Any) -> Retry | None:
