@@ -40,9 +40,25 @@ class FenceFailed(Exception):
         self.key = key
 
 
+# a command whose last argument is larger is framed here instead of by hiredis
+LARGE_ARGUMENT = 16_384
+
+
 def packed(commands: Sequence[Sequence[Any]]) -> bytes:
-    """Commands in Redis' protocol, packed by hiredis (in C)."""
-    return b"".join([hiredis.pack_command(c if type(c) is tuple else tuple(c)) for c in commands])
+    """Commands in Redis' protocol, packed by hiredis (in C); one that ends in a large
+    argument (a commit's outbox entry: its turns' records, tens of KB) is framed in
+    Python around it: hiredis copies it twice through a buffer it allocates and frees
+    each time, which took 25 µs for 48 KB against 2 µs here (this VM, 2026-12-04)."""
+    return b"".join([_framed(c) if type(c[-1]) is bytes and len(c[-1]) > LARGE_ARGUMENT
+                     else hiredis.pack_command(c if type(c) is tuple else tuple(c)) for c in commands])
+
+
+def _framed(command: Sequence[Any]) -> bytes:
+    """One command in Redis' protocol; hiredis packs all but its last argument (bytes)."""
+    head = hiredis.pack_command(tuple(command[:-1]))
+    last = command[-1]
+    return b"".join([b"*%d\r\n" % len(command), head[head.index(b"\r\n") + 2:], b"$%d\r\n" % len(last), last,
+                     b"\r\n"])
 
 
 async def read_replies(connection: AbstractConnection, count: int) -> list[Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.harness import running_bridge
 from tests.webhook import WEBHOOK_SECRET, WebhookReceiver
 
@@ -139,6 +141,13 @@ async def test_health_and_metrics_endpoints(redis_url: str, webhook: WebhookRece
         assert 'bridge_inbound_published_total{channel="api"}' in metrics
         assert 'bridge_sent_total{channel="api"}' in metrics
         assert "bridge_engine_messages_total" in metrics
+        # the sends' times, as a Prometheus histogram of its own making (bridge.metrics.LoopHistogram)
+        sends = next(f for f in text_string_to_metric_families(metrics) if f.name == "bridge_send_seconds")
+        api = [s for s in sends.samples if s.labels.get("channel") == "api"]
+        count = next(s.value for s in api if s.name == "bridge_send_seconds_count")
+        buckets = [s.value for s in api if s.name == "bridge_send_seconds_bucket"]
+        assert count >= 1 and buckets == sorted(buckets) and buckets[-1] == count
+        assert next(s.value for s in api if s.name == "bridge_send_seconds_sum") > 0
 
 
 async def test_disputes_are_driven_through_the_api(redis_url: str, webhook: WebhookReceiver) -> None:

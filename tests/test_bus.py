@@ -155,6 +155,18 @@ async def test_a_retried_commit_is_applied_once(redis: aioredis.Redis) -> None:
     assert await redis.lrange("t:list", 0, -1) == [b"x"]
 
 
+async def test_a_commit_writes_large_and_small_arguments_as_given(redis: aioredis.Redis) -> None:
+    """A command ending in a large argument (an outbox entry of many turns) is framed apart
+    from hiredis; Redis must read it, and the commands around it, byte for byte."""
+    large = bytes(range(256)) * 200 + b"\r\n*3\r\n$4\r\n"  # 51 KB, protocol bytes inside
+    writes = packed([("SET", "t:small", "x"), ("XADD", "t:stream", "MAXLEN", "~", 100, "*", "m", large),
+                     ["RPUSH", "t:list", b"y" * 20_000, large], ("SET", "t:after", 7)])
+    assert (await fenced(redis, [], keys.commit_once("batch-large"), writes, 4))[0] is True
+    assert [fields for _, fields in await redis.xrange("t:stream")] == [{b"m": large}]
+    assert await redis.lrange("t:list", 0, -1) == [b"y" * 20_000, large]
+    assert await redis.mget("t:small", "t:after") == [b"x", b"7"]
+
+
 async def test_commits_land_once_each_while_their_lease_is_renewed_under_them(redis: aioredis.Redis) -> None:
     """A commit reads its lease under WATCH, then writes in MULTI/EXEC; a renewal between the
     two (PEXPIRE, as the lease keeper renews, sent here every millisecond) makes Redis
