@@ -27,6 +27,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bench.__main__ import raw_run, redis_cpu_s, start_redis
+from bench.stages import CONVERSATIONS, TEXTS
 from bridge import keys
 from bridge.bus import Bus, Entry, decode_entries
 from bridge.config import Settings
@@ -34,8 +35,6 @@ from bridge.connection import connect
 from bridge.model import Message, encode
 from bridge.ops import Ops
 
-CONVERSATIONS = 1_000
-TEXTS = ["Where is my order?", "Please send the invoice", "The board arrived, thanks", "Any update on this?"]
 OWNER = "floor"
 
 
@@ -74,8 +73,8 @@ async def skeleton_run(bus: Bus, n: int, tag: str) -> float:
             entries = await bus.read(outbound, "dispatch", OWNER, count=100, block_ms=100)
             ops: Ops = []
             for stream, read in _by_stream(entries).items():
-                sent = [field for _, message in decode_entries(read)[0] for field in (message.id, "-")]
-                ops += bus.sent_ops(stream, 0, list(zip(sent[::2], sent[1::2], strict=True)), keep_days=1)
+                sent = [(message.id, "-") for _, message in decode_entries(read)[0]]
+                ops += bus.sent_ops(stream, 0, sent, keep_days=1)
                 ops += bus.ack_ops(stream, "dispatch", [e.id for e in read])
             if ops:
                 await bus.commit(ops, leases=[keys.lease(s) for s in outbound], owner=OWNER)
