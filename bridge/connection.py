@@ -15,13 +15,15 @@ import hashlib
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis  # redis[hiredis], a dependency
 import redis.asyncio as aioredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AskError, ClusterDownError, DataError, MovedError, NoScriptError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -58,6 +60,58 @@ def _packed_by_hiredis(client: aioredis.Redis) -> aioredis.Redis:
     base = pool.connection_class
     pool.connection_class = type(f"HiredisPacked{base.__name__}", (_PackedByHiredis, base), {})
     return client
+
+
+class _LeanCheckout:
+    """A pool's checkout and return without what the bridge does not use. redis-py's own
+    (7.x) takes a lock, records OpenTelemetry counts in four coroutines and, to find data
+    left unread on the connection, reads from its socket under a zero timeout: a turn of
+    the event loop and a cancelled read for every command. That cost 11.5 µs of CPU a
+    checkout against 1.0 µs here, and a GET 67 µs against 47 (this VM, 2026-12-04).
+    Unread data is looked for in what the event loop has already read (every path that
+    abandons a reply disconnects: redis-py's reads and sends, `bridge.transaction`); a
+    socket closed since is found by the command itself, whose retry reconnects."""
+
+    _available_connections: list[AbstractConnection]
+    _in_use_connections: set[AbstractConnection]
+    if TYPE_CHECKING:  # redis-py's pool, the class this is mixed into
+        def get_available_connection(self) -> AbstractConnection: ...
+
+    async def get_connection(self, *_: Any, **__: Any) -> AbstractConnection:
+        connection = self.get_available_connection()  # no await before it is marked in use: no lock needed
+        try:
+            await connection.connect()  # (at once when connected)
+            if _unread(connection):
+                await connection.disconnect()
+                await connection.connect()
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        self._in_use_connections.remove(connection)
+        if connection.should_reconnect():  # the server announced maintenance
+            await connection.disconnect()
+        self._available_connections.append(connection)
+
+
+def _unread(connection: AbstractConnection) -> bool:
+    """The connection holds data no command asked for (or its peer closed it)."""
+    parser: Any = connection._parser
+    stream = parser._stream
+    try:
+        return parser._reader.gets() is not NOT_ENOUGH_DATA or bool(stream._buffer) or stream.at_eof()
+    except hiredis.ProtocolError:
+        return True
+
+
+class _Pool(_LeanCheckout, ConnectionPool):  # type: ignore[misc]
+    pass
+
+
+class _SentinelPool(_LeanCheckout, SentinelConnectionPool):  # type: ignore[misc]
+    pass
 
 
 class SentinelRedis(aioredis.Redis):  # type: ignore[misc]
@@ -101,7 +155,7 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
                                             **common)
         return client
     if not settings.sentinels:
-        return _packed_by_hiredis(aioredis.Redis.from_url(target, **common))
+        return _packed_by_hiredis(aioredis.Redis.from_pool(_Pool.from_url(target, **common)))
     addresses = [a for a in (sentinel_address(s) for s in settings.sentinels) if a is not None]
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": SENTINEL_TIMEOUT_S,
                                        "socket_timeout": SENTINEL_TIMEOUT_S}
@@ -109,7 +163,8 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
         sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
     sentinel = Sentinel(addresses, sentinel_kwargs=sentinel_kwargs)
     password = settings.password.get_secret_value() if settings.password is not None else None
-    client = sentinel.master_for(settings.service or "", redis_class=SentinelRedis, password=password, **common)
+    client = sentinel.master_for(settings.service or "", redis_class=SentinelRedis, connection_pool_class=_SentinelPool,
+                                 password=password, **common)
     assert isinstance(client, SentinelRedis)
     client.sentinel = sentinel
     return _packed_by_hiredis(client)
