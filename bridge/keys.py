@@ -150,6 +150,11 @@ def commit_once(batch_id: str, beside: str = "") -> str:
     return f"{PREFIX}once:{slot_tag(beside)}:{batch_id}" if beside else f"{PREFIX}once:{batch_id}"
 
 
+def commit_gate(once: str) -> str:
+    """What a commit's fence check writes to have Redis refuse its EXEC (in ``once``'s slot)."""
+    return f"{once}:gate"
+
+
 def by_slot(items: Iterable[T], key_of: Callable[[T], str]) -> dict[int, list[T]]:
     """``items`` grouped by the Redis Cluster hash slot of their key, in the order each
     slot first came (a script or a transaction keeps to one slot)."""

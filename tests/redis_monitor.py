@@ -15,10 +15,21 @@ from urllib.parse import urlparse
 
 _LINE = re.compile(r"^[\d.]+ \[\d+ ([^\]]*)\] (.*)$")
 _ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')  # MONITOR quotes each argument, escaping " and \ inside
+_ESCAPE = re.compile(r"\\(x[0-9a-f]{2}|.)")  # how MONITOR writes a newline, a quote, a byte
+_ESCAPED = {"n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b"}
 _KEYS_AT_ODD = {"MSET"}
 _ALL_KEYS = {"DEL", "EXISTS", "UNLINK"}
 _NO_KEY = {"PUBLISH", "PING"}
 _KEY_SECOND = {"XINFO"}  # XINFO GROUPS <key>
+
+
+def _unescaped(text: str) -> str:
+    """An argument as the client sent it (a script's text sent with EVAL has newlines)."""
+    def one(found: re.Match[str]) -> str:
+        escape = found.group(1)
+        return chr(int(escape[1:], 16)) if len(escape) == 3 else _ESCAPED.get(escape, escape)
+
+    return _ESCAPE.sub(one, text)
 
 
 def touched_keys(args: list[str]) -> list[str]:
@@ -107,6 +118,6 @@ class ScriptKeys:
             count = int(args[2])
             self._declared = set(args[3:3 + count])
             self._script = args[1][:60]
-            sha = args[1] if args[0].upper() == "EVALSHA" else hashlib.sha1(args[1].encode()).hexdigest()
+            sha = args[1] if args[0].upper() == "EVALSHA" else hashlib.sha1(_unescaped(args[1]).encode()).hexdigest()
             self.ran.add(sha)
             self.calls.append((sha, args[3:3 + count]))
