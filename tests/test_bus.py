@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlparse
 
 import pytest
 import redis.asyncio as aioredis
@@ -167,41 +169,101 @@ async def test_a_commit_writes_large_and_small_arguments_as_given(redis: aioredi
     assert await redis.mget("t:small", "t:after") == [b"x", b"7"]
 
 
-async def test_commits_land_once_each_while_their_lease_is_renewed_under_them(redis: aioredis.Redis) -> None:
+async def test_a_commit_whose_lease_is_renewed_before_its_exec_runs_again_and_lands_once(
+        redis: aioredis.Redis, redis_url: str) -> None:
     """A commit WATCHes and checks its lease, then writes in MULTI/EXEC, in one round trip; a
-    renewal between the two (PEXPIRE, as the lease keeper renews, sent here every
-    millisecond) makes Redis refuse the EXEC, and the commit runs again. Each lands once, in
-    order; a lease taken by another worker writes nothing and says which. (Redis reads a
-    client's commands 16 KB at a time and serves other clients in between: a commit of 64 KB,
-    as an engine's with its turns' records can be, gives the renewals room. The keeper itself
-    renews every third of the TTL, seconds apart.)"""
-    bus = Bus(redis, partitions=1)
+    renewal that comes between the two (PEXPIRE, as the lease keeper renews; here through a
+    proxy that holds each commit's first send back at its MULTI until the renewal is done)
+    makes Redis refuse the EXEC, and the commit runs again. Each lands once, in order; a
+    lease taken by another worker writes nothing and says which."""
     lease = keys.lease(keys.inbound(0, 1))
     await redis.set(lease, "me", px=60_000)
 
     async def renew() -> None:
-        while True:
-            await redis.pexpire(lease, 60_000)
-            await asyncio.sleep(0.001)
+        await redis.pexpire(lease, 60_000)
 
-    renewer = asyncio.create_task(renew())
-    execs_before = await exec_calls(redis)
-    commits = 0
-    try:  # 300 commits, and more (up to 3,000) until a renewal has come between one's WATCH and EXEC
-        while commits < 300 or (commits < 3000 and await exec_calls(redis) - execs_before == commits):
-            await bus.commit([("RPUSH", "t:list", str(commits)), ("SET", "t:records", b"r" * 64_000),
-                              ("INCR", "t:count")], leases=[lease], owner="me")
-            commits += 1
-    finally:
-        renewer.cancel()
-    assert await redis.lrange("t:list", 0, -1) == [str(i).encode() for i in range(commits)]
-    assert await redis.get("t:count") == str(commits).encode()
-    assert await exec_calls(redis) - execs_before > commits  # some were refused and ran again
-    await redis.set(lease, "another worker")
-    with pytest.raises(LeaseLost) as lost:
-        await bus.commit([("RPUSH", "t:list", "late")], leases=[lease], owner="me")
-    assert lost.value.lease_key == lease
-    assert await redis.llen("t:list") == commits
+    async with SplittingProxy(redis_url, at=b"*1\r\n$5\r\nMULTI\r\n", between=renew) as proxy:
+        client = aioredis.Redis.from_url(proxy.url)
+        try:
+            bus = Bus(client, partitions=1)
+            execs_before = await exec_calls(redis)
+            for i in range(3):
+                proxy.splits += 1  # this commit's first try, not its second
+                await bus.commit([("RPUSH", "t:list", str(i)), ("INCR", "t:count")], leases=[lease], owner="me")
+            assert proxy.splits == 0
+            assert await exec_calls(redis) - execs_before == 6  # each refused once, then applied
+            assert await redis.lrange("t:list", 0, -1) == [b"0", b"1", b"2"]
+            assert await redis.get("t:count") == b"3"
+            await redis.set(lease, "another worker")
+            with pytest.raises(LeaseLost) as lost:
+                await bus.commit([("RPUSH", "t:list", "late")], leases=[lease], owner="me")
+            assert lost.value.lease_key == lease
+            assert await redis.llen("t:list") == 3
+        finally:
+            await client.aclose()
+
+
+class SplittingProxy:
+    """A TCP proxy to Redis that, ``splits`` times, holds a client's bytes back just after
+    ``at``: once Redis has answered what came before (ending in the +OK of a MULTI), it runs
+    ``between`` (another client's command), then lets the rest go."""
+
+    def __init__(self, redis_url: str, at: bytes, between: Callable[[], Awaitable[None]]) -> None:
+        target = urlparse(redis_url)
+        self.target = (target.hostname or "127.0.0.1", target.port or 6379)
+        self.db = target.path
+        self.at, self.between = at, between
+        self.splits = 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> SplittingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}{self.db}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(*self.target)
+        answered = bytearray()
+        answer = asyncio.Event()
+
+        async def to_server() -> None:
+            while data := await client_r.read(65536):
+                if self.splits and self.at in data:
+                    self.splits -= 1
+                    cut = data.index(self.at) + len(self.at)
+                    answered.clear()
+                    answer.clear()
+                    server_w.write(data[:cut])
+                    await asyncio.wait_for(answer.wait(), 10)  # Redis ran what came before
+                    await self.between()
+                    data = data[cut:]
+                server_w.write(data)
+                await server_w.drain()
+            server_w.close()
+
+        async def to_client() -> None:
+            while data := await server_r.read(65536):
+                client_w.write(data)
+                answered.extend(data)
+                if answered.endswith(b"+OK\r\n+OK\r\n") or answered.endswith(b":0\r\n+OK\r\n"):
+                    answer.set()
+            client_w.close()
+
+        tasks = {asyncio.create_task(to_server()), asyncio.create_task(to_client())}
+        self._tasks |= tasks
+        await asyncio.gather(*tasks, return_exceptions=True)
+        server_w.close()
+        client_w.close()
 
 
 async def exec_calls(redis: aioredis.Redis) -> int:
