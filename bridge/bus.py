@@ -37,7 +37,7 @@ from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, p
 from bridge.ops import Ops, pack, text, variadic
 from bridge.primaries import on_primaries
 from bridge.storeerrors import typed_store_errors
-from bridge.transaction import FenceFailed, fenced, packed
+from bridge.transaction import FenceFailed, fenced, packed, pipelined
 
 # thread refs Redis has no key for -> their conversation ids (Store.archived_refs: the SQL record)
 RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
@@ -181,7 +181,8 @@ def _raw_reply(response: Any, **options: Any) -> Any:
 
 
 async def _dropped(error: Exception) -> None:
-    """Between tries of a commit: nothing to do (`fenced` dropped the broken connection)."""
+    """Between tries of a commit or a pipeline: nothing to do (`fenced` and `pipelined`
+    dropped the broken connection)."""
 
 
 def decode_entries(entries: list[Entry]) -> tuple[list[tuple[Entry, Message]], list[tuple[Entry, str]]]:
@@ -296,12 +297,9 @@ class Bus:
         wait = (self.wait_replicas, self.wait_timeout_ms) if self.wait_replicas else None
         if self.cluster:
             return await on_primaries(self.redis, commands, wait)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _, command in commands:
-                pipe.execute_command(*command)
-            if wait:
-                pipe.execute_command("WAIT", *wait)
-            replies = await pipe.execute(raise_on_error=False)
+        sent = [command for _, command in commands] + ([("WAIT", *wait)] if wait else [])
+        retry = retry_of(self.redis) or _NO_RETRY
+        replies = await retry.call_with_retry(lambda: pipelined(self.redis, sent), _dropped)
         return replies[:len(commands)], replies[len(commands):]
 
     async def _replicas_now(self, beside: str) -> Any:

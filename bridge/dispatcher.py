@@ -102,9 +102,15 @@ class _Slots:
         self.free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> None:
+    def take(self) -> bool:
+        """A slot at once, when one is free and nobody waits (no coroutine to await)."""
         if self.free > 0 and not self._waiters:
             self.free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.take():
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -447,7 +453,8 @@ class ChannelDispatcher:
                 return None
         # a slot is held from the send until its outcome is recorded: at most max_in_flight
         # sends are unrecorded at any time, and that is all a crash can send twice
-        await self._slots.acquire()
+        if not self._slots.take():
+            await self._slots.acquire()
         done: _Done | None = None
         try:
             if self._stopping.is_set():
@@ -523,34 +530,53 @@ class ChannelDispatcher:
         """Record deliveries, dead-letter failures and ack, in one fenced commit; then
         report deliveries to the engine."""
         bus = self.bus
-        ops: Ops = []
-        for d in batch:
+        retries: Ops = []
+        sent: list[_Done] = []
+        sent_ids: dict[str, list[tuple[str, str]]] = {}  # stream -> (message id, platform id)
+        refs: list[tuple[str, str]] = []  # (thread ref, conversation id)
+        failures: Ops = []
+        acks: dict[str, list[str]] = {}  # stream -> entry ids
+        tried: dict[str, list[str]] = {}  # stream -> entry ids with failed attempts before
+        for d in batch:  # one pass: a record takes hundreds of sends at a time
+            item = d.item
+            entry, message = item.entry, item.message
+            stream = entry.stream
             if d.retry_due_ms:
-                ops += bus.attempt_ops(d.item.entry.stream, d.item.entry.id, d.retry_due_ms)
-        batch = [d for d in batch if not d.retry_due_ms]
-        sent = [d for d in batch if d.delivered is not None and not d.recorded_before and d.item.message.id]
-        for stream, done in _by_stream(sent).items():
-            ops += bus.sent_ops(stream, _today(), [(d.item.message.id, _platform_id(d)) for d in done],
-                                keep_days=SENT_RECORD_DAYS)
-        refs = [(d.delivered.ref, d.item.message.conversation_id) for d in sent
-                if d.delivered is not None and d.delivered.ref and d.item.message.conversation_id]
+                retries += bus.attempt_ops(stream, entry.id, d.retry_due_ms)
+                continue
+            delivered = d.delivered
+            if delivered is not None and not d.recorded_before and message.id:
+                sent.append(d)
+                sent_ids.setdefault(stream, []).append((message.id, _platform_id(d)))
+                if delivered.ref and message.conversation_id:
+                    refs.append((delivered.ref, message.conversation_id))
+            if d.dead:
+                failures += bus.dead_letter_ops(stream, self.group, entry, d.dead, lane=d.lane)
+                if d.parks:
+                    failures += bus.park_ops(stream, d.lane, d.parks)
+            else:
+                acks.setdefault(stream, []).append(entry.id)
+            if item.unparks:  # wherever the lane was parked (a lane's sends may come from two partitions)
+                for held in sorted(self.leases.held):
+                    failures += bus.unpark_ops(held, item.unparks)
+            if item.attempts:
+                tried.setdefault(stream, []).append(entry.id)
+        if retries:
+            batch = [d for d in batch if not d.retry_due_ms]
+        ops = retries
+        today = _today()
+        for stream, pairs in sent_ids.items():
+            ops += bus.sent_ops(stream, today, pairs, keep_days=SENT_RECORD_DAYS)
         for ref, conversation_id in refs:
             ops += Store.ref_ops(ref, conversation_id, bus.partitions)
         if refs and self.history:
             ops += Store.refs_record_ops(refs, bus.partitions, now_ms())
-        for d in batch:
-            stream = d.item.entry.stream
-            if d.dead:
-                ops += bus.dead_letter_ops(stream, self.group, d.item.entry, d.dead, lane=d.lane)
-                if d.parks:
-                    ops += bus.park_ops(stream, d.lane, d.parks)
-            if d.item.unparks:  # wherever the lane was parked (a lane's sends may come from two partitions)
-                for held in sorted(self.leases.held):
-                    ops += bus.unpark_ops(held, d.item.unparks)
-        for stream, done in _by_stream(batch).items():
-            ops += bus.ack_ops(stream, self.group, [d.item.entry.id for d in done if not d.dead])
-            ops += bus.attempts_done_ops(stream, [d.item.entry.id for d in done if d.item.attempts])
-        acked = sum(1 for d in batch if not d.dead)
+        ops += failures
+        for stream, ids in acks.items():
+            ops += bus.ack_ops(stream, self.group, ids)
+        for stream, ids in tried.items():
+            ops += bus.attempts_done_ops(stream, ids)
+        acked = sum(len(ids) for ids in acks.values())
         await self.bus.commit_by_slot(ops, leases=self.leases.keys_held(), owner=self.worker_id)
         failpoints.hit("dispatch.after_record")
         self._release(batch)
@@ -603,13 +629,6 @@ class ChannelDispatcher:
         return Message(kind="command", channel=self.channel, name="delivery",
                        conversation_id=message.conversation_id, data=data,
                        dedupe_key=f"delivery:{message.id}")
-
-
-def _by_stream(batch: list[_Done]) -> dict[str, list[_Done]]:
-    grouped: dict[str, list[_Done]] = {}
-    for d in batch:
-        grouped.setdefault(d.item.entry.stream, []).append(d)
-    return grouped
 
 
 def _platform_id(done: _Done) -> str:

@@ -140,6 +140,21 @@ async def fenced(redis: Redis, fences: Sequence[tuple[str, bytes]], once: str, w
     return True, replies[queued + 5:]
 
 
+async def pipelined(redis: Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """``commands`` in one round trip on a connection of the pool, their replies (errors as
+    instances), read as a commit's are: redis-py's pipeline reads each reply in a coroutine
+    of its own, which cost more than a publish's script calls themselves."""
+    connection, release = await connection_for(redis, "")
+    try:
+        await connection.send_packed_command(packed(commands))
+        return await read_replies(connection, len(commands))
+    except BaseException:  # cut off mid-reply (or cancelled): the connection's state is unknown
+        await connection.disconnect()
+        raise
+    finally:
+        await release(connection)
+
+
 async def connection_for(redis: Any, key: str) -> tuple[AbstractConnection, Callable[[Any], Awaitable[None]]]:
     """A connection of the client's pool, or on a Redis Cluster one to the primary of
     ``key``'s slot (a commit's keys are all in that slot), and how to give it back."""
