@@ -19,7 +19,7 @@ from typing import Any
 from redis.exceptions import AskError, MovedError, TryAgainError
 
 from bridge.connection import follow_cluster_change
-from bridge.transaction import connection_for, packed, read_replies
+from bridge.transaction import pipelined
 
 ROUNDS = 4  # sends of commands whose slot moved or is moving, before their error is returned
 
@@ -63,14 +63,4 @@ async def on_primaries(redis: Any, commands: Sequence[tuple[str, Sequence[Any]]]
 
 
 async def _send(redis: Any, key: str, commands: list[Sequence[Any]], wait: tuple[int, int] | None) -> list[Any]:
-    if wait:
-        commands = [*commands, ("WAIT", *wait)]
-    connection, release = await connection_for(redis, key)
-    try:
-        await connection.send_packed_command(packed(commands))
-        return await read_replies(connection, len(commands))
-    except BaseException:  # cut off mid-reply (or cancelled): the connection's state is unknown
-        await connection.disconnect()
-        raise
-    finally:
-        await release(connection)
+    return await pipelined(redis, [*commands, ("WAIT", *wait)] if wait else commands, key)

@@ -140,11 +140,12 @@ async def fenced(redis: Redis, fences: Sequence[tuple[str, bytes]], once: str, w
     return True, replies[queued + 5:]
 
 
-async def pipelined(redis: Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
-    """``commands`` in one round trip on a connection of the pool, their replies (errors as
-    instances), read as a commit's are: redis-py's pipeline reads each reply in a coroutine
-    of its own, which cost more than a publish's script calls themselves."""
-    connection, release = await connection_for(redis, "")
+async def pipelined(redis: Any, commands: Sequence[Sequence[Any]], key: str = "") -> list[Any]:
+    """``commands`` in one round trip on a connection of the pool (on a Redis Cluster, of
+    ``key``'s primary), their replies (errors as instances), read as a commit's are:
+    redis-py's pipeline reads each reply in a coroutine of its own, which cost more than a
+    publish's script calls themselves."""
+    connection, release = await connection_for(redis, key)
     try:
         await connection.send_packed_command(packed(commands))
         return await read_replies(connection, len(commands))
