@@ -181,8 +181,7 @@ def _raw_reply(response: Any, **options: Any) -> Any:
 
 
 async def _dropped(error: Exception) -> None:
-    """Between tries of a commit or a pipeline: nothing to do (`fenced` and `pipelined`
-    dropped the broken connection)."""
+    """Between tries of a commit: nothing to do (`fenced` dropped the broken connection)."""
 
 
 def decode_entries(entries: list[Entry]) -> tuple[list[tuple[Entry, Message]], list[tuple[Entry, str]]]:
@@ -298,8 +297,7 @@ class Bus:
         if self.cluster:
             return await on_primaries(self.redis, commands, wait)
         sent = [command for _, command in commands] + ([("WAIT", *wait)] if wait else [])
-        retry = retry_of(self.redis) or _NO_RETRY
-        replies = await retry.call_with_retry(lambda: pipelined(self.redis, sent), _dropped)
+        replies = await pipelined(self.redis, sent, retry=retry_of(self.redis))
         return replies[:len(commands)], replies[len(commands):]
 
     async def _replicas_now(self, beside: str) -> Any:
@@ -363,7 +361,12 @@ class Bus:
         if self.cluster:
             return await self._read_each(ids, group, consumer, count=count, block=block, pending=pending)
         if not self.wait_replicas:
-            return entries_from_reply(await self.redis.xreadgroup(group, consumer, ids, count=count, block=block))
+            blocking = ("BLOCK", block) if block is not None else ()
+            (reply,), _ = await self._run([(next(iter(ids)), ("XREADGROUP", "GROUP", group, consumer, "COUNT", count,
+                                                              *blocking, "STREAMS", *ids, *ids.values()))])
+            if isinstance(reply, Exception):
+                raise reply
+            return entries_from_reply(reply)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xreadgroup(group, consumer, ids, count=count, block=block)
             if pending:  # a read of new entries is replicated itself; one of read entries is not

@@ -590,7 +590,7 @@ class ChannelDispatcher:
         self._room.set()
         self._sent.inc(len(sent))
         self.delivered += acked
-        notices = [n for n in (self._notice(d) for d in batch) if n is not None]
+        notices = [n for d in batch if (n := self._notice(d)) is not None]
         for _ in range(20):  # recorded already: only the reports are tried again (they dedupe)
             try:
                 if notices:

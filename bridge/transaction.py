@@ -30,6 +30,7 @@ import hiredis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA  # its parser's "no whole reply yet" (redis-py < 8, pinned)
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 
 from bridge import keys
 from bridge.connection import is_cluster
@@ -140,20 +141,36 @@ async def fenced(redis: Redis, fences: Sequence[tuple[str, bytes]], once: str, w
     return True, replies[queued + 5:]
 
 
-async def pipelined(redis: Any, commands: Sequence[Sequence[Any]], key: str = "") -> list[Any]:
+async def pipelined(redis: Any, commands: Sequence[Sequence[Any]], key: str = "", retry: Retry | None = None
+                    ) -> list[Any]:
     """``commands`` in one round trip on a connection of the pool (on a Redis Cluster, of
     ``key``'s primary), their replies (errors as instances), read as a commit's are:
     redis-py's pipeline reads each reply in a coroutine of its own, which cost more than a
-    publish's script calls themselves."""
+    publish's script calls themselves. With ``retry``, a send or read cut off is tried
+    again on the connection, as redis-py's pipeline does; the connection is taken before,
+    once (taking it retries its connect already: around both, a Redis that is down would
+    be waited for five times as long)."""
     connection, release = await connection_for(redis, key)
     try:
-        await connection.send_packed_command(packed(commands))
+        if retry is None:
+            return await _exchange(connection, commands)
+        replies: list[Any] = await retry.call_with_retry(lambda: _exchange(connection, commands), _reconnect_later)
+        return replies
+    finally:
+        await release(connection)
+
+
+async def _exchange(connection: AbstractConnection, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    try:
+        await connection.send_packed_command(packed(commands))  # (connects again after a cut)
         return await read_replies(connection, len(commands))
     except BaseException:  # cut off mid-reply (or cancelled): the connection's state is unknown
         await connection.disconnect()
         raise
-    finally:
-        await release(connection)
+
+
+async def _reconnect_later(error: Exception) -> None:
+    """Between tries: nothing to do (`_exchange` dropped the broken connection)."""
 
 
 async def connection_for(redis: Any, key: str) -> tuple[AbstractConnection, Callable[[Any], Awaitable[None]]]:

@@ -139,8 +139,9 @@ class Turn:
             kept.append(payload or message)
         kept.extend(self.notices)
         # an agent's words are kept once, as theirs; a reply sent in other words (translated) too
-        kept.extend(out for out in self.outbound
-                    if out.kind == "reply" and (message.kind != "agent" or "translation_of" in out.data))
+        for out in self.outbound:
+            if out.kind == "reply" and (message.kind != "agent" or "translation_of" in out.data):
+                kept.append(out)
         return Effects(conversation=conversation, previous_status=self.previous_status,
                        kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers,
                        contact=self.contact if self.contact_changed else None,
