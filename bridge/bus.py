@@ -37,7 +37,7 @@ from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, p
 from bridge.ops import Ops, pack, text, variadic
 from bridge.primaries import on_primaries
 from bridge.storeerrors import typed_store_errors
-from bridge.transaction import FenceFailed, fenced, packed, pipelined
+from bridge.transaction import FenceFailed, fenced, nothing_to_undo, packed, pipelined
 
 # thread refs Redis has no key for -> their conversation ids (Store.archived_refs: the SQL record)
 RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
@@ -178,10 +178,6 @@ def entries_from_reply(reply: Any) -> list[Entry]:
 
 def _raw_reply(response: Any, **options: Any) -> Any:
     return response
-
-
-async def _dropped(error: Exception) -> None:
-    """Between tries of a commit: nothing to do (`fenced` dropped the broken connection)."""
 
 
 def decode_entries(entries: list[Entry]) -> tuple[list[tuple[Entry, Message]], list[tuple[Entry, str]]]:
@@ -523,7 +519,7 @@ class Bus:
         writes = packed(ops)
         after = packed([("WAIT", self.wait_replicas, self.wait_timeout_ms)]) if self.wait_replicas else b""
         retry = retry_of(self.redis) or _NO_RETRY
-        dropped = functools.partial(follow_cluster_change, self.redis) if self.cluster else _dropped
+        dropped = functools.partial(follow_cluster_change, self.redis) if self.cluster else nothing_to_undo
         for _ in range(COMMIT_TRIES):
             try:
                 applied, replies = await retry.call_with_retry(

@@ -531,7 +531,6 @@ class ChannelDispatcher:
         report deliveries to the engine."""
         bus = self.bus
         retries: Ops = []
-        sent: list[_Done] = []
         sent_ids: dict[str, list[tuple[str, str]]] = {}  # stream -> (message id, platform id)
         refs: list[tuple[str, str]] = []  # (thread ref, conversation id)
         failures: Ops = []
@@ -546,7 +545,6 @@ class ChannelDispatcher:
                 continue
             delivered = d.delivered
             if delivered is not None and not d.recorded_before and message.id:
-                sent.append(d)
                 sent_ids.setdefault(stream, []).append((message.id, _platform_id(d)))
                 if delivered.ref and message.conversation_id:
                     refs.append((delivered.ref, message.conversation_id))
@@ -588,7 +586,7 @@ class ChannelDispatcher:
                                                     "conversation": d.item.message.conversation_id,
                                                     "reason": d.dead})
         self._room.set()
-        self._sent.inc(len(sent))
+        self._sent.inc(sum(len(pairs) for pairs in sent_ids.values()))
         self.delivered += acked
         notices = [n for d in batch if (n := self._notice(d)) is not None]
         for _ in range(20):  # recorded already: only the reports are tried again (they dedupe)
