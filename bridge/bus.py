@@ -20,7 +20,6 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -145,8 +144,7 @@ class LeaseLost(Exception):
         self.lease_key = lease_key
 
 
-@dataclass(slots=True)
-class Entry:
+class Entry(msgspec.Struct):
     stream: str
     id: str
     payload: bytes | None  # None when the entry has no payload field (malformed) or is gone

@@ -186,7 +186,17 @@ def is_cluster_url(url: str) -> bool:
 
 
 def is_cluster(redis: Any) -> bool:
-    return isinstance(redis, RedisCluster)
+    """A cluster client? (By its class, remembered: redis-py's classes derive from a typing
+    Protocol, whose isinstance check walks the class's members, a microsecond a call on the
+    hot path.)"""
+    kind = type(redis)
+    known = _CLUSTER_CLASSES.get(kind)
+    if known is None:
+        known = _CLUSTER_CLASSES[kind] = issubclass(kind, RedisCluster)
+    return known
+
+
+_CLUSTER_CLASSES: dict[type, bool] = {}
 
 
 async def subscriber_for(redis: Any) -> aioredis.Redis:

@@ -36,8 +36,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from bridge import failpoints, keys
 from bridge.adapter import Adapter, Delivered, HealthState
@@ -69,8 +70,7 @@ def _today() -> int:
     return now_ms() // 86_400_000
 
 
-@dataclass(eq=False, slots=True)
-class _Item:
+class _Item(msgspec.Struct, eq=False):
     entry: Entry
     message: Message
     attempts: int = 0  # failed attempts so far (kept in Redis across restarts)
@@ -78,8 +78,7 @@ class _Item:
     unparks: str = ""  # the lane this entry lets go on (a replay or a release): recorded with its outcome
 
 
-@dataclass(eq=False, slots=True)
-class _Done:
+class _Done(msgspec.Struct, eq=False):
     """A finished entry waiting to be recorded: delivered, dead-lettered, or only acked."""
 
     item: _Item
@@ -134,14 +133,13 @@ class _Stopping(Exception):
     """The dispatcher stops: a send not yet started is left unacked for the next run."""
 
 
-@dataclass(eq=False, slots=True)
-class _Lane:
+class _Lane(msgspec.Struct, eq=False):
     """An address's (or conversation's) messages in order. A lane is in the dispatcher's
     map exactly while it has messages; it is then queued, served by a worker or due again
     at a time (``timer``), never two of these at once."""
 
     key: str
-    items: deque[_Item] = field(default_factory=deque)
+    items: deque[_Item] = msgspec.field(default_factory=deque)
     timer: asyncio.TimerHandle | None = None
 
 

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from bridge.adapter import NO_CAPABILITIES, Capabilities
 from bridge.config import Settings
 from bridge.effects import Effects
@@ -51,8 +53,7 @@ class FlowConfig:
         return next((name for name, caps in self.capabilities.items() if caps.email_addresses), None)
 
 
-@dataclass(slots=True)
-class Turn:
+class Turn(msgspec.Struct):
     message: Message
     conversation: Conversation
     contact: Contact | None
@@ -61,16 +62,16 @@ class Turn:
     previous_status: str | None = None  # the status before this message; None: new conversation
     is_new: bool = False  # the conversation was opened by this message
     reopened: bool = False
-    outbound: list[Message] = field(default_factory=list)  # to outbound:<channel>
-    queued: list[tuple[str, Message]] = field(default_factory=list)  # (queue name, case)
-    timers: list[tuple[int, Message]] = field(default_factory=list)  # (due ms, command)
+    outbound: list[Message] = msgspec.field(default_factory=list)  # to outbound:<channel>
+    queued: list[tuple[str, Message]] = msgspec.field(default_factory=list)  # (queue name, case)
+    timers: list[tuple[int, Message]] = msgspec.field(default_factory=list)  # (due ms, command)
     contact_changed: bool = False
     contact_created: bool = False  # the contact is new with this conversation: no other worker has it
-    contact_events: list[tuple[str, bytes]] = field(default_factory=list)  # (contact id, bridge.contacts event)
+    contact_events: list[tuple[str, bytes]] = msgspec.field(default_factory=list)  # (contact id, bridge.contacts event)
     record: bool = True  # keep the message in the transcript
-    notices: list[Message] = field(default_factory=list)  # agent-side news kept in the transcript
+    notices: list[Message] = msgspec.field(default_factory=list)  # agent-side news kept in the transcript
     stopped: bool = False
-    notes: dict[str, Any] = field(default_factory=dict)  # what steps tell later steps
+    notes: dict[str, Any] = msgspec.field(default_factory=dict)  # what steps tell later steps
 
     @property
     def language(self) -> str:
