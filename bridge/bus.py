@@ -36,7 +36,7 @@ from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, p
 from bridge.ops import Ops, pack, text, variadic
 from bridge.primaries import on_primaries
 from bridge.storeerrors import typed_store_errors
-from bridge.transaction import FenceFailed, fenced, nothing_to_undo, packed, pipelined
+from bridge.transaction import FenceFailed, fenced, packed, pipelined
 
 # thread refs Redis has no key for -> their conversation ids (Store.archived_refs: the SQL record)
 RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
@@ -517,12 +517,15 @@ class Bus:
         writes = packed(ops)
         after = packed([("WAIT", self.wait_replicas, self.wait_timeout_ms)]) if self.wait_replicas else b""
         retry = retry_of(self.redis) or _NO_RETRY
-        dropped = functools.partial(follow_cluster_change, self.redis) if self.cluster else nothing_to_undo
         for _ in range(COMMIT_TRIES):
             try:
-                applied, replies = await retry.call_with_retry(
-                    lambda: fenced(self.redis, fences, once, writes, len(ops), after, 1 if after else 0),
-                    dropped)
+                if self.cluster:  # each try asks for the slot's primary again (a failover moves it)
+                    applied, replies = await retry.call_with_retry(
+                        lambda: fenced(self.redis, fences, once, writes, len(ops), after, 1 if after else 0),
+                        functools.partial(follow_cluster_change, self.redis))
+                else:
+                    applied, replies = await fenced(self.redis, fences, once, writes, len(ops), after,
+                                                    1 if after else 0, retry)
             except FenceFailed as exc:
                 if exc.key in leases:
                     raise LeaseLost(exc.key) from None

@@ -10,10 +10,14 @@ from urllib.parse import urlparse
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bridge import keys
 from bridge.bus import Bus, LeaseLost
+from bridge.config import RedisSettings
+from bridge.connection import close, connect
 from bridge.cursor import GroupCursor
+from bridge.errors import StoreUnavailable
 from bridge.model import Message, decode
 from bridge.transaction import fenced, packed
 
@@ -368,3 +372,35 @@ async def test_a_stream_taken_over_whose_group_redis_lost_is_read_from_the_start
     # no one's pending entries to take over (the group is new): the stream is read from its start
     assert [decode(e.payload or b"").text for e in await cursor.next([stream])] == ["left by the last owner"]
     assert await bus.pending_count(stream, "g", besides="me") == 0
+
+
+@pytest.mark.parametrize("call", ["commit", "read"])
+async def test_a_redis_that_drops_every_connection_is_tried_as_often_as_by_one_command(call: str) -> None:
+    """A Redis that is down is waited for as long as the client's own retry policy says,
+    once: as long as for one command. (A commit retried around a connect that retries
+    itself: a refused connection was waited for 17.5 s instead of 2.5, and here a commit
+    opened eight connections where a PING opens four.)"""
+    accepted = 0
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()  # before the client's hello is answered
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    client = connect(RedisSettings(url=f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}"), retries=1)
+    bus = Bus(client, partitions=1)
+    try:
+        with pytest.raises(RedisConnectionError):
+            await client.ping()
+        by_one_command, accepted = accepted, 0
+        with pytest.raises(StoreUnavailable):
+            if call == "commit":
+                await bus.commit([("SET", "k", "v")], leases=[keys.lease("s")], owner="me")
+            else:
+                await bus.read([keys.inbound(0, 1)], "g", "me", count=1, block_ms=None)
+        assert accepted == by_one_command > 0
+    finally:
+        await close(client)
+        server.close()
+        await server.wait_closed()
