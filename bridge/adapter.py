@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
+import msgspec
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,8 +43,7 @@ class ChannelConfig(BaseModel):
     max_in_hand: int = Field(10_000, ge=1)  # entries read ahead into the per-address lanes
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
+class Delivered(msgspec.Struct, frozen=True):
     """A successful send. ``platform_id`` is the platform's id for what was sent.
 
     ``ref`` names a thread the platform created for the conversation (a Slack thread,

@@ -31,6 +31,7 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA  # its parser's "no whole rep
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
+from redis.exceptions import BusyLoadingError
 
 from bridge import keys
 from bridge.connection import is_cluster
@@ -165,10 +166,15 @@ async def _sent(redis: Any, key: str, command: bytes, count: int, retry: Retry |
 async def _exchange(connection: AbstractConnection, command: bytes, count: int) -> list[Any]:
     try:
         await connection.send_packed_command(command)  # (connects again after a cut)
-        return await read_replies(connection, count)
+        replies = await read_replies(connection, count)
     except BaseException:  # cut off mid-reply (or cancelled): the connection's state is unknown
         await connection.disconnect()
         raise
+    if replies and all(isinstance(reply, BusyLoadingError) for reply in replies):
+        # a restart reading its data back refused every one: they are tried again, as
+        # redis-py's retry does for a single command (none ran: trying again is safe)
+        raise replies[0]
+    return replies
 
 
 async def _nothing_to_undo(error: Exception) -> None:

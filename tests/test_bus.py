@@ -8,6 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlparse
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -404,3 +405,87 @@ async def test_a_redis_that_drops_every_connection_is_tried_as_often_as_by_one_c
         await close(client)
         server.close()
         await server.wait_closed()
+
+
+class LoadingProxy:
+    """A TCP proxy to Redis that answers the first ``refusals`` sends holding ``marker`` as
+    a restarting Redis does while it reads its data back: every command refused with
+    LOADING, none run."""
+
+    def __init__(self, redis_url: str, marker: bytes, refusals: int) -> None:
+        target = urlparse(redis_url)
+        self.target = (target.hostname or "127.0.0.1", target.port or 6379)
+        self.db = target.path
+        self.marker, self.refusals, self.refused = marker, refusals, 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> LoadingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}{self.db}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(*self.target)
+
+        async def to_server() -> None:
+            while data := await client_r.read(1 << 20):
+                if self.refused < self.refusals and self.marker in data:
+                    self.refused += 1
+                    reader, commands = hiredis.Reader(), 0
+                    reader.feed(data)
+                    while reader.gets() is not False:
+                        commands += 1
+                    client_w.write(b"-LOADING Redis is loading the dataset in memory\r\n" * commands)
+                    continue
+                server_w.write(data)
+                await server_w.drain()
+            server_w.close()
+
+        async def to_client() -> None:
+            while data := await server_r.read(65536):
+                client_w.write(data)
+            client_w.close()
+
+        tasks = {asyncio.create_task(to_server()), asyncio.create_task(to_client())}
+        self._tasks |= tasks
+        await asyncio.gather(*tasks, return_exceptions=True)
+        server_w.close()
+        client_w.close()
+
+
+@pytest.mark.parametrize("call", ["commit", "publish"])
+async def test_a_redis_still_loading_its_data_is_waited_for(redis: aioredis.Redis, redis_url: str, call: str) -> None:
+    """Redis restarting answers LOADING until its data is read back: a commit or a publish
+    sent meanwhile is tried again (as redis-py tries a single command again) and lands
+    once, instead of failing the batch."""
+    marker = b"EXEC" if call == "commit" else b"EVALSHA"
+    async with LoadingProxy(redis_url, marker, refusals=2) as proxy:
+        client = connect(RedisSettings(url=proxy.url))
+        bus = Bus(client, partitions=2)
+        try:
+            if call == "commit":
+                await redis.set(keys.lease("s"), "me")
+                await bus.commit([("RPUSH", "loaded", "once")], leases=[keys.lease("s")], owner="me")
+                assert await redis.lrange("loaded", 0, -1) == [b"once"]
+            else:
+                # two partitions: their script calls go in one send
+                messages = [Message(kind="customer", channel="t", address=f"a{n}", text=f"while loading {n}",
+                                    dedupe_key=f"t:{n}") for n in range(8)]
+                assert len({bus.inbound_stream(m) for m in messages}) == 2
+                assert await bus.publish_many(messages) == [True] * 8
+                streams = [await redis.xrange(keys.inbound(p, 2)) for p in range(2)]
+                texts = [decode(fields[b"m"]).text for entries in streams for _, fields in entries]
+                assert sorted(texts) == sorted(m.text for m in messages)
+            assert proxy.refused == 2
+        finally:
+            await close(client)
