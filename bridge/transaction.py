@@ -170,7 +170,8 @@ async def _exchange(connection: AbstractConnection, command: bytes, count: int) 
     except BaseException:  # cut off mid-reply (or cancelled): the connection's state is unknown
         await connection.disconnect()
         raise
-    if replies and all(isinstance(reply, BusyLoadingError) for reply in replies):
+    if replies and isinstance(replies[0], BusyLoadingError) and all(
+            isinstance(reply, BusyLoadingError) for reply in replies):
         # a restart reading its data back refused every one: they are tried again, as
         # redis-py's retry does for a single command (none ran: trying again is safe)
         raise replies[0]
@@ -178,8 +179,8 @@ async def _exchange(connection: AbstractConnection, command: bytes, count: int) 
 
 
 async def _nothing_to_undo(error: Exception) -> None:
-    """Between tries of a send (`_sent`): nothing to do, the broken
-    connection was dropped where it broke."""
+    """Between tries of a send (`_sent`): nothing to do, the broken connection was
+    dropped where it broke."""
 
 
 async def connection_for(redis: Any, key: str) -> tuple[AbstractConnection, Callable[[Any], Awaitable[None]]]:
