@@ -44,28 +44,53 @@ RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
 log = logging.getLogger("bridge.bus")
 
 _PUBLISH = """
--- KEYS: one partition's stream, then its dedupe keys (every key a script touches is
--- declared, as Redis Cluster needs). ARGV[1]: dedupe TTL in seconds; ARGV[2]: msgpack
--- array of [the dedupe key's KEYS index (0: never deduplicated), payload], one per message.
--- Returns the new entry ids, false for duplicates. The dedupe key is taken first (one
--- command instead of EXISTS + SET) and given back should the XADD be refused (Redis full),
--- so the platform's retry is not taken for a duplicate.
-local ttl, stream, out = ARGV[1], KEYS[1], {}
+-- KEYS[1]: one partition's stream; KEYS[2]: the dedupe set this publish adds to; KEYS[3..]:
+-- every dedupe set that may hold a key seen within the dedupe TTL (`keys.dedupe_buckets`).
+-- Every key a script touches is declared, as Redis Cluster needs. ARGV[1]: KEYS[2]'s
+-- expiry (Unix seconds); ARGV[2]: msgpack array of [dedupe key ('': never deduplicated),
+-- payload], one per message. Returns one character a message: 1 stored, 0 a duplicate.
+-- A message's dedupe key is added only once its XADD went through, so an XADD refused
+-- (Redis full) leaves the platform's retry free to store it.
+local stream, adding = KEYS[1], KEYS[2]
 local messages = cmsgpack.unpack(ARGV[2])
+local named, seen, added, out = {}, {}, {}, {}
 for i = 1, #messages do
-  local seen, payload = messages[i][1], messages[i][2]
-  if seen ~= 0 and not redis.call('SET', KEYS[seen], '1', 'NX', 'EX', ttl) then
-    out[#out + 1] = false
-  else
-    local id = redis.pcall('XADD', stream, '*', 'm', payload)
-    if type(id) == 'table' and id.err then
-      if seen ~= 0 then redis.call('DEL', KEYS[seen]) end
-      return id
+  if messages[i][1] ~= '' then named[#named + 1] = messages[i][1] end
+end
+for first = 1, #named, 1000 do  -- unpack keeps to Lua's stack
+  local last = math.min(#named, first + 999)
+  for b = 3, #KEYS do
+    local found = redis.call('SMISMEMBER', KEYS[b], unpack(named, first, last))
+    for j = 1, #found do
+      if found[j] == 1 then seen[named[first + j - 1]] = true end
     end
-    out[#out + 1] = id
   end
 end
-return out
+local function remember()
+  for first = 1, #added, 1000 do
+    redis.call('SADD', adding, unpack(added, first, math.min(#added, first + 999)))
+  end
+  if #added > 0 then redis.call('EXPIREAT', adding, ARGV[1]) end
+end
+for i = 1, #messages do
+  local key = messages[i][1]
+  if key ~= '' and seen[key] then
+    out[i] = '0'
+  else
+    local id = redis.pcall('XADD', stream, '*', 'm', messages[i][2])
+    if type(id) == 'table' and id.err then
+      remember()
+      return id
+    end
+    if key ~= '' then
+      seen[key] = true
+      added[#added + 1] = key
+    end
+    out[i] = '1'
+  end
+end
+remember()
+return table.concat(out)
 """
 
 _TRIM = """
@@ -201,7 +226,7 @@ class Bus:
     """The streams every part of the bridge talks through. A Redis that does not answer
     raises `StoreUnavailable` from every method (`StorageFull` when it is at maxmemory)."""
 
-    def __init__(self, redis: Redis, *, partitions: int, dedupe_ttl_s: int = 7 * 86400,
+    def __init__(self, redis: Redis, *, partitions: int, dedupe_ttl_s: int = keys.DEDUPE_TTL_S,
                  dead_letter_max_len: int = 100_000, wait_replicas: int = 0, wait_timeout_ms: int = 1000,
                  ref_resolver: RefResolver | None = None) -> None:
         self.redis = redis
@@ -237,21 +262,17 @@ class Bus:
         by_stream: dict[str, list[int]] = {}
         for n, message in enumerate(messages):
             by_stream.setdefault(self.inbound_stream(message), []).append(n)
+        bucket, buckets, expiry = keys.dedupe_buckets(time.time(), self.dedupe_ttl_s)
         calls: list[tuple[list[str], list[Any]]] = []
         for stream, indexes in by_stream.items():
-            declared = [stream]  # the stream, then the dedupe keys
-            frames: list[tuple[int, msgspec.Raw]] = []
-            for n in indexes:
-                message, seen = messages[n], 0
-                if message.dedupe_key:
-                    declared.append(keys.dedupe(stream, message.dedupe_key))
-                    seen = len(declared)
-                frames.append((seen, text(encode(message))))
-            calls.append((declared, [self.dedupe_ttl_s, pack(frames)]))
+            frames = [(messages[n].dedupe_key, text(encode(messages[n]))) for n in indexes]
+            declared = [stream, keys.dedupe_set(stream, bucket), *(keys.dedupe_set(stream, b) for b in buckets)]
+            calls.append((declared, [expiry, pack(frames)]))
         stored = [False] * len(messages)
-        for indexes, ids in zip(by_stream.values(), await self._replicated_scripts(self._publish, calls), strict=True):
-            for n, entry_id in zip(indexes, ids, strict=True):
-                stored[n] = bool(entry_id)
+        for indexes, flags in zip(by_stream.values(), await self._replicated_scripts(self._publish, calls),
+                                  strict=True):
+            for n, flag in zip(indexes, flags, strict=True):
+                stored[n] = flag == 49  # "1"
         return stored
 
     # -- replication (redis.wait_replicas) -------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
+from bridge import keys
 from bridge.errors import ConfigError
 from bridge.translation import TranslationSettings
 from bridge.translation import problems as translation_problems
@@ -72,7 +73,7 @@ class EngineSettings(_Section):
 class StreamSettings(_Section):
     max_len: int = Field(100_000, ge=0)  # acknowledged entries kept per stream, roughly
     trim_interval_s: float = Field(30.0, gt=0)
-    dedupe_ttl_s: int = Field(7 * 86400, ge=60)
+    dedupe_ttl_s: int = Field(keys.DEDUPE_TTL_S, ge=60)
     dead_letter_max_len: int = Field(100_000, ge=1)
 
 

@@ -112,7 +112,36 @@ def dead_letters(stream: str) -> str:
 DEAD_LETTER_STREAMS = PREFIX + "dlq:*"  # matches every dead-letter stream (SCAN)
 
 
+DEDUPE_TTL_S = 7 * 86400  # streams.dedupe_ttl_s's default
+DEDUPE_SPANS = 3  # a dedupe set holds the keys of a third of the dedupe TTL (`dedupe_buckets`)
+DEDUPE_SKEW_S = 300  # publishers' clocks may differ by this much: a set either side is looked in
+
+
+def dedupe_set(stream: str, bucket: int) -> str:
+    """The dedupe keys of the messages published to ``stream`` within one time bucket
+    (a set in the stream's slot; `dedupe_buckets`)."""
+    return f"{PREFIX}dedupe:{stream}:{bucket}"
+
+
+DEDUPE_SETS = PREFIX + "dedupe:*"  # matches every dedupe set (SCAN)
+
+
+def dedupe_buckets(now_s: float, ttl_s: int) -> tuple[int, list[int], int]:
+    """Where a publish at ``now_s`` keeps its dedupe keys: (the bucket it adds to, every
+    bucket that may hold a key added within ``ttl_s``, that bucket's expiry in Unix
+    seconds). A bucket spans a third of the TTL, so a key is remembered for at least the
+    TTL and at most a third longer, and a publish looks in four or five sets: one command
+    each for the whole batch, instead of a key with its own expiry per message (which also
+    filled Redis' keyspace with a key per message, slowing every lookup)."""
+    span = -(-ttl_s // DEDUPE_SPANS)
+    bucket = int(now_s // span)
+    first, last = int((now_s - ttl_s - DEDUPE_SKEW_S) // span), int((now_s + DEDUPE_SKEW_S) // span)
+    return bucket, list(range(last, first - 1, -1)), (bucket + 1) * span + ttl_s + DEDUPE_SKEW_S
+
+
 def dedupe(stream: str, dedupe_key: str) -> str:
+    """Schema 3's dedupe key, a string with its own expiry (schema 4 moves them into
+    `dedupe_set`)."""
     return f"{PREFIX}seen:{stream}:{dedupe_key}"
 
 

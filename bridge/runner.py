@@ -144,7 +144,8 @@ class Bridge:
         except Exception as exc:
             raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {exc}") from None
         await check_server(self.redis, settings.redis)
-        await schema.prepare(self.redis, settings.engine.partitions, lease_ttl_s=settings.engine.lease_ttl_s)
+        await schema.prepare(self.redis, settings.engine.partitions, lease_ttl_s=settings.engine.lease_ttl_s,
+                             dedupe_ttl_s=settings.streams.dedupe_ttl_s)
         reader: Reader | None = None
         privacy: Privacy | None = None
         if settings.history.enabled:

@@ -20,6 +20,10 @@ Versions (``schema`` in ``bridge:meta``; data written before it was kept has non
    they share one slot: ``bridge:contact:<id>`` is ``bridge:contact:{c}:<id>``; the
    engine writes a batch's contact changes before its partition's commit. The global
    erasure counter (``bridge:erasures-rev``, kept for engines of schema 2) goes.
+4. a platform id seen on a stream is a member of a set per stream and time span
+   (``bridge:dedupe:bridge:in:{3.1}:<span>``, `bridge.keys.dedupe_buckets`) instead of a
+   key with its own expiry (``bridge:seen:bridge:in:{3.1}:<id>``): the keys left become
+   members of the present span's set, remembered at least as long as they had left.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from bridge.model import entry_order, new_id
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 3
+SCHEMA = 4
 
 UPGRADING = keys.PREFIX + "upgrading"  # the one process upgrading the data holds it
 _UPGRADE_TTL_MS = 60_000  # renewed while the upgrade runs; a process that died frees it
@@ -55,7 +59,8 @@ return redis.call('HMGET', KEYS[1], 'partitions', 'schema')
 """
 
 
-async def prepare(redis: Redis, partitions: int, *, lease_ttl_s: float) -> None:
+async def prepare(redis: Redis, partitions: int, *, lease_ttl_s: float,
+                  dedupe_ttl_s: int = keys.DEDUPE_TTL_S) -> None:
     """Check the partition count and upgrade older data to this version's layout. Several
     processes may start at once: one upgrades, the others wait for it."""
     stored, schema = await redis.eval(_FIRST_META, 1, keys.META, partitions, SCHEMA)
@@ -66,7 +71,7 @@ async def prepare(redis: Redis, partitions: int, *, lease_ttl_s: float) -> None:
         token = new_id()
         if await redis.set(UPGRADING, token, nx=True, px=_UPGRADE_TTL_MS):
             try:
-                await _upgrade(redis, partitions, version, token, lease_ttl_s)
+                await _upgrade(redis, partitions, version, token, lease_ttl_s, dedupe_ttl_s)
             finally:
                 if await redis.get(UPGRADING) == token.encode():
                     await redis.delete(UPGRADING)
@@ -113,7 +118,8 @@ def _refuse_newer(version: int) -> None:
                           f"this version knows up to {SCHEMA}); run the newer version")
 
 
-async def _upgrade(redis: Redis, partitions: int, version: int, token: str, lease_ttl_s: float) -> None:
+async def _upgrade(redis: Redis, partitions: int, version: int, token: str, lease_ttl_s: float,
+                   dedupe_ttl_s: int) -> None:
     started = time.monotonic()
 
     async def renew() -> None:
@@ -128,14 +134,21 @@ async def _upgrade(redis: Redis, partitions: int, version: int, token: str, leas
         await redis.hset(keys.META, "schema", 2)
         log.info("data upgraded to schema 2", extra={"keys_renamed": moved,
                                                      "seconds": round(time.monotonic() - started, 1)})
+    leases = [keys.lease(stream) for p in range(partitions)
+              for stream in (keys.inbound(p, partitions), keys.outbox(p, partitions))]
     if version < 3:
-        leases = [keys.lease(stream) for p in range(partitions)
-                  for stream in (keys.inbound(p, partitions), keys.outbox(p, partitions))]
         await _wait_for_older_processes(redis, leases, lease_ttl_s)
         log.info("upgrading the data in Redis to schema 3: contact keys get their hash tag")
         moved = await _tag_contacts(redis, renew)
         await redis.hset(keys.META, "schema", 3)
         log.info("data upgraded to schema 3", extra={"keys_renamed": moved,
+                                                     "seconds": round(time.monotonic() - started, 1)})
+    if version < 4:
+        await _wait_for_older_processes(redis, leases, lease_ttl_s)
+        log.info("upgrading the data in Redis to schema 4: dedupe keys become members of a set per time span")
+        moved = await _dedupe_into_sets(redis, dedupe_ttl_s, renew)
+        await redis.hset(keys.META, "schema", 4)
+        log.info("data upgraded to schema 4", extra={"dedupe_keys_moved": moved,
                                                      "seconds": round(time.monotonic() - started, 1)})
 
 
@@ -252,6 +265,44 @@ async def _tag_contacts(redis: Redis, renew: Callable[[], Awaitable[None]]) -> i
         moved += await _rename_scanned(redis, prefix, tagged, renew)
     moved += await _rename(redis, [(f"{keys.PREFIX}contacts-rev", keys.CONTACTS_REV)], strict=False)
     await redis.delete(f"{keys.PREFIX}erasures-rev")  # read by engines of schema 2 only
+    return moved
+
+
+# -- 3 -> 4 ----------------------------------------------------------------------------
+
+_SCHEMA_3_DEDUPE = re.compile(rb"^" + re.escape(keys.dedupe("", "").encode()[:-1]) + rb"(.+?\}):(.*)$", re.S)
+
+
+async def _dedupe_into_sets(redis: Redis, dedupe_ttl_s: int, renew: Callable[[], Awaitable[None]]) -> int:
+    """Each schema-3 dedupe key (``bridge:seen:<stream>:<id>``) becomes a member of its
+    stream's set for the present time span, whose expiry is at least the TTL away: no id
+    is forgotten sooner than it would have been. Added before the key goes, so an upgrade
+    started again finds what the first left."""
+    bucket, _, expiry = keys.dedupe_buckets(time.time(), dedupe_ttl_s)
+    moved = 0
+    chunk: list[tuple[bytes, str, bytes]] = []  # (the key, its set, the id)
+
+    async def move() -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            for _, dedupe_set, member in chunk:
+                pipe.sadd(dedupe_set, member)
+                pipe.expireat(dedupe_set, expiry)
+            for key, _, _ in chunk:
+                pipe.delete(key)
+            await pipe.execute()
+        chunk.clear()
+
+    async for key in redis.scan_iter(match=keys.dedupe("*", "*"), count=_CHUNK):
+        found = _SCHEMA_3_DEDUPE.match(key)
+        if found is None:
+            continue
+        chunk.append((key, keys.dedupe_set(found.group(1).decode(), bucket), found.group(2)))
+        moved += 1
+        if len(chunk) >= _CHUNK:
+            await move()
+            await renew()
+    if chunk:
+        await move()
     return moved
 
 

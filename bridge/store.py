@@ -713,11 +713,8 @@ class Store:
             doomed += keys.conversation_keys(conversation_id, self.partitions)
         wanted = set(conversation_ids)
         bare = [f":{a.partition(':')[2]}:".encode() for a in contact.addresses]
-        loose: builtins.list[str] = []  # dedupe marks and thread refs: each alone, in no one's slot
-        async for key in self.redis.scan_iter(match=keys.dedupe("*", "*"), count=1000):
-            if any(b in key + b":" for b in bare):  # a dedupe key naming the address (the API's)
-                loose.append(key.decode())
-        loose += await self._refs_to(wanted)
+        marks = await self._dedupe_marks_naming(bare)
+        loose = await self._refs_to(wanted)  # thread refs: each alone, in no one's slot
         timers: builtins.list[tuple[str, bytes]] = []
         for p in range(self.partitions):
             for member in await self.redis.zrange(keys.timers(p, self.partitions), 0, -1):
@@ -757,12 +754,26 @@ class Store:
                     pipe.execute_command(command, *args)
                 replies = await pipe.execute()
             deleted += sum(r for (command, *_), r in zip(ops, replies, strict=True) if command == "DEL")
-        if loose:
+        if loose or marks:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key in loose:
                     pipe.delete(key)
+                for dedupe_set, member in marks:
+                    pipe.srem(dedupe_set, member)
                 deleted += sum(await pipe.execute())
         return deleted
+
+    async def _dedupe_marks_naming(self, bare: builtins.list[bytes]) -> builtins.list[tuple[str, bytes]]:
+        """(set, id) of every platform id in the dedupe sets that names one of the
+        addresses (as ``:<address>:``; the API's ids do)."""
+        found: builtins.list[tuple[str, bytes]] = []
+        if not bare:
+            return found
+        async for dedupe_set in self.redis.scan_iter(match=keys.DEDUPE_SETS, count=1000, _type="set"):
+            async for member in self.redis.sscan_iter(dedupe_set, count=1000):
+                if any(b in member + b":" for b in bare):
+                    found.append((dedupe_set.decode(), member))
+        return found
 
 
 def _fields(raw: dict[bytes, bytes]) -> dict[str, str]:

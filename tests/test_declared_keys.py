@@ -78,7 +78,7 @@ def family(key: str) -> str:
 def of_a_partition(key: str) -> bool:
     """Named for a partition or one of its conversations (schema 2, bridge/schema.py)."""
     kind, _, rest = key.removeprefix(keys.PREFIX).partition(":")
-    if kind in ("lease", "seen", "attempts", "retry", "once"):  # named after a stream
+    if kind in ("lease", "dedupe", "attempts", "retry", "once"):  # named after a stream
         streams = (keys.PREFIX + "in:", keys.PREFIX + "outbox:")
         return rest.startswith(streams + tuple(keys.lease(s) for s in streams))  # once: beside the lease
     if kind == "out":  # a partition's outbound stream, out:{p.n}:<channel> (a channel's own has no tag)

@@ -1,11 +1,13 @@
 """Data written by an older version is upgraded at start (schema 1 -> 2: a partition's
-keys get its hash tag; 2 -> 3: the contacts' keys get theirs), losing, doubling and
-forgetting nothing; what cannot be upgraded safely is refused, saying why."""
+keys get its hash tag; 2 -> 3: the contacts' keys get theirs; 3 -> 4: dedupe keys become
+members of a set per time span), losing, doubling and forgetting nothing; what cannot be
+upgraded safely is refused, saying why."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import redis.asyncio as aioredis
 
 from adapters.api.adapter import dedupe_key
 from bridge import keys, schema
+from bridge.bus import Bus
 from bridge.errors import BridgeError
 from bridge.model import Contact, Conversation, Message, address_hash, encode, encode_record, partition_of
 from bridge.store import Store
@@ -107,8 +110,10 @@ async def test_an_older_versions_data_is_upgraded_at_start_and_nothing_is_lost_o
     families = ("conv", "transcript", "addr", "convseq", "refs", "convs", "queue")
     assert [n for n in names if n.split(":")[1] in families and not n.split(":")[2].startswith("{")] == []
     assert "bridge:dlq" not in names
-    seen = [n for n in names if n.startswith("bridge:seen:")]
-    assert len(seen) == 3 and all(n.startswith("bridge:seen:bridge:in:{") for n in seen)  # the new message's too
+    assert [n for n in names if n.startswith("bridge:seen:")] == []
+    remembered = {m for n in names if n.startswith("bridge:dedupe:bridge:in:{") for m in await redis.smembers(n)}
+    assert remembered == {left[k].dedupe_key.encode() for k in ("read", "unread")} | {
+        dedupe_key("up-back", "m1").encode()}  # the new message's too
     assert await redis.hget(keys.META, "schema") == str(schema.SCHEMA).encode()
 
 
@@ -118,7 +123,9 @@ async def test_processes_starting_together_upgrade_once(redis: aioredis.Redis) -
     stream = keys.inbound(partition_of(left["read"].partition_key, P), P)
     pending = await redis.xpending(stream, keys.ENGINE_GROUP)
     assert (pending["pending"], pending["consumers"]) == (1, [{"name": b"old-worker", "pending": 1}])
-    assert await redis.ttl(keys.dedupe(stream, left["read"].dedupe_key)) > 3000  # its expiry kept
+    bucket, _, _ = keys.dedupe_buckets(time.time(), keys.DEDUPE_TTL_S)
+    assert await redis.sismember(keys.dedupe_set(stream, bucket), left["read"].dedupe_key)
+    assert await redis.ttl(keys.dedupe_set(stream, bucket)) >= keys.DEDUPE_TTL_S  # at least as long as it had
     assert await redis.exists(schema.UPGRADING) == 0
 
 
@@ -206,7 +213,7 @@ async def test_contacts_of_schema_2_keep_everything_under_their_tag(redis_url: s
     assert 2000 < await redis.ttl("bridge:erased:{c}:0123456789abcdef") <= 3000  # its expiry kept
     assert int(await redis.get(keys.CONTACTS_REV)) >= 7
     assert "bridge:erasures-rev" not in names  # read by schema-2 engines only
-    assert await redis.hget(keys.META, "schema") == b"3"
+    assert await redis.hget(keys.META, "schema") == str(schema.SCHEMA).encode()
 
 
 async def test_a_schema_2_process_still_running_stops_the_contacts_upgrade(redis: aioredis.Redis) -> None:
@@ -216,3 +223,37 @@ async def test_a_schema_2_process_still_running_stops_the_contacts_upgrade(redis
         await schema.prepare(redis, P, lease_ttl_s=0.1)
     assert await redis.exists("bridge:contact:c-known") == 1
     assert await redis.hget(keys.META, "schema") == b"2"
+
+
+async def test_dedupe_keys_of_schema_3_are_kept_in_sets_and_still_drop_a_platforms_retry(
+        redis: aioredis.Redis) -> None:
+    await redis.hset(keys.META, mapping={"partitions": P, "schema": 3})
+    bus = Bus(redis, partitions=P, dedupe_ttl_s=3600)
+    seen = [customer(f"up-seen-{n}", "Where is my order?", "m1") for n in range(2_500)]  # more than a chunk
+    async with redis.pipeline(transaction=False) as pipe:
+        for message in seen:
+            pipe.set(keys.dedupe(bus.inbound_stream(message), message.dedupe_key), "1", ex=600)
+        await pipe.execute()
+    await schema.prepare(redis, P, lease_ttl_s=1, dedupe_ttl_s=3600)
+    assert [key async for key in redis.scan_iter(match="bridge:seen:*")] == []
+    sets = [key.decode() async for key in redis.scan_iter(match="bridge:dedupe:*")]
+    assert len(sets) == P
+    assert min([await redis.ttl(name) for name in sets]) >= 3600  # none forgotten sooner than before
+    # the platform sends them again: dropped; a new id of the same customer is stored
+    again = await bus.publish_many([*seen[:50], customer("up-seen-0", "One more thing", "m2")])
+    assert again == [False] * 50 + [True]
+    assert await redis.hget(keys.META, "schema") == b"4"
+
+
+def test_a_dedupe_key_is_looked_for_as_long_as_the_ttl_whenever_it_was_added() -> None:
+    """Where a key is added (`keys.dedupe_buckets`), every publish within the TTL looks,
+    even from a clock `DEDUPE_SKEW_S` behind or ahead; and that set lives that long."""
+    ttl = 7 * 86400
+    for added in range(1_700_000_000, 1_700_000_000 + 3 * ttl, 3_607):
+        bucket, _, expiry = keys.dedupe_buckets(added, ttl)
+        assert expiry >= added + ttl + keys.DEDUPE_SKEW_S
+        for later in (0, 1, ttl // 3, ttl // 2, ttl - 1, ttl):
+            for skew in (-keys.DEDUPE_SKEW_S, 0, keys.DEDUPE_SKEW_S):
+                _, looked_in, _ = keys.dedupe_buckets(added + later + skew, ttl)
+                assert bucket in looked_in, (added, later, skew)
+                assert len(looked_in) <= keys.DEDUPE_SPANS + 2
