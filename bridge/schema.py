@@ -270,6 +270,7 @@ async def _tag_contacts(redis: Redis, renew: Callable[[], Awaitable[None]]) -> i
 
 # -- 3 -> 4 ----------------------------------------------------------------------------
 
+_PROGRESS_EVERY = 100 * _CHUNK  # a busy week left millions: say how far the upgrade got
 _SCHEMA_3_DEDUPE = re.compile(rb"^" + re.escape(keys.dedupe("", "").encode()[:-1]) + rb"(.+?\}):(.*)$", re.S)
 
 
@@ -283,9 +284,12 @@ async def _dedupe_into_sets(redis: Redis, dedupe_ttl_s: int, renew: Callable[[],
     chunk: list[tuple[bytes, str, bytes]] = []  # (the key, its set, the id)
 
     async def move() -> None:
+        by_set: dict[str, list[bytes]] = {}
+        for _, dedupe_set, member in chunk:
+            by_set.setdefault(dedupe_set, []).append(member)
         async with redis.pipeline(transaction=False) as pipe:
-            for _, dedupe_set, member in chunk:
-                pipe.sadd(dedupe_set, member)
+            for dedupe_set, members in by_set.items():
+                pipe.sadd(dedupe_set, *members)
                 pipe.expireat(dedupe_set, expiry)
             for key, _, _ in chunk:
                 pipe.delete(key)
@@ -301,6 +305,8 @@ async def _dedupe_into_sets(redis: Redis, dedupe_ttl_s: int, renew: Callable[[],
         if len(chunk) >= _CHUNK:
             await move()
             await renew()
+            if moved % _PROGRESS_EVERY == 0:
+                log.info("upgrading to schema 4: dedupe keys moved so far", extra={"dedupe_keys_moved": moved})
     if chunk:
         await move()
     return moved
