@@ -692,7 +692,8 @@ class Store:
 
     async def erase_contact(self, contact: Contact, conversation_ids: builtins.list[str]) -> int:
         """Delete the contact, its indexes and its conversations (state, transcript, status
-        entries, thread refs, timers); returns the keys deleted.
+        entries, thread refs, timers, the platform ids naming its addresses); returns the keys
+        (and ids) deleted.
 
         Each address's conversation counter is set to the clock instead of deleted: counted
         from 1 again, the address's next conversation would take the id of an erased one,
@@ -765,13 +766,13 @@ class Store:
 
     async def _dedupe_marks_naming(self, bare: builtins.list[bytes]) -> builtins.list[tuple[str, bytes]]:
         """(set, id) of every platform id in the dedupe sets that names one of the
-        addresses (as ``:<address>:``; the API's ids do)."""
+        addresses (``:<address>:`` within ``:<id>:``; the API's ids do)."""
         found: builtins.list[tuple[str, bytes]] = []
         if not bare:
             return found
         async for dedupe_set in self.redis.scan_iter(match=keys.DEDUPE_SETS, count=1000, _type="set"):
             async for member in self.redis.sscan_iter(dedupe_set, count=1000):
-                if any(b in member + b":" for b in bare):
+                if any(b in b":" + member + b":" for b in bare):
                     found.append((dedupe_set.decode(), member))
         return found
 
