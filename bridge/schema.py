@@ -271,7 +271,8 @@ async def _tag_contacts(redis: Redis, renew: Callable[[], Awaitable[None]]) -> i
 # -- 3 -> 4 ----------------------------------------------------------------------------
 
 _PROGRESS_EVERY = 100 * _CHUNK  # a busy week left millions: say how far the upgrade got
-_SCHEMA_3_DEDUPE = re.compile(rb"^" + re.escape(keys.dedupe("", "").encode()[:-1]) + rb"(.+?\}):(.*)$", re.S)
+_SEEN = keys.dedupe("", "").removesuffix(":")  # bridge:seen:, then the stream and the id
+_SCHEMA_3_DEDUPE = re.compile(rb"^" + re.escape(_SEEN.encode()) + rb"(.+?\}):(.*)$", re.S)  # (stream, id)
 
 
 async def _dedupe_into_sets(redis: Redis, dedupe_ttl_s: int, renew: Callable[[], Awaitable[None]]) -> int:
