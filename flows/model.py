@@ -290,7 +290,11 @@ class ModelHolder:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
         self._future: concurrent.futures.Future[TriageModel | None] = concurrent.futures.Future()
-        thread = threading.Thread(target=self._work, name="triage-model", daemon=True)
+        # not a daemon: CPython 3.11 ends a daemon thread that asks for the GIL back during
+        # finalization by unwinding it (pthread_exit), and unwound through scikit-learn's C++
+        # frames that aborts the process ("terminate called without an active exception":
+        # a bridge stopped a few seconds after it started, once in CI); exit waits instead
+        thread = threading.Thread(target=self._work, name="triage-model")
         thread.start()
 
     def _work(self) -> None:
