@@ -23,9 +23,14 @@ behind it, in order, instead of overtaking it, until an operator replays the lan
 
 What was sent is recorded as sends complete, a few at a time (a group commit: whatever
 completed while the previous record was written), so a crash re-sends at most the sends
-in flight and the few not yet recorded. A redelivered entry whose send was recorded is
-acked without sending again; the HTTP webhook carries the message id so receivers can
-drop the rare double.
+in flight and the few not yet recorded; the HTTP webhook carries the message id so
+receivers can drop the rare double. The record of a partition's stream is its ack: the
+commit that acks an entry is the one that would say it was sent, so a redelivered entry
+was never recorded. Only the channel's own stream keeps a sent record (message id ->
+platform id, by day), whose key is in another slot than the stream on a Redis Cluster,
+where the two are committed apart; a redelivered entry whose send it holds is acked
+without sending again (bridges before 2026-12-05 recorded every stream's sends there,
+which a replay still finds for `SENT_RECORD_DAYS`).
 """
 
 from __future__ import annotations
@@ -154,6 +159,7 @@ class ChannelDispatcher:
         self.adapter = adapter
         self.channel = adapter.name
         self.streams = keys.outbound_streams(self.channel, bus.partitions)
+        self.own_stream = keys.channel_stream(self.channel)  # the one whose sends are recorded (see above)
         self.group = keys.DISPATCH_GROUP
         self.worker_id = worker_id
         self.report_health = report_health
@@ -529,7 +535,8 @@ class ChannelDispatcher:
         report deliveries to the engine."""
         bus = self.bus
         retries: Ops = []
-        sent_ids: dict[str, list[tuple[str, str]]] = {}  # stream -> (message id, platform id)
+        sent = 0
+        sent_ids: list[tuple[str, str]] = []  # (message id, platform id) sent from the channel's own stream
         refs: list[tuple[str, str]] = []  # (thread ref, conversation id)
         failures: Ops = []
         acks: dict[str, list[str]] = {}  # stream -> entry ids
@@ -543,7 +550,9 @@ class ChannelDispatcher:
                 continue
             delivered = d.delivered
             if delivered is not None and not d.recorded_before and message.id:
-                sent_ids.setdefault(stream, []).append((message.id, _platform_id(d)))
+                sent += 1
+                if stream == self.own_stream:
+                    sent_ids.append((message.id, _platform_id(d)))
                 if delivered.ref and message.conversation_id:
                     refs.append((delivered.ref, message.conversation_id))
             if d.dead:
@@ -561,8 +570,7 @@ class ChannelDispatcher:
             batch = [d for d in batch if not d.retry_due_ms]
         ops = retries
         today = _today()
-        for stream, pairs in sent_ids.items():
-            ops += bus.sent_ops(stream, today, pairs, keep_days=SENT_RECORD_DAYS)
+        ops += bus.sent_ops(self.own_stream, today, sent_ids, keep_days=SENT_RECORD_DAYS)
         for ref, conversation_id in refs:
             ops += Store.ref_ops(ref, conversation_id, bus.partitions)
         if refs and self.history:
@@ -584,7 +592,7 @@ class ChannelDispatcher:
                                                     "conversation": d.item.message.conversation_id,
                                                     "reason": d.dead})
         self._room.set()
-        self._sent.inc(sum(len(pairs) for pairs in sent_ids.values()))
+        self._sent.inc(sent)
         self.delivered += acked
         notices = [n for d in batch if (n := self._notice(d)) is not None]
         for _ in range(20):  # recorded already: only the reports are tried again (they dedupe)

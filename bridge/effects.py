@@ -12,6 +12,7 @@ class Effects(msgspec.Struct):
 
     conversation: Conversation  # saved as it is now
     previous_status: str | None  # None: a new conversation (its address now points to it)
+    previous_updated_ms: int = 0  # the conversation's updated_ms before the turn (0: unknown)
     kept: list[Message | bytes] = msgspec.field(default_factory=list)  # appended to the transcript, in order
     outbound: list[Message] = msgspec.field(default_factory=list)  # to outbound:<channel>
     queued: list[tuple[str, Message]] = msgspec.field(default_factory=list)  # (email queue, case)

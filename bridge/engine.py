@@ -553,7 +553,8 @@ class Engine:
             if conversation is None:
                 return None
             return Turn(message=message, conversation=conversation, contact=self._contact(p, conversation),
-                        config=self.flow_config, now_ms=now, previous_status=conversation.status)
+                        config=self.flow_config, now_ms=now, previous_status=conversation.status,
+                        previous_updated_ms=conversation.updated_ms)
         if conversation is None:
             conversation_id = p.current.data.get((message.channel, message.address))
             conversation = p.conversations.data.get(conversation_id) if conversation_id else None
@@ -578,7 +579,8 @@ class Engine:
             contact.name = message.sender.name
         return Turn(message=message, conversation=conversation, contact=contact, config=self.flow_config,
                     now_ms=now, is_new=is_new, reopened=reopened, contact_changed=is_new or renamed,
-                    contact_created=created, previous_status=previous)
+                    contact_created=created, previous_status=previous,
+                    previous_updated_ms=0 if is_new else conversation.updated_ms)
 
     def _contact(self, p: _Partition, conversation: Conversation) -> Contact | None:
         cached = p.contacts.data.get(conversation.contact_id) if conversation.contact_id else None

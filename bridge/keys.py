@@ -152,8 +152,9 @@ def lease(stream: str) -> str:
 
 def sent_day(stream: str, day: int) -> str:
     """Hash: outbound message id -> platform message id, so a redelivery is not resent; one
-    bucket per outbound stream (in its slot) and day (days since the epoch), expired after
-    a few days. The channel's own stream keeps the name of old: ``sent:<channel>:<day>``."""
+    bucket per outbound stream and day (days since the epoch), expired after a few days.
+    Written for the channel's own stream only (``sent:<channel>:<day>``, the name of old:
+    not in the stream's slot); a partition's stream's ack is its record (`bridge.dispatcher`)."""
     return f"{PREFIX}sent:{stream.removeprefix(OUTBOUND)}:{day}"
 
 
@@ -230,8 +231,14 @@ def by_status(status: str, partition: int, partitions: int) -> str:
     return f"{PREFIX}convs:{partition_tag(partition, partitions)}:{status}"
 
 
+# a status index's score is the conversation's updated_ms at most this far behind: within
+# one such span (ms since the epoch, divided), a turn that keeps the status leaves it
+INDEX_GRAIN_MS = 1_000
+
+
 def status_index(conversation_id: str, status: str, partitions: int) -> str:
-    """The `by_status` zset that holds this conversation while it has ``status``."""
+    """The `by_status` zset that holds this conversation while it has ``status``, scored
+    by when it was updated (`INDEX_GRAIN_MS`)."""
     return by_status(status, conversation_partition(conversation_id, partitions), partitions)
 
 

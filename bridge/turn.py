@@ -60,6 +60,7 @@ class Turn(msgspec.Struct):
     config: FlowConfig
     now_ms: int
     previous_status: str | None = None  # the status before this message; None: new conversation
+    previous_updated_ms: int = 0  # the conversation's updated_ms before this message
     is_new: bool = False  # the conversation was opened by this message
     reopened: bool = False
     outbound: list[Message] = msgspec.field(default_factory=list)  # to outbound:<channel>
@@ -144,6 +145,7 @@ class Turn(msgspec.Struct):
             if out.kind == "reply" and (message.kind != "agent" or "translation_of" in out.data):
                 kept.append(out)
         return Effects(conversation=conversation, previous_status=self.previous_status,
+                       previous_updated_ms=self.previous_updated_ms,
                        kept=kept, outbound=self.outbound, queued=self.queued, timers=self.timers,
                        contact=self.contact if self.contact_changed else None,
                        contact_shared=self.contact_changed and not self.contact_created,

@@ -412,6 +412,49 @@ async def test_a_batch_saves_each_conversation_as_its_last_turn_left_it(redis: a
     assert (await store.for_address("api", many[-1].address)) == many[-1]
 
 
+async def test_a_busy_conversation_moves_in_the_status_lists_once_a_second(redis: aioredis.Redis) -> None:
+    """A turn that keeps the status writes the conversation's place in its status list
+    only when it was last updated in an earlier second (`keys.INDEX_GRAIN_MS`): the
+    lists' order is at most that far behind, a status change shows at once, and the
+    record always has the exact time."""
+    store = Store(redis, partitions=8)
+    second = keys.INDEX_GRAIN_MS
+    busy = Conversation(id="busy-1", channel="api", address="b", status="open", updated_ms=50 * second + 100)
+    await commit(redis, store.save_ops(busy, None))
+    quiet = Conversation(id="quiet-1", channel="api", address="q", status="open", updated_ms=50 * second + 500)
+    await commit(redis, store.save_ops(quiet, None))
+
+    async def turn(status: str, at_ms: int) -> None:
+        saves = Saves(8)
+        before = (busy.status, busy.updated_ms)
+        busy.status, busy.updated_ms = status, at_ms
+        store.effect_ops(Effects(conversation=busy, previous_status=before[0], previous_updated_ms=before[1]), saves)
+        await commit(redis, saves.ops())
+
+    async def place(status: str) -> float | None:
+        score: float | None = await redis.zscore(keys.status_index(busy.id, status, 8), busy.id)
+        return score
+
+    await turn("open", 50 * second + 900)  # the same second: its place stays, behind quiet-1's
+    assert await place("open") == 50 * second + 100
+    assert (await store.get(busy.id)) == busy  # the record is exact
+    assert await store.ids_with_status("open") == ["busy-1", "quiet-1"]
+    await turn("open", 51 * second + 50)  # a new second: it moves
+    assert await place("open") == 51 * second + 50
+    assert await store.ids_with_status("open") == ["quiet-1", "busy-1"]
+    assert [c.id for c in await store.list()] == ["busy-1", "quiet-1"]
+    await turn("pending", 51 * second + 60)  # a status change within the second shows at once
+    assert (await place("open"), await place("pending")) == (None, 51 * second + 60)
+    await turn("pending", 51 * second + 70)
+    assert await place("pending") == 51 * second + 60
+    assert await store.ids_with_status("pending") == ["busy-1"]
+    saves = Saves(8)  # a turn whose conversation's time before is not known writes it
+    busy.updated_ms = 51 * second + 80
+    store.effect_ops(Effects(conversation=busy, previous_status="pending"), saves)
+    await commit(redis, saves.ops())
+    assert await place("pending") == 51 * second + 80
+
+
 async def test_a_read_of_thousands_of_entries_commits(redis: aioredis.Redis, make_engine: Any) -> None:
     """engine.batch_size allows 10,000 entries per read; their commit acknowledges them
     all. Lua spreads a command's values with unpack(), which fails above about 8,000, so
