@@ -39,6 +39,29 @@ async def test_publish_is_idempotent_on_the_dedupe_key(redis: aioredis.Redis) ->
     assert [decode(e[1][b"m"]).text for e in entries] == ["hello", "x", "z"]
 
 
+
+async def test_publishers_racing_with_the_same_platform_ids_store_each_once(redis_url: str) -> None:
+    """Two ingest processes given the same platform retries at the same moment: each
+    message is stored by one of them, the other is told it is a duplicate; a batch with
+    one seen id among new ones stores the new ones."""
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
+    try:
+        buses = [Bus(client, partitions=2) for client in clients]
+        for round_ in range(40):
+            batch = [customer(f"r{n % 3}", f"round {round_} message {n}", dedupe=f"api:race-{round_}-{n}")
+                     for n in range(6)]
+            results = await asyncio.gather(*(bus.publish_many(batch) for bus in buses))
+            assert [a + b for a, b in zip(*results, strict=True)] == [1] * 6, results
+        stored = [decode(fields[b"m"]).text for p in range(2) for _, fields in
+                  await clients[0].xrange(keys.inbound(p, 2))]
+        assert sorted(stored) == sorted(f"round {r} message {n}" for r in range(40) for n in range(6))
+        mixed = [customer("r0", "seen", "api:race-0-0"), customer("r0", "new one", "api:race-new"),
+                 customer("r0", "no id")]
+        assert await buses[0].publish_many(mixed) == [False, True, True]
+    finally:
+        for client in clients:
+            await client.aclose()
+
 async def test_one_conversation_always_lands_in_one_partition(redis: aioredis.Redis) -> None:
     bus = Bus(redis, partitions=8)
     streams = {bus.inbound_stream(customer("same-customer", str(i))) for i in range(20)}
