@@ -350,7 +350,18 @@ class Engine:
 
     async def _handle_partition(self, stream: str, partition: _Partition, entries: list[Entry],
                                 revs: tuple[int, int]) -> None:
-        """One partition's entries in stream order, then its one fenced commit."""
+        """One partition's entries in stream order, then its one fenced commit; the jobs
+        its turns started publish their results only if it was committed (`bridge.jobs`)."""
+        committed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        try:
+            await self._handle_batch(stream, partition, entries, revs, committed)
+            committed.set_result(True)
+        finally:
+            if not committed.done():
+                committed.set_result(False)
+
+    async def _handle_batch(self, stream: str, partition: _Partition, entries: list[Entry],
+                            revs: tuple[int, int], committed: asyncio.Future[bool]) -> None:
         started = time.perf_counter()
         ops: Ops = []
         messages, malformed = decode_entries(entries)
@@ -378,7 +389,7 @@ class Engine:
                     blocked.add(key)  # behind its conversation's failed message, or that one not due yet
                     continue
             try:
-                turn = await self._begin(partition, message)
+                turn = await self._begin(partition, message, committed)
                 if turn is None:
                     ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, _unknown(message)))
                     continue
@@ -539,7 +550,7 @@ class Engine:
             p.conversations.drop(conversation_id)
         p.current.drop((message.channel, message.address))
 
-    async def _begin(self, p: _Partition, message: Message) -> Turn | None:
+    async def _begin(self, p: _Partition, message: Message, committed: asyncio.Future[bool]) -> Turn | None:
         # the caches are read without touching: `_load` touched what the batch uses
         now = self.clock_ms()
         conversation: Conversation | None = None
@@ -554,7 +565,7 @@ class Engine:
                 return None
             return Turn(message=message, conversation=conversation, contact=self._contact(p, conversation),
                         config=self.flow_config, now_ms=now, previous_status=conversation.status,
-                        previous_updated_ms=conversation.updated_ms)
+                        previous_updated_ms=conversation.updated_ms, committed=committed)
         if conversation is None:
             conversation_id = p.current.data.get((message.channel, message.address))
             conversation = p.conversations.data.get(conversation_id) if conversation_id else None
@@ -580,7 +591,7 @@ class Engine:
         return Turn(message=message, conversation=conversation, contact=contact, config=self.flow_config,
                     now_ms=now, is_new=is_new, reopened=reopened, contact_changed=is_new or renamed,
                     contact_created=created, previous_status=previous,
-                    previous_updated_ms=0 if is_new else conversation.updated_ms)
+                    previous_updated_ms=0 if is_new else conversation.updated_ms, committed=committed)
 
     def _contact(self, p: _Partition, conversation: Conversation) -> Contact | None:
         cached = p.contacts.data.get(conversation.contact_id) if conversation.contact_id else None

@@ -5,13 +5,20 @@ A step that has waited for a call as long as it may hands the rest of the call t
 call's result comes back as a command message through the inbound stream, where the step
 answers it in the conversation's order. A job lost in a crash is covered by a timer the
 step scheduled in the same commit (its answer when no result came).
+
+A job started by a turn publishes its result only once the turn's batch is committed
+(`Turn.committed`): a batch run again (its lease lost, Redis away) starts its jobs again,
+and the first run's result, for a conversation that may never have been stored (a new
+one gets another id the second time), would be dead-lettered and take the dedupe key the
+second run's result needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from bridge.model import Message
 
@@ -26,23 +33,29 @@ class Jobs:
         self.max_running = max_running
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, work: Awaitable[Message | None], what: str) -> bool:
-        """Run ``work`` on its own and publish the message it returns (if any); False
-        (nothing started) when too many jobs are running already."""
+    def start(self, work: Coroutine[Any, Any, Message | None], what: str,
+              after: asyncio.Future[bool] | None = None) -> bool:
+        """Run ``work`` on its own and publish the message it returns (if any), once
+        ``after`` (the turn's commit) is True, never when it is False; False (nothing
+        started) when too many jobs are running already."""
         if len(self._tasks) >= self.max_running:
+            work.close()
             return False
-        task = asyncio.ensure_future(self._run(work, what))
+        task = asyncio.ensure_future(self._run(work, what, after))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _run(self, work: Awaitable[Message | None], what: str) -> None:
+    async def _run(self, work: Awaitable[Message | None], what: str, after: asyncio.Future[bool] | None) -> None:
         try:
             result = await work
         except Exception:
             log.exception("job failed", extra={"job": what})  # the step's timer answers instead
             return
         if result is None:
+            return
+        if after is not None and not await asyncio.shield(after):  # (shared by the batch's jobs)
+            log.info("job result dropped: its turn was not committed", extra={"job": what})
             return
         for attempt in range(10):
             try:

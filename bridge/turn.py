@@ -8,6 +8,7 @@ None or an awaitable; ``turn.stop()`` ends the pipeline for this message.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ class Turn(msgspec.Struct):
     now_ms: int
     previous_status: str | None = None  # the status before this message; None: new conversation
     previous_updated_ms: int = 0  # the conversation's updated_ms before this message
+    # True once the turn's batch is committed, False if it is not (`Jobs.start`'s ``after``)
+    committed: asyncio.Future[bool] | None = None
     is_new: bool = False  # the conversation was opened by this message
     reopened: bool = False
     outbound: list[Message] = msgspec.field(default_factory=list)  # to outbound:<channel>

@@ -250,7 +250,7 @@ def build(config: FlowConfig) -> Step:
                            conversation_id=conversation.id, dedupe_key=f"{RESULT}:{job}",
                            data={"job": job, "result": dataclasses.asdict(found)})
 
-        if jobs is None or not jobs.start(result(), f"order_status {order}"):
+        if jobs is None or not jobs.start(result(), f"order_status {order}", turn.committed):
             return False
         conversation.data.setdefault(PENDING, {})[job] = order
         overdue_ms = int(1000 * (settings.timeout_s * (settings.retries + 1)

@@ -128,6 +128,44 @@ async def test_a_link_handled_again_after_a_lost_lease_is_recorded_once(redis: a
     assert [(e["action"], e["value"]) for e in events] == [("link", "linked@example.com")]
 
 
+async def test_a_job_of_a_turn_whose_commit_was_refused_leaves_its_result_to_the_run_again(
+        redis: aioredis.Redis, make_engine: Any) -> None:
+    """A turn starts a job (a translation, an order lookup), then its batch's commit is
+    refused (the lease lost): the batch runs again and opens the conversation again, under
+    another id. Only the job of the committed run publishes its result (the first one's
+    named a conversation never stored, went to the dead letters and took the dedupe key the
+    second's needed: the translation never showed)."""
+    answered: list[str] = []
+    stream, store = keys.inbound(0, 1), Store(redis, partitions=1)
+
+    def step(turn: Turn) -> None:
+        message = turn.message
+        if message.kind == "customer":
+            conversation_id = turn.conversation.id
+
+            async def work() -> Message:
+                return Message(kind="command", channel="api", name="echo", conversation_id=conversation_id,
+                               dedupe_key=f"echo:{message.id}")
+
+            assert turn.config.jobs is not None and turn.config.jobs.start(work(), "echo", turn.committed)
+        elif message.name == "echo":
+            answered.append(message.conversation_id)
+
+    engine = make_engine([step], partitions=1, lease_ttl_s=30)
+    await wait_for(lambda: stream in engine.leases.held, 10, "the partition's lease")
+    await redis.set(keys.lease(stream), "another-worker", px=60_000)  # taken over while we stalled
+    await engine.bus.publish(Message(kind="customer", channel="api", address="asks", text="hello"))
+    await wait_for(lambda: stream not in engine.leases.held, 10, "the lost partition dropped")
+    assert engine.processed == 0
+    await asyncio.sleep(0.2)  # the first run's job has its result by now
+    await redis.delete(keys.lease(stream))  # the other worker went: ours takes the partition back
+    await wait_for(lambda: answered, 20, "the job's result answered")
+    await asyncio.sleep(0.3)
+    conversation = await store.for_address("api", "asks")
+    assert conversation is not None and answered == [conversation.id]
+    assert await engine.bus.dead_letters() == []
+
+
 async def test_a_batch_of_more_conversations_than_the_cache_holds_opens_none_anew(
         redis: aioredis.Redis, make_engine: Any) -> None:
     """A conversation the cache dropped before its message's turn (the batch loaded more
