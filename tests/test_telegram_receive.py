@@ -45,7 +45,8 @@ async def eventually(predicate: Callable[[], bool | Awaitable[bool]], timeout_s:
 
 async def inbound(redis: aioredis.Redis) -> list[Message]:
     out = []
-    async for stream in redis.scan_iter(match=keys.PREFIX + "in:*"):
+    streams = {stream async for stream in redis.scan_iter(match=keys.PREFIX + "in:*")}  # (SCAN may repeat one)
+    for stream in streams:
         for _id, fields in await redis.xrange(stream):
             out.append(decode(fields[keys.PAYLOAD_FIELD.encode()]))
     return sorted(out, key=lambda m: m.dedupe_key)
