@@ -36,7 +36,7 @@ from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, p
 from bridge.ops import Ops, pack, text, variadic
 from bridge.primaries import on_primaries
 from bridge.storeerrors import typed_store_errors
-from bridge.transaction import FenceFailed, fenced, packed, pipelined, pipelined_packed
+from bridge.transaction import FenceFailed, fenced, packed, pipelined
 
 # thread refs Redis has no key for -> their conversation ids (Store.archived_refs: the SQL record)
 RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
@@ -91,32 +91,6 @@ for i = 1, #messages do
 end
 remember()
 return table.concat(out)
-"""
-
-# The publish without Lua's copies (`Bus._publish_watched`). KEYS: for each stream of the
-# batch, every dedupe set that may hold a key seen within the TTL (ARGV[1] of them), then
-# the publish gate. ARGV[2..]: for each stream in that order, how many dedupe keys, then
-# those keys. Should one be in a set, it writes the gate, which the transaction sent
-# behind it WATCHes, so Redis refuses that transaction (and `_PUBLISH` runs the batch).
-_UNSEEN = """
-local per, gate = tonumber(ARGV[1]), KEYS[#KEYS]
-local at, sets = 2, 0
-while at <= #ARGV do
-  local count = tonumber(ARGV[at])
-  for b = sets + 1, sets + per do
-    for first = at + 1, at + count, 1000 do  -- unpack keeps to Lua's stack
-      local found = redis.call('SMISMEMBER', KEYS[b], unpack(ARGV, first, math.min(at + count, first + 999)))
-      for j = 1, #found do
-        if found[j] == 1 then
-          redis.call('SET', gate, '1', 'PX', 10000)
-          return 1
-        end
-      end
-    end
-  end
-  sets, at = sets + per, at + count + 1
-end
-return 0
 """
 
 _TRIM = """
@@ -247,12 +221,6 @@ def decode_entries(entries: list[Entry]) -> tuple[list[tuple[Entry, Message]], l
     return decoded, malformed
 
 
-@functools.lru_cache(maxsize=1024)
-def _xadd_head(stream: str) -> bytes:
-    """``XADD <stream> * m`` packed, its payload left to add (`Bus._publish_watched`)."""
-    return b"*5\r\n" + packed([("XADD", stream, "*", keys.PAYLOAD_FIELD)])[4:]
-
-
 @typed_store_errors
 class Bus:
     """The streams every part of the bridge talks through. A Redis that does not answer
@@ -286,8 +254,7 @@ class Bus:
 
     async def publish_many(self, messages: Sequence[Message]) -> list[bool]:
         """Append a batch in one round trip (two when thread refs must be resolved, and a
-        look in the SQL record for refs retention dropped; one more when a key was seen):
-        one checked transaction (`_publish_watched`), else one script call per partition
+        look in the SQL record for refs retention dropped): one script call per partition
         (a script keeps to one Redis Cluster slot), pipelined."""
         if not messages:
             return []
@@ -296,8 +263,6 @@ class Bus:
         for n, message in enumerate(messages):
             by_stream.setdefault(self.inbound_stream(message), []).append(n)
         bucket, buckets, expiry = keys.dedupe_buckets(time.time(), self.dedupe_ttl_s)
-        if not self.cluster and await self._publish_watched(messages, by_stream, bucket, buckets, expiry):
-            return [True] * len(messages)
         calls: list[tuple[list[str], list[Any]]] = []
         for stream, indexes in by_stream.items():
             frames = [(messages[n].dedupe_key, text(encode(messages[n]))) for n in indexes]
@@ -309,53 +274,6 @@ class Bus:
             for n, flag in zip(indexes, flags, strict=True):
                 stored[n] = flag == 49  # "1"
         return stored
-
-    async def _publish_watched(self, messages: Sequence[Message], by_stream: dict[str, list[int]], bucket: int,
-                               buckets: list[int], expiry: int) -> bool:
-        """Publish the batch as one transaction when none of its dedupe keys was seen: a
-        small script (`_UNSEEN`) looks them up, and the XADDs and the SADDs of the keys run
-        natively in the MULTI/EXEC behind it, which WATCHes every set looked in: a key
-        found, or added by another publish meanwhile, and Redis refuses it. What `_PUBLISH`
-        does in Lua, without copying every message into Lua and back. One round trip.
-        False when refused (a duplicate, a race, a key twice in the batch, a command
-        refused when queued): `_PUBLISH` runs the batch then, and tells duplicates apart.
-        Not on a Redis Cluster, where a transaction keeps to one slot and a moved slot is
-        followed command by command. (Should the check alone be refused, as by a Redis
-        busy with a script that ends between the two reads of a long batch, the
-        transaction runs unchecked: a platform's retry could be stored twice, never lost.)"""
-        named = [m.dedupe_key for m in messages if m.dedupe_key]
-        if len(set(named)) < len(named):
-            return False
-        looked: list[str] = []
-        counted: list[Any] = [len(buckets)]
-        writes: list[bytes] = []  # packed
-        queued = 0
-        for stream, indexes in by_stream.items():
-            looked += [keys.dedupe_set(stream, b) for b in buckets]
-            theirs = [messages[n].dedupe_key for n in indexes if messages[n].dedupe_key]
-            counted += [len(theirs), *theirs]
-            xadd = _xadd_head(stream)
-            writes += [b"%b$%d\r\n%b\r\n" % (xadd, len(payload), payload)
-                       for payload in [encode(messages[n]) for n in indexes]]
-            queued += len(indexes)
-            if theirs:
-                adding = keys.dedupe_set(stream, bucket)
-                writes.append(packed([("SADD", adding, *theirs), ("EXPIREAT", adding, expiry)]))
-                queued += 2
-        gate = keys.PUBLISH_GATE
-        wait = [("WAIT", self.wait_replicas, self.wait_timeout_ms)] if self.wait_replicas else []
-        head = [("WATCH", *looked, gate), ("EVAL", _UNSEEN, len(looked) + 1, *looked, gate, *counted), ("MULTI",)]
-        replies = await pipelined_packed(self.redis, b"".join([packed(head), *writes, packed([("EXEC",), *wait])]),
-                                         len(head) + queued + 1 + len(wait), retry=retry_of(self.redis))
-        result = replies[len(head) + queued]
-        if not isinstance(result, list):  # refused (None), or aborted by a command refused when queued
-            return False
-        for reply in result:
-            if isinstance(reply, Exception):  # failed as it ran (those before it were applied)
-                raise reply
-        if wait:
-            self._check_replicas(replies[-1])
-        return True
 
     # -- replication (redis.wait_replicas) -------------------------------------------
 

@@ -126,11 +126,6 @@ def dedupe_set(stream: str, bucket: int) -> str:
 DEDUPE_SETS = PREFIX + "dedupe:*"  # matches every dedupe set (SCAN)
 
 
-# what a publish's dedupe check writes to have Redis refuse its transaction (`bridge.bus`;
-# one Redis only: on a cluster the script publishes)
-PUBLISH_GATE = PREFIX + "publish-gate"
-
-
 def dedupe_buckets(now_s: float, ttl_s: int) -> tuple[int, list[int], int]:
     """Where a publish at ``now_s`` keeps its dedupe keys: (the bucket it adds to, every
     bucket that may hold a key added within ``ttl_s``, that bucket's expiry in Unix

@@ -147,11 +147,6 @@ async def pipelined(redis: Any, commands: Sequence[Sequence[Any]], key: str = ""
     return await _sent(redis, key, packed(commands), len(commands), retry)
 
 
-async def pipelined_packed(redis: Any, commands: bytes, count: int, retry: Retry | None = None) -> list[Any]:
-    """`pipelined` for ``count`` commands packed already (`packed`), on one Redis."""
-    return await _sent(redis, "", commands, count, retry)
-
-
 async def _sent(redis: Any, key: str, command: bytes, count: int, retry: Retry | None) -> list[Any]:
     """Send ``command`` (packed) and read its ``count`` replies. The connection is taken
     once, outside the retry: taking it retries its connect already, and with both inside

@@ -482,7 +482,7 @@ async def test_a_redis_still_loading_its_data_is_waited_for(redis: aioredis.Redi
     """Redis restarting answers LOADING until its data is read back: a commit or a publish
     sent meanwhile is tried again (as redis-py tries a single command again) and lands
     once, instead of failing the batch."""
-    marker = b"EXEC" if call == "commit" else keys.PUBLISH_GATE.encode()
+    marker = b"EXEC" if call == "commit" else b"EVALSHA"
     async with LoadingProxy(redis_url, marker, refusals=2) as proxy:
         client = connect(RedisSettings(url=proxy.url))
         bus = Bus(client, partitions=2)
@@ -492,7 +492,7 @@ async def test_a_redis_still_loading_its_data_is_waited_for(redis: aioredis.Redi
                 await bus.commit([("RPUSH", "loaded", "once")], leases=[keys.lease("s")], owner="me")
                 assert await redis.lrange("loaded", 0, -1) == [b"once"]
             else:
-                # two partitions: their transaction goes in one send
+                # two partitions: their script calls go in one send
                 messages = [Message(kind="customer", channel="t", address=f"a{n}", text=f"while loading {n}",
                                     dedupe_key=f"t:{n}") for n in range(8)]
                 assert len({bus.inbound_stream(m) for m in messages}) == 2

@@ -29,17 +29,13 @@ async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, we
             await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": customer, "text": text,
                                                                  "message_id": f"{customer}-1"})
         await b.wait_for(lambda: len(webhook.received) >= 2, what="both answered")
-        # a platform's retry: the publish's check finds it, and the script tells it apart
-        again = await b.post("/api/v1/messages", headers=AUTH, json={
-            "customer_id": "dk-1", "text": "URGENT: the production line stopped", "message_id": "dk-1-1"})
-        assert (await again.json())["duplicate"] is True
         conversation = await resolved_and_recorded(b, "dk-2")
         clock.advance(days=2)
         await b.wait_for(lambda: _gone(b.redis, conversation.id), what="dropped from Redis")
         await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": "dk-2", "text": "Not here yet",
                                                              "message_id": "dk-2-2"})
         await b.wait_for(lambda: _status(b.redis, conversation.id, "open"), what="loaded back and reopened")
-    scripts = {"publish": bus._PUBLISH, "look a publish's keys up": bus._UNSEEN, "renew a lease": lease._RENEW,
+    scripts = {"publish": bus._PUBLISH, "renew a lease": lease._RENEW,
                "drop a closed conversation": store._DROP_ARCHIVED, "drop its address": storearchive._DROP_ADDRESS,
                "load it back": storearchive._RESTORE, "fire timers": bus._FIRE_TIMERS,
                "write new contacts": contactwrites.SCRIPT, "give a lease back": lease._RELEASE,
@@ -53,8 +49,6 @@ async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, we
     for sha, declared in watch.calls:
         if sha == sha1(transaction._CHECK) and not any(key.startswith(inbound_lease) for key in declared):
             continue  # a dispatcher's commit, fenced by its channel's leases together (one per slot on a cluster)
-        if sha == sha1(bus._UNSEEN):
-            continue  # a publish's look at its keys: on one Redis only (a cluster publishes with the script)
         assert len({key_slot(key.encode()) for key in declared}) == 1, declared
         checked += 1
         if sha == sha1(contactwrites.SCRIPT):  # the contacts' slot
