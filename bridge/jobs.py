@@ -16,9 +16,9 @@ second run's result needs.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from bridge.model import Message
 
@@ -33,13 +33,13 @@ class Jobs:
         self.max_running = max_running
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, work: Coroutine[Any, Any, Message | None], what: str,
-              after: asyncio.Future[bool] | None = None) -> bool:
+    def start(self, work: Awaitable[Message | None], what: str, after: asyncio.Future[bool] | None = None) -> bool:
         """Run ``work`` on its own and publish the message it returns (if any), once
-        ``after`` (the turn's commit) is True, never when it is False; False (nothing
-        started) when too many jobs are running already."""
+        ``after`` (the turn's commit: ``turn.committed``) is True, never when it is False;
+        False (nothing started) when too many jobs are running already."""
         if len(self._tasks) >= self.max_running:
-            work.close()
+            if inspect.iscoroutine(work):
+                work.close()  # never to run
             return False
         task = asyncio.ensure_future(self._run(work, what, after))
         self._tasks.add(task)
