@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.compare import figures
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
@@ -32,3 +34,22 @@ def test_two_versions_run_alternately_and_their_means_side_by_side() -> None:
     worktrees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True,
                                check=True).stdout
     assert "bench-compare-" not in worktrees  # the temporary checkout is gone
+
+
+def test_a_bench_run_s_figures_include_the_bridge_s_cpu_over_the_raw_loop_s() -> None:
+    """What a round of `python -m bench` gives the comparison: the bridge's figures, and its
+    CPU per message over the raw loop's in the same run (steadier on a VM whose speed
+    moves). The output is a real run's (2026-12-05), cut to the rows read."""
+    output = """
+                                   raw redis-py         bridge
+throughput (msg/s)                       46,781         27,214
+python CPU per message (us)                23.4           36.2
+redis-server CPU per message (us)            6.1           16.8
+redis round trips per message              0.03           0.05
+bridge/raw throughput ratio: 0.58
+"""
+    found = figures(output, stages=False)
+    assert {k: found[k] for k in ("bridge msg/s", "raw msg/s", "python µs", "redis µs", "ratio")} == {
+        "bridge msg/s": 27_214, "raw msg/s": 46_781, "python µs": 36.2, "redis µs": 16.8, "ratio": 0.58}
+    assert found["redis ×raw"] == pytest.approx(16.8 / 6.1)
+    assert found["python ×raw"] == pytest.approx(36.2 / 23.4)
