@@ -12,8 +12,8 @@ interpreter, so both use the same packages.
 
 Without ``--stages`` each run is ``python -m bench --no-isolation`` (throughput pairs, the
 ratio, Python and redis-server CPU per message, and each of those over the raw loop's in
-the same run: "×raw", which moves less with the machine's speed); with it, ``python -m bench.stages`` (each
-stage alone: publish, engine, dispatcher).
+the same run: "×raw", which discounts the machine's speed); with it, ``python -m
+bench.stages`` (each stage alone: publish, engine, dispatcher).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ _BENCH_ROWS = {
     "redis µs": re.compile(r"^redis-server CPU per message \(us\)\s+[\d.]+\s+([\d.]+)", re.M),
     "ratio": re.compile(r"^bridge/raw throughput ratio: ([\d.]+)", re.M),
 }
-# the bridge's CPU over the raw loop's in the same run: steadier than the µs themselves on a
-# VM whose speed moves (on 2026-12-05 the same code read 12.2-17.2 µs of redis-server a
-# message as the raw loop's moved from 4.1 to 6.9)
+# the bridge's CPU over the raw loop's in the same run: a view that discounts the machine's
+# speed (on 2026-12-05 the same code read 12.2-17.2 µs of redis-server a message as the raw
+# loop's moved from 4.1 to 6.9), though not its noise
 _OVER_RAW = {
     "python ×raw": re.compile(r"^python CPU per message \(us\)\s+([\d.]+)\s+([\d.]+)", re.M),
     "redis ×raw": re.compile(r"^redis-server CPU per message \(us\)\s+([\d.]+)\s+([\d.]+)", re.M),

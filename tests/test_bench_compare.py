@@ -38,8 +38,8 @@ def test_two_versions_run_alternately_and_their_means_side_by_side() -> None:
 
 def test_a_bench_run_s_figures_include_the_bridge_s_cpu_over_the_raw_loop_s() -> None:
     """What a round of `python -m bench` gives the comparison: the bridge's figures, and its
-    CPU per message over the raw loop's in the same run (steadier on a VM whose speed
-    moves). The output is a real run's (2026-12-05), cut to the rows read."""
+    CPU per message over the raw loop's in the same run (which discounts the machine's
+    speed). The output is a real run's (2026-12-05), cut to the rows read."""
     output = """
                                    raw redis-py         bridge
 throughput (msg/s)                       46,781         27,214
