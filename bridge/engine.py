@@ -591,7 +591,7 @@ class Engine:
         return Turn(message=message, conversation=conversation, contact=contact, config=self.flow_config,
                     now_ms=now, is_new=is_new, reopened=reopened, contact_changed=is_new or renamed,
                     contact_created=created, previous_status=previous,
-                    previous_updated_ms=0 if is_new else conversation.updated_ms, committed=committed)
+                    previous_updated_ms=conversation.updated_ms, committed=committed)
 
     def _contact(self, p: _Partition, conversation: Conversation) -> Contact | None:
         cached = p.contacts.data.get(conversation.contact_id) if conversation.contact_id else None

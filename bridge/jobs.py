@@ -35,7 +35,7 @@ class Jobs:
 
     def start(self, work: Awaitable[Message | None], what: str, after: asyncio.Future[bool] | None = None) -> bool:
         """Run ``work`` on its own and publish the message it returns (if any), once
-        ``after`` (the turn's commit: ``turn.committed``) is True, never when it is False;
+        ``after`` (the turn's commit: steps call `Turn.start_job`, which passes it) is True, never when it is False;
         False (nothing started) when too many jobs are running already."""
         if len(self._tasks) >= self.max_running:
             if inspect.iscoroutine(work):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +63,7 @@ class Turn(msgspec.Struct):
     now_ms: int
     previous_status: str | None = None  # the status before this message; None: new conversation
     previous_updated_ms: int = 0  # the conversation's updated_ms before this message
-    # True once the turn's batch is committed, False if it is not (`Jobs.start`'s ``after``)
+    # True once the turn's batch is committed, False if it is not (`start_job`)
     committed: asyncio.Future[bool] | None = None
     is_new: bool = False  # the conversation was opened by this message
     reopened: bool = False
@@ -159,6 +160,15 @@ class Turn(msgspec.Struct):
         command = Message(kind="command", channel="timer", name=name, conversation_id=self.conversation.id,
                           data=data or {}, created_ms=self.now_ms)
         self.timers.append((due_ms, command))
+
+    def start_job(self, work: Awaitable[Message | None], what: str) -> bool:
+        """Run ``work`` as a job (`bridge.jobs`) whose result is published once this turn's
+        batch is committed; False (nothing started) without jobs or with too many running."""
+        if self.config.jobs is None:
+            if inspect.iscoroutine(work):
+                work.close()  # never to run
+            return False
+        return self.config.jobs.start(work, what, self.committed)
 
 
 def conversation_summary(conversation: Conversation, contact: Contact | None) -> dict[str, Any]:

@@ -240,7 +240,6 @@ def build(config: FlowConfig) -> Step:
 
     def answer_later(turn: Turn, order: str, lookup: asyncio.Future[Lookup]) -> bool:
         """The lookup goes on as a job; its result (or the timer) is answered later."""
-        jobs = config.jobs
         job = f"{turn.message.id}:{order}"
         conversation = turn.conversation
 
@@ -250,7 +249,7 @@ def build(config: FlowConfig) -> Step:
                            conversation_id=conversation.id, dedupe_key=f"{RESULT}:{job}",
                            data={"job": job, "result": dataclasses.asdict(found)})
 
-        if jobs is None or not jobs.start(result(), f"order_status {order}", turn.committed):
+        if not turn.start_job(result(), f"order_status {order}"):
             return False
         conversation.data.setdefault(PENDING, {})[job] = order
         overdue_ms = int(1000 * (settings.timeout_s * (settings.retries + 1)

@@ -94,7 +94,7 @@ class Translation:
                            dedupe_key=f"translation:{message.id}",
                            data={"of": message.id, "source": detected, "texts": texts, "failed": failed})
 
-        if not jobs.start(work(), SHOWN, turn.committed):
+        if not turn.start_job(work(), SHOWN):
             self._announce(turn, {"of": message.id, "source": base(source), "texts": {},
                                   "failed": dict.fromkeys(targets, "too many translations running")})
 
@@ -164,7 +164,7 @@ class Translation:
             return Message(kind="command", channel="translation", name=SEND, conversation_id=conversation_id,
                            dedupe_key=f"translated_reply:{message.id}", data={**payload, **outcome})
 
-        if not jobs.start(work(), SEND, turn.committed):
+        if not turn.start_job(work(), SEND):
             self._deliver(turn, payload, "", "too many translations running")
             return
         flow_state(turn.conversation, "translation", TranslationState).pending.append(message.id)

@@ -167,7 +167,7 @@ class Triage:
             command = await llm_job(message)
             return None if command is None else msgspec.structs.replace(command, dedupe_key=f"llm:{message.id}")
 
-        self.config.jobs.start(verdict(), "triage_llm", turn.committed)
+        turn.start_job(verdict(), "triage_llm")
 
 
 class _GuessLanguage:

@@ -147,7 +147,7 @@ async def test_a_job_of_a_turn_whose_commit_was_refused_leaves_its_result_to_the
                 return Message(kind="command", channel="api", name="echo", conversation_id=conversation_id,
                                dedupe_key=f"echo:{message.id}")
 
-            assert turn.config.jobs is not None and turn.config.jobs.start(work(), "echo", turn.committed)
+            assert turn.start_job(work(), "echo")
         elif message.name == "echo":
             answered.append(message.conversation_id)
 
