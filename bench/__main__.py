@@ -19,7 +19,10 @@ millisecond-grained). Redis cost per message is the redis-server's CPU time (INF
 and the requests the client sent (a pipeline or a Lua call is one round trip), both over
 the throughput run, and where that time goes by command (INFO commandstats: each command's
 time as the server clocks it, so the figures run a little above the CPU time on a busy
-machine). The last line reads ``bridge/raw throughput ratio: X.XX``.
+machine). The throughput runs come in raw/bridge pairs, one right after the other
+(``--repeat``, three unless told): each of their figures is the median of the pairs (the
+commands those of the pair with the median redis-server CPU), since the machine's speed
+moves from one minute to the next. The last line reads ``bridge/raw throughput ratio: X.XX``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +295,35 @@ async def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("bench: redis-server did not start")
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One throughput run: messages per second, and per message the Python and
+    redis-server CPU, the round trips and the server's time by command."""
+
+    throughput: float
+    python_us: float
+    redis_us: float
+    trips: float
+    commands: str
+
+
+async def measured(redis: aioredis.Redis, n: int, run: Callable[[], Awaitable[float]]) -> Measured:
+    RoundTrips.start()
+    stats_before = await command_stats(redis)
+    cpu_before = await redis_cpu_s(redis)
+    process_before = time.process_time()
+    throughput = await run()
+    python_us = (time.process_time() - process_before) / n * 1e6
+    trips = (RoundTrips.stop() - 2) / n  # less the two INFOs before
+    redis_us = (await redis_cpu_s(redis) - cpu_before) / n * 1e6
+    commands = stats_per_message(stats_before, await command_stats(redis), n)
+    return Measured(throughput, python_us, redis_us, trips, commands)
+
+
+def median_of(runs: list[Measured], figure: Callable[[Measured], float]) -> float:
+    return statistics.median(figure(run) for run in runs)
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         process, url = (None, args.redis_url) if args.redis_url else await start_redis(Path(scratch))
@@ -298,22 +331,19 @@ async def main(args: argparse.Namespace) -> None:
         await redis.flushdb()
         redis_pid = process.pid if process else None
         isolation: list[tuple[str, str, str]] = []
+        pairs: list[tuple[Measured, Measured]] = []  # (raw, bridge), each run right after the other
         try:
             print(f"bench: N={args.n:,} messages, {args.conversations:,} conversations, latency at {args.rate:,}/s, "
                   f"redis {(await redis.info('server'))['redis_version']}, "
                   f"{'uvloop' if args.uvloop else 'asyncio'} event loop", flush=True)
             RoundTrips.install()
-            RoundTrips.start()
-            stats_before = await command_stats(redis)
-            cpu_before = await redis_cpu_s(redis)
-            process_before = time.process_time()
-            raw_tput, _ = await raw_run(redis, args.n, None, "t")
-            raw_trips = (RoundTrips.stop() - 2) / args.n  # less the two INFOs before
-            raw_redis_us = (await redis_cpu_s(redis) - cpu_before) / args.n * 1e6
-            raw_python_us = (time.process_time() - process_before) / args.n * 1e6
-            raw_commands = stats_per_message(stats_before, await command_stats(redis), args.n)
+
+            async def raw_throughput(tag: str) -> float:
+                return (await raw_run(redis, args.n, None, tag))[0]
+
+            raw = await measured(redis, args.n, lambda: raw_throughput("t"))
             _, raw_lat = await raw_run(redis, args.latency_n, args.rate, "l")
-            print(f"  raw loop done: {raw_tput:,.0f} msg/s", flush=True)
+            print(f"  raw loop done: {raw.throughput:,.0f} msg/s", flush=True)
 
             settings = bridge_settings(url, args.conversations, history=args.history)
             bridge = Bridge(settings, {"null": NullConfig()})
@@ -323,16 +353,10 @@ async def main(args: argparse.Namespace) -> None:
                 await bridge_run(bridge, args.conversations, None, args.conversations, "t", outbound_each=2)
                 rss_samples: list[float] = []
                 rss_start = current_rss_mb()
-                RoundTrips.start()
-                stats_before = await command_stats(redis)
-                cpu_before = await redis_cpu_s(redis)
-                process_before = time.process_time()
-                bridge_tput = await bridge_run(bridge, args.n, None, args.conversations, "t", rss_samples)
-                redis_us = (await redis_cpu_s(redis) - cpu_before) / args.n * 1e6
-                python_us = (time.process_time() - process_before) / args.n * 1e6
-                bridge_trips = (RoundTrips.stop() - 3) / args.n  # less the three INFOs
-                bridge_commands = stats_per_message(stats_before, await command_stats(redis), args.n)
-                print(f"  bridge done: {bridge_tput:,.0f} msg/s", flush=True)
+                ours = await measured(redis, args.n, lambda: bridge_run(bridge, args.n, None, args.conversations,
+                                                                        "t", rss_samples))
+                pairs.append((raw, ours))
+                print(f"  bridge done: {ours.throughput:,.0f} msg/s", flush=True)
                 await bridge_run(bridge, args.conversations, None, args.conversations, "l", outbound_each=2)
                 since = int(time.time() * 1000)
                 await bridge_run(bridge, args.latency_n, args.rate, args.conversations, "l")
@@ -340,11 +364,14 @@ async def main(args: argparse.Namespace) -> None:
                 bridge_lat = await bridge_latencies(redis, settings.engine.partitions, since, "l")
                 # more pairs, each run right after the other: on a shared machine the speed
                 # moves from minute to minute, and a ratio is only fair within a pair
-                pairs = [(raw_tput, bridge_tput)]
                 for again in range(1, args.repeat):
-                    raw_again, _ = await raw_run(redis, args.n, None, f"t{again}")
-                    pairs.append((raw_again, await bridge_run(bridge, args.n, None, args.conversations, "t")))
-                    print(f"  pair {again + 1}: raw {raw_again:,.0f}, bridge {pairs[-1][1]:,.0f} msg/s", flush=True)
+                    tag = f"t{again}"
+                    raw_again = await measured(redis, args.n, lambda: raw_throughput(tag))  # noqa: B023 - awaited here
+                    ours_again = await measured(redis, args.n, lambda: bridge_run(bridge, args.n, None,
+                                                                                  args.conversations, "t"))
+                    pairs.append((raw_again, ours_again))
+                    print(f"  pair {again + 1}: raw {raw_again.throughput:,.0f}, bridge {ours_again.throughput:,.0f} "
+                          f"msg/s", flush=True)
             finally:
                 await bridge.stop()
             redis_rss = rss_mb(redis_pid) if redis_pid else float("nan")
@@ -366,14 +393,20 @@ async def main(args: argparse.Namespace) -> None:
                 process.terminate()
                 process.wait()
 
+    raws, bridges = [raw for raw, _ in pairs], [ours for _, ours in pairs]
+    middle = sorted(pairs, key=lambda pair: pair[1].redis_us)[len(pairs) // 2]  # its commands are printed
     rows = [
-        ("throughput (msg/s)", f"{raw_tput:,.0f}", f"{bridge_tput:,.0f}"),
+        ("throughput (msg/s)", f"{median_of(raws, lambda m: m.throughput):,.0f}",
+         f"{median_of(bridges, lambda m: m.throughput):,.0f}"),
         (f"latency p50 at {args.rate:,}/s (ms)", f"{percentile(raw_lat, 50):.0f}", f"{percentile(bridge_lat, 50):.0f}"),
         (f"latency p99 at {args.rate:,}/s (ms)", f"{percentile(raw_lat, 99):.0f}", f"{percentile(bridge_lat, 99):.0f}"),
         ("latency mean (ms)", f"{statistics.fmean(raw_lat):.2f}", f"{statistics.fmean(bridge_lat):.2f}"),
-        ("python CPU per message (us)", f"{raw_python_us:.1f}", f"{python_us:.1f}"),
-        ("redis-server CPU per message (us)", f"{raw_redis_us:.1f}", f"{redis_us:.1f}"),
-        ("redis round trips per message", f"{raw_trips:.2f}", f"{bridge_trips:.2f}"),
+        ("python CPU per message (us)", f"{median_of(raws, lambda m: m.python_us):.1f}",
+         f"{median_of(bridges, lambda m: m.python_us):.1f}"),
+        ("redis-server CPU per message (us)", f"{median_of(raws, lambda m: m.redis_us):.1f}",
+         f"{median_of(bridges, lambda m: m.redis_us):.1f}"),
+        ("redis round trips per message", f"{median_of(raws, lambda m: m.trips):.2f}",
+         f"{median_of(bridges, lambda m: m.trips):.2f}"),
     ]
     print()
     print(f"{'':<32} {'raw redis-py':>14} {'bridge':>14}")
@@ -385,8 +418,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"redis-server RSS (MB): {redis_rss:.0f} (holds every transcript and stream entry of the run)")
     print("redis-server time per message by command, µs (calls), INFO commandstats; a Lua call (evalsha) "
           "includes the commands it ran, also counted under their names:")
-    print(f"  raw:    {raw_commands}")
-    print(f"  bridge: {bridge_commands}")
+    print(f"  raw:    {middle[0].commands}")
+    print(f"  bridge: {middle[1].commands}")
     print(f"bridge with the multilingual triage (the default; language, phrases, model): {full_tput:,.0f} msg/s "
           f"on N={args.triage_n:,}")
     if args.isolation:
@@ -398,10 +431,12 @@ async def main(args: argparse.Namespace) -> None:
         print()
         for line in await cluster_rows(args.n, args.conversations):
             print(line)
-    ratios = sorted(b / r for r, b in pairs)
-    if len(ratios) > 1:
-        print(f"bridge/raw ratio of each pair: {', '.join(f'{b / r:.2f}' for r, b in pairs)} (the median below)")
-    print(f"bridge/raw throughput ratio: {ratios[len(ratios) // 2]:.2f}")
+    ratios = [ours.throughput / raw.throughput for raw, ours in pairs]
+    if len(pairs) > 1:
+        print(f"redis-server CPU per message of each pair, raw/bridge (µs): "
+              f"{', '.join(f'{raw.redis_us:.1f}/{ours.redis_us:.1f}' for raw, ours in pairs)} (the medians above)")
+        print(f"bridge/raw ratio of each pair: {', '.join(f'{ratio:.2f}' for ratio in ratios)} (the median below)")
+    print(f"bridge/raw throughput ratio: {statistics.median(ratios):.2f}")
 
 
 def cli() -> None:
@@ -417,9 +452,10 @@ def cli() -> None:
     parser.add_argument("--no-history", dest="history", action="store_false",
                         help="history off: no outbox record per turn (to measure what history costs)")
     parser.add_argument("--repeat", type=int, default=3, metavar="N",
-                        help="N raw/bridge throughput pairs, one run after the other; the last line is the "
-                             "median ratio (the first pair gives the other figures). One pair says little on "
-                             "a shared machine, whose speed moves by a third from one minute to the next")
+                        help="N raw/bridge throughput pairs, one run after the other; each figure of the "
+                             "throughput runs is the median of the N, the last line the median ratio. One pair "
+                             "says little on a shared machine, whose speed moves by a third from one minute to "
+                             "the next")
     parser.add_argument("--cluster", action="store_true",
                         help="also the same load on a local three-primary Redis Cluster (bench/cluster.py)")
     parser.add_argument("--no-isolation", dest="isolation", action="store_false",

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORKING_TREE = "."
 
-# `python -m bench`: the figures a row compares (the first pair's, and the median ratio)
+# `python -m bench`: the figures a row compares (medians of its pairs; compare runs one pair a round)
 _BENCH_ROWS = {
     "bridge msg/s": re.compile(r"^throughput \(msg/s\)\s+[\d,]+\s+([\d,]+)", re.M),
     "raw msg/s": re.compile(r"^throughput \(msg/s\)\s+([\d,]+)", re.M),
