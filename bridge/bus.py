@@ -30,12 +30,12 @@ from redis.exceptions import AskError, ClusterDownError, NoScriptError, Response
 
 from bridge import keys
 from bridge.connection import Script, follow_cluster_change, is_cluster, mget, retry_of
-from bridge.errors import NotReplicated, StoreUnavailable
+from bridge.errors import BridgeError, NotReplicated, StoreUnavailable
 from bridge.lease import Leases
 from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, partition_of
 from bridge.ops import Ops, pack, variadic
 from bridge.primaries import on_primaries
-from bridge.storeerrors import typed_store_errors
+from bridge.storeerrors import as_store_error, typed_store_errors
 from bridge.transaction import FenceFailed, fenced, packed, pipelined
 
 # thread refs Redis has no key for -> their conversation ids (Store.archived_refs: the SQL record)
@@ -161,6 +161,16 @@ class LeaseLost(Exception):
     def __init__(self, lease_key: str) -> None:
         super().__init__(f"lease lost: {lease_key}")
         self.lease_key = lease_key
+
+
+class CommitUncertain(StoreUnavailable):
+    """A commit was sent and Redis' answer never came (the connection cut through every
+    retry): it may have been applied. `Bus.commit_applied` tells, by its ``once`` key,
+    once Redis answers again."""
+
+    def __init__(self, message: str, once: str) -> None:
+        super().__init__(message)
+        self.once = once
 
 
 class Entry(msgspec.Struct):
@@ -530,7 +540,8 @@ class Bus:
         """Run a batch of Redis commands atomically (one transaction, `bridge.transaction`),
         fenced by leases: nothing is written unless ``owner`` still holds every lease, and
         (`StaleCache`) every guard key still holds its value ("" for none). Applied at most
-        once, even when the connection drops after Redis ran it and the client retries."""
+        once, even when the connection drops after Redis ran it and the client retries; when
+        no try got an answer, `CommitUncertain` (it may have been applied)."""
         if not ops:
             return
         once = keys.commit_once(new_id(), beside=leases[0] if leases else str(ops[0][1]))
@@ -538,14 +549,26 @@ class Bus:
         writes = packed(ops)
         after = packed([("WAIT", self.wait_replicas, self.wait_timeout_ms)]) if self.wait_replicas else b""
         retry = retry_of(self.redis) or _NO_RETRY
+        try:
+            await self._commit(once, fences, writes, len(ops), after, retry, leases)
+        except BridgeError:
+            raise
+        except Exception as exc:
+            typed = as_store_error(exc)
+            if type(typed) is StoreUnavailable and not isinstance(exc, ResponseError):  # no answer
+                raise CommitUncertain(str(typed), once) from exc
+            raise
+
+    async def _commit(self, once: str, fences: list[tuple[str, bytes]], writes: bytes, queued: int, after: bytes,
+                      retry: Retry, leases: Sequence[str]) -> None:
         for _ in range(COMMIT_TRIES):
             try:
                 if self.cluster:  # each try asks for the slot's primary again (a failover moves it)
                     applied, replies = await retry.call_with_retry(
-                        lambda: fenced(self.redis, fences, once, writes, len(ops), after, 1 if after else 0),
+                        lambda: fenced(self.redis, fences, once, writes, queued, after, 1 if after else 0),
                         functools.partial(follow_cluster_change, self.redis))
                 else:
-                    applied, replies = await fenced(self.redis, fences, once, writes, len(ops), after,
+                    applied, replies = await fenced(self.redis, fences, once, writes, queued, after,
                                                     1 if after else 0, retry)
             except FenceFailed as exc:
                 if exc.key in leases:
@@ -564,6 +587,11 @@ class Bus:
             return
         raise StoreUnavailable(f"the commit's fences (or its slot's primary) kept changing under it "
                                f"({COMMIT_TRIES} tries)")
+
+    async def commit_applied(self, once: str) -> bool:
+        """Whether the commit that `CommitUncertain` named was applied (asked within
+        `keys.COMMIT_ONCE_TTL_S` of it)."""
+        return bool(await self.redis.exists(once))
 
     async def commit_by_slot(self, ops: Ops, *, leases: Sequence[str], owner: str) -> None:
         """`commit` ops of single-key commands (the key second). On a Redis Cluster, where a

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import failpoints, keys
-from bridge.bus import Bus, Entry, LeaseLost, StaleCache, decode_entries
+from bridge.bus import Bus, CommitUncertain, Entry, LeaseLost, StaleCache, decode_entries
 from bridge.cursor import GroupCursor
 from bridge.errors import RecordUnavailable, StorageFull, StoreUnavailable
 from bridge.jobs import Jobs
@@ -166,6 +166,7 @@ class Engine:
                                   vet=self._drop_poison)
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()  # a partition task ended: its partition can be read again
+        self._settling: set[asyncio.Task[None]] = set()  # batches whose commit got no answer (`_settle`)
         self.processed = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -215,6 +216,8 @@ class Engine:
                     await self._sleep(0.5)
         finally:
             await self.settled(timeout_s=30)
+            for settling in list(self._settling):
+                settling.cancel()  # (their jobs' results are dropped with the jobs)
             await self.jobs.close()
             await self.leases.stop()
 
@@ -355,7 +358,29 @@ class Engine:
         committed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         try:
             await self._handle_batch(stream, partition, entries, revs, committed)
-            committed.set_result(True)
+        except CommitUncertain as exc:  # applied, perhaps: its jobs wait until Redis tells
+            settling = asyncio.create_task(self._settle(committed, exc.once), name=f"settle {stream}")
+            self._settling.add(settling)
+            settling.add_done_callback(self._settling.discard)
+            raise
+        except BaseException:
+            committed.set_result(False)
+            raise
+        committed.set_result(True)
+
+    async def _settle(self, committed: asyncio.Future[bool], once: str) -> None:
+        """Whether a batch whose commit got no answer was applied, asked until Redis answers
+        (within the once key's life). Applied, its entries are acked and never run again, so
+        its jobs' results are the only ones there will be."""
+        given_up = time.monotonic() + keys.COMMIT_ONCE_TTL_S / 2
+        try:
+            while not committed.done():
+                try:
+                    committed.set_result(await self.bus.commit_applied(once))
+                except StoreUnavailable:
+                    if time.monotonic() > given_up:
+                        return
+                    await asyncio.sleep(0.5)
         finally:
             if not committed.done():
                 committed.set_result(False)

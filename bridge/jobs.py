@@ -10,7 +10,9 @@ A job started by a turn publishes its result only once the turn's batch is commi
 (`Turn.committed`): a batch run again (its lease lost, Redis away) starts its jobs again,
 and the first run's result, for a conversation that may never have been stored (a new
 one gets another id the second time), would be dead-lettered and take the dedupe key the
-second run's result needs.
+second run's result needs. A commit that got no answer (the connection cut through every
+retry) is asked about once Redis answers (`Engine._settle`): applied, its entries are
+acked and never run again, so its jobs' results are published.
 """
 
 from __future__ import annotations

@@ -174,9 +174,13 @@ def parked(stream: str) -> str:
     return f"{PREFIX}parked:{stream.removeprefix(OUTBOUND)}"
 
 
+COMMIT_ONCE_TTL_S = 600
+
+
 def commit_once(batch_id: str, beside: str = "") -> str:
-    """Marks a committed batch for a few minutes, so a retried commit is not applied twice;
-    in the hash slot of ``beside`` (a key the commit writes or is fenced by)."""
+    """Marks a committed batch for `COMMIT_ONCE_TTL_S`, so a retried commit is not applied
+    twice, and a commit whose answer was lost can be asked about (`Bus.commit_applied`); in
+    the hash slot of ``beside`` (a key the commit writes or is fenced by)."""
     return f"{PREFIX}once:{slot_tag(beside)}:{batch_id}" if beside else f"{PREFIX}once:{batch_id}"
 
 

@@ -120,7 +120,7 @@ async def fenced(redis: Redis, fences: Sequence[tuple[str, bytes]], once: str, w
     gate = keys.commit_gate(once)
     watched = [key for key, _ in fences] + [once, gate]
     command = packed([("WATCH", *watched), ("EVAL", _CHECK, len(watched), *watched, *(value for _, value in fences)),
-                      ("MULTI",), ("SET", once, "1", "EX", "600")]) + writes + _EXEC + after
+                      ("MULTI",), ("SET", once, "1", "EX", keys.COMMIT_ONCE_TTL_S)]) + writes + _EXEC + after
     replies = await _sent(redis, once, command, queued + 5 + after_replies, retry)
     # the EXEC ended the WATCH whatever came before it: the connection is clean
     _raise_first_error(replies[:queued + 4])  # the WATCH or the check refused, or a command when queued

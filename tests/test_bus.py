@@ -5,23 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import Self
-from urllib.parse import urlparse
 
-import hiredis
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bridge import keys
-from bridge.bus import Bus, LeaseLost
+from bridge.bus import Bus, CommitUncertain, LeaseLost
 from bridge.config import RedisSettings
 from bridge.connection import close, connect
 from bridge.cursor import GroupCursor
 from bridge.errors import StoreUnavailable
 from bridge.model import Message, decode
 from bridge.transaction import fenced, packed
+from tests.redis_proxy import AnswerLosingProxy, LoadingProxy, SplittingProxy
 
 
 def customer(address: str, text: str, dedupe: str = "") -> Message:
@@ -37,7 +34,6 @@ async def test_publish_is_idempotent_on_the_dedupe_key(redis: aioredis.Redis) ->
                                    customer("c1", "z")]) == [True, False, True]
     entries = await redis.xrange(bus.inbound_stream(first))
     assert [decode(e[1][b"m"]).text for e in entries] == ["hello", "x", "z"]
-
 
 
 async def test_publishers_racing_with_the_same_platform_ids_store_each_once(redis_url: str) -> None:
@@ -186,6 +182,26 @@ async def test_a_retried_commit_is_applied_once(redis: aioredis.Redis) -> None:
     assert await redis.lrange("t:list", 0, -1) == [b"x"]
 
 
+@pytest.mark.parametrize("reached", [True, False])
+async def test_a_commit_that_no_try_got_an_answer_for_says_so_and_redis_tells_if_it_ran(
+        redis: aioredis.Redis, redis_url: str, reached: bool) -> None:
+    """Every try's answer lost (the connection cut after the send, or before it): the
+    caller cannot know whether the commit ran, and is told so (`CommitUncertain`, a
+    `StoreUnavailable`), with what to ask Redis once it answers."""
+    async with AnswerLosingProxy(redis_url, b"EXEC", losses=2, deliver=reached) as proxy:
+        client = connect(RedisSettings(url=proxy.url), retries=1)  # two tries
+        bus = Bus(client, partitions=1)
+        try:
+            await redis.set(keys.lease("s"), "me")
+            with pytest.raises(CommitUncertain) as uncertain:
+                await bus.commit([("RPUSH", "t:list", "x")], leases=[keys.lease("s")], owner="me")
+            assert isinstance(uncertain.value, StoreUnavailable) and proxy.lost == 2
+            assert await bus.commit_applied(uncertain.value.once) is reached
+            assert await redis.lrange("t:list", 0, -1) == ([b"x"] if reached else [])  # once, for two tries
+        finally:
+            await close(client)
+
+
 async def test_a_commit_writes_large_and_small_arguments_as_given(redis: aioredis.Redis) -> None:
     """A command ending in a large argument (an outbox entry of many turns) is framed apart
     from hiredis; Redis must read it, and the commands around it, byte for byte."""
@@ -230,91 +246,6 @@ async def test_a_commit_whose_lease_is_renewed_before_its_exec_runs_again_and_la
             assert await redis.llen("t:list") == 3
         finally:
             await client.aclose()
-
-
-class RedisProxy:
-    """A TCP proxy to Redis on a port of its own (``url``) while entered. What the client
-    sends goes through `_from_client` (passed on unless a subclass says otherwise); what
-    Redis answers is passed on, and shown to `_from_server`."""
-
-    def __init__(self, redis_url: str) -> None:
-        target = urlparse(redis_url)
-        self.target = (target.hostname or "127.0.0.1", target.port or 6379)
-        self.db = target.path
-        self.url = ""
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}{self.db}"
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection(*self.target)
-
-        async def to_server() -> None:
-            while data := await client_r.read(1 << 20):
-                await self._from_client(data, client_w, server_w)
-                await server_w.drain()
-            server_w.close()
-
-        async def to_client() -> None:
-            while data := await server_r.read(65536):
-                client_w.write(data)
-                self._from_server(data)
-            client_w.close()
-
-        tasks = {asyncio.create_task(to_server()), asyncio.create_task(to_client())}
-        self._tasks |= tasks
-        await asyncio.gather(*tasks, return_exceptions=True)
-        server_w.close()
-        client_w.close()
-
-    async def _from_client(self, data: bytes, client_w: asyncio.StreamWriter, server_w: asyncio.StreamWriter) -> None:
-        server_w.write(data)
-
-    def _from_server(self, data: bytes) -> None:
-        pass
-
-
-class SplittingProxy(RedisProxy):
-    """A TCP proxy to Redis that, ``splits`` times, holds a client's bytes back just after
-    ``at``: once Redis has answered what came before (ending in the +OK of a MULTI), it runs
-    ``between`` (another client's command), then lets the rest go. (One client connection
-    at a time: a commit's.)"""
-
-    def __init__(self, redis_url: str, at: bytes, between: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(redis_url)
-        self.at, self.between = at, between
-        self.splits = 0
-        self._answered = bytearray()
-        self._answer = asyncio.Event()
-
-    async def _from_client(self, data: bytes, client_w: asyncio.StreamWriter, server_w: asyncio.StreamWriter) -> None:
-        if self.splits and self.at in data:
-            self.splits -= 1
-            cut = data.index(self.at) + len(self.at)
-            self._answered.clear()
-            self._answer.clear()
-            server_w.write(data[:cut])
-            await asyncio.wait_for(self._answer.wait(), 10)  # Redis ran what came before
-            await self.between()
-            data = data[cut:]
-        server_w.write(data)
-
-    def _from_server(self, data: bytes) -> None:
-        self._answered.extend(data)
-        if self._answered.endswith(b"+OK\r\n+OK\r\n") or self._answered.endswith(b":0\r\n+OK\r\n"):
-            self._answer.set()
 
 
 async def exec_calls(redis: aioredis.Redis) -> int:
@@ -454,27 +385,6 @@ async def test_a_redis_that_drops_every_connection_is_tried_as_often_as_by_one_c
         await close(client)
         server.close()
         await server.wait_closed()
-
-
-class LoadingProxy(RedisProxy):
-    """A TCP proxy to Redis that answers the first ``refusals`` sends holding ``marker`` as
-    a restarting Redis does while it reads its data back: every command refused with
-    LOADING, none run."""
-
-    def __init__(self, redis_url: str, marker: bytes, refusals: int) -> None:
-        super().__init__(redis_url)
-        self.marker, self.refusals, self.refused = marker, refusals, 0
-
-    async def _from_client(self, data: bytes, client_w: asyncio.StreamWriter, server_w: asyncio.StreamWriter) -> None:
-        if self.refused >= self.refusals or self.marker not in data:
-            server_w.write(data)
-            return
-        self.refused += 1
-        reader, commands = hiredis.Reader(), 0
-        reader.feed(data)
-        while reader.gets() is not False:
-            commands += 1
-        client_w.write(b"-LOADING Redis is loading the dataset in memory\r\n" * commands)
 
 
 @pytest.mark.parametrize("call", ["commit", "publish"])

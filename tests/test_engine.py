@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 
 from bridge import keys
 from bridge.bus import Bus, LeaseLost, StaleCache
-from bridge.config import Settings
+from bridge.config import RedisSettings, Settings
+from bridge.connection import close, connect
 from bridge.contactwrites import ContactWrites
 from bridge.effects import Effects
 from bridge.engine import Engine
@@ -25,6 +26,7 @@ from flows.commands import Commands
 from flows.routing import Routing
 from flows.triage import KeywordTriage
 from tests.harness import Clock, commit, finished, outbound_entries, wait_for
+from tests.redis_proxy import AnswerLosingProxy
 
 
 def settings(**engine: Any) -> Settings:
@@ -39,9 +41,10 @@ def settings(**engine: Any) -> Settings:
 async def make_engine(redis: aioredis.Redis) -> AsyncIterator[Any]:
     tasks: list[tuple[Engine, asyncio.Task[None]]] = []
 
-    def make(steps: list[Any], clock: Clock | None = None, **engine: Any) -> Engine:
+    def make(steps: list[Any], clock: Clock | None = None, client: aioredis.Redis | None = None,
+             **engine: Any) -> Engine:
         s = settings(**engine)
-        bus, store = Bus(redis, partitions=s.engine.partitions), Store(redis, partitions=s.engine.partitions)
+        bus, store = Bus(client or redis, partitions=s.engine.partitions), Store(redis, partitions=s.engine.partitions)
         config = FlowConfig(settings=s, channels=frozenset({"api"}), templates=Templates(),
                             clock_ms=clock or Clock(), store=store)
         built = [step(config) if isinstance(step, type) else step for step in steps]
@@ -163,6 +166,58 @@ async def test_a_job_of_a_turn_whose_commit_was_refused_leaves_its_result_to_the
     await asyncio.sleep(0.3)
     conversation = await store.for_address("api", "asks")
     assert conversation is not None and answered == [conversation.id]
+    assert await engine.bus.dead_letters() == []
+
+
+@pytest.fixture
+async def answer_losing() -> AsyncIterator[Callable[..., Awaitable[tuple[AnswerLosingProxy, aioredis.Redis]]]]:
+    """A client through an `AnswerLosingProxy` (requested before ``make_engine``, so the
+    engines stop before the client and the proxy go)."""
+    made: list[tuple[AnswerLosingProxy, aioredis.Redis]] = []
+
+    async def make(redis_url: str, marker: bytes, losses: int, retries: int) -> tuple[AnswerLosingProxy,
+                                                                                      aioredis.Redis]:
+        proxy = await AnswerLosingProxy(redis_url, marker, losses).__aenter__()
+        made.append((proxy, connect(RedisSettings(url=proxy.url), retries=retries)))
+        return made[-1]
+
+    yield make
+    for proxy, client in made:
+        await close(client)
+        await proxy.__aexit__()
+
+
+async def test_a_job_of_a_turn_whose_commit_got_no_answer_but_ran_publishes_its_result(
+        redis: aioredis.Redis, redis_url: str, answer_losing: Any, make_engine: Any) -> None:
+    """The commit of a turn that started a job ran, and every try's answer was lost (the
+    connection cut after the send): the batch is never run again (its entries are acked),
+    so the job's result must not be dropped with the batch's failure; once Redis answers,
+    the engine asks whether the commit ran, and the result is published."""
+    answered: list[str] = []
+    stream, store = keys.inbound(0, 1), Store(redis, partitions=1)
+
+    def step(turn: Turn) -> None:
+        message = turn.message
+        if message.kind == "customer":
+            conversation_id = turn.conversation.id
+
+            async def work() -> Message:
+                return Message(kind="command", channel="api", name="echo", conversation_id=conversation_id,
+                               dedupe_key=f"echo:{message.id}")
+
+            assert turn.start_job(work(), "echo")
+        elif message.name == "echo":
+            answered.append(message.conversation_id)
+
+    proxy, client = await answer_losing(redis_url, b"EXEC", losses=2, retries=1)  # two tries a commit
+    engine = make_engine([step], partitions=1, lease_ttl_s=30, client=client)
+    await wait_for(lambda: stream in engine.leases.held, 10, "the partition's lease")
+    await engine.bus.publish(Message(kind="customer", channel="api", address="asks", text="hello"))
+    await wait_for(lambda: answered, 20, "the job's result answered")
+    assert proxy.lost == 2  # the first commit's two tries
+    conversation = await store.for_address("api", "asks")
+    assert conversation is not None and answered == [conversation.id]
+    assert conversation.messages == 1  # its turn ran once
     assert await engine.bus.dead_letters() == []
 
 
