@@ -131,16 +131,9 @@ async def test_a_link_handled_again_after_a_lost_lease_is_recorded_once(redis: a
     assert [(e["action"], e["value"]) for e in events] == [("link", "linked@example.com")]
 
 
-async def test_a_job_of_a_turn_whose_commit_was_refused_leaves_its_result_to_the_run_again(
-        redis: aioredis.Redis, make_engine: Any) -> None:
-    """A turn starts a job (a translation, an order lookup), then its batch's commit is
-    refused (the lease lost): the batch runs again and opens the conversation again, under
-    another id. Only the job of the committed run publishes its result (the first one's
-    named a conversation never stored, went to the dead letters and took the dedupe key the
-    second's needed: the translation never showed)."""
-    answered: list[str] = []
-    stream, store = keys.inbound(0, 1), Store(redis, partitions=1)
-
+def echo_job_step(answered: list[str]) -> Callable[[Turn], None]:
+    """A step whose turn on a customer message starts a job; the job's result (the command
+    ``echo``) is noted in ``answered`` by conversation when it comes back."""
     def step(turn: Turn) -> None:
         message = turn.message
         if message.kind == "customer":
@@ -153,6 +146,19 @@ async def test_a_job_of_a_turn_whose_commit_was_refused_leaves_its_result_to_the
             assert turn.start_job(work(), "echo")
         elif message.name == "echo":
             answered.append(message.conversation_id)
+
+    return step
+
+
+async def test_a_job_of_a_turn_whose_commit_was_refused_leaves_its_result_to_the_run_again(
+        redis: aioredis.Redis, make_engine: Any) -> None:
+    """A turn starts a job (a translation, an order lookup), then its batch's commit is
+    refused (the lease lost): the batch runs again and opens the conversation again, under
+    another id. Only the job of the committed run publishes its result (the first one's
+    named a conversation never stored, went to the dead letters and took the dedupe key the
+    second's needed: the translation never showed)."""
+    answered: list[str] = []
+    stream, store, step = keys.inbound(0, 1), Store(redis, partitions=1), echo_job_step(answered)
 
     engine = make_engine([step], partitions=1, lease_ttl_s=30)
     await wait_for(lambda: stream in engine.leases.held, 10, "the partition's lease")
@@ -194,20 +200,7 @@ async def test_a_job_of_a_turn_whose_commit_got_no_answer_but_ran_publishes_its_
     so the job's result must not be dropped with the batch's failure; once Redis answers,
     the engine asks whether the commit ran, and the result is published."""
     answered: list[str] = []
-    stream, store = keys.inbound(0, 1), Store(redis, partitions=1)
-
-    def step(turn: Turn) -> None:
-        message = turn.message
-        if message.kind == "customer":
-            conversation_id = turn.conversation.id
-
-            async def work() -> Message:
-                return Message(kind="command", channel="api", name="echo", conversation_id=conversation_id,
-                               dedupe_key=f"echo:{message.id}")
-
-            assert turn.start_job(work(), "echo")
-        elif message.name == "echo":
-            answered.append(message.conversation_id)
+    stream, store, step = keys.inbound(0, 1), Store(redis, partitions=1), echo_job_step(answered)
 
     proxy, client = await answer_losing(redis_url, b"EXEC", losses=2, retries=1)  # two tries a commit
     engine = make_engine([step], partitions=1, lease_ttl_s=30, client=client)
