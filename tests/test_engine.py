@@ -181,9 +181,9 @@ async def answer_losing() -> AsyncIterator[Callable[..., Awaitable[tuple[AnswerL
     engines stop before the client and the proxy go)."""
     made: list[tuple[AnswerLosingProxy, aioredis.Redis]] = []
 
-    async def make(redis_url: str, marker: bytes, losses: int, retries: int) -> tuple[AnswerLosingProxy,
-                                                                                      aioredis.Redis]:
-        proxy = await AnswerLosingProxy(redis_url, marker, losses).__aenter__()
+    async def make(redis_url: str, marker: bytes, losses: int, retries: int,
+                   deliver: bool = True) -> tuple[AnswerLosingProxy, aioredis.Redis]:
+        proxy = await AnswerLosingProxy(redis_url, marker, losses, deliver=deliver).__aenter__()
         made.append((proxy, connect(RedisSettings(url=proxy.url), retries=retries)))
         return made[-1]
 
@@ -193,24 +193,26 @@ async def answer_losing() -> AsyncIterator[Callable[..., Awaitable[tuple[AnswerL
         await proxy.__aexit__()
 
 
-async def test_a_job_of_a_turn_whose_commit_got_no_answer_but_ran_publishes_its_result(
-        redis: aioredis.Redis, redis_url: str, answer_losing: Any, make_engine: Any) -> None:
-    """The commit of a turn that started a job ran, and every try's answer was lost (the
-    connection cut after the send): the batch is never run again (its entries are acked),
-    so the job's result must not be dropped with the batch's failure; once Redis answers,
-    the engine asks whether the commit ran, and the result is published."""
+@pytest.mark.parametrize("reached", [True, False], ids=["ran", "never-reached-redis"])
+async def test_a_job_of_a_turn_whose_commit_got_no_answer_publishes_once_whether_it_ran_or_not(
+        redis: aioredis.Redis, redis_url: str, answer_losing: Any, make_engine: Any, reached: bool) -> None:
+    """A turn started a job, and every try of its batch's commit lost its answer (the
+    connection cut after the send, or before Redis had it). Ran, the batch is never run
+    again (its entries are acked), so the job's result must not be dropped with the batch's
+    failure: once Redis answers, the engine asks whether the commit ran. Not ran, the batch
+    runs again and its own job answers: one result either way."""
     answered: list[str] = []
     stream, store, step = keys.inbound(0, 1), Store(redis, partitions=1), echo_job_step(answered)
-
-    proxy, client = await answer_losing(redis_url, b"EXEC", losses=2, retries=1)  # two tries a commit
+    proxy, client = await answer_losing(redis_url, b"EXEC", losses=2, retries=1, deliver=reached)  # two tries
     engine = make_engine([step], partitions=1, lease_ttl_s=30, client=client)
     await wait_for(lambda: stream in engine.leases.held, 10, "the partition's lease")
     await engine.bus.publish(Message(kind="customer", channel="api", address="asks", text="hello"))
     await wait_for(lambda: answered, 20, "the job's result answered")
+    await asyncio.sleep(0.5)  # a second result would be in by now
     assert proxy.lost == 2  # the first commit's two tries
     conversation = await store.for_address("api", "asks")
     assert conversation is not None and answered == [conversation.id]
-    assert conversation.messages == 1  # its turn ran once
+    assert conversation.messages == 1  # its turn was stored once
     assert await engine.bus.dead_letters() == []
 
 
