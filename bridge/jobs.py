@@ -29,6 +29,14 @@ log = logging.getLogger("bridge.jobs")
 MAX_RUNNING = 256  # a step beyond this waits for its call itself (the shop is slow for everyone)
 
 
+def not_started(work: Awaitable[Message | None]) -> bool:
+    """False, ``work`` never to run (a coroutine closed, so it is not reported as never
+    awaited)."""
+    if inspect.iscoroutine(work):
+        work.close()
+    return False
+
+
 class Jobs:
     def __init__(self, publish: Callable[[Message], Awaitable[bool]], *, max_running: int = MAX_RUNNING) -> None:
         self.publish = publish
@@ -40,9 +48,7 @@ class Jobs:
         ``after`` (the turn's commit: steps call `Turn.start_job`, which passes it) is True, never when it is False;
         False (nothing started) when too many jobs are running already."""
         if len(self._tasks) >= self.max_running:
-            if inspect.iscoroutine(work):
-                work.close()  # never to run
-            return False
+            return not_started(work)
         task = asyncio.ensure_future(self._run(work, what, after))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

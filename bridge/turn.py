@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,7 @@ import msgspec
 from bridge.adapter import NO_CAPABILITIES, Capabilities
 from bridge.config import Settings
 from bridge.effects import Effects
-from bridge.jobs import Jobs
+from bridge.jobs import Jobs, not_started
 from bridge.model import Attachment, Button, Contact, Conversation, Message, Sender
 from bridge.store import Store
 from bridge.templates import Templates
@@ -165,9 +164,7 @@ class Turn(msgspec.Struct):
         """Run ``work`` as a job (`bridge.jobs`) whose result is published once this turn's
         batch is committed; False (nothing started) without jobs or with too many running."""
         if self.config.jobs is None:
-            if inspect.iscoroutine(work):
-                work.close()  # never to run
-            return False
+            return not_started(work)
         return self.config.jobs.start(work, what, self.committed)
 
 
