@@ -95,7 +95,14 @@ class Fanout(Protocol):
     process reaches it. At-most-once; durable state stays in streams."""
 
     async def broadcast(self, topic: str, payload: bytes) -> None: ...
-    def subscribe(self, topic: str) -> AsyncIterator[bytes]: ...
+
+    def subscribe(self, topic: str, on_subscribed: Callable[[], Awaitable[None]] | None = None
+                  ) -> AsyncIterator[bytes]:
+        """The payloads broadcast on ``topic`` from now on; ``on_subscribed`` is awaited
+        each time the subscription is confirmed, the first time and again after the
+        connection was lost and made again (what was broadcast meanwhile is lost: read it
+        from where it is kept)."""
+        ...
 
 
 HealthState = Literal["ok", "degraded", "broken", "starting", "stopped"]

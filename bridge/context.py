@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from redis.asyncio import Redis
 
@@ -91,7 +91,8 @@ class RedisFanout:
     async def broadcast(self, topic: str, payload: bytes) -> None:
         await self.redis.execute_command("PUBLISH", keys.FANOUT + topic, payload)
 
-    async def subscribe(self, topic: str) -> AsyncIterator[bytes]:
+    async def subscribe(self, topic: str, on_subscribed: Callable[[], Awaitable[None]] | None = None
+                        ) -> AsyncIterator[bytes]:
         # a Redis Cluster client has no pub/sub: a plain client to one of its nodes does (a
         # message published on any node reaches the subscribers of every node)
         client = await subscriber_for(self.redis)
@@ -99,8 +100,12 @@ class RedisFanout:
         await pubsub.subscribe(keys.FANOUT + topic)
         try:
             async for item in pubsub.listen():
-                if item.get("type") == "message":
+                kind = item.get("type")
+                if kind == "message":
                     yield item["data"]
+                elif kind == "subscribe" and on_subscribed is not None:
+                    # also after redis-py reconnected and subscribed again by itself
+                    await on_subscribed()
         finally:
             await pubsub.aclose()
             if client is not self.redis:

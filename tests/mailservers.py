@@ -339,7 +339,7 @@ class NoFanout:
     async def broadcast(self, topic: str, payload: bytes) -> None:
         return None
 
-    async def subscribe(self, topic: str) -> AsyncIterator[bytes]:  # pragma: no cover
+    async def subscribe(self, topic: str, on_subscribed: Any = None) -> AsyncIterator[bytes]:  # pragma: no cover
         if False:
             yield b""
 

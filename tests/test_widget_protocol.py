@@ -474,6 +474,36 @@ async def _escalation_sent(b: RunningBridge) -> bool:
     return True
 
 
+async def test_a_reply_no_broadcast_reached_shows_in_an_open_tab_once_the_fanout_is_back(
+        tmp_path: Path, tabs: list[Tab]) -> None:
+    """Pub/sub keeps nothing: a reply broadcast while the bridge's subscription was being
+    made again (Redis restarting) never reached a tab that stayed open, until the tab's
+    next reconnect. Once subscribed again, each open tab gets its conversation's recent
+    items again. Here the reply is in the transcript with no broadcast at all, and the
+    fanout's connection is cut."""
+    server = RedisServer(tmp_path, free_port())
+    server.start()
+    try:
+        async with running_bridge(server.url, widget_config(), env=ENV) as b:
+            tab = await open_tab(tabs, b)
+            visitor = (await tab.welcome())["visitor"]
+            await tab.say("k1", "Hello")
+            await wait_for(lambda: tab.texts("bot"), what="the first reply")
+            conversation = await wait_for(lambda: b.store.for_address("widget", visitor))
+            missed = Message(kind="reply", channel="widget", address=visitor, conversation_id=conversation.id,
+                             text="Sent while nobody listened")
+            for op in b.store.transcript_ops(conversation.id, missed):
+                await b.redis.execute_command(*op)
+            await asyncio.sleep(0.5)
+            assert "Sent while nobody listened" not in tab.texts("bot")  # nothing broadcast it
+            server.command("CLIENT", "KILL", "TYPE", "pubsub")
+            await wait_for(lambda: "Sent while nobody listened" in tab.texts("bot"), timeout_s=20,
+                           what="the reply no broadcast carried")
+            assert tab.texts("bot").count("Sent while nobody listened") == 1
+    finally:
+        server.stop()
+
+
 async def test_replies_still_reach_the_visitor_after_redis_restarts(tmp_path: Path, tabs: list[Tab]) -> None:
     server = RedisServer(tmp_path, free_port(), aof=True)
     server.start()

@@ -155,19 +155,30 @@ class WidgetAdapter(Adapter):
         if self._listeners:
             return
         self._listeners = [
-            asyncio.create_task(self._listen(TOPIC_VISITORS, self._on_visitor_item)),
+            asyncio.create_task(self._listen(TOPIC_VISITORS, self._on_visitor_item, self._resync_visitors)),
             asyncio.create_task(self._listen(TOPIC_CONVERSATIONS, self._on_conversation)),
             asyncio.create_task(self._listen(TOPIC_CONSOLE, self._on_conversation)),
             asyncio.create_task(self._listen(TOPIC_LOGOUT, self._on_logout)),
             asyncio.create_task(self._listen(TOPIC_PRESENCE, self._on_presence)),
         ]
 
-    async def _listen(self, topic: str, handle: Callable[[bytes], Awaitable[None]]) -> None:
-        """Follow one fanout topic for the adapter's life; resubscribe after failures."""
+    async def _listen(self, topic: str, handle: Callable[[bytes], Awaitable[None]],
+                      resync: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Follow one fanout topic for the adapter's life; resubscribe after failures.
+        ``resync`` runs each time the subscription is back after a loss (a Redis restart):
+        what was broadcast meanwhile never came, and is read from where it is kept."""
         delay_s = 0.2
+        subscribed_before = False
+
+        async def subscribed() -> None:
+            nonlocal subscribed_before
+            if subscribed_before and resync is not None:
+                await resync()
+            subscribed_before = True
+
         while True:
             try:
-                async for payload in self.ctx.fanout.subscribe(topic):
+                async for payload in self.ctx.fanout.subscribe(topic, subscribed):
                     delay_s = 0.2
                     try:
                         await handle(payload)
@@ -184,6 +195,10 @@ class WidgetAdapter(Adapter):
         data = json.loads(payload)
         if self._sockets is not None:
             await self._sockets.deliver(str(data["visitor"]), data["item"])
+
+    async def _resync_visitors(self) -> None:
+        if self._sockets is not None:
+            await self._sockets.resync()
 
     async def _on_conversation(self, payload: bytes) -> None:
         if self._console is not None:

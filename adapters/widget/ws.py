@@ -211,6 +211,19 @@ class WidgetSockets:
                 await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
             return False
 
+    async def resync(self) -> None:
+        """After the fanout was lost (a Redis restart): each visitor with a tab open here
+        gets the conversation's recent items again, so a reply broadcast while nobody
+        listened still shows (tabs drop the items they have, by id)."""
+        for visitor in list(self.by_visitor):
+            try:
+                items = (await self._history(visitor))[0]
+            except Exception as exc:  # Redis away again: the next resubscription tries again
+                log.warning("widget resync stopped", extra={"error": str(exc)})
+                return
+            for item in items:
+                await self.deliver(visitor, item)
+
     async def broadcast(self, visitor: str, item: dict[str, Any]) -> None:
         """Every tab of ``visitor`` in every bridge process gets ``item``."""
         payload = json.dumps({"visitor": visitor, "item": item}).encode()
@@ -309,19 +322,25 @@ class WidgetSockets:
         _profile(visitor, {"email": hello.get("email")})
         return visitor
 
+    async def _history(self, visitor_id: str) -> tuple[list[dict[str, Any]], str]:
+        """The visitor's recent items (`limits.history_messages`) and the conversation's status."""
+        history: list[dict[str, Any]] = []
+        conversation = await self.ctx.conversations.for_address(CHANNEL, visitor_id)
+        if conversation is None or not self.limits.history_messages:
+            return history, ""
+        for message in await self.ctx.conversations.transcript(conversation.id, self.limits.history_messages):
+            item = visitor_item(message, visitor_id)
+            if item is not None:
+                history.append(item)
+        return history, conversation.status
+
     async def _welcome(self, visitor: Visitor) -> dict[str, Any]:
         history: list[dict[str, Any]] = []
         status = ""
         try:
             # a visitor id issued just now has no conversation to look up (in Redis or in the record)
-            conversation = None if visitor.fresh else await self.ctx.conversations.for_address(CHANNEL, visitor.id)
-            if conversation is not None and self.limits.history_messages:
-                status = conversation.status
-                for message in await self.ctx.conversations.transcript(conversation.id,
-                                                                       self.limits.history_messages):
-                    item = visitor_item(message, visitor.id)
-                    if item is not None:
-                        history.append(item)
+            if not visitor.fresh:
+                history, status = await self._history(visitor.id)
         except RecordUnavailable as exc:  # a case closed long ago, its record away: the chat opens without it
             log.warning("widget history not shown", extra={"error": str(exc)})
             history, status = [], ""

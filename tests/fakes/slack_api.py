@@ -379,7 +379,7 @@ class _NoFanout:
     async def broadcast(self, topic: str, payload: bytes) -> None:
         return None
 
-    async def subscribe(self, topic: str) -> Any:  # pragma: no cover - unused by the slack adapter
+    async def subscribe(self, topic: str, on_subscribed: Any = None) -> Any:  # pragma: no cover - unused by slack
         raise NotImplementedError
 
 
