@@ -35,6 +35,7 @@ async def test_every_script_touches_only_the_keys_it_declares(redis_url: str, we
         await b.post("/api/v1/messages", headers=AUTH, json={"customer_id": "dk-2", "text": "Not here yet",
                                                              "message_id": "dk-2-2"})
         await b.wait_for(lambda: _status(b.redis, conversation.id, "open"), what="loaded back and reopened")
+        await b.wait_for(lambda: sha1(lease._RENEW) in watch.ran, what="a lease renewed")  # (a third of its life)
     scripts = {"publish": bus._PUBLISH, "renew a lease": lease._RENEW,
                "drop a closed conversation": store._DROP_ARCHIVED, "drop its address": storearchive._DROP_ADDRESS,
                "load it back": storearchive._RESTORE, "fire timers": bus._FIRE_TIMERS,
