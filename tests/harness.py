@@ -46,10 +46,7 @@ class Clock:
         self.now_ms += int(minutes * 60_000 + hours * 3_600_000 + days * 86_400_000)
         return self.now_ms
 
-# leases and claims scale with the machine's business (tests/timing.py): a 1 s lease lost to
-# a loop stalled under CI's load hands a dispatcher's sends to the next owner, which sends
-# them again (at-least-once at a lease's loss: a Slack thread posted twice failed a test)
-FAST_ENGINE = {"lease_ttl_s": scaled(1.0), "claim_min_idle_s": scaled(0.5), "block_ms": 100}
+FAST_ENGINE = {"lease_ttl_s": 1.0, "claim_min_idle_s": 0.5, "block_ms": 100}
 
 
 class RunningBridge:
