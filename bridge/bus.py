@@ -279,7 +279,7 @@ class Bus:
             calls.append((declared, [expiry, *(messages[n].dedupe_key for n in indexes),
                                      *(encode(messages[n]) for n in indexes)]))
         stored = [False] * len(messages)
-        for indexes, flags in zip(by_stream.values(), await self._replicated_scripts(self._publish, calls),
+        for indexes, flags in zip(by_stream.values(), await self.run_script(self._publish, calls),
                                   strict=True):
             for n, flag in zip(indexes, flags, strict=True):
                 stored[n] = flag == 49  # "1"
@@ -287,17 +287,20 @@ class Bus:
 
     # -- replication (redis.wait_replicas) -------------------------------------------
 
-    async def _replicated_scripts(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    async def run_script(self, script: Script, calls: list[tuple[list[str], list[Any]]], *,
+                         replicated: bool = True) -> list[Any]:
         """Run ``script`` once per (declared keys, args) call, in one round trip; with
-        ``wait_replicas``, WAIT after them (`_run`)."""
-        if len(calls) == 1 and not self.wait_replicas:
+        ``wait_replicas`` and ``replicated``, WAIT after them (`_run`)."""
+        wait = replicated and bool(self.wait_replicas)
+        if len(calls) == 1 and not wait:
             declared, args = calls[0]
             return [await script(keys=declared, args=args)]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(3):  # again after loading a script a server did not have (a map a failover made stale: twice)
             replies, waits = await self._run([(calls[n][0][0], ("EVALSHA", script.sha, len(calls[n][0]),
-                                                                 *calls[n][0], *calls[n][1])) for n in todo])
+                                                                 *calls[n][0], *calls[n][1])) for n in todo],
+                                             wait=wait)
             unknown = [n for n, reply in zip(todo, replies, strict=True) if isinstance(reply, NoScriptError)]
             for n, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
@@ -308,20 +311,30 @@ class Bus:
                     self._check_replicas(replicas)
             if not unknown:
                 return results
-            for beside in {calls[n][0][0] for n in unknown}:  # a restart, or a replica that took over
-                await script.load(beside)
+            await self._load(script, [calls[n][0][0] for n in unknown])  # a restart, or a replica that took over
             todo = unknown
         raise StoreUnavailable("a script was loaded and is still unknown to Redis (a failover under way?)")
 
-    async def _run(self, commands: Sequence[tuple[str, Sequence[Any]]]) -> tuple[list[Any], list[Any]]:
+    async def _load(self, script: Script, besides: Sequence[str]) -> None:
+        """Load ``script`` into the one Redis, or into each primary of ``besides``' slots,
+        once each (one at a time, a load a key cost a round trip a lease on a restart)."""
+        if not self.cluster:
+            await script.load(besides[0])
+            return
+        await self.redis.initialize()  # (at once when it knows the cluster's map already)
+        for beside in {self.redis.get_node_from_key(beside).name: beside for beside in besides}.values():
+            await script.load(beside)
+
+    async def _run(self, commands: Sequence[tuple[str, Sequence[Any]]], *, wait: bool = True
+                   ) -> tuple[list[Any], list[Any]]:
         """(key, command) pairs in one round trip: pipelined, or on a Redis Cluster each
-        primary's share on one connection (`bridge.primaries`); with ``wait_replicas`` a
-        WAIT after the writes on each connection. The replies (errors as instances) and
-        the WAITs' replies."""
-        wait = (self.wait_replicas, self.wait_timeout_ms) if self.wait_replicas else None
+        primary's share on one connection (`bridge.primaries`); with ``wait_replicas`` (and
+        ``wait``) a WAIT after the writes on each connection. The replies (errors as
+        instances) and the WAITs' replies."""
+        wait_for = (self.wait_replicas, self.wait_timeout_ms) if self.wait_replicas and wait else None
         if self.cluster:
-            return await on_primaries(self.redis, commands, wait)
-        sent = [command for _, command in commands] + ([("WAIT", *wait)] if wait else [])
+            return await on_primaries(self.redis, commands, wait_for)
+        sent = [command for _, command in commands] + ([("WAIT", *wait_for)] if wait_for else [])
         replies = await pipelined(self.redis, sent, retry=retry_of(self.redis))
         return replies[:len(commands)], replies[len(commands):]
 
@@ -616,7 +629,8 @@ class Bus:
     def leases(self, owner: str, streams: Sequence[str], *, ttl_s: float, role: str,
                fair_share: bool = True, leader: bool = False) -> Leases:
         """Leases on ``streams`` for ``owner`` (one consumer side per stream; see `Leases`)."""
-        return Leases(self.redis, owner, streams, ttl_s=ttl_s, fair_share=fair_share, role=role, leader=leader)
+        return Leases(self.redis, owner, streams, ttl_s=ttl_s, run_script=self.run_script, fair_share=fair_share,
+                      role=role, leader=leader)
 
     @staticmethod
     def ack_ops(stream: str, group: str, entry_ids: Sequence[str]) -> Ops:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -22,6 +23,14 @@ from bridge.storeerrors import typed_store_errors
 
 log = logging.getLogger("bridge.lease")
 
+
+
+class RunScript(Protocol):
+    """Runs ``script`` once per (declared keys, args) call, in one round trip (`Bus.run_script`)."""
+
+    async def __call__(self, script: Script, calls: list[tuple[list[str], list[Any]]], *,
+                       replicated: bool = True) -> list[Any]: ...
+
 STOP_WAIT_S = 5.0  # at most this for the keeper to end, and again for the leases to be given back
 
 _RENEW = """
@@ -29,6 +38,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+"""
+
+_TAKE = """
+-- KEYS: a free lease. ARGV: its owner-to-be, its TTL (ms).
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 """
 
 _RELEASE = """
@@ -40,7 +54,7 @@ return 0
 
 @typed_store_errors
 class Leases:
-    def __init__(self, redis: Redis, owner: str, streams: Sequence[str], *, ttl_s: float,
+    def __init__(self, redis: Redis, owner: str, streams: Sequence[str], *, ttl_s: float, run_script: RunScript,
                  fair_share: bool = True, role: str = "engine", leader: bool = False) -> None:
         """With ``leader``, the first stream's lease leads: the others are taken only by its
         holder and given back when it is lost (a channel's outbound streams: one process
@@ -60,13 +74,16 @@ class Leases:
         self._gained: set[str] = set()
         self._lost: set[str] = set()
         self._renew = Script(redis, _RENEW)
+        self._take = Script(redis, _TAKE)
+        self._run_script = run_script
         self._release = Script(redis, _RELEASE)
         self._keeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def _release_all(self, streams: Sequence[str]) -> None:
-        for stream in streams:  # rare (a lost channel, a stop): one at a time
-            await self._release(keys=[keys.lease(stream)], args=[self.owner])
+        if streams:
+            await self._run_script(self._release, [([keys.lease(s)], [self.owner]) for s in streams],
+                                   replicated=False)
 
     def keys_held(self) -> list[str]:
         return [keys.lease(s) for s in self.held]
@@ -85,29 +102,48 @@ class Leases:
 
     async def tick(self) -> tuple[list[str], list[str]]:
         """Renew, take and give back leases; returns (streams gained, streams lost)."""
-        lost: list[str] = []
-        for stream in sorted(self._owned):
-            if not await self._renew(keys=[keys.lease(stream)], args=[self.owner, self.ttl_ms]):
-                lost.append(stream)
+        lost = await self._renew_owned()
         self._owned.difference_update(lost)
         if self.leader is not None and self.leader not in self._owned and self._owned:
             followers = sorted(self._owned)  # the channel is another process's now
             await self._release_all(followers)
             self._owned.clear()
             lost += followers
-        share = await self._share()
-        gained: list[str] = []
-        for stream in self.streams:
-            if len(self._owned) >= share:
-                break
-            if stream in self._owned:
-                continue
-            if self.leader is not None and stream != self.leader and self.leader not in self._owned:
-                break
-            if await self.redis.set(keys.lease(stream), self.owner, nx=True, px=self.ttl_ms):
-                self._owned.add(stream)
-                gained.append(stream)
+        gained = await self._take_free(await self._share())
         return gained, lost
+
+    async def _renew_owned(self) -> list[str]:
+        """Renew every lease held, in one round trip: one at a time, a tick on a busy event
+        loop took a scheduling delay per lease, and the last ones lapsed. The streams whose
+        lease is no longer ours."""
+        owned = sorted(self._owned)
+        if not owned:
+            return []
+        renewed = await self._run_script(self._renew, [([keys.lease(s)], [self.owner, self.ttl_ms]) for s in owned],
+                                         replicated=False)
+        return [stream for stream, ok in zip(owned, renewed, strict=True) if not ok]
+
+    async def _take_free(self, share: int) -> list[str]:
+        """Take free leases, in the streams' order, until ``share`` are held: the ones
+        needed in one round trip, again with the next ones for those another worker held.
+        A leader's lease is taken alone first; without it nothing else is."""
+        gained: list[str] = []
+        tried: set[str] = set()
+        while len(self._owned) < share:
+            if self.leader is not None and self.leader not in self._owned:
+                wanted = [] if self.leader in tried else [self.leader]
+            else:
+                wanted = [s for s in self.streams if s not in self._owned and s not in tried][:share - len(self._owned)]
+            if not wanted:
+                break
+            tried.update(wanted)
+            taken = await self._run_script(self._take, [([keys.lease(s)], [self.owner, self.ttl_ms]) for s in wanted],
+                                           replicated=False)
+            for stream, ok in zip(wanted, taken, strict=True):
+                if ok:
+                    self._owned.add(stream)
+                    gained.append(stream)
+        return gained
 
     async def give_back(self, streams: Sequence[str]) -> None:
         await self._release_all(streams)
@@ -118,8 +154,11 @@ class Leases:
 
     async def keep(self) -> None:
         """Renew and take leases every third of the TTL, independent of the work loop
-        (a long send or a slow step must not cost the lease). Runs until cancelled."""
+        (a long send or a slow step must not cost the lease), counted from the start of
+        each tick so a slow one does not stretch the period. Runs until cancelled."""
+        loop = asyncio.get_running_loop()
         while not self._stopping:
+            started = loop.time()
             try:
                 gained, lost = await self.tick()
                 if lost:  # expired while Redis was away or frozen, or taken by another worker
@@ -133,7 +172,7 @@ class Leases:
                 raise
             except Exception as exc:  # Redis away: the leases may lapse; fencing keeps commits safe
                 log.warning("lease renewal failed: %r", exc)
-            await asyncio.sleep(self.ttl_ms / 3000)
+            await asyncio.sleep(max(0.0, self.ttl_ms / 3000 - (loop.time() - started)))
 
     def drop(self, lease_key: str) -> str | None:
         """A fenced commit found ``lease_key`` owned by another worker: stop consuming its

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -289,6 +290,37 @@ async def test_stopped_lease_keepers_end_and_give_their_leases_back(redis: aiore
         await asyncio.wait_for(leases.stop(), 2)
         assert [k for k in await redis.keys("bridge:lease:*") if await redis.get(k) == f"worker-{i}".encode()] == []
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("keeper-")] == []
+
+
+async def test_a_keeper_on_a_busy_event_loop_keeps_every_lease(redis: aioredis.Redis) -> None:
+    """A process whose event loop is crowded (each turn of it takes 30 ms here) keeps the
+    sixteen leases it holds: they are renewed (and taken) in one round trip a tick, so a
+    tick costs a few turns of the loop, not a few per lease. A lease lapsing under load
+    handed a dispatcher's stream to the next owner, which sent again what had been sent
+    (a Slack thread posted twice)."""
+    bus = Bus(redis, partitions=16)
+    streams = [keys.inbound(p, 16) for p in range(16)]
+    leases = bus.leases("busy", streams, ttl_s=1.5, role="engine", fair_share=False)
+    assert (await leases.tick())[0] == streams
+    leases.changes()
+    crowded = asyncio.Event()
+
+    async def crowding() -> None:
+        while not crowded.is_set():
+            time.sleep(0.01)  # noqa: ASYNC251 (a step's CPU work, say: it holds the loop)
+            await asyncio.sleep(0)
+
+    crowd = [asyncio.create_task(crowding()) for _ in range(3)]
+    leases.start("keeper-busy")
+    try:
+        await asyncio.sleep(5)
+        held = [await redis.get(keys.lease(s)) for s in streams]
+    finally:
+        crowded.set()
+        await asyncio.gather(*crowd)
+        await leases.stop()
+    assert held == [b"busy"] * 16
+    assert leases.changes() == (set(), set())  # nothing lost (and so nothing taken again)
 
 
 async def test_a_channel_s_outbound_streams_go_to_the_holder_of_its_own_stream_only(redis: aioredis.Redis) -> None:
