@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from adapters.widget.identity import user_hash
+from bridge import keys
 from bridge.model import Message, now_ms
 from tests.harness import Clock, RunningBridge, outbound_entries, running_bridge, wait_for
 from tests.servers import RedisServer, free_port
@@ -500,6 +501,39 @@ async def test_a_reply_no_broadcast_reached_shows_in_an_open_tab_once_the_fanout
             await wait_for(lambda: "Sent while nobody listened" in tab.texts("bot"), timeout_s=20,
                            what="the reply no broadcast carried")
             assert tab.texts("bot").count("Sent while nobody listened") == 1
+    finally:
+        server.stop()
+
+
+async def test_open_consoles_read_everything_again_once_the_fanout_is_back(tmp_path: Path) -> None:
+    """A change announced while the bridge's subscription was being made again (Redis
+    restarting) reached no console, which showed a stale queue until its next poll. Once
+    subscribed again, every open console is told to read its list and case again."""
+    server = RedisServer(tmp_path, free_port())
+    server.start()
+    try:
+        async with running_bridge(server.url, widget_config(), env=ENV) as b:
+            cookie = await console_login(b)
+            async with aiohttp.ClientSession() as http, http.ws_connect(
+                    b.url + "/agent/ws", headers={"Origin": b.url, **cookie}) as live:
+
+                async def subscribed() -> bool:
+                    (_, count), = await b.redis.pubsub_numsub(keys.FANOUT + "conversations")
+                    return bool(count)
+
+                await wait_for(subscribed, what="the bridge listening for changed conversations")
+                server.command("CLIENT", "KILL", "TYPE", "pubsub")
+                frames: list[Any] = []
+
+                async def resynced() -> bool:
+                    try:
+                        message = await live.receive(timeout=1)
+                    except TimeoutError:
+                        return False
+                    frames.append(json.loads(message.data) if message.type == aiohttp.WSMsgType.TEXT else message)
+                    return frames[-1] == {"type": "resync"}
+
+                await wait_for(resynced, timeout_s=20, what="the console told to read everything again")
     finally:
         server.stop()
 

@@ -156,8 +156,8 @@ class WidgetAdapter(Adapter):
             return
         self._listeners = [
             asyncio.create_task(self._listen(TOPIC_VISITORS, self._on_visitor_item, self._resync_visitors)),
-            asyncio.create_task(self._listen(TOPIC_CONVERSATIONS, self._on_conversation)),
-            asyncio.create_task(self._listen(TOPIC_CONSOLE, self._on_conversation)),
+            asyncio.create_task(self._listen(TOPIC_CONVERSATIONS, self._on_conversation, self._resync_consoles)),
+            asyncio.create_task(self._listen(TOPIC_CONSOLE, self._on_conversation, self._resync_consoles)),
             asyncio.create_task(self._listen(TOPIC_LOGOUT, self._on_logout)),
             asyncio.create_task(self._listen(TOPIC_PRESENCE, self._on_presence)),
         ]
@@ -199,6 +199,10 @@ class WidgetAdapter(Adapter):
     async def _resync_visitors(self) -> None:
         if self._sockets is not None:
             await self._sockets.resync()
+
+    async def _resync_consoles(self) -> None:
+        if self._console is not None:
+            await self._console.resync()
 
     async def _on_conversation(self, payload: bytes) -> None:
         if self._console is not None:

@@ -6,7 +6,9 @@ reads conversations through ``ctx.conversations`` and writes only by publishing 
 like every other agent side: a reply is ``kind="agent"`` on channel ``console``, resolve
 and reopen are commands. Live updates reach open consoles over a WebSocket whenever the
 engine announces a changed conversation on the fanout (``conversations`` topic) or sends
-an event to the widget channel; the page also polls as a fallback.
+an event to the widget channel, and reads everything again when that subscription is
+back after a loss (what was announced meanwhile reached nobody); the page also polls as
+a fallback.
 
 The list is a work queue (`adapters.widget.queue`: the customer's last words, waiting,
 SLA due, order, filters, unread counts) with search (`adapters.widget.search`); the live
@@ -552,6 +554,12 @@ class Console:
         await self._send_all({"type": "changed", "conversation_id": conversation_id})
         with contextlib.suppress(Exception):  # best effort: the next change offers the case again
             await self.round_robin.consider(conversation_id.split())
+
+    async def resync(self) -> None:
+        """The fanout was away (Redis restarting): what changed meanwhile was announced to
+        nobody. Every open console reads its list and case again, as on a change."""
+        self._lists.clear()
+        await self._send_all({"type": "resync"})
 
     async def presence_changed(self, conversation_id: str) -> None:
         """Tell every open console of this process who views the case now."""
