@@ -2,7 +2,8 @@
 kill itself (SIGKILL, no cleanup) when it reaches that point, as a power cut would;
 ``dispatch.after_send@50`` at the 50th time it gets there.
 
-Names: engine.before_commit, dispatch.after_send, dispatch.after_record, ingest.after_fetch,
+Names: engine.before_commit, dispatch.after_send (or dispatch.after_send:<channel>, that
+channel's sends only), dispatch.after_record, ingest.after_fetch,
 projector.after_sql (the SQL transaction committed, the outbox entries not yet acknowledged).
 Only read at import; costs one set lookup per hit.
 """

@@ -14,9 +14,13 @@ import pytest
 
 from bridge import keys
 from bridge.bus import Bus
+from tests.fakes.slack_api import FakeSlack
 from tests.harness import wait_for
 from tests.proc import BridgeProcess
 from tests.test_api_e2e import AUTH, ENV, api_config
+from tests.test_slack_e2e import AUTH as SLACK_AUTH
+from tests.test_slack_e2e import config as slack_config
+from tests.test_slack_e2e import env as slack_env
 from tests.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.slow
@@ -52,8 +56,8 @@ async def test_killed_worker_restarts_and_the_customer_gets_one_reply(
         assert sent_before_restart == 1  # sent, recorded and acked at once; the restart sends nothing
 
 
-async def bridge_idle(redis: Any) -> bool:
-    for stream in [keys.inbound(p, 8) for p in range(8)] + keys.outbound_streams("api", 8):
+async def bridge_idle(redis: Any, channels: tuple[str, ...] = ("api",)) -> bool:
+    for stream in [keys.inbound(p, 8) for p in range(8)] + [s for c in channels for s in keys.outbound_streams(c, 8)]:
         if await redis.exists(stream):
             groups = await redis.xinfo_groups(stream)
             if any(g["pending"] or g["lag"] for g in groups):
@@ -76,6 +80,31 @@ async def test_killed_after_send_before_record_is_dropped_by_the_message_id(
         await bridge.stop()
     assert webhook.received[0]["id"] == webhook.received[1]["id"]
     assert len(webhook.messages) == 1
+
+
+async def test_a_slack_thread_posted_just_before_a_crash_is_neither_posted_again_nor_left_unknown(
+        redis_url: str, redis: Any, webhook: WebhookReceiver, tmp_path: Path) -> None:
+    """Killed between an urgent case's Slack post and its record: the restarted process
+    finds the post done, posts nothing again (before, an "escalated" notice went into the
+    thread) and records the thread, so the agents' replies in it reach the customer."""
+    async with FakeSlack(channels={"C0AGENTS": "support", "C0URGENT": "support-urgent"}) as fake:
+        bridge = BridgeProcess(tmp_path, redis_url, slack_config(fake, webhook), env=slack_env(fake))
+        await bridge.start(failpoints="dispatch.after_send:slack")
+        async with aiohttp.ClientSession() as http, http.post(
+                bridge.url + "/api/v1/messages", headers=SLACK_AUTH,
+                json={"customer_id": "crash-3", "text": "URGENT: production line stopped", "message_id": "m-3"}
+        ) as response:
+            assert response.status == 202
+        assert await bridge.wait_exit(20) == -signal.SIGKILL  # posted, not recorded
+        (root,) = fake.top_level("C0URGENT")
+        await bridge.start()
+        try:
+            await wait_for(lambda: redis.get(keys.ref(f"slack:{root.channel}:{root.ts}")), 20, "the thread recorded")
+            await wait_for(lambda: bridge_idle(redis, ("api", "slack")), 20, "all entries acknowledged")
+        finally:
+            assert await bridge.stop() == 0, bridge.log()
+        assert fake.top_level("C0URGENT") == [root]
+        assert fake.thread(root.channel, root.ts) == [root]
 
 
 async def test_sigterm_finishes_in_flight_work_and_acks_nothing_unprocessed(
