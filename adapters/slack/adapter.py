@@ -42,6 +42,7 @@ from bridge import filelinks
 from bridge.adapter import Adapter, AdapterContext, Capabilities, ChannelConfig, Delivered, HealthState
 from bridge.errors import IntegrationBroken, PermanentError, SendError, TransientError
 from bridge.model import Attachment, Message, Sender
+from bridge.sentonce import send_once
 
 log = logging.getLogger("bridge.slack")
 
@@ -68,7 +69,6 @@ THREAD_KEY = "thread:"  # + conversation id -> "<channel id> <thread ts>"
 REF_KEY = "ref:"  # + "<channel id>:<thread ts>" -> conversation id (until the bridge's own ref is stored)
 PROGRESS_KEY = "progress:"  # + message id -> parts of a long text already posted
 PROGRESS_TTL_S = 2 * 86400
-POSTED_KEY = "posted:"  # + message id -> "<ts> <ref>" of a send done (kept PROGRESS_TTL_S)
 ROOT_KEY = "root:"  # + conversation id -> JSON of what the first post showed (to re-render it)
 ROOT_TEXT_MAX = 3000
 USER_LOOKUP_TIMEOUT_S = 1.0
@@ -306,24 +306,14 @@ class SlackAdapter(Adapter):
     # -- out -------------------------------------------------------------------------
 
     async def send(self, message: Message) -> Delivered:
-        """Post an event; a redelivery of one posted already (the bridge stopped, or lost
-        the stream's lease, between the post and its record) posts nothing again and
-        answers as the post did, so a thread is neither doubled nor left unknown."""
-        if message.kind != "event":
-            raise PermanentError(f"slack is an agent channel and sends only events, not {message.kind!r}")
-        posted = await self.ctx.state.get(POSTED_KEY + message.id)
-        if posted:
-            ts, _, ref = posted.partition(" ")
-            return Delivered(platform_id=ts, ref=ref)
-        delivered = await self._send(message)
-        try:
-            await self.ctx.state.set(POSTED_KEY + message.id, f"{delivered.platform_id} {delivered.ref}",
-                                     ttl_s=PROGRESS_TTL_S)
-        except Exception as exc:  # posted: failing now would post it again; the record is best effort
-            log.info("could not record a post", extra={"error": repr(exc)})
-        return delivered
+        """Post an event; a redelivery of one posted already posts nothing again and
+        answers as the post did (`bridge.sentonce`), so a thread is neither doubled nor
+        left unknown to the bridge."""
+        return await send_once(self.ctx.state, message, self._send)
 
     async def _send(self, message: Message) -> Delivered:
+        if message.kind != "event":
+            raise PermanentError(f"slack is an agent channel and sends only events, not {message.kind!r}")
         name = message.name
         if name in ("escalation", "new_conversation"):
             return await self._open_thread(message, urgent=name == "escalation")

@@ -49,6 +49,7 @@ from bridge.errors import IntegrationBroken, PermanentError, TransientError
 from bridge.model import Attachment, Message
 from bridge.ratelimit import Pacer
 from bridge.retry import Backoff
+from bridge.sentonce import send_once
 
 log = logging.getLogger("adapters.telegram")
 
@@ -410,7 +411,11 @@ class TelegramAdapter(Adapter):
     async def send(self, message: Message) -> Delivered:
         """Text in plain-text parts of at most 4096 characters, then each attachment
         uploaded; buttons ride on the last text part. A retry resumes after the parts
-        already delivered (their count is kept in ``ctx.state``)."""
+        already delivered (their count is kept in ``ctx.state``), and a redelivery of a
+        message sent whole sends nothing again (`bridge.sentonce`)."""
+        return await send_once(self.ctx.state, message, self._send)
+
+    async def _send(self, message: Message) -> Delivered:
         parts = list(self._parts(message))
         if not parts:
             raise PermanentError("nothing to send: no text and no attachments")

@@ -80,6 +80,9 @@ class Driver(abc.ABC):
     no_gone: str | None = None
     #: why there is no credential the platform could refuse (None: there is)
     no_credentials: str | None = None
+    #: why a redelivery of a message sent whole reaches the platform again (None: it does
+    #: not, the adapter notes its sends: `bridge.sentonce`)
+    sends_again: str | None = None
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
@@ -478,6 +481,7 @@ CUSTOMER = "ann@customer.example"
 
 class EmailDriver(Driver):
     name = "email"
+    sends_again = "a redelivered mail carries the same Message-ID: mail clients show it once"
     retry_after_given = False  # SMTP has no Retry-After: a 4xx says "later", not when
     platform_retries = False
     permanent_example = "550 mailbox unknown"
@@ -588,6 +592,7 @@ WIDGET_SECRET = "contract-widget-secret-0123456789"
 
 class WidgetDriver(Driver):
     name = "widget"
+    sends_again = "the visitor's page drops an item it has by its id"
     delivered_later = True
     no_gone = "the widget's platform is the bridge's own WebSockets"
     no_credentials = "the widget has no platform credential"
@@ -651,6 +656,7 @@ API_TOKEN = "contract-api-token"
 
 class ApiDriver(Driver):
     name = "api"
+    sends_again = "a redelivery carries the same X-Bridge-Message-Id: the receiver drops it"
     no_credentials = "the API channel holds no credential the integrator's server checks (it signs)"
     permanent_example = "403 forbidden"
 
@@ -713,6 +719,7 @@ class ApiDriver(Driver):
 
 class NullDriver(Driver):
     name = "null"
+    sends_again = "the null channel sends nothing"
     no_gone = "the null channel has no platform"
     no_credentials = "the null channel has no platform"
     no_inbound = "the null channel receives nothing"

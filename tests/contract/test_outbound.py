@@ -55,6 +55,20 @@ async def test_long_text_is_split_at_the_platforms_limit_in_order(driver: Driver
     assert pieces_of(text, parts) == ""
 
 
+async def test_a_redelivery_of_a_message_sent_whole_is_not_sent_again(driver: Driver) -> None:
+    """The bridge stopped, or lost the stream to another process, between a send and its
+    record: the redelivered message reaches the platform no second time, and its send
+    answers as the first did (a Slack thread's ref, so the bridge still learns it)."""
+    if driver.sends_again:
+        pytest.skip(driver.sends_again)
+    await driver.before_send()
+    message = driver.outbound("your parcel left the warehouse")
+    mark = driver.mark()
+    first = await driver.adapter.send(message)
+    assert await driver.adapter.send(message) == first
+    assert (await driver.received(mark)).parts == ["your parcel left the warehouse"]
+
+
 @pytest.mark.parametrize("failure", ["rate_limited", "server_error", "permanent", "gone"])
 async def test_platform_answers_map_to_the_same_errors(driver: Driver, failure: str) -> None:
     """429: retry after what the platform said; 5xx: retry; a refusal: dead letter; a
