@@ -43,6 +43,7 @@ from bridge import filelinks
 from bridge.adapter import Adapter, AdapterContext, Capabilities, ChannelConfig, Delivered, HealthState
 from bridge.errors import PermanentError
 from bridge.model import Attachment, Conversation, Message, Sender, now_ms
+from bridge.sentonce import send_once
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,12 @@ class EmailAdapter(Adapter):
     # -- out -----------------------------------------------------------------------
 
     async def send(self, message: Message) -> Delivered:
+        """A mail sent whole is noted beside its message id: a redelivery (the bridge
+        stopped, or lost the stream to another process, between the SMTP server's 250 and
+        the record) sends nothing again (`bridge.sentonce`)."""
+        return await send_once(self.ctx.state, message, self._send)
+
+    async def _send(self, message: Message) -> Delivered:
         if message.kind == "reply":
             return await self._send_reply(message)
         if message.kind == "event" and message.name == "ticket":

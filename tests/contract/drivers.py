@@ -481,7 +481,6 @@ CUSTOMER = "ann@customer.example"
 
 class EmailDriver(Driver):
     name = "email"
-    sends_again = "a redelivered mail carries the same Message-ID: mail clients show it once"
     retry_after_given = False  # SMTP has no Retry-After: a 4xx says "later", not when
     platform_retries = False
     permanent_example = "550 mailbox unknown"
