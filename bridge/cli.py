@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from bridge import __version__, schema
 from bridge.config import Settings, load, secrets_in
-from bridge.connection import check_server, close, connect, where, without_password
+from bridge.connection import check_server, close, connect, unreachable, where, without_password
 from bridge.embedded import socket_path, socket_url
 from bridge.errors import BridgeError, ConfigError
 
@@ -159,7 +159,8 @@ async def _with_redis(args: argparse.Namespace, action: Any) -> Any:
         try:
             await redis.ping()
         except (OSError, RedisError) as exc:
-            raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {exc}; check that setting "
+            raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {unreachable(exc, settings.redis)}; "
+                              "check that setting "
                               "and that Redis runs") from None
         try:
             await check_server(redis, settings.redis)

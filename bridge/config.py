@@ -33,6 +33,15 @@ class RedisSettings(_Section):
     service: str | None = None
     password: SecretStr | None = None  # the primary's (and replicas') password, with sentinels
     sentinel_password: SecretStr | None = None  # the sentinels' own password (requirepass), if any
+    username: str | None = None  # the primary's ACL user, with sentinels ("default" when unset)
+    sentinel_username: str | None = None  # the sentinels' own ACL user, if any
+    tls: bool = False  # TLS to the primary the sentinels name (with redis.url: rediss://)
+    sentinel_tls: bool = False  # TLS to the sentinels themselves
+    # with TLS: the CA that signed the servers' certificates (default: the system's), and the
+    # bridge's own certificate and key where the servers ask for one (tls-auth-clients)
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     # publish and commit succeed only once this many replicas have the write (Redis WAIT)
     wait_replicas: int = Field(0, ge=0)
     wait_timeout_ms: int = Field(1000, ge=1)
@@ -260,6 +269,25 @@ def _redis_problems(redis: RedisSettings) -> list[str]:
         if getattr(redis, key) is not None and not redis.sentinels:
             problems.append(f"redis.{key}: only used with redis.sentinels; with redis.url, put the password in "
                             "the URL: redis://:${REDIS_PASSWORD}@host:6379")
+    for key in ("username", "sentinel_username"):
+        if getattr(redis, key) is not None and not redis.sentinels:
+            problems.append(f"redis.{key}: only used with redis.sentinels; with redis.url, put the user in "
+                            "the URL: redis://user:${REDIS_PASSWORD}@host:6379")
+    for key in ("tls", "sentinel_tls"):
+        if getattr(redis, key) and not redis.sentinels:
+            problems.append(f"redis.{key}: only used with redis.sentinels; with redis.url, use rediss://")
+    tls = redis.tls or redis.sentinel_tls or scheme.startswith("rediss")
+    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        path = getattr(redis, key)
+        if path is None:
+            continue
+        if not tls:
+            problems.append(f"redis.{key}: only used with TLS (redis.tls or redis.sentinel_tls with sentinels, "
+                            "or a rediss:// redis.url)")
+        elif not path.is_file():
+            problems.append(f"redis.{key}: {path}: no such file")
+    if (redis.tls_cert_file is None) != (redis.tls_key_file is None):
+        problems.append("redis.tls_cert_file: the certificate and its key (redis.tls_key_file) go together")
     if redis.wait_replicas:
         if not redis.url and not redis.sentinels:
             problems.append("redis.wait_replicas: the embedded Redis has no replicas; set redis.url or "

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AskError, ClusterDownError, DataError, MovedError, NoScriptError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -173,19 +174,48 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
                                             **common)
         return client
     if not settings.sentinels:
-        return _packed_by_hiredis(aioredis.Redis.from_pool(_Pool.from_url(target, **common)))
+        files = _tls_files(settings) if target.lower().startswith("rediss") else {}
+        return _packed_by_hiredis(aioredis.Redis.from_pool(_Pool.from_url(target, **common, **files)))
     addresses = [a for a in (sentinel_address(s) for s in settings.sentinels) if a is not None]
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": SENTINEL_TIMEOUT_S,
-                                       "socket_timeout": SENTINEL_TIMEOUT_S}
+                                       "socket_timeout": SENTINEL_TIMEOUT_S, "username": settings.sentinel_username}
     if settings.sentinel_password is not None:
         sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
+    if settings.sentinel_tls:
+        sentinel_kwargs.update(ssl=True, **_tls_files(settings))
     sentinel = Sentinel(addresses, sentinel_kwargs=sentinel_kwargs)
     password = settings.password.get_secret_value() if settings.password is not None else None
+    tls = {"ssl": True, **_tls_files(settings)} if settings.tls else {}
     client = sentinel.master_for(settings.service or "", redis_class=SentinelRedis, connection_pool_class=_SentinelPool,
-                                 password=password, **common)
+                                 username=settings.username, password=password, **tls, **common)
     assert isinstance(client, SentinelRedis)
     client.sentinel = sentinel
     return _packed_by_hiredis(client)
+
+
+_SENTINEL_ERROR = re.compile(r" - ([\w:]*(?:Error|Exception)\b(?:\((?:'[^']*'|\"[^\"]*\")?\))?)")  # "<client> - Error"
+
+
+def unreachable(exc: BaseException, settings: RedisSettings) -> str:
+    """Why Redis could not be reached, in the operator's words: redis-py names each
+    sentinel it asked by its whole client, settings and all."""
+    if not isinstance(exc, MasterNotFoundError):
+        return str(exc)
+    errors = sorted(set(_SENTINEL_ERROR.findall(str(exc))))
+    reason = f"no sentinel named a primary for redis.service {settings.service!r}"
+    if errors:
+        reason += ": " + "; ".join(errors)
+    if any("AuthenticationError" in error for error in errors):
+        reason += " (the sentinels' own login: redis.sentinel_username, redis.sentinel_password)"
+    return reason
+
+
+def _tls_files(settings: RedisSettings) -> dict[str, str]:
+    """redis-py's TLS arguments for the configured CA, certificate and key (servers'
+    certificates are always checked, their host names too)."""
+    files = {"ssl_ca_certs": settings.tls_ca_file, "ssl_certfile": settings.tls_cert_file,
+             "ssl_keyfile": settings.tls_key_file}
+    return {name: str(path) for name, path in files.items() if path is not None}
 
 
 async def check_server(redis: aioredis.Redis, settings: RedisSettings) -> None:

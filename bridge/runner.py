@@ -26,7 +26,7 @@ from bridge import keys, registry, schema
 from bridge.adapter import Adapter, AdapterContext, DeskSettings
 from bridge.bus import Bus, consumer_name
 from bridge.config import Settings
-from bridge.connection import check_server, close, connect, where
+from bridge.connection import check_server, close, connect, unreachable, where
 from bridge.contacts import ContactBook
 from bridge.context import HealthBoard, RedisFanout, RedisState
 from bridge.dispatcher import ChannelDispatcher
@@ -142,7 +142,8 @@ class Bridge:
         try:
             await self.redis.ping()
         except Exception as exc:
-            raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {exc}") from None
+            raise BridgeError(f"cannot reach Redis at {where(settings.redis)}: {unreachable(exc, settings.redis)}"
+                              ) from None
         await check_server(self.redis, settings.redis)
         await schema.prepare(self.redis, settings.engine.partitions, lease_ttl_s=settings.engine.lease_ttl_s,
                              dedupe_ttl_s=settings.streams.dedupe_ttl_s)

@@ -310,8 +310,10 @@ class SentinelServer:
     Sentinel rewrites its config file, so it gets a writable one of its own."""
 
     def __init__(self, directory: Path, port: int, primary_port: int, service: str, *, quorum: int = 2,
-                 down_after_ms: int = 1000, failover_timeout_ms: int = 4000) -> None:
+                 down_after_ms: int = 1000, failover_timeout_ms: int = 4000, lines: tuple[str, ...] = ()) -> None:
+        """``lines``: more lines of sentinel.conf, after the service's (TLS, users)."""
         self.directory = directory
+        self.lines = lines
         self.port = port
         self.primary_port = primary_port
         self.service = service
@@ -329,7 +331,7 @@ class SentinelServer:
             f"sentinel monitor {self.service} 127.0.0.1 {self.primary_port} {self.quorum}",
             f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
             f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
-            f"sentinel parallel-syncs {self.service} 1", ""]))
+            f"sentinel parallel-syncs {self.service} 1", *self.lines, ""]))
         self.process = subprocess.Popen([_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         wait_port(self.port)

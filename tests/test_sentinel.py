@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness import RunningBridge, merged, running_bridge, wait_for
 from tests.load import ConversationLoad
+from tests.mailservers import make_certificate
 from tests.proc import BridgeProcess
 from tests.servers import RedisServer, SentinelGroup, SentinelServer, free_port
 from tests.test_api_e2e import AUTH, ENV, api_config
@@ -40,10 +41,23 @@ def test_check_config_names_the_sentinel_keys(tmp_path: Path) -> None:
     assert "redis.sentinel_password: secrets must come from the environment" in err
     assert "redis.publish_timeout_s: 2.0 s leaves no time for redis.wait_timeout_ms (5000 ms)" in err
 
-    embedded = write(tmp_path / "embedded.yaml", {"redis": {"wait_replicas": 1, "service": "m"}})
+    embedded = write(tmp_path / "embedded.yaml", {"redis": {
+        "wait_replicas": 1, "service": "m", "username": "bridge", "tls_ca_file": "ca.pem"}})
     err = bridge_cli("check-config", "--config", str(embedded), cwd=tmp_path).stderr
     assert "redis.wait_replicas: the embedded Redis has no replicas" in err
     assert "redis.service: only used with redis.sentinels" in err
+    assert "redis.username: only used with redis.sentinels; with redis.url, put the user in the URL" in err
+    assert "redis.tls_ca_file: only used with TLS" in err
+    one = write(tmp_path / "one.yaml", {"redis": {"url": "redis://127.0.0.1:6379/0", "sentinel_tls": True}})
+    err = bridge_cli("check-config", "--config", str(one), cwd=tmp_path).stderr
+    assert "redis.sentinel_tls: only used with redis.sentinels; with redis.url, use rediss://" in err
+
+    locked = write(tmp_path / "locked.yaml", {"redis": {
+        "sentinels": ["10.0.0.5:26379"], "service": "desk", "tls": True, "tls_ca_file": "missing-ca.pem",
+        "tls_cert_file": str(write(tmp_path / "client.pem", "x"))}})
+    err = bridge_cli("check-config", "--config", str(locked), cwd=tmp_path).stderr
+    assert "redis.tls_ca_file: missing-ca.pem: no such file" in err
+    assert "redis.tls_cert_file: the certificate and its key (redis.tls_key_file) go together" in err
 
     good = write(tmp_path / "good.yaml", {"redis": {
         "sentinels": ["10.0.0.5:26379", "[::1]:26380"], "service": "desk", "password": "${T_REDIS_PASSWORD}",
@@ -206,3 +220,55 @@ def test_status_tells_a_replica_still_at_its_first_sync_apart(tmp_path: Path) ->
     finally:
         replica.stop()
         primary.stop()
+
+
+REDIS_PASSWORD, WATCH_PASSWORD = "bridge-user-secret", "watch-user-secret"
+
+
+async def test_a_locked_down_sentinel_set_up_is_reached_over_tls_with_acl_users(
+        tmp_path: Path, webhook: WebhookReceiver) -> None:
+    """Servers and sentinels speaking TLS to the bridge and asking for its certificate; the
+    servers' default user may only PING and INFO (the bridge must log in as its ACL user),
+    and the sentinels know the bridge by a user of their own. The bridge finds the primary
+    and a customer gets an answer; a wrong sentinel password is refused, named."""
+    cert, key = make_certificate(tmp_path)
+    tls = ("--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+           "--tls-replication", "yes")
+    acl = ("--user", "default", "on", "nopass", "-@all", "+ping", "+info",
+           "--user", "bridge", "on", f">{REDIS_PASSWORD}", "~*", "&*", "+@all",
+           "--masteruser", "bridge", "--masterauth", REDIS_PASSWORD)
+    tls_ports = [free_port(), free_port()]
+    primary = RedisServer(tmp_path / "primary", free_port(), options=("--tls-port", str(tls_ports[0]), *tls, *acl))
+    replica = RedisServer(tmp_path / "replica", free_port(), replica_of=tls_ports[0],
+                          options=("--tls-port", str(tls_ports[1]), *tls, *acl))
+    sentinel_ports = [free_port() for _ in range(3)]
+    sentinels = [SentinelServer(tmp_path / f"sentinel-{i}", free_port(), tls_ports[0], "desk", lines=(
+        f"tls-port {port}", f"tls-cert-file {cert}", f"tls-key-file {key}", f"tls-ca-cert-file {cert}",
+        "tls-replication yes", "sentinel auth-user desk bridge", f"sentinel auth-pass desk {REDIS_PASSWORD}",
+        f"user bridge-watch on >{WATCH_PASSWORD} allchannels +@all")) for i, port in enumerate(sentinel_ports)]
+    servers: list[RedisServer | SentinelServer] = [primary, replica, *sentinels]
+    redis = {"url": None, "sentinels": [f"127.0.0.1:{port}" for port in sentinel_ports], "service": "desk",
+             "username": "bridge", "password": "${T_REDIS_PASSWORD}", "sentinel_username": "bridge-watch",
+             "sentinel_password": "${T_WATCH_PASSWORD}", "tls": True, "sentinel_tls": True,
+             "tls_ca_file": str(cert), "tls_cert_file": str(cert), "tls_key_file": str(key)}
+    env = {**ENV, "T_REDIS_PASSWORD": REDIS_PASSWORD, "T_WATCH_PASSWORD": WATCH_PASSWORD}
+    try:
+        for server in servers:
+            await asyncio.to_thread(server.start)
+        await asyncio.to_thread(SentinelGroup.wait, lambda: all(
+            int(s.master().get("num-slaves", 0)) >= 1 and s.master().get("flags") == "master" for s in sentinels),
+            "the sentinels to know the primary and its replica")
+        async with running_bridge("", merged(api_config(webhook.url), {"redis": redis}), env=env) as b:
+            body = {"customer_id": "tls-1", "text": "Where is my parcel?", "message_id": "tls-1"}
+            assert (await b.post("/api/v1/messages", json=body, headers=AUTH)).status == 202
+            await b.wait_for(lambda: webhook.texts_for("tls-1"), 20, "the answer")
+        refused = await asyncio.to_thread(bridge_cli, "status", "-c", str(write(tmp_path / "wrong.yaml", merged(
+            api_config(webhook.url), {"redis": redis}))), cwd=tmp_path, env={**env, "T_WATCH_PASSWORD": "wrong"})
+    finally:
+        for server in reversed(servers):
+            await asyncio.to_thread(server.stop)
+    assert refused.returncode != 0
+    assert "no sentinel named a primary for redis.service 'desk': auth:AuthenticationError" in refused.stderr, \
+        refused.stderr
+    assert "(the sentinels' own login: redis.sentinel_username, redis.sentinel_password)" in refused.stderr
+    assert WATCH_PASSWORD not in refused.stderr and "ssl_keyfile" not in refused.stderr
