@@ -23,14 +23,6 @@ from bridge.storeerrors import typed_store_errors
 
 log = logging.getLogger("bridge.lease")
 
-
-
-class RunScript(Protocol):
-    """Runs ``script`` once per (declared keys, args) call, in one round trip (`Bus.run_script`)."""
-
-    async def __call__(self, script: Script, calls: list[tuple[list[str], list[Any]]], *,
-                       replicated: bool = True) -> list[Any]: ...
-
 STOP_WAIT_S = 5.0  # at most this for the keeper to end, and again for the leases to be given back
 
 _RENEW = """
@@ -50,6 +42,13 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+class RunScript(Protocol):
+    """Runs ``script`` once per (declared keys, args) call, in one round trip (`Bus.run_script`)."""
+
+    async def __call__(self, script: Script, calls: list[tuple[list[str], list[Any]]], *,
+                       replicated: bool = True) -> list[Any]: ...
 
 
 @typed_store_errors
