@@ -17,7 +17,7 @@ import pytest
 
 from adapters.widget.identity import user_hash
 from bridge import keys
-from bridge.model import Message, now_ms
+from bridge.model import Conversation, Message, now_ms
 from tests.harness import Clock, RunningBridge, outbound_entries, running_bridge, wait_for
 from tests.servers import RedisServer, free_port
 from tests.widget_client import Tab
@@ -475,6 +475,27 @@ async def _escalation_sent(b: RunningBridge) -> bool:
     return True
 
 
+@contextlib.asynccontextmanager
+async def bridge_on_own_redis(tmp_path: Path, *, aof: bool = False) -> AsyncIterator[tuple[RedisServer, RunningBridge]]:
+    """A bridge on a private redis-server that the test may cut off or restart."""
+    server = RedisServer(tmp_path, free_port(), aof=aof)
+    server.start()
+    try:
+        async with running_bridge(server.url, widget_config(), env=ENV) as b:
+            yield server, b
+    finally:
+        server.stop()
+
+
+async def first_exchange(tabs: list[Tab], b: RunningBridge, key: str, text: str) -> tuple[Tab, str, Conversation]:
+    """A visitor's tab says ``text`` and gets the bot's reply: (tab, visitor id, conversation)."""
+    tab = await open_tab(tabs, b)
+    visitor = (await tab.welcome())["visitor"]
+    await tab.say(key, text)
+    await wait_for(lambda: tab.texts("bot"), what="the first reply")
+    return tab, visitor, await wait_for(lambda: b.store.for_address("widget", visitor))
+
+
 async def test_a_reply_no_broadcast_reached_shows_in_an_open_tab_once_the_fanout_is_back(
         tmp_path: Path, tabs: list[Tab]) -> None:
     """Pub/sub keeps nothing: a reply broadcast while the bridge's subscription was being
@@ -482,90 +503,67 @@ async def test_a_reply_no_broadcast_reached_shows_in_an_open_tab_once_the_fanout
     next reconnect. Once subscribed again, each open tab gets its conversation's recent
     items again. Here the reply is in the transcript with no broadcast at all, and the
     fanout's connection is cut."""
-    server = RedisServer(tmp_path, free_port())
-    server.start()
-    try:
-        async with running_bridge(server.url, widget_config(), env=ENV) as b:
-            tab = await open_tab(tabs, b)
-            visitor = (await tab.welcome())["visitor"]
-            await tab.say("k1", "Hello")
-            await wait_for(lambda: tab.texts("bot"), what="the first reply")
-            conversation = await wait_for(lambda: b.store.for_address("widget", visitor))
-            missed = Message(kind="reply", channel="widget", address=visitor, conversation_id=conversation.id,
-                             text="Sent while nobody listened")
-            for op in b.store.transcript_ops(conversation.id, missed):
-                await b.redis.execute_command(*op)
-            await asyncio.sleep(0.5)
-            assert "Sent while nobody listened" not in tab.texts("bot")  # nothing broadcast it
-            server.command("CLIENT", "KILL", "TYPE", "pubsub")
-            await wait_for(lambda: "Sent while nobody listened" in tab.texts("bot"), timeout_s=20,
-                           what="the reply no broadcast carried")
-            assert tab.texts("bot").count("Sent while nobody listened") == 1
-    finally:
-        server.stop()
+    async with bridge_on_own_redis(tmp_path) as (server, b):
+        tab, visitor, conversation = await first_exchange(tabs, b, "k1", "Hello")
+        missed = Message(kind="reply", channel="widget", address=visitor, conversation_id=conversation.id,
+                         text="Sent while nobody listened")
+        for op in b.store.transcript_ops(conversation.id, missed):
+            await b.redis.execute_command(*op)
+        await asyncio.sleep(0.5)
+        assert "Sent while nobody listened" not in tab.texts("bot")  # nothing broadcast it
+        server.command("CLIENT", "KILL", "TYPE", "pubsub")
+        await wait_for(lambda: "Sent while nobody listened" in tab.texts("bot"), timeout_s=20,
+                       what="the reply no broadcast carried")
+        assert tab.texts("bot").count("Sent while nobody listened") == 1
 
 
 async def test_open_consoles_read_everything_again_once_the_fanout_is_back(tmp_path: Path) -> None:
     """A change announced while the bridge's subscription was being made again (Redis
     restarting) reached no console, which showed a stale queue until its next poll. Once
     subscribed again, every open console is told to read its list and case again."""
-    server = RedisServer(tmp_path, free_port())
-    server.start()
-    try:
-        async with running_bridge(server.url, widget_config(), env=ENV) as b:
-            cookie = await console_login(b)
-            async with aiohttp.ClientSession() as http, http.ws_connect(
-                    b.url + "/agent/ws", headers={"Origin": b.url, **cookie}) as live:
+    async with bridge_on_own_redis(tmp_path) as (server, b):
+        cookie = await console_login(b)
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                b.url + "/agent/ws", headers={"Origin": b.url, **cookie}) as live:
 
-                async def subscribed() -> bool:
-                    (_, count), = await b.redis.pubsub_numsub(keys.FANOUT + "conversations")
-                    return bool(count)
+            async def subscribed() -> bool:
+                (_, count), = await b.redis.pubsub_numsub(keys.FANOUT + "conversations")
+                return bool(count)
 
-                await wait_for(subscribed, what="the bridge listening for changed conversations")
-                server.command("CLIENT", "KILL", "TYPE", "pubsub")
-                frames: list[Any] = []
+            await wait_for(subscribed, what="the bridge listening for changed conversations")
+            server.command("CLIENT", "KILL", "TYPE", "pubsub")
+            frames: list[Any] = []
 
-                async def resynced() -> bool:
-                    try:
-                        message = await live.receive(timeout=1)
-                    except TimeoutError:
-                        return False
-                    frames.append(json.loads(message.data) if message.type == aiohttp.WSMsgType.TEXT else message)
-                    return frames[-1] == {"type": "resync"}
+            async def resynced() -> bool:
+                try:
+                    message = await live.receive(timeout=1)
+                except TimeoutError:
+                    return False
+                frames.append(json.loads(message.data) if message.type == aiohttp.WSMsgType.TEXT else message)
+                return frames[-1] == {"type": "resync"}
 
-                await wait_for(resynced, timeout_s=20, what="the console told to read everything again")
-    finally:
-        server.stop()
+            await wait_for(resynced, timeout_s=20, what="the console told to read everything again")
 
 
 async def test_replies_still_reach_the_visitor_after_redis_restarts(tmp_path: Path, tabs: list[Tab]) -> None:
-    server = RedisServer(tmp_path, free_port(), aof=True)
-    server.start()
-    try:
-        async with running_bridge(server.url, widget_config(), env=ENV) as b:
-            tab = await open_tab(tabs, b)
-            visitor = (await tab.welcome())["visitor"]
-            await tab.say("r1", "Before the restart")
-            await wait_for(lambda: tab.texts("bot"), what="the first reply")
-            conversation = await wait_for(lambda: b.store.for_address("widget", visitor))
-            await asyncio.to_thread(server.restart)
-            # the visitor's socket to the bridge stayed open; the bridge's fanout subscription
-            # comes back by itself, so an agent's answer still arrives live
-            cookie = await console_login(b)
-            r = await b.post(f"/agent/api/conversations/{conversation.id}/reply",
-                             json={"text": "After the restart", "client_id": "a1"}, headers={"Origin": b.url, **cookie})
-            assert r.status == 200
-            await wait_for(lambda: "After the restart" in tab.texts("agent"), timeout_s=20,
-                           what="the agent's answer after Redis restarted")
-            await tab.say("r2", "Thanks!")
-            await wait_for(lambda: sum(f["type"] == "ack" for f in tab.frames) == 2, what="the second ack")
+    async with bridge_on_own_redis(tmp_path, aof=True) as (server, b):
+        tab, visitor, conversation = await first_exchange(tabs, b, "r1", "Before the restart")
+        await asyncio.to_thread(server.restart)
+        # the visitor's socket to the bridge stayed open; the bridge's fanout subscription
+        # comes back by itself, so an agent's answer still arrives live
+        cookie = await console_login(b)
+        r = await b.post(f"/agent/api/conversations/{conversation.id}/reply",
+                         json={"text": "After the restart", "client_id": "a1"}, headers={"Origin": b.url, **cookie})
+        assert r.status == 200
+        await wait_for(lambda: "After the restart" in tab.texts("agent"), timeout_s=20,
+                       what="the agent's answer after Redis restarted")
+        await tab.say("r2", "Thanks!")
+        await wait_for(lambda: sum(f["type"] == "ack" for f in tab.frames) == 2, what="the second ack")
 
-            async def both_kept() -> bool:  # the ack says stored; the engine records it next
-                return await customer_texts(b, visitor) == ["Before the restart", "Thanks!"]
+        async def both_kept() -> bool:  # the ack says stored; the engine records it next
+            return await customer_texts(b, visitor) == ["Before the restart", "Thanks!"]
 
-            await wait_for(both_kept, what="both messages in the transcript")
-    finally:
-        server.stop()
+        await wait_for(both_kept, what="both messages in the transcript")
 
 
 def test_the_console_lists_files_and_links_only_web_addresses() -> None:
