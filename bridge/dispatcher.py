@@ -178,7 +178,6 @@ class ChannelDispatcher:
                                   block_ms=block_ms,
                                   min_idle_ms=int(claim_min_idle_s * 1000), sleep=self._sleep)
         self.delivered = 0
-        self._after_send = f"dispatch.after_send:{self.channel}"  # a crash point of this channel's alone
         self._sent = SENT.labels(self.channel)
         self._send_seconds = SEND_SECONDS.labels(self.channel)
         self._slots = _Slots(self.max_in_flight)
@@ -469,8 +468,7 @@ class ChannelDispatcher:
             started = time.perf_counter()
             try:
                 delivered = await self.adapter.send(message)
-                failpoints.hit("dispatch.after_send")
-                failpoints.hit(self._after_send)
+                failpoints.hit("dispatch.after_send", self.channel)
                 self._send_seconds.observe(time.perf_counter() - started)
                 done = _Done(item, delivered=delivered, holds_slot=True)
                 return done
