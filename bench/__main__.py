@@ -47,6 +47,7 @@ from redis.asyncio.connection import AbstractConnection
 from adapters.null import NullConfig
 from bench.isolation import isolation_rows, print_rows
 from bridge import keys
+from bridge.bus import entry_of
 from bridge.config import Settings
 from bridge.model import Message, decode
 from bridge.runner import Bridge, settle_heap
@@ -201,12 +202,14 @@ async def bridge_latencies(redis: aioredis.Redis, partitions: int, since_ms: int
     """Inbound append -> outbound append, for the messages of one run (by tag)."""
     appended: dict[str, int] = {}
     for p in range(partitions):
-        async for chunk in _chunks(redis, keys.inbound(p, partitions)):
+        stream = keys.inbound(p, partitions)
+        async for chunk in _chunks(redis, stream):
             for entry_id, fields in chunk:
                 if entry_ms(entry_id) >= since_ms:
-                    message = decode(fields[b"m"])
-                    if message.address.startswith(tag):
-                        appended[message.id] = entry_ms(entry_id)
+                    for entry in entry_of(stream, entry_id.decode(), fields):  # a batch entry: each message
+                        message = decode(entry.payload or b"")
+                        if message.address.startswith(tag):
+                            appended[message.id] = entry_ms(entry_id)
     latencies = []
     for stream in keys.outbound_streams("null", partitions):
         async for chunk in _chunks(redis, stream):

@@ -64,7 +64,7 @@ async def skeleton_run(bus: Bus, n: int, tag: str) -> float:
                     event = Message(kind="event", channel="null", name="customer_message", text=message.text,
                                     conversation_id=conversation, reply_to=message.id, created_ms=message.created_ms)
                     ops.append(("XADD", out, "*", keys.PAYLOAD_FIELD, encode(event)))
-                ops += bus.ack_ops(stream, "engine", [e.id for e in entries])
+                ops += bus.ack_entries_ops(stream, "engine", entries)
                 await bus.commit(ops, leases=[keys.lease(stream)], owner=OWNER)
 
     async def dispatch() -> None:

@@ -48,13 +48,14 @@ _PUBLISH = """
 -- every dedupe set that may hold a key seen within the dedupe TTL (`keys.dedupe_buckets`).
 -- Every key a script touches is declared, as Redis Cluster needs. ARGV[1]: KEYS[2]'s
 -- expiry (Unix seconds); then n dedupe keys ('': never deduplicated; no two alike), then
--- the n payloads in the same order. Returns one character a message: 1 stored, 0 a
--- duplicate. A message's dedupe key is added only once its XADD went through, so an XADD
--- refused (Redis full) leaves the platform's retry free to store it. The arguments are
--- read where they lie, by index: a table a message (unpacked msgpack, keys hashed into a
--- "seen" set) cost a fifth of the script's time.
+-- the n payloads (encoded Messages) in the same order. The messages not seen before are
+-- one entry: field 'b', a msgpack array of them (its 16-bit count made here, the encoded
+-- messages as they came), or field 'm' when that is one message. Returns one character a
+-- message: 1 stored, 0 a duplicate. The dedupe keys are added only once the XADD went
+-- through, so an XADD refused (Redis full) stores nothing and leaves the platform's retry
+-- free to store it all.
 local n = (#ARGV - 1) / 2
-local seen, added, out = {}, {}, {}
+local seen, added, kept, out = {}, {}, {}, {}
 for first = 2, n + 1, 1000 do  -- unpack keeps to Lua's stack
   local last = math.min(n + 1, first + 999)
   for b = 3, #KEYS do
@@ -64,28 +65,31 @@ for first = 2, n + 1, 1000 do  -- unpack keeps to Lua's stack
     end
   end
 end
-local function remember()
-  for first = 1, #added, 1000 do
-    redis.call('SADD', KEYS[2], unpack(added, first, math.min(#added, first + 999)))
-  end
-  if #added > 0 then redis.call('EXPIREAT', KEYS[2], ARGV[1]) end
-end
 for i = 1, n do
   if seen[i] then
     out[i] = '0'
   else
-    local id = redis.pcall('XADD', KEYS[1], '*', 'm', ARGV[n + 1 + i])
-    if type(id) == 'table' and id.err then
-      remember()
-      return id
-    end
+    kept[#kept + 1] = ARGV[n + 1 + i]
     if ARGV[i + 1] ~= '' then added[#added + 1] = ARGV[i + 1] end
     out[i] = '1'
   end
 end
-remember()
+local id
+if #kept == 1 then
+  id = redis.pcall('XADD', KEYS[1], '*', 'm', kept[1])
+elseif #kept > 1 then
+  local count = string.char(0xdc, math.floor(#kept / 256), #kept % 256)
+  id = redis.pcall('XADD', KEYS[1], '*', 'b', count .. table.concat(kept))
+end
+if type(id) == 'table' and id.err then return id end
+for first = 1, #added, 1000 do
+  redis.call('SADD', KEYS[2], unpack(added, first, math.min(#added, first + 999)))
+end
+if #added > 0 then redis.call('EXPIREAT', KEYS[2], ARGV[1]) end
 return table.concat(out)
 """
+PUBLISH_BATCH_MAX = 1000  # messages in one batch entry at most (the script's count has 16 bits)
+PUBLISH_BATCH_MAX_BYTES = 1 << 20  # and their encodings' bytes (a read of a few entries stays small)
 
 _TRIM = """
 -- Trim acknowledged entries only: never past the oldest pending or undelivered entry of
@@ -174,12 +178,47 @@ class CommitUncertain(StoreUnavailable):
 
 
 class Entry(msgspec.Struct):
+    """One message as read from a stream: a stream entry, or one message of an entry that
+    holds a publish batch (``batch``: that entry's id; ``id``: ``<batch>#<index>``). Acks go
+    through `Bus.ack_entries_ops`, which acks a batch entry once all its messages are done."""
     stream: str
     id: str
     payload: bytes | None  # None when the entry has no payload field (malformed) or is gone
     replay: bool = False  # put back from the dead letters by an operator (`bridge dlq replay`)
     # deleted while it was pending (an erasure scrubs the streams): nothing to handle, acked
     erased: bool = False
+    batch: str = ""  # the id of the stream entry holding it with others ("": it is that entry)
+    index: int = 0  # its place in that entry
+    parts: int = 1  # the messages in that entry
+    done: tuple[int, ...] = ()  # those of them a commit before handled (`keys.parts_done`)
+
+    @property
+    def source(self) -> str:
+        """The id of the stream entry it is in."""
+        return self.batch or self.id
+
+
+_BATCH = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+def entry_of(stream: str, entry_id: str, fields: dict[bytes, bytes] | None) -> list[Entry]:
+    """The messages of one stream entry as read (its fields by name; None: deleted while
+    pending). A batch entry that is no msgpack array is returned whole, and fails to decode."""
+    if fields is None:
+        return [Entry(stream, entry_id, None, erased=True)]
+    blob = fields.get(_BATCH_FIELD)
+    if blob is None:
+        return [Entry(stream, entry_id, fields.get(_PAYLOAD_FIELD), replay=_REPLAY_FIELD in fields)]
+    try:
+        parts = _BATCH.decode(blob)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return [Entry(stream, entry_id, blob)]
+    return [Entry(stream, f"{entry_id}#{n}", bytes(part), batch=entry_id, index=n, parts=len(parts))
+            for n, part in enumerate(parts)]
+
+
+_PAYLOAD_FIELD, _BATCH_FIELD, _REPLAY_FIELD = (keys.PAYLOAD_FIELD.encode(), keys.BATCH_FIELD.encode(),
+                                               keys.REPLAY_FIELD.encode())
 
 
 def entries_from_reply(reply: Any) -> list[Entry]:
@@ -188,18 +227,13 @@ def entries_from_reply(reply: Any) -> list[Entry]:
     out: list[Entry] = []
     if not reply:
         return out
-    payload_field, replay_field = keys.PAYLOAD_FIELD.encode(), keys.REPLAY_FIELD.encode()
     for stream_name, items in reply:
         stream = stream_name.decode()
         for entry_id, fields in items:
-            if fields and len(fields) == 2 and fields[0] == payload_field:  # what the bridge writes
+            if fields and len(fields) == 2 and fields[0] == _PAYLOAD_FIELD:  # a message alone: the most common
                 out.append(Entry(stream, entry_id.decode(), fields[1]))
                 continue
-            if fields is None:  # a pending entry read again after XDEL
-                out.append(Entry(stream, entry_id.decode(), None, erased=True))
-                continue
-            named = dict(zip(fields[::2], fields[1::2], strict=True)) if fields else {}
-            out.append(Entry(stream, entry_id.decode(), named.get(payload_field), replay=replay_field in named))
+            out.extend(entry_of(stream, entry_id.decode(), _fields(fields)))
     return out
 
 
@@ -259,11 +293,15 @@ class Bus:
     async def publish_many(self, messages: Sequence[Message]) -> list[bool]:
         """Append a batch in one round trip (two when thread refs must be resolved, and a
         look in the SQL record for refs retention dropped): one script call per partition
-        (a script keeps to one Redis Cluster slot), pipelined."""
+        (a script keeps to one Redis Cluster slot), pipelined, each writing one stream entry
+        (up to `PUBLISH_BATCH_MAX` messages or `PUBLISH_BATCH_MAX_BYTES`: then more). An
+        entry a batch, not a message, cuts what Redis spends a message (`python -m bench`)."""
         if not messages:
             return []
         await self._resolve_refs(messages)
-        by_stream: dict[str, list[int]] = {}
+        by_stream: dict[str, list[list[int]]] = {}  # each stream's messages, a list an entry
+        payloads: dict[int, bytes] = {}
+        room: dict[str, int] = {}  # bytes left in the stream's last entry
         named: set[tuple[str, str]] = set()
         for n, message in enumerate(messages):
             stream = self.inbound_stream(message)
@@ -271,16 +309,23 @@ class Bus:
                 if (stream, message.dedupe_key) in named:
                     continue  # a duplicate of one before it in the batch
                 named.add((stream, message.dedupe_key))
-            by_stream.setdefault(stream, []).append(n)
+            payloads[n] = payload = encode(message)
+            batches = by_stream.setdefault(stream, [[]])
+            if batches[-1] and (len(batches[-1]) >= PUBLISH_BATCH_MAX or len(payload) > room[stream]):
+                batches.append([])
+            if len(batches[-1]) == 0:
+                room[stream] = PUBLISH_BATCH_MAX_BYTES
+            batches[-1].append(n)
+            room[stream] -= len(payload)
         bucket, buckets, expiry = keys.dedupe_buckets(time.time(), self.dedupe_ttl_s)
         calls: list[tuple[list[str], list[Any]]] = []
-        for stream, indexes in by_stream.items():
+        for stream, batches in by_stream.items():
             declared = [stream, keys.dedupe_set(stream, bucket), *(keys.dedupe_set(stream, b) for b in buckets)]
-            calls.append((declared, [expiry, *(messages[n].dedupe_key for n in indexes),
-                                     *(encode(messages[n]) for n in indexes)]))
+            calls.extend((declared, [expiry, *(messages[n].dedupe_key for n in batch), *(payloads[n] for n in batch)])
+                         for batch in batches)
         stored = [False] * len(messages)
-        for indexes, flags in zip(by_stream.values(), await self.run_script(self._publish, calls),
-                                  strict=True):
+        every = [batch for batches in by_stream.values() for batch in batches]
+        for indexes, flags in zip(every, await self.run_script(self._publish, calls), strict=True):
             for n, flag in zip(indexes, flags, strict=True):
                 stored[n] = flag == 49  # "1"
         return stored
@@ -383,7 +428,8 @@ class Bus:
         ids = {s: (after or {}).get(s, "0") if pending else ">" for s in streams}
         block = None if pending else block_ms
         try:
-            return await self._read(ids, group, consumer, count=count, block=block, pending=pending)
+            entries = await self._read(ids, group, consumer, count=count, block=block, pending=pending)
+            return await self._without_done(entries) if pending else entries
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -393,6 +439,36 @@ class Bus:
         for stream in streams:
             await self._group_lost(stream, group)
         return await self._read(ids, group, consumer, count=count, block=block, pending=pending)
+
+    async def _without_done(self, entries: list[Entry]) -> list[Entry]:
+        """Entries read before (our own pending ones, or claimed) less the messages of batch
+        entries that a commit handled already (`keys.parts_done`): one round trip when
+        there are batch entries. A batch entry left with none stays as one message, marked
+        erased, for its ack."""
+        batches = list(dict.fromkeys((e.stream, e.batch) for e in entries if e.batch))
+        if not batches:
+            return entries
+        noted, _ = await self._run([(stream, ("HGET", keys.parts_done(stream), batch)) for stream, batch in batches],
+                                   wait=False)
+        done: dict[tuple[str, str], tuple[int, ...]] = {}
+        for where, value in zip(batches, noted, strict=True):
+            if isinstance(value, Exception):
+                raise value
+            if value:
+                done[where] = tuple(int(n) for n in value.split(b","))
+        out: list[Entry] = []
+        for entry in entries:
+            handled = done.get((entry.stream, entry.batch)) if entry.batch else None
+            if handled is None:
+                out.append(entry)
+                continue
+            entry.done = handled
+            if entry.index not in handled:
+                out.append(entry)
+            elif len(handled) >= entry.parts and entry.index == 0:  # all of it: only the ack is left
+                entry.erased = True
+                out.append(entry)
+        return out
 
     async def _read(self, ids: dict[str, str], group: str, consumer: str, *, count: int, block: int | None,
                     pending: bool) -> list[Entry]:
@@ -445,6 +521,12 @@ class Bus:
             await asyncio.sleep(min(block, CLUSTER_IDLE_POLL_MS if idle else CLUSTER_POLL_MS) / 1000)
         return entries
 
+    async def entries(self, stream: str) -> list[Entry]:
+        """Every message ``stream`` holds, read or not, in stream order (a batch entry's in
+        its own): a look at a stream, not a consumer's read."""
+        return [entry for entry_id, fields in await self.redis.xrange(stream)
+                for entry in entry_of(stream, _text(entry_id), fields)]
+
     async def reclaim(self, stream: str, group: str, consumer: str, *, min_idle_ms: int,
                       count: int) -> list[Entry]:
         """Take over entries another consumer read and never acked (it died). A group
@@ -458,19 +540,18 @@ class Bus:
                 if "NOGROUP" not in str(exc):
                     raise
                 await self._group_lost(stream, group)
-                return entries
+                return await self._without_done(entries)
             if replicas is not None and reply[1]:
                 self._check_replicas(replicas)
             # Redis 7 answers [next, entries, deleted]; Redis 6.2 answers [next, entries].
             next_start, claimed = reply[0], reply[1]
             for entry_id, fields in claimed:
-                eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                entries.append(Entry(stream, eid, (fields or {}).get(b"m")))
+                entries.extend(entry_of(stream, _text(entry_id), fields))
             if len(reply) > 2 and reply[2]:
                 log.warning("entries deleted while pending", extra={"stream": stream, "ids": reply[2]})
             start = next_start.decode() if isinstance(next_start, bytes) else next_start
             if start == "0-0" or len(entries) >= count:
-                return entries
+                return await self._without_done(entries)
 
     async def _autoclaim(self, stream: str, group: str, consumer: str, min_idle_ms: int, start: str,
                          count: int) -> tuple[Any, Any]:
@@ -637,6 +718,29 @@ class Bus:
         return variadic(("XACK", stream, group), entry_ids)
 
     @staticmethod
+    def ack_entries_ops(stream: str, group: str, entries: Sequence[Entry]) -> Ops:
+        """Ack what a batch handled. A batch entry is acked once every message of it is
+        done (this batch's and those an earlier commit noted); until then the done ones are
+        noted, so a read of it again leaves them out (`keys.parts_done`)."""
+        whole: list[str] = []
+        batches: dict[str, tuple[Entry, set[int]]] = {}
+        for entry in entries:
+            if not entry.batch:
+                whole.append(entry.id)
+                continue
+            _, done = batches.setdefault(entry.batch, (entry, set(entry.done)))
+            done.add(entry.index)
+        ops: Ops = []
+        for batch, (entry, done) in batches.items():
+            if len(done) < entry.parts:
+                ops.append(("HSET", keys.parts_done(stream), batch, ",".join(map(str, sorted(done)))))
+                continue
+            whole.append(batch)
+            if entry.done:
+                ops.append(("HDEL", keys.parts_done(stream), batch))
+        return [*ops, *variadic(("XACK", stream, group), whole)]
+
+    @staticmethod
     def announce_ops(conversation_ids: Sequence[str]) -> Ops:
         """Tell consoles which conversations changed (pub/sub: best effort, not kept)."""
         if not conversation_ids:
@@ -712,21 +816,24 @@ class Bus:
 
     # -- dead letters ----------------------------------------------------------------
 
-    def dead_letter_ops(self, stream: str, group: str, entry: Entry, reason: str, lane: str = "") -> Ops:
-        """Ops that move one entry to the dead-letter stream and ack it at the source.
+    def dead_letter_ops(self, stream: str, group: str, entry: Entry, reason: str, lane: str = "", *,
+                        ack: bool = True) -> Ops:
+        """Ops that move one entry to the dead-letter stream and ack it at the source (with
+        ``ack=False`` the caller acks it, with the rest of its batch: `ack_entries_ops`).
         ``lane`` names the outbound address whose later sends wait behind it (replayed together)."""
         return [
             ["XADD", keys.dead_letters(stream), "MAXLEN", "~", self.dead_letter_max_len, "*",
              "stream", stream, "group", group, "id", entry.id, "reason", reason[:2000],
              "at_ms", now_ms(), "lane", lane, "m", entry.payload or b""],
-            ["XACK", stream, group, entry.id],
+            *([["XACK", stream, group, entry.id]] if ack else []),
             ["HDEL", keys.attempts(stream), entry.id],
         ]
 
     async def dead_letter(self, stream: str, group: str, entry: Entry, reason: str,
                           *, leases: Sequence[str] = (), owner: str = "") -> None:
         log.warning("dead-lettered", extra={"stream": stream, "entry": entry.id, "reason": reason})
-        await self.commit(self.dead_letter_ops(stream, group, entry, reason), leases=leases, owner=owner)
+        await self.commit([*self.dead_letter_ops(stream, group, entry, reason, ack=False),
+                           *self.ack_entries_ops(stream, group, [entry])], leases=leases, owner=owner)
 
     async def dead_letter_streams(self) -> list[str]:
         return sorted([key.decode() async for key in self.redis.scan_iter(match=keys.DEAD_LETTER_STREAMS,
@@ -806,9 +913,10 @@ class Bus:
             lanes = {(r["stream"], r["lane"]) for r in rows if r["dlq_id"] in wanted and r["lane"]}
             chosen = [r for r in rows if r["dlq_id"] in wanted or (r["stream"], r["lane"]) in lanes]
 
-        def original_order(row: dict[str, Any]) -> tuple[str, int, int, str]:
-            ms, _, seq = row["id"].partition("-")
-            return (row["stream"], int(ms or 0), int(seq or 0), row["dlq_id"])
+        def original_order(row: dict[str, Any]) -> tuple[str, int, int, int, str]:
+            source, _, index = row["id"].partition("#")  # a message of a batch entry: <entry id>#<n>
+            ms, _, seq = source.partition("-")
+            return (row["stream"], int(ms or 0), int(seq or 0), int(index or 0), row["dlq_id"])
 
         return sorted(chosen, key=original_order)
 
@@ -838,18 +946,51 @@ class Bus:
                 doomed = [(eid, fields) for eid, fields in rows
                           if any(p in value for value in fields.values() for p in packed)]
                 if doomed:
+                    rewritten: list[dict[str, bytes]] = []
+                    for eid, fields in doomed:
+                        payload = fields.get(_PAYLOAD_FIELD)
+                        if _BATCH_FIELD in fields:
+                            batch = await self._batch_left(key, _text(eid), fields[_BATCH_FIELD], packed)
+                            if batch is not None:
+                                rewritten.append(batch)
+                        elif keep is not None and payload and (kept := keep(payload, packed)) is not None:
+                            rewritten.append({keys.PAYLOAD_FIELD: kept})
                     async with self.redis.pipeline(transaction=True) as pipe:
-                        for _, fields in doomed:
-                            payload = fields.get(keys.PAYLOAD_FIELD.encode())
-                            kept = keep(payload, packed) if keep is not None and payload else None
-                            if kept is not None:  # at the stream's end: its order among the others is lost
-                                pipe.xadd(key, {keys.PAYLOAD_FIELD: kept})
+                        for fields in rewritten:  # at the stream's end: its order among the others is lost
+                            pipe.xadd(key, fields)
                         pipe.xdel(key, *[eid for eid, _ in doomed])
-                        deleted += int((await pipe.execute())[-1])
+                        if batch_ids := [eid for eid, fields in doomed if _BATCH_FIELD in fields]:
+                            pipe.hdel(keys.parts_done(key), *batch_ids)
+                        deleted += int((await pipe.execute())[len(rewritten)])
                 if len(rows) < chunk:
                     break
                 start = "(" + _text(rows[-1][0])
         return deleted
+
+    async def _batch_left(self, stream: str, entry_id: str, blob: bytes, packed: list[bytes]
+                          ) -> dict[str, bytes] | None:
+        """What an erasure keeps of a publish batch entry (`scrub`): the others' messages the
+        engine has not handled yet (a batch entry it acked has none), as the fields of an
+        entry that takes its place; None: nothing."""
+        try:
+            parts = [bytes(part) for part in _BATCH.decode(blob)]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        groups = {_text(g["name"]): g for g in await self.redis.xinfo_groups(stream)}
+        engine = groups.get(keys.ENGINE_GROUP)
+        handled: set[int] = set()
+        if engine is not None and entry_order(entry_id.encode()) <= entry_order(
+                _text(engine["last-delivered-id"]).encode()):
+            if not await self.redis.xpending_range(stream, keys.ENGINE_GROUP, min=entry_id, max=entry_id, count=1):
+                return None  # read and acked: all handled
+            done = await self.redis.hget(keys.parts_done(stream), entry_id)
+            handled = {int(n) for n in done.split(b",")} if done else set()
+        left = [part for n, part in enumerate(parts) if n not in handled and not any(p in part for p in packed)]
+        if not left:
+            return None
+        if len(left) == 1:
+            return {keys.PAYLOAD_FIELD: left[0]}
+        return {keys.BATCH_FIELD: msgspec.msgpack.encode([msgspec.Raw(part) for part in left])}
 
     async def fire_timers(self, partition: int, now: int, limit: int = 500) -> int:
         return int(await self._fire_timers(keys=[keys.timers(partition, self.partitions),

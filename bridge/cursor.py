@@ -57,7 +57,7 @@ class GroupCursor:
                                           pending=True, after=self._own_after)
             if entries:
                 for entry in entries:
-                    self._own_after[entry.stream] = entry.id
+                    self._own_after[entry.stream] = entry.source
                 return entries
             self.reread_own = False
             self._own_after.clear()

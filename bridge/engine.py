@@ -299,15 +299,20 @@ class Engine:
 
     async def _drop_poison(self, stream: str, claimed: list[Entry]) -> list[Entry]:
         """An entry delivered too often (it crashed its workers) goes to the dead letters."""
-        counts = await self.bus.delivery_counts(stream, self.group, [e.id for e in claimed])
-        keep = []
+        counts = await self.bus.delivery_counts(stream, self.group, list(dict.fromkeys(e.source for e in claimed)))
+        keep, poison, ops = [], [], []
         for entry in claimed:
-            if counts.get(entry.id, 0) > self.engine.max_deliveries:
-                await self.bus.dead_letter(stream, self.group, entry,
-                                           f"delivered {counts[entry.id]} times without being handled",
-                                           leases=[keys.lease(stream)], owner=self.worker_id)
+            delivered = counts.get(entry.source, 0)
+            if delivered > self.engine.max_deliveries:
+                log.warning("dead-lettered", extra={"stream": stream, "entry": entry.id, "deliveries": delivered})
+                ops.extend(self.bus.dead_letter_ops(stream, self.group, entry,
+                                                    f"delivered {delivered} times without being handled", ack=False))
+                poison.append(entry)
             else:
                 keep.append(entry)
+        if poison:
+            await self.bus.commit([*ops, *self.bus.ack_entries_ops(stream, self.group, poison)],
+                                  leases=[keys.lease(stream)], owner=self.worker_id)
         return keep
 
     # -- one batch -------------------------------------------------------------------
@@ -390,12 +395,14 @@ class Engine:
         started = time.perf_counter()
         ops: Ops = []
         messages, malformed = decode_entries(entries)
+        acked = [e for e in entries if e.erased]  # an erasure deleted them while pending
         for entry, reason in malformed:
             log.error("malformed entry dead-lettered", extra={"stream": entry.stream, "entry": entry.id,
                                                               "reason": reason})
-            ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, reason))
+            ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, reason, ack=False))
+            acked.append(entry)
         await self._load(partition, [m for _, m in messages], revs)
-        acked = [e.id for e in entries if e.erased]  # an erasure deleted them while pending
+        handled = 0
         touched: list[str] = []
         resolved: list[str] = []  # left out of the cache after the commit (retention may drop them from Redis)
         blocked: set[str] = set()  # conversations with a failed message: later ones wait, in order
@@ -416,7 +423,9 @@ class Engine:
             try:
                 turn = await self._begin(partition, message, committed)
                 if turn is None:
-                    ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, _unknown(message)))
+                    ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, _unknown(message),
+                                                        ack=False))
+                    acked.append(entry)
                     continue
                 for step, is_async in self.steps:
                     result = step(turn)
@@ -428,7 +437,8 @@ class Engine:
                 touched.append(turn.conversation.id)
                 if turn.conversation.status == "resolved":
                     resolved.append(turn.conversation.id)
-                acked.append(entry.id)
+                acked.append(entry)
+                handled += 1
                 if failures and failures.pop(message.partition_key, None) is not None:
                     partition.reread = True
             except Exception as exc:
@@ -436,9 +446,12 @@ class Engine:
                     raise
                 blocked.add(message.partition_key)
                 self._evict(partition, message)
-                ops.extend(self._failed(partition, entry, message, exc))
+                dead = self._failed(partition, entry, message, exc)
+                if dead:
+                    ops.extend(dead)
+                    acked.append(entry)
         ops.extend(saves.ops())
-        ops.extend(self.bus.ack_ops(stream, self.group, acked))
+        ops.extend(self.bus.ack_entries_ops(stream, self.group, acked))
         ops.extend(self.bus.announce_ops(touched))
         try:
             await self.store.write_contacts(saves.contacts)  # in the contacts' slot, first
@@ -453,12 +466,13 @@ class Engine:
         for conversation_id in resolved:
             if (cached := partition.conversations.get(conversation_id)) is not None and cached.status == "resolved":
                 partition.conversations.drop(conversation_id)
-        self.processed += len(acked)
-        ENGINE_MESSAGES.inc(len(acked))
+        self.processed += handled
+        ENGINE_MESSAGES.inc(handled)
         ENGINE_BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _failed(self, partition: _Partition, entry: Entry, message: Message, exc: Exception) -> Ops:
-        """A step raised: try again after a backoff, or dead-letter once the retry window is over."""
+        """A step raised: try again after a backoff (no ops), or dead-letter once the retry
+        window is over (the ops that do it; the entry's ack is the caller's)."""
         now_s = time.monotonic()
         key = message.partition_key
         failure = partition.failures.get(key)
@@ -472,7 +486,7 @@ class Engine:
             partition.reread = True
             return self.bus.dead_letter_ops(entry.stream, self.group, entry,
                                             f"failed {failure.tries} times in {now_s - failure.first_s:.1f} s: "
-                                            f"{type(exc).__name__}: {exc}")
+                                            f"{type(exc).__name__}: {exc}", ack=False)
         failure.due_s = now_s + backoff_s(failure.tries, base_s=0.2, cap_s=10.0)
         failure.asked = False
         return []

@@ -20,6 +20,9 @@ DISPATCH_GROUP = "dispatch"
 PROJECTOR_GROUP = "projector"  # reads the outboxes into the SQL record
 PROJECTOR_CONSUMER = "projector"  # one name: the lease holder reads a dead holder's pending entries as its own
 PAYLOAD_FIELD = "m"  # the one field of a stream entry: the encoded Message
+# or, on an inbound stream, the one field of an entry holding a publish batch: a msgpack
+# array of encoded Messages (`bridge.bus`: one entry a batch and partition, not a message)
+BATCH_FIELD = "b"
 REPLAY_FIELD = "r"  # set on entries an operator put back from the dead letters
 
 META = PREFIX + "meta"  # hash: partitions, schema (bridge.schema)
@@ -161,6 +164,13 @@ def sent_day(stream: str, day: int) -> str:
 def attempts(stream: str) -> str:
     """Hash: entry id -> failed attempts (transient send errors, step exceptions)."""
     return f"{PREFIX}attempts:{stream}"
+
+
+def parts_done(stream: str) -> str:
+    """Hash: id of an entry holding a publish batch -> its messages (indexes, comma-separated)
+    a commit handled while others of the entry waited (a failed step): they are not handled
+    again when the entry is read again. In the stream's slot; gone once the entry is acked."""
+    return f"{PREFIX}parts:{stream}"
 
 
 def retry_due(stream: str) -> str:

@@ -24,6 +24,10 @@ Versions (``schema`` in ``bridge:meta``; data written before it was kept has non
    (``bridge:dedupe:bridge:in:{3.1}:<span>``, `bridge.keys.dedupe_buckets`) instead of a
    key with its own expiry (``bridge:seen:bridge:in:{3.1}:<id>``): the keys left become
    members of the present span's set, remembered at least as long as they had left.
+5. a publish batch is one entry of its partition's inbound stream (field ``b``: the
+   messages as a msgpack array) instead of an entry a message (field ``m``, still read, and
+   still written by timers and replays); nothing moves, the upgrade waits for the engines
+   of the older version to stop (they would dead-letter a batch entry as malformed).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from bridge.model import entry_order, new_id
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 4
+SCHEMA = 5
 
 UPGRADING = keys.PREFIX + "upgrading"  # the one process upgrading the data holds it
 _UPGRADE_TTL_MS = 60_000  # renewed while the upgrade runs; a process that died frees it
@@ -150,6 +154,10 @@ async def _upgrade(redis: Redis, partitions: int, version: int, token: str, leas
         await redis.hset(keys.META, "schema", 4)
         log.info("data upgraded to schema 4", extra={"dedupe_keys_moved": moved,
                                                      "seconds": round(time.monotonic() - started, 1)})
+    if version < 5:
+        await _wait_for_older_processes(redis, leases, lease_ttl_s)
+        await redis.hset(keys.META, "schema", 5)
+        log.info("data upgraded to schema 5: a publish batch is one inbound stream entry")
 
 
 # -- 1 -> 2 ----------------------------------------------------------------------------

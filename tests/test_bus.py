@@ -33,8 +33,8 @@ async def test_publish_is_idempotent_on_the_dedupe_key(redis: aioredis.Redis) ->
     assert await bus.publish(customer("c1", "hello again", dedupe="api:m1")) is False
     assert await bus.publish_many([customer("c1", "x", "api:m2"), customer("c1", "y", "api:m2"),
                                    customer("c1", "z")]) == [True, False, True]
-    entries = await redis.xrange(bus.inbound_stream(first))
-    assert [decode(e[1][b"m"]).text for e in entries] == ["hello", "x", "z"]
+    entries = await bus.entries(bus.inbound_stream(first))
+    assert [decode(e.payload).text for e in entries if e.payload] == ["hello", "x", "z"]
 
 
 async def test_publishers_racing_with_the_same_platform_ids_store_each_once(redis_url: str) -> None:
@@ -49,8 +49,8 @@ async def test_publishers_racing_with_the_same_platform_ids_store_each_once(redi
                      for n in range(6)]
             results = await asyncio.gather(*(bus.publish_many(batch) for bus in buses))
             assert [a + b for a, b in zip(*results, strict=True)] == [1] * 6, results
-        stored = [decode(fields[b"m"]).text for p in range(2) for _, fields in
-                  await clients[0].xrange(keys.inbound(p, 2))]
+        stored = [decode(e.payload).text for p in range(2) for e in await buses[0].entries(keys.inbound(p, 2))
+                  if e.payload]
         assert sorted(stored) == sorted(f"round {r} message {n}" for r in range(40) for n in range(6))
         mixed = [customer("r0", "seen", "api:race-0-0"), customer("r0", "new one", "api:race-new"),
                  customer("r0", "no id")]
@@ -89,7 +89,7 @@ async def test_entries_of_a_dead_consumer_are_reclaimed(redis: aioredis.Redis) -
     assert await bus.reclaim(stream, "g", "new-worker", min_idle_ms=60_000, count=10) == []  # not idle long enough
     reclaimed = await bus.reclaim(stream, "g", "new-worker", min_idle_ms=0, count=10)
     assert [e.id for e in reclaimed] == [e.id for e in taken]
-    await redis.xack(stream, "g", *[e.id for e in reclaimed])
+    await bus.commit(bus.ack_entries_ops(stream, "g", reclaimed))
     assert await bus.pending_count(stream, "g") == 0
 
 
@@ -257,7 +257,8 @@ async def test_a_cursor_reads_its_own_unacked_then_the_previous_owners_then_new(
     bus = Bus(redis, partitions=1)
     stream = keys.inbound(0, 1)
     await bus.ensure_group(stream, "g")
-    await bus.publish_many([customer("c", f"m{i}") for i in range(3)])
+    for i in range(3):  # an entry each
+        await bus.publish(customer("c", f"m{i}"))
     (old_owners,) = await bus.read([stream], "g", "dead-worker", count=1, block_ms=None)
     (ours,) = await bus.read([stream], "g", "me", count=1, block_ms=None)  # its reply was lost, say
     await bus.publish(customer("c", "m3"))
@@ -268,7 +269,7 @@ async def test_a_cursor_reads_its_own_unacked_then_the_previous_owners_then_new(
     async def texts() -> list[str]:
         entries = await cursor.next([stream])
         if entries:
-            await redis.xack(stream, "g", *[e.id for e in entries])
+            await bus.commit(bus.ack_entries_ops(stream, "g", entries))
         return [decode(e.payload).text for e in entries if e.payload]
 
     assert (await texts(), cursor.replayed) == ([decode(ours.payload or b"").text], True)
@@ -439,9 +440,53 @@ async def test_a_redis_still_loading_its_data_is_waited_for(redis: aioredis.Redi
                                     dedupe_key=f"t:{n}") for n in range(8)]
                 assert len({bus.inbound_stream(m) for m in messages}) == 2
                 assert await bus.publish_many(messages) == [True] * 8
-                streams = [await redis.xrange(keys.inbound(p, 2)) for p in range(2)]
-                texts = [decode(fields[b"m"]).text for entries in streams for _, fields in entries]
+                streams = [await bus.entries(keys.inbound(p, 2)) for p in range(2)]
+                texts = [decode(e.payload).text for entries in streams for e in entries if e.payload]
                 assert sorted(texts) == sorted(m.text for m in messages)
             assert proxy.refused == 2
         finally:
             await close(client)
+
+
+async def test_a_batch_entry_is_acked_once_all_its_messages_are_handled_and_none_is_handled_twice(
+        redis: aioredis.Redis) -> None:
+    """A publish batch is one stream entry. A commit that handles only some of its messages
+    (the others wait behind a failing step) notes them; a read of the entry again gives the
+    others only; the entry is acked with the last of them."""
+    bus = Bus(redis, partitions=1)
+    stream = keys.inbound(0, 1)
+    await bus.ensure_group(stream, "g")
+    assert await bus.publish_many([customer(f"c{n}", f"m{n}", f"api:{n}") for n in range(4)]) == [True] * 4
+    assert await redis.xlen(stream) == 1
+    first = await bus.read([stream], "g", "w", count=10, block_ms=None)
+    assert [decode(e.payload or b"").text for e in first] == ["m0", "m1", "m2", "m3"]
+    await bus.commit(bus.ack_entries_ops(stream, "g", [first[0], first[2]]))
+    assert await bus.pending_count(stream, "g") == 1  # the entry waits for m1 and m3
+    again = await bus.read([stream], "g", "w", count=10, block_ms=None, pending=True)
+    assert [decode(e.payload or b"").text for e in again] == ["m1", "m3"]
+    await bus.commit(bus.ack_entries_ops(stream, "g", again[:1]))
+    (last,) = await bus.reclaim(stream, "g", "another worker", min_idle_ms=0, count=10)  # a take-over: the same
+    assert decode(last.payload or b"").text == "m3"
+    await bus.commit(bus.ack_entries_ops(stream, "g", [last]))
+    assert await bus.pending_count(stream, "g") == 0
+    assert await redis.exists(keys.parts_done(stream)) == 0
+
+
+async def test_an_erasure_keeps_the_others_messages_of_a_batch_the_engine_has_not_handled(
+        redis: aioredis.Redis) -> None:
+    """Scrubbing a person out of a batch entry: the messages of the others that wait for the
+    engine are written again without theirs; a batch entry handled already goes whole."""
+    bus = Bus(redis, partitions=1)
+    stream = keys.inbound(0, 1)
+    await bus.ensure_group(stream, keys.ENGINE_GROUP)
+    await bus.publish_many([customer("erased-person", "handled, mine"), customer("other", "handled, theirs")])
+    handled = await bus.read([stream], keys.ENGINE_GROUP, "w", count=10, block_ms=None)
+    await bus.commit(bus.ack_entries_ops(stream, keys.ENGINE_GROUP, handled))
+    await bus.publish_many([customer("erased-person", "waiting, mine"), customer("other", "waiting, theirs"),
+                            customer("third", "waiting too")])
+    assert await bus.scrub(["erased-person"]) == 2
+    left = await bus.entries(stream)
+    assert [decode(e.payload or b"").text for e in left] == ["waiting, theirs", "waiting too"]
+    assert b"erased-person" not in b"".join(e.payload or b"" for e in left)
+    read = await bus.read([stream], keys.ENGINE_GROUP, "w", count=10, block_ms=None)
+    assert [decode(e.payload or b"").text for e in read] == ["waiting, theirs", "waiting too"]

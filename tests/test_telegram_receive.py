@@ -22,6 +22,7 @@ from aiohttp import web
 
 from adapters.telegram.adapter import SECRET_HEADER, TelegramAdapter
 from bridge import keys
+from bridge.bus import entry_of
 from bridge.context import RedisState
 from bridge.model import Message, decode
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
@@ -48,7 +49,8 @@ async def inbound(redis: aioredis.Redis) -> list[Message]:
     streams = {stream async for stream in redis.scan_iter(match=keys.PREFIX + "in:*")}  # (SCAN may repeat one)
     for stream in streams:
         for _id, fields in await redis.xrange(stream):
-            out.append(decode(fields[keys.PAYLOAD_FIELD.encode()]))
+            out.extend(decode(entry.payload) for entry in entry_of(stream.decode(), _id.decode(), fields)
+                       if entry.payload)
     return sorted(out, key=lambda m: m.dedupe_key)
 
 

@@ -31,9 +31,9 @@ from pydantic import SecretStr
 
 from bridge import keys
 from bridge.adapter import Adapter, AdapterContext, Capabilities, HealthState
-from bridge.bus import Bus
+from bridge.bus import Bus, entry_of
 from bridge.context import RedisFanout, RedisState
-from bridge.model import Attachment, Message, Sender, decode
+from bridge.model import Attachment, Message, Sender, decode, entry_order
 from bridge.store import Store
 from tests.fakes.slack_api import FakeSlack, sign
 from tests.fakes.telegram_api import FakeTelegram
@@ -164,11 +164,13 @@ class Driver(abc.ABC):
 
     async def stored(self) -> list[Message]:
         """Every message in the inbound streams, in order of arrival."""
-        found: list[tuple[bytes, Message]] = []
+        found: list[tuple[tuple[int, int, int], Message]] = []
         for partition in range(PARTITIONS):
-            for entry_id, fields in await self.redis.xrange(keys.inbound(partition, PARTITIONS)):
-                found.append((entry_id, decode(fields[keys.PAYLOAD_FIELD.encode()])))
-        found.sort(key=lambda pair: tuple(int(x) for x in pair[0].split(b"-")))
+            stream = keys.inbound(partition, PARTITIONS)
+            for entry_id, fields in await self.redis.xrange(stream):
+                found.extend(((*entry_order(entry_id), e.index), decode(e.payload))
+                             for e in entry_of(stream, entry_id.decode(), fields) if e.payload)
+        found.sort(key=lambda pair: pair[0])
         return [m for _, m in found]
 
     # -- out -----------------------------------------------------------------------------
