@@ -215,9 +215,10 @@ async def bridge_latencies(redis: aioredis.Redis, partitions: int, since_ms: int
         async for chunk in _chunks(redis, stream):
             for entry_id, fields in chunk:
                 if entry_ms(entry_id) >= since_ms:
-                    message = decode(fields[b"m"])
-                    if message.kind == "event" and message.reply_to in appended:
-                        latencies.append(entry_ms(entry_id) - appended[message.reply_to])
+                    for entry in entry_of(stream, entry_id.decode(), fields):
+                        message = decode(entry.payload or b"")
+                        if message.kind == "event" and message.reply_to in appended:
+                            latencies.append(entry_ms(entry_id) - appended[message.reply_to])
     return latencies
 
 

@@ -32,7 +32,17 @@ from bridge import keys
 from bridge.connection import Script, follow_cluster_change, is_cluster, mget, retry_of
 from bridge.errors import BridgeError, NotReplicated, StoreUnavailable
 from bridge.lease import Leases
-from bridge.model import Message, decode, encode, entry_order, new_id, now_ms, partition_of
+from bridge.model import (
+    Message,
+    batch_payloads,
+    decode,
+    encode,
+    encode_batch,
+    entry_order,
+    new_id,
+    now_ms,
+    partition_of,
+)
 from bridge.ops import Ops, pack, variadic
 from bridge.primaries import on_primaries
 from bridge.storeerrors import as_store_error, typed_store_errors
@@ -44,51 +54,45 @@ RefResolver = Callable[[list[str]], Awaitable[dict[str, str]]]
 log = logging.getLogger("bridge.bus")
 
 _PUBLISH = """
--- KEYS[1]: one partition's stream; KEYS[2]: the dedupe set this publish adds to; KEYS[3..]:
--- every dedupe set that may hold a key seen within the dedupe TTL (`keys.dedupe_buckets`).
+-- One entry into a partition's stream, unless a platform id of it was seen before.
+-- KEYS[1]: the stream; KEYS[2]: the dedupe set this publish adds to; KEYS[3..]: every
+-- dedupe set that may hold an id seen within the dedupe TTL (`keys.dedupe_buckets`).
 -- Every key a script touches is declared, as Redis Cluster needs. ARGV[1]: KEYS[2]'s
--- expiry (Unix seconds); then n dedupe keys ('': never deduplicated; no two alike), then
--- the n payloads (encoded Messages) in the same order. The messages not seen before are
--- one entry: field 'b', a msgpack array of them (its 16-bit count made here, the encoded
--- messages as they came), or field 'm' when that is one message. Returns one character a
--- message: 1 stored, 0 a duplicate. The dedupe keys are added only once the XADD went
--- through, so an XADD refused (Redis full) stores nothing and leaves the platform's retry
--- free to store it all.
-local n = (#ARGV - 1) / 2
-local seen, added, kept, out = {}, {}, {}, {}
-for first = 2, n + 1, 1000 do  -- unpack keeps to Lua's stack
-  local last = math.min(n + 1, first + 999)
+-- expiry (Unix seconds); ARGV[2], ARGV[3]: the entry's field and value ('m' and one
+-- encoded message, or 'b' and a msgpack array of them); ARGV[4..]: the platform ids
+-- (dedupe keys) of its messages that have one, no two alike. Returns '' when the entry
+-- was written and its ids remembered; else, writing nothing, one character an id: 1
+-- seen before, 0 not (the caller publishes the others again, without the seen ones).
+-- The ids are added only once the XADD went through, so an XADD refused (Redis full)
+-- leaves the platform's retry free to store them.
+local n = #ARGV
+if n >= 4 then
   for b = 3, #KEYS do
-    local found = redis.call('SMISMEMBER', KEYS[b], unpack(ARGV, first, last))
+    local found = redis.call('SMISMEMBER', KEYS[b], unpack(ARGV, 4, n))
     for j = 1, #found do
-      if found[j] == 1 then seen[first + j - 2] = true end
+      if found[j] == 1 then  -- the rare path: which ones, in every set
+        local seen = {}
+        for c = 3, #KEYS do
+          local again = redis.call('SMISMEMBER', KEYS[c], unpack(ARGV, 4, n))
+          for i = 1, #again do
+            if again[i] == 1 then seen[i] = '1' end
+          end
+        end
+        for i = 1, n - 3 do seen[i] = seen[i] or '0' end
+        return table.concat(seen)
+      end
     end
   end
 end
-for i = 1, n do
-  if seen[i] then
-    out[i] = '0'
-  else
-    kept[#kept + 1] = ARGV[n + 1 + i]
-    if ARGV[i + 1] ~= '' then added[#added + 1] = ARGV[i + 1] end
-    out[i] = '1'
-  end
-end
-local id
-if #kept == 1 then
-  id = redis.pcall('XADD', KEYS[1], '*', 'm', kept[1])
-elseif #kept > 1 then
-  local count = string.char(0xdc, math.floor(#kept / 256), #kept % 256)
-  id = redis.pcall('XADD', KEYS[1], '*', 'b', count .. table.concat(kept))
-end
+local id = redis.pcall('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
 if type(id) == 'table' and id.err then return id end
-for first = 1, #added, 1000 do
-  redis.call('SADD', KEYS[2], unpack(added, first, math.min(#added, first + 999)))
+if n >= 4 then
+  redis.call('SADD', KEYS[2], unpack(ARGV, 4, n))
+  redis.call('EXPIREAT', KEYS[2], ARGV[1])
 end
-if #added > 0 then redis.call('EXPIREAT', KEYS[2], ARGV[1]) end
-return table.concat(out)
+return ''
 """
-PUBLISH_BATCH_MAX = 1000  # messages in one batch entry at most (the script's count has 16 bits)
+PUBLISH_BATCH_MAX = 1000  # messages in one entry at most (the script unpacks their ids onto Lua's stack: 8,000 at most)
 PUBLISH_BATCH_MAX_BYTES = 1 << 20  # and their encodings' bytes (a read of a few entries stays small)
 
 _TRIM = """
@@ -198,9 +202,6 @@ class Entry(msgspec.Struct):
         return self.batch or self.id
 
 
-_BATCH = msgspec.msgpack.Decoder(list[msgspec.Raw])
-
-
 def entry_of(stream: str, entry_id: str, fields: dict[bytes, bytes] | None) -> list[Entry]:
     """The messages of one stream entry as read (its fields by name; None: deleted while
     pending). A batch entry that is no msgpack array is returned whole, and fails to decode."""
@@ -210,10 +211,10 @@ def entry_of(stream: str, entry_id: str, fields: dict[bytes, bytes] | None) -> l
     if blob is None:
         return [Entry(stream, entry_id, fields.get(_PAYLOAD_FIELD), replay=_REPLAY_FIELD in fields)]
     try:
-        parts = _BATCH.decode(blob)
+        parts = batch_payloads(blob)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return [Entry(stream, entry_id, blob)]
-    return [Entry(stream, f"{entry_id}#{n}", bytes(part), batch=entry_id, index=n, parts=len(parts))
+    return [Entry(stream, f"{entry_id}#{n}", part, batch=entry_id, index=n, parts=len(parts))
             for n, part in enumerate(parts)]
 
 
@@ -295,7 +296,9 @@ class Bus:
         look in the SQL record for refs retention dropped): one script call per partition
         (a script keeps to one Redis Cluster slot), pipelined, each writing one stream entry
         (up to `PUBLISH_BATCH_MAX` messages or `PUBLISH_BATCH_MAX_BYTES`: then more). An
-        entry a batch, not a message, cuts what Redis spends a message (`python -m bench`)."""
+        entry a batch, not a message, cuts what Redis spends a message (`python -m bench`).
+        A batch with a platform id seen before is written again without it: a round trip
+        more, for a platform's retry only."""
         if not messages:
             return []
         await self._resolve_refs(messages)
@@ -318,16 +321,27 @@ class Bus:
             batches[-1].append(n)
             room[stream] -= len(payload)
         bucket, buckets, expiry = keys.dedupe_buckets(time.time(), self.dedupe_ttl_s)
-        calls: list[tuple[list[str], list[Any]]] = []
-        for stream, batches in by_stream.items():
-            declared = [stream, keys.dedupe_set(stream, bucket), *(keys.dedupe_set(stream, b) for b in buckets)]
-            calls.extend((declared, [expiry, *(messages[n].dedupe_key for n in batch), *(payloads[n] for n in batch)])
-                         for batch in batches)
+        todo = [([stream, keys.dedupe_set(stream, bucket), *(keys.dedupe_set(stream, b) for b in buckets)], batch)
+                for stream, batches in by_stream.items() for batch in batches]
         stored = [False] * len(messages)
-        every = [batch for batches in by_stream.values() for batch in batches]
-        for indexes, flags in zip(every, await self.run_script(self._publish, calls), strict=True):
-            for n, flag in zip(indexes, flags, strict=True):
-                stored[n] = flag == 49  # "1"
+        while todo:  # again without the ids seen before: each round has fewer messages
+            calls: list[tuple[list[str], list[Any]]] = []
+            for declared, batch in todo:
+                field, value = ((keys.PAYLOAD_FIELD, payloads[batch[0]]) if len(batch) == 1 else
+                                (keys.BATCH_FIELD, encode_batch([payloads[n] for n in batch])))
+                calls.append((declared, [expiry, field, value,
+                                         *(messages[n].dedupe_key for n in batch if messages[n].dedupe_key)]))
+            again = []
+            for (declared, batch), seen in zip(todo, await self.run_script(self._publish, calls), strict=True):
+                if not seen:
+                    for n in batch:
+                        stored[n] = True
+                    continue
+                flags = iter(seen)
+                left = [n for n in batch if not (messages[n].dedupe_key and next(flags) == 49)]  # "1": seen before
+                if left:
+                    again.append((declared, left))
+            todo = again
         return stored
 
     # -- replication (redis.wait_replicas) -------------------------------------------
@@ -718,26 +732,37 @@ class Bus:
         return variadic(("XACK", stream, group), entry_ids)
 
     @staticmethod
-    def ack_entries_ops(stream: str, group: str, entries: Sequence[Entry]) -> Ops:
+    def ack_entries_ops(stream: str, group: str, entries: Sequence[Entry],
+                        noted: dict[tuple[str, str], set[int]] | None = None) -> Ops:
         """Ack what a batch handled. A batch entry is acked once every message of it is
-        done (this batch's and those an earlier commit noted); until then the done ones are
-        noted, so a read of it again leaves them out (`keys.parts_done`)."""
+        done; until then the done ones are noted, so a read of it again leaves them out
+        (`keys.parts_done`). What earlier commits noted is what the entry was read with
+        (``Entry.done``), or, for a consumer whose commits each take some of an entry's
+        messages without reading it again (the dispatcher), ``noted``: kept up to date
+        here, by (stream, entry id), while it holds the stream."""
         whole: list[str] = []
-        batches: dict[str, tuple[Entry, set[int]]] = {}
+        batches: dict[str, tuple[Entry, set[int], bool]] = {}  # id -> (an entry of it, done, any noted before)
         for entry in entries:
             if not entry.batch:
                 whole.append(entry.id)
                 continue
-            _, done = batches.setdefault(entry.batch, (entry, set(entry.done)))
-            done.add(entry.index)
+            if entry.batch not in batches:
+                before = noted.get((stream, entry.batch)) if noted is not None else None
+                done = set(entry.done if before is None else before)
+                batches[entry.batch] = (entry, done, bool(done))
+            batches[entry.batch][1].add(entry.index)
         ops: Ops = []
-        for batch, (entry, done) in batches.items():
+        for batch, (entry, done, noted_before) in batches.items():
             if len(done) < entry.parts:
                 ops.append(("HSET", keys.parts_done(stream), batch, ",".join(map(str, sorted(done)))))
+                if noted is not None:
+                    noted[(stream, batch)] = done
                 continue
             whole.append(batch)
-            if entry.done:
+            if noted_before:
                 ops.append(("HDEL", keys.parts_done(stream), batch))
+            if noted is not None:
+                noted.pop((stream, batch), None)
         return [*ops, *variadic(("XACK", stream, group), whole)]
 
     @staticmethod
@@ -973,24 +998,24 @@ class Bus:
         engine has not handled yet (a batch entry it acked has none), as the fields of an
         entry that takes its place; None: nothing."""
         try:
-            parts = [bytes(part) for part in _BATCH.decode(blob)]
+            parts = batch_payloads(blob)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
-        groups = {_text(g["name"]): g for g in await self.redis.xinfo_groups(stream)}
-        engine = groups.get(keys.ENGINE_GROUP)
-        handled: set[int] = set()
-        if engine is not None and entry_order(entry_id.encode()) <= entry_order(
-                _text(engine["last-delivered-id"]).encode()):
-            if not await self.redis.xpending_range(stream, keys.ENGINE_GROUP, min=entry_id, max=entry_id, count=1):
+        handled: set[int] | None = None  # what the stream's one consumer group handled of it
+        for group in await self.redis.xinfo_groups(stream):
+            name = _text(group["name"])
+            if entry_order(entry_id.encode()) > entry_order(_text(group["last-delivered-id"]).encode()):
+                handled = set()  # not read yet
+            elif await self.redis.xpending_range(stream, name, min=entry_id, max=entry_id, count=1):
+                done = await self.redis.hget(keys.parts_done(stream), entry_id)
+                handled = {int(n) for n in done.split(b",")} if done else set()
+            else:
                 return None  # read and acked: all handled
-            done = await self.redis.hget(keys.parts_done(stream), entry_id)
-            handled = {int(n) for n in done.split(b",")} if done else set()
-        left = [part for n, part in enumerate(parts) if n not in handled and not any(p in part for p in packed)]
+        left = [part for n, part in enumerate(parts)
+                if n not in (handled or ()) and not any(p in part for p in packed)]
         if not left:
             return None
-        if len(left) == 1:
-            return {keys.PAYLOAD_FIELD: left[0]}
-        return {keys.BATCH_FIELD: msgspec.msgpack.encode([msgspec.Raw(part) for part in left])}
+        return {keys.PAYLOAD_FIELD: left[0]} if len(left) == 1 else {keys.BATCH_FIELD: encode_batch(left)}
 
     async def fire_timers(self, partition: int, now: int, limit: int = 500) -> int:
         return int(await self._fire_timers(keys=[keys.timers(partition, self.partitions),

@@ -187,6 +187,8 @@ class ChannelDispatcher:
         self._idle: deque[asyncio.Future[bool]] = deque()  # workers waiting for a ready lane
         self._waking = 0  # workers woken or started that have not run yet
         self._in_hand: set[tuple[str, str]] = set()  # (stream, entry id) read and not yet recorded
+        # (stream, batch entry id) -> its messages recorded while others of it are not (`Bus.ack_entries_ops`)
+        self._noted: dict[tuple[str, str], set[int]] = {}
         # lane -> the dead-lettered entry it waits behind ("r:" + id when that entry was a replay)
         self._parked: dict[str, str] = {}
         self._parked_stale = False  # dropped with what was in hand: read again from Redis
@@ -279,6 +281,7 @@ class ChannelDispatcher:
         self._idle.clear()
         self._waking = 0
         self._in_hand.clear()
+        self._noted.clear()
         self._parked.clear()
         self._parked_stale = True
         self._release(self._done)
@@ -539,7 +542,7 @@ class ChannelDispatcher:
         sent_ids: list[tuple[str, str]] = []  # (message id, platform id) sent from the channel's own stream
         refs: list[tuple[str, str]] = []  # (thread ref, conversation id)
         failures: Ops = []
-        acks: dict[str, list[str]] = {}  # stream -> entry ids
+        acks: dict[str, list[Entry]] = {}  # stream -> entries done
         tried: dict[str, list[str]] = {}  # stream -> entry ids with failed attempts before
         for d in batch:  # one pass: a record takes hundreds of sends at a time
             item = d.item
@@ -556,11 +559,10 @@ class ChannelDispatcher:
                 if delivered.ref and message.conversation_id:
                     refs.append((delivered.ref, message.conversation_id))
             if d.dead:
-                failures += bus.dead_letter_ops(stream, self.group, entry, d.dead, lane=d.lane)
+                failures += bus.dead_letter_ops(stream, self.group, entry, d.dead, lane=d.lane, ack=False)
                 if d.parks:
                     failures += bus.park_ops(stream, d.lane, d.parks)
-            else:
-                acks.setdefault(stream, []).append(entry.id)
+            acks.setdefault(stream, []).append(entry)
             if item.unparks:  # wherever the lane was parked (a lane's sends may come from two partitions)
                 for held in sorted(self.leases.held):
                     failures += bus.unpark_ops(held, item.unparks)
@@ -576,11 +578,11 @@ class ChannelDispatcher:
         if refs and self.history:
             ops += Store.refs_record_ops(refs, bus.partitions, now_ms())
         ops += failures
-        for stream, ids in acks.items():
-            ops += bus.ack_ops(stream, self.group, ids)
+        for stream, done in acks.items():
+            ops += bus.ack_entries_ops(stream, self.group, done, self._noted)
         for stream, ids in tried.items():
             ops += bus.attempts_done_ops(stream, ids)
-        acked = sum(len(ids) for ids in acks.values())
+        acked = sum(1 for d in batch if not d.dead)
         await self.bus.commit_by_slot(ops, leases=self.leases.keys_held(), owner=self.worker_id)
         failpoints.hit("dispatch.after_record")
         self._release(batch)

@@ -129,6 +129,21 @@ def decode(payload: bytes) -> Message:
     return _decoder.decode(payload)
 
 
+_batch_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+
+
+def encode_batch(payloads: list[bytes]) -> bytes:
+    """Encoded messages as one msgpack array: a stream entry that holds several
+    (`keys.BATCH_FIELD`), each as it was encoded."""
+    return _encoder.encode([msgspec.Raw(payload) for payload in payloads])
+
+
+def batch_payloads(blob: bytes) -> list[bytes]:
+    """The encoded messages of a batch entry; raises `msgspec.DecodeError` when it is no
+    array (each message is decoded, and may fail, on its own)."""
+    return [bytes(part) for part in _batch_decoder.decode(blob)]
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def address_hash(channel: str, address: str) -> str:
     """12 hex digits naming a customer address; conversation ids start with it (kept for

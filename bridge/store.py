@@ -40,6 +40,7 @@ from bridge.model import (
     decode_contact,
     decode_conversation,
     encode,
+    encode_batch,
     encode_record,
     entry_order,
     new_id,
@@ -75,9 +76,10 @@ return 0
 
 class Saves:
     """What one commit writes once for its whole batch: each conversation as its last turn
-    left it (one MSET and one ZADD per status instead of a SET and a ZADD per turn) and,
-    with history on, the turns' records as one outbox entry (one XADD instead of one per
-    turn). Its contact changes are written before the commit (`contacts`, `Store.write_contacts`)."""
+    left it (one MSET and one ZADD per status instead of a SET and a ZADD per turn), the
+    outbound messages as one entry a stream and, with history on, the turns' records as
+    one outbox entry (one XADD instead of one per message or turn). Its contact changes
+    are written before the commit (`contacts`, `Store.write_contacts`)."""
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
@@ -87,6 +89,7 @@ class Saves:
         self._before: dict[str, tuple[str | None, int]] = {}  # id -> (status, updated ms) before the batch
         self._opened: Ops = []
         self._turns: dict[str, builtins.list[TurnRecord]] = {}  # outbox stream -> its turns, in order
+        self._outbound: dict[str, builtins.list[bytes]] = {}  # outbound stream -> its messages, in order
 
     def add(self, conversation: Conversation, previous_status: str | None, record: bytes,
             previous_updated_ms: int = 0) -> None:
@@ -102,6 +105,10 @@ class Saves:
 
     def record(self, outbox: str, turn: TurnRecord) -> None:
         self._turns.setdefault(outbox, []).append(turn)
+
+    def send(self, outbound: str, message: bytes) -> None:
+        """An outbound message: the batch's messages to one stream are one entry."""
+        self._outbound.setdefault(outbound, []).append(message)
 
     def ops(self) -> Ops:
         ops = self._opened[:]
@@ -124,6 +131,11 @@ class Saves:
             ops += variadic(("ZREM", index), ids)
         for stream, turns in self._turns.items():
             ops.append(("XADD", stream, "*", keys.PAYLOAD_FIELD, encode_turns(turns)))
+        for stream, messages in self._outbound.items():
+            if len(messages) == 1:
+                ops.append(("XADD", stream, "*", keys.PAYLOAD_FIELD, messages[0]))
+            else:
+                ops.append(("XADD", stream, "*", keys.BATCH_FIELD, encode_batch(messages)))
         return ops
 
 
@@ -534,8 +546,7 @@ class Store:
         kept = [m if isinstance(m, bytes) else encode(m) for m in effects.kept]
         ops = self.transcript_ops(conversation.id, *kept)
         for out in effects.outbound:
-            ops.append(("XADD", keys.outbound(out.channel, partition, self.partitions), "*", keys.PAYLOAD_FIELD,
-                        encode(out)))
+            saves.send(keys.outbound(out.channel, partition, self.partitions), encode(out))
         for queue, case in effects.queued:
             ops.append(["XADD", keys.queue(queue, partition, self.partitions),
                         "MAXLEN", "~", keys.QUEUE_MAX_LEN // self.partitions, "*", keys.PAYLOAD_FIELD, encode(case)])

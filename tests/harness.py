@@ -26,7 +26,7 @@ import yaml
 
 from bridge import config as config_module
 from bridge import keys
-from bridge.bus import Bus
+from bridge.bus import Bus, entry_of
 from bridge.model import Message, address_hash, decode, entry_order, now_ms, partition_of
 from bridge.ops import Ops
 from bridge.runner import Bridge
@@ -180,11 +180,14 @@ def outbound_of(channel: str, address: str, *, of: str = "", partitions: int = 8
 
 
 async def outbound_entries(redis: Any, channel: str, partitions: int = 8) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """Every entry of a channel's outbound streams, oldest first."""
+    """Every message of a channel's outbound streams, oldest first, as (entry id, fields):
+    a commit's messages to a stream, one entry, each with its entry's id."""
     entries: list[tuple[bytes, dict[bytes, bytes]]] = []
     for stream in keys.outbound_streams(channel, partitions):
-        entries += await redis.xrange(stream)
-    return sorted(entries, key=lambda entry: entry_order(entry[0]))
+        for entry_id, fields in await redis.xrange(stream):
+            entries += [(entry_id, {keys.PAYLOAD_FIELD.encode(): e.payload} if e.payload is not None else fields)
+                        for e in entry_of(stream, entry_id.decode(), fields)]
+    return sorted(entries, key=lambda entry: entry_order(entry[0]))  # (stable: a batch keeps its order)
 
 
 async def commit(redis: Any, ops: Ops) -> None:

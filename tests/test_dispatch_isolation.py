@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 
 from bridge import keys
 from bridge.model import Message, encode, now_ms
-from tests.harness import RunningBridge, outbound_of, running_bridge, wait_for
+from bridge.store import Saves
+from tests.harness import RunningBridge, commit, outbound_of, running_bridge, wait_for
 from tests.proc import BridgeProcess
 from tests.test_api_e2e import AUTH, ENV, api_config
 from tests.webhook import WebhookReceiver
@@ -225,3 +226,39 @@ async def test_what_an_older_bridge_left_in_a_channel_s_own_stream_is_delivered_
         await wait_for(acknowledged, 10, "every entry of the old stream acknowledged")
         await asyncio.sleep(0.5)  # nothing more comes
         assert webhook.texts_for("upgraded")[1:] == ["read, not sent", "never read"]
+
+
+async def test_a_failing_address_in_a_commit_s_outbound_entry_holds_no_other_and_none_is_sent_twice(
+        redis_url: str, webhook: WebhookReceiver) -> None:
+    """An engine commit's replies to one channel's stream are one entry. The reply whose
+    address fails waits alone: the others are sent, and noted as sent; a restarted
+    dispatcher reads the entry again and sends only that reply, once its address answers;
+    then the entry is acknowledged."""
+    webhook.fail_for["stuck"] = 500
+    config = api_config(webhook.url, max_attempts=1000)
+    stream = outbound_of("api", "ok-1")
+    saves = Saves(8)
+    for address in ("ok-1", "stuck", "ok-2"):
+        saves.send(stream, encode(Message(kind="reply", channel="api", address=address, text=f"Reply to {address}")))
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        await commit(redis, saves.ops())
+        ((entry_id, _),) = await redis.xrange(stream)
+    finally:
+        await redis.aclose()
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        await wait_for(lambda: webhook.texts_for("ok-1") and webhook.texts_for("ok-2") and webhook.tries["stuck"] >= 2,
+                       20, "the two others sent while the third is retried")
+        await wait_for(lambda: b.redis.hget(keys.parts_done(stream), entry_id), 10, "the two noted as sent")
+        assert await b.redis.hget(keys.parts_done(stream), entry_id) == b"0,2"
+    async with running_bridge(redis_url, config, env=ENV) as b:
+        del webhook.fail_for["stuck"]
+        await wait_for(lambda: webhook.texts_for("stuck"), 30, "the third sent once its address answers")
+
+        async def acknowledged() -> bool:
+            return int((await b.redis.xpending(stream, keys.DISPATCH_GROUP))["pending"]) == 0
+
+        await wait_for(acknowledged, 10, "the entry acknowledged")
+        assert not await b.redis.exists(keys.parts_done(stream))
+    assert [webhook.texts_for(a) for a in ("ok-1", "stuck", "ok-2")] == [
+        ["Reply to ok-1"], ["Reply to stuck"], ["Reply to ok-2"]]
