@@ -1,8 +1,11 @@
 """Redis streams: publish with dedupe, consumer groups, reclaim, dead letters, safe trims.
 
-Hot-path rule: a fixed number of Redis round trips per batch. Publishing a batch is one
-Lua call; the engine commits a batch's effects (and its acks) in one transaction
-(`commit`): two round trips, the fences read under WATCH, then MULTI/EXEC.
+Hot-path rule: a fixed number of Redis round trips per batch, and a stream entry per
+batch rather than per message. Publishing a batch is one Lua call, writing one entry a
+partition; the engine commits a batch's effects (and its acks) in one transaction
+(`commit`): two round trips, the fences read under WATCH, then MULTI/EXEC; the batch's
+messages to one outbound stream are one entry too. A reader sees each message of an entry
+as an `Entry` of its own; `ack_entries_ops` acks the stream entry once all are done.
 
 With ``wait_replicas`` (``redis.wait_replicas``) a publish, a commit and a read that
 returned entries are followed, in the same round trip, by Redis ``WAIT``: a write counts

@@ -1,9 +1,10 @@
 """The dispatcher: reads each channel's outbound streams and delivers through its adapter.
 
 A channel has one outbound stream per engine partition (each written by its partition's
-commit, in its slot) and one of its own (what older bridges wrote; dead letters' release
-marks). The holder of the channel's own stream's lease takes the others, so one process
-paces a channel.
+commit, in its slot: a commit's messages to it are one entry, each sent on its own; the
+entry is acked once all are recorded, `Bus.ack_entries_ops`) and one of its own (what
+older bridges wrote; dead letters' release marks). The holder of the channel's own
+stream's lease takes the others, so one process paces a channel.
 
 Sends are ordered per *lane* (a customer's address; a conversation, for agent-side
 events) and independent across lanes. Lanes with a message to send queue for up to
