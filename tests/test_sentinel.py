@@ -230,7 +230,9 @@ async def test_a_locked_down_sentinel_set_up_is_reached_over_tls_with_acl_users(
     """Servers and sentinels speaking TLS to the bridge and asking for its certificate; the
     servers' default user may only PING and INFO (the bridge must log in as its ACL user),
     and the sentinels know the bridge by a user of their own. The bridge finds the primary
-    and a customer gets an answer; a wrong sentinel password is refused, named."""
+    and a customer gets an answer; the primary is killed, the sentinels promote the replica
+    and the bridge follows them to it, over TLS, as that user; a wrong sentinel password is
+    refused, named."""
     cert, key = make_certificate(tmp_path)
     tls = ("--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
            "--tls-replication", "yes")
@@ -262,6 +264,16 @@ async def test_a_locked_down_sentinel_set_up_is_reached_over_tls_with_acl_users(
             body = {"customer_id": "tls-1", "text": "Where is my parcel?", "message_id": "tls-1"}
             assert (await b.post("/api/v1/messages", json=body, headers=AUTH)).status == 202
             await b.wait_for(lambda: webhook.texts_for("tls-1"), 20, "the answer")
+            await asyncio.to_thread(primary.kill)
+            await asyncio.to_thread(SentinelGroup.wait, lambda: all(
+                s.master().get("port") == str(tls_ports[1]) for s in sentinels), "the replica promoted")
+            after = {"customer_id": "tls-2", "text": "Is it shipped yet?", "message_id": "tls-2"}
+
+            async def stored() -> bool:  # 503 while the bridge finds the new primary (the id dedupes)
+                return (await b.post("/api/v1/messages", json=after, headers=AUTH)).status == 202
+
+            await b.wait_for(stored, 30, "the message stored on the promoted replica")
+            await b.wait_for(lambda: webhook.texts_for("tls-2"), 30, "the answer after the failover")
         refused = await asyncio.to_thread(bridge_cli, "status", "-c", str(write(tmp_path / "wrong.yaml", merged(
             api_config(webhook.url), {"redis": redis}))), cwd=tmp_path, env={**env, "T_WATCH_PASSWORD": "wrong"})
     finally:
