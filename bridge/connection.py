@@ -25,7 +25,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import AskError, ClusterDownError, DataError, MovedError, NoScriptError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -177,8 +177,12 @@ def connect(settings: RedisSettings, url: str | None = None, *, retries: int = 5
         files = _tls_files(settings) if target.lower().startswith("rediss") else {}
         return _packed_by_hiredis(aioredis.Redis.from_pool(_Pool.from_url(target, **common, **files)))
     addresses = [a for a in (sentinel_address(s) for s in settings.sentinels) if a is not None]
+    # a sentinel is asked once per lookup: the next one is asked instead of this one again
+    # (redis-py's default retried each three times, a wrong password too: 20 s before
+    # `bridge status` said why), and the client's own retry repeats the whole lookup
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": SENTINEL_TIMEOUT_S,
-                                       "socket_timeout": SENTINEL_TIMEOUT_S, "username": settings.sentinel_username}
+                                       "socket_timeout": SENTINEL_TIMEOUT_S, "username": settings.sentinel_username,
+                                       "retry": Retry(NoBackoff(), 0)}
     if settings.sentinel_password is not None:
         sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
     if settings.sentinel_tls:
