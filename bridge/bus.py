@@ -95,8 +95,7 @@ if n >= 4 then
 end
 return ''
 """
-PUBLISH_BATCH_MAX = 1000  # messages in one entry at most (the script unpacks their ids onto Lua's stack: 8,000 at most)
-PUBLISH_BATCH_MAX_BYTES = 1 << 20  # and their encodings' bytes (a read of a few entries stays small)
+PUBLISH_BATCH_MAX_BYTES = 1 << 20  # an entry's encoded messages, in bytes, at most (and `keys.BATCH_MAX` of them)
 
 _TRIM = """
 -- Trim acknowledged entries only: never past the oldest pending or undelivered entry of
@@ -298,7 +297,7 @@ class Bus:
         """Append a batch in one round trip (two when thread refs must be resolved, and a
         look in the SQL record for refs retention dropped): one script call per partition
         (a script keeps to one Redis Cluster slot), pipelined, each writing one stream entry
-        (up to `PUBLISH_BATCH_MAX` messages or `PUBLISH_BATCH_MAX_BYTES`: then more). An
+        (up to `keys.BATCH_MAX` messages or `PUBLISH_BATCH_MAX_BYTES`: then more). An
         entry a batch, not a message, cuts what Redis spends a message (`python -m bench`).
         A batch with a platform id seen before is written again without it: a round trip
         more, for a platform's retry only."""
@@ -317,7 +316,7 @@ class Bus:
                 named.add((stream, message.dedupe_key))
             payloads[n] = payload = encode(message)
             batches = by_stream.setdefault(stream, [[]])
-            if batches[-1] and (len(batches[-1]) >= PUBLISH_BATCH_MAX or len(payload) > room[stream]):
+            if batches[-1] and (len(batches[-1]) >= keys.BATCH_MAX or len(payload) > room[stream]):
                 batches.append([])
             if len(batches[-1]) == 0:
                 room[stream] = PUBLISH_BATCH_MAX_BYTES

@@ -23,6 +23,10 @@ PAYLOAD_FIELD = "m"  # the one field of a stream entry: the encoded Message
 # or, on an inbound stream, the one field of an entry holding a publish batch: a msgpack
 # array of encoded Messages (`bridge.bus`: one entry a batch and partition, not a message)
 BATCH_FIELD = "b"
+# messages in one such entry at most: a publish's are split there (the script unpacks their
+# ids onto Lua's stack, which takes 8,000), a commit's outbound too (the indexes a
+# dispatcher notes as sent while others of the entry wait stay a short string)
+BATCH_MAX = 1000
 REPLAY_FIELD = "r"  # set on entries an operator put back from the dead letters
 
 META = PREFIX + "meta"  # hash: partitions, schema (bridge.schema)

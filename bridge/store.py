@@ -132,10 +132,10 @@ class Saves:
         for stream, turns in self._turns.items():
             ops.append(("XADD", stream, "*", keys.PAYLOAD_FIELD, encode_turns(turns)))
         for stream, messages in self._outbound.items():
-            if len(messages) == 1:
-                ops.append(("XADD", stream, "*", keys.PAYLOAD_FIELD, messages[0]))
-            else:
-                ops.append(("XADD", stream, "*", keys.BATCH_FIELD, encode_batch(messages)))
+            for first in range(0, len(messages), keys.BATCH_MAX):
+                some = messages[first:first + keys.BATCH_MAX]
+                ops.append(("XADD", stream, "*", *((keys.PAYLOAD_FIELD, some[0]) if len(some) == 1 else
+                                                   (keys.BATCH_FIELD, encode_batch(some)))))
         return ops
 
 

@@ -12,12 +12,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bridge import keys
-from bridge.bus import Bus, CommitUncertain, LeaseLost
+from bridge.bus import Bus, CommitUncertain, LeaseLost, entry_of
 from bridge.config import RedisSettings
 from bridge.connection import close, connect
 from bridge.cursor import GroupCursor
 from bridge.errors import StoreUnavailable
-from bridge.model import Message, decode
+from bridge.model import Message, decode, encode
+from bridge.store import Saves
 from bridge.transaction import fenced, packed
 from tests.redis_proxy import AnswerLosingProxy, LoadingProxy, SplittingProxy
 
@@ -490,3 +491,21 @@ async def test_an_erasure_keeps_the_others_messages_of_a_batch_the_engine_has_no
     assert b"erased-person" not in b"".join(e.payload or b"" for e in left)
     read = await bus.read([stream], keys.ENGINE_GROUP, "w", count=10, block_ms=None)
     assert [decode(e.payload or b"").text for e in read] == ["waiting, theirs", "waiting too"]
+
+
+async def test_a_large_batch_is_split_into_entries_of_at_most_batch_max_messages_in_order(
+        redis: aioredis.Redis) -> None:
+    """2,500 messages published at once, and 2,500 replies committed at once to one outbound
+    stream: three entries each (1,000, 1,000, 500), every message read back once, in order."""
+    bus = Bus(redis, partitions=1)
+    stream = keys.inbound(0, 1)
+    texts = [f"m{n}" for n in range(2_500)]
+    assert await bus.publish_many([customer("big", text, f"api:big-{text}") for text in texts]) == [True] * 2_500
+    saves = Saves(1)
+    outbound = keys.outbound("api", 0, 1)
+    for text in texts:
+        saves.send(outbound, encode(Message(kind="reply", channel="api", address="big", text=text)))
+    await bus.commit(saves.ops())
+    for name in (stream, outbound):
+        assert [len(entry_of(name, "-", fields)) for _, fields in await redis.xrange(name)] == [1_000, 1_000, 500]
+        assert [decode(e.payload or b"").text for e in await bus.entries(name)] == texts
