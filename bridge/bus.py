@@ -856,12 +856,6 @@ class Bus:
             ["HDEL", keys.attempts(stream), entry.id],
         ]
 
-    async def dead_letter(self, stream: str, group: str, entry: Entry, reason: str,
-                          *, leases: Sequence[str] = (), owner: str = "") -> None:
-        log.warning("dead-lettered", extra={"stream": stream, "entry": entry.id, "reason": reason})
-        await self.commit([*self.dead_letter_ops(stream, group, entry, reason, ack=False),
-                           *self.ack_entries_ops(stream, group, [entry])], leases=leases, owner=owner)
-
     async def dead_letter_streams(self) -> list[str]:
         return sorted([key.decode() async for key in self.redis.scan_iter(match=keys.DEAD_LETTER_STREAMS,
                                                                             count=1000, _type="stream")])

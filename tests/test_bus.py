@@ -135,7 +135,7 @@ async def test_dead_letters_keep_the_reason_and_can_be_replayed(redis: aioredis.
     await bus.ensure_group(stream, "g")
     await bus.publish(customer("c", "poison"))
     (entry,) = await bus.read([stream], "g", "w", count=1, block_ms=None)
-    await bus.dead_letter(stream, "g", entry, "step failed 5 times: KeyError")
+    await bus.commit(bus.dead_letter_ops(stream, "g", entry, "step failed 5 times: KeyError"))
     assert await bus.pending_count(stream, "g") == 0
     (row,) = await bus.dead_letters()
     assert row["reason"] == "step failed 5 times: KeyError" and row["stream"] == stream
@@ -159,7 +159,7 @@ async def test_dead_letters_sit_beside_their_streams_and_list_together_oldest_fi
         await bus.publish(message)
         stream = bus.inbound_stream(message)
         (entry,) = await bus.read([stream], "g", "w", count=1, block_ms=None)
-        await bus.dead_letter(stream, "g", entry, f"failed: {message.text}")
+        await bus.commit(bus.dead_letter_ops(stream, "g", entry, f"failed: {message.text}"))
         await asyncio.sleep(0.002)  # oldest first to the millisecond: ids of two streams tie within one
     rows = await bus.dead_letters()
     assert [r["reason"] for r in rows] == [f"failed: poison {i}" for i in range(12)]
