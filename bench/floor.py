@@ -64,7 +64,7 @@ async def skeleton_run(bus: Bus, n: int, tag: str) -> float:
                     event = Message(kind="event", channel="null", name="customer_message", text=message.text,
                                     conversation_id=conversation, reply_to=message.id, created_ms=message.created_ms)
                     ops.append(("XADD", out, "*", keys.PAYLOAD_FIELD, encode(event)))
-                ops += bus.ack_entries_ops(stream, "engine", entries)
+                ops += bus.ack_ops(stream, "engine", entries)
                 await bus.commit(ops, leases=[keys.lease(stream)], owner=OWNER)
 
     async def dispatch() -> None:
@@ -75,7 +75,7 @@ async def skeleton_run(bus: Bus, n: int, tag: str) -> float:
             for stream, read in _by_stream(entries).items():
                 sent = [(message.id, "-") for _, message in decode_entries(read)[0]]
                 ops += bus.sent_ops(stream, 0, sent, keep_days=1)
-                ops += bus.ack_ops(stream, "dispatch", [e.id for e in read])
+                ops += bus.ack_ops(stream, "dispatch", read)
             if ops:
                 await bus.commit(ops, leases=[keys.lease(s) for s in outbound], owner=OWNER)
             delivered += len(entries)

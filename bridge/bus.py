@@ -5,7 +5,7 @@ batch rather than per message. Publishing a batch is one Lua call, writing one e
 partition; the engine commits a batch's effects (and its acks) in one transaction
 (`commit`): two round trips, the fences read under WATCH, then MULTI/EXEC; the batch's
 messages to one outbound stream are one entry too. A reader sees each message of an entry
-as an `Entry` of its own; `ack_entries_ops` acks the stream entry once all are done.
+as an `Entry` of its own; `ack_ops` acks the stream entry once all are done.
 
 With ``wait_replicas`` (``redis.wait_replicas``) a publish, a commit and a read that
 returned entries are followed, in the same round trip, by Redis ``WAIT``: a write counts
@@ -186,7 +186,7 @@ class CommitUncertain(StoreUnavailable):
 class Entry(msgspec.Struct):
     """One message as read from a stream: a stream entry, or one message of an entry that
     holds a publish batch (``batch``: that entry's id; ``id``: ``<batch>#<index>``). Acks go
-    through `Bus.ack_entries_ops`, which acks a batch entry once all its messages are done."""
+    through `Bus.ack_ops`, which acks a batch entry once all its messages are done."""
     stream: str
     id: str
     payload: bytes | None  # None when the entry has no payload field (malformed) or is gone
@@ -730,11 +730,7 @@ class Bus:
                       role=role, leader=leader)
 
     @staticmethod
-    def ack_ops(stream: str, group: str, entry_ids: Sequence[str]) -> Ops:
-        return variadic(("XACK", stream, group), entry_ids)
-
-    @staticmethod
-    def ack_entries_ops(stream: str, group: str, entries: Sequence[Entry],
+    def ack_ops(stream: str, group: str, entries: Sequence[Entry],
                         noted: dict[tuple[str, str], set[int]] | None = None) -> Ops:
         """Ack what a batch handled. A batch entry is acked once every message of it is
         done; until then the done ones are noted, so a read of it again leaves them out
@@ -843,16 +839,14 @@ class Bus:
 
     # -- dead letters ----------------------------------------------------------------
 
-    def dead_letter_ops(self, stream: str, group: str, entry: Entry, reason: str, lane: str = "", *,
-                        ack: bool = True) -> Ops:
-        """Ops that move one entry to the dead-letter stream and ack it at the source (with
-        ``ack=False`` the caller acks it, with the rest of its batch: `ack_entries_ops`).
+    def dead_letter_ops(self, stream: str, group: str, entry: Entry, reason: str, lane: str = "") -> Ops:
+        """Ops that copy one entry to the dead-letter stream; the caller acks it with the
+        rest of its batch (`ack_ops`: a message of a batch entry is acked with the entry).
         ``lane`` names the outbound address whose later sends wait behind it (replayed together)."""
         return [
             ["XADD", keys.dead_letters(stream), "MAXLEN", "~", self.dead_letter_max_len, "*",
              "stream", stream, "group", group, "id", entry.id, "reason", reason[:2000],
              "at_ms", now_ms(), "lane", lane, "m", entry.payload or b""],
-            *([["XACK", stream, group, entry.id]] if ack else []),
             ["HDEL", keys.attempts(stream), entry.id],
         ]
 

@@ -2,7 +2,7 @@
 
 A channel has one outbound stream per engine partition (each written by its partition's
 commit, in its slot: a commit's messages to it are one entry, each sent on its own; the
-entry is acked once all are recorded, `Bus.ack_entries_ops`) and one of its own (what
+entry is acked once all are recorded, `Bus.ack_ops`) and one of its own (what
 older bridges wrote; dead letters' release marks). The holder of the channel's own
 stream's lease takes the others, so one process paces a channel.
 
@@ -188,7 +188,7 @@ class ChannelDispatcher:
         self._idle: deque[asyncio.Future[bool]] = deque()  # workers waiting for a ready lane
         self._waking = 0  # workers woken or started that have not run yet
         self._in_hand: set[tuple[str, str]] = set()  # (stream, entry id) read and not yet recorded
-        # (stream, batch entry id) -> its messages recorded while others of it are not (`Bus.ack_entries_ops`)
+        # (stream, batch entry id) -> its messages recorded while others of it are not (`Bus.ack_ops`)
         self._noted: dict[tuple[str, str], set[int]] = {}
         # lane -> the dead-lettered entry it waits behind ("r:" + id when that entry was a replay)
         self._parked: dict[str, str] = {}
@@ -560,7 +560,7 @@ class ChannelDispatcher:
                 if delivered.ref and message.conversation_id:
                     refs.append((delivered.ref, message.conversation_id))
             if d.dead:
-                failures += bus.dead_letter_ops(stream, self.group, entry, d.dead, lane=d.lane, ack=False)
+                failures += bus.dead_letter_ops(stream, self.group, entry, d.dead, lane=d.lane)
                 if d.parks:
                     failures += bus.park_ops(stream, d.lane, d.parks)
             acks.setdefault(stream, []).append(entry)
@@ -580,7 +580,7 @@ class ChannelDispatcher:
             ops += Store.refs_record_ops(refs, bus.partitions, now_ms())
         ops += failures
         for stream, done in acks.items():
-            ops += bus.ack_entries_ops(stream, self.group, done, self._noted)
+            ops += bus.ack_ops(stream, self.group, done, self._noted)
         for stream, ids in tried.items():
             ops += bus.attempts_done_ops(stream, ids)
         acked = sum(1 for d in batch if not d.dead)

@@ -306,12 +306,12 @@ class Engine:
             if delivered > self.engine.max_deliveries:
                 log.warning("dead-lettered", extra={"stream": stream, "entry": entry.id, "deliveries": delivered})
                 ops.extend(self.bus.dead_letter_ops(stream, self.group, entry,
-                                                    f"delivered {delivered} times without being handled", ack=False))
+                                                    f"delivered {delivered} times without being handled"))
                 poison.append(entry)
             else:
                 keep.append(entry)
         if poison:
-            await self.bus.commit([*ops, *self.bus.ack_entries_ops(stream, self.group, poison)],
+            await self.bus.commit([*ops, *self.bus.ack_ops(stream, self.group, poison)],
                                   leases=[keys.lease(stream)], owner=self.worker_id)
         return keep
 
@@ -399,7 +399,7 @@ class Engine:
         for entry, reason in malformed:
             log.error("malformed entry dead-lettered", extra={"stream": entry.stream, "entry": entry.id,
                                                               "reason": reason})
-            ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, reason, ack=False))
+            ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, reason))
             acked.append(entry)
         await self._load(partition, [m for _, m in messages], revs)
         handled = 0
@@ -423,8 +423,7 @@ class Engine:
             try:
                 turn = await self._begin(partition, message, committed)
                 if turn is None:
-                    ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, _unknown(message),
-                                                        ack=False))
+                    ops.extend(self.bus.dead_letter_ops(entry.stream, self.group, entry, _unknown(message)))
                     acked.append(entry)
                     continue
                 for step, is_async in self.steps:
@@ -451,7 +450,7 @@ class Engine:
                     ops.extend(dead)
                     acked.append(entry)
         ops.extend(saves.ops())
-        ops.extend(self.bus.ack_entries_ops(stream, self.group, acked))
+        ops.extend(self.bus.ack_ops(stream, self.group, acked))
         ops.extend(self.bus.announce_ops(touched))
         try:
             await self.store.write_contacts(saves.contacts)  # in the contacts' slot, first
@@ -486,7 +485,7 @@ class Engine:
             partition.reread = True
             return self.bus.dead_letter_ops(entry.stream, self.group, entry,
                                             f"failed {failure.tries} times in {now_s - failure.first_s:.1f} s: "
-                                            f"{type(exc).__name__}: {exc}", ack=False)
+                                            f"{type(exc).__name__}: {exc}")
         failure.due_s = now_s + backoff_s(failure.tries, base_s=0.2, cap_s=10.0)
         failure.asked = False
         return []

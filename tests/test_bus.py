@@ -90,7 +90,7 @@ async def test_entries_of_a_dead_consumer_are_reclaimed(redis: aioredis.Redis) -
     assert await bus.reclaim(stream, "g", "new-worker", min_idle_ms=60_000, count=10) == []  # not idle long enough
     reclaimed = await bus.reclaim(stream, "g", "new-worker", min_idle_ms=0, count=10)
     assert [e.id for e in reclaimed] == [e.id for e in taken]
-    await bus.commit(bus.ack_entries_ops(stream, "g", reclaimed))
+    await bus.commit(bus.ack_ops(stream, "g", reclaimed))
     assert await bus.pending_count(stream, "g") == 0
 
 
@@ -135,7 +135,8 @@ async def test_dead_letters_keep_the_reason_and_can_be_replayed(redis: aioredis.
     await bus.ensure_group(stream, "g")
     await bus.publish(customer("c", "poison"))
     (entry,) = await bus.read([stream], "g", "w", count=1, block_ms=None)
-    await bus.commit(bus.dead_letter_ops(stream, "g", entry, "step failed 5 times: KeyError"))
+    await bus.commit([*bus.dead_letter_ops(stream, "g", entry, "step failed 5 times: KeyError"),
+                      *bus.ack_ops(stream, "g", [entry])])
     assert await bus.pending_count(stream, "g") == 0
     (row,) = await bus.dead_letters()
     assert row["reason"] == "step failed 5 times: KeyError" and row["stream"] == stream
@@ -159,7 +160,8 @@ async def test_dead_letters_sit_beside_their_streams_and_list_together_oldest_fi
         await bus.publish(message)
         stream = bus.inbound_stream(message)
         (entry,) = await bus.read([stream], "g", "w", count=1, block_ms=None)
-        await bus.commit(bus.dead_letter_ops(stream, "g", entry, f"failed: {message.text}"))
+        await bus.commit([*bus.dead_letter_ops(stream, "g", entry, f"failed: {message.text}"),
+                          *bus.ack_ops(stream, "g", [entry])])
         await asyncio.sleep(0.002)  # oldest first to the millisecond: ids of two streams tie within one
     rows = await bus.dead_letters()
     assert [r["reason"] for r in rows] == [f"failed: poison {i}" for i in range(12)]
@@ -270,7 +272,7 @@ async def test_a_cursor_reads_its_own_unacked_then_the_previous_owners_then_new(
     async def texts() -> list[str]:
         entries = await cursor.next([stream])
         if entries:
-            await bus.commit(bus.ack_entries_ops(stream, "g", entries))
+            await bus.commit(bus.ack_ops(stream, "g", entries))
         return [decode(e.payload).text for e in entries if e.payload]
 
     assert (await texts(), cursor.replayed) == ([decode(ours.payload or b"").text], True)
@@ -461,14 +463,14 @@ async def test_a_batch_entry_is_acked_once_all_its_messages_are_handled_and_none
     assert await redis.xlen(stream) == 1
     first = await bus.read([stream], "g", "w", count=10, block_ms=None)
     assert [decode(e.payload or b"").text for e in first] == ["m0", "m1", "m2", "m3"]
-    await bus.commit(bus.ack_entries_ops(stream, "g", [first[0], first[2]]))
+    await bus.commit(bus.ack_ops(stream, "g", [first[0], first[2]]))
     assert await bus.pending_count(stream, "g") == 1  # the entry waits for m1 and m3
     again = await bus.read([stream], "g", "w", count=10, block_ms=None, pending=True)
     assert [decode(e.payload or b"").text for e in again] == ["m1", "m3"]
-    await bus.commit(bus.ack_entries_ops(stream, "g", again[:1]))
+    await bus.commit(bus.ack_ops(stream, "g", again[:1]))
     (last,) = await bus.reclaim(stream, "g", "another worker", min_idle_ms=0, count=10)  # a take-over: the same
     assert decode(last.payload or b"").text == "m3"
-    await bus.commit(bus.ack_entries_ops(stream, "g", [last]))
+    await bus.commit(bus.ack_ops(stream, "g", [last]))
     assert await bus.pending_count(stream, "g") == 0
     assert await redis.exists(keys.parts_done(stream)) == 0
 
@@ -482,7 +484,7 @@ async def test_an_erasure_keeps_the_others_messages_of_a_batch_the_engine_has_no
     await bus.ensure_group(stream, keys.ENGINE_GROUP)
     await bus.publish_many([customer("erased-person", "handled, mine"), customer("other", "handled, theirs")])
     handled = await bus.read([stream], keys.ENGINE_GROUP, "w", count=10, block_ms=None)
-    await bus.commit(bus.ack_entries_ops(stream, keys.ENGINE_GROUP, handled))
+    await bus.commit(bus.ack_ops(stream, keys.ENGINE_GROUP, handled))
     await bus.publish_many([customer("erased-person", "waiting, mine"), customer("other", "waiting, theirs"),
                             customer("third", "waiting too")])
     assert await bus.scrub(["erased-person"]) == 2

@@ -109,7 +109,8 @@ async def test_status_and_dead_letters_from_the_command_line(redis_url: str, red
     await bus.ensure_group(stream, "engine")
     await bus.publish(Message(kind="customer", channel="api", address="x", text="stuck message"))
     (entry,) = await bus.read([stream], "engine", "w", count=1, block_ms=None)
-    await bus.commit(bus.dead_letter_ops(stream, "engine", entry, "failed 5 times: ValueError: boom"))
+    await bus.commit([*bus.dead_letter_ops(stream, "engine", entry, "failed 5 times: ValueError: boom"),
+                      *bus.ack_ops(stream, "engine", [entry])])
     await bus.publish(Message(kind="customer", channel="api", address="x", text="waiting"))
     for p in (0, 5):  # cases two partitions filed in one email queue
         await redis.xadd(keys.queue("default", p, 8), {keys.PAYLOAD_FIELD: b"case"})
@@ -260,7 +261,8 @@ async def test_dlq_replay_and_drop_name_the_ids_they_did_not_find(redis_url: str
     for text in ("one", "two"):
         await bus.publish(Message(kind="customer", channel="api", address="x", text=text))
     for entry in await bus.read([stream], "engine", "w", count=2, block_ms=None):
-        await bus.commit(bus.dead_letter_ops(stream, "engine", entry, "failed"))
+        await bus.commit([*bus.dead_letter_ops(stream, "engine", entry, "failed"),
+                          *bus.ack_ops(stream, "engine", [entry])])
     first, second = (row["dlq_id"] for row in await bus.dead_letters())
 
     replay = bridge_cli("dlq", "replay", "unknown-id", first, "-c", str(config), cwd=tmp_path)

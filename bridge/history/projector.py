@@ -171,11 +171,11 @@ class Projector:
         applied = await self.writer.apply(records)
         await self._take_back_erased(records)
         failpoints.hit("projector.after_sql")
-        by_stream: dict[str, list[str]] = {}
+        by_stream: dict[str, list[Entry]] = {}
         for entry in entries:
-            by_stream.setdefault(entry.stream, []).append(entry.id)
-        for stream, ids in by_stream.items():
-            ops.extend(self.bus.ack_ops(stream, keys.PROJECTOR_GROUP, ids))
+            by_stream.setdefault(entry.stream, []).append(entry)
+        for stream, taken in by_stream.items():
+            ops.extend(self.bus.ack_ops(stream, keys.PROJECTOR_GROUP, taken))
         await self.bus.commit_by_slot(ops, leases=[keys.lease(s) for s in by_stream], owner=self.worker_id)
         self.projected += applied
         HISTORY_PROJECTED.inc(applied)
